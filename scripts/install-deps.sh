@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what BlockFed needs to build and test on Debian 12, and nothing that is already there.
+# Idempotent: a second run only checks. Needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config
+      libzmq3-dev libczmq-dev libopenblas-dev libmsgpack-dev libstb-dev
+      libssl-dev libsqlite3-dev zlib1g-dev dataset-fashion-mnist
+      clang libclang-rt-14-dev)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && { echo "install-deps: all ${#pkgs[@]} packages present"; exit 0; }
+
+echo "install-deps: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

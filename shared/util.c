@@ -1,0 +1,109 @@
+/* util.c: error messages, the RNG, clocks and hashing shared by every BlockFed library. */
+#include "bf_util.h"
+
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int bf_err_set(bf_err_t *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int bf_err_prefix(bf_err_t *err, const char *fmt, ...) {
+    if (err) {
+        char prefix[256], old[sizeof err->msg];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(prefix, sizeof prefix, fmt, ap);
+        va_end(ap);
+        size_t pl = strlen(prefix);
+        memcpy(old, err->msg, sizeof old);
+        old[sizeof old - 1] = 0;
+        if (pl >= sizeof err->msg) pl = sizeof err->msg - 1;
+        memcpy(err->msg, prefix, pl);
+        size_t ol = strlen(old);
+        if (ol > sizeof err->msg - 1 - pl) ol = sizeof err->msg - 1 - pl;
+        memcpy(err->msg + pl, old, ol);
+        err->msg[pl + ol] = 0;
+    }
+    return -1;
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void bf_rng_seed(bf_rng_t *r, uint64_t seed) {
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t bf_rng_u64(bf_rng_t *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+uint32_t bf_rng_below(bf_rng_t *r, uint32_t n) {
+    /* Lemire's multiply-shift with rejection: unbiased and division-free in the common case. */
+    uint64_t m = (uint64_t)(uint32_t)(bf_rng_u64(r) >> 32) * n;
+    uint32_t low = (uint32_t)m;
+    if (low < n) {
+        uint32_t threshold = -n % n;
+        while (low < threshold) {
+            m = (uint64_t)(uint32_t)(bf_rng_u64(r) >> 32) * n;
+            low = (uint32_t)m;
+        }
+    }
+    return (uint32_t)(m >> 32);
+}
+
+float bf_rng_uniform(bf_rng_t *r) { return (float)(bf_rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
+
+double bf_rng_normal(bf_rng_t *r) {
+    /* 53-bit uniforms; u1 in (0,1] so log() is finite. */
+    double u1 = ((bf_rng_u64(r) >> 11) + 1) * (1.0 / 9007199254740992.0);
+    double u2 = (bf_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+void bf_rng_shuffle(bf_rng_t *r, int32_t *v, size_t n) {
+    for (size_t i = n; i > 1; i--) {
+        size_t j = bf_rng_below(r, (uint32_t)i);
+        int32_t t = v[i - 1];
+        v[i - 1] = v[j];
+        v[j] = t;
+    }
+}
+
+double bf_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void bf_sha256_hex(const void *data, size_t n, char out[65]) {
+    unsigned char md[32];
+    unsigned int len = 0;
+    EVP_Digest(data, n, md, &len, EVP_sha256(), NULL);
+    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
