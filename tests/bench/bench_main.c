@@ -1,9 +1,35 @@
-/* blockfed-bench: `blockfed-bench SUBCOMMAND [--json] ...` prints measured figures. */
+/* blockfed-bench: `blockfed-bench SUBCOMMAND [--json] ...` prints measured figures (never pass/fail).
+ * Each subcommand lives in its own file and is linked in when its library is built; the weak
+ * references let this dispatcher build before every subcommand exists. */
 #include <stdio.h>
 #include <string.h>
 
+int bench_train_main(int argc, char **argv) __attribute__((weak));
+int bench_ledger_main(int argc, char **argv) __attribute__((weak));
+
+static const struct {
+    const char *name;
+    int (*run)(int, char **);
+    const char *what;
+} commands[] = {
+    {"train", bench_train_main, "ResNet8 training / inference throughput vs the OpenBLAS core"},
+    {"ledger", bench_ledger_main, "paid-prediction settlements per second"},
+};
+
+static int usage(FILE *f) {
+    fprintf(f, "usage: blockfed-bench SUBCOMMAND [--json] [options]\n\nsubcommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-8s %s%s\n", commands[i].name, commands[i].what,
+                commands[i].run ? "" : " (not built)");
+    return f == stdout ? 0 : 2;
+}
+
 int main(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "usage: blockfed-bench train|ledger [--json]\n");
-    return 2;
+    if (argc < 2) return usage(stderr);
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) return usage(stdout);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name) && commands[i].run)
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "blockfed-bench: unknown or unbuilt subcommand '%s'\n", argv[1]);
+    return usage(stderr);
 }

@@ -1,0 +1,76 @@
+/* bf_datasets.h: image datasets for the BlockFed engine.
+ *
+ * A dataset is held as 8-bit pixels (NCHW, 0..255) plus one label byte per image; conversion to
+ * normalized float32 happens per batch in bf_batch_fill, so a 60,000-image set costs 47 MB, not
+ * 188 MB. Readers validate every header, size and count against the bytes actually present and
+ * fail with a message in bf_err_t; they never crash on a corrupt or truncated file.
+ *
+ * Formats: IDX (MNIST / Fashion-MNIST, optionally gzip-compressed), CIFAR-10 binary batches, and
+ * image folders (one sub-folder per class; PNG/JPEG/BMP/GIF/PNM through stb_image). */
+#ifndef BF_DATASETS_H
+#define BF_DATASETS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bf_util.h"
+
+#define BF_MAX_CLASSES 256
+#define BF_MAX_CLASS_NAME 64
+/* Caps applied before anything is allocated or decoded (decompression bombs, hostile headers). */
+#define BF_MAX_IMAGE_SIDE 8192
+#define BF_MAX_IMAGE_PIXELS (16u * 1024u * 1024u)
+
+typedef struct {
+    int32_t n, c, h, w;      /* images, channels, height, width */
+    uint8_t *pixels;         /* n*c*h*w bytes, NCHW */
+    uint8_t *labels;         /* n bytes, each < classes */
+    int32_t classes;
+    char class_names[BF_MAX_CLASSES][BF_MAX_CLASS_NAME];
+} bf_dataset_t;
+
+/* Loads split "train" or "test" from a directory, detecting the format:
+ *  - IDX: {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (class names: Fashion-MNIST's when the
+ *    directory name contains "fashion", else the digits "0".."9");
+ *  - CIFAR-10 binary: data_batch_{1..5}.bin / test_batch.bin (also inside cifar-10-batches-bin/),
+ *    class names from batches.meta.txt when present;
+ *  - image folder: DIR/SPLIT/CLASS/*.{png,jpg,...} or, when DIR has no SPLIT sub-folder, DIR/CLASS/*
+ *    for either split. Images are converted to c×h×w (0 = take the first image's channels/size).
+ * On success *out owns its buffers (free with bf_dataset_free); on failure *out is left empty. */
+int bf_dataset_load(const char *dir, const char *split, int c, int h, int w, bf_dataset_t *out,
+                    bf_err_t *err);
+
+/* The individual readers, for callers that know the format. */
+int bf_idx_load(const char *images_path, const char *labels_path, bf_dataset_t *out, bf_err_t *err);
+int bf_cifar10_load(const char *const *batch_paths, int nfiles, bf_dataset_t *out, bf_err_t *err);
+int bf_imgfolder_load(const char *dir, int c, int h, int w, bf_dataset_t *out, bf_err_t *err);
+
+void bf_dataset_free(bf_dataset_t *d);
+
+/* A new dataset holding images idx[0..n) of src (copies pixels and labels, keeps class names). */
+int bf_dataset_subset(const bf_dataset_t *src, const int32_t *idx, int32_t n, bf_dataset_t *out,
+                      bf_err_t *err);
+
+/* Per-channel mean and standard deviation of the pixels scaled to [0,1] (population std),
+ * computed in double precision. mean and std have d->c entries. */
+void bf_dataset_channel_stats(const bf_dataset_t *d, float *mean, float *std);
+
+/* Fills a batch: x[i] = (pixels[idx[i]] / 255 - mean[c]) / std[c] as float32 NCHW, y[i] = label.
+ * When aug is non-NULL (training on 32×32-style colour data), each image gets a random crop with
+ * 4-pixel zero padding and a random horizontal flip, drawn from aug in a fixed order, so a seeded
+ * run is reproducible. x has n*c*h*w floats, y has n entries. */
+void bf_batch_fill(const bf_dataset_t *d, const int32_t *idx, int32_t n, const float *mean,
+                   const float *std, bf_rng_t *aug, float *x, int32_t *y);
+
+/* Decodes one image held in memory (PNG, JPEG, BMP, GIF first frame, PNM) and converts it to
+ * c channels (grayscale <-> RGB by ITU-R BT.601 luma / replication) and h×w (bilinear resampling
+ * with pixel-centre alignment, as in PIL/torchvision's bilinear without antialias), writing c*h*w
+ * bytes NCHW into out. Dimensions are read and checked against BF_MAX_IMAGE_SIDE /
+ * BF_MAX_IMAGE_PIXELS before any pixel is decoded. */
+int bf_image_decode(const uint8_t *bytes, size_t n, int c, int h, int w, uint8_t *out, bf_err_t *err);
+/* The same from a file (size checked before reading, at most 64 MiB). */
+int bf_image_load(const char *path, int c, int h, int w, uint8_t *out, bf_err_t *err);
+/* Reads only the header: width, height and channels in the file. */
+int bf_image_info(const uint8_t *bytes, size_t n, int *w, int *h, int *c, bf_err_t *err);
+
+#endif
