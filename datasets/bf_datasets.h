@@ -34,7 +34,7 @@ typedef struct {
  *    directory name contains "fashion", else the digits "0".."9");
  *  - CIFAR-10 binary: data_batch_{1..5}.bin / test_batch.bin (also inside cifar-10-batches-bin/),
  *    class names from batches.meta.txt when present;
- *  - image folder: DIR/SPLIT/CLASS/*.{png,jpg,...} or, when DIR has no SPLIT sub-folder, DIR/CLASS/*
+ *  - image folder: DIR/SPLIT/CLASS/FILE.{png,jpg,...} or, when DIR has no SPLIT sub-folder, DIR/CLASS/FILE
  *    for either split. Images are converted to c×h×w (0 = take the first image's channels/size).
  * On success *out owns its buffers (free with bf_dataset_free); on failure *out is left empty. */
 int bf_dataset_load(const char *dir, const char *split, int c, int h, int w, bf_dataset_t *out,
@@ -72,5 +72,26 @@ int bf_image_decode(const uint8_t *bytes, size_t n, int c, int h, int w, uint8_t
 int bf_image_load(const char *path, int c, int h, int w, uint8_t *out, bf_err_t *err);
 /* Reads only the header: width, height and channels in the file. */
 int bf_image_info(const uint8_t *bytes, size_t n, int *w, int *h, int *c, bf_err_t *err);
+
+/* ---- Additions (datasets engineer): helpers the readers share and the engine may use. ---- */
+
+/* Upper bound on a dataset's pixel bytes, checked before anything is allocated (a hostile header
+ * can declare up to 2^32-1 images); 4 GiB is far above every dataset this engine trains on. */
+#define BF_MAX_DATASET_BYTES ((size_t)4 << 30)
+
+/* Allocates an n×c×h×w dataset with zeroed pixels and labels and class names "0".."classes-1"
+ * (for generated data and for the readers). n >= 0, c,h,w >= 1, 1 <= classes <= BF_MAX_CLASSES,
+ * total bytes <= BF_MAX_DATASET_BYTES. On failure *out is left empty. */
+int bf_dataset_alloc(bf_dataset_t *out, int32_t n, int32_t c, int32_t h, int32_t w, int32_t classes,
+                     bf_err_t *err);
+
+/* Converts every image of d in place to c×h×w with the same channel conversion and bilinear
+ * resampling as bf_image_decode (0 keeps the current value). bf_dataset_load applies it to IDX
+ * and CIFAR data when the caller asks for a shape other than the file's, e.g. Fashion-MNIST as
+ * 3×32×32. c must be 1 or 3 (or 0). On failure d is unchanged. */
+int bf_dataset_convert(bf_dataset_t *d, int c, int h, int w, bf_err_t *err);
+
+/* bf_image_info for a file (same size checks as bf_image_load); errors name the file. */
+int bf_image_file_info(const char *path, int *w, int *h, int *c, bf_err_t *err);
 
 #endif

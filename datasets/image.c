@@ -1,0 +1,230 @@
+/* image.c: decoding single images through stb_image, channel conversion and bilinear resizing,
+ * shared by the image-folder reader and bf_dataset_convert.
+ *
+ * Conversion order: channels first (at the source resolution), then each plane is resized.
+ *  - RGB(A) -> gray: ITU-R BT.601 luma with PIL's integer rounding,
+ *      Y = (19595 R + 38470 G + 7471 B + 32768) >> 16   (the weights sum to 65536);
+ *  - gray -> RGB: replication; alpha channels are dropped (not composited), as PIL's convert does.
+ *  - resize: bilinear with pixel centres aligned (PyTorch interpolate(align_corners=False),
+ *    torchvision bilinear without antialias). For output row y of H_out from H_in rows:
+ *      sy = clamp((y + 0.5) * H_in / H_out - 0.5, 0, H_in - 1),  y0 = floor(sy),
+ *      y1 = min(y0 + 1, H_in - 1),  fy = sy - y0,   and the same along x; then
+ *      v = (1-fy) * ((1-fx) p[y0][x0] + fx p[y0][x1]) + fy * ((1-fx) p[y1][x0] + fx p[y1][x1]),
+ *    computed in double and rounded half up: out = floor(v + 0.5). Downscaling does not
+ *    antialias (like torchvision with antialias=False). */
+#include "bf_datasets.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Only the formats we document: less attack surface in a decoder that sees untrusted files. We
+ * read files ourselves (size-checked), so stb's stdio entry points are not compiled. */
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_NO_STDIO
+#define STBI_FAILURE_USERMSG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_GIF
+#define STBI_ONLY_PNM
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wtype-limits"
+#include <stb_image.h>
+#pragma GCC diagnostic pop
+
+#define IMAGE_FILE_MAX ((size_t)64 << 20)
+
+/* ---- pixel conversion ---- */
+
+static inline uint8_t luma(int r, int g, int b) { return (uint8_t)((19595 * r + 38470 * g + 7471 * b + 32768) >> 16); }
+
+/* np pixels with sc channels at src (channel k of pixel i at src[i*pstride + k*cstride]) to dc
+ * planes of np bytes at dst. sc 1/2 is gray(+alpha), 3/4 is RGB(+alpha). */
+static void to_planes(const uint8_t *src, int sc, size_t np, size_t cstride, size_t pstride, int dc,
+                      uint8_t *dst) {
+    for (size_t i = 0; i < np; i++) {
+        const uint8_t *p = src + i * pstride;
+        if (dc == 1)
+            dst[i] = sc >= 3 ? luma(p[0], p[cstride], p[2 * cstride]) : p[0];
+        else
+            for (int ch = 0; ch < 3; ch++) dst[(size_t)ch * np + i] = sc >= 3 ? p[(size_t)ch * cstride] : p[0];
+    }
+}
+
+/* Source coordinate of output index o along an axis of in -> out samples (formula above). */
+static inline void src_coord(int o, int in, int out, int *i0, int *i1, double *f) {
+    double s = (o + 0.5) * ((double)in / out) - 0.5;
+    if (s < 0) s = 0;
+    if (s > in - 1) s = in - 1;
+    *i0 = (int)s;
+    *i1 = *i0 + 1 < in ? *i0 + 1 : in - 1;
+    *f = s - *i0;
+}
+
+static void resize_plane(const uint8_t *src, int ih, int iw, uint8_t *dst, int oh, int ow) {
+    for (int y = 0; y < oh; y++) {
+        int y0, y1;
+        double fy;
+        src_coord(y, ih, oh, &y0, &y1, &fy);
+        const uint8_t *r0 = src + (size_t)y0 * iw, *r1 = src + (size_t)y1 * iw;
+        for (int x = 0; x < ow; x++) {
+            int x0, x1;
+            double fx;
+            src_coord(x, iw, ow, &x0, &x1, &fx);
+            double v = (1 - fy) * ((1 - fx) * r0[x0] + fx * r0[x1]) + fy * ((1 - fx) * r1[x0] + fx * r1[x1]);
+            int q = (int)(v + 0.5);
+            dst[(size_t)y * ow + x] = (uint8_t)(q > 255 ? 255 : q < 0 ? 0 : q);
+        }
+    }
+}
+
+/* One image to dc×oh×ow planes at dst; tmp holds dc*ih*iw bytes when the size changes. */
+static void convert_image(const uint8_t *src, int sc, int ih, int iw, size_t cstride, size_t pstride, int dc,
+                          int oh, int ow, uint8_t *tmp, uint8_t *dst) {
+    int resize = ih != oh || iw != ow;
+    size_t np = (size_t)ih * iw;
+    uint8_t *planes = resize ? tmp : dst;
+    to_planes(src, sc, np, cstride, pstride, dc, planes);
+    if (resize)
+        for (int ch = 0; ch < dc; ch++) resize_plane(planes + ch * np, ih, iw, dst + (size_t)ch * oh * ow, oh, ow);
+}
+
+/* ---- limits ---- */
+
+static int check_size(int w, int h, bf_err_t *err) {
+    if (w < 1 || h < 1) return bf_err_set(err, "invalid image size %dx%d", w, h);
+    if (w > BF_MAX_IMAGE_SIDE || h > BF_MAX_IMAGE_SIDE || (uint64_t)w * (uint64_t)h > BF_MAX_IMAGE_PIXELS)
+        return bf_err_set(err, "image of %dx%d exceeds the size limit (%d per side, %u pixels)", w, h,
+                          BF_MAX_IMAGE_SIDE, BF_MAX_IMAGE_PIXELS);
+    return 0;
+}
+
+static int check_target(int c, int h, int w, bf_err_t *err) {
+    if (c != 1 && c != 3) return bf_err_set(err, "unsupported target channel count %d (expected 1 or 3)", c);
+    return check_size(w, h, err);
+}
+
+/* ---- decoding ---- */
+
+int bf_image_info(const uint8_t *bytes, size_t n, int *w, int *h, int *c, bf_err_t *err) {
+    if (n == 0) return bf_err_set(err, "empty image data");
+    if (n > INT_MAX) return bf_err_set(err, "image data of %zu bytes is too large", n);
+    if (!stbi_info_from_memory(bytes, (int)n, w, h, c))
+        return bf_err_set(err, "cannot read image header (PNG/JPEG/BMP/GIF/PNM): %s", stbi_failure_reason());
+    if (*c < 1 || *c > 4) return bf_err_set(err, "unsupported channel count %d", *c);
+    return 0;
+}
+
+int bf_image_decode(const uint8_t *bytes, size_t n, int c, int h, int w, uint8_t *out, bf_err_t *err) {
+    int iw, ih, ic, dw, dh, dc;
+    if (check_target(c, h, w, err)) return -1;
+    /* Header first: the caps are checked before stb allocates anything for pixels. */
+    if (bf_image_info(bytes, n, &iw, &ih, &ic, err) || check_size(iw, ih, err)) return -1;
+    uint8_t *img = stbi_load_from_memory(bytes, (int)n, &dw, &dh, &dc, 0);
+    if (!img) return bf_err_set(err, "cannot decode %dx%d image: %s", iw, ih, stbi_failure_reason());
+    if (dw != iw || dh != ih || dc < 1 || dc > 4) {
+        stbi_image_free(img);
+        return bf_err_set(err, "decoder returned %dx%dx%d, header said %dx%dx%d", dw, dh, dc, iw, ih, ic);
+    }
+    uint8_t *tmp = NULL;
+    if ((dh != h || dw != w) && !(tmp = malloc((size_t)c * dh * dw))) {
+        stbi_image_free(img);
+        return bf_err_set(err, "out of memory for a %dx%d image", dw, dh);
+    }
+    convert_image(img, dc, dh, dw, 1, (size_t)dc, c, h, w, tmp, out);
+    free(tmp);
+    stbi_image_free(img);
+    return 0;
+}
+
+/* Reads a whole image file after checking its size (a regular file, 1 byte .. 64 MiB). */
+static int read_image_file(const char *path, uint8_t **buf, size_t *n, bf_err_t *err) {
+    *buf = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return bf_err_set(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) != 0)
+        rc = bf_err_set(err, "%s: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        rc = bf_err_set(err, "%s: not a regular file", path);
+    else if (st.st_size == 0)
+        rc = bf_err_set(err, "%s: empty file", path);
+    else if ((uint64_t)st.st_size > IMAGE_FILE_MAX)
+        rc = bf_err_set(err, "%s: %lld bytes, more than the %zu-byte limit for an image", path,
+                        (long long)st.st_size, IMAGE_FILE_MAX);
+    size_t want = rc ? 0 : (size_t)st.st_size, got = 0;
+    if (rc == 0 && !(*buf = malloc(want))) rc = bf_err_set(err, "%s: out of memory", path);
+    while (rc == 0 && got < want) {
+        ssize_t r = read(fd, *buf + got, want - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) rc = bf_err_set(err, "%s: read error: %s", path, strerror(errno));
+        if (r == 0) rc = bf_err_set(err, "%s: file shrank while reading (%zu of %zu bytes)", path, got, want);
+        if (r > 0) got += (size_t)r;
+    }
+    close(fd);
+    if (rc) {
+        free(*buf);
+        *buf = NULL;
+    }
+    *n = got;
+    return rc;
+}
+
+int bf_image_load(const char *path, int c, int h, int w, uint8_t *out, bf_err_t *err) {
+    uint8_t *buf;
+    size_t n;
+    if (read_image_file(path, &buf, &n, err)) return -1;
+    int rc = bf_image_decode(buf, n, c, h, w, out, err);
+    free(buf);
+    return rc ? bf_err_prefix(err, "%s: ", path) : 0;
+}
+
+int bf_image_file_info(const char *path, int *w, int *h, int *c, bf_err_t *err) {
+    uint8_t *buf;
+    size_t n;
+    if (read_image_file(path, &buf, &n, err)) return -1;
+    int rc = bf_image_info(buf, n, w, h, c, err);
+    free(buf);
+    return rc ? bf_err_prefix(err, "%s: ", path) : 0;
+}
+
+/* ---- whole datasets ---- */
+
+int bf_dataset_convert(bf_dataset_t *d, int c, int h, int w, bf_err_t *err) {
+    int nc = c ? c : d->c, nh = h ? h : d->h, nw = w ? w : d->w;
+    if (nc == d->c && nh == d->h && nw == d->w) return 0;
+    if (d->c < 1 || d->c > 4) return bf_err_set(err, "cannot convert a %d-channel dataset", (int)d->c);
+    if (check_target(nc, nh, nw, err)) return -1;
+    size_t ochw = (size_t)nc * nh * nw, ihw = (size_t)d->h * d->w, total;
+    if (__builtin_mul_overflow(ochw, (size_t)d->n, &total) || total > BF_MAX_DATASET_BYTES)
+        return bf_err_set(err, "converting %d images to %dx%dx%d exceeds the %zu-byte limit", (int)d->n, nc, nh, nw,
+                          (size_t)BF_MAX_DATASET_BYTES);
+    uint8_t *px = malloc(total ? total : 1), *tmp = malloc((size_t)nc * ihw);
+    if (!px || !tmp) {
+        free(px);
+        free(tmp);
+        return bf_err_set(err, "out of memory converting %d images to %dx%dx%d", (int)d->n, nc, nh, nw);
+    }
+    for (int32_t i = 0; i < d->n; i++)
+        convert_image(d->pixels + (size_t)i * d->c * ihw, d->c, d->h, d->w, ihw, 1, nc, nh, nw, tmp,
+                      px + (size_t)i * ochw);
+    free(tmp);
+    free(d->pixels);
+    d->pixels = px;
+    d->c = nc;
+    d->h = nh;
+    d->w = nw;
+    return 0;
+}
