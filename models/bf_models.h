@@ -1,0 +1,183 @@
+/* bf_models.h: the BlockFed training engine (ResNet8 and a small CNN), in plain C over OpenBLAS.
+ *
+ * Layout rules, after llm.c:
+ *  - Activations are NCHW float32. Every layer is a `x_forward` / `x_backward` pair of plain
+ *    functions over float* with explicit shapes (layers.c); nothing is allocated inside a step.
+ *  - All parameters of a model live in one contiguous float array (bf_net_params), gradients in
+ *    another of the same length, BatchNorm running statistics in a third (bf_net_buffers); named
+ *    views map PyTorch state_dict names onto offsets, so FedAvg, hashing and sending a model are
+ *    operations on whole vectors.
+ *  - A step splits the batch into per-thread sub-batches (OpenMP) with single-threaded OpenBLAS
+ *    inside each; BatchNorm statistics and weight gradients are reduced across threads in a fixed
+ *    order, so the same seed and thread count give a bit-identical run. */
+#ifndef BF_MODELS_H
+#define BF_MODELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bf_util.h"
+
+/* ---- OpenBLAS kernels --------------------------------------------------------------------- */
+
+/* Debian's OpenBLAS 0.3.21 does not recognise recent Intel CPUs and falls back to SSE3
+ * ("Prescott") kernels, 4x slower than its AVX-512 ones. Call first thing in main(): unless the user
+ * set OPENBLAS_CORETYPE, if the detected core is a generic one and the CPU has AVX-512 (or AVX2),
+ * it sets OPENBLAS_CORETYPE=SkylakeX (Haswell) and re-executes the program once, since OpenBLAS
+ * reads the variable only while it loads. Returns normally when no re-exec is needed. */
+void bf_blas_init(int argc, char **argv);
+/* The OpenBLAS core in use, e.g. "SkylakeX". */
+const char *bf_blas_corename(void);
+
+/* ---- Layers (layers.c) -------------------------------------------------------------------- */
+/* Shapes: n images per call (a thread's slice), C,H,W input, OC,OH,OW output. Backward functions
+ * accumulate (+=) into parameter gradients; input gradients are written (acc=0) or added (acc=1). */
+
+static inline int bf_conv_out(int size, int k, int stride, int pad) { return (size + 2 * pad - k) / stride + 1; }
+/* Scratch floats conv2d needs per call (im2col buffer for one image). */
+size_t bf_conv2d_scratch(int C, int H, int W, int OC, int K, int S, int P);
+void bf_conv2d_forward(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
+                       int W, int OC, int K, int S, int P, float *scratch);
+void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *dout, const float *in,
+                        const float *w, int n, int C, int H, int W, int OC, int K, int S, int P,
+                        float *scratch);
+
+/* BatchNorm over N = (all slices) images, split in phases so threads can reduce statistics:
+ * stats (per slice, double sums) -> combine (caller) -> apply. relu fuses a ReLU on the output. */
+void bf_bn_stats(double *sum, double *sumsq, const float *in, int n, int C, int HW);
+void bf_bn_forward(float *out, const float *in, const float *mean, const float *rstd, const float *gamma,
+                   const float *beta, int n, int C, int HW, int relu);
+/* Backward phase 1: masks dout by the fused ReLU (in place) and sums dy and dy*xhat per channel. */
+void bf_bn_backward_stats(double *sum_dy, double *sum_dy_xhat, float *dout, const float *out,
+                          const float *in, const float *mean, const float *rstd, int n, int C, int HW,
+                          int relu);
+/* Backward phase 2: din from the batch sums (Ntot = images in the whole batch). */
+void bf_bn_backward(float *din, int acc, const float *dout, const float *in, const float *mean,
+                    const float *rstd, const float *gamma, const double *sum_dy,
+                    const double *sum_dy_xhat, int Ntot, int n, int C, int HW);
+
+void bf_relu_forward(float *out, const float *in, size_t count);
+void bf_relu_backward(float *din, int acc, const float *dout, const float *out, size_t count);
+/* out = a + b, optionally followed by ReLU. */
+void bf_add_forward(float *out, const float *a, const float *b, size_t count, int relu);
+/* Masks dout by the ReLU (in place) and routes it to both inputs. */
+void bf_add_backward(float *da, int acc_a, float *db, int acc_b, float *dout, const float *out,
+                     size_t count, int relu);
+/* Max-pool 2x2 stride 2 (floor); argmax holds the winning input offset per output element. */
+void bf_maxpool2_forward(float *out, int32_t *argmax, const float *in, int n, int C, int H, int W);
+void bf_maxpool2_backward(float *din, int acc, const float *dout, const int32_t *argmax, int n, int C,
+                          int H, int W);
+void bf_gap_forward(float *out, const float *in, int n, int C, int HW);
+void bf_gap_backward(float *din, int acc, const float *dout, int n, int C, int HW);
+/* out[n,OUT] = in[n,IN] * w[OUT,IN]^T + b */
+void bf_linear_forward(float *out, const float *in, const float *w, const float *b, int n, int IN, int OUT);
+void bf_linear_backward(float *din, int acc, float *dw, float *db, const float *dout, const float *in,
+                        const float *w, int n, int IN, int OUT);
+/* Softmax cross-entropy, mean over Ntot images: returns the slice's summed loss / Ntot and writes
+ * dlogits = (softmax - onehot) / Ntot. probs may be NULL. */
+double bf_softmax_xent(float *dlogits, float *probs, const float *logits, const int32_t *y, int n,
+                       int K, int Ntot);
+/* Softmax only (inference). */
+void bf_softmax(float *probs, const float *logits, int n, int K);
+
+/* ---- Networks (net.c) --------------------------------------------------------------------- */
+
+typedef struct bf_net bf_net_t;
+
+typedef struct {
+    const char *name;   /* PyTorch state_dict name, e.g. "layer2.0.downsample.1.running_var" */
+    int ndim;
+    int shape[4];
+    int is_buffer;      /* 0: in params (trainable), 1: in buffers (BN running stats) */
+    size_t offset;      /* into params or buffers */
+    size_t count;
+} bf_tensor_view_t;
+
+/* Architectures: "resnet8", "cnn". Returns NULL with err set for an unknown arch or bad shape. */
+bf_net_t *bf_net_new(const char *arch, int C, int H, int W, int classes, int max_batch, int threads,
+                     bf_err_t *err);
+void bf_net_destroy(bf_net_t **p);
+
+const char *bf_net_arch(const bf_net_t *net);
+void bf_net_input(const bf_net_t *net, int *C, int *H, int *W);
+int bf_net_classes(const bf_net_t *net);
+int bf_net_max_batch(const bf_net_t *net);
+int bf_net_threads(const bf_net_t *net);
+
+float *bf_net_params(bf_net_t *net);
+float *bf_net_grads(bf_net_t *net);
+float *bf_net_buffers(bf_net_t *net);
+size_t bf_net_num_params(const bf_net_t *net);
+size_t bf_net_num_buffers(const bf_net_t *net);
+/* Named views, in PyTorch state_dict (module registration) order. */
+int bf_net_num_tensors(const bf_net_t *net);
+const bf_tensor_view_t *bf_net_tensor(const bf_net_t *net, int i);
+const bf_tensor_view_t *bf_net_find_tensor(const bf_net_t *net, const char *name);
+
+/* Kaiming-normal (fan_out, ReLU) convs, PyTorch-default linear, BN weight 1 / bias 0, running
+ * mean 0 / var 1. */
+void bf_net_init(bf_net_t *net, uint64_t seed);
+
+/* Training-mode forward + loss + backward on n <= max_batch images: fills the gradients
+ * (overwriting them), updates BN running statistics, returns the mean loss. If correct is not
+ * NULL it receives the number of correctly classified images. */
+double bf_net_train_step(bf_net_t *net, const float *x, const int32_t *y, int n, int *correct);
+/* Training-mode forward + loss only (no running-stat update): for gradient checks. */
+double bf_net_loss(bf_net_t *net, const float *x, const int32_t *y, int n);
+/* Eval-mode forward (BN uses running statistics): writes n*classes logits. */
+void bf_net_predict(bf_net_t *net, const float *x, int n, float *logits);
+
+/* ---- Optimizer (optim.c) ------------------------------------------------------------------ */
+
+typedef enum { BF_LR_CONSTANT, BF_LR_STEP, BF_LR_COSINE, BF_LR_ONECYCLE } bf_lr_kind_t;
+
+typedef struct {
+    bf_lr_kind_t kind;
+    double lr;           /* constant / step / cosine: initial lr; one-cycle: max lr */
+    int64_t total_steps; /* cosine, one-cycle */
+    int64_t step_size;   /* step: decay every step_size steps */
+    double gamma;        /* step: factor */
+    /* one-cycle, as torch.optim.lr_scheduler.OneCycleLR (cos annealing, two phases) */
+    double pct_start;        /* 0.3 */
+    double div_factor;       /* 25 */
+    double final_div_factor; /* 1e4 */
+    int cycle_momentum;      /* 1: momentum goes max_m -> base_m -> max_m */
+    double base_momentum, max_momentum; /* 0.85, 0.95 */
+} bf_schedule_t;
+
+/* lr (and momentum, when the schedule cycles it; else *momentum unchanged) at a 0-based step. */
+void bf_schedule_at(const bf_schedule_t *s, int64_t step, double *lr, double *momentum);
+/* Parses "constant", "step:STEP_SIZE:GAMMA", "cosine", "onecycle"; fills defaults. */
+int bf_schedule_parse(const char *spec, double lr, int64_t total_steps, bf_schedule_t *s, bf_err_t *err);
+
+/* SGD with momentum, weight decay, dampening 0 and optional Nesterov, exactly as torch.optim.SGD. */
+typedef struct bf_sgd bf_sgd_t;
+bf_sgd_t *bf_sgd_new(size_t n, double momentum, double weight_decay, int nesterov);
+void bf_sgd_destroy(bf_sgd_t **p);
+void bf_sgd_set_momentum(bf_sgd_t *o, double momentum);
+void bf_sgd_step(bf_sgd_t *o, float *params, const float *grads, double lr);
+/* Clears the momentum buffers (a new federated round starts from a fresh optimizer). */
+void bf_sgd_reset(bf_sgd_t *o);
+
+/* ---- Model files (modelfile.c; format in docs/MODEL_FORMAT.md) ----------------------------- */
+
+typedef struct {
+    int classes;
+    char class_names[256][64];
+    int channels;
+    float mean[4], std[4];
+} bf_model_meta_t;
+
+/* Serializes net + meta into a newly malloc'd buffer. */
+int bf_model_encode(bf_net_t *net, const bf_model_meta_t *meta, uint8_t **out, size_t *len, bf_err_t *err);
+int bf_model_save(bf_net_t *net, const bf_model_meta_t *meta, const char *path, bf_err_t *err);
+/* Validates everything (format, version, arch, input, names, shapes, byte lengths, digest) and
+ * builds a new net with max_batch/threads as given. Returns NULL with err set on any problem. */
+bf_net_t *bf_model_decode(const uint8_t *buf, size_t len, int max_batch, int threads,
+                          bf_model_meta_t *meta, bf_err_t *err);
+bf_net_t *bf_model_load(const char *path, int max_batch, int threads, bf_model_meta_t *meta,
+                        bf_err_t *err);
+/* SHA-256 over every tensor's little-endian float32 bytes, in name order (the model's digest). */
+void bf_model_digest(bf_net_t *net, char hex[65]);
+
+#endif

@@ -1,0 +1,639 @@
+/* net.c: networks as a flat list of layer ops over activation slots, run forward and backward on
+ * per-thread sub-batches.
+ *
+ * A network is built once (bf_net_new) into ops that name their input/output slots; every buffer
+ * (activations, their gradients, per-thread scratch and gradient copies) is sized for max_batch
+ * then, so a training step allocates nothing. Threads split the batch; BatchNorm needs statistics
+ * of the whole batch, so each BN op reduces per-thread partial sums behind a barrier, every thread
+ * combining them in the same order (bit-identical across threads and runs). */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf_models.h"
+
+#define MAX_OPS 64
+#define MAX_SLOTS 64
+#define MAX_VIEWS 96
+#define NAME_LEN 64
+#define BN_EPS 1e-5
+#define BN_MOMENTUM 0.1
+#define NONE ((size_t)-1)
+
+typedef enum { OP_CONV, OP_BN, OP_RELU, OP_ADD, OP_MAXPOOL, OP_GAP, OP_LINEAR } op_kind_t;
+
+typedef struct {
+    op_kind_t kind;
+    int in, in2, out;       /* activation slots; slot 0 is the network input */
+    int C, H, W;            /* input shape per image */
+    int OC, OH, OW;         /* output shape per image */
+    int K, S, P;            /* conv kernel, stride, padding */
+    int relu;               /* BN / ADD: fused ReLU on the output */
+    size_t w, b;            /* parameter offsets (NONE if absent) */
+    size_t rm, rv;          /* BN running mean / var offsets in buffers */
+    size_t bn_ch;           /* BN: offset of this op's channels in per-thread stat arrays */
+    int acc_in, acc_in2;    /* backward adds into the input gradients (another consumer wrote first) */
+    size_t argmax;          /* MAXPOOL: offset into the argmax buffer */
+} op_t;
+
+typedef struct {
+    int C, H, W;
+} slot_t;
+
+struct bf_net {
+    char arch[16];
+    int C, H, W, classes, max_batch, threads;
+    op_t ops[MAX_OPS];
+    int nops;
+    slot_t slots[MAX_SLOTS];
+    int nslots;
+    bf_tensor_view_t views[MAX_VIEWS];
+    char names[MAX_VIEWS][NAME_LEN];
+    int nviews;
+    size_t nparams, nbuffers, bn_channels, argmax_len, scratch_len;
+
+    float *params, *grads, *buffers;
+    float *act[MAX_SLOTS], *dact[MAX_SLOTS];
+    int32_t *argmax;
+    float **tgrads;          /* per thread gradient accumulators; tgrads[0] == grads */
+    float **scratch;         /* per thread conv scratch */
+    float **mean, **rstd;    /* per thread BN statistics of the current step */
+    double **partial;        /* per thread BN partial sums: 2 * bn_channels */
+    double *loss_part;       /* per thread loss */
+    int *correct_part;
+};
+
+static size_t slot_size(const bf_net_t *net, int s) {
+    return (size_t)net->slots[s].C * net->slots[s].H * net->slots[s].W;
+}
+
+/* ---- building ----------------------------------------------------------------------------- */
+
+static int new_slot(bf_net_t *net, int C, int H, int W) {
+    if (net->nslots >= MAX_SLOTS) abort(); /* fixed architectures: a programmer error */
+    net->slots[net->nslots] = (slot_t){C, H, W};
+    return net->nslots++;
+}
+
+static size_t new_view(bf_net_t *net, const char *prefix, const char *suffix, int is_buffer, int ndim,
+                       int d0, int d1, int d2, int d3) {
+    if (net->nviews >= MAX_VIEWS) abort();
+    bf_tensor_view_t *v = &net->views[net->nviews];
+    snprintf(net->names[net->nviews], NAME_LEN, "%s.%s", prefix, suffix);
+    v->name = net->names[net->nviews++];
+    v->ndim = ndim;
+    int dims[4] = {d0, d1, d2, d3};
+    v->count = 1;
+    for (int i = 0; i < 4; i++) {
+        v->shape[i] = i < ndim ? dims[i] : 0;
+        if (i < ndim) v->count *= (size_t)dims[i];
+    }
+    v->is_buffer = is_buffer;
+    size_t *end = is_buffer ? &net->nbuffers : &net->nparams;
+    v->offset = *end;
+    *end += v->count;
+    return v->offset;
+}
+
+static op_t *new_op(bf_net_t *net, op_kind_t kind, int in) {
+    if (net->nops >= MAX_OPS) abort();
+    op_t *op = &net->ops[net->nops++];
+    memset(op, 0, sizeof *op);
+    op->kind = kind;
+    op->in = in;
+    op->in2 = -1;
+    op->w = op->b = op->rm = op->rv = NONE;
+    op->C = net->slots[in].C;
+    op->H = net->slots[in].H;
+    op->W = net->slots[in].W;
+    op->OC = op->C;
+    op->OH = op->H;
+    op->OW = op->W;
+    return op;
+}
+
+static int finish(bf_net_t *net, op_t *op) {
+    op->out = new_slot(net, op->OC, op->OH, op->OW);
+    return op->out;
+}
+
+static int conv(bf_net_t *net, const char *name, int in, int OC, int K, int S, int P, int bias) {
+    op_t *op = new_op(net, OP_CONV, in);
+    op->OC = OC;
+    op->K = K;
+    op->S = S;
+    op->P = P;
+    op->OH = bf_conv_out(op->H, K, S, P);
+    op->OW = bf_conv_out(op->W, K, S, P);
+    op->w = new_view(net, name, "weight", 0, 4, OC, op->C, K, K);
+    if (bias) op->b = new_view(net, name, "bias", 0, 1, OC, 0, 0, 0);
+    size_t s = bf_conv2d_scratch(op->C, op->H, op->W, OC, K, S, P);
+    if (s > net->scratch_len) net->scratch_len = s;
+    return finish(net, op);
+}
+
+static int bn(bf_net_t *net, const char *name, int in, int relu) {
+    op_t *op = new_op(net, OP_BN, in);
+    op->relu = relu;
+    op->w = new_view(net, name, "weight", 0, 1, op->C, 0, 0, 0);
+    op->b = new_view(net, name, "bias", 0, 1, op->C, 0, 0, 0);
+    op->rm = new_view(net, name, "running_mean", 1, 1, op->C, 0, 0, 0);
+    op->rv = new_view(net, name, "running_var", 1, 1, op->C, 0, 0, 0);
+    op->bn_ch = net->bn_channels;
+    net->bn_channels += op->C;
+    return finish(net, op);
+}
+
+static int relu(bf_net_t *net, int in) { return finish(net, new_op(net, OP_RELU, in)); }
+
+static int add(bf_net_t *net, int a, int b, int with_relu) {
+    op_t *op = new_op(net, OP_ADD, a);
+    op->in2 = b;
+    op->relu = with_relu;
+    return finish(net, op);
+}
+
+static int maxpool(bf_net_t *net, int in) {
+    op_t *op = new_op(net, OP_MAXPOOL, in);
+    op->OH = op->H / 2;
+    op->OW = op->W / 2;
+    op->argmax = net->argmax_len;
+    net->argmax_len += (size_t)op->C * op->OH * op->OW;
+    return finish(net, op);
+}
+
+static int gap(bf_net_t *net, int in) {
+    op_t *op = new_op(net, OP_GAP, in);
+    op->OH = op->OW = 1;
+    return finish(net, op);
+}
+
+static int linear(bf_net_t *net, const char *name, int in, int OUT) {
+    op_t *op = new_op(net, OP_LINEAR, in);
+    /* a linear layer sees its input flattened: C*H*W features */
+    op->C = op->C * op->H * op->W;
+    op->H = op->W = 1;
+    op->OC = OUT;
+    op->OH = op->OW = 1;
+    op->w = new_view(net, name, "weight", 0, 2, OUT, op->C, 0, 0);
+    op->b = new_view(net, name, "bias", 0, 1, OUT, 0, 0, 0);
+    return finish(net, op);
+}
+
+/* torchvision BasicBlock; modules registered in its order: conv1, bn1, conv2, bn2, downsample. */
+static int basic_block(bf_net_t *net, const char *prefix, int in, int planes, int stride) {
+    char n[NAME_LEN];
+    snprintf(n, sizeof n, "%s.conv1", prefix);
+    int y = conv(net, n, in, planes, 3, stride, 1, 0);
+    snprintf(n, sizeof n, "%s.bn1", prefix);
+    y = bn(net, n, y, 1);
+    snprintf(n, sizeof n, "%s.conv2", prefix);
+    y = conv(net, n, y, planes, 3, 1, 1, 0);
+    snprintf(n, sizeof n, "%s.bn2", prefix);
+    y = bn(net, n, y, 0);
+    int skip = in;
+    if (stride != 1 || net->slots[in].C != planes) {
+        snprintf(n, sizeof n, "%s.downsample.0", prefix);
+        skip = conv(net, n, in, planes, 1, stride, 0, 0);
+        snprintf(n, sizeof n, "%s.downsample.1", prefix);
+        skip = bn(net, n, skip, 0);
+    }
+    return add(net, y, skip, 1);
+}
+
+static void build_resnet8(bf_net_t *net) {
+    int x = conv(net, "conv1", 0, 16, 3, 1, 1, 0);
+    x = bn(net, "bn1", x, 1);
+    x = basic_block(net, "layer1.0", x, 16, 1);
+    x = basic_block(net, "layer2.0", x, 32, 2);
+    x = basic_block(net, "layer3.0", x, 64, 2);
+    x = gap(net, x);
+    linear(net, "fc", x, net->classes);
+}
+
+/* The seed's small MNIST network: two conv5x5+ReLU+maxpool stages, then two linear layers. */
+static void build_cnn(bf_net_t *net) {
+    int x = relu(net, conv(net, "conv1", 0, 32, 5, 1, 2, 1));
+    x = maxpool(net, x);
+    x = relu(net, conv(net, "conv2", x, 64, 5, 1, 2, 1));
+    x = maxpool(net, x);
+    x = relu(net, linear(net, "fc1", x, 128));
+    linear(net, "fc2", x, net->classes);
+}
+
+/* In backward, ops run in reverse; the first to reach a slot writes its gradient, later ones add. */
+static void plan_accumulation(bf_net_t *net) {
+    char touched[MAX_SLOTS] = {0};
+    for (int i = net->nops - 1; i >= 0; i--) {
+        op_t *op = &net->ops[i];
+        op->acc_in = touched[op->in];
+        touched[op->in] = 1;
+        if (op->in2 >= 0) {
+            op->acc_in2 = touched[op->in2];
+            touched[op->in2] = 1;
+        }
+    }
+}
+
+static void *xcalloc(size_t n, size_t size, int *failed) {
+    void *p = n ? calloc(n, size) : NULL;
+    if (n && !p) *failed = 1;
+    return p;
+}
+
+static int allocate(bf_net_t *net) {
+    int failed = 0, T = net->threads;
+    size_t B = (size_t)net->max_batch;
+    net->params = xcalloc(net->nparams, sizeof(float), &failed);
+    net->buffers = xcalloc(net->nbuffers + 1, sizeof(float), &failed);
+    for (int s = 1; s < net->nslots; s++) {
+        net->act[s] = xcalloc(B * slot_size(net, s), sizeof(float), &failed);
+        net->dact[s] = xcalloc(B * slot_size(net, s), sizeof(float), &failed);
+    }
+    net->argmax = xcalloc(B * net->argmax_len + 1, sizeof(int32_t), &failed);
+    net->tgrads = xcalloc(T, sizeof(float *), &failed);
+    net->scratch = xcalloc(T, sizeof(float *), &failed);
+    net->mean = xcalloc(T, sizeof(float *), &failed);
+    net->rstd = xcalloc(T, sizeof(float *), &failed);
+    net->partial = xcalloc(T, sizeof(double *), &failed);
+    net->loss_part = xcalloc(T, sizeof(double), &failed);
+    net->correct_part = xcalloc(T, sizeof(int), &failed);
+    if (failed) return -1;
+    for (int t = 0; t < T; t++) {
+        net->tgrads[t] = xcalloc(net->nparams, sizeof(float), &failed);
+        net->scratch[t] = xcalloc(net->scratch_len + 1, sizeof(float), &failed);
+        net->mean[t] = xcalloc(net->bn_channels + 1, sizeof(float), &failed);
+        net->rstd[t] = xcalloc(net->bn_channels + 1, sizeof(float), &failed);
+        /* forward sum/sumsq and backward sum_dy/sum_dy_xhat, each bn_channels long */
+        net->partial[t] = xcalloc(4 * net->bn_channels + 1, sizeof(double), &failed);
+    }
+    if (failed) return -1;
+    net->grads = net->tgrads[0];
+    return 0;
+}
+
+bf_net_t *bf_net_new(const char *arch, int C, int H, int W, int classes, int max_batch, int threads,
+                     bf_err_t *err) {
+    if (!arch || (strcmp(arch, "resnet8") && strcmp(arch, "cnn"))) {
+        bf_err_set(err, "unknown model architecture '%s' (expected resnet8 or cnn)", arch ? arch : "");
+        return NULL;
+    }
+    if (C < 1 || C > 4 || H < 4 || W < 4 || H > 512 || W > 512 || classes < 2 || classes > 256 ||
+        max_batch < 1 || max_batch > 4096 || threads < 1 || threads > 256) {
+        bf_err_set(err, "unsupported network shape: input %dx%dx%d, %d classes, batch %d, %d threads", C, H,
+                   W, classes, max_batch, threads);
+        return NULL;
+    }
+    if (!strcmp(arch, "cnn") && (H % 4 || W % 4)) {
+        bf_err_set(err, "cnn needs an input height and width divisible by 4 (got %dx%d)", H, W);
+        return NULL;
+    }
+    bf_net_t *net = calloc(1, sizeof *net);
+    if (!net) {
+        bf_err_set(err, "out of memory");
+        return NULL;
+    }
+    snprintf(net->arch, sizeof net->arch, "%s", arch);
+    net->C = C, net->H = H, net->W = W, net->classes = classes;
+    net->max_batch = max_batch;
+    net->threads = threads;
+    new_slot(net, C, H, W);
+    if (!strcmp(arch, "resnet8"))
+        build_resnet8(net);
+    else
+        build_cnn(net);
+    plan_accumulation(net);
+    if (allocate(net)) {
+        bf_net_destroy(&net);
+        bf_err_set(err, "out of memory allocating the network for batch %d", max_batch);
+        return NULL;
+    }
+    bf_net_init(net, 0);
+    return net;
+}
+
+void bf_net_destroy(bf_net_t **p) {
+    if (!p || !*p) return;
+    bf_net_t *net = *p;
+    free(net->params);
+    free(net->buffers);
+    for (int s = 1; s < net->nslots; s++) {
+        free(net->act[s]);
+        free(net->dact[s]);
+    }
+    free(net->argmax);
+    for (int t = 0; t < net->threads; t++) {
+        if (net->tgrads) free(net->tgrads[t]);
+        if (net->scratch) free(net->scratch[t]);
+        if (net->mean) free(net->mean[t]);
+        if (net->rstd) free(net->rstd[t]);
+        if (net->partial) free(net->partial[t]);
+    }
+    free(net->tgrads);
+    free(net->scratch);
+    free(net->mean);
+    free(net->rstd);
+    free(net->partial);
+    free(net->loss_part);
+    free(net->correct_part);
+    free(net);
+    *p = NULL;
+}
+
+/* ---- accessors ---------------------------------------------------------------------------- */
+
+const char *bf_net_arch(const bf_net_t *net) { return net->arch; }
+void bf_net_input(const bf_net_t *net, int *C, int *H, int *W) {
+    *C = net->C;
+    *H = net->H;
+    *W = net->W;
+}
+int bf_net_classes(const bf_net_t *net) { return net->classes; }
+int bf_net_max_batch(const bf_net_t *net) { return net->max_batch; }
+int bf_net_threads(const bf_net_t *net) { return net->threads; }
+float *bf_net_params(bf_net_t *net) { return net->params; }
+float *bf_net_grads(bf_net_t *net) { return net->grads; }
+float *bf_net_buffers(bf_net_t *net) { return net->buffers; }
+size_t bf_net_num_params(const bf_net_t *net) { return net->nparams; }
+size_t bf_net_num_buffers(const bf_net_t *net) { return net->nbuffers; }
+int bf_net_num_tensors(const bf_net_t *net) { return net->nviews; }
+const bf_tensor_view_t *bf_net_tensor(const bf_net_t *net, int i) {
+    return i >= 0 && i < net->nviews ? &net->views[i] : NULL;
+}
+const bf_tensor_view_t *bf_net_find_tensor(const bf_net_t *net, const char *name) {
+    for (int i = 0; i < net->nviews; i++)
+        if (!strcmp(net->views[i].name, name)) return &net->views[i];
+    return NULL;
+}
+
+/* ---- initialization ----------------------------------------------------------------------- */
+
+void bf_net_init(bf_net_t *net, uint64_t seed) {
+    bf_rng_t rng;
+    bf_rng_seed(&rng, seed);
+    for (int i = 0; i < net->nops; i++) {
+        const op_t *op = &net->ops[i];
+        float *w = op->w != NONE ? net->params + op->w : NULL;
+        float *b = op->b != NONE ? net->params + op->b : NULL;
+        if (op->kind == OP_CONV) {
+            /* kaiming_normal_(mode="fan_out", nonlinearity="relu"): std = sqrt(2 / (OC*K*K)) */
+            size_t count = (size_t)op->OC * op->C * op->K * op->K;
+            double std = sqrt(2.0 / ((double)op->OC * op->K * op->K));
+            for (size_t j = 0; j < count; j++) w[j] = (float)(std * bf_rng_normal(&rng));
+            /* PyTorch's default conv bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+            double bound = 1.0 / sqrt((double)op->C * op->K * op->K);
+            if (b)
+                for (int j = 0; j < op->OC; j++) b[j] = (float)(bound * (2.0 * bf_rng_uniform(&rng) - 1.0));
+        } else if (op->kind == OP_LINEAR) {
+            /* nn.Linear default: kaiming_uniform_(a=sqrt(5)) gives U(-1/sqrt(in), 1/sqrt(in)), bias too */
+            double bound = 1.0 / sqrt((double)op->C);
+            for (size_t j = 0; j < (size_t)op->OC * op->C; j++)
+                w[j] = (float)(bound * (2.0 * bf_rng_uniform(&rng) - 1.0));
+            for (int j = 0; j < op->OC; j++) b[j] = (float)(bound * (2.0 * bf_rng_uniform(&rng) - 1.0));
+        } else if (op->kind == OP_BN) {
+            for (int c = 0; c < op->C; c++) {
+                w[c] = 1.0f;
+                b[c] = 0.0f;
+                net->buffers[op->rm + c] = 0.0f;
+                net->buffers[op->rv + c] = 1.0f;
+            }
+        }
+    }
+}
+
+/* ---- running the graph -------------------------------------------------------------------- */
+
+typedef enum { MODE_TRAIN, MODE_LOSS_ONLY, MODE_EVAL } mode_t_;
+
+typedef struct {
+    int t, T, b0, m, n; /* thread, threads, first image, images in slice, images in batch */
+} slice_t;
+
+static float *at(float *base, const bf_net_t *net, int s, int b0) { return base + (size_t)b0 * slot_size(net, s); }
+
+/* Each max-pool op owns a [max_batch, C, OH, OW] block of argmax indices. */
+static int32_t *argmax_at(bf_net_t *net, const op_t *op, int b0) {
+    return net->argmax + op->argmax * net->max_batch + (size_t)b0 * op->C * op->OH * op->OW;
+}
+
+static const float *input_of(bf_net_t *net, const float *x, int s, int b0) {
+    return s == 0 ? x + (size_t)b0 * slot_size(net, 0) : at(net->act[s], net, s, b0);
+}
+
+/* BN forward for one slice. In training, partial sums are reduced over all threads behind a
+ * barrier; every thread then derives identical mean/rstd by summing partials in thread order. */
+static void bn_forward_op(bf_net_t *net, const op_t *op, const float *in, float *out, slice_t sl, mode_t_ mode) {
+    int C = op->C, HW = op->H * op->W;
+    float *mean = net->mean[sl.t] + op->bn_ch, *rstd = net->rstd[sl.t] + op->bn_ch;
+    if (mode == MODE_EVAL) {
+        for (int c = 0; c < C; c++) {
+            mean[c] = net->buffers[op->rm + c];
+            rstd[c] = (float)(1.0 / sqrt((double)net->buffers[op->rv + c] + BN_EPS));
+        }
+    } else {
+        double *sum = net->partial[sl.t] + 2 * op->bn_ch, *sumsq = sum + C;
+        memset(sum, 0, sizeof(double) * 2 * C);
+        bf_bn_stats(sum, sumsq, in, sl.m, C, HW);
+#pragma omp barrier
+        double count = (double)sl.n * HW;
+        for (int c = 0; c < C; c++) {
+            double s = 0, s2 = 0;
+            for (int t = 0; t < sl.T; t++) {
+                s += net->partial[t][2 * op->bn_ch + c];
+                s2 += net->partial[t][2 * op->bn_ch + C + c];
+            }
+            double mu = s / count, var = s2 / count - mu * mu;
+            if (var < 0) var = 0;
+            mean[c] = (float)mu;
+            rstd[c] = (float)(1.0 / sqrt(var + BN_EPS));
+            if (mode == MODE_TRAIN && sl.t == 0) {
+                /* PyTorch keeps the unbiased variance in running_var */
+                float *rm = net->buffers + op->rm, *rv = net->buffers + op->rv;
+                double unbiased = count > 1 ? var * count / (count - 1) : var;
+                rm[c] = (float)((1 - BN_MOMENTUM) * rm[c] + BN_MOMENTUM * mu);
+                rv[c] = (float)((1 - BN_MOMENTUM) * rv[c] + BN_MOMENTUM * unbiased);
+            }
+        }
+    }
+    bf_bn_forward(out, in, mean, rstd, net->params + op->w, net->params + op->b, sl.m, C, HW, op->relu);
+}
+
+static void forward_slice(bf_net_t *net, const float *x, slice_t sl, mode_t_ mode) {
+    for (int i = 0; i < net->nops; i++) {
+        const op_t *op = &net->ops[i];
+        const float *in = input_of(net, x, op->in, sl.b0);
+        float *out = at(net->act[op->out], net, op->out, sl.b0);
+        size_t count = (size_t)sl.m * slot_size(net, op->out);
+        switch (op->kind) {
+        case OP_CONV:
+            bf_conv2d_forward(out, in, net->params + op->w, op->b != NONE ? net->params + op->b : NULL, sl.m,
+                              op->C, op->H, op->W, op->OC, op->K, op->S, op->P, net->scratch[sl.t]);
+            break;
+        case OP_BN: bn_forward_op(net, op, in, out, sl, mode); break;
+        case OP_RELU: bf_relu_forward(out, in, count); break;
+        case OP_ADD: bf_add_forward(out, in, input_of(net, x, op->in2, sl.b0), count, op->relu); break;
+        case OP_MAXPOOL:
+            bf_maxpool2_forward(out, argmax_at(net, op, sl.b0), in, sl.m, op->C,
+                                op->H, op->W);
+            break;
+        case OP_GAP: bf_gap_forward(out, in, sl.m, op->C, op->H * op->W); break;
+        case OP_LINEAR:
+            bf_linear_forward(out, in, net->params + op->w, net->params + op->b, sl.m, op->C, op->OC);
+            break;
+        }
+    }
+}
+
+static void bn_backward_op(bf_net_t *net, const op_t *op, slice_t sl, float *grads) {
+    int C = op->C, HW = op->H * op->W;
+    const float *mean = net->mean[sl.t] + op->bn_ch, *rstd = net->rstd[sl.t] + op->bn_ch;
+    const float *in = at(net->act[op->in], net, op->in, sl.b0);
+    const float *out = at(net->act[op->out], net, op->out, sl.b0);
+    float *dout = at(net->dact[op->out], net, op->out, sl.b0);
+    double *sdy = net->partial[sl.t] + 2 * net->bn_channels + 2 * op->bn_ch, *sdyx = sdy + C;
+    memset(sdy, 0, sizeof(double) * 2 * C);
+    bf_bn_backward_stats(sdy, sdyx, dout, out, in, mean, rstd, sl.m, C, HW, op->relu);
+#pragma omp barrier
+    double tot_dy[512], tot_dyx[512];
+    for (int c = 0; c < C; c++) {
+        double a = 0, b = 0;
+        for (int t = 0; t < sl.T; t++) {
+            a += net->partial[t][2 * net->bn_channels + 2 * op->bn_ch + c];
+            b += net->partial[t][2 * net->bn_channels + 2 * op->bn_ch + C + c];
+        }
+        tot_dy[c] = a;
+        tot_dyx[c] = b;
+        if (sl.t == 0) { /* the whole batch's dgamma/dbeta, once */
+            grads[op->w + c] += (float)b;
+            grads[op->b + c] += (float)a;
+        }
+    }
+    if (op->in == 0) return;
+    bf_bn_backward(at(net->dact[op->in], net, op->in, sl.b0), op->acc_in, dout, in, mean, rstd,
+                   net->params + op->w, tot_dy, tot_dyx, sl.n, sl.m, C, HW);
+}
+
+static void backward_slice(bf_net_t *net, const float *x, slice_t sl) {
+    float *g = net->tgrads[sl.t];
+    memset(g, 0, sizeof(float) * net->nparams);
+    for (int i = net->nops - 1; i >= 0; i--) {
+        const op_t *op = &net->ops[i];
+        const float *in = input_of(net, x, op->in, sl.b0);
+        float *din = op->in == 0 ? NULL : at(net->dact[op->in], net, op->in, sl.b0);
+        float *dout = at(net->dact[op->out], net, op->out, sl.b0);
+        const float *out = at(net->act[op->out], net, op->out, sl.b0);
+        size_t count = (size_t)sl.m * slot_size(net, op->out);
+        switch (op->kind) {
+        case OP_CONV:
+            bf_conv2d_backward(din, op->acc_in, g + op->w, op->b != NONE ? g + op->b : NULL, dout, in,
+                               net->params + op->w, sl.m, op->C, op->H, op->W, op->OC, op->K, op->S, op->P,
+                               net->scratch[sl.t]);
+            break;
+        case OP_BN: bn_backward_op(net, op, sl, g); break;
+        case OP_RELU:
+            if (din) bf_relu_backward(din, op->acc_in, dout, out, count);
+            break;
+        case OP_ADD: {
+            float *db = op->in2 == 0 ? NULL : at(net->dact[op->in2], net, op->in2, sl.b0);
+            /* the input image never needs a gradient; both operands are inner slots here */
+            bf_add_backward(din, op->acc_in, db, op->acc_in2, dout, out, count, op->relu);
+            break;
+        }
+        case OP_MAXPOOL:
+            if (din)
+                bf_maxpool2_backward(din, op->acc_in, dout, argmax_at(net, op, sl.b0),
+                                     sl.m, op->C, op->H, op->W);
+            break;
+        case OP_GAP:
+            if (din) bf_gap_backward(din, op->acc_in, dout, sl.m, op->C, op->H * op->W);
+            break;
+        case OP_LINEAR:
+            bf_linear_backward(din, op->acc_in, g + op->w, g + op->b, dout, in, net->params + op->w, sl.m, op->C,
+                               op->OC);
+            break;
+        }
+    }
+}
+
+/* Adds the other threads' gradients into grads, each thread summing a range of indices in thread
+ * order (deterministic). */
+static void reduce_grads(bf_net_t *net, slice_t sl) {
+    if (sl.T == 1) return;
+#pragma omp barrier
+    size_t lo = net->nparams * sl.t / sl.T, hi = net->nparams * (sl.t + 1) / sl.T;
+    for (int t = 1; t < sl.T; t++) {
+        const float *src = net->tgrads[t];
+        for (size_t i = lo; i < hi; i++) net->grads[i] += src[i];
+    }
+}
+
+static slice_t make_slice(int n) {
+    slice_t sl;
+    sl.t = omp_get_thread_num();
+    sl.T = omp_get_num_threads();
+    sl.n = n;
+    sl.b0 = (int)((long)n * sl.t / sl.T);
+    sl.m = (int)((long)n * (sl.t + 1) / sl.T) - sl.b0;
+    return sl;
+}
+
+static int threads_for(const bf_net_t *net, int n) { return n < net->threads ? n : net->threads; }
+
+static int logits_slot(const bf_net_t *net) { return net->ops[net->nops - 1].out; }
+
+static double run(bf_net_t *net, const float *x, const int32_t *y, int n, int *correct, mode_t_ mode, int backward) {
+    if (n < 1 || n > net->max_batch) return NAN;
+    int L = logits_slot(net), K = net->classes;
+#pragma omp parallel num_threads(threads_for(net, n))
+    {
+        slice_t sl = make_slice(n);
+        forward_slice(net, x, sl, mode);
+        const float *logits = at(net->act[L], net, L, sl.b0);
+        net->loss_part[sl.t] =
+            bf_softmax_xent(at(net->dact[L], net, L, sl.b0), NULL, logits, y + sl.b0, sl.m, K, n);
+        int ok = 0;
+        for (int i = 0; i < sl.m; i++) {
+            int best = 0;
+            for (int k = 1; k < K; k++)
+                if (logits[(size_t)i * K + k] > logits[(size_t)i * K + best]) best = k;
+            ok += best == y[sl.b0 + i];
+        }
+        net->correct_part[sl.t] = ok;
+        if (backward) {
+            backward_slice(net, x, sl);
+            reduce_grads(net, sl);
+        }
+    }
+    double loss = 0;
+    int ok = 0;
+    for (int t = 0; t < threads_for(net, n); t++) {
+        loss += net->loss_part[t];
+        ok += net->correct_part[t];
+    }
+    if (correct) *correct = ok;
+    return loss;
+}
+
+double bf_net_train_step(bf_net_t *net, const float *x, const int32_t *y, int n, int *correct) {
+    return run(net, x, y, n, correct, MODE_TRAIN, 1);
+}
+
+double bf_net_loss(bf_net_t *net, const float *x, const int32_t *y, int n) {
+    return run(net, x, y, n, NULL, MODE_LOSS_ONLY, 0);
+}
+
+void bf_net_predict(bf_net_t *net, const float *x, int n, float *logits) {
+    int L = logits_slot(net);
+    for (int done = 0; done < n; done += net->max_batch) {
+        int m = n - done < net->max_batch ? n - done : net->max_batch;
+        const float *xb = x + (size_t)done * slot_size(net, 0);
+#pragma omp parallel num_threads(threads_for(net, m))
+        {
+            slice_t sl = make_slice(m);
+            forward_slice(net, xb, sl, MODE_EVAL);
+        }
+        memcpy(logits + (size_t)done * net->classes, net->act[L], sizeof(float) * m * net->classes);
+    }
+}
