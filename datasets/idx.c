@@ -45,12 +45,17 @@ static size_t gz_read_upto(gzFile f, uint8_t *buf, size_t n) {
     return got;
 }
 
-/* The zlib error text when the stream is damaged (bad deflate data, CRC, early end), else NULL. */
-static const char *gz_problem(gzFile f) {
+/* The zlib error text when the stream is damaged (bad deflate data, CRC, early end), else NULL.
+ * zlib prefixes it with "path: ", which our messages already carry. */
+static const char *gz_problem(gzFile f, const char *path) {
     int errnum = Z_OK;
     const char *m = gzerror(f, &errnum);
-    return errnum == Z_OK || errnum == Z_STREAM_END ? NULL : m;
+    if (errnum == Z_OK || errnum == Z_STREAM_END) return NULL;
+    size_t pl = strlen(path);
+    return strncmp(m, path, pl) == 0 && strncmp(m + pl, ": ", 2) == 0 ? m + pl + 2 : m;
 }
+
+static int is_early_end(const char *zp) { return zp && strstr(zp, "unexpected end") != NULL; }
 
 static int idx_open(const char *path, uint32_t magic, int ndims, idx_file_t *ix, bf_err_t *err) {
     memset(ix, 0, sizeof *ix);
@@ -61,10 +66,9 @@ static int idx_open(const char *path, uint32_t magic, int ndims, idx_file_t *ix,
     gzbuffer(ix->f, 1u << 18);
     uint8_t hdr[16];
     size_t want = 4 + 4 * (size_t)ndims, got = gz_read_upto(ix->f, hdr, want);
-    const char *zp = gz_problem(ix->f);
-    if (got < want)
-        return bf_err_set(err, "%s: truncated header: %zu of %zu bytes present%s%s", path, got, want,
-                          zp ? ": " : "", zp ? zp : "");
+    const char *zp = gz_problem(ix->f, path);
+    if (zp && !is_early_end(zp)) return bf_err_set(err, "%s: corrupt gzip data: %s", path, zp);
+    if (got < want) return bf_err_set(err, "%s: truncated header: %zu of %zu bytes present", path, got, want);
     uint32_t m = be32(hdr);
     if (m != magic)
         return bf_err_set(err, "%s: bad magic 0x%08x: expected 0x%08x (IDX %s file)", path, m, magic,
@@ -107,8 +111,8 @@ static int idx_read_body(idx_file_t *ix, size_t expected, uint8_t **buf, size_t 
     *got = n;
     uint8_t extra;
     int more = n == expected ? gzread(ix->f, &extra, 1) : 0;
-    const char *zp = gz_problem(ix->f);
-    if (zp && !(n < expected && strstr(zp, "unexpected end"))) {
+    const char *zp = gz_problem(ix->f, ix->path);
+    if (zp && !(n < expected && is_early_end(zp))) {
         free(b);
         return bf_err_set(err, "%s: corrupt gzip data after %zu bytes: %s", ix->path, n, zp);
     }
@@ -146,8 +150,23 @@ static int check_labels(const char *path, const uint8_t *lb, size_t n, bf_err_t 
     return 0;
 }
 
+/* Whether the name of the folder holding path contains "fashion" (any case). Only that folder:
+ * a build directory somewhere up the path must not rename the classes. */
+static int in_fashion_dir(const char *path) {
+    const char *end = strrchr(path, '/');
+    while (end && end > path && end[-1] == '/') end--; /* "dir//file" */
+    if (!end || end == path) return 0;
+    const char *beg = end;
+    while (beg > path && beg[-1] != '/') beg--;
+    char name[256];
+    size_t len = (size_t)(end - beg) < sizeof name - 1 ? (size_t)(end - beg) : sizeof name - 1;
+    memcpy(name, beg, len);
+    name[len] = 0;
+    return strcasestr(name, "fashion") != NULL;
+}
+
 static void set_names(bf_dataset_t *d, const char *images_path) {
-    int fashion = strcasestr(images_path, "fashion") != NULL;
+    int fashion = in_fashion_dir(images_path);
     for (int k = 0; k < IDX_CLASSES; k++) {
         if (fashion)
             snprintf(d->class_names[k], BF_MAX_CLASS_NAME, "%s", fashion_names[k]);

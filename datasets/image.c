@@ -112,7 +112,18 @@ static int check_size(int w, int h, bf_err_t *err) {
 
 static int check_target(int c, int h, int w, bf_err_t *err) {
     if (c != 1 && c != 3) return bf_err_set(err, "unsupported target channel count %d (expected 1 or 3)", c);
-    return check_size(w, h, err);
+    if (check_size(w, h, err)) return bf_err_prefix(err, "target size: ");
+    return 0;
+}
+
+/* Width and height straight from a PNG's IHDR, for a clear message when stb rejects a header
+ * whose size is absurd (stb then reports only "unknown type": it tries every format). */
+static int png_ihdr_size(const uint8_t *b, size_t n, uint32_t *w, uint32_t *h) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n < 24 || memcmp(b, sig, 8) != 0 || memcmp(b + 12, "IHDR", 4) != 0) return 0;
+    *w = (uint32_t)b[16] << 24 | (uint32_t)b[17] << 16 | (uint32_t)b[18] << 8 | b[19];
+    *h = (uint32_t)b[20] << 24 | (uint32_t)b[21] << 16 | (uint32_t)b[22] << 8 | b[23];
+    return 1;
 }
 
 /* ---- decoding ---- */
@@ -120,8 +131,14 @@ static int check_target(int c, int h, int w, bf_err_t *err) {
 int bf_image_info(const uint8_t *bytes, size_t n, int *w, int *h, int *c, bf_err_t *err) {
     if (n == 0) return bf_err_set(err, "empty image data");
     if (n > INT_MAX) return bf_err_set(err, "image data of %zu bytes is too large", n);
-    if (!stbi_info_from_memory(bytes, (int)n, w, h, c))
+    uint32_t pw, ph;
+    if (!stbi_info_from_memory(bytes, (int)n, w, h, c)) {
+        if (png_ihdr_size(bytes, n, &pw, &ph) &&
+            (pw > BF_MAX_IMAGE_SIDE || ph > BF_MAX_IMAGE_SIDE || (uint64_t)pw * ph > BF_MAX_IMAGE_PIXELS))
+            return bf_err_set(err, "image of %ux%u exceeds the size limit (%d per side, %u pixels)", pw, ph,
+                              BF_MAX_IMAGE_SIDE, BF_MAX_IMAGE_PIXELS);
         return bf_err_set(err, "cannot read image header (PNG/JPEG/BMP/GIF/PNM): %s", stbi_failure_reason());
+    }
     if (*c < 1 || *c > 4) return bf_err_set(err, "unsupported channel count %d", *c);
     return 0;
 }
