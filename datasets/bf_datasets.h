@@ -34,8 +34,8 @@ typedef struct {
  *    directory name contains "fashion", else the digits "0".."9");
  *  - CIFAR-10 binary: data_batch_{1..5}.bin / test_batch.bin (also inside cifar-10-batches-bin/),
  *    class names from batches.meta.txt when present;
- *  - image folder: DIR/SPLIT/CLASS/FILE.{png,jpg,...} or, when DIR has no SPLIT sub-folder, DIR/CLASS/FILE
- *    for either split. Images are converted to c×h×w (0 = take the first image's channels/size).
+ *  - image folder: DIR/SPLIT/CLASS/FILE.{png,jpg,...} or, when DIR has no SPLIT sub-folder,
+ *    DIR/CLASS/FILE for either split. Images are converted to c×h×w (0 = take the first image's channels/size).
  * On success *out owns its buffers (free with bf_dataset_free); on failure *out is left empty. */
 int bf_dataset_load(const char *dir, const char *split, int c, int h, int w, bf_dataset_t *out,
                     bf_err_t *err);
@@ -74,6 +74,22 @@ int bf_image_load(const char *path, int c, int h, int w, uint8_t *out, bf_err_t 
 int bf_image_info(const uint8_t *bytes, size_t n, int *w, int *h, int *c, bf_err_t *err);
 
 /* ---- Additions (datasets engineer): helpers the readers share and the engine may use. ---- */
+
+/* Precise behaviour of the functions above, for callers:
+ *  - bf_dataset_load: when c/h/w are non-zero and differ from an IDX or CIFAR file's shape, the
+ *    images are converted like an image folder's (bf_dataset_convert); 0 keeps the file's shape.
+ *    "fashion" is matched case-insensitively in the name of the folder holding the IDX files.
+ *    Train CIFAR-10 needs all five data_batch files. An image folder with train/ but no test/
+ *    (or the reverse) is an error rather than a folder whose classes include "train"/"test".
+ *  - bf_batch_fill augmentation: per image, in this order, top = bf_rng_below(aug, 9),
+ *    left = bf_rng_below(aug, 9), flip = bf_rng_below(aug, 2); out(y,x) = P(y+top, x'+left) with
+ *    x' = flip ? w-1-x : x, where P is the image padded by 4 pixels of value 0 in pixel space
+ *    (torchvision RandomCrop(padding=4) on the raw image), so padding normalizes to -mean/std.
+ *    Normalization is exactly ((float)p / 255.0f - mean[c]) / std[c]. No allocation.
+ *  - bf_dataset_channel_stats: an empty dataset gives mean 0 and std 0.
+ *  - bf_image_decode / bf_image_load: c must be 1 or 3 and h, w >= 1 (use bf_image_info for the
+ *    file's own size). Alpha is dropped; RGB -> gray is (19595 R + 38470 G + 7471 B + 32768) >> 16;
+ *    the bilinear formula is documented in image.c. */
 
 /* Upper bound on a dataset's pixel bytes, checked before anything is allocated (a hostile header
  * can declare up to 2^32-1 images); 4 GiB is far above every dataset this engine trains on. */

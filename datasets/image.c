@@ -72,16 +72,36 @@ static inline void src_coord(int o, int in, int out, int *i0, int *i1, double *f
     *f = s - *i0;
 }
 
-static void resize_plane(const uint8_t *src, int ih, int iw, uint8_t *dst, int oh, int ow) {
+/* The x coordinates are the same for every row, plane and image of a conversion: computed once. */
+typedef struct {
+    int *x0, *x1;
+    double *fx;
+} xmap_t;
+
+static int xmap_init(xmap_t *m, int iw, int ow) {
+    m->x0 = malloc(sizeof *m->x0 * (size_t)ow);
+    m->x1 = malloc(sizeof *m->x1 * (size_t)ow);
+    m->fx = malloc(sizeof *m->fx * (size_t)ow);
+    if (!m->x0 || !m->x1 || !m->fx) return -1;
+    for (int x = 0; x < ow; x++) src_coord(x, iw, ow, &m->x0[x], &m->x1[x], &m->fx[x]);
+    return 0;
+}
+
+static void xmap_free(xmap_t *m) {
+    free(m->x0);
+    free(m->x1);
+    free(m->fx);
+}
+
+static void resize_plane(const uint8_t *src, int ih, int iw, uint8_t *dst, int oh, int ow, const xmap_t *xm) {
     for (int y = 0; y < oh; y++) {
         int y0, y1;
         double fy;
         src_coord(y, ih, oh, &y0, &y1, &fy);
         const uint8_t *r0 = src + (size_t)y0 * iw, *r1 = src + (size_t)y1 * iw;
         for (int x = 0; x < ow; x++) {
-            int x0, x1;
-            double fx;
-            src_coord(x, iw, ow, &x0, &x1, &fx);
+            int x0 = xm->x0[x], x1 = xm->x1[x];
+            double fx = xm->fx[x];
             double v = (1 - fy) * ((1 - fx) * r0[x0] + fx * r0[x1]) + fy * ((1 - fx) * r1[x0] + fx * r1[x1]);
             int q = (int)(v + 0.5);
             dst[(size_t)y * ow + x] = (uint8_t)(q > 255 ? 255 : q < 0 ? 0 : q);
@@ -89,15 +109,19 @@ static void resize_plane(const uint8_t *src, int ih, int iw, uint8_t *dst, int o
     }
 }
 
-/* One image to dc×oh×ow planes at dst; tmp holds dc*ih*iw bytes when the size changes. */
+/* One image to dc×oh×ow planes at dst. When the size changes, xm maps the columns and tmp holds
+ * dc*ih*iw bytes. Gray -> RGB resizes the single plane once and then replicates it. */
 static void convert_image(const uint8_t *src, int sc, int ih, int iw, size_t cstride, size_t pstride, int dc,
-                          int oh, int ow, uint8_t *tmp, uint8_t *dst) {
-    int resize = ih != oh || iw != ow;
-    size_t np = (size_t)ih * iw;
-    uint8_t *planes = resize ? tmp : dst;
-    to_planes(src, sc, np, cstride, pstride, dc, planes);
-    if (resize)
-        for (int ch = 0; ch < dc; ch++) resize_plane(planes + ch * np, ih, iw, dst + (size_t)ch * oh * ow, oh, ow);
+                          int oh, int ow, const xmap_t *xm, uint8_t *tmp, uint8_t *dst) {
+    size_t np = (size_t)ih * iw, onp = (size_t)oh * ow;
+    if (ih == oh && iw == ow) {
+        to_planes(src, sc, np, cstride, pstride, dc, dst);
+        return;
+    }
+    int wc = dc == 3 && sc < 3 ? 1 : dc; /* planes that need resampling */
+    to_planes(src, sc, np, cstride, pstride, wc, tmp);
+    for (int ch = 0; ch < wc; ch++) resize_plane(tmp + ch * np, ih, iw, dst + ch * onp, oh, ow, xm);
+    for (int ch = wc; ch < dc; ch++) memcpy(dst + ch * onp, dst, onp);
 }
 
 /* ---- limits ---- */
@@ -155,12 +179,17 @@ int bf_image_decode(const uint8_t *bytes, size_t n, int c, int h, int w, uint8_t
         return bf_err_set(err, "decoder returned %dx%dx%d, header said %dx%dx%d", dw, dh, dc, iw, ih, ic);
     }
     uint8_t *tmp = NULL;
-    if ((dh != h || dw != w) && !(tmp = malloc((size_t)c * dh * dw))) {
+    xmap_t xm = {0};
+    int resize = dh != h || dw != w;
+    if (resize && (!(tmp = malloc((size_t)c * dh * dw)) || xmap_init(&xm, dw, w))) {
+        free(tmp);
+        xmap_free(&xm);
         stbi_image_free(img);
         return bf_err_set(err, "out of memory for a %dx%d image", dw, dh);
     }
-    convert_image(img, dc, dh, dw, 1, (size_t)dc, c, h, w, tmp, out);
+    convert_image(img, dc, dh, dw, 1, (size_t)dc, c, h, w, &xm, tmp, out);
     free(tmp);
+    xmap_free(&xm);
     stbi_image_free(img);
     return 0;
 }
@@ -229,15 +258,18 @@ int bf_dataset_convert(bf_dataset_t *d, int c, int h, int w, bf_err_t *err) {
         return bf_err_set(err, "converting %d images to %dx%dx%d exceeds the %zu-byte limit", (int)d->n, nc, nh, nw,
                           (size_t)BF_MAX_DATASET_BYTES);
     uint8_t *px = malloc(total ? total : 1), *tmp = malloc((size_t)nc * ihw);
-    if (!px || !tmp) {
+    xmap_t xm = {0};
+    if (!px || !tmp || xmap_init(&xm, d->w, nw)) {
         free(px);
         free(tmp);
+        xmap_free(&xm);
         return bf_err_set(err, "out of memory converting %d images to %dx%dx%d", (int)d->n, nc, nh, nw);
     }
     for (int32_t i = 0; i < d->n; i++)
-        convert_image(d->pixels + (size_t)i * d->c * ihw, d->c, d->h, d->w, ihw, 1, nc, nh, nw, tmp,
-                      px + (size_t)i * ochw);
+        convert_image(d->pixels + (size_t)i * d->c * ihw, d->c, d->h, d->w, ihw, 1, nc, nh, nw,
+                      &xm, tmp, px + (size_t)i * ochw);
     free(tmp);
+    xmap_free(&xm);
     free(d->pixels);
     d->pixels = px;
     d->c = nc;

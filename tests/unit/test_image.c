@@ -130,15 +130,16 @@ static void test_channels(void) {
     bf_err_t e = {{0}};
     uint8_t out[64];
     /* RGB -> gray with BT.601 (PIL's integer rounding): (255,0,0) -> 76, (0,255,0) -> 150,
-     * (0,0,255) -> 29, (10,200,30) -> 124 (0.299*10 + 0.587*200 + 0.114*30 = 123.81). */
-    const uint8_t rgb[12] = {255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 200, 30};
+     * (255,255,0) -> 226 (225.93: rounded, not truncated), (10,200,30) -> 124
+     * (0.299*10 + 0.587*200 + 0.114*30 = 123.81). */
+    const uint8_t rgb[12] = {255, 0, 0, 0, 255, 0, 255, 255, 0, 10, 200, 30};
     for (int png = 0; png < 2; png++) {
         mem_t *m = encode(png, 2, 2, 3, rgb);
         CHECK_MSG(bf_image_decode(m->b, m->n, 1, 2, 2, out, &e) == 0, "%s", e.msg);
-        CHECK(out[0] == 76 && out[1] == 150 && out[2] == 29 && out[3] == 124);
+        CHECK(out[0] == 76 && out[1] == 150 && out[2] == 226 && out[3] == 124);
         /* RGB stays RGB, as planes (NCHW). */
         CHECK(bf_image_decode(m->b, m->n, 3, 2, 2, out, &e) == 0);
-        const uint8_t planes[12] = {255, 0, 0, 10, 0, 255, 0, 200, 0, 0, 255, 30};
+        const uint8_t planes[12] = {255, 0, 255, 10, 0, 255, 255, 200, 0, 0, 0, 30};
         CHECK_MSG(memcmp(out, planes, 12) == 0, "%s", png ? "png" : "bmp");
         free(m);
     }
