@@ -182,6 +182,35 @@ static void test_decode_errors(void) {
     expect_err(bf_image_decode(buf, n, 1, 4, 4, out, &e), &e, "9000x1 exceeds the size limit");
 }
 
+/* Every truncation and every single-byte corruption of small PNG and BMP files: decode either
+ * succeeds or fails with a message, never crashes (the sanitizer build checks memory safety). */
+static void test_decode_mutations(void) {
+    bf_err_t e = {{0}};
+    uint8_t px[5 * 3 * 3], out[3 * 4 * 4];
+    for (int i = 0; i < 45; i++) px[i] = (uint8_t)(i * 13);
+    int failures = 0, no_msg = 0;
+    for (int png = 0; png < 2; png++) {
+        mem_t *m = encode(png, 5, 3, 3, px);
+        uint8_t *copy = malloc(m->n);
+        for (size_t cut = 0; cut < m->n; cut++) {
+            memcpy(copy, m->b, cut);
+            if (bf_image_decode(copy, cut, 3, 4, 4, out, &e)) failures++, no_msg += e.msg[0] == 0;
+            e.msg[0] = 0;
+        }
+        for (size_t i = 0; i < m->n; i++)
+            for (int bit = 0; bit < 8; bit += 3) {
+                memcpy(copy, m->b, m->n);
+                copy[i] ^= (uint8_t)(1u << bit);
+                if (bf_image_decode(copy, m->n, 3, 4, 4, out, &e)) failures++, no_msg += e.msg[0] == 0;
+                e.msg[0] = 0;
+            }
+        free(copy);
+        free(m);
+    }
+    CHECK(failures > 50);
+    CHECK_MSG(no_msg == 0, "%d failures without a message", no_msg);
+}
+
 /* ---- image folders ---- */
 
 static void put(const char *dir, const char *name, const mem_t *m) {
@@ -323,6 +352,7 @@ int main(void) {
     test_resize();
     test_channels();
     test_decode_errors();
+    test_decode_mutations();
     test_folder();
     test_convert();
     return bf_test_done("test_image");
