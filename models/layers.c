@@ -10,6 +10,15 @@
 
 #include "bf_models.h"
 
+/* The memory-bound loops (im2col, BN, pointwise) get AVX-512 / AVX2 clones picked at load time, so
+ * the build stays generic x86-64 yet runs wide vectors where the CPU has them. Results depend only
+ * on which clone runs, i.e. on the machine, never on the run. */
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(BF_NO_CLONES)
+#define BF_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BF_HOT
+#endif
+
 /* ---- convolution -------------------------------------------------------------------------- */
 
 static int is_pointwise(int K, int S, int P) { return K == 1 && S == 1 && P == 0; }
@@ -32,9 +41,73 @@ static void valid_cols(int W, int OW, int S, int P, int kj, int *lo, int *hi) {
     if (*lo > *hi) *lo = *hi;
 }
 
-/* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside). Rows are filled by
- * segments: zeros, a contiguous copy (stride 1) or a strided gather, zeros; no per-element branch. */
-static void im2col(float *col, const float *in, int C, int H, int W, int K, int S, int P, int OH, int OW) {
+/* "Same" convolutions (stride 1, OW == W): each im2col row block is the input plane shifted by
+ * (ki-P)*W + (kj-P) elements, so it is one contiguous copy plus zeroing of the few columns that
+ * wrapped around a row edge. rows [oh0, oh1) are the ones whose input row exists. */
+static void same_rows(int H, int OH, int P, int ki, int *oh0, int *oh1) {
+    *oh0 = P - ki > 0 ? P - ki : 0;
+    *oh1 = H + P - ki < OH ? H + P - ki : OH;
+    if (*oh1 < *oh0) *oh1 = *oh0;
+}
+
+BF_HOT static void im2col_same(float *restrict col, const float *restrict in, int C, int H, int W, int K, int P) {
+    size_t HW = (size_t)H * W;
+    for (int c = 0; c < C; c++) {
+        const float *plane = in + c * HW;
+        for (int ki = 0; ki < K; ki++) {
+            int oh0, oh1;
+            same_rows(H, H, P, ki, &oh0, &oh1);
+            for (int kj = 0; kj < K; kj++) {
+                float *dst = col + (((size_t)c * K + ki) * K + kj) * HW;
+                long off = (long)(oh0 - P + ki) * W - P + kj; /* source of dst[oh0*W] */
+                long n = (long)(oh1 - oh0) * W;
+                long j0 = off < 0 ? -off : 0, j1 = (long)HW - off < n ? (long)HW - off : n;
+                memset(dst, 0, sizeof(float) * ((size_t)oh0 * W + j0));
+                memcpy(dst + (size_t)oh0 * W + j0, plane + off + j0, sizeof(float) * (j1 - j0));
+                memset(dst + (size_t)oh0 * W + j1, 0, sizeof(float) * (HW - (size_t)oh0 * W - j1));
+                int lo, hi;
+                valid_cols(W, W, 1, P, kj, &lo, &hi);
+                for (int oh = oh0; oh < oh1; oh++) {
+                    for (int ow = 0; ow < lo; ow++) dst[(size_t)oh * W + ow] = 0;
+                    for (int ow = hi; ow < W; ow++) dst[(size_t)oh * W + ow] = 0;
+                }
+            }
+        }
+    }
+}
+
+/* Adjoint of im2col_same. Destroys col (zeroes the wrapped columns so the block add can be one
+ * contiguous loop); col is scratch. */
+BF_HOT static void col2im_same(float *restrict in, float *restrict col, int C, int H, int W, int K, int P) {
+    size_t HW = (size_t)H * W;
+    for (int c = 0; c < C; c++) {
+        float *plane = in + c * HW;
+        for (int ki = 0; ki < K; ki++) {
+            int oh0, oh1;
+            same_rows(H, H, P, ki, &oh0, &oh1);
+            for (int kj = 0; kj < K; kj++) {
+                float *src = col + (((size_t)c * K + ki) * K + kj) * HW;
+                int lo, hi;
+                valid_cols(W, W, 1, P, kj, &lo, &hi);
+                for (int oh = oh0; oh < oh1; oh++) {
+                    for (int ow = 0; ow < lo; ow++) src[(size_t)oh * W + ow] = 0;
+                    for (int ow = hi; ow < W; ow++) src[(size_t)oh * W + ow] = 0;
+                }
+                long off = (long)(oh0 - P + ki) * W - P + kj;
+                long n = (long)(oh1 - oh0) * W;
+                long j0 = off < 0 ? -off : 0, j1 = (long)HW - off < n ? (long)HW - off : n;
+                float *d = plane + off + j0; /* off may be negative; off + j0 is not */
+                const float *sr = src + (size_t)oh0 * W + j0;
+                for (long j = 0; j < j1 - j0; j++) d[j] += sr[j];
+            }
+        }
+    }
+}
+
+/* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside). Rows are short (7-32
+ * floats), so plain loops beat memset/memcpy calls here (this file is built with
+ * -fno-tree-loop-distribute-patterns so the compiler keeps them as vector loops). */
+BF_HOT static void im2col(float *restrict col, const float *restrict in, int C, int H, int W, int K, int S, int P, int OH, int OW) {
     for (int c = 0; c < C; c++) {
         const float *plane = in + (size_t)c * H * W;
         for (int ki = 0; ki < K; ki++) {
@@ -45,16 +118,16 @@ static void im2col(float *col, const float *in, int C, int H, int W, int K, int 
                 for (int oh = 0; oh < OH; oh++, dst += OW) {
                     int ih = oh * S - P + ki;
                     if (ih < 0 || ih >= H) {
-                        memset(dst, 0, sizeof(float) * OW);
+                        for (int ow = 0; ow < OW; ow++) dst[ow] = 0;
                         continue;
                     }
                     const float *src = plane + (size_t)ih * W - P + kj;
-                    memset(dst, 0, sizeof(float) * lo);
+                    for (int ow = 0; ow < lo; ow++) dst[ow] = 0;
                     if (S == 1)
-                        memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
+                        for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow];
                     else
                         for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow * S];
-                    memset(dst + hi, 0, sizeof(float) * (OW - hi));
+                    for (int ow = hi; ow < OW; ow++) dst[ow] = 0;
                 }
             }
         }
@@ -62,7 +135,7 @@ static void im2col(float *col, const float *in, int C, int H, int W, int K, int 
 }
 
 /* The adjoint of im2col: adds every column entry back onto the input position it came from. */
-static void col2im(float *in, const float *col, int C, int H, int W, int K, int S, int P, int OH, int OW) {
+BF_HOT static void col2im(float *restrict in, const float *restrict col, int C, int H, int W, int K, int S, int P, int OH, int OW) {
     for (int c = 0; c < C; c++) {
         float *plane = in + (size_t)c * H * W;
         for (int ki = 0; ki < K; ki++) {
@@ -93,7 +166,10 @@ void bf_conv2d_forward(float *out, const float *in, const float *w, const float 
         float *y = out + (size_t)i * OC * cols;
         const float *col = x;
         if (!is_pointwise(K, S, P)) {
-            im2col(scratch, x, C, H, W, K, S, P, OH, OW);
+            if (S == 1 && OW == W && OH == H)
+                im2col_same(scratch, x, C, H, W, K, P);
+            else
+                im2col(scratch, x, C, H, W, K, S, P, OH, OW);
             col = scratch;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, cols, rows, 1.0f, w, rows, col, cols,
@@ -116,7 +192,10 @@ void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *
         const float *dy = dout + (size_t)i * OC * cols;
         const float *xc = x;
         if (!pw) {
-            im2col(col, x, C, H, W, K, S, P, OH, OW);
+            if (S == 1 && OW == W && OH == H)
+                im2col_same(col, x, C, H, W, K, P);
+            else
+                im2col(col, x, C, H, W, K, S, P, OH, OW);
             xc = col;
         }
         /* dW[OC, rows] += dY[OC, cols] * X_col[rows, cols]^T */
@@ -138,18 +217,22 @@ void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, OC, 1.0f, w, rows, dy, cols, 0.0f,
                     dcol, cols);
         if (!acc) memset(dx, 0, sizeof(float) * C * H * W);
-        col2im(dx, dcol, C, H, W, K, S, P, OH, OW);
+        if (S == 1 && OW == W && OH == H)
+            col2im_same(dx, dcol, C, H, W, K, P);
+        else
+            col2im(dx, dcol, C, H, W, K, S, P, OH, OW);
     }
 }
 
 /* ---- batch normalization ------------------------------------------------------------------ */
 
-void bf_bn_stats(double *sum, double *sumsq, const float *in, int n, int C, int HW) {
+BF_HOT void bf_bn_stats(double *sum, double *sumsq, const float *in, int n, int C, int HW) {
     for (int i = 0; i < n; i++)
         for (int c = 0; c < C; c++) {
             const float *x = in + ((size_t)i * C + c) * HW;
             /* float partial per plane (<= a few thousand values), double across planes */
             float s = 0, s2 = 0;
+#pragma omp simd reduction(+ : s, s2)
             for (int j = 0; j < HW; j++) {
                 s += x[j];
                 s2 += x[j] * x[j];
@@ -159,7 +242,7 @@ void bf_bn_stats(double *sum, double *sumsq, const float *in, int n, int C, int 
         }
 }
 
-void bf_bn_forward(float *out, const float *in, const float *mean, const float *rstd, const float *gamma,
+BF_HOT void bf_bn_forward(float *out, const float *in, const float *mean, const float *rstd, const float *gamma,
                    const float *beta, int n, int C, int HW, int relu) {
     for (int i = 0; i < n; i++)
         for (int c = 0; c < C; c++) {
@@ -177,7 +260,7 @@ void bf_bn_forward(float *out, const float *in, const float *mean, const float *
         }
 }
 
-void bf_bn_backward_stats(double *sum_dy, double *sum_dy_xhat, float *dout, const float *out,
+BF_HOT void bf_bn_backward_stats(double *sum_dy, double *sum_dy_xhat, float *dout, const float *out,
                           const float *in, const float *mean, const float *rstd, int n, int C, int HW,
                           int relu) {
     for (int i = 0; i < n; i++)
@@ -186,9 +269,9 @@ void bf_bn_backward_stats(double *sum_dy, double *sum_dy_xhat, float *dout, cons
             float *dy = dout + o;
             const float *x = in + o, *y = out + o;
             if (relu)
-                for (int j = 0; j < HW; j++)
-                    if (y[j] <= 0) dy[j] = 0;
+                for (int j = 0; j < HW; j++) dy[j] = y[j] > 0 ? dy[j] : 0;
             float s = 0, sx = 0, m = mean[c];
+#pragma omp simd reduction(+ : s, sx)
             for (int j = 0; j < HW; j++) {
                 s += dy[j];
                 sx += dy[j] * (x[j] - m);
@@ -198,7 +281,7 @@ void bf_bn_backward_stats(double *sum_dy, double *sum_dy_xhat, float *dout, cons
         }
 }
 
-void bf_bn_backward(float *din, int acc, const float *dout, const float *in, const float *mean,
+BF_HOT void bf_bn_backward(float *din, int acc, const float *dout, const float *in, const float *mean,
                     const float *rstd, const float *gamma, const double *sum_dy,
                     const double *sum_dy_xhat, int Ntot, int n, int C, int HW) {
     double count = (double)Ntot * HW;
@@ -222,18 +305,18 @@ void bf_bn_backward(float *din, int acc, const float *dout, const float *in, con
 
 /* ---- pointwise ---------------------------------------------------------------------------- */
 
-void bf_relu_forward(float *out, const float *in, size_t count) {
+BF_HOT void bf_relu_forward(float *out, const float *in, size_t count) {
     for (size_t i = 0; i < count; i++) out[i] = in[i] > 0 ? in[i] : 0;
 }
 
-void bf_relu_backward(float *din, int acc, const float *dout, const float *out, size_t count) {
+BF_HOT void bf_relu_backward(float *din, int acc, const float *dout, const float *out, size_t count) {
     if (acc)
         for (size_t i = 0; i < count; i++) din[i] += out[i] > 0 ? dout[i] : 0;
     else
         for (size_t i = 0; i < count; i++) din[i] = out[i] > 0 ? dout[i] : 0;
 }
 
-void bf_add_forward(float *out, const float *a, const float *b, size_t count, int relu) {
+BF_HOT void bf_add_forward(float *out, const float *a, const float *b, size_t count, int relu) {
     if (relu)
         for (size_t i = 0; i < count; i++) {
             float v = a[i] + b[i];
@@ -243,18 +326,17 @@ void bf_add_forward(float *out, const float *a, const float *b, size_t count, in
         for (size_t i = 0; i < count; i++) out[i] = a[i] + b[i];
 }
 
-static void route(float *d, int acc, const float *g, size_t count) {
+BF_HOT static void route(float *d, int acc, const float *g, size_t count) {
     if (acc)
         for (size_t i = 0; i < count; i++) d[i] += g[i];
     else
         memcpy(d, g, sizeof(float) * count);
 }
 
-void bf_add_backward(float *da, int acc_a, float *db, int acc_b, float *dout, const float *out,
+BF_HOT void bf_add_backward(float *da, int acc_a, float *db, int acc_b, float *dout, const float *out,
                      size_t count, int relu) {
     if (relu)
-        for (size_t i = 0; i < count; i++)
-            if (out[i] <= 0) dout[i] = 0;
+        for (size_t i = 0; i < count; i++) dout[i] = out[i] > 0 ? dout[i] : 0;
     route(da, acc_a, dout, count);
     route(db, acc_b, dout, count);
 }
@@ -289,16 +371,17 @@ void bf_maxpool2_backward(float *din, int acc, const float *dout, const int32_t 
     }
 }
 
-void bf_gap_forward(float *out, const float *in, int n, int C, int HW) {
+BF_HOT void bf_gap_forward(float *out, const float *in, int n, int C, int HW) {
     for (int p = 0; p < n * C; p++) {
         const float *x = in + (size_t)p * HW;
         float s = 0;
+#pragma omp simd reduction(+ : s)
         for (int j = 0; j < HW; j++) s += x[j];
         out[p] = s / HW;
     }
 }
 
-void bf_gap_backward(float *din, int acc, const float *dout, int n, int C, int HW) {
+BF_HOT void bf_gap_backward(float *din, int acc, const float *dout, int n, int C, int HW) {
     for (int p = 0; p < n * C; p++) {
         float g = dout[p] / HW, *dx = din + (size_t)p * HW;
         if (acc)

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bf_models.h"
+
 int bench_train_main(int argc, char **argv) __attribute__((weak));
 int bench_ledger_main(int argc, char **argv) __attribute__((weak));
 
@@ -25,6 +27,7 @@ static int usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    bf_blas_init(argc, argv);
     if (argc < 2) return usage(stderr);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) return usage(stdout);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
