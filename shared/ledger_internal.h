@@ -1,0 +1,183 @@
+/* ledger_internal.h: what the ledger's .c files share and nobody else sees (the SQLite handle,
+ * the statement cache, the per-operation frame, the account cache and the transfer encoding). */
+#ifndef BF_LEDGER_INTERNAL_H
+#define BF_LEDGER_INTERNAL_H
+
+#include <openssl/evp.h>
+#include <sqlite3.h>
+
+#include "bf_ledger.h"
+
+#define LEDGER_SCHEMA_VERSION 1
+
+/* Transfer types (TigerBeetle's flags as one small integer). */
+enum { XF_POSTED = 1, XF_PENDING = 2, XF_POST = 3, XF_VOID = 4, XF_EXPIRE = 5 };
+/* Why money moved. */
+enum {
+    CODE_REGISTER_BONUS = 1,
+    CODE_RECHARGE = 2,
+    CODE_SPEND_COINS = 3,
+    CODE_TASK_FUND = 4,
+    CODE_TASK_REFUND = 5,
+    CODE_REWARD = 6,
+    CODE_USAGE_FEE = 7,
+    CODE_FEE_PAYOUT = 8,
+};
+/* Operation kinds, part of every idempotency fingerprint. */
+enum {
+    OP_REGISTER = 1,
+    OP_RECHARGE,
+    OP_SPEND,
+    OP_PLATFORM_FEE,
+    OP_CREATE_TASK,
+    OP_START_TASK,
+    OP_JOIN_TASK,
+    OP_REFUND_TASK,
+    OP_SETTLE_REWARD,
+    OP_ALLOCATE_SHARES,
+    OP_MODEL_STATUS,
+    OP_FEE_HOLD,
+    OP_FEE_CAPTURE,
+    OP_FEE_VOID,
+    OP_FEE_CHARGE,
+    OP_EXPIRE,
+};
+
+/* Every cached statement; SQL text lives in ledger_db.c. */
+enum {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
+    ST_OP_GET,
+    ST_OP_INSERT,
+    ST_OP_SET_RESULT,
+    ST_ACCT_GET,
+    ST_ACCT_UPDATE,
+    ST_ACCT_INSERT,
+    ST_ACCT_FIND,
+    ST_XF_HEAD,
+    ST_XF_INSERT,
+    ST_XF_GET,
+    ST_META_GET,
+    ST_META_SET,
+    ST_USER_INSERT,
+    ST_USER_SET_ACCOUNTS,
+    ST_USER_GET,
+    ST_USER_BY_NAME,
+    ST_TASK_INSERT,
+    ST_TASK_SET_ACCOUNTS,
+    ST_TASK_GET,
+    ST_TASK_CAS,
+    ST_TASK_SET_RESULT,
+    ST_TASK_SET_MODEL,
+    ST_TASK_SET_REVENUE,
+    ST_SHARE_INSERT,
+    ST_SHARES_OF_TASK,
+    ST_SHARE_SET_RECEIVED,
+    ST_USAGE_INSERT,
+    ST_USAGE_GET,
+    ST_USAGE_RESOLVE,
+    ST_USAGE_EXPIRED,
+    ST_REWARD_INSERT,
+    ST_PART_INSERT,
+    ST_PART_GET,
+    ST_COUNT
+};
+
+typedef struct {
+    int64_t id, owner;
+    int kind, currency;
+    int64_t dp, cp, dpend, cpend; /* debits/credits posted, debits/credits pending */
+    int dirty;
+} ledger_acct_t;
+
+struct _bf_ledger_t {
+    sqlite3 *db;
+    sqlite3_stmt *st[ST_COUNT];
+    int in_group; /* bf_ledger_group_begin() opened the write transaction */
+    int in_op;
+    int64_t (*clock)(void *);
+    void *clock_ctx;
+    int64_t ext_cny, ext_coin, rev_cny, rev_coin; /* platform account ids, fixed at open */
+    EVP_MD *sha256;
+    EVP_MD_CTX *md;
+    /* Chain head, valid only inside the current write transaction (another process may append
+     * between our transactions). */
+    int head_valid;
+    int64_t head_id;
+    unsigned char head_hash[32];
+    /* Accounts touched by the current op: loaded once, written back once at the end. */
+    ledger_acct_t *acc;
+    size_t n_acc, cap_acc;
+};
+
+/* The operation being executed: its key, fingerprint of its arguments and its ops row. */
+typedef struct {
+    const char *key;
+    int kind;
+    unsigned char fp[32];
+    int64_t row;    /* ops.id */
+    int64_t now;    /* one timestamp for everything the op writes */
+    int64_t result; /* what the op returns (user id, hold id, ...) */
+} ledger_op_t;
+
+/* Fingerprint builder: canonical big-endian integers and length-prefixed strings. */
+typedef struct {
+    unsigned char *buf;
+    size_t len, cap;
+    int oom;
+} ledger_fp_t;
+void ledger_fp_i64(ledger_fp_t *f, int64_t v);
+void ledger_fp_str(ledger_fp_t *f, const char *s);
+
+sqlite3_stmt *ledger_stmt(bf_ledger_t *L, int which);
+/* Steps a statement that returns no row (or whose rows are ignored) and resets it. */
+int ledger_exec_stmt(bf_ledger_t *L, sqlite3_stmt *s, bf_err_t *err);
+int ledger_sqlerr(bf_ledger_t *L, bf_err_t *err, const char *what);
+int64_t ledger_now(bf_ledger_t *L);
+void ledger_sha256(bf_ledger_t *L, const void *a, size_t na, const void *b, size_t nb,
+                   unsigned char out[32]);
+
+/* Op frame. ledger_op_start returns 1 if the op must run now, 0 if it was replayed (the recorded
+ * rc is in *replay_rc), or a negative rc (conflict, busy, internal). ledger_op_finish records the
+ * outcome, commits or rolls back, and returns the rc to hand to the caller. */
+int ledger_op_start(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, int *replay_rc,
+                    bf_err_t *err);
+int ledger_op_finish(bf_ledger_t *L, ledger_op_t *op, int rc, bf_err_t *err);
+
+/* Accounts. */
+ledger_acct_t *ledger_acct(bf_ledger_t *L, int64_t id, bf_err_t *err);
+int ledger_acct_create(bf_ledger_t *L, int kind, int currency, int64_t owner, int64_t *id,
+                       bf_err_t *err);
+int ledger_acct_find(bf_ledger_t *L, int kind, int currency, int64_t owner, int64_t *id,
+                     bf_err_t *err);
+int64_t ledger_posted(const ledger_acct_t *a);
+int ledger_acct_restricted(int kind);
+
+typedef struct {
+    int type, code;
+    int64_t debit, credit, amount;
+    int64_t pending_id, pending_amount; /* for post/void/expire */
+    int64_t expires_at;
+} ledger_xfer_t;
+/* Applies a transfer to the cached accounts and appends its hash-chained row. */
+int ledger_transfer(bf_ledger_t *L, ledger_op_t *op, const ledger_xfer_t *x, int64_t *id,
+                    bf_err_t *err);
+
+/* Canonical encoding of a transfer row, hashed after the previous row's hash. */
+typedef struct {
+    int64_t id, type, code, currency, debit, credit, amount, pending_id, expires_at, created_at;
+    int64_t debit_before, debit_after, credit_before, credit_after;
+} ledger_row_t;
+void ledger_row_hash(bf_ledger_t *L, const unsigned char prev[32], const ledger_row_t *r,
+                     const char *op_key, unsigned char out[32]);
+
+/* Meta key/value (integers). */
+int ledger_meta_get(bf_ledger_t *L, const char *key, int64_t *v, bf_err_t *err);
+
+void ledger_hex(const unsigned char *b, size_t n, char *out);
+
+#endif

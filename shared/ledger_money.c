@@ -1,0 +1,158 @@
+/* ledger_money.c: exact money arithmetic. Decimal strings to minor units, largest-remainder splits
+ * and the cumulative-entitlement apportionment of usage fees. Integers only: a float anywhere in
+ * here could silently move a cent. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf_ledger.h"
+
+int bf_ledger_currency_scale(bf_ledger_currency_t c) { return c == BF_LEDGER_CNY ? 2 : 0; }
+
+int bf_ledger_parse_amount(const char *s, int scale, int64_t *out, bf_err_t *err) {
+    if (!s || !*s) return bf_err_set(err, "empty amount");
+    if (scale < 0 || scale > 18) return bf_err_set(err, "bad scale %d", scale);
+    int64_t v = 0;
+    int frac_digits = -1; /* -1: no '.' seen yet */
+    const char *p = s;
+    for (; *p; p++) {
+        if (*p == '.') {
+            /* One dot, with digits on both sides: "1." and ".5" are ambiguous typing, reject them. */
+            if (frac_digits >= 0 || p == s || !p[1]) return bf_err_set(err, "malformed amount '%s'", s);
+            frac_digits = 0;
+            continue;
+        }
+        if (*p < '0' || *p > '9') return bf_err_set(err, "malformed amount '%s'", s);
+        if (frac_digits >= 0 && ++frac_digits > scale)
+            return bf_err_set(err, "amount '%s' has more than %d decimal places", s, scale);
+        if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *p - '0', &v))
+            return bf_err_set(err, "amount '%s' overflows", s);
+    }
+    for (int d = frac_digits < 0 ? 0 : frac_digits; d < scale; d++)
+        if (__builtin_mul_overflow(v, 10, &v)) return bf_err_set(err, "amount '%s' overflows", s);
+    *out = v;
+    return 0;
+}
+
+char *bf_ledger_format_amount(int64_t v, int scale, char buf[32]) {
+    /* Work on the magnitude as unsigned so INT64_MIN formats correctly. */
+    uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    char digits[24];
+    int nd = snprintf(digits, sizeof digits, "%llu", (unsigned long long)m);
+    char *o = buf;
+    if (v < 0) *o++ = '-';
+    if (scale <= 0) {
+        memcpy(o, digits, (size_t)nd + 1);
+        return buf;
+    }
+    int int_digits = nd - scale;
+    if (int_digits <= 0) {
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = int_digits; i < 0; i++) *o++ = '0';
+        memcpy(o, digits, (size_t)nd + 1);
+    } else {
+        memcpy(o, digits, (size_t)int_digits);
+        o += int_digits;
+        *o++ = '.';
+        memcpy(o, digits + int_digits, (size_t)scale + 1);
+    }
+    return buf;
+}
+
+typedef struct {
+    unsigned __int128 rem;
+    int64_t key;
+    size_t idx;
+} lr_item_t;
+
+/* Largest remainder first, then the smaller key: the documented tie rule. */
+static int lr_cmp(const void *a, const void *b) {
+    const lr_item_t *x = a, *y = b;
+    if (x->rem != y->rem) return x->rem > y->rem ? -1 : 1;
+    return x->key < y->key ? -1 : x->key > y->key;
+}
+
+int bf_ledger_split(int64_t total, size_t n, const int64_t *weights, const int64_t *keys,
+                    int64_t *parts) {
+    if (total < 0) return -1;
+    unsigned __int128 W = 0; /* n int64 weights cannot overflow 128 bits */
+    for (size_t i = 0; i < n; i++)
+        if (weights[i] > 0) W += (uint64_t)weights[i];
+    if (W == 0) return -1;
+    lr_item_t *items = calloc(n ? n : 1, sizeof *items);
+    if (!items) return -1;
+    int64_t given = 0;
+    for (size_t i = 0; i < n; i++) {
+        items[i].key = keys[i];
+        items[i].idx = i;
+        parts[i] = 0;
+        if (weights[i] <= 0) continue;
+        unsigned __int128 prod = (unsigned __int128)(uint64_t)total * (uint64_t)weights[i];
+        parts[i] = (int64_t)(prod / W); /* <= total, fits */
+        items[i].rem = prod % W;
+        given += parts[i];
+    }
+    qsort(items, n, sizeof *items, lr_cmp);
+    /* Fewer than n units are left over (each floor loses < 1), and only positive weights have a
+     * non-zero remainder or sort ahead of those with zero weight when remainders tie at 0; skip
+     * non-positive weights explicitly so they never receive a unit. */
+    int64_t left = total - given;
+    for (size_t k = 0; k < n && left > 0; k++) {
+        size_t i = items[k].idx;
+        if (weights[i] <= 0) continue;
+        parts[i]++;
+        left--;
+    }
+    free(items);
+    return left == 0 ? 0 : -1;
+}
+
+/* Holder i may receive its next unit once the cumulative total t makes it owed: paid_i < t*w_i/W,
+ * i.e. paid_i*W < t*w_i. Its deadline is the first t at which it would fall a full unit behind:
+ * ceil((paid_i+1)*W / w_i). Earliest deadline first keeps every holder within quota because the
+ * unit jobs in any window of totals never outnumber the window (the weights sum to W). */
+int bf_ledger_apportion(size_t n, const int64_t *weights, const int64_t *keys, const int64_t *paid,
+                        int64_t total_before, int64_t amount, int64_t *add) {
+    if (amount < 0 || total_before < 0) return -1;
+    int64_t total_after;
+    if (__builtin_add_overflow(total_before, amount, &total_after)) return -1;
+    unsigned __int128 W = 0;
+    int64_t sum_paid = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (weights[i] < 0 || paid[i] < 0) return -1;
+        W += (uint64_t)weights[i];
+        if (__builtin_add_overflow(sum_paid, paid[i], &sum_paid)) return -1;
+        add[i] = 0;
+    }
+    if (W == 0 || sum_paid != total_before) return -1;
+    /* A holder's deadline changes only when it is paid, so compute each once and update the
+     * winner's: one 128-bit division per unit instead of one per holder per unit. */
+    unsigned __int128 *deadline = malloc((n ? n : 1) * sizeof *deadline);
+    if (!deadline) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (weights[i] > 0)
+            deadline[i] = (((unsigned __int128)(uint64_t)paid[i] + 1) * W + (uint64_t)weights[i] - 1) /
+                          (uint64_t)weights[i];
+    int rc = 0;
+    for (int64_t t = total_before + 1; t <= total_after; t++) {
+        size_t best = n;
+        for (size_t i = 0; i < n; i++) {
+            if (weights[i] == 0) continue;
+            unsigned __int128 have = (uint64_t)(paid[i] + add[i]);
+            if (have * W >= (unsigned __int128)(uint64_t)t * (uint64_t)weights[i]) continue; /* not owed yet */
+            if (best == n || deadline[i] < deadline[best] ||
+                (deadline[i] == deadline[best] && keys[i] < keys[best]))
+                best = i;
+        }
+        if (best == n) { /* impossible when paid was within quota */
+            rc = -1;
+            break;
+        }
+        add[best]++;
+        unsigned __int128 w = (uint64_t)weights[best];
+        deadline[best] = (((unsigned __int128)(uint64_t)(paid[best] + add[best]) + 1) * W + w - 1) / w;
+    }
+    free(deadline);
+    return rc;
+}

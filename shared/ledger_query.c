@@ -1,0 +1,325 @@
+/* ledger_query.c: read-only views for the coordinator and the CLI. Each query is one SQL statement
+ * (one consistent WAL snapshot) copied into plain C structs the caller owns. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ledger_internal.h"
+
+/* Grows a caller-owned array by one element; returns the new slot or NULL. */
+static void *grow(void **arr, size_t *n, size_t *cap, size_t elem) {
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 16;
+        void *p = realloc(*arr, c * elem);
+        if (!p) return NULL;
+        *arr = p;
+        *cap = c;
+    }
+    return (char *)*arr + (*n)++ * elem;
+}
+
+typedef void (*row_fn)(sqlite3_stmt *s, void *out);
+
+/* Runs sql with up to two int64 parameters and converts every row with fn. */
+static int collect(bf_ledger_t *L, const char *sql, int nparams, int64_t p1, int64_t p2, size_t elem,
+                   row_fn fn, void **out, size_t *n, bf_err_t *err) {
+    sqlite3_stmt *s;
+    *out = NULL;
+    *n = 0;
+    if (sqlite3_prepare_v2(L->db, sql, -1, &s, NULL) != SQLITE_OK) return ledger_sqlerr(L, err, "query");
+    if (nparams >= 1) sqlite3_bind_int64(s, 1, p1);
+    if (nparams >= 2) sqlite3_bind_int64(s, 2, p2);
+    size_t cap = 0;
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        void *slot = grow(out, n, &cap, elem);
+        if (!slot) {
+            sqlite3_finalize(s);
+            free(*out);
+            *out = NULL;
+            *n = 0;
+            return bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL;
+        }
+        memset(slot, 0, elem);
+        fn(s, slot);
+    }
+    if (step != SQLITE_DONE) {
+        int rc = ledger_sqlerr(L, err, "query");
+        sqlite3_finalize(s);
+        free(*out);
+        *out = NULL;
+        *n = 0;
+        return rc;
+    }
+    sqlite3_finalize(s);
+    return 0;
+}
+
+static void copy_text(char *dst, size_t cap, const unsigned char *src) {
+    size_t n = src ? strlen((const char *)src) : 0;
+    if (n >= cap) n = cap - 1;
+    if (n) memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+/* Columns dp, cp, dpend, cpend starting at column i. */
+static void balance_from(sqlite3_stmt *s, int i, bf_ledger_balance_t *b) {
+    int64_t dp = sqlite3_column_int64(s, i), cp = sqlite3_column_int64(s, i + 1);
+    b->posted = cp - dp;
+    b->pending_debits = sqlite3_column_int64(s, i + 2);
+    b->pending_credits = sqlite3_column_int64(s, i + 3);
+    b->available = b->posted - b->pending_debits;
+}
+
+int bf_ledger_user_find(bf_ledger_t *self, const char *name, int64_t *user_id, bf_err_t *err) {
+    sqlite3_stmt *s = ledger_stmt(self, ST_USER_BY_NAME);
+    if (!s) return ledger_sqlerr(self, err, "users");
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) *user_id = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    if (step == SQLITE_ROW) return 0;
+    if (step == SQLITE_DONE) return bf_err_set(err, "unknown user '%s'", name), BF_LEDGER_ENOTFOUND;
+    return ledger_sqlerr(self, err, "users");
+}
+
+#define USER_SQL                                                                              \
+    "SELECT u.id, u.name, u.curve_public_key, c.debits_posted, c.credits_posted,"             \
+    " c.debits_pending, c.credits_pending, k.debits_posted, k.credits_posted, k.debits_pending," \
+    " k.credits_pending FROM users u JOIN accounts c ON c.id = u.cash_account"               \
+    " JOIN accounts k ON k.id = u.coin_account"
+
+static void user_row(sqlite3_stmt *s, void *out) {
+    bf_ledger_user_t *u = out;
+    u->id = sqlite3_column_int64(s, 0);
+    copy_text(u->name, sizeof u->name, sqlite3_column_text(s, 1));
+    copy_text(u->curve_key, sizeof u->curve_key, sqlite3_column_text(s, 2));
+    balance_from(s, 3, &u->cash);
+    balance_from(s, 7, &u->coin);
+}
+
+int bf_ledger_users(bf_ledger_t *self, bf_ledger_user_t **out, size_t *n, bf_err_t *err) {
+    return collect(self, USER_SQL " ORDER BY u.id", 0, 0, 0, sizeof **out, user_row, (void **)out, n, err);
+}
+
+int bf_ledger_user_get(bf_ledger_t *self, int64_t user_id, bf_ledger_user_t *out, bf_err_t *err) {
+    bf_ledger_user_t *u;
+    size_t n;
+    int rc = collect(self, USER_SQL " WHERE u.id = ?1", 1, user_id, 0, sizeof *u, user_row, (void **)&u, &n, err);
+    if (rc) return rc;
+    if (n == 0) return bf_err_set(err, "unknown user %lld", (long long)user_id), BF_LEDGER_ENOTFOUND;
+    *out = u[0];
+    free(u);
+    return 0;
+}
+
+int bf_ledger_balance(bf_ledger_t *self, int64_t user_id, bf_ledger_currency_t currency,
+                      bf_ledger_balance_t *out, bf_err_t *err) {
+    bf_ledger_user_t u;
+    int rc = bf_ledger_user_get(self, user_id, &u, err);
+    if (rc) return rc;
+    *out = currency == BF_LEDGER_COIN ? u.coin : u.cash;
+    return 0;
+}
+
+static void account_row(sqlite3_stmt *s, void *out) {
+    bf_ledger_account_t *a = out;
+    a->id = sqlite3_column_int64(s, 0);
+    a->kind = (bf_ledger_account_kind_t)sqlite3_column_int(s, 1);
+    a->currency = (bf_ledger_currency_t)sqlite3_column_int(s, 2);
+    a->owner = sqlite3_column_int64(s, 3);
+    balance_from(s, 4, &a->balance);
+}
+
+int bf_ledger_accounts(bf_ledger_t *self, bf_ledger_account_t **out, size_t *n, bf_err_t *err) {
+    return collect(self,
+                   "SELECT id, kind, currency, owner, debits_posted, credits_posted, debits_pending,"
+                   " credits_pending FROM accounts ORDER BY id",
+                   0, 0, 0, sizeof **out, account_row, (void **)out, n, err);
+}
+
+static void task_row(sqlite3_stmt *s, void *out) {
+    bf_ledger_task_t *t = out;
+    t->id = sqlite3_column_int64(s, 0);
+    t->creator = sqlite3_column_int64(s, 1);
+    copy_text(t->name, sizeof t->name, sqlite3_column_text(s, 2));
+    t->mode = (bf_ledger_mode_t)sqlite3_column_int(s, 3);
+    t->status = (bf_ledger_task_status_t)sqlite3_column_int(s, 4);
+    t->model_online = sqlite3_column_int(s, 5);
+    t->usage_fee = sqlite3_column_int64(s, 6);
+    t->reward_pool = sqlite3_column_int64(s, 7);
+    t->total_revenue = sqlite3_column_int64(s, 8);
+    t->platform_fee_ppm = sqlite3_column_int64(s, 9);
+    t->escrow_balance = sqlite3_column_int64(s, 10);
+    copy_text(t->result_hash, sizeof t->result_hash, sqlite3_column_text(s, 11));
+}
+
+int bf_ledger_task_get(bf_ledger_t *self, int64_t task_id, bf_ledger_task_t *out, bf_err_t *err) {
+    bf_ledger_task_t *t;
+    size_t n;
+    int rc = collect(self,
+                     "SELECT t.id, t.creator, t.name, t.payment_mode, t.status, t.model_status, t.usage_fee,"
+                     " t.reward_pool, t.total_revenue, t.platform_fee_ppm,"
+                     " e.credits_posted - e.debits_posted, t.result_hash"
+                     " FROM tasks t JOIN accounts e ON e.id = t.escrow_account WHERE t.id = ?1",
+                     1, task_id, 0, sizeof *t, task_row, (void **)&t, &n, err);
+    if (rc) return rc;
+    if (n == 0) return bf_err_set(err, "unknown task %lld", (long long)task_id), BF_LEDGER_ENOTFOUND;
+    *out = t[0];
+    free(t);
+    return 0;
+}
+
+static const char *type_name(int t) {
+    static const char *const names[] = {"?", "posted", "pending", "post", "void", "expire"};
+    return t >= 1 && t <= 5 ? names[t] : names[0];
+}
+
+static const char *code_name(int c) {
+    static const char *const names[] = {"?",          "register_bonus", "recharge",   "spend_coins", "task_fund",
+                                        "task_refund", "reward",        "usage_fee", "fee_payout"};
+    return c >= 1 && c <= 8 ? names[c] : names[0];
+}
+
+static void entry_row(sqlite3_stmt *s, void *out) {
+    bf_ledger_entry_t *e = out;
+    e->transfer_id = sqlite3_column_int64(s, 0);
+    e->created_at = sqlite3_column_int64(s, 1);
+    copy_text(e->op_id, sizeof e->op_id, sqlite3_column_text(s, 2));
+    e->type = type_name(sqlite3_column_int(s, 3));
+    e->code = code_name(sqlite3_column_int(s, 4));
+    e->currency = (bf_ledger_currency_t)sqlite3_column_int(s, 5);
+    int is_debit = sqlite3_column_int(s, 6);
+    int64_t amount = sqlite3_column_int64(s, 7);
+    e->amount = is_debit ? -amount : amount;
+    e->counterparty_account = sqlite3_column_int64(s, 8);
+    e->balance_before = sqlite3_column_int64(s, 9);
+    e->balance_after = sqlite3_column_int64(s, 10);
+}
+
+int bf_ledger_history(bf_ledger_t *self, int64_t user_id, bf_ledger_entry_t **out, size_t *n,
+                      bf_err_t *err) {
+    bf_ledger_user_t u;
+    int rc = bf_ledger_user_get(self, user_id, &u, err);
+    if (rc) return rc;
+    return collect(self,
+                   "SELECT t.id, t.created_at, o.op_key, t.type, t.code, t.currency, 1, t.amount,"
+                   " t.credit_account, t.debit_before, t.debit_after"
+                   " FROM transfers t JOIN ops o ON o.id = t.op"
+                   " WHERE t.debit_account IN (SELECT cash_account FROM users WHERE id = ?1"
+                   "   UNION SELECT coin_account FROM users WHERE id = ?1)"
+                   " UNION ALL "
+                   "SELECT t.id, t.created_at, o.op_key, t.type, t.code, t.currency, 0, t.amount,"
+                   " t.debit_account, t.credit_before, t.credit_after"
+                   " FROM transfers t JOIN ops o ON o.id = t.op"
+                   " WHERE t.credit_account IN (SELECT cash_account FROM users WHERE id = ?1"
+                   "   UNION SELECT coin_account FROM users WHERE id = ?1)"
+                   " ORDER BY 1",
+                   1, user_id, 0, sizeof **out, entry_row, (void **)out, n, err);
+}
+
+static void share_row(sqlite3_stmt *s, void *out) {
+    bf_ledger_share_t *h = out;
+    h->task_id = sqlite3_column_int64(s, 0);
+    h->user_id = sqlite3_column_int64(s, 1);
+    h->weight = sqlite3_column_int64(s, 2);
+    h->ppm = sqlite3_column_int64(s, 3);
+    h->received = sqlite3_column_int64(s, 4);
+}
+
+int bf_ledger_task_shares(bf_ledger_t *self, int64_t task_id, bf_ledger_share_t **out, size_t *n,
+                          bf_err_t *err) {
+    return collect(self,
+                   "SELECT task_id, user_id, weight, ppm, received FROM model_shareholdings"
+                   " WHERE task_id = ?1 ORDER BY user_id",
+                   1, task_id, 0, sizeof **out, share_row, (void **)out, n, err);
+}
+
+int bf_ledger_user_shares(bf_ledger_t *self, int64_t user_id, bf_ledger_share_t **out, size_t *n,
+                          bf_err_t *err) {
+    return collect(self,
+                   "SELECT task_id, user_id, weight, ppm, received FROM model_shareholdings"
+                   " WHERE user_id = ?1 ORDER BY task_id",
+                   1, user_id, 0, sizeof **out, share_row, (void **)out, n, err);
+}
+
+static void usage_row(sqlite3_stmt *s, void *out) {
+    bf_ledger_usage_t *u = out;
+    u->hold_id = sqlite3_column_int64(s, 0);
+    u->task_id = sqlite3_column_int64(s, 1);
+    u->payer_id = sqlite3_column_int64(s, 2);
+    u->held = sqlite3_column_int64(s, 3);
+    u->captured = sqlite3_column_int64(s, 4);
+    u->status = (bf_ledger_hold_status_t)sqlite3_column_int(s, 5);
+    u->created_at = sqlite3_column_int64(s, 6);
+    u->expires_at = sqlite3_column_int64(s, 7);
+}
+
+#define USAGE_SQL "SELECT id, task_id, payer, held, captured, status, created_at, expires_at FROM model_usage"
+
+int bf_ledger_hold_get(bf_ledger_t *self, int64_t hold_id, bf_ledger_usage_t *out, bf_err_t *err) {
+    bf_ledger_usage_t *u;
+    size_t n;
+    int rc = collect(self, USAGE_SQL " WHERE id = ?1", 1, hold_id, 0, sizeof *u, usage_row, (void **)&u, &n, err);
+    if (rc) return rc;
+    if (n == 0) return bf_err_set(err, "unknown hold %lld", (long long)hold_id), BF_LEDGER_ENOTFOUND;
+    *out = u[0];
+    free(u);
+    return 0;
+}
+
+int bf_ledger_usage(bf_ledger_t *self, int64_t task_id, bf_ledger_usage_t **out, size_t *n,
+                    bf_err_t *err) {
+    return collect(self, USAGE_SQL " WHERE task_id = ?1 ORDER BY id", 1, task_id, 0, sizeof **out,
+                   usage_row, (void **)out, n, err);
+}
+
+static void revenue_row(sqlite3_stmt *s, void *out) {
+    bf_ledger_revenue_t *r = out;
+    r->transfer_id = sqlite3_column_int64(s, 0);
+    r->usage_id = sqlite3_column_int64(s, 1);
+    r->task_id = sqlite3_column_int64(s, 2);
+    r->user_id = sqlite3_column_int64(s, 3);
+    r->amount = sqlite3_column_int64(s, 4);
+    r->created_at = sqlite3_column_int64(s, 5);
+}
+
+int bf_ledger_revenues(bf_ledger_t *self, int64_t task_id, int64_t user_id,
+                       bf_ledger_revenue_t **out, size_t *n, bf_err_t *err) {
+    return collect(self,
+                   "SELECT transfer_id, usage_id, task_id, user_id, amount, created_at"
+                   " FROM revenue_distributions WHERE (?1 <= 0 OR task_id = ?1) AND (?2 <= 0 OR user_id = ?2)"
+                   " ORDER BY transfer_id",
+                   2, task_id, user_id, sizeof **out, revenue_row, (void **)out, n, err);
+}
+
+static void reward_row(sqlite3_stmt *s, void *out) {
+    bf_ledger_reward_t *r = out;
+    r->task_id = sqlite3_column_int64(s, 0);
+    r->user_id = sqlite3_column_int64(s, 1);
+    r->weight = sqlite3_column_int64(s, 2);
+    r->amount = sqlite3_column_int64(s, 3);
+    r->transfer_id = sqlite3_column_int64(s, 4);
+}
+
+int bf_ledger_rewards(bf_ledger_t *self, int64_t task_id, int64_t user_id, bf_ledger_reward_t **out,
+                      size_t *n, bf_err_t *err) {
+    return collect(self,
+                   "SELECT task_id, user_id, weight, amount, coalesce(transfer, 0) FROM reward_distributions"
+                   " WHERE (?1 <= 0 OR task_id = ?1) AND (?2 <= 0 OR user_id = ?2) ORDER BY id",
+                   2, task_id, user_id, sizeof **out, reward_row, (void **)out, n, err);
+}
+
+static void part_row(sqlite3_stmt *s, void *out) {
+    bf_ledger_participation_t *p = out;
+    p->task_id = sqlite3_column_int64(s, 0);
+    p->user_id = sqlite3_column_int64(s, 1);
+    p->joined_at = sqlite3_column_int64(s, 2);
+}
+
+int bf_ledger_participations(bf_ledger_t *self, int64_t task_id, int64_t user_id,
+                             bf_ledger_participation_t **out, size_t *n, bf_err_t *err) {
+    return collect(self,
+                   "SELECT task_id, user_id, joined_at FROM participations"
+                   " WHERE (?1 <= 0 OR task_id = ?1) AND (?2 <= 0 OR user_id = ?2) ORDER BY task_id, user_id",
+                   2, task_id, user_id, sizeof **out, part_row, (void **)out, n, err);
+}

@@ -1,0 +1,379 @@
+/* ledger_verify.c: replays the whole ledger from the first transfer and checks every invariant the
+ * ledger promises. It trusts nothing cached: balances, pending amounts and payouts are recomputed
+ * from the hash-chained transfer rows and compared with what the tables claim. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ledger_internal.h"
+
+static const char *const check_names[BF_LEDGER_CHECK_COUNT] = {
+    [BF_LEDGER_CHECK_INTEGRITY] = "integrity",   [BF_LEDGER_CHECK_CHAIN] = "chain",
+    [BF_LEDGER_CHECK_BALANCES] = "balances",     [BF_LEDGER_CHECK_DOUBLE_ENTRY] = "double_entry",
+    [BF_LEDGER_CHECK_ESCROW] = "escrow",         [BF_LEDGER_CHECK_SHARES] = "shares",
+    [BF_LEDGER_CHECK_NONNEGATIVE] = "nonnegative", [BF_LEDGER_CHECK_HOLDS] = "holds",
+    [BF_LEDGER_CHECK_PAYOUTS] = "payouts",       [BF_LEDGER_CHECK_REWARDS] = "rewards",
+};
+
+__attribute__((format(printf, 3, 4))) static void fail(bf_ledger_report_t *rep, int check, const char *fmt, ...) {
+    bf_ledger_check_result_t *c = &rep->checks[check];
+    if (c->failures++ == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->detail, sizeof c->detail, fmt, ap);
+        va_end(ap);
+    }
+    c->ok = 0;
+    rep->ok = 0;
+}
+
+typedef struct {
+    int kind, currency, present;
+    int64_t owner;
+    int64_t dp, cp, dpend, cpend;         /* replayed */
+    int64_t c_dp, c_cp, c_dpend, c_cpend; /* cached */
+} vacct_t;
+
+typedef struct {
+    int64_t amount, debit, credit; /* of a pending transfer */
+    int type;                      /* XF_PENDING for holds, else 0 */
+    int resolved_by;               /* resolving transfer type, 0 if still pending */
+    int64_t captured;
+} vxfer_t;
+
+typedef struct {
+    bf_ledger_t *L;
+    bf_ledger_report_t *rep;
+    vacct_t *acc;
+    int64_t n_acc; /* acc is indexed by account id, 0..n_acc-1 */
+    vxfer_t *xf;
+    int64_t n_xf;
+} vstate_t;
+
+static int64_t scalar(bf_ledger_t *L, const char *sql) {
+    sqlite3_stmt *s;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(L->db, sql, -1, &s, NULL) != SQLITE_OK) return -1;
+    if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+static int check_integrity(vstate_t *v, bf_err_t *err) {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(v->L->db, "PRAGMA integrity_check", -1, &s, NULL) != SQLITE_OK)
+        return ledger_sqlerr(v->L, err, "integrity_check");
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(s, 0);
+        if (!t || strcmp((const char *)t, "ok"))
+            fail(v->rep, BF_LEDGER_CHECK_INTEGRITY, "integrity_check: %s", t ? (const char *)t : "?");
+    }
+    sqlite3_finalize(s);
+    if (sqlite3_prepare_v2(v->L->db, "PRAGMA foreign_key_check", -1, &s, NULL) != SQLITE_OK)
+        return ledger_sqlerr(v->L, err, "foreign_key_check");
+    while (sqlite3_step(s) == SQLITE_ROW)
+        fail(v->rep, BF_LEDGER_CHECK_INTEGRITY, "foreign key violation in %s row %lld",
+             (const char *)sqlite3_column_text(s, 0), (long long)sqlite3_column_int64(s, 1));
+    sqlite3_finalize(s);
+    return 0;
+}
+
+static int load_accounts(vstate_t *v, bf_err_t *err) {
+    int64_t max = scalar(v->L, "SELECT coalesce(max(id), 0) FROM accounts");
+    if (max < 0) return ledger_sqlerr(v->L, err, "accounts");
+    v->n_acc = max + 1;
+    v->acc = calloc((size_t)v->n_acc, sizeof *v->acc);
+    if (!v->acc) return bf_err_set(err, "out of memory"), -1;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(v->L->db,
+                           "SELECT id, kind, currency, owner, debits_posted, credits_posted, debits_pending,"
+                           " credits_pending FROM accounts",
+                           -1, &s, NULL) != SQLITE_OK)
+        return ledger_sqlerr(v->L, err, "accounts");
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(s, 0);
+        if (id <= 0 || id >= v->n_acc) continue;
+        vacct_t *a = &v->acc[id];
+        a->present = 1;
+        a->kind = sqlite3_column_int(s, 1);
+        a->currency = sqlite3_column_int(s, 2);
+        a->owner = sqlite3_column_int64(s, 3);
+        a->c_dp = sqlite3_column_int64(s, 4);
+        a->c_cp = sqlite3_column_int64(s, 5);
+        a->c_dpend = sqlite3_column_int64(s, 6);
+        a->c_cpend = sqlite3_column_int64(s, 7);
+        v->rep->accounts++;
+    }
+    sqlite3_finalize(s);
+    return 0;
+}
+
+static vacct_t *acct(vstate_t *v, int64_t id) {
+    return id > 0 && id < v->n_acc && v->acc[id].present ? &v->acc[id] : NULL;
+}
+
+/* Applies one transfer row to the replayed counters, checking it against its own claims. */
+static void replay_one(vstate_t *v, const ledger_row_t *r) {
+    bf_ledger_report_t *rep = v->rep;
+    vacct_t *d = acct(v, r->debit), *c = acct(v, r->credit);
+    if (!d || !c || d == c || d->currency != r->currency || c->currency != r->currency) {
+        fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: bad accounts or currency", (long long)r->id);
+        return;
+    }
+    if (r->debit_before != d->cp - d->dp || r->credit_before != c->cp - c->dp)
+        fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: recorded balance before differs from replay",
+             (long long)r->id);
+    int64_t a = r->amount, p = 0;
+    int ovf = 0;
+    vxfer_t *pend = NULL;
+    if (r->type == XF_POST || r->type == XF_VOID || r->type == XF_EXPIRE) {
+        pend = r->pending_id > 0 && r->pending_id < r->id ? &v->xf[r->pending_id] : NULL;
+        if (!pend || pend->type != XF_PENDING || pend->debit != r->debit || pend->credit != r->credit) {
+            fail(rep, BF_LEDGER_CHECK_HOLDS, "transfer %lld resolves no matching hold", (long long)r->id);
+            return;
+        }
+        if (pend->resolved_by) {
+            fail(rep, BF_LEDGER_CHECK_HOLDS, "hold %lld resolved twice (again by %lld)",
+                 (long long)r->pending_id, (long long)r->id);
+            return;
+        }
+        p = pend->amount;
+        if ((r->type == XF_POST && a > p) || (r->type != XF_POST && a != p))
+            fail(rep, BF_LEDGER_CHECK_HOLDS, "transfer %lld moves %lld of a %lld hold", (long long)r->id,
+                 (long long)a, (long long)p);
+        pend->resolved_by = (int)r->type;
+        pend->captured = r->type == XF_POST ? a : 0;
+        d->dpend -= p;
+        c->cpend -= p;
+    }
+    switch (r->type) {
+    case XF_POSTED:
+    case XF_POST:
+        ovf |= __builtin_add_overflow(d->dp, a, &d->dp) | __builtin_add_overflow(c->cp, a, &c->cp);
+        break;
+    case XF_PENDING:
+        ovf |= __builtin_add_overflow(d->dpend, a, &d->dpend) | __builtin_add_overflow(c->cpend, a, &c->cpend);
+        v->xf[r->id] = (vxfer_t){.amount = a, .debit = r->debit, .credit = r->credit, .type = XF_PENDING};
+        break;
+    case XF_VOID:
+    case XF_EXPIRE: break;
+    default: fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld has unknown type", (long long)r->id);
+    }
+    if (ovf) fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld overflows a counter", (long long)r->id);
+    if (r->debit_after != d->cp - d->dp || r->credit_after != c->cp - c->dp)
+        fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: recorded balance after differs from replay",
+             (long long)r->id);
+    /* Checked after every transfer, not only at the end: a user account may never have dipped. */
+    if (ledger_acct_restricted(d->kind) && d->cp - d->dp - d->dpend < 0)
+        fail(rep, BF_LEDGER_CHECK_NONNEGATIVE, "account %lld went below zero at transfer %lld",
+             (long long)r->debit, (long long)r->id);
+}
+
+static int replay(vstate_t *v, bf_err_t *err) {
+    bf_ledger_t *L = v->L;
+    int64_t max = scalar(L, "SELECT coalesce(max(id), 0) FROM transfers");
+    if (max < 0) return ledger_sqlerr(L, err, "transfers");
+    v->n_xf = max + 1;
+    v->xf = calloc((size_t)v->n_xf, sizeof *v->xf);
+    if (!v->xf) return bf_err_set(err, "out of memory"), -1;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(L->db,
+                           "SELECT t.id, t.type, t.code, t.currency, t.debit_account, t.credit_account,"
+                           " t.amount, coalesce(t.pending_id, 0), t.expires_at, t.created_at, t.debit_before,"
+                           " t.debit_after, t.credit_before, t.credit_after, t.hash, o.op_key"
+                           " FROM transfers t LEFT JOIN ops o ON o.id = t.op ORDER BY t.id",
+                           -1, &s, NULL) != SQLITE_OK)
+        return ledger_sqlerr(L, err, "transfers");
+    unsigned char prev[32] = {0}, h[32];
+    int64_t expect = 1;
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        ledger_row_t r;
+        int64_t *f[14] = {&r.id,         &r.type,         &r.code,        &r.currency,  &r.debit,
+                          &r.credit,     &r.amount,       &r.pending_id,  &r.expires_at, &r.created_at,
+                          &r.debit_before, &r.debit_after, &r.credit_before, &r.credit_after};
+        for (int i = 0; i < 14; i++) *f[i] = sqlite3_column_int64(s, i);
+        const unsigned char *key = sqlite3_column_text(s, 15);
+        v->rep->transfers++;
+        if (r.id != expect)
+            fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer ids jump from %lld to %lld", (long long)expect - 1,
+                 (long long)r.id);
+        expect = r.id + 1;
+        if (!key) fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer %lld has no operation", (long long)r.id);
+        ledger_row_hash(L, prev, &r, key ? (const char *)key : "", h);
+        if (sqlite3_column_bytes(s, 14) != 32 || memcmp(sqlite3_column_blob(s, 14), h, 32))
+            fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer %lld: hash mismatch (altered, inserted or removed row)",
+                 (long long)r.id);
+        /* Continue the chain from the stored hash so one bad row is reported once, not forever. */
+        if (sqlite3_column_bytes(s, 14) == 32) memcpy(prev, sqlite3_column_blob(s, 14), 32);
+        else memcpy(prev, h, 32);
+        if (r.id > 0 && r.id < v->n_xf) replay_one(v, &r);
+    }
+    sqlite3_finalize(s);
+    if (step != SQLITE_DONE) return ledger_sqlerr(L, err, "transfers");
+    ledger_hex(prev, 32, v->rep->head_hash);
+    if (v->rep->transfers == 0) v->rep->head_hash[0] = 0;
+    return 0;
+}
+
+static void check_accounts(vstate_t *v) {
+    unsigned __int128 dp[3] = {0}, cp[3] = {0}, dpend[3] = {0}, cpend[3] = {0};
+    for (int64_t id = 1; id < v->n_acc; id++) {
+        vacct_t *a = &v->acc[id];
+        if (!a->present) continue;
+        if (a->dp != a->c_dp || a->cp != a->c_cp || a->dpend != a->c_dpend || a->cpend != a->c_cpend)
+            fail(v->rep, BF_LEDGER_CHECK_BALANCES,
+                 "account %lld: cached (%lld,%lld,%lld,%lld) != replayed (%lld,%lld,%lld,%lld)", (long long)id,
+                 (long long)a->c_dp, (long long)a->c_cp, (long long)a->c_dpend, (long long)a->c_cpend,
+                 (long long)a->dp, (long long)a->cp, (long long)a->dpend, (long long)a->cpend);
+        if (ledger_acct_restricted(a->kind) && a->c_cp - a->c_dp - a->c_dpend < 0)
+            fail(v->rep, BF_LEDGER_CHECK_NONNEGATIVE, "account %lld (kind %d) is below zero", (long long)id, a->kind);
+        int c = a->currency == BF_LEDGER_COIN ? 2 : 1;
+        dp[c] += (uint64_t)a->c_dp;
+        cp[c] += (uint64_t)a->c_cp;
+        dpend[c] += (uint64_t)a->c_dpend;
+        cpend[c] += (uint64_t)a->c_cpend;
+    }
+    for (int c = 1; c <= 2; c++)
+        if (dp[c] != cp[c] || dpend[c] != cpend[c])
+            fail(v->rep, BF_LEDGER_CHECK_DOUBLE_ENTRY, "%s: total debits != total credits",
+                 c == 1 ? "CNY" : "COIN");
+}
+
+/* Holds: model_usage rows agree with how their pending transfers resolved. */
+static int check_holds(vstate_t *v, bf_err_t *err) {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(v->L->db, "SELECT id, hold_transfer, held, captured, status FROM model_usage", -1, &s,
+                           NULL) != SQLITE_OK)
+        return ledger_sqlerr(v->L, err, "model_usage");
+    static const int want_type[5] = {0, 0, XF_POST, XF_VOID, XF_EXPIRE};
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(s, 0), xid = sqlite3_column_int64(s, 1);
+        int64_t held = sqlite3_column_int64(s, 2), captured = sqlite3_column_int64(s, 3);
+        int status = sqlite3_column_int(s, 4);
+        vxfer_t *x = xid > 0 && xid < v->n_xf ? &v->xf[xid] : NULL;
+        if (!x || x->type != XF_PENDING || x->amount != held || status < 1 || status > 4) {
+            fail(v->rep, BF_LEDGER_CHECK_HOLDS, "hold %lld does not match its pending transfer", (long long)id);
+            continue;
+        }
+        if (x->resolved_by != want_type[status] || (status == BF_LEDGER_HOLD_CAPTURED && x->captured != captured))
+            fail(v->rep, BF_LEDGER_CHECK_HOLDS, "hold %lld: status %d disagrees with its transfers", (long long)id,
+                 status);
+        if (status == BF_LEDGER_HOLD_PENDING) v->rep->holds_pending++;
+    }
+    sqlite3_finalize(s);
+    return 0;
+}
+
+static int check_tasks(vstate_t *v, bf_err_t *err) {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(v->L->db,
+                           "SELECT t.id, t.payment_mode, t.status, t.reward_pool, t.escrow_account,"
+                           " t.clearing_account, t.total_revenue, t.platform_paid,"
+                           " (SELECT count(*) FROM model_shareholdings WHERE task_id = t.id),"
+                           " (SELECT coalesce(sum(ppm), 0) FROM model_shareholdings WHERE task_id = t.id),"
+                           " (SELECT coalesce(sum(received), 0) FROM model_shareholdings WHERE task_id = t.id),"
+                           " (SELECT coalesce(sum(captured), 0) FROM model_usage WHERE task_id = t.id AND status = 2),"
+                           " (SELECT coalesce(sum(amount), 0) FROM reward_distributions WHERE task_id = t.id),"
+                           " (SELECT count(*) FROM reward_distributions WHERE task_id = t.id)"
+                           " FROM tasks t",
+                           -1, &s, NULL) != SQLITE_OK)
+        return ledger_sqlerr(v->L, err, "tasks");
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(s, 0);
+        int mode = sqlite3_column_int(s, 1), status = sqlite3_column_int(s, 2);
+        int64_t pool = sqlite3_column_int64(s, 3);
+        vacct_t *e = acct(v, sqlite3_column_int64(s, 4)), *c = acct(v, sqlite3_column_int64(s, 5));
+        int64_t revenue = sqlite3_column_int64(s, 6), platform = sqlite3_column_int64(s, 7);
+        int64_t n_shares = sqlite3_column_int64(s, 8), ppm = sqlite3_column_int64(s, 9);
+        int64_t received = sqlite3_column_int64(s, 10), captured = sqlite3_column_int64(s, 11);
+        int64_t rewards = sqlite3_column_int64(s, 12), n_rewards = sqlite3_column_int64(s, 13);
+        v->rep->tasks++;
+        if (!e || !c || e->kind != BF_LEDGER_ACCT_TASK_ESCROW || c->kind != BF_LEDGER_ACCT_TASK_CLEARING) {
+            fail(v->rep, BF_LEDGER_CHECK_ESCROW, "task %lld has no escrow/clearing account", (long long)id);
+            continue;
+        }
+        int funded = mode == BF_LEDGER_MODE_REWARD &&
+                     (status == BF_LEDGER_TASK_CREATED || status == BF_LEDGER_TASK_RUNNING);
+        int64_t want = funded ? pool : 0;
+        if (e->cp - e->dp != want || e->dpend || e->cpend)
+            fail(v->rep, BF_LEDGER_CHECK_ESCROW, "task %lld (status %d): escrow %lld, expected %lld", (long long)id,
+                 status, (long long)(e->cp - e->dp), (long long)want);
+        if (c->cp - c->dp != 0)
+            fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld: clearing account holds %lld undistributed",
+                 (long long)id, (long long)(c->cp - c->dp));
+        int settled_shares = mode == BF_LEDGER_MODE_SHAREHOLDING && status == BF_LEDGER_TASK_COMPLETED;
+        if (settled_shares ? ppm != BF_LEDGER_PPM : n_shares != 0)
+            fail(v->rep, BF_LEDGER_CHECK_SHARES, "task %lld: %lld shareholdings summing to %lld ppm", (long long)id,
+                 (long long)n_shares, (long long)ppm);
+        if (captured != revenue || received + platform != revenue)
+            fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld: captured %lld, revenue %lld, paid out %lld",
+                 (long long)id, (long long)captured, (long long)revenue, (long long)(received + platform));
+        int settled_reward = mode == BF_LEDGER_MODE_REWARD && status == BF_LEDGER_TASK_COMPLETED;
+        if (settled_reward ? rewards != pool : n_rewards != 0)
+            fail(v->rep, BF_LEDGER_CHECK_REWARDS, "task %lld: rewards %lld of pool %lld", (long long)id,
+                 (long long)rewards, (long long)pool);
+    }
+    sqlite3_finalize(s);
+    return 0;
+}
+
+/* Each holder's cumulative payout equals what its payout transfers say and stays within one cent
+ * of its exact entitlement revenue * ppm * (1e6 - platform ppm) / 1e12. */
+static int check_entitlements(vstate_t *v, bf_err_t *err) {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(
+            v->L->db,
+            "SELECT h.task_id, h.user_id, h.ppm, h.received, t.total_revenue, t.platform_fee_ppm,"
+            " (SELECT coalesce(sum(x.amount), 0) FROM transfers x WHERE x.debit_account = t.clearing_account"
+            "   AND x.credit_account = u.cash_account AND x.code = 8)"
+            " FROM model_shareholdings h JOIN tasks t ON t.id = h.task_id JOIN users u ON u.id = h.user_id",
+            -1, &s, NULL) != SQLITE_OK)
+        return ledger_sqlerr(v->L, err, "model_shareholdings");
+    const unsigned __int128 W = (unsigned __int128)BF_LEDGER_PPM * BF_LEDGER_PPM;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        int64_t task = sqlite3_column_int64(s, 0), user = sqlite3_column_int64(s, 1);
+        int64_t ppm = sqlite3_column_int64(s, 2), received = sqlite3_column_int64(s, 3);
+        int64_t revenue = sqlite3_column_int64(s, 4), fee = sqlite3_column_int64(s, 5);
+        int64_t transferred = sqlite3_column_int64(s, 6);
+        if (received != transferred)
+            fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld user %lld: received %lld but transfers say %lld",
+                 (long long)task, (long long)user, (long long)received, (long long)transferred);
+        if (ppm < 0 || fee < 0 || revenue < 0 || received < 0) continue;
+        unsigned __int128 exact = (unsigned __int128)(uint64_t)revenue * (uint64_t)ppm * (uint64_t)(BF_LEDGER_PPM - fee);
+        unsigned __int128 got = (unsigned __int128)(uint64_t)received * W;
+        unsigned __int128 diff = got > exact ? got - exact : exact - got;
+        if (diff >= W)
+            fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld user %lld: received %lld, a cent or more off entitlement",
+                 (long long)task, (long long)user, (long long)received);
+    }
+    sqlite3_finalize(s);
+    return 0;
+}
+
+int bf_ledger_verify(bf_ledger_t *self, bf_ledger_report_t *rep, bf_err_t *err) {
+    memset(rep, 0, sizeof *rep);
+    rep->ok = 1;
+    for (int i = 0; i < BF_LEDGER_CHECK_COUNT; i++) {
+        rep->checks[i].name = check_names[i];
+        rep->checks[i].ok = 1;
+    }
+    /* One read transaction: every query sees the same snapshot even if a writer is active. */
+    if (sqlite3_exec(self->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) return ledger_sqlerr(self, err, "begin");
+    vstate_t v = {.L = self, .rep = rep};
+    int rc = check_integrity(&v, err);
+    if (!rc) rc = load_accounts(&v, err);
+    if (!rc) rc = replay(&v, err);
+    if (!rc) {
+        check_accounts(&v);
+        rc = check_holds(&v, err);
+    }
+    if (!rc) rc = check_tasks(&v, err);
+    if (!rc) rc = check_entitlements(&v, err);
+    if (!rc) rep->users = scalar(self, "SELECT count(*) FROM users");
+    sqlite3_exec(self->db, "COMMIT", NULL, NULL, NULL);
+    free(v.acc);
+    free(v.xf);
+    return rc ? -1 : 0;
+}

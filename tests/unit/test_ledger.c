@@ -1,0 +1,558 @@
+/* test_ledger.c: unit tests of every ledger operation and every error path: exact decimals,
+ * largest-remainder splits, the cumulative fee apportionment, users, recharges, coins, task
+ * states, escrow, shares, holds (capture, void, expiry), idempotency, group commit, queries, and
+ * verify detecting tampering with the database behind the ledger's back. */
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include "test_ledger_common.h"
+
+static void test_parse(void) {
+    int64_t v = -1;
+    bf_err_t err;
+    CHECK(bf_ledger_parse_amount("0.50", 2, &v, &err) == 0 && v == 50);
+    CHECK(bf_ledger_parse_amount("12", 2, &v, &err) == 0 && v == 1200);
+    CHECK(bf_ledger_parse_amount("12.3", 2, &v, &err) == 0 && v == 1230);
+    CHECK(bf_ledger_parse_amount("0", 2, &v, &err) == 0 && v == 0);
+    CHECK(bf_ledger_parse_amount("007.05", 2, &v, &err) == 0 && v == 705);
+    CHECK(bf_ledger_parse_amount("92233720368547758.07", 2, &v, &err) == 0 && v == INT64_MAX);
+    CHECK(bf_ledger_parse_amount("7", 0, &v, &err) == 0 && v == 7);
+    const char *bad[] = {"", "-5", "+5", "1e3", "0.001", " 1", "1 ", "1.", ".5", "1..2", "1.2.3", "abc",
+                         "92233720368547758.08", "99999999999999999999", "0x10", "1,00"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK_MSG(bf_ledger_parse_amount(bad[i], 2, &v, &err) == -1, "'%s' accepted", bad[i]);
+    CHECK(bf_ledger_parse_amount("1.5", 0, &v, &err) == -1);
+    CHECK(bf_ledger_parse_amount(NULL, 2, &v, &err) == -1);
+
+    char b[32];
+    CHECK(!strcmp(bf_ledger_format_amount(50, 2, b), "0.50"));
+    CHECK(!strcmp(bf_ledger_format_amount(5, 2, b), "0.05"));
+    CHECK(!strcmp(bf_ledger_format_amount(-1205, 2, b), "-12.05"));
+    CHECK(!strcmp(bf_ledger_format_amount(0, 2, b), "0.00"));
+    CHECK(!strcmp(bf_ledger_format_amount(42, 0, b), "42"));
+    CHECK(!strcmp(bf_ledger_format_amount(INT64_MIN, 2, b), "-92233720368547758.08"));
+    /* Round trip over random values. */
+    bf_rng_t r;
+    bf_rng_seed(&r, 7);
+    for (int i = 0; i < 10000; i++) {
+        int64_t x = (int64_t)(bf_rng_u64(&r) >> (1 + bf_rng_u64(&r) % 63));
+        CHECK(bf_ledger_parse_amount(bf_ledger_format_amount(x, 2, b), 2, &v, NULL) == 0 && v == x);
+    }
+}
+
+static void test_split(void) {
+    int64_t parts[4];
+    int64_t w1[] = {80, 8, 12}, k1[] = {1, 2, 3};
+    CHECK(bf_ledger_split(15, 3, w1, k1, parts) == 0 && parts[0] == 12 && parts[1] == 1 && parts[2] == 2);
+    int64_t w2[] = {70, 30}, k2[] = {1, 2};
+    CHECK(bf_ledger_split(5, 2, w2, k2, parts) == 0 && parts[0] == 4 && parts[1] == 1);
+    int64_t w3[] = {1, 1, 1}, k3[] = {3, 1, 2};
+    CHECK(bf_ledger_split(100, 3, w3, k3, parts) == 0 && parts[0] == 33 && parts[1] == 34 && parts[2] == 33);
+    int64_t w4[] = {0, -5, 3, 0}, k4[] = {1, 2, 3, 4};
+    CHECK(bf_ledger_split(10, 4, w4, k4, parts) == 0 && parts[0] == 0 && parts[1] == 0 && parts[2] == 10 &&
+          parts[3] == 0);
+    int64_t w5[] = {0, -1}, k5[] = {1, 2};
+    CHECK(bf_ledger_split(10, 2, w5, k5, parts) == -1);
+    CHECK(bf_ledger_split(-1, 2, w2, k2, parts) == -1);
+    int64_t w6[] = {INT64_MAX, INT64_MAX, 1}, k6[] = {1, 2, 3};
+    CHECK(bf_ledger_split(INT64_MAX, 3, w6, k6, parts) == 0 && parts[0] + parts[1] + parts[2] == INT64_MAX);
+    /* Random: sum exact, each part within [floor, ceil] of its quota. */
+    bf_rng_t r;
+    bf_rng_seed(&r, 11);
+    for (int it = 0; it < 20000; it++) {
+        size_t n = 1 + bf_rng_below(&r, 12);
+        int64_t w[12], k[12], p[12], total = (int64_t)(bf_rng_u64(&r) >> (1 + bf_rng_below(&r, 62)));
+        unsigned __int128 W = 0;
+        for (size_t i = 0; i < n; i++) {
+            w[i] = (int64_t)bf_rng_below(&r, 1000) - 100;
+            k[i] = (int64_t)i * 3 + 1;
+            if (w[i] > 0) W += (uint64_t)w[i];
+        }
+        int rc = bf_ledger_split(total, n, w, k, p);
+        if (W == 0) {
+            CHECK(rc == -1);
+            continue;
+        }
+        CHECK(rc == 0);
+        int64_t sum = 0;
+        for (size_t i = 0; i < n; i++) {
+            sum += p[i];
+            unsigned __int128 exact = w[i] > 0 ? (unsigned __int128)(uint64_t)total * (uint64_t)w[i] : 0;
+            unsigned __int128 lo = exact / W, hi = (exact + W - 1) / W;
+            CHECK((unsigned __int128)p[i] >= lo && (unsigned __int128)p[i] <= hi);
+        }
+        CHECK(sum == total);
+    }
+}
+
+/* After every single unit, each holder is strictly within one unit of its exact entitlement, and
+ * the result does not depend on how the total was chunked. */
+static void test_apportion(void) {
+    bf_rng_t r;
+    bf_rng_seed(&r, 5);
+    for (int it = 0; it < 300; it++) {
+        size_t n = 1 + bf_rng_below(&r, 9);
+        int64_t w[10], k[10], paid_a[10] = {0}, paid_b[10] = {0}, add[10];
+        int64_t W = 0;
+        for (size_t i = 0; i < n; i++) {
+            w[i] = bf_rng_below(&r, 4) == 0 ? 0 : 1 + bf_rng_below(&r, 1000000);
+            k[i] = 100 - (int64_t)i;
+            W += w[i];
+        }
+        if (W == 0) {
+            w[0] = 1;
+            W = 1;
+        }
+        int64_t total = 0;
+        for (int step = 0; step < 200; step++) {
+            int64_t amount = bf_rng_below(&r, 4) == 0 ? bf_rng_below(&r, 500) : bf_rng_below(&r, 4);
+            CHECK(bf_ledger_apportion(n, w, k, paid_a, total, amount, add) == 0);
+            total += amount;
+            int64_t sum = 0;
+            for (size_t i = 0; i < n; i++) {
+                paid_a[i] += add[i];
+                sum += paid_a[i];
+                __int128 diff = (__int128)paid_a[i] * W - (__int128)total * w[i];
+                CHECK_MSG(diff < W && diff > -(__int128)W, "holder %zu off by a unit", i);
+            }
+            CHECK(sum == total);
+        }
+        /* The same total in unit steps gives the same vector. */
+        for (int64_t t = 0; t < total; t++) {
+            CHECK(bf_ledger_apportion(n, w, k, paid_b, t, 1, add) == 0);
+            for (size_t i = 0; i < n; i++) paid_b[i] += add[i];
+        }
+        for (size_t i = 0; i < n; i++) CHECK(paid_a[i] == paid_b[i]);
+    }
+    int64_t w[2] = {1, 1}, k[2] = {1, 2}, paid[2] = {5, 0}, add[2];
+    CHECK(bf_ledger_apportion(2, w, k, paid, 4, 1, add) == -1); /* paid does not sum to total */
+    int64_t zero[2] = {0, 0};
+    CHECK(bf_ledger_apportion(2, zero, k, zero, 0, 1, add) == -1);
+}
+
+static void test_users(bf_ledger_t *L, tl_clock_t *clk) {
+    (void)clk;
+    bf_err_t err;
+    char key[41], key2[41];
+    tl_key(key, 1);
+    tl_key(key2, 2);
+    int64_t id = 0, id2 = 0;
+    CHECK(bf_ledger_register_user(L, "u1", "alice", key, "s3cret", &id, &err) == BF_LEDGER_OK);
+    CHECK(id > 0 && tl_coins(L, id) == BF_LEDGER_REGISTER_COINS && tl_cash(L, id, 0) == 0);
+    /* Replay: same outcome, nothing new. */
+    CHECK(bf_ledger_register_user(L, "u1", "alice", key, "s3cret", &id2, &err) == BF_LEDGER_OK && id2 == id);
+    CHECK(tl_coins(L, id) == BF_LEDGER_REGISTER_COINS);
+    /* Same id, different content. */
+    CHECK(bf_ledger_register_user(L, "u1", "alice2", key, "s3cret", &id2, &err) == BF_LEDGER_ECONFLICT);
+    CHECK(bf_ledger_register_user(L, "u1", "alice", key, "other", &id2, &err) == BF_LEDGER_ECONFLICT);
+    CHECK(bf_ledger_register_user(L, "u1", "alice", key, NULL, &id2, &err) == BF_LEDGER_ECONFLICT);
+    CHECK(bf_ledger_check_password(L, id, "s3cret", &err) == 1);
+    CHECK(bf_ledger_check_password(L, id, "s3cres", &err) == 0);
+    CHECK(bf_ledger_check_password(L, 9999, "x", &err) == BF_LEDGER_ENOTFOUND);
+    /* Name taken, recorded as failed. */
+    CHECK(bf_ledger_register_user(L, "u1b", "alice", key2, NULL, &id2, &err) == BF_LEDGER_EEXISTS);
+    CHECK(bf_ledger_register_user(L, "u1b", "alice", key2, NULL, &id2, &err) == BF_LEDGER_EEXISTS);
+    int found = 0, rc = 0;
+    int64_t res = 0;
+    CHECK(bf_ledger_op_lookup(L, "u1b", &found, &rc, &res, &err) == 0 && found && rc == BF_LEDGER_EEXISTS);
+    CHECK(bf_ledger_op_lookup(L, "never", &found, &rc, &res, &err) == 0 && !found);
+    CHECK(bf_ledger_op_lookup(L, "u1", &found, &rc, &res, &err) == 0 && found && rc == 0 && res == id);
+    /* Malformed input. */
+    CHECK(bf_ledger_register_user(L, "u2", "bob", "short", NULL, &id2, &err) == BF_LEDGER_EINVAL);
+    char badkey[41];
+    memcpy(badkey, key2, 41);
+    badkey[3] = '"'; /* not in the Z85 alphabet */
+    CHECK(bf_ledger_register_user(L, "u3", "bob", badkey, NULL, &id2, &err) == BF_LEDGER_EINVAL);
+    CHECK(bf_ledger_register_user(L, "u4", "", key2, NULL, &id2, &err) == BF_LEDGER_EINVAL);
+    CHECK(bf_ledger_register_user(L, "u5", "bob", key2, "", &id2, &err) == BF_LEDGER_EINVAL);
+    CHECK(bf_ledger_register_user(L, "", "bob", key2, NULL, &id2, &err) == BF_LEDGER_EINVAL);
+    CHECK(bf_ledger_register_user(L, NULL, "bob", key2, NULL, &id2, &err) == BF_LEDGER_EINVAL);
+    char longid[200];
+    memset(longid, 'x', sizeof longid - 1);
+    longid[sizeof longid - 1] = 0;
+    CHECK(bf_ledger_register_user(L, longid, "bob", key2, NULL, &id2, &err) == BF_LEDGER_EINVAL);
+    int64_t found_id = 0;
+    CHECK(bf_ledger_user_find(L, "alice", &found_id, &err) == 0 && found_id == id);
+    CHECK(bf_ledger_user_find(L, "nobody", &found_id, &err) == BF_LEDGER_ENOTFOUND);
+}
+
+static void test_cash_and_coins(bf_ledger_t *L) {
+    bf_err_t err;
+    int64_t u = tl_user(L, "carol", 3);
+    CHECK(bf_ledger_recharge(L, "r1", u, 1050, &err) == BF_LEDGER_OK && tl_cash(L, u, 0) == 1050);
+    CHECK(bf_ledger_recharge(L, "r1", u, 1050, &err) == BF_LEDGER_OK && tl_cash(L, u, 0) == 1050);
+    CHECK(bf_ledger_recharge(L, "r1", u, 1051, &err) == BF_LEDGER_ECONFLICT);
+    CHECK(bf_ledger_recharge(L, "r2", u, 0, &err) == BF_LEDGER_EINVAL);
+    CHECK(bf_ledger_recharge(L, "r3", u, -5, &err) == BF_LEDGER_EINVAL);
+    CHECK(bf_ledger_recharge(L, "r4", 12345, 5, &err) == BF_LEDGER_ENOTFOUND);
+    CHECK(bf_ledger_recharge(L, "r5", u, INT64_MAX, &err) == BF_LEDGER_EOVERFLOW);
+    CHECK(tl_cash(L, u, 0) == 1050);
+
+    CHECK(bf_ledger_spend_coins(L, "s1", u, 3, &err) == BF_LEDGER_OK && tl_coins(L, u) == 70);
+    CHECK(bf_ledger_spend_coins(L, "s2", u, 8, &err) == BF_LEDGER_EFUNDS && tl_coins(L, u) == 70);
+    CHECK(bf_ledger_spend_coins(L, "s3", u, 0, &err) == BF_LEDGER_EINVAL);
+    CHECK(bf_ledger_spend_coins(L, "s4", u, INT64_MAX / 5, &err) == BF_LEDGER_EOVERFLOW);
+    CHECK(bf_ledger_spend_coins(L, "s5", 999, 1, &err) == BF_LEDGER_ENOTFOUND);
+    CHECK(bf_ledger_spend_coins(L, "s6", u, 7, &err) == BF_LEDGER_OK && tl_coins(L, u) == 0);
+    CHECK(bf_ledger_spend_coins(L, "s7", u, 1, &err) == BF_LEDGER_EFUNDS);
+
+    /* History shows each movement with consistent before/after. */
+    bf_ledger_entry_t *e = NULL;
+    size_t n = 0;
+    CHECK(bf_ledger_history(L, u, &e, &n, &err) == 0 && n == 4);
+    for (size_t i = 0; i < n; i++) CHECK(e[i].balance_after - e[i].balance_before == e[i].amount);
+    if (n == 4) {
+        CHECK(!strcmp(e[0].code, "register_bonus") && e[0].amount == 100 && e[0].balance_after == 100);
+        CHECK(!strcmp(e[1].code, "recharge") && e[1].amount == 1050 && !strcmp(e[1].op_id, "r1"));
+        CHECK(!strcmp(e[2].code, "spend_coins") && e[2].amount == -30 && e[2].balance_after == 70);
+    }
+    free(e);
+    CHECK(bf_ledger_history(L, 4242, &e, &n, &err) == BF_LEDGER_ENOTFOUND);
+}
+
+static void test_failed_id_stays_failed(bf_ledger_t *L) {
+    bf_err_t err;
+    int64_t u = tl_user(L, "dave", 4);
+    bf_ledger_task_spec_t spec = {"dave's task", BF_LEDGER_MODE_REWARD, 500, 0};
+    int64_t task = 0;
+    CHECK(bf_ledger_create_task(L, "t-dave", u, &spec, &task, &err) == BF_LEDGER_EFUNDS);
+    CHECK(bf_ledger_recharge(L, "r-dave", u, 1000, &err) == BF_LEDGER_OK);
+    /* The world changed, but the id keeps its first answer. */
+    CHECK(bf_ledger_create_task(L, "t-dave", u, &spec, &task, &err) == BF_LEDGER_EFUNDS);
+    CHECK(tl_cash(L, u, 0) == 1000);
+    CHECK(bf_ledger_create_task(L, "t-dave-2", u, &spec, &task, &err) == BF_LEDGER_OK);
+    CHECK(tl_cash(L, u, 0) == 500);
+}
+
+static void test_reward_task(bf_ledger_t *L) {
+    bf_err_t err;
+    int64_t boss = tl_user(L, "boss", 10), w1 = tl_user(L, "w1", 11), w2 = tl_user(L, "w2", 12),
+            w3 = tl_user(L, "w3", 13);
+    CHECK(bf_ledger_recharge(L, "r-boss", boss, 10000, &err) == 0);
+    bf_ledger_task_spec_t spec = {"cifar", BF_LEDGER_MODE_REWARD, 1000, 0};
+    int64_t t = 0, t2 = 0;
+    CHECK(bf_ledger_create_task(L, "task-r", boss, &spec, &t, &err) == 0 && t > 0);
+    bf_ledger_task_t info;
+    CHECK(bf_ledger_task_get(L, t, &info, &err) == 0 && info.status == BF_LEDGER_TASK_CREATED &&
+          info.escrow_balance == 1000 && info.mode == BF_LEDGER_MODE_REWARD);
+    CHECK(tl_cash(L, boss, 0) == 9000);
+    CHECK(bf_ledger_join_task(L, "j1", t, w1, &err) == 0);
+    CHECK(bf_ledger_join_task(L, "j1b", t, w1, &err) == BF_LEDGER_EEXISTS);
+    CHECK(bf_ledger_join_task(L, "j2", t, w2, &err) == 0);
+    CHECK(bf_ledger_join_task(L, "j3", 777, w2, &err) == BF_LEDGER_ENOTFOUND);
+    int64_t users[3] = {w1, w2, w3}, weights[3] = {1, 1, 1};
+    CHECK(bf_ledger_settle_reward(L, "settle-early", t, 3, users, weights, NULL, &err) == BF_LEDGER_ESTATE);
+    CHECK(bf_ledger_start_task(L, "start-r", t, &err) == 0);
+    CHECK(bf_ledger_start_task(L, "start-r2", t, &err) == BF_LEDGER_ESTATE);
+    CHECK(bf_ledger_start_task(L, "start-x", 888, &err) == BF_LEDGER_ENOTFOUND);
+    CHECK(bf_ledger_allocate_shares(L, "alloc-wrong", t, 3, users, weights, NULL, &err) == BF_LEDGER_ESTATE);
+    int64_t zero[3] = {0, -3, 0};
+    CHECK(bf_ledger_settle_reward(L, "settle-zero", t, 3, users, zero, NULL, &err) == BF_LEDGER_EINVAL);
+    int64_t dup[3] = {w1, w1, w2};
+    CHECK(bf_ledger_settle_reward(L, "settle-dup", t, 3, dup, weights, NULL, &err) == BF_LEDGER_EINVAL);
+    int64_t ghost[3] = {w1, 5555, w2};
+    CHECK(bf_ledger_settle_reward(L, "settle-ghost", t, 3, ghost, weights, NULL, &err) == BF_LEDGER_ENOTFOUND);
+    CHECK(bf_ledger_task_get(L, t, &info, &err) == 0 && info.status == BF_LEDGER_TASK_RUNNING &&
+          info.escrow_balance == 1000);
+    /* 1000 / 3: 333.33 each; the spare cent goes to the smallest account (w1 registered first). */
+    CHECK(bf_ledger_settle_reward(L, "settle", t, 3, users, weights, "sha256:abc", &err) == 0);
+    CHECK(tl_cash(L, w1, 0) == 334 && tl_cash(L, w2, 0) == 333 && tl_cash(L, w3, 0) == 333);
+    CHECK(bf_ledger_task_get(L, t, &info, &err) == 0 && info.status == BF_LEDGER_TASK_COMPLETED &&
+          info.escrow_balance == 0 && !strcmp(info.result_hash, "sha256:abc"));
+    CHECK(bf_ledger_settle_reward(L, "settle-again", t, 3, users, weights, NULL, &err) == BF_LEDGER_ESTATE);
+    CHECK(bf_ledger_refund_task(L, "refund-done", t, &err) == BF_LEDGER_ESTATE);
+    CHECK(bf_ledger_join_task(L, "j-late", t, w3, &err) == BF_LEDGER_ESTATE);
+    bf_ledger_reward_t *rw = NULL;
+    size_t n = 0;
+    CHECK(bf_ledger_rewards(L, t, 0, &rw, &n, &err) == 0 && n == 3);
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; i++) sum += rw[i].amount;
+    CHECK(sum == 1000);
+    free(rw);
+    bf_ledger_participation_t *pp = NULL;
+    CHECK(bf_ledger_participations(L, t, 0, &pp, &n, &err) == 0 && n == 2);
+    free(pp);
+
+    /* Refund from CREATED and from RUNNING returns the whole escrow. */
+    CHECK(bf_ledger_create_task(L, "task-r2", boss, &spec, &t2, &err) == 0 && tl_cash(L, boss, 0) == 8000);
+    CHECK(bf_ledger_refund_task(L, "refund-2", t2, &err) == 0 && tl_cash(L, boss, 0) == 9000);
+    CHECK(bf_ledger_refund_task(L, "refund-2b", t2, &err) == BF_LEDGER_ESTATE);
+    CHECK(bf_ledger_start_task(L, "start-2", t2, &err) == BF_LEDGER_ESTATE);
+    CHECK(bf_ledger_task_get(L, t2, &info, &err) == 0 && info.status == BF_LEDGER_TASK_REFUNDED &&
+          info.escrow_balance == 0);
+    CHECK(bf_ledger_create_task(L, "task-r3", boss, &spec, &t2, &err) == 0);
+    CHECK(bf_ledger_start_task(L, "start-3", t2, &err) == 0);
+    CHECK(bf_ledger_refund_task(L, "refund-3", t2, &err) == 0 && tl_cash(L, boss, 0) == 9000);
+
+    bf_ledger_task_spec_t bad = {"x", BF_LEDGER_MODE_REWARD, 0, 0};
+    CHECK(bf_ledger_create_task(L, "task-bad1", boss, &bad, &t2, &err) == BF_LEDGER_EINVAL);
+    bad.mode = BF_LEDGER_MODE_SHAREHOLDING;
+    bad.reward_pool = 5;
+    CHECK(bf_ledger_create_task(L, "task-bad2", boss, &bad, &t2, &err) == BF_LEDGER_EINVAL);
+    bad.mode = 9;
+    CHECK(bf_ledger_create_task(L, "task-bad3", boss, &bad, &t2, &err) == BF_LEDGER_EINVAL);
+    bad.name = "";
+    bad.mode = BF_LEDGER_MODE_REWARD;
+    CHECK(bf_ledger_create_task(L, "task-bad4", boss, &bad, &t2, &err) == BF_LEDGER_EINVAL);
+    CHECK(bf_ledger_create_task(L, "task-bad5", 31337, &spec, &t2, &err) == BF_LEDGER_ENOTFOUND);
+    CHECK(bf_ledger_task_get(L, 31337, &info, &err) == BF_LEDGER_ENOTFOUND);
+}
+
+/* Creates a running shareholding task with `n` holders of equal weight, online. */
+static int64_t share_task(bf_ledger_t *L, const char *tag, int64_t creator, size_t n, const int64_t *holders,
+                          const int64_t *weights) {
+    bf_err_t err;
+    char op[64];
+    bf_ledger_task_spec_t spec = {tag, BF_LEDGER_MODE_SHAREHOLDING, 0, 100};
+    int64_t t = 0;
+    snprintf(op, sizeof op, "%s-create", tag);
+    CHECK(bf_ledger_create_task(L, op, creator, &spec, &t, &err) == 0);
+    snprintf(op, sizeof op, "%s-start", tag);
+    CHECK(bf_ledger_start_task(L, op, t, &err) == 0);
+    snprintf(op, sizeof op, "%s-alloc", tag);
+    CHECK_MSG(bf_ledger_allocate_shares(L, op, t, n, holders, weights, "h", &err) == 0, "%s", err.msg);
+    snprintf(op, sizeof op, "%s-online", tag);
+    CHECK(bf_ledger_set_model_online(L, op, t, 1, &err) == 0);
+    return t;
+}
+
+static void test_holds(bf_ledger_t *L, tl_clock_t *clk) {
+    bf_err_t err;
+    int64_t boss = tl_user(L, "owner", 20), h1 = tl_user(L, "h1", 21), h2 = tl_user(L, "h2", 22),
+            h3 = tl_user(L, "h3", 23), payer = tl_user(L, "payer", 24);
+    int64_t holders[3] = {h1, h2, h3}, eq[3] = {1, 1, 1};
+    bf_ledger_task_spec_t spec = {"model", BF_LEDGER_MODE_SHAREHOLDING, 0, 100};
+    int64_t t = 0, hold = 0, hold2 = 0;
+    CHECK(bf_ledger_create_task(L, "m-create", boss, &spec, &t, &err) == 0);
+    CHECK(bf_ledger_fee_hold(L, "hold-early", t, payer, 10, 0, &hold, &err) == BF_LEDGER_ESTATE);
+    CHECK(bf_ledger_set_model_online(L, "online-early", t, 1, &err) == BF_LEDGER_ESTATE);
+    CHECK(bf_ledger_start_task(L, "m-start", t, &err) == 0);
+    CHECK(bf_ledger_settle_reward(L, "m-wrong", t, 3, holders, eq, NULL, &err) == BF_LEDGER_ESTATE);
+    CHECK(bf_ledger_allocate_shares(L, "m-alloc", t, 3, holders, eq, "hash", &err) == 0);
+    bf_ledger_share_t *sh = NULL;
+    size_t n = 0;
+    CHECK(bf_ledger_task_shares(L, t, &sh, &n, &err) == 0 && n == 3);
+    if (n == 3) CHECK(sh[0].ppm == 333334 && sh[1].ppm == 333333 && sh[2].ppm == 333333);
+    free(sh);
+    CHECK(bf_ledger_user_shares(L, h2, &sh, &n, &err) == 0 && n == 1 && sh[0].task_id == t);
+    free(sh);
+    /* Offline model: no charging. */
+    CHECK(bf_ledger_fee_hold(L, "hold-offline", t, payer, 10, 0, &hold, &err) == BF_LEDGER_ESTATE);
+    CHECK(bf_ledger_set_model_online(L, "m-online", t, 1, &err) == 0);
+    CHECK(bf_ledger_fee_hold(L, "hold-poor", t, payer, 10, 0, &hold, &err) == BF_LEDGER_EFUNDS);
+    CHECK(bf_ledger_recharge(L, "r-payer", payer, 1000, &err) == 0);
+    CHECK(bf_ledger_fee_hold(L, "hold-0", t, payer, 0, 0, &hold, &err) == BF_LEDGER_EINVAL);
+    CHECK(bf_ledger_fee_hold(L, "hold-neg-timeout", t, payer, 5, -1, &hold, &err) == BF_LEDGER_EINVAL);
+    CHECK(bf_ledger_fee_hold(L, "hold-ghost", t, 9999, 5, 0, &hold, &err) == BF_LEDGER_ENOTFOUND);
+    CHECK(bf_ledger_fee_hold(L, "hold-ghost-task", 9999, payer, 5, 0, &hold, &err) == BF_LEDGER_ENOTFOUND);
+    CHECK(bf_ledger_fee_hold(L, "hold-too-much", t, payer, 1001, 0, &hold, &err) == BF_LEDGER_EFUNDS);
+
+    /* Hold: available drops, posted does not. */
+    CHECK(bf_ledger_fee_hold(L, "hold-1", t, payer, 600, 0, &hold, &err) == 0 && hold > 0);
+    CHECK(tl_cash(L, payer, 0) == 1000 && tl_cash(L, payer, 1) == 600 && tl_cash(L, payer, 2) == 400);
+    /* Pending debits count against the balance (pessimistic). */
+    CHECK(bf_ledger_fee_hold(L, "hold-2-poor", t, payer, 401, 0, &hold2, &err) == BF_LEDGER_EFUNDS);
+    CHECK(bf_ledger_fee_capture(L, "cap-too-much", hold, 601, &err) == BF_LEDGER_EEXCEEDS_HOLD);
+    CHECK(bf_ledger_fee_capture(L, "cap-neg", hold, -1, &err) == BF_LEDGER_EINVAL);
+    CHECK(bf_ledger_fee_capture(L, "cap-ghost", 99999, 1, &err) == BF_LEDGER_ENOTFOUND);
+    /* Partial capture: 100 of 600 captured, 500 released. */
+    CHECK(bf_ledger_fee_capture(L, "cap-1", hold, 100, &err) == 0);
+    CHECK(tl_cash(L, payer, 0) == 900 && tl_cash(L, payer, 1) == 0 && tl_cash(L, payer, 2) == 900);
+    CHECK(tl_cash(L, h1, 0) == 34 && tl_cash(L, h2, 0) == 33 && tl_cash(L, h3, 0) == 33);
+    CHECK(bf_ledger_fee_capture(L, "cap-1", hold, 100, &err) == 0 && tl_cash(L, payer, 0) == 900);
+    CHECK(bf_ledger_fee_capture(L, "cap-1-again", hold, 100, &err) == BF_LEDGER_EPOSTED);
+    CHECK(bf_ledger_fee_void(L, "void-after-post", hold, &err) == BF_LEDGER_EPOSTED);
+    bf_ledger_usage_t us;
+    CHECK(bf_ledger_hold_get(L, hold, &us, &err) == 0 && us.status == BF_LEDGER_HOLD_CAPTURED && us.captured == 100 &&
+          us.held == 600);
+
+    /* Void releases everything; then nothing else resolves it. */
+    CHECK(bf_ledger_fee_hold(L, "hold-2", t, payer, 50, 0, &hold2, &err) == 0);
+    CHECK(tl_cash(L, payer, 2) == 850);
+    CHECK(bf_ledger_fee_void(L, "void-2", hold2, &err) == 0 && tl_cash(L, payer, 2) == 900);
+    CHECK(bf_ledger_fee_void(L, "void-2b", hold2, &err) == BF_LEDGER_EVOIDED);
+    CHECK(bf_ledger_fee_capture(L, "cap-2", hold2, 50, &err) == BF_LEDGER_EVOIDED);
+    CHECK(bf_ledger_fee_void(L, "void-ghost", 99999, &err) == BF_LEDGER_ENOTFOUND);
+
+    /* Expiry: unusable at the deadline even before the sweep; the sweep releases it once. */
+    int64_t hold3 = 0, hold4 = 0, swept = -1;
+    CHECK(bf_ledger_fee_hold(L, "hold-3", t, payer, 70, 10, &hold3, &err) == 0);
+    CHECK(bf_ledger_fee_hold(L, "hold-4", t, payer, 30, 100, &hold4, &err) == 0);
+    CHECK(bf_ledger_sweep_expired(L, &swept, &err) == 0 && swept == 0);
+    clk->now += 10;
+    CHECK(bf_ledger_fee_capture(L, "cap-3", hold3, 70, &err) == BF_LEDGER_EEXPIRED);
+    CHECK(bf_ledger_fee_void(L, "void-3", hold3, &err) == BF_LEDGER_EEXPIRED);
+    CHECK(tl_cash(L, payer, 1) == 100);
+    CHECK(bf_ledger_sweep_expired(L, &swept, &err) == 0 && swept == 1);
+    CHECK(tl_cash(L, payer, 1) == 30 && tl_cash(L, payer, 0) == 900);
+    CHECK(bf_ledger_sweep_expired(L, &swept, &err) == 0 && swept == 0);
+    CHECK(bf_ledger_hold_get(L, hold3, &us, &err) == 0 && us.status == BF_LEDGER_HOLD_EXPIRED);
+    CHECK(bf_ledger_fee_capture(L, "cap-3b", hold3, 70, &err) == BF_LEDGER_EEXPIRED);
+    CHECK(bf_ledger_fee_capture(L, "cap-4", hold4, 30, &err) == 0);
+
+    /* Fairness of 1-cent fees: each of three equal holders gets every third cent, not the first
+     * holder every time. */
+    int64_t f1 = tl_user(L, "f1", 31), f2 = tl_user(L, "f2", 32), f3 = tl_user(L, "f3", 33);
+    int64_t fh[3] = {f1, f2, f3};
+    int64_t tf = share_task(L, "fair", boss, 3, fh, eq);
+    for (int i = 0; i < 9; i++) {
+        char op[32];
+        snprintf(op, sizeof op, "fair-%d", i);
+        CHECK(bf_ledger_fee_charge(L, op, tf, payer, 1, &hold, &err) == 0);
+    }
+    CHECK(tl_cash(L, f1, 0) == 3 && tl_cash(L, f2, 0) == 3 && tl_cash(L, f3, 0) == 3);
+    bf_ledger_revenue_t *rv = NULL;
+    CHECK(bf_ledger_revenues(L, tf, 0, &rv, &n, &err) == 0 && n == 9);
+    free(rv);
+    CHECK(bf_ledger_revenues(L, 0, f2, &rv, &n, &err) == 0 && n == 3);
+    free(rv);
+    bf_ledger_usage_t *ul = NULL;
+    CHECK(bf_ledger_usage(L, tf, &ul, &n, &err) == 0 && n == 9);
+    free(ul);
+    CHECK(bf_ledger_fee_charge(L, "fair-poor", tf, payer, 100000, &hold, &err) == BF_LEDGER_EFUNDS);
+    CHECK(bf_ledger_set_model_online(L, "fair-off", tf, 0, &err) == 0);
+    CHECK(bf_ledger_fee_charge(L, "fair-offline", tf, payer, 1, &hold, &err) == BF_LEDGER_ESTATE);
+}
+
+static void test_platform_fee(bf_ledger_t *L) {
+    bf_err_t err;
+    CHECK(bf_ledger_set_platform_fee(L, "fee-bad", 1000001, &err) == BF_LEDGER_EINVAL);
+    CHECK(bf_ledger_set_platform_fee(L, "fee-10pct", 100000, &err) == 0);
+    int64_t boss = tl_user(L, "pf-owner", 40), a = tl_user(L, "pf-a", 41), payer = tl_user(L, "pf-payer", 42);
+    CHECK(bf_ledger_recharge(L, "pf-r", payer, 100000, &err) == 0);
+    int64_t one[1] = {a}, w[1] = {1}, hold;
+    int64_t t = share_task(L, "pf", boss, 1, one, w);
+    bf_ledger_task_t info;
+    CHECK(bf_ledger_task_get(L, t, &info, &err) == 0 && info.platform_fee_ppm == 100000);
+    for (int i = 0; i < 10; i++) {
+        char op[32];
+        snprintf(op, sizeof op, "pf-%d", i);
+        CHECK(bf_ledger_fee_charge(L, op, t, payer, 1001, &hold, &err) == 0);
+    }
+    /* 10010 cents: exactly 1001 to the platform and 9009 to the single holder. */
+    CHECK(tl_cash(L, a, 0) == 9009);
+    CHECK(bf_ledger_task_get(L, t, &info, &err) == 0 && info.total_revenue == 10010);
+    CHECK(bf_ledger_set_platform_fee(L, "fee-zero", 0, &err) == 0);
+}
+
+static void test_group(bf_ledger_t *L) {
+    bf_err_t err;
+    int64_t u = tl_user(L, "grp", 50);
+    CHECK(bf_ledger_group_begin(L, &err) == 0);
+    CHECK(bf_ledger_recharge(L, "g1", u, 10, &err) == 0);
+    CHECK(bf_ledger_spend_coins(L, "g2", u, 11, &err) == BF_LEDGER_EFUNDS);
+    CHECK(bf_ledger_recharge(L, "g3", u, 20, &err) == 0);
+    CHECK(bf_ledger_recharge(L, "g1", u, 10, &err) == 0); /* replay inside the group */
+    CHECK(bf_ledger_group_commit(L, &err) == 0);
+    CHECK(tl_cash(L, u, 0) == 30 && tl_coins(L, u) == 100);
+    int found = 0, rc = 0;
+    CHECK(bf_ledger_op_lookup(L, "g2", &found, &rc, NULL, &err) == 0 && found && rc == BF_LEDGER_EFUNDS);
+    /* Rolled back groups leave nothing behind, not even the op ids. */
+    CHECK(bf_ledger_group_begin(L, &err) == 0);
+    CHECK(bf_ledger_recharge(L, "g4", u, 10, &err) == 0);
+    bf_ledger_group_rollback(L);
+    CHECK(tl_cash(L, u, 0) == 30);
+    CHECK(bf_ledger_op_lookup(L, "g4", &found, &rc, NULL, &err) == 0 && !found);
+    CHECK(bf_ledger_recharge(L, "g4", u, 10, &err) == 0 && tl_cash(L, u, 0) == 40);
+}
+
+/* Runs one SQL statement on the file behind the ledger's back. */
+static void raw_sql(const char *path, const char *sql) {
+    sqlite3 *db;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    CHECK_MSG(rc == SQLITE_OK, "%s: %s", sql, msg ? msg : "?");
+    sqlite3_free(msg);
+    sqlite3_close(db);
+}
+
+static int check_fails(const char *path, int check) {
+    bf_err_t err;
+    bf_ledger_t *L = bf_ledger_open(path, &err);
+    bf_ledger_report_t rep;
+    int failed = 0;
+    if (L && bf_ledger_verify(L, &rep, &err) == 0) failed = !rep.ok && !rep.checks[check].ok;
+    bf_ledger_close(&L);
+    return failed;
+}
+
+static void test_tamper(const char *path) {
+    char copy[1024];
+    if (snprintf(copy, sizeof copy, "%s.tamper", path) >= (int)sizeof copy) return;
+    struct {
+        const char *sql;
+        int check;
+    } cases[] = {
+        {"DROP TRIGGER transfers_no_update; UPDATE transfers SET amount = amount + 1 WHERE id = 3", BF_LEDGER_CHECK_CHAIN},
+        {"DROP TRIGGER transfers_no_delete; DELETE FROM transfers WHERE id = 2", BF_LEDGER_CHECK_CHAIN},
+        {"UPDATE accounts SET credits_posted = credits_posted + 1 WHERE id = 6", BF_LEDGER_CHECK_BALANCES},
+        {"UPDATE accounts SET credits_posted = credits_posted + 1 WHERE id = 6", BF_LEDGER_CHECK_DOUBLE_ENTRY},
+        {"UPDATE model_shareholdings SET ppm = ppm + 1 WHERE rowid = 1", BF_LEDGER_CHECK_SHARES},
+        {"UPDATE model_shareholdings SET received = received + 1 WHERE rowid = 1", BF_LEDGER_CHECK_PAYOUTS},
+        {"UPDATE tasks SET status = 2 WHERE payment_mode = 1 AND status = 3", BF_LEDGER_CHECK_ESCROW},
+        {"UPDATE model_usage SET status = 1 WHERE status = 3", BF_LEDGER_CHECK_HOLDS},
+        {"UPDATE reward_distributions SET amount = amount + 1 WHERE rowid = 1", BF_LEDGER_CHECK_REWARDS},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tl_remove_db(copy);
+        char sql[1300];
+        snprintf(sql, sizeof sql, "VACUUM INTO '%s'", copy);
+        raw_sql(path, sql);
+        raw_sql(copy, cases[i].sql);
+        CHECK_MSG(check_fails(copy, cases[i].check), "tampering '%s' not detected", cases[i].sql);
+    }
+    tl_remove_db(copy);
+}
+
+int main(void) {
+    test_parse();
+    test_split();
+    test_apportion();
+
+    char path[1024];
+    tl_db_path(path, sizeof path, "ledger-unit");
+    bf_err_t err;
+    bf_ledger_t *L = bf_ledger_open(path, &err);
+    CHECK_MSG(L != NULL, "%s", err.msg);
+    if (!L) return bf_test_done("test_ledger");
+    CHECK(bf_ledger_schema_version(L) == 1);
+    tl_clock_t clk = {1700000000};
+    bf_ledger_set_clock(L, tl_clock_now, &clk);
+    tl_verify_ok(L, "empty");
+
+    test_users(L, &clk);
+    test_cash_and_coins(L);
+    test_failed_id_stays_failed(L);
+    test_reward_task(L);
+    test_holds(L, &clk);
+    test_platform_fee(L);
+    test_group(L);
+    tl_verify_ok(L, "after unit ops");
+    bf_ledger_close(&L);
+    CHECK(L == NULL);
+    bf_ledger_close(&L); /* NULL-safe */
+
+    /* Reopening migrates nothing and keeps every invariant. */
+    L = bf_ledger_open(path, &err);
+    CHECK(L && bf_ledger_schema_version(L) == 1);
+    if (L) tl_verify_ok(L, "reopened");
+    bf_ledger_close(&L);
+
+    /* A database from a newer program is refused, not silently used. */
+    char newer[1024];
+    if (snprintf(newer, sizeof newer, "%s.newer", path) >= (int)sizeof newer) return 1;
+    tl_remove_db(newer);
+    char sql[1300];
+    snprintf(sql, sizeof sql, "VACUUM INTO '%s'", newer);
+    raw_sql(path, sql);
+    raw_sql(newer, "PRAGMA user_version = 99");
+    L = bf_ledger_open(newer, &err);
+    CHECK(L == NULL && strstr(err.msg, "newer"));
+    bf_ledger_close(&L);
+    tl_remove_db(newer);
+
+    test_tamper(path);
+    tl_remove_db(path);
+    return bf_test_done("test_ledger");
+}

@@ -1,0 +1,83 @@
+/* test_ledger_common.h: helpers shared by the ledger tests: a fresh database path per test, a
+ * controllable clock and valid CURVE keys. */
+#ifndef BF_TEST_LEDGER_COMMON_H
+#define BF_TEST_LEDGER_COMMON_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bf_ledger.h"
+#include "test.h"
+
+/* Removes DB and its WAL/SHM side files. */
+static inline void tl_remove_db(const char *path) {
+    char p[1200];
+    unlink(path);
+    snprintf(p, sizeof p, "%s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", path);
+    unlink(p);
+}
+
+/* A fresh database path under the test's scratch directory. */
+static inline void tl_db_path(char *out, size_t cap, const char *name) {
+    snprintf(out, cap, "%s/%s-%d.db", bf_test_tmpdir(), name, (int)getpid());
+    tl_remove_db(out);
+}
+
+/* 40 Z85 characters derived from n: distinct keys for distinct users. */
+static inline void tl_key(char out[41], uint64_t n) {
+    static const char z85[] =
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+    for (int i = 0; i < 40; i++) {
+        out[i] = z85[n % 85];
+        n = n / 85 + (uint64_t)i * 7919u;
+    }
+    out[40] = 0;
+}
+
+typedef struct {
+    int64_t now;
+} tl_clock_t;
+
+static inline int64_t tl_clock_now(void *ctx) { return ((tl_clock_t *)ctx)->now; }
+
+/* Registers a user named `name` with op id "reg:<name>"; returns its id (or -1). */
+static inline int64_t tl_user(bf_ledger_t *L, const char *name, uint64_t keyseed) {
+    char key[41], op[160];
+    int64_t id = -1;
+    tl_key(key, keyseed);
+    snprintf(op, sizeof op, "reg:%s", name);
+    bf_err_t err;
+    int rc = bf_ledger_register_user(L, op, name, key, NULL, &id, &err);
+    CHECK_MSG(rc == BF_LEDGER_OK, "register %s: %s", name, err.msg);
+    return rc == BF_LEDGER_OK ? id : -1;
+}
+
+static inline int tl_verify_ok(bf_ledger_t *L, const char *where) {
+    bf_ledger_report_t rep;
+    bf_err_t err;
+    if (bf_ledger_verify(L, &rep, &err)) {
+        CHECK_MSG(0, "%s: verify could not run: %s", where, err.msg);
+        return 0;
+    }
+    for (int i = 0; i < BF_LEDGER_CHECK_COUNT; i++)
+        CHECK_MSG(rep.checks[i].ok, "%s: check %s failed: %s", where, rep.checks[i].name, rep.checks[i].detail);
+    return rep.ok;
+}
+
+static inline int64_t tl_cash(bf_ledger_t *L, int64_t user, int what) {
+    bf_ledger_balance_t b = {0};
+    bf_ledger_balance(L, user, BF_LEDGER_CNY, &b, NULL);
+    return what == 0 ? b.posted : what == 1 ? b.pending_debits : b.available;
+}
+
+static inline int64_t tl_coins(bf_ledger_t *L, int64_t user) {
+    bf_ledger_balance_t b = {0};
+    bf_ledger_balance(L, user, BF_LEDGER_COIN, &b, NULL);
+    return b.posted;
+}
+
+#endif
