@@ -2,3 +2,5 @@
 bf_test(test_layers SOURCES unit/test_layers.c LIBS bfmodels LABELS unit)
 bf_test(test_net SOURCES unit/test_net.c LIBS bfmodels LABELS unit)
 bf_test(test_modelfile SOURCES unit/test_modelfile.c LIBS bfmodels LABELS unit)
+bf_test(test_torch_ref SOURCES unit/test_torch_ref.c LIBS bfmodels LABELS unit
+        ARGS ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/resnet8_torch.msgpack)

@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""Reference outputs of PyTorch's ResNet8 for tests/unit/test_torch_ref.c (developer tool; CI never
+runs it: the fixture it writes is committed).
+
+Weights and inputs come from a formula both sides evaluate identically (double-precision sin from
+the same libm, rounded to float32), so the fixture holds only outputs: logits and loss of one
+training-mode forward, every parameter gradient, BN running statistics after that step, eval-mode
+logits, and parameters after two SGD steps (momentum 0.9, weight decay 5e-4, Nesterov, lr 0.1).
+
+usage: /usr/bin/python3 scripts/torch_fixture.py [OUT]   (default tests/fixtures/resnet8_torch.msgpack)
+       /usr/bin/python3 scripts/torch_fixture.py --check MODEL.bfm   (loads a BlockFed model file into
+       the PyTorch module by name and prints its predictions on a formula input)
+"""
+import math, struct, sys, os
+import msgpack
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared", "bench"))
+from torch_resnet8 import ResNet8  # noqa: E402
+
+B, C, H, W, K = 8, 1, 16, 16, 10
+
+
+def formula_tensor(name, index, shape):
+    """The value every side assigns to element i of the index-th state_dict tensor."""
+    n = 1
+    for d in shape:
+        n *= d
+    base = [math.sin(0.1 * i + index) for i in range(n)]
+    if name.endswith("running_var"):
+        vals = [1.0 + 0.5 * abs(v) for v in base]
+    elif name.endswith("running_mean") or name.endswith("bias"):
+        vals = [0.1 * v for v in base]
+    elif ".bn" in name or name.startswith("bn") or "downsample.1" in name:  # BN weight
+        vals = [1.0 + 0.2 * v for v in base]
+    else:
+        vals = [0.2 * v for v in base]
+    return torch.tensor(vals, dtype=torch.float32).reshape(shape)
+
+
+def build():
+    torch.manual_seed(0)
+    m = ResNet8(C, K)
+    sd = m.state_dict()
+    index = 0
+    for name, t in sd.items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        t.copy_(formula_tensor(name, index, list(t.shape)))
+        index += 1
+    return m
+
+
+def inputs():
+    x = torch.tensor([math.sin(0.37 * j) for j in range(B * C * H * W)], dtype=torch.float32).reshape(B, C, H, W)
+    y = torch.tensor([(3 * i) % K for i in range(B)], dtype=torch.long)
+    return x, y
+
+
+def f32(t):
+    return struct.pack("<%df" % t.numel(), *t.detach().flatten().tolist())
+
+
+def make(out):
+    torch.set_num_threads(1)
+    m = build()
+    x, y = inputs()
+    m.train()
+    logits = m(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    grads = {n: f32(p.grad) for n, p in m.named_parameters()}
+    running = {n: f32(t) for n, t in m.state_dict().items() if "running" in n}
+    m.eval()
+    with torch.no_grad():
+        eval_logits = m(x)
+    # two SGD steps from the formula weights (fresh model, fresh optimizer)
+    m2 = build()
+    opt = torch.optim.SGD(m2.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    m2.train()
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(m2(x), y).backward()
+        opt.step()
+    after = {n: f32(p) for n, p in m2.named_parameters()}
+    doc = {"batch": B, "input": [C, H, W], "classes": K, "loss": float(loss), "logits": f32(logits),
+           "grads": grads, "running": running, "eval_logits": f32(eval_logits), "after_sgd2": after,
+           "torch": torch.__version__}
+    with open(out, "wb") as f:
+        f.write(msgpack.packb(doc, use_bin_type=True))
+    print("wrote", out, "loss", float(loss))
+
+
+def check(path):
+    doc = msgpack.unpackb(open(path, "rb").read(), raw=False)
+    c, h, w = doc["input"]
+    m = ResNet8(c, len(doc["classes"]))
+    sd = {}
+    for name, t in doc["tensors"].items():
+        sd[name] = torch.tensor(struct.unpack("<%df" % (len(t["data"]) // 4), t["data"])).reshape(t["shape"])
+    missing, unexpected = m.load_state_dict(sd, strict=False)
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+    m.eval()
+    x = torch.tensor([math.sin(0.37 * j) for j in range(c * h * w)], dtype=torch.float32).reshape(1, c, h, w)
+    with torch.no_grad():
+        p = F.softmax(m(x), dim=1)[0]
+    print("loaded %s into PyTorch: %d tensors; probabilities on the formula input:" % (path, len(sd)))
+    print(" ".join("%.6f" % v for v in p.tolist()))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--check":
+        check(sys.argv[2])
+    else:
+        make(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "resnet8_torch.msgpack"))
