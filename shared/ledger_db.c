@@ -24,6 +24,7 @@ static const char *const migrations[] = {
     "  credits_posted INTEGER NOT NULL DEFAULT 0 CHECK(credits_posted >= 0),"
     "  debits_pending INTEGER NOT NULL DEFAULT 0 CHECK(debits_pending >= 0),"
     "  credits_pending INTEGER NOT NULL DEFAULT 0 CHECK(credits_pending >= 0),"
+    "  last_transfer INTEGER NOT NULL DEFAULT 0,"
     "  UNIQUE(kind, currency, owner)) STRICT;"
     "INSERT INTO accounts(kind, currency, owner) VALUES (5, 1, 0), (5, 2, 0), (6, 1, 0), (6, 2, 0);"
     "CREATE TABLE users("
@@ -44,7 +45,9 @@ static const char *const migrations[] = {
     "  message TEXT,"
     "  created_at INTEGER NOT NULL) STRICT;"
     /* The seed's "transactions": every movement, with both accounts' posted balance before and
-     * after, hash-chained in id order. */
+     * after, hash-chained in id order. debit_prev/credit_prev link each account's previous
+     * transfer (0: none), so an account's history is a walk from accounts.last_transfer; this
+     * replaces two secondary indexes that cost more than half of every insert. */
     "CREATE TABLE transfers("
     "  id INTEGER PRIMARY KEY,"
     "  op INTEGER NOT NULL REFERENCES ops(id),"
@@ -59,9 +62,8 @@ static const char *const migrations[] = {
     "  created_at INTEGER NOT NULL,"
     "  debit_before INTEGER NOT NULL, debit_after INTEGER NOT NULL,"
     "  credit_before INTEGER NOT NULL, credit_after INTEGER NOT NULL,"
+    "  debit_prev INTEGER NOT NULL, credit_prev INTEGER NOT NULL,"
     "  hash BLOB NOT NULL CHECK(length(hash) = 32)) STRICT;"
-    "CREATE INDEX transfers_debit ON transfers(debit_account);"
-    "CREATE INDEX transfers_credit ON transfers(credit_account);"
     /* A hold resolves at most once: the database refuses a second post/void/expire outright. */
     "CREATE UNIQUE INDEX transfers_resolution ON transfers(pending_id) WHERE pending_id IS NOT NULL;"
     "CREATE TRIGGER transfers_no_update BEFORE UPDATE ON transfers"
@@ -80,18 +82,22 @@ static const char *const migrations[] = {
     "  total_revenue INTEGER NOT NULL CHECK(total_revenue >= 0),"
     "  platform_fee_ppm INTEGER NOT NULL CHECK(platform_fee_ppm BETWEEN 0 AND 1000000),"
     "  platform_paid INTEGER NOT NULL CHECK(platform_paid >= 0),"
+    "  payout_state BLOB,"
     "  result_hash TEXT,"
     "  escrow_account INTEGER NOT NULL REFERENCES accounts(id) DEFERRABLE INITIALLY DEFERRED,"
     "  clearing_account INTEGER NOT NULL REFERENCES accounts(id) DEFERRABLE INITIALLY DEFERRED,"
     "  created_at INTEGER NOT NULL,"
     "  updated_at INTEGER NOT NULL) STRICT;"
+    /* Holders of a task in cash-account order (the payout tie-break order). What each has
+     * received so far is tasks.payout_state: one big-endian int64 per holder in this order, so a
+     * payout rewrites one row instead of one per holder. */
     "CREATE TABLE model_shareholdings("
     "  task_id INTEGER NOT NULL REFERENCES tasks(id),"
+    "  cash_account INTEGER NOT NULL REFERENCES accounts(id),"
     "  user_id INTEGER NOT NULL REFERENCES users(id),"
     "  weight INTEGER NOT NULL,"
     "  ppm INTEGER NOT NULL CHECK(ppm BETWEEN 0 AND 1000000),"
-    "  received INTEGER NOT NULL CHECK(received >= 0),"
-    "  PRIMARY KEY(task_id, user_id)) STRICT;"
+    "  PRIMARY KEY(task_id, cash_account)) STRICT, WITHOUT ROWID;"
     "CREATE INDEX shareholdings_user ON model_shareholdings(user_id);"
     /* One row per paid prediction: the hold and how it resolved. Payout transfers of a capture are
      * the ids resolve_transfer+1 .. payouts_end (one operation appends them contiguously). */
@@ -145,16 +151,16 @@ static const char *const sql[ST_COUNT] = {
                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [ST_OP_SET_RESULT] = "UPDATE ops SET result = ?2 WHERE id = ?1",
     [ST_ACCT_GET] = "SELECT kind, currency, owner, debits_posted, credits_posted, debits_pending,"
-                    " credits_pending FROM accounts WHERE id = ?1",
+                    " credits_pending, last_transfer FROM accounts WHERE id = ?1",
     [ST_ACCT_UPDATE] = "UPDATE accounts SET debits_posted = ?2, credits_posted = ?3,"
-                       " debits_pending = ?4, credits_pending = ?5 WHERE id = ?1",
+                       " debits_pending = ?4, credits_pending = ?5, last_transfer = ?6 WHERE id = ?1",
     [ST_ACCT_INSERT] = "INSERT INTO accounts(kind, currency, owner) VALUES(?1, ?2, ?3)",
     [ST_ACCT_FIND] = "SELECT id FROM accounts WHERE kind = ?1 AND currency = ?2 AND owner = ?3",
     [ST_XF_HEAD] = "SELECT id, hash FROM transfers ORDER BY id DESC LIMIT 1",
     [ST_XF_INSERT] = "INSERT INTO transfers(id, op, type, code, currency, debit_account,"
                      " credit_account, amount, pending_id, expires_at, created_at, debit_before,"
-                     " debit_after, credit_before, credit_after, hash)"
-                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                     " debit_after, credit_before, credit_after, debit_prev, credit_prev, hash)"
+                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     [ST_XF_GET] = "SELECT type, code, currency, debit_account, credit_account, amount, expires_at"
                   " FROM transfers WHERE id = ?1",
     [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
@@ -177,14 +183,16 @@ static const char *const sql[ST_COUNT] = {
     [ST_TASK_CAS] = "UPDATE tasks SET status = ?3, updated_at = ?4 WHERE id = ?1 AND status = ?2",
     [ST_TASK_SET_RESULT] = "UPDATE tasks SET result_hash = ?2 WHERE id = ?1",
     [ST_TASK_SET_MODEL] = "UPDATE tasks SET model_status = ?2, updated_at = ?3 WHERE id = ?1",
-    [ST_TASK_SET_REVENUE] = "UPDATE tasks SET total_revenue = ?2, platform_paid = ?3 WHERE id = ?1",
-    [ST_SHARE_INSERT] = "INSERT INTO model_shareholdings(task_id, user_id, weight, ppm, received)"
-                        " VALUES(?1, ?2, ?3, ?4, 0)",
-    [ST_SHARES_OF_TASK] = "SELECT s.user_id, s.ppm, s.received, u.cash_account"
-                          " FROM model_shareholdings s JOIN users u ON u.id = s.user_id"
-                          " WHERE s.task_id = ?1 ORDER BY u.cash_account",
-    [ST_SHARE_SET_RECEIVED] = "UPDATE model_shareholdings SET received = ?3"
-                              " WHERE task_id = ?1 AND user_id = ?2",
+    [ST_TASK_SET_REVENUE] = "UPDATE tasks SET total_revenue = ?2, platform_paid = ?3, payout_state = ?4"
+                            " WHERE id = ?1",
+    [ST_SHARE_INSERT] = "INSERT INTO model_shareholdings(task_id, cash_account, user_id, weight, ppm)"
+                        " VALUES(?1, ?2, ?3, ?4, ?5)",
+    /* Holders with their cash accounts, so a payout loads every account in one statement. */
+    [ST_SHARES_OF_TASK] = "SELECT s.user_id, s.ppm, s.cash_account, a.kind, a.currency, a.owner,"
+                          " a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending,"
+                          " a.last_transfer FROM model_shareholdings s JOIN accounts a ON a.id = s.cash_account"
+                          " WHERE s.task_id = ?1 ORDER BY s.cash_account",
+    [ST_TASK_PAYOUT_STATE] = "SELECT payout_state FROM tasks WHERE id = ?1",
     [ST_USAGE_INSERT] = "INSERT INTO model_usage(task_id, payer, hold_transfer, held, captured, status,"
                         " created_at, expires_at) VALUES(?1, ?2, ?3, ?4, 0, 1, ?5, ?6)",
     [ST_USAGE_GET] = "SELECT task_id, payer, hold_transfer, held, captured, status, created_at,"
@@ -344,7 +352,7 @@ bf_ledger_t *bf_ledger_open(const char *path, bf_err_t *err) {
     bf_ledger_t *L = calloc(1, sizeof *L);
     if (!L) return bf_err_set(err, "out of memory"), NULL;
     L->clock = system_clock;
-    if (sqlite3_open_v2(path, &L->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &L->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         bf_err_set(err, "opening %s: %s", path, L->db ? sqlite3_errmsg(L->db) : "out of memory");
         bf_ledger_close(&L);
         return NULL;
@@ -356,7 +364,7 @@ bf_ledger_t *bf_ledger_open(const char *path, bf_err_t *err) {
     char *msg = NULL;
     if (sqlite3_exec(L->db,
                      "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-                     " PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;",
+                     " PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
                      NULL, NULL, &msg) != SQLITE_OK) {
         bf_err_set(err, "configuring %s: %s", path, msg ? msg : "?");
         sqlite3_free(msg);
@@ -575,6 +583,7 @@ static int flush_accounts(bf_ledger_t *L, bf_err_t *err) {
         sqlite3_bind_int64(s, 3, a->cp);
         sqlite3_bind_int64(s, 4, a->dpend);
         sqlite3_bind_int64(s, 5, a->cpend);
+        sqlite3_bind_int64(s, 6, a->last);
         int rc = ledger_exec_stmt(L, s, err);
         if (rc) return rc;
         a->dirty = 0;
@@ -676,6 +685,7 @@ ledger_acct_t *ledger_acct(bf_ledger_t *L, int64_t id, bf_err_t *err) {
         a->cp = sqlite3_column_int64(s, 4);
         a->dpend = sqlite3_column_int64(s, 5);
         a->cpend = sqlite3_column_int64(s, 6);
+        a->last = sqlite3_column_int64(s, 7);
         a->dirty = 0;
     } else if (step == SQLITE_DONE) {
         bf_err_set(err, "unknown account %lld", (long long)id);
@@ -684,6 +694,21 @@ ledger_acct_t *ledger_acct(bf_ledger_t *L, int64_t id, bf_err_t *err) {
     }
     sqlite3_reset(s);
     return a;
+}
+
+ledger_acct_t *ledger_acct_seed(bf_ledger_t *L, const ledger_acct_t *row, bf_err_t *err) {
+    for (size_t i = 0; i < L->n_acc; i++)
+        if (L->acc[i].id == row->id) return &L->acc[i]; /* the cached copy may be newer */
+    if (L->n_acc == L->cap_acc) {
+        size_t cap = L->cap_acc ? L->cap_acc * 2 : 32;
+        ledger_acct_t *a = realloc(L->acc, cap * sizeof *a);
+        if (!a) return bf_err_set(err, "out of memory"), NULL;
+        L->acc = a;
+        L->cap_acc = cap;
+    }
+    L->acc[L->n_acc] = *row;
+    L->acc[L->n_acc].dirty = 0;
+    return &L->acc[L->n_acc++];
 }
 
 int ledger_acct_create(bf_ledger_t *L, int kind, int currency, int64_t owner, int64_t *id,
@@ -718,28 +743,34 @@ int ledger_acct_find(bf_ledger_t *L, int kind, int currency, int64_t owner, int6
 
 /* ---- Transfers and the hash chain ------------------------------------------------------------ */
 
-static void put_be64(unsigned char *p, int64_t v) {
+void ledger_put_be64(unsigned char *p, int64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (unsigned char)((uint64_t)v >> (56 - 8 * i));
 }
 
-/* SHA-256(prev || "BFLT1" || 14 big-endian int64 fields || len(op_key) || op_key). Fixed-width,
+int64_t ledger_get_be64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return (int64_t)v;
+}
+
+/* SHA-256(prev || "BFLT1" || 16 big-endian int64 fields || len(op_key) || op_key). Fixed-width,
  * length-prefixed, no text formatting: one byte string per row, whatever the platform. */
 void ledger_row_hash(bf_ledger_t *L, const unsigned char prev[32], const ledger_row_t *r,
                      const char *op_key, unsigned char out[32]) {
-    unsigned char buf[32 + 5 + 15 * 8 + BF_LEDGER_OP_ID_MAX];
+    unsigned char buf[32 + 5 + 17 * 8 + BF_LEDGER_OP_ID_MAX];
     size_t n = 0;
     memcpy(buf, prev, 32);
     n = 32;
     memcpy(buf + n, "BFLT1", 5);
     n += 5;
-    const int64_t f[14] = {r->id,         r->type,       r->code,          r->currency,
+    const int64_t f[16] = {r->id,         r->type,       r->code,          r->currency,
                            r->debit,      r->credit,     r->amount,        r->pending_id,
                            r->expires_at, r->created_at, r->debit_before,  r->debit_after,
-                           r->credit_before, r->credit_after};
-    for (int i = 0; i < 14; i++, n += 8) put_be64(buf + n, f[i]);
+                           r->credit_before, r->credit_after, r->debit_prev, r->credit_prev};
+    for (int i = 0; i < 16; i++, n += 8) ledger_put_be64(buf + n, f[i]);
     size_t kl = strlen(op_key);
     if (kl > BF_LEDGER_OP_ID_MAX) kl = BF_LEDGER_OP_ID_MAX;
-    put_be64(buf + n, (int64_t)kl);
+    ledger_put_be64(buf + n, (int64_t)kl);
     n += 8;
     memcpy(buf + n, op_key, kl);
     n += kl;
@@ -850,6 +881,8 @@ int ledger_transfer(bf_ledger_t *L, ledger_op_t *op, const ledger_xfer_t *x, int
         .debit_after = db_after,
         .credit_before = ledger_posted(c),
         .credit_after = cb_after,
+        .debit_prev = d->last,
+        .credit_prev = c->last,
     };
     unsigned char h[32];
     ledger_row_hash(L, L->head_hash, &r, op->key, h);
@@ -872,12 +905,15 @@ int ledger_transfer(bf_ledger_t *L, ledger_op_t *op, const ledger_xfer_t *x, int
     sqlite3_bind_int64(s, 13, r.debit_after);
     sqlite3_bind_int64(s, 14, r.credit_before);
     sqlite3_bind_int64(s, 15, r.credit_after);
-    sqlite3_bind_blob(s, 16, h, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 16, r.debit_prev);
+    sqlite3_bind_int64(s, 17, r.credit_prev);
+    sqlite3_bind_blob(s, 18, h, 32, SQLITE_STATIC);
     if ((rc = ledger_exec_stmt(L, s, err))) return rc;
 
     L->head_id = r.id;
     memcpy(L->head_hash, h, 32);
     nd.dirty = nc.dirty = 1;
+    nd.last = nc.last = r.id;
     *d = nd;
     *c = nc;
     if (id) *id = r.id;

@@ -76,7 +76,7 @@ enum {
     ST_TASK_SET_REVENUE,
     ST_SHARE_INSERT,
     ST_SHARES_OF_TASK,
-    ST_SHARE_SET_RECEIVED,
+    ST_TASK_PAYOUT_STATE,
     ST_USAGE_INSERT,
     ST_USAGE_GET,
     ST_USAGE_RESOLVE,
@@ -91,6 +91,7 @@ typedef struct {
     int64_t id, owner;
     int kind, currency;
     int64_t dp, cp, dpend, cpend; /* debits/credits posted, debits/credits pending */
+    int64_t last;                 /* id of the last transfer touching the account, 0 if none */
     int dirty;
 } ledger_acct_t;
 
@@ -150,6 +151,8 @@ int ledger_op_finish(bf_ledger_t *L, ledger_op_t *op, int rc, bf_err_t *err);
 
 /* Accounts. */
 ledger_acct_t *ledger_acct(bf_ledger_t *L, int64_t id, bf_err_t *err);
+/* Puts an account row read by another query into the op's cache (no-op if already cached). */
+ledger_acct_t *ledger_acct_seed(bf_ledger_t *L, const ledger_acct_t *row, bf_err_t *err);
 int ledger_acct_create(bf_ledger_t *L, int kind, int currency, int64_t owner, int64_t *id,
                        bf_err_t *err);
 int ledger_acct_find(bf_ledger_t *L, int kind, int currency, int64_t owner, int64_t *id,
@@ -171,7 +174,11 @@ int ledger_transfer(bf_ledger_t *L, ledger_op_t *op, const ledger_xfer_t *x, int
 typedef struct {
     int64_t id, type, code, currency, debit, credit, amount, pending_id, expires_at, created_at;
     int64_t debit_before, debit_after, credit_before, credit_after;
+    int64_t debit_prev, credit_prev;
 } ledger_row_t;
+/* Payout state blob: n big-endian int64. */
+void ledger_put_be64(unsigned char *p, int64_t v);
+int64_t ledger_get_be64(const unsigned char *p);
 void ledger_row_hash(bf_ledger_t *L, const unsigned char prev[32], const ledger_row_t *r,
                      const char *op_key, unsigned char out[32]);
 

@@ -629,9 +629,10 @@ static int do_allocate_shares(bf_ledger_t *L, ledger_op_t *op, const void *argp,
     }
     for (size_t i = 0; i < a->n && !rc; i++) {
         sqlite3_bind_int64(s, 1, t.id);
-        sqlite3_bind_int64(s, 2, a->users[i]);
-        sqlite3_bind_int64(s, 3, a->weights[i]);
-        sqlite3_bind_int64(s, 4, parts[i]);
+        sqlite3_bind_int64(s, 2, cash[i]);
+        sqlite3_bind_int64(s, 3, a->users[i]);
+        sqlite3_bind_int64(s, 4, a->weights[i]);
+        sqlite3_bind_int64(s, 5, parts[i]);
         rc = ledger_exec_stmt(L, s, err);
     }
 done:
@@ -735,16 +736,17 @@ static int resolve_usage(bf_ledger_t *L, int64_t id, int status, int64_t capture
 }
 
 typedef struct {
-    int64_t user, ppm, received, cash;
+    int64_t user, ppm, cash;
 } holder_t;
 
+/* The task's holders in cash-account order; their accounts go straight into the op's cache. */
 static int load_holders(bf_ledger_t *L, int64_t task, holder_t **out, size_t *n, bf_err_t *err) {
     sqlite3_stmt *s = ledger_stmt(L, ST_SHARES_OF_TASK);
     if (!s) return ledger_sqlerr(L, err, "model_shareholdings");
     sqlite3_bind_int64(s, 1, task);
     size_t cap = 16, k = 0;
     holder_t *h = malloc(cap * sizeof *h);
-    int step;
+    int step = SQLITE_DONE;
     while (h && (step = sqlite3_step(s)) == SQLITE_ROW) {
         if (k == cap) {
             holder_t *g = realloc(h, (cap *= 2) * sizeof *h);
@@ -757,8 +759,21 @@ static int load_holders(bf_ledger_t *L, int64_t task, holder_t **out, size_t *n,
         }
         h[k].user = sqlite3_column_int64(s, 0);
         h[k].ppm = sqlite3_column_int64(s, 1);
-        h[k].received = sqlite3_column_int64(s, 2);
-        h[k].cash = sqlite3_column_int64(s, 3);
+        h[k].cash = sqlite3_column_int64(s, 2);
+        ledger_acct_t row = {.id = h[k].cash,
+                             .kind = sqlite3_column_int(s, 3),
+                             .currency = sqlite3_column_int(s, 4),
+                             .owner = sqlite3_column_int64(s, 5),
+                             .dp = sqlite3_column_int64(s, 6),
+                             .cp = sqlite3_column_int64(s, 7),
+                             .dpend = sqlite3_column_int64(s, 8),
+                             .cpend = sqlite3_column_int64(s, 9),
+                             .last = sqlite3_column_int64(s, 10)};
+        if (!ledger_acct_seed(L, &row, err)) {
+            free(h);
+            h = NULL;
+            break;
+        }
         k++;
     }
     sqlite3_reset(s);
@@ -772,6 +787,30 @@ static int load_holders(bf_ledger_t *L, int64_t task, holder_t **out, size_t *n,
     return 0;
 }
 
+/* Reads what each of the n holders has received so far (tasks.payout_state; NULL: nothing yet). */
+static int load_payout_state(bf_ledger_t *L, int64_t task, size_t n, int64_t *paid, bf_err_t *err) {
+    sqlite3_stmt *s = ledger_stmt(L, ST_TASK_PAYOUT_STATE);
+    if (!s) return ledger_sqlerr(L, err, "tasks");
+    sqlite3_bind_int64(s, 1, task);
+    int rc = 0, step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        const unsigned char *b = sqlite3_column_blob(s, 0);
+        int nb = sqlite3_column_bytes(s, 0);
+        if (!b || nb == 0) {
+            for (size_t i = 0; i < n; i++) paid[i] = 0;
+        } else if ((size_t)nb != 8 * n) {
+            rc = (bf_err_set(err, "task %lld: payout state has %d bytes for %zu holders", (long long)task, nb, n),
+                  BF_LEDGER_EINTERNAL);
+        } else {
+            for (size_t i = 0; i < n; i++) paid[i] = ledger_get_be64(b + 8 * i);
+        }
+    } else {
+        rc = ledger_sqlerr(L, err, "tasks");
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
 /* Pays `amount` (already in the task's clearing account) to the shareholders and the platform so
  * that everyone's cumulative receipts track total_revenue * weight exactly to within one cent. */
 static int distribute(bf_ledger_t *L, ledger_op_t *op, task_row_t *t, int64_t amount, bf_err_t *err) {
@@ -782,15 +821,16 @@ static int distribute(bf_ledger_t *L, ledger_op_t *op, task_row_t *t, int64_t am
     if (rc) return rc;
     int64_t *w = calloc(n + 1, sizeof *w), *keys = calloc(n + 1, sizeof *keys);
     int64_t *paid = calloc(n + 1, sizeof *paid), *add = calloc(n + 1, sizeof *add);
-    if (!w || !keys || !paid || !add) {
+    unsigned char *blob = malloc(8 * n + 1);
+    if (!w || !keys || !paid || !add || !blob) {
         rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
         goto done;
     }
+    if ((rc = load_payout_state(L, t->id, n, paid, err))) goto done;
     /* Holder weight ppm*(1e6 - platform ppm), platform weight platform_ppm*1e6: total 1e12. */
     for (size_t i = 0; i < n; i++) {
         w[i] = h[i].ppm * (BF_LEDGER_PPM - t->fee_ppm);
         keys[i] = h[i].cash;
-        paid[i] = h[i].received;
     }
     w[n] = t->fee_ppm * BF_LEDGER_PPM;
     keys[n] = L->rev_cny;
@@ -805,28 +845,20 @@ static int distribute(bf_ledger_t *L, ledger_op_t *op, task_row_t *t, int64_t am
               BF_LEDGER_EINTERNAL);
         goto done;
     }
-    sqlite3_stmt *s = ledger_stmt(L, ST_SHARE_SET_RECEIVED);
-    if (!s) {
-        rc = ledger_sqlerr(L, err, "model_shareholdings");
-        goto done;
-    }
     for (size_t i = 0; i <= n && !rc; i++) {
-        if (add[i] == 0) continue;
-        if ((rc = posted_transfer(L, op, CODE_FEE_PAYOUT, t->clearing, keys[i], add[i], NULL, err))) break;
-        if (i == n) continue;
-        sqlite3_bind_int64(s, 1, t->id);
-        sqlite3_bind_int64(s, 2, h[i].user);
-        sqlite3_bind_int64(s, 3, paid[i] + add[i]);
-        rc = ledger_exec_stmt(L, s, err);
+        if (add[i] > 0) rc = posted_transfer(L, op, CODE_FEE_PAYOUT, t->clearing, keys[i], add[i], NULL, err);
+        if (i < n) ledger_put_be64(blob + 8 * i, paid[i] + add[i]);
     }
     if (rc) goto done;
-    if (!(s = ledger_stmt(L, ST_TASK_SET_REVENUE))) {
+    sqlite3_stmt *s = ledger_stmt(L, ST_TASK_SET_REVENUE);
+    if (!s) {
         rc = ledger_sqlerr(L, err, "tasks");
         goto done;
     }
     sqlite3_bind_int64(s, 1, t->id);
     sqlite3_bind_int64(s, 2, total_after);
     sqlite3_bind_int64(s, 3, paid[n] + add[n]);
+    sqlite3_bind_blob(s, 4, blob, (int)(8 * n), SQLITE_STATIC);
     rc = ledger_exec_stmt(L, s, err);
 done:
     free(h);
@@ -834,6 +866,7 @@ done:
     free(keys);
     free(paid);
     free(add);
+    free(blob);
     return rc;
 }
 

@@ -180,41 +180,96 @@ static const char *code_name(int c) {
     return c >= 1 && c <= 8 ? names[c] : names[0];
 }
 
-static void entry_row(sqlite3_stmt *s, void *out) {
-    bf_ledger_entry_t *e = out;
-    e->transfer_id = sqlite3_column_int64(s, 0);
-    e->created_at = sqlite3_column_int64(s, 1);
-    copy_text(e->op_id, sizeof e->op_id, sqlite3_column_text(s, 2));
-    e->type = type_name(sqlite3_column_int(s, 3));
-    e->code = code_name(sqlite3_column_int(s, 4));
-    e->currency = (bf_ledger_currency_t)sqlite3_column_int(s, 5);
-    int is_debit = sqlite3_column_int(s, 6);
-    int64_t amount = sqlite3_column_int64(s, 7);
-    e->amount = is_debit ? -amount : amount;
-    e->counterparty_account = sqlite3_column_int64(s, 8);
-    e->balance_before = sqlite3_column_int64(s, 9);
-    e->balance_after = sqlite3_column_int64(s, 10);
+/* Walks one account's transfers newest first through the debit_prev/credit_prev links. */
+static int walk_account(bf_ledger_t *L, int64_t account, bf_ledger_entry_t **out, size_t *n, size_t *cap,
+                        bf_err_t *err) {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(L->db,
+                           "SELECT t.id, t.created_at, o.op_key, t.type, t.code, t.currency, t.debit_account,"
+                           " t.amount, t.debit_account, t.credit_account, t.debit_before, t.debit_after,"
+                           " t.credit_before, t.credit_after, t.debit_prev, t.credit_prev"
+                           " FROM transfers t JOIN ops o ON o.id = t.op WHERE t.id = ?1",
+                           -1, &s, NULL) != SQLITE_OK)
+        return ledger_sqlerr(L, err, "transfers");
+    sqlite3_stmt *a;
+    int64_t next = 0;
+    if (sqlite3_prepare_v2(L->db, "SELECT last_transfer FROM accounts WHERE id = ?1", -1, &a, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(a, 1, account);
+        if (sqlite3_step(a) == SQLITE_ROW) next = sqlite3_column_int64(a, 0);
+        sqlite3_finalize(a);
+    }
+    int rc = 0;
+    while (next > 0 && rc == 0) {
+        sqlite3_bind_int64(s, 1, next);
+        if (sqlite3_step(s) != SQLITE_ROW) {
+            rc = (bf_err_set(err, "transfer %lld missing from account %lld's history", (long long)next,
+                             (long long)account),
+                  BF_LEDGER_EINTERNAL);
+            break;
+        }
+        bf_ledger_entry_t *e = grow((void **)out, n, cap, sizeof *e);
+        if (!e) {
+            rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+            break;
+        }
+        memset(e, 0, sizeof *e);
+        int is_debit = sqlite3_column_int64(s, 8) == account;
+        int64_t amount = sqlite3_column_int64(s, 7);
+        e->transfer_id = sqlite3_column_int64(s, 0);
+        e->created_at = sqlite3_column_int64(s, 1);
+        copy_text(e->op_id, sizeof e->op_id, sqlite3_column_text(s, 2));
+        e->type = type_name(sqlite3_column_int(s, 3));
+        e->code = code_name(sqlite3_column_int(s, 4));
+        e->currency = (bf_ledger_currency_t)sqlite3_column_int(s, 5);
+        e->amount = is_debit ? -amount : amount;
+        e->counterparty_account = sqlite3_column_int64(s, is_debit ? 9 : 8);
+        e->balance_before = sqlite3_column_int64(s, is_debit ? 10 : 12);
+        e->balance_after = sqlite3_column_int64(s, is_debit ? 11 : 13);
+        int64_t prev = sqlite3_column_int64(s, is_debit ? 14 : 15);
+        if (prev >= next) rc = (bf_err_set(err, "history links of account %lld loop", (long long)account), BF_LEDGER_EINTERNAL);
+        next = prev;
+        sqlite3_reset(s);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int entry_cmp(const void *a, const void *b) {
+    int64_t x = ((const bf_ledger_entry_t *)a)->transfer_id, y = ((const bf_ledger_entry_t *)b)->transfer_id;
+    return (x > y) - (x < y);
 }
 
 int bf_ledger_history(bf_ledger_t *self, int64_t user_id, bf_ledger_entry_t **out, size_t *n,
                       bf_err_t *err) {
-    bf_ledger_user_t u;
-    int rc = bf_ledger_user_get(self, user_id, &u, err);
-    if (rc) return rc;
-    return collect(self,
-                   "SELECT t.id, t.created_at, o.op_key, t.type, t.code, t.currency, 1, t.amount,"
-                   " t.credit_account, t.debit_before, t.debit_after"
-                   " FROM transfers t JOIN ops o ON o.id = t.op"
-                   " WHERE t.debit_account IN (SELECT cash_account FROM users WHERE id = ?1"
-                   "   UNION SELECT coin_account FROM users WHERE id = ?1)"
-                   " UNION ALL "
-                   "SELECT t.id, t.created_at, o.op_key, t.type, t.code, t.currency, 0, t.amount,"
-                   " t.debit_account, t.credit_before, t.credit_after"
-                   " FROM transfers t JOIN ops o ON o.id = t.op"
-                   " WHERE t.credit_account IN (SELECT cash_account FROM users WHERE id = ?1"
-                   "   UNION SELECT coin_account FROM users WHERE id = ?1)"
-                   " ORDER BY 1",
-                   1, user_id, 0, sizeof **out, entry_row, (void **)out, n, err);
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s = ledger_stmt(self, ST_USER_GET);
+    if (!s) return ledger_sqlerr(self, err, "users");
+    sqlite3_bind_int64(s, 1, user_id);
+    int64_t acct[2] = {0, 0};
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        acct[0] = sqlite3_column_int64(s, 3);
+        acct[1] = sqlite3_column_int64(s, 4);
+    }
+    sqlite3_reset(s);
+    if (step == SQLITE_DONE) return bf_err_set(err, "unknown user %lld", (long long)user_id), BF_LEDGER_ENOTFOUND;
+    if (step != SQLITE_ROW) return ledger_sqlerr(self, err, "users");
+    /* One read transaction so both walks see the same snapshot. */
+    int own_tx = sqlite3_get_autocommit(self->db);
+    if (own_tx) sqlite3_exec(self->db, "BEGIN", NULL, NULL, NULL);
+    size_t cap = 0;
+    int rc = walk_account(self, acct[0], out, n, &cap, err);
+    if (!rc) rc = walk_account(self, acct[1], out, n, &cap, err);
+    if (own_tx) sqlite3_exec(self->db, "COMMIT", NULL, NULL, NULL);
+    if (rc) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+        return rc;
+    }
+    if (*n) qsort(*out, *n, sizeof **out, entry_cmp);
+    return 0;
 }
 
 static void share_row(sqlite3_stmt *s, void *out) {
@@ -223,23 +278,29 @@ static void share_row(sqlite3_stmt *s, void *out) {
     h->user_id = sqlite3_column_int64(s, 1);
     h->weight = sqlite3_column_int64(s, 2);
     h->ppm = sqlite3_column_int64(s, 3);
-    h->received = sqlite3_column_int64(s, 4);
+    /* received: the holder's slot (rank by cash account within its task) in tasks.payout_state. */
+    int64_t slot = sqlite3_column_int64(s, 4);
+    const unsigned char *b = sqlite3_column_blob(s, 5);
+    int nb = sqlite3_column_bytes(s, 5);
+    h->received = b && slot >= 0 && (slot + 1) * 8 <= nb ? ledger_get_be64(b + 8 * slot) : 0;
 }
+
+#define SHARE_SQL                                                                                 \
+    "SELECT s.task_id, s.user_id, s.weight, s.ppm,"                                               \
+    " (SELECT count(*) FROM model_shareholdings o WHERE o.task_id = s.task_id"                     \
+    "   AND o.cash_account < s.cash_account), t.payout_state"                                      \
+    " FROM model_shareholdings s JOIN tasks t ON t.id = s.task_id"
 
 int bf_ledger_task_shares(bf_ledger_t *self, int64_t task_id, bf_ledger_share_t **out, size_t *n,
                           bf_err_t *err) {
-    return collect(self,
-                   "SELECT task_id, user_id, weight, ppm, received FROM model_shareholdings"
-                   " WHERE task_id = ?1 ORDER BY user_id",
-                   1, task_id, 0, sizeof **out, share_row, (void **)out, n, err);
+    return collect(self, SHARE_SQL " WHERE s.task_id = ?1 ORDER BY s.user_id", 1, task_id, 0, sizeof **out,
+                   share_row, (void **)out, n, err);
 }
 
 int bf_ledger_user_shares(bf_ledger_t *self, int64_t user_id, bf_ledger_share_t **out, size_t *n,
                           bf_err_t *err) {
-    return collect(self,
-                   "SELECT task_id, user_id, weight, ppm, received FROM model_shareholdings"
-                   " WHERE user_id = ?1 ORDER BY task_id",
-                   1, user_id, 0, sizeof **out, share_row, (void **)out, n, err);
+    return collect(self, SHARE_SQL " WHERE s.user_id = ?1 ORDER BY s.task_id", 1, user_id, 0, sizeof **out,
+                   share_row, (void **)out, n, err);
 }
 
 static void usage_row(sqlite3_stmt *s, void *out) {

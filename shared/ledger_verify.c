@@ -31,8 +31,8 @@ __attribute__((format(printf, 3, 4))) static void fail(bf_ledger_report_t *rep, 
 typedef struct {
     int kind, currency, present;
     int64_t owner;
-    int64_t dp, cp, dpend, cpend;         /* replayed */
-    int64_t c_dp, c_cp, c_dpend, c_cpend; /* cached */
+    int64_t dp, cp, dpend, cpend, last;           /* replayed */
+    int64_t c_dp, c_cp, c_dpend, c_cpend, c_last; /* cached */
 } vacct_t;
 
 typedef struct {
@@ -43,7 +43,14 @@ typedef struct {
 } vxfer_t;
 
 typedef struct {
+    int64_t debit, credit, amount;
+} vpay_t;
+
+typedef struct {
     bf_ledger_t *L;
+    vpay_t *pay; /* every fee payout transfer, to sum per (clearing, holder) */
+    size_t n_pay, cap_pay;
+    int oom;
     bf_ledger_report_t *rep;
     vacct_t *acc;
     int64_t n_acc; /* acc is indexed by account id, 0..n_acc-1 */
@@ -88,7 +95,7 @@ static int load_accounts(vstate_t *v, bf_err_t *err) {
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(v->L->db,
                            "SELECT id, kind, currency, owner, debits_posted, credits_posted, debits_pending,"
-                           " credits_pending FROM accounts",
+                           " credits_pending, last_transfer FROM accounts",
                            -1, &s, NULL) != SQLITE_OK)
         return ledger_sqlerr(v->L, err, "accounts");
     while (sqlite3_step(s) == SQLITE_ROW) {
@@ -103,6 +110,7 @@ static int load_accounts(vstate_t *v, bf_err_t *err) {
         a->c_cp = sqlite3_column_int64(s, 5);
         a->c_dpend = sqlite3_column_int64(s, 6);
         a->c_cpend = sqlite3_column_int64(s, 7);
+        a->c_last = sqlite3_column_int64(s, 8);
         v->rep->accounts++;
     }
     sqlite3_finalize(s);
@@ -120,6 +128,21 @@ static void replay_one(vstate_t *v, const ledger_row_t *r) {
     if (!d || !c || d == c || d->currency != r->currency || c->currency != r->currency) {
         fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: bad accounts or currency", (long long)r->id);
         return;
+    }
+    if (r->debit_prev != d->last || r->credit_prev != c->last)
+        fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: broken per-account history link", (long long)r->id);
+    d->last = c->last = r->id;
+    if (r->code == CODE_FEE_PAYOUT && r->type == XF_POSTED) {
+        if (v->n_pay == v->cap_pay) {
+            size_t cap = v->cap_pay ? v->cap_pay * 2 : 1024;
+            vpay_t *g = realloc(v->pay, cap * sizeof *g);
+            if (!g) v->oom = 1;
+            else {
+                v->pay = g;
+                v->cap_pay = cap;
+            }
+        }
+        if (v->n_pay < v->cap_pay) v->pay[v->n_pay++] = (vpay_t){r->debit, r->credit, r->amount};
     }
     if (r->debit_before != d->cp - d->dp || r->credit_before != c->cp - c->dp)
         fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: recorded balance before differs from replay",
@@ -181,7 +204,8 @@ static int replay(vstate_t *v, bf_err_t *err) {
     if (sqlite3_prepare_v2(L->db,
                            "SELECT t.id, t.type, t.code, t.currency, t.debit_account, t.credit_account,"
                            " t.amount, coalesce(t.pending_id, 0), t.expires_at, t.created_at, t.debit_before,"
-                           " t.debit_after, t.credit_before, t.credit_after, t.hash, o.op_key"
+                           " t.debit_after, t.credit_before, t.credit_after, t.debit_prev, t.credit_prev,"
+                           " t.hash, o.op_key"
                            " FROM transfers t LEFT JOIN ops o ON o.id = t.op ORDER BY t.id",
                            -1, &s, NULL) != SQLITE_OK)
         return ledger_sqlerr(L, err, "transfers");
@@ -190,11 +214,12 @@ static int replay(vstate_t *v, bf_err_t *err) {
     int step;
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
         ledger_row_t r;
-        int64_t *f[14] = {&r.id,         &r.type,         &r.code,        &r.currency,  &r.debit,
+        int64_t *f[16] = {&r.id,         &r.type,         &r.code,        &r.currency,  &r.debit,
                           &r.credit,     &r.amount,       &r.pending_id,  &r.expires_at, &r.created_at,
-                          &r.debit_before, &r.debit_after, &r.credit_before, &r.credit_after};
-        for (int i = 0; i < 14; i++) *f[i] = sqlite3_column_int64(s, i);
-        const unsigned char *key = sqlite3_column_text(s, 15);
+                          &r.debit_before, &r.debit_after, &r.credit_before, &r.credit_after,
+                          &r.debit_prev, &r.credit_prev};
+        for (int i = 0; i < 16; i++) *f[i] = sqlite3_column_int64(s, i);
+        const unsigned char *key = sqlite3_column_text(s, 17);
         v->rep->transfers++;
         if (r.id != expect)
             fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer ids jump from %lld to %lld", (long long)expect - 1,
@@ -202,11 +227,11 @@ static int replay(vstate_t *v, bf_err_t *err) {
         expect = r.id + 1;
         if (!key) fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer %lld has no operation", (long long)r.id);
         ledger_row_hash(L, prev, &r, key ? (const char *)key : "", h);
-        if (sqlite3_column_bytes(s, 14) != 32 || memcmp(sqlite3_column_blob(s, 14), h, 32))
+        if (sqlite3_column_bytes(s, 16) != 32 || memcmp(sqlite3_column_blob(s, 16), h, 32))
             fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer %lld: hash mismatch (altered, inserted or removed row)",
                  (long long)r.id);
         /* Continue the chain from the stored hash so one bad row is reported once, not forever. */
-        if (sqlite3_column_bytes(s, 14) == 32) memcpy(prev, sqlite3_column_blob(s, 14), 32);
+        if (sqlite3_column_bytes(s, 16) == 32) memcpy(prev, sqlite3_column_blob(s, 16), 32);
         else memcpy(prev, h, 32);
         if (r.id > 0 && r.id < v->n_xf) replay_one(v, &r);
     }
@@ -222,6 +247,9 @@ static void check_accounts(vstate_t *v) {
     for (int64_t id = 1; id < v->n_acc; id++) {
         vacct_t *a = &v->acc[id];
         if (!a->present) continue;
+        if (a->last != a->c_last)
+            fail(v->rep, BF_LEDGER_CHECK_BALANCES, "account %lld: last transfer %lld, replay says %lld", (long long)id,
+                 (long long)a->c_last, (long long)a->last);
         if (a->dp != a->c_dp || a->cp != a->c_cp || a->dpend != a->c_dpend || a->cpend != a->c_cpend)
             fail(v->rep, BF_LEDGER_CHECK_BALANCES,
                  "account %lld: cached (%lld,%lld,%lld,%lld) != replayed (%lld,%lld,%lld,%lld)", (long long)id,
@@ -273,7 +301,7 @@ static int check_tasks(vstate_t *v, bf_err_t *err) {
                            " t.clearing_account, t.total_revenue, t.platform_paid,"
                            " (SELECT count(*) FROM model_shareholdings WHERE task_id = t.id),"
                            " (SELECT coalesce(sum(ppm), 0) FROM model_shareholdings WHERE task_id = t.id),"
-                           " (SELECT coalesce(sum(received), 0) FROM model_shareholdings WHERE task_id = t.id),"
+                           " t.payout_state,"
                            " (SELECT coalesce(sum(captured), 0) FROM model_usage WHERE task_id = t.id AND status = 2),"
                            " (SELECT coalesce(sum(amount), 0) FROM reward_distributions WHERE task_id = t.id),"
                            " (SELECT count(*) FROM reward_distributions WHERE task_id = t.id)"
@@ -287,7 +315,13 @@ static int check_tasks(vstate_t *v, bf_err_t *err) {
         vacct_t *e = acct(v, sqlite3_column_int64(s, 4)), *c = acct(v, sqlite3_column_int64(s, 5));
         int64_t revenue = sqlite3_column_int64(s, 6), platform = sqlite3_column_int64(s, 7);
         int64_t n_shares = sqlite3_column_int64(s, 8), ppm = sqlite3_column_int64(s, 9);
-        int64_t received = sqlite3_column_int64(s, 10), captured = sqlite3_column_int64(s, 11);
+        int64_t received = 0, captured = sqlite3_column_int64(s, 11);
+        const unsigned char *blob = sqlite3_column_blob(s, 10);
+        int nb = sqlite3_column_bytes(s, 10);
+        if (blob && nb != 8 * n_shares)
+            fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld: payout state of %d bytes for %lld holders", (long long)id,
+                 nb, (long long)n_shares);
+        for (int k = 0; blob && k + 8 <= nb; k += 8) received += ledger_get_be64(blob + k);
         int64_t rewards = sqlite3_column_int64(s, 12), n_rewards = sqlite3_column_int64(s, 13);
         v->rep->tasks++;
         if (!e || !c || e->kind != BF_LEDGER_ACCT_TASK_ESCROW || c->kind != BF_LEDGER_ACCT_TASK_CLEARING) {
@@ -319,28 +353,62 @@ static int check_tasks(vstate_t *v, bf_err_t *err) {
     return 0;
 }
 
+static int pay_cmp(const void *a, const void *b) {
+    const vpay_t *x = a, *y = b;
+    if (x->debit != y->debit) return x->debit < y->debit ? -1 : 1;
+    return (x->credit > y->credit) - (x->credit < y->credit);
+}
+
+/* Sum of fee payouts from one clearing account to one account (pay is sorted). */
+static int64_t paid_to(const vstate_t *v, int64_t clearing, int64_t to) {
+    size_t lo = 0, hi = v->n_pay;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        vpay_t key = {clearing, to, 0};
+        if (pay_cmp(&v->pay[mid], &key) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    int64_t sum = 0;
+    for (size_t i = lo; i < v->n_pay && v->pay[i].debit == clearing && v->pay[i].credit == to; i++) sum += v->pay[i].amount;
+    return sum;
+}
+
 /* Each holder's cumulative payout equals what its payout transfers say and stays within one cent
- * of its exact entitlement revenue * ppm * (1e6 - platform ppm) / 1e12. */
+ * of its exact entitlement revenue * ppm * (1e6 - platform ppm) / 1e12; likewise the platform. */
 static int check_entitlements(vstate_t *v, bf_err_t *err) {
+    if (v->oom) return bf_err_set(err, "out of memory"), -1;
+    if (v->n_pay) qsort(v->pay, v->n_pay, sizeof *v->pay, pay_cmp);
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(
-            v->L->db,
-            "SELECT h.task_id, h.user_id, h.ppm, h.received, t.total_revenue, t.platform_fee_ppm,"
-            " (SELECT coalesce(sum(x.amount), 0) FROM transfers x WHERE x.debit_account = t.clearing_account"
-            "   AND x.credit_account = u.cash_account AND x.code = 8)"
-            " FROM model_shareholdings h JOIN tasks t ON t.id = h.task_id JOIN users u ON u.id = h.user_id",
-            -1, &s, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(v->L->db,
+                           "SELECT h.task_id, h.user_id, h.ppm, h.cash_account, t.total_revenue, t.platform_fee_ppm,"
+                           " t.clearing_account, t.payout_state, t.platform_paid"
+                           " FROM model_shareholdings h JOIN tasks t ON t.id = h.task_id"
+                           " ORDER BY h.task_id, h.cash_account",
+                           -1, &s, NULL) != SQLITE_OK)
         return ledger_sqlerr(v->L, err, "model_shareholdings");
     const unsigned __int128 W = (unsigned __int128)BF_LEDGER_PPM * BF_LEDGER_PPM;
+    int64_t prev_task = -1, slot = 0;
     while (sqlite3_step(s) == SQLITE_ROW) {
         int64_t task = sqlite3_column_int64(s, 0), user = sqlite3_column_int64(s, 1);
-        int64_t ppm = sqlite3_column_int64(s, 2), received = sqlite3_column_int64(s, 3);
+        int64_t ppm = sqlite3_column_int64(s, 2), cash = sqlite3_column_int64(s, 3);
         int64_t revenue = sqlite3_column_int64(s, 4), fee = sqlite3_column_int64(s, 5);
-        int64_t transferred = sqlite3_column_int64(s, 6);
+        int64_t clearing = sqlite3_column_int64(s, 6), platform = sqlite3_column_int64(s, 8);
+        const unsigned char *blob = sqlite3_column_blob(s, 7);
+        int nb = sqlite3_column_bytes(s, 7);
+        if (task != prev_task) {
+            slot = 0;
+            prev_task = task;
+            if (platform != paid_to(v, clearing, v->L->rev_cny))
+                fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld: platform cut %lld disagrees with transfers",
+                     (long long)task, (long long)platform);
+        }
+        int64_t received = blob && (slot + 1) * 8 <= nb ? ledger_get_be64(blob + 8 * slot) : 0;
+        slot++;
+        int64_t transferred = paid_to(v, clearing, cash);
         if (received != transferred)
             fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld user %lld: received %lld but transfers say %lld",
                  (long long)task, (long long)user, (long long)received, (long long)transferred);
-        if (ppm < 0 || fee < 0 || revenue < 0 || received < 0) continue;
+        if (ppm < 0 || fee < 0 || fee > BF_LEDGER_PPM || revenue < 0 || received < 0) continue;
         unsigned __int128 exact = (unsigned __int128)(uint64_t)revenue * (uint64_t)ppm * (uint64_t)(BF_LEDGER_PPM - fee);
         unsigned __int128 got = (unsigned __int128)(uint64_t)received * W;
         unsigned __int128 diff = got > exact ? got - exact : exact - got;
@@ -375,5 +443,6 @@ int bf_ledger_verify(bf_ledger_t *self, bf_ledger_report_t *rep, bf_err_t *err) 
     sqlite3_exec(self->db, "COMMIT", NULL, NULL, NULL);
     free(v.acc);
     free(v.xf);
+    free(v.pay);
     return rc ? -1 : 0;
 }

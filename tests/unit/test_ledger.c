@@ -488,8 +488,11 @@ static void test_tamper(const char *path) {
         {"DROP TRIGGER transfers_no_delete; DELETE FROM transfers WHERE id = 2", BF_LEDGER_CHECK_CHAIN},
         {"UPDATE accounts SET credits_posted = credits_posted + 1 WHERE id = 6", BF_LEDGER_CHECK_BALANCES},
         {"UPDATE accounts SET credits_posted = credits_posted + 1 WHERE id = 6", BF_LEDGER_CHECK_DOUBLE_ENTRY},
-        {"UPDATE model_shareholdings SET ppm = ppm + 1 WHERE rowid = 1", BF_LEDGER_CHECK_SHARES},
-        {"UPDATE model_shareholdings SET received = received + 1 WHERE rowid = 1", BF_LEDGER_CHECK_PAYOUTS},
+        {"UPDATE model_shareholdings SET ppm = ppm + 1 WHERE (task_id, cash_account) ="
+         " (SELECT task_id, cash_account FROM model_shareholdings LIMIT 1)", BF_LEDGER_CHECK_SHARES},
+        {"UPDATE tasks SET payout_state = NULL WHERE payout_state IS NOT NULL", BF_LEDGER_CHECK_PAYOUTS},
+        {"UPDATE tasks SET platform_paid = platform_paid + 1 WHERE platform_paid > 0", BF_LEDGER_CHECK_PAYOUTS},
+        {"UPDATE accounts SET last_transfer = last_transfer + 1 WHERE id = 6", BF_LEDGER_CHECK_BALANCES},
         {"UPDATE tasks SET status = 2 WHERE payment_mode = 1 AND status = 3", BF_LEDGER_CHECK_ESCROW},
         {"UPDATE model_usage SET status = 1 WHERE status = 3", BF_LEDGER_CHECK_HOLDS},
         {"UPDATE reward_distributions SET amount = amount + 1 WHERE rowid = 1", BF_LEDGER_CHECK_REWARDS},
