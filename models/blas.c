@@ -39,6 +39,7 @@ void bf_blas_init(int argc, char **argv) {
     const char *want = better_core();
     if (!core || !want || !is_generic_core(core)) return;
     setenv("OPENBLAS_CORETYPE", want, 1);
+    setenv("BLOCKFED_BLAS_REEXEC", core, 1); /* tells the new image (and tests) why the core is set */
     execv("/proc/self/exe", argv);
     /* exec failed (no /proc?): keep running on the slow kernels rather than fail */
     fprintf(stderr, "blockfed: warning: could not re-exec with OPENBLAS_CORETYPE=%s; using %s kernels\n", want,

@@ -84,7 +84,23 @@ def make(out):
         F.cross_entropy(m2(x), y).backward()
         opt.step()
     after = {n: f32(p) for n, p in m2.named_parameters()}
-    doc = {"batch": B, "input": [C, H, W], "classes": K, "loss": float(loss), "logits": f32(logits),
+    # learning-rate schedules over 50 steps
+    def trace(make_sched, with_momentum=False):
+        p = torch.nn.Parameter(torch.zeros(1))
+        o = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+        sch = make_sched(o)
+        lrs, moms = [], []
+        for _ in range(50):
+            lrs.append(o.param_groups[0]["lr"])
+            moms.append(o.param_groups[0]["momentum"])
+            o.step()
+            sch.step()
+        return (lrs, moms) if with_momentum else lrs
+    oc_lr, oc_m = trace(lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=50), True)
+    schedules = {"onecycle_lr": oc_lr, "onecycle_momentum": oc_m,
+                 "cosine_lr": trace(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=50)),
+                 "step_lr": trace(lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=10, gamma=0.5))}
+    doc = {"schedules": schedules, "batch": B, "input": [C, H, W], "classes": K, "loss": float(loss), "logits": f32(logits),
            "grads": grads, "running": running, "eval_logits": f32(eval_logits), "after_sgd2": after,
            "torch": torch.__version__}
     with open(out, "wb") as f:

@@ -4,3 +4,7 @@ bf_test(test_net SOURCES unit/test_net.c LIBS bfmodels LABELS unit)
 bf_test(test_modelfile SOURCES unit/test_modelfile.c LIBS bfmodels LABELS unit)
 bf_test(test_torch_ref SOURCES unit/test_torch_ref.c LIBS bfmodels LABELS unit
         ARGS ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/resnet8_torch.msgpack)
+bf_test(test_cli_train SOURCES integration/test_cli_train.c LIBS bfmodels bfdatasets LABELS integration
+        ARGS $<TARGET_FILE:blockfed-client>)
+add_dependencies(test_cli_train blockfed-client)
+bf_test(test_blas SOURCES unit/test_blas.c LIBS bfmodels LABELS unit)

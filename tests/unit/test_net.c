@@ -127,6 +127,38 @@ static void test_shapes(void) {
     bf_net_destroy(&b);
 }
 
+/* Kaiming-normal (fan_out) convs, PyTorch-default linear, BN 1/0, running stats 0/1; seeded. */
+static void test_init(void) {
+    bf_err_t err;
+    bf_net_t *a = bf_net_new("resnet8", 3, 32, 32, 10, 1, 1, &err), *b = bf_net_new("resnet8", 3, 32, 32, 10, 1, 1, &err);
+    bf_net_init(a, 42);
+    bf_net_init(b, 42);
+    CHECK(!memcmp(bf_net_params(a), bf_net_params(b), sizeof(float) * bf_net_num_params(a)));
+    bf_net_init(b, 43);
+    CHECK(memcmp(bf_net_params(a), bf_net_params(b), sizeof(float) * bf_net_num_params(a)) != 0);
+    const float *p = bf_net_params(a), *buf = bf_net_buffers(a);
+    for (int t = 0; t < bf_net_num_tensors(a); t++) {
+        const bf_tensor_view_t *v = bf_net_tensor(a, t);
+        const float *x = (v->is_buffer ? buf : p) + v->offset;
+        double s = 0, s2 = 0, mx = 0;
+        for (size_t i = 0; i < v->count; i++) s += x[i], s2 += (double)x[i] * x[i], mx = fmax(mx, fabs(x[i]));
+        double mean = s / v->count, sd = sqrt(s2 / v->count - mean * mean);
+        if (v->ndim == 4) { /* conv: N(0, 2 / (OC*K*K)); the sample std is within 4 standard errors */
+            double want = sqrt(2.0 / (v->shape[0] * v->shape[2] * v->shape[3]));
+            CHECK_MSG(fabs(sd - want) <= 4 * want / sqrt(2.0 * v->count), "%s std %.4f want %.4f", v->name, sd, want);
+        } else if (!strcmp(v->name, "fc.weight") || !strcmp(v->name, "fc.bias")) {
+            CHECK_MSG(mx <= 1.0 / sqrt(64.0), "%s exceeds 1/sqrt(fan_in)", v->name);
+            CHECK(mx > 0.5 / sqrt(64.0));
+        } else if (strstr(v->name, "running_var") || (strstr(v->name, "weight") && v->ndim == 1)) {
+            CHECK_MSG(mean == 1.0 && sd == 0, "%s should be all ones", v->name);
+        } else {
+            CHECK_MSG(mx == 0, "%s should be all zeros", v->name);
+        }
+    }
+    bf_net_destroy(&a);
+    bf_net_destroy(&b);
+}
+
 /* Threads split the batch differently but the math is the same. */
 static void test_threads_agree(void) {
     bf_err_t err;
@@ -222,6 +254,7 @@ int main(void) {
     bf_blas_init(0, NULL);
     bf_rng_seed(&rng, 99);
     test_shapes();
+    test_init();
     gradient_checks("resnet8", 1, 12, 12, 6, 2);
     gradient_checks("resnet8", 3, 9, 9, 3, 1);
     gradient_checks("cnn", 1, 8, 8, 4, 2);

@@ -54,6 +54,26 @@ static double rel_l2(const float *a, const float *ref, size_t n) {
     return sqrt(d / (r > 0 ? r : 1e-30));
 }
 
+/* Learning-rate (and one-cycle momentum) schedules against torch.optim.lr_scheduler over 50 steps. */
+static void check_schedule(const msgpack_object *sched, const char *key, const char *spec, int momentum) {
+    const msgpack_object *ref = bf_mp_get(sched, key);
+    CHECK_MSG(ref && ref->type == MSGPACK_OBJECT_ARRAY && ref->via.array.size == 50, "fixture: %s", key);
+    if (!ref || ref->type != MSGPACK_OBJECT_ARRAY || ref->via.array.size != 50) return;
+    bf_schedule_t s;
+    bf_err_t err;
+    CHECK_MSG(bf_schedule_parse(spec, 0.1, 50, &s, &err) == 0, "%s", err.msg);
+    double worst = 0;
+    for (int k = 0; k < 50; k++) {
+        double lr = 0, m = 0.9, want = 0;
+        bf_schedule_at(&s, k, &lr, &m);
+        bf_mp_as_double(&ref->via.array.ptr[k], &want);
+        double got = momentum ? m : lr;
+        worst = fmax(worst, fabs(got - want));
+        CHECK_MSG(fabs(got - want) <= 1e-9 + 1e-9 * fabs(want), "%s step %d: %.12g vs PyTorch %.12g", key, k, got, want);
+    }
+    printf("schedule %-18s max diff vs PyTorch %.2e\n", key, worst);
+}
+
 int main(int argc, char **argv) {
     bf_blas_init(argc, argv);
     if (argc < 2) return fprintf(stderr, "usage: test_torch_ref FIXTURE\n"), 2;
@@ -67,6 +87,12 @@ int main(int argc, char **argv) {
     bf_err_t err;
     CHECK_MSG(bf_mp_parse(buf, len, 8, 100000, &u, &err) == 0, "%s", err.msg);
     const msgpack_object *root = &u.data;
+    const msgpack_object *sched = bf_mp_get(root, "schedules");
+    check_schedule(sched, "onecycle_lr", "onecycle", 0);
+    check_schedule(sched, "onecycle_momentum", "onecycle", 1);
+    check_schedule(sched, "cosine_lr", "cosine", 0);
+    check_schedule(sched, "step_lr", "step:10:0.5", 0);
+
     const int B = 8, K = 10, C = 1, H = 16, W = 16;
     float x[8 * 16 * 16];
     int32_t y[8];
