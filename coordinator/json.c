@@ -32,6 +32,10 @@ void json_string(FILE *f, const char *s) {
         if (*p == '"' || *p == '\\') {
             fputc('\\', f);
             fputc(*p++, f);
+        } else if (*p == '\n' || *p == '\t' || *p == '\r') {
+            fputc('\\', f);
+            fputc(*p == '\n' ? 'n' : *p == '\t' ? 't' : 'r', f);
+            p++;
         } else if (*p < 0x20 || *p == 0x7f) {
             fprintf(f, "\\u%04x", *p++);
         } else {
