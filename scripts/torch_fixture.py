@@ -8,8 +8,9 @@ training-mode forward, every parameter gradient, BN running statistics after tha
 logits, and parameters after two SGD steps (momentum 0.9, weight decay 5e-4, Nesterov, lr 0.1).
 
 usage: /usr/bin/python3 scripts/torch_fixture.py [OUT]   (default tests/fixtures/resnet8_torch.msgpack)
-       /usr/bin/python3 scripts/torch_fixture.py --check MODEL.bfm   (loads a BlockFed model file into
-       the PyTorch module by name and prints its predictions on a formula input)
+       /usr/bin/python3 scripts/torch_fixture.py --check MODEL.bfm [IDX_DIR]   (loads a BlockFed model file into
+       the PyTorch module by name and prints its predictions on a formula input; with a third
+       argument, an IDX directory, also its accuracy on the t10k split)
 """
 import math, struct, sys, os
 import msgpack
@@ -108,7 +109,7 @@ def make(out):
     print("wrote", out, "loss", float(loss))
 
 
-def check(path):
+def check(path, idx_dir=None):
     doc = msgpack.unpackb(open(path, "rb").read(), raw=False)
     c, h, w = doc["input"]
     m = ResNet8(c, len(doc["classes"]))
@@ -123,10 +124,23 @@ def check(path):
         p = F.softmax(m(x), dim=1)[0]
     print("loaded %s into PyTorch: %d tensors; probabilities on the formula input:" % (path, len(sd)))
     print(" ".join("%.6f" % v for v in p.tolist()))
+    if idx_dir:  # accuracy on an IDX test split, preprocessed as the file says
+        import gzip
+        def read(name):
+            path = os.path.join(idx_dir, name)
+            return gzip.open(path).read() if os.path.exists(path) else open(path[:-3], "rb").read()
+        imgs, labels = read("t10k-images-idx3-ubyte.gz"), read("t10k-labels-idx1-ubyte.gz")
+        n = struct.unpack(">I", labels[4:8])[0]
+        x = torch.tensor(list(imgs[16:16 + n * h * w]), dtype=torch.float32).reshape(n, 1, h, w) / 255.0
+        mean, std = doc["preprocess"]["mean"][0], doc["preprocess"]["std"][0]
+        y = torch.tensor(list(labels[8:8 + n]))
+        with torch.no_grad():
+            pred = m((x - mean) / std).argmax(1)
+        print("PyTorch test accuracy of the BlockFed model: %.4f" % (pred == y).float().mean().item())
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--check":
-        check(sys.argv[2])
+        check(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
     else:
         make(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "resnet8_torch.msgpack"))
