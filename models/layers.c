@@ -28,7 +28,10 @@ size_t bf_conv2d_scratch(int C, int H, int W, int OC, int K, int S, int P) {
     if (is_pointwise(K, S, P)) return 0;
     size_t rows = (size_t)C * K * K;
     size_t cols = (size_t)bf_conv_out(H, K, S, P) * bf_conv_out(W, K, S, P);
-    return 2 * rows * cols; /* im2col of the input, and the column gradient */
+    /* im2col of the input and the column gradient; strided convolutions also keep the input
+     * split into S column phases (see strided_phases) */
+    size_t phases = S > 1 ? (size_t)C * H * S * ((W + S - 1) / S) : 0;
+    return 2 * rows * cols + phases;
 }
 
 static int ceil_div(int a, int b) { return a <= 0 ? 0 : (a + b - 1) / b; }
@@ -104,16 +107,52 @@ BF_HOT static void col2im_same(float *restrict in, float *restrict col, int C, i
     }
 }
 
-/* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside). Rows are short (7-32
- * floats), so plain loops beat memset/memcpy calls here (this file is built with
- * -fno-tree-loop-distribute-patterns so the compiler keeps them as vector loops). */
-BF_HOT static void im2col(float *restrict col, const float *restrict in, int C, int H, int W, int K, int S, int P, int OH, int OW) {
+/* Strided convolutions read every S-th input column. Splitting each input row into S "phases"
+ * (phase r holds columns r, r+S, r+2S, ...) turns every im2col row into a contiguous copy from one
+ * phase: input column S*ow + d lives in phase r = d mod S at index ow + (d - r)/S. The phases of
+ * one image take C*H*S*ceil(W/S) floats. */
+static int phase_width(int W, int S) { return (W + S - 1) / S; }
+
+static float *phase_row(float *ph, int c, int r, int ih, int H, int S, int PW) {
+    return ph + (((size_t)c * S + r) * H + ih) * PW;
+}
+
+BF_HOT static void split_phases(float *restrict ph, const float *restrict in, int C, int H, int W, int S) {
+    int PW = phase_width(W, S);
+    for (int c = 0; c < C; c++)
+        for (int ih = 0; ih < H; ih++) {
+            const float *x = in + ((size_t)c * H + ih) * W;
+            for (int r = 0; r < S; r++) {
+                float *dst = phase_row(ph, c, r, ih, H, S, PW);
+                int j = 0;
+                for (; r + j * S < W; j++) dst[j] = x[r + j * S];
+                for (; j < PW; j++) dst[j] = 0;
+            }
+        }
+}
+
+BF_HOT static void merge_phases(float *restrict in, const float *restrict ph, int C, int H, int W, int S) {
+    int PW = phase_width(W, S);
+    for (int c = 0; c < C; c++)
+        for (int ih = 0; ih < H; ih++) {
+            float *x = in + ((size_t)c * H + ih) * W;
+            for (int r = 0; r < S; r++) {
+                const float *src = phase_row((float *)ph, c, r, ih, H, S, PW);
+                for (int j = 0; r + j * S < W; j++) x[r + j * S] += src[j];
+            }
+        }
+}
+
+/* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside), for stride S >= 1. */
+BF_HOT static void im2col(float *restrict col, const float *restrict in, float *restrict ph, int C, int H, int W,
+                          int K, int S, int P, int OH, int OW) {
+    int PW = S > 1 ? phase_width(W, S) : W;
+    if (S > 1) split_phases(ph, in, C, H, W, S);
     for (int c = 0; c < C; c++) {
-        const float *plane = in + (size_t)c * H * W;
         for (int ki = 0; ki < K; ki++) {
             for (int kj = 0; kj < K; kj++) {
                 float *dst = col + (((size_t)c * K + ki) * K + kj) * OH * OW;
-                int lo, hi;
+                int lo, hi, d = kj - P, r = ((d % S) + S) % S, shift = (d - r) / S;
                 valid_cols(W, OW, S, P, kj, &lo, &hi);
                 for (int oh = 0; oh < OH; oh++, dst += OW) {
                     int ih = oh * S - P + ki;
@@ -121,12 +160,9 @@ BF_HOT static void im2col(float *restrict col, const float *restrict in, int C, 
                         for (int ow = 0; ow < OW; ow++) dst[ow] = 0;
                         continue;
                     }
-                    const float *src = plane + (size_t)ih * W - P + kj;
+                    const float *src = S > 1 ? phase_row(ph, c, r, ih, H, S, PW) : in + ((size_t)c * H + ih) * W;
                     for (int ow = 0; ow < lo; ow++) dst[ow] = 0;
-                    if (S == 1)
-                        for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow];
-                    else
-                        for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow * S];
+                    for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow + shift];
                     for (int ow = hi; ow < OW; ow++) dst[ow] = 0;
                 }
             }
@@ -134,27 +170,28 @@ BF_HOT static void im2col(float *restrict col, const float *restrict in, int C, 
     }
 }
 
-/* The adjoint of im2col: adds every column entry back onto the input position it came from. */
-BF_HOT static void col2im(float *restrict in, const float *restrict col, int C, int H, int W, int K, int S, int P, int OH, int OW) {
+/* The adjoint of im2col: adds every column entry back onto the input position it came from
+ * (through the phases when strided: accumulate per phase, then interleave into in). */
+BF_HOT static void col2im(float *restrict in, const float *restrict col, float *restrict ph, int C, int H, int W,
+                          int K, int S, int P, int OH, int OW) {
+    int PW = S > 1 ? phase_width(W, S) : W;
+    if (S > 1) memset(ph, 0, sizeof(float) * (size_t)C * S * H * PW);
     for (int c = 0; c < C; c++) {
-        float *plane = in + (size_t)c * H * W;
         for (int ki = 0; ki < K; ki++) {
             for (int kj = 0; kj < K; kj++) {
                 const float *src = col + (((size_t)c * K + ki) * K + kj) * OH * OW;
-                int lo, hi;
+                int lo, hi, d = kj - P, r = ((d % S) + S) % S, shift = (d - r) / S;
                 valid_cols(W, OW, S, P, kj, &lo, &hi);
                 for (int oh = 0; oh < OH; oh++, src += OW) {
                     int ih = oh * S - P + ki;
                     if (ih < 0 || ih >= H) continue;
-                    float *dst = plane + (size_t)ih * W - P + kj;
-                    if (S == 1)
-                        for (int ow = lo; ow < hi; ow++) dst[ow] += src[ow];
-                    else
-                        for (int ow = lo; ow < hi; ow++) dst[ow * S] += src[ow];
+                    float *dst = S > 1 ? phase_row(ph, c, r, ih, H, S, PW) : in + ((size_t)c * H + ih) * W;
+                    for (int ow = lo; ow < hi; ow++) dst[ow + shift] += src[ow];
                 }
             }
         }
     }
+    if (S > 1) merge_phases(in, ph, C, H, W, S);
 }
 
 void bf_conv2d_forward(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
@@ -169,7 +206,7 @@ void bf_conv2d_forward(float *out, const float *in, const float *w, const float 
             if (S == 1 && OW == W && OH == H)
                 im2col_same(scratch, x, C, H, W, K, P);
             else
-                im2col(scratch, x, C, H, W, K, S, P, OH, OW);
+                im2col(scratch, x, scratch + 2 * (size_t)rows * cols, C, H, W, K, S, P, OH, OW);
             col = scratch;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, cols, rows, 1.0f, w, rows, col, cols,
@@ -195,7 +232,7 @@ void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *
             if (S == 1 && OW == W && OH == H)
                 im2col_same(col, x, C, H, W, K, P);
             else
-                im2col(col, x, C, H, W, K, S, P, OH, OW);
+                im2col(col, x, dcol + (size_t)rows * cols, C, H, W, K, S, P, OH, OW);
             xc = col;
         }
         /* dW[OC, rows] += dY[OC, cols] * X_col[rows, cols]^T */
@@ -220,7 +257,7 @@ void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *
         if (S == 1 && OW == W && OH == H)
             col2im_same(dx, dcol, C, H, W, K, P);
         else
-            col2im(dx, dcol, C, H, W, K, S, P, OH, OW);
+            col2im(dx, dcol, dcol + (size_t)rows * cols, C, H, W, K, S, P, OH, OW);
     }
 }
 

@@ -38,10 +38,12 @@ static int probes, skipped;
  * useful. The test then compares the pattern of positive outputs (or argmax winners) before and
  * after, and skips such probes; the number skipped is bounded below. */
 static const float *kink_out;
+static const int32_t *kink_argmax;
 static size_t kink_n;
 static uint64_t kink_signature(void) {
     uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; kink_out && i < kink_n; i++) h = (h ^ (kink_out[i] > 0)) * 1099511628211ULL;
+    for (size_t i = 0; kink_argmax && i < kink_n; i++) h = (h ^ (uint64_t)kink_argmax[i]) * 1099511628211ULL;
     return h;
 }
 
@@ -238,7 +240,9 @@ static void test_misc(void) {
     c.kind = K_MAXPOOL;
     misc_loss(&c);
     bf_maxpool2_backward(dx, 0, c.R, c.argmax, c.n, c.C, c.H, c.W);
+    kink_argmax = c.argmax, kink_n = (size_t)c.n * c.C * (c.H / 2) * (c.W / 2); /* a changed winner is a kink */
     check_grad("maxpool", misc_loss, &c, c.x, dx, cnt);
+    kink_argmax = NULL;
 
     c.kind = K_GAP;
     bf_gap_backward(dx, 0, c.R, c.n, c.C, c.H * c.W);
@@ -285,10 +289,12 @@ int main(void) {
     test_conv(2, 5, 5, 5, 3, 1, 1, 0, 0);  /* 1x1 pointwise (no im2col) */
     test_conv(2, 4, 6, 6, 6, 1, 2, 0, 0);  /* 1x1 stride 2 projection */
     test_conv(1, 2, 9, 9, 3, 5, 1, 2, 1);  /* 5x5 padding 2 (cnn) */
+    test_conv(2, 2, 8, 7, 3, 3, 3, 1, 1);  /* stride 3: three column phases */
+    test_conv(1, 3, 9, 8, 2, 2, 2, 0, 0);  /* even kernel, stride 2, no padding */
     test_bn(0);
     test_bn(1);
     test_misc();
-    printf("%d probes, %d skipped at a ReLU kink\n", probes, skipped);
+    printf("%d probes, %d skipped at a ReLU / max-pool kink\n", probes, skipped);
     CHECK(skipped * 10 < probes);
     printf("worst relative error over all probes: %.3g (bound %.3g + abs %.3g)\n", worst, RTOL, ATOL);
     return bf_test_done("test_layers");
