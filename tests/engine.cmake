@@ -8,3 +8,7 @@ bf_test(test_cli_train SOURCES integration/test_cli_train.c LIBS bfmodels bfdata
         ARGS $<TARGET_FILE:blockfed-client>)
 add_dependencies(test_cli_train blockfed-client)
 bf_test(test_blas SOURCES unit/test_blas.c LIBS bfmodels LABELS unit)
+bf_test(test_fashion_accuracy SOURCES integration/test_fashion_accuracy.c LIBS bfshared LABELS slow
+        ARGS $<TARGET_FILE:blockfed-client>)
+add_dependencies(test_fashion_accuracy blockfed-client)
+set_tests_properties(test_fashion_accuracy PROPERTIES TIMEOUT 1800)

@@ -1,18 +1,14 @@
 /* test_cli_train.c: `blockfed-client train` end to end on a small generated IDX dataset: it learns
  * (test accuracy >= 90% on a 4-class pattern task), writes a model file that loads and predicts like
  * the reported accuracy, prints one JSON line per epoch, and fails cleanly on bad input. */
-#include <fcntl.h>
-#include <spawn.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bf_datasets.h"
 #include "bf_models.h"
+#include "bf_spawn.h"
 #include "test.h"
-
-extern char **environ;
 
 static void put_be32(FILE *f, uint32_t v) {
     uint8_t b[4] = {v >> 24, v >> 16, v >> 8, v};
@@ -44,32 +40,11 @@ static void write_split(const char *dir, const char *prefix, int n, uint64_t see
     fclose(fl);
 }
 
-/* Runs the client with args, stdout to out_path; returns its exit status. */
 static int run(const char *client, const char *const *args, const char *out_path) {
-    char *argv[32];
-    int n = 0;
-    argv[n++] = (char *)client;
-    for (; args[n - 1]; n++) argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    pid_t pid;
-    int st = -1;
-    if (posix_spawn(&pid, client, &fa, NULL, argv, environ) == 0) waitpid(pid, &st, 0);
-    posix_spawn_file_actions_destroy(&fa);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return bf_spawn(client, args, out_path, 0);
 }
 
-static char *slurp(const char *path) {
-    static char buf[1 << 16];
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    if (f) fclose(f);
-    buf[n] = 0;
-    return buf;
-}
+static char *slurp(const char *path) { return bf_slurp(path); }
 
 int main(int argc, char **argv) {
     if (argc < 2) return fprintf(stderr, "usage: test_cli_train CLIENT\n"), 2;
