@@ -34,7 +34,8 @@ const char *bf_blas_corename(void);
  * accumulate (+=) into parameter gradients; input gradients are written (acc=0) or added (acc=1). */
 
 static inline int bf_conv_out(int size, int k, int stride, int pad) { return (size + 2 * pad - k) / stride + 1; }
-/* Scratch floats conv2d needs per call (im2col buffer for one image). */
+/* Kernels up to 8x8. Scratch floats conv2d needs per call (one image's im2col and column gradient,
+ * plus the phase planes of a strided convolution). */
 size_t bf_conv2d_scratch(int C, int H, int W, int OC, int K, int S, int P);
 void bf_conv2d_forward(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
                        int W, int OC, int K, int S, int P, float *scratch);

@@ -3,6 +3,7 @@
  * Each call works on a slice of n images (one thread's share of the batch); shapes are per image.
  * Convolutions are im2col + cblas_sgemm per image: the per-image column buffer stays in L2, which
  * measured faster here than one batch-wide GEMM (research notes, c_anchors.md §2.1). */
+#include <assert.h>
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
@@ -23,190 +24,207 @@
 
 static int is_pointwise(int K, int S, int P) { return K == 1 && S == 1 && P == 0; }
 
+/* im2col through "phase planes". For stride S the input is viewed as S*S planes of PH x PW,
+ * phase (rr, rc) holding in[S*i + rr][S*j + rc] (zero past the input's edge); for S == 1 the one
+ * plane is the input itself. Kernel tap (ki, kj) then reads phase (rr, rc) = ((ki-P) mod S,
+ * (kj-P) mod S) shifted by (sr, sc) = ((ki-P-rr)/S, (kj-P-rc)/S):
+ *     col[tap][oh][ow] = plane[oh + sr][ow + sc]   (0 outside the plane).
+ * When a plane row is as wide as an output row (PW == OW: every "same" or stride-2 padded conv
+ * here), each tap's block is a single contiguous copy plus zeroing of the wrapped columns, instead
+ * of thousands of short row copies or strided gathers. */
+typedef struct {
+    int C, H, W, K, S, P, OH, OW, PH, PW;
+} geom_t;
+
+static geom_t geom(int C, int H, int W, int K, int S, int P) {
+    geom_t g = {C, H, W, K, S, P, bf_conv_out(H, K, S, P), bf_conv_out(W, K, S, P), (H + S - 1) / S, (W + S - 1) / S};
+    return g;
+}
+
+static size_t phase_floats(const geom_t *g) { return g->S > 1 ? (size_t)g->C * g->S * g->S * g->PH * g->PW : 0; }
+
 size_t bf_conv2d_scratch(int C, int H, int W, int OC, int K, int S, int P) {
     (void)OC;
     if (is_pointwise(K, S, P)) return 0;
-    size_t rows = (size_t)C * K * K;
-    size_t cols = (size_t)bf_conv_out(H, K, S, P) * bf_conv_out(W, K, S, P);
-    /* im2col of the input and the column gradient; strided convolutions also keep the input
-     * split into S column phases (see strided_phases) */
-    size_t phases = S > 1 ? (size_t)C * H * S * ((W + S - 1) / S) : 0;
-    return 2 * rows * cols + phases;
+    geom_t g = geom(C, H, W, K, S, P);
+    /* im2col of the input, the column gradient, and the phase planes of strided convolutions */
+    return 2 * (size_t)C * K * K * g.OH * g.OW + phase_floats(&g);
 }
 
-static int ceil_div(int a, int b) { return a <= 0 ? 0 : (a + b - 1) / b; }
+static int floor_mod(int a, int b) { return ((a % b) + b) % b; }
 
-/* The output columns ow for which input column ow*S - P + kj lies inside [0, W). */
-static void valid_cols(int W, int OW, int S, int P, int kj, int *lo, int *hi) {
-    *lo = ceil_div(P - kj, S);
-    *hi = ceil_div(W + P - kj, S);
-    if (*hi > OW) *hi = OW;
-    if (*lo > *hi) *lo = *hi;
-}
-
-/* "Same" convolutions (stride 1, OW == W): each im2col row block is the input plane shifted by
- * (ki-P)*W + (kj-P) elements, so it is one contiguous copy plus zeroing of the few columns that
- * wrapped around a row edge. rows [oh0, oh1) are the ones whose input row exists. */
-static void same_rows(int H, int OH, int P, int ki, int *oh0, int *oh1) {
-    *oh0 = P - ki > 0 ? P - ki : 0;
-    *oh1 = H + P - ki < OH ? H + P - ki : OH;
-    if (*oh1 < *oh0) *oh1 = *oh0;
-}
-
-BF_HOT static void im2col_same(float *restrict col, const float *restrict in, int C, int H, int W, int K, int P) {
-    size_t HW = (size_t)H * W;
-    for (int c = 0; c < C; c++) {
-        const float *plane = in + c * HW;
-        for (int ki = 0; ki < K; ki++) {
-            int oh0, oh1;
-            same_rows(H, H, P, ki, &oh0, &oh1);
-            for (int kj = 0; kj < K; kj++) {
-                float *dst = col + (((size_t)c * K + ki) * K + kj) * HW;
-                long off = (long)(oh0 - P + ki) * W - P + kj; /* source of dst[oh0*W] */
-                long n = (long)(oh1 - oh0) * W;
-                long j0 = off < 0 ? -off : 0, j1 = (long)HW - off < n ? (long)HW - off : n;
-                memset(dst, 0, sizeof(float) * ((size_t)oh0 * W + j0));
-                memcpy(dst + (size_t)oh0 * W + j0, plane + off + j0, sizeof(float) * (j1 - j0));
-                memset(dst + (size_t)oh0 * W + j1, 0, sizeof(float) * (HW - (size_t)oh0 * W - j1));
-                int lo, hi;
-                valid_cols(W, W, 1, P, kj, &lo, &hi);
-                for (int oh = oh0; oh < oh1; oh++) {
-                    for (int ow = 0; ow < lo; ow++) dst[(size_t)oh * W + ow] = 0;
-                    for (int ow = hi; ow < W; ow++) dst[(size_t)oh * W + ow] = 0;
-                }
-            }
-        }
+/* Which phases some tap reads (a 1x1 stride-2 conv needs only phase (0,0)). */
+static int phase_needed(const geom_t *g, int rr, int rc) {
+    int row = 0, col = 0;
+    for (int k = 0; k < g->K; k++) {
+        row |= floor_mod(k - g->P, g->S) == rr;
+        col |= floor_mod(k - g->P, g->S) == rc;
     }
+    return row && col;
 }
 
-/* Adjoint of im2col_same. Destroys col (zeroes the wrapped columns so the block add can be one
- * contiguous loop); col is scratch. */
-BF_HOT static void col2im_same(float *restrict in, float *restrict col, int C, int H, int W, int K, int P) {
-    size_t HW = (size_t)H * W;
-    for (int c = 0; c < C; c++) {
-        float *plane = in + c * HW;
-        for (int ki = 0; ki < K; ki++) {
-            int oh0, oh1;
-            same_rows(H, H, P, ki, &oh0, &oh1);
-            for (int kj = 0; kj < K; kj++) {
-                float *src = col + (((size_t)c * K + ki) * K + kj) * HW;
-                int lo, hi;
-                valid_cols(W, W, 1, P, kj, &lo, &hi);
-                for (int oh = oh0; oh < oh1; oh++) {
-                    for (int ow = 0; ow < lo; ow++) src[(size_t)oh * W + ow] = 0;
-                    for (int ow = hi; ow < W; ow++) src[(size_t)oh * W + ow] = 0;
-                }
-                long off = (long)(oh0 - P + ki) * W - P + kj;
-                long n = (long)(oh1 - oh0) * W;
-                long j0 = off < 0 ? -off : 0, j1 = (long)HW - off < n ? (long)HW - off : n;
-                float *d = plane + off + j0; /* off may be negative; off + j0 is not */
-                const float *sr = src + (size_t)oh0 * W + j0;
-                for (long j = 0; j < j1 - j0; j++) d[j] += sr[j];
-            }
-        }
-    }
+static float *phase_plane(float *ph, const geom_t *g, int c, int rr, int rc) {
+    return ph + (((size_t)c * g->S + rr) * g->S + rc) * g->PH * g->PW;
 }
 
-/* Strided convolutions read every S-th input column. Splitting each input row into S "phases"
- * (phase r holds columns r, r+S, r+2S, ...) turns every im2col row into a contiguous copy from one
- * phase: input column S*ow + d lives in phase r = d mod S at index ow + (d - r)/S. The phases of
- * one image take C*H*S*ceil(W/S) floats. */
-static int phase_width(int W, int S) { return (W + S - 1) / S; }
-
-static float *phase_row(float *ph, int c, int r, int ih, int H, int S, int PW) {
-    return ph + (((size_t)c * S + r) * H + ih) * PW;
+/* dst[j] = x[j*S] for the n columns present; stride 2 (every strided conv here) gets its own loop
+ * so the compiler can turn it into vector shuffles. */
+BF_HOT static void gather_cols(float *restrict dst, const float *restrict x, int n, int S) {
+    if (S == 2)
+        for (int j = 0; j < n; j++) dst[j] = x[2 * j];
+    else
+        for (int j = 0; j < n; j++) dst[j] = x[j * S];
 }
 
-BF_HOT static void split_phases(float *restrict ph, const float *restrict in, int C, int H, int W, int S) {
-    int PW = phase_width(W, S);
-    for (int c = 0; c < C; c++)
-        for (int ih = 0; ih < H; ih++) {
-            const float *x = in + ((size_t)c * H + ih) * W;
-            for (int r = 0; r < S; r++) {
-                float *dst = phase_row(ph, c, r, ih, H, S, PW);
-                int j = 0;
-                for (; r + j * S < W; j++) dst[j] = x[r + j * S];
-                for (; j < PW; j++) dst[j] = 0;
-            }
-        }
-}
-
-BF_HOT static void merge_phases(float *restrict in, const float *restrict ph, int C, int H, int W, int S) {
-    int PW = phase_width(W, S);
-    for (int c = 0; c < C; c++)
-        for (int ih = 0; ih < H; ih++) {
-            float *x = in + ((size_t)c * H + ih) * W;
-            for (int r = 0; r < S; r++) {
-                const float *src = phase_row((float *)ph, c, r, ih, H, S, PW);
-                for (int j = 0; r + j * S < W; j++) x[r + j * S] += src[j];
-            }
-        }
-}
-
-/* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside), for stride S >= 1. */
-BF_HOT static void im2col(float *restrict col, const float *restrict in, float *restrict ph, int C, int H, int W,
-                          int K, int S, int P, int OH, int OW) {
-    int PW = S > 1 ? phase_width(W, S) : W;
-    if (S > 1) split_phases(ph, in, C, H, W, S);
-    for (int c = 0; c < C; c++) {
-        for (int ki = 0; ki < K; ki++) {
-            for (int kj = 0; kj < K; kj++) {
-                float *dst = col + (((size_t)c * K + ki) * K + kj) * OH * OW;
-                int lo, hi, d = kj - P, r = ((d % S) + S) % S, shift = (d - r) / S;
-                valid_cols(W, OW, S, P, kj, &lo, &hi);
-                for (int oh = 0; oh < OH; oh++, dst += OW) {
-                    int ih = oh * S - P + ki;
-                    if (ih < 0 || ih >= H) {
-                        for (int ow = 0; ow < OW; ow++) dst[ow] = 0;
-                        continue;
+static void split_phases(float *ph, const float *in, const geom_t *g) {
+    for (int rr = 0; rr < g->S; rr++)
+        for (int rc = 0; rc < g->S; rc++) {
+            if (!phase_needed(g, rr, rc)) continue;
+            int n = (g->W - rc + g->S - 1) / g->S; /* columns rc, rc+S, ... inside the input */
+            for (int c = 0; c < g->C; c++) {
+                float *dst = phase_plane(ph, g, c, rr, rc);
+                for (int i = 0; i < g->PH; i++, dst += g->PW) {
+                    int h = g->S * i + rr, j = 0;
+                    if (h < g->H) {
+                        gather_cols(dst, in + ((size_t)c * g->H + h) * g->W + rc, n, g->S);
+                        j = n;
                     }
-                    const float *src = S > 1 ? phase_row(ph, c, r, ih, H, S, PW) : in + ((size_t)c * H + ih) * W;
-                    for (int ow = 0; ow < lo; ow++) dst[ow] = 0;
-                    for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow + shift];
-                    for (int ow = hi; ow < OW; ow++) dst[ow] = 0;
+                    for (; j < g->PW; j++) dst[j] = 0;
                 }
             }
+        }
+}
+
+/* in += the phase planes, interleaved back (adjoint of split_phases). */
+BF_HOT static void merge_phases(float *restrict in, const float *restrict ph, const geom_t *g) {
+    for (int c = 0; c < g->C; c++)
+        for (int rr = 0; rr < g->S; rr++)
+            for (int rc = 0; rc < g->S; rc++) {
+                if (!phase_needed(g, rr, rc)) continue;
+                const float *src = phase_plane((float *)ph, g, c, rr, rc);
+                for (int i = 0; i < g->PH && g->S * i + rr < g->H; i++, src += g->PW) {
+                    float *x = in + ((size_t)c * g->H + g->S * i + rr) * g->W + rc;
+                    for (int j = 0; rc + j * g->S < g->W; j++) x[j * g->S] += src[j];
+                }
+            }
+}
+
+/* The tap's source phase and shift, and the output rows / columns whose source lies inside it. */
+typedef struct {
+    int rr, rc, sr, sc, oh0, oh1, lo, hi;
+} tap_t;
+
+static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+static tap_t tap(const geom_t *g, int ki, int kj) {
+    tap_t t;
+    t.rr = floor_mod(ki - g->P, g->S);
+    t.rc = floor_mod(kj - g->P, g->S);
+    t.sr = (ki - g->P - t.rr) / g->S;
+    t.sc = (kj - g->P - t.rc) / g->S;
+    t.oh0 = clampi(-t.sr, 0, g->OH);
+    t.oh1 = clampi(g->PH - t.sr, t.oh0, g->OH);
+    t.lo = clampi(-t.sc, 0, g->OW);
+    t.hi = clampi(g->PW - t.sc, t.lo, g->OW);
+    return t;
+}
+
+/* dst[OH][OW] = plane[oh + sr][ow + sc], zero outside the plane. */
+BF_HOT static void shifted_copy(float *restrict dst, const float *restrict plane, const geom_t *g, const tap_t *t) {
+    int OW = g->OW, PW = g->PW;
+    for (int ow = 0; ow < t->oh0 * OW; ow++) dst[ow] = 0;
+    if (PW == OW) { /* one contiguous block, then clear the columns that wrapped across rows */
+        long off = (long)t->sr * PW + t->sc, k0 = (long)t->oh0 * OW, k1 = (long)t->oh1 * OW;
+        long a = k0 + off < 0 ? -off : k0, b = k1 + off > (long)g->PH * PW ? (long)g->PH * PW - off : k1;
+        for (long k = k0; k < a; k++) dst[k] = 0;
+        memcpy(dst + a, plane + a + off, sizeof(float) * (size_t)(b > a ? b - a : 0));
+        for (long k = b > a ? b : a; k < k1; k++) dst[k] = 0;
+        for (int oh = t->oh0; oh < t->oh1; oh++) {
+            for (int ow = 0; ow < t->lo; ow++) dst[oh * OW + ow] = 0;
+            for (int ow = t->hi; ow < OW; ow++) dst[oh * OW + ow] = 0;
+        }
+    } else {
+        for (int oh = t->oh0; oh < t->oh1; oh++) {
+            float *d = dst + (size_t)oh * OW;
+            const float *src = plane + (size_t)(oh + t->sr) * PW + t->sc;
+            for (int ow = 0; ow < t->lo; ow++) d[ow] = 0;
+            for (int ow = t->lo; ow < t->hi; ow++) d[ow] = src[ow];
+            for (int ow = t->hi; ow < OW; ow++) d[ow] = 0;
+        }
+    }
+    for (int k = t->oh1 * OW; k < g->OH * OW; k++) dst[k] = 0;
+}
+
+/* plane[oh + sr][ow + sc] += src[oh][ow] inside the plane (adjoint of shifted_copy). Destroys the
+ * wrapped columns of src, which is scratch, so the contiguous case is one loop. */
+BF_HOT static void shifted_add(float *restrict plane, float *restrict src, const geom_t *g, const tap_t *t) {
+    int OW = g->OW, PW = g->PW;
+    if (PW == OW) {
+        for (int oh = t->oh0; oh < t->oh1; oh++) {
+            for (int ow = 0; ow < t->lo; ow++) src[oh * OW + ow] = 0;
+            for (int ow = t->hi; ow < OW; ow++) src[oh * OW + ow] = 0;
+        }
+        long off = (long)t->sr * PW + t->sc, k0 = (long)t->oh0 * OW, k1 = (long)t->oh1 * OW;
+        long a = k0 + off < 0 ? -off : k0, b = k1 + off > (long)g->PH * PW ? (long)g->PH * PW - off : k1;
+        float *d = plane + a + off; /* a + off >= 0 even when off < 0 */
+        const float *s = src + a;
+        for (long k = 0; k < b - a; k++) d[k] += s[k];
+    } else {
+        for (int oh = t->oh0; oh < t->oh1; oh++) {
+            float *d = plane + (size_t)(oh + t->sr) * PW + t->sc;
+            const float *s = src + (size_t)oh * OW;
+            for (int ow = t->lo; ow < t->hi; ow++) d[ow] += s[ow];
         }
     }
 }
 
-/* The adjoint of im2col: adds every column entry back onto the input position it came from
- * (through the phases when strided: accumulate per phase, then interleave into in). */
-BF_HOT static void col2im(float *restrict in, const float *restrict col, float *restrict ph, int C, int H, int W,
-                          int K, int S, int P, int OH, int OW) {
-    int PW = S > 1 ? phase_width(W, S) : W;
-    if (S > 1) memset(ph, 0, sizeof(float) * (size_t)C * S * H * PW);
-    for (int c = 0; c < C; c++) {
-        for (int ki = 0; ki < K; ki++) {
-            for (int kj = 0; kj < K; kj++) {
-                const float *src = col + (((size_t)c * K + ki) * K + kj) * OH * OW;
-                int lo, hi, d = kj - P, r = ((d % S) + S) % S, shift = (d - r) / S;
-                valid_cols(W, OW, S, P, kj, &lo, &hi);
-                for (int oh = 0; oh < OH; oh++, src += OW) {
-                    int ih = oh * S - P + ki;
-                    if (ih < 0 || ih >= H) continue;
-                    float *dst = S > 1 ? phase_row(ph, c, r, ih, H, S, PW) : in + ((size_t)c * H + ih) * W;
-                    for (int ow = lo; ow < hi; ow++) dst[ow + shift] += src[ow];
-                }
-            }
+/* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside). */
+#define MAX_TAPS 64 /* kernels up to 8x8 */
+
+static void taps(const geom_t *g, tap_t *t) {
+    assert(g->K * g->K <= MAX_TAPS); /* the architectures use K <= 5 */
+    for (int ki = 0; ki < g->K; ki++)
+        for (int kj = 0; kj < g->K; kj++) t[ki * g->K + kj] = tap(g, ki, kj);
+}
+
+static void im2col(float *col, const float *in, float *ph, const geom_t *g) {
+    tap_t t[MAX_TAPS];
+    taps(g, t);
+    if (g->S > 1) split_phases(ph, in, g);
+    size_t block = (size_t)g->OH * g->OW;
+    int KK = g->K * g->K;
+    for (int c = 0; c < g->C; c++)
+        for (int k = 0; k < KK; k++) {
+            const float *plane = g->S > 1 ? phase_plane(ph, g, c, t[k].rr, t[k].rc) : in + (size_t)c * g->H * g->W;
+            shifted_copy(col + ((size_t)c * KK + k) * block, plane, g, &t[k]);
         }
-    }
-    if (S > 1) merge_phases(in, ph, C, H, W, S);
+}
+
+/* in += col2im(col): every column entry back onto the input position it came from. */
+static void col2im(float *in, float *col, float *ph, const geom_t *g) {
+    tap_t t[MAX_TAPS];
+    taps(g, t);
+    if (g->S > 1) memset(ph, 0, sizeof(float) * phase_floats(g));
+    size_t block = (size_t)g->OH * g->OW;
+    int KK = g->K * g->K;
+    for (int c = 0; c < g->C; c++)
+        for (int k = 0; k < KK; k++) {
+            float *plane = g->S > 1 ? phase_plane(ph, g, c, t[k].rr, t[k].rc) : in + (size_t)c * g->H * g->W;
+            shifted_add(plane, col + ((size_t)c * KK + k) * block, g, &t[k]);
+        }
+    if (g->S > 1) merge_phases(in, ph, g);
 }
 
 void bf_conv2d_forward(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
                        int W, int OC, int K, int S, int P, float *scratch) {
-    int OH = bf_conv_out(H, K, S, P), OW = bf_conv_out(W, K, S, P);
-    int rows = C * K * K, cols = OH * OW;
+    geom_t g = geom(C, H, W, K, S, P);
+    int rows = C * K * K, cols = g.OH * g.OW;
     for (int i = 0; i < n; i++) {
         const float *x = in + (size_t)i * C * H * W;
         float *y = out + (size_t)i * OC * cols;
         const float *col = x;
         if (!is_pointwise(K, S, P)) {
-            if (S == 1 && OW == W && OH == H)
-                im2col_same(scratch, x, C, H, W, K, P);
-            else
-                im2col(scratch, x, scratch + 2 * (size_t)rows * cols, C, H, W, K, S, P, OH, OW);
+            im2col(scratch, x, scratch + 2 * (size_t)rows * cols, &g);
             col = scratch;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, cols, rows, 1.0f, w, rows, col, cols,
@@ -220,8 +238,8 @@ void bf_conv2d_forward(float *out, const float *in, const float *w, const float 
 void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *dout, const float *in,
                         const float *w, int n, int C, int H, int W, int OC, int K, int S, int P,
                         float *scratch) {
-    int OH = bf_conv_out(H, K, S, P), OW = bf_conv_out(W, K, S, P);
-    int rows = C * K * K, cols = OH * OW;
+    geom_t g = geom(C, H, W, K, S, P);
+    int rows = C * K * K, cols = g.OH * g.OW;
     int pw = is_pointwise(K, S, P);
     float *col = scratch, *dcol = scratch + (size_t)rows * cols;
     for (int i = 0; i < n; i++) {
@@ -229,10 +247,7 @@ void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *
         const float *dy = dout + (size_t)i * OC * cols;
         const float *xc = x;
         if (!pw) {
-            if (S == 1 && OW == W && OH == H)
-                im2col_same(col, x, C, H, W, K, P);
-            else
-                im2col(col, x, dcol + (size_t)rows * cols, C, H, W, K, S, P, OH, OW);
+            im2col(col, x, dcol + (size_t)rows * cols, &g);
             xc = col;
         }
         /* dW[OC, rows] += dY[OC, cols] * X_col[rows, cols]^T */
@@ -254,10 +269,7 @@ void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, OC, 1.0f, w, rows, dy, cols, 0.0f,
                     dcol, cols);
         if (!acc) memset(dx, 0, sizeof(float) * C * H * W);
-        if (S == 1 && OW == W && OH == H)
-            col2im_same(dx, dcol, C, H, W, K, P);
-        else
-            col2im(dx, dcol, dcol + (size_t)rows * cols, C, H, W, K, S, P, OH, OW);
+        col2im(dx, dcol, dcol + (size_t)rows * cols, &g);
     }
 }
 

@@ -629,10 +629,14 @@ void bf_net_predict(bf_net_t *net, const float *x, int n, float *logits) {
     for (int done = 0; done < n; done += net->max_batch) {
         int m = n - done < net->max_batch ? n - done : net->max_batch;
         const float *xb = x + (size_t)done * slot_size(net, 0);
+        if (threads_for(net, m) == 1) { /* single images: skip the thread team (latency) */
+            forward_slice(net, xb, make_slice(m), MODE_EVAL);
+        } else {
 #pragma omp parallel num_threads(threads_for(net, m))
-        {
-            slice_t sl = make_slice(m);
-            forward_slice(net, xb, sl, MODE_EVAL);
+            {
+                slice_t sl = make_slice(m);
+                forward_slice(net, xb, sl, MODE_EVAL);
+            }
         }
         memcpy(logits + (size_t)done * net->classes, net->act[L], sizeof(float) * m * net->classes);
     }

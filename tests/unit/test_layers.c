@@ -291,6 +291,8 @@ int main(void) {
     test_conv(1, 2, 9, 9, 3, 5, 1, 2, 1);  /* 5x5 padding 2 (cnn) */
     test_conv(2, 2, 8, 7, 3, 3, 3, 1, 1);  /* stride 3: three column phases */
     test_conv(1, 3, 9, 8, 2, 2, 2, 0, 0);  /* even kernel, stride 2, no padding */
+    test_conv(2, 2, 6, 7, 3, 3, 1, 0, 1);  /* "valid" conv: plane wider than the output rows */
+    test_conv(1, 2, 5, 5, 2, 3, 2, 2, 0);  /* padding 2 with stride 2 */
     test_bn(0);
     test_bn(1);
     test_misc();
