@@ -31,10 +31,10 @@ static const char *better_core(void) {
 }
 
 void bf_blas_init(int argc, char **argv) {
-    (void)argc;
     /* Our engine threads over sub-batches itself; nested BLAS threads would oversubscribe. */
     openblas_set_num_threads(1);
     if (getenv("OPENBLAS_CORETYPE")) return; /* the user's choice (and our re-exec's) wins */
+    if (argc < 1 || !argv || !argv[0]) return; /* nothing to re-execute with */
     const char *core = openblas_get_corename();
     const char *want = better_core();
     if (!core || !want || !is_generic_core(core)) return;

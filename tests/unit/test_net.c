@@ -250,8 +250,8 @@ static void test_training(const char *arch) {
     free(w1), free(w2);
 }
 
-int main(void) {
-    bf_blas_init(0, NULL);
+int main(int argc, char **argv) {
+    bf_blas_init(argc, argv);
     bf_rng_seed(&rng, 99);
     test_shapes();
     test_init();

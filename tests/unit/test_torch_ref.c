@@ -30,13 +30,20 @@ static void set_formula(bf_net_t *net) {
     }
 }
 
+/* msgpack bin payloads are not float-aligned: copy into a ring of aligned buffers. */
 static const float *bin(const msgpack_object *o, size_t count, const char *what) {
+    static float *ring[4];
+    static int next;
     if (!o || o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != count * sizeof(float)) {
         fprintf(stderr, "fixture: %s missing or of the wrong size\n", what);
         bf_test_failures++;
         return NULL;
     }
-    return (const float *)o->via.bin.ptr;
+    float **slot = &ring[next++ % 4];
+    free(*slot);
+    *slot = malloc(o->via.bin.size);
+    memcpy(*slot, o->via.bin.ptr, o->via.bin.size);
+    return *slot;
 }
 
 static double max_abs_diff(const float *a, const float *b, size_t n) {
