@@ -55,12 +55,36 @@ static int measure(int C, int H, int W, int batch, int threads, double seconds, 
     return 0;
 }
 
+/* Runs the PyTorch reference (../shared/bench/torch_resnet8.py) for the same shape and reads its
+ * JSON line; returns 0 and fills f on success. */
+static int measure_torch(const char *script, int C, int H, int W, int batch, int threads, double seconds, figures_t *f) {
+    char cmd[1024], line[1024];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' --input %dx%dx%d --batch %d --threads %d --seconds %g 2>/dev/null",
+             script, C, H, W, batch, threads, seconds);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    int ok = 0;
+    while (fgets(line, sizeof line, p)) {
+        char *a = strstr(line, "\"train_img_per_s\": "), *b = strstr(line, "\"infer_img_per_s\": "),
+             *c = strstr(line, "\"single_image_ms\": ");
+        if (a && b && c) {
+            f->train = atof(a + 19);
+            f->infer = atof(b + 19);
+            f->single_ms = atof(c + 19);
+            ok = 1;
+        }
+    }
+    return pclose(p) == 0 && ok ? 0 : -1;
+}
+
 int bench_train_main(int argc, char **argv) {
     int json = 0, threads = 2, batch = 64;
     double seconds = 5;
+    const char *torch = NULL;
     static const struct option opts[] = {{"json", no_argument, 0, 'j'},     {"seconds", required_argument, 0, 's'},
                                          {"threads", required_argument, 0, 't'}, {"batch", required_argument, 0, 'b'},
-                                         {"help", no_argument, 0, 'h'},     {0, 0, 0, 0}};
+                                         {"help", no_argument, 0, 'h'},     {"torch", required_argument, 0, 'T'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -68,8 +92,12 @@ int bench_train_main(int argc, char **argv) {
         case 's': seconds = atof(optarg); break;
         case 't': threads = atoi(optarg); break;
         case 'b': batch = atoi(optarg); break;
+        case 'T': torch = optarg; break;
         case 'h':
-            printf("usage: blockfed-bench train [--json] [--seconds S=5] [--threads T=2] [--batch B=64]\n");
+            printf("usage: blockfed-bench train [--json] [--seconds S=5] [--threads T=2] [--batch B=64]\n"
+                   "                            [--torch ../shared/bench/torch_resnet8.py]\n"
+                   "With --torch, runs the PyTorch reference right after each measurement (same shape,\n"
+                   "batch and threads) and prints both and the ratios.\n");
             return 0;
         default: return 2;
         }
@@ -80,8 +108,10 @@ int bench_train_main(int argc, char **argv) {
     }
     static const int shapes[2][3] = {{1, 28, 28}, {3, 32, 32}};
     for (int s = 0; s < 2; s++) {
-        figures_t f;
+        figures_t f, t;
         if (measure(shapes[s][0], shapes[s][1], shapes[s][2], batch, threads, seconds, &f)) return 1;
+        int have_torch = torch && measure_torch(torch, shapes[s][0], shapes[s][1], shapes[s][2], batch, threads, seconds, &t) == 0;
+        if (torch && !have_torch) fprintf(stderr, "bench: could not run %s\n", torch);
         if (json)
             printf("{\"engine\":\"blockfed\",\"model\":\"resnet8\",\"input\":\"%dx%dx%d\",\"batch\":%d,\"threads\":%d,"
                    "\"openblas_core\":\"%s\",\"train_img_per_s\":%.1f,\"infer_img_per_s\":%.1f,\"single_image_ms\":%.3f}\n",
@@ -92,6 +122,17 @@ int bench_train_main(int argc, char **argv) {
                    "single image %.3f ms\n",
                    shapes[s][0], shapes[s][1], shapes[s][2], batch, threads, bf_blas_corename(), f.train, f.infer,
                    f.single_ms);
+        if (have_torch && json)
+            printf("{\"engine\":\"pytorch\",\"input\":\"%dx%dx%d\",\"train_img_per_s\":%.1f,\"infer_img_per_s\":%.1f,"
+                   "\"single_image_ms\":%.3f,\"ratio_train\":%.2f,\"ratio_infer\":%.2f,\"ratio_single_latency\":%.2f}\n",
+                   shapes[s][0], shapes[s][1], shapes[s][2], t.train, t.infer, t.single_ms, f.train / t.train,
+                   f.infer / t.infer, t.single_ms / f.single_ms);
+        else if (have_torch)
+            printf("pytorch %dx%dx%d: train %.0f img/s, inference %.0f img/s, single image %.3f ms  =>  blockfed/pytorch: "
+                   "train x%.2f, inference x%.2f, single-image latency x%.2f faster\n",
+                   shapes[s][0], shapes[s][1], shapes[s][2], t.train, t.infer, t.single_ms, f.train / t.train,
+                   f.infer / t.infer, t.single_ms / f.single_ms);
+        fflush(stdout);
     }
     return 0;
 }
