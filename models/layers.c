@@ -43,14 +43,6 @@ static geom_t geom(int C, int H, int W, int K, int S, int P) {
 
 static size_t phase_floats(const geom_t *g) { return g->S > 1 ? (size_t)g->C * g->S * g->S * g->PH * g->PW : 0; }
 
-size_t bf_conv2d_scratch(int C, int H, int W, int OC, int K, int S, int P) {
-    (void)OC;
-    if (is_pointwise(K, S, P)) return 0;
-    geom_t g = geom(C, H, W, K, S, P);
-    /* im2col of the input, the column gradient, and the phase planes of strided convolutions */
-    return 2 * (size_t)C * K * K * g.OH * g.OW + phase_floats(&g);
-}
-
 static int floor_mod(int a, int b) { return ((a % b) + b) % b; }
 
 /* Which phases some tap reads (a 1x1 stride-2 conv needs only phase (0,0)). */
@@ -187,51 +179,106 @@ static void taps(const geom_t *g, tap_t *t) {
         for (int kj = 0; kj < g->K; kj++) t[ki * g->K + kj] = tap(g, ki, kj);
 }
 
-static void im2col(float *col, const float *in, float *ph, const geom_t *g) {
+/* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside). Rows are ld floats
+ * apart: a group of images shares one column matrix, image j's block starting at column j*OH*OW. */
+static void im2col(float *col, size_t ld, const float *in, float *ph, const geom_t *g) {
     tap_t t[MAX_TAPS];
     taps(g, t);
     if (g->S > 1) split_phases(ph, in, g);
-    size_t block = (size_t)g->OH * g->OW;
     int KK = g->K * g->K;
     for (int c = 0; c < g->C; c++)
         for (int k = 0; k < KK; k++) {
             const float *plane = g->S > 1 ? phase_plane(ph, g, c, t[k].rr, t[k].rc) : in + (size_t)c * g->H * g->W;
-            shifted_copy(col + ((size_t)c * KK + k) * block, plane, g, &t[k]);
+            shifted_copy(col + ((size_t)c * KK + k) * ld, plane, g, &t[k]);
         }
 }
 
 /* in += col2im(col): every column entry back onto the input position it came from. */
-static void col2im(float *in, float *col, float *ph, const geom_t *g) {
+static void col2im(float *in, float *col, size_t ld, float *ph, const geom_t *g) {
     tap_t t[MAX_TAPS];
     taps(g, t);
     if (g->S > 1) memset(ph, 0, sizeof(float) * phase_floats(g));
-    size_t block = (size_t)g->OH * g->OW;
     int KK = g->K * g->K;
     for (int c = 0; c < g->C; c++)
         for (int k = 0; k < KK; k++) {
             float *plane = g->S > 1 ? phase_plane(ph, g, c, t[k].rr, t[k].rc) : in + (size_t)c * g->H * g->W;
-            shifted_add(plane, col + ((size_t)c * KK + k) * block, g, &t[k]);
+            shifted_add(plane, col + ((size_t)c * KK + k) * ld, g, &t[k]);
         }
     if (g->S > 1) merge_phases(in, ph, g);
+}
+
+/* Small feature maps make thin GEMMs (7x7 = 49 columns per image), which OpenBLAS runs far below
+ * peak; images are therefore grouped so each GEMM has about GROUP_COLS columns. */
+#define GROUP_COLS 512
+
+static int group_size(int cols) { return cols >= GROUP_COLS ? 1 : GROUP_COLS / cols; }
+
+typedef struct {
+    float *col, *dcol, *tmp, *ph; /* scratch: column matrix, its gradient, [OC, group] staging, phases */
+} conv_scratch_t;
+
+static conv_scratch_t carve(float *scratch, const geom_t *g, int OC) {
+    size_t group = (size_t)group_size(g->OH * g->OW) * g->OH * g->OW, rows = (size_t)g->C * g->K * g->K;
+    conv_scratch_t s = {scratch, scratch + rows * group, scratch + 2 * rows * group, scratch + (2 * rows + OC) * group};
+    return s;
+}
+
+size_t bf_conv2d_scratch(int C, int H, int W, int OC, int K, int S, int P) {
+    if (is_pointwise(K, S, P)) return 0;
+    geom_t g = geom(C, H, W, K, S, P);
+    size_t group = (size_t)group_size(g.OH * g.OW) * g.OH * g.OW;
+    return (2 * (size_t)C * K * K + OC) * group + phase_floats(&g);
+}
+
+/* [OC, m*cols] staging <-> m images of [OC, cols] */
+static void scatter_group(float *out, const float *tmp, int m, int OC, int cols) {
+    for (int j = 0; j < m; j++)
+        for (int oc = 0; oc < OC; oc++)
+            memcpy(out + ((size_t)j * OC + oc) * cols, tmp + (size_t)oc * m * cols + (size_t)j * cols, sizeof(float) * cols);
+}
+
+static void gather_group(float *tmp, const float *out, int m, int OC, int cols) {
+    for (int j = 0; j < m; j++)
+        for (int oc = 0; oc < OC; oc++)
+            memcpy(tmp + (size_t)oc * m * cols + (size_t)j * cols, out + ((size_t)j * OC + oc) * cols, sizeof(float) * cols);
+}
+
+static void add_bias(float *y, const float *b, int OC, int cols) {
+    for (int oc = 0; oc < OC; oc++)
+        for (int j = 0; j < cols; j++) y[(size_t)oc * cols + j] += b[oc];
 }
 
 void bf_conv2d_forward(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
                        int W, int OC, int K, int S, int P, float *scratch) {
     geom_t g = geom(C, H, W, K, S, P);
     int rows = C * K * K, cols = g.OH * g.OW;
-    for (int i = 0; i < n; i++) {
-        const float *x = in + (size_t)i * C * H * W;
-        float *y = out + (size_t)i * OC * cols;
-        const float *col = x;
-        if (!is_pointwise(K, S, P)) {
-            im2col(scratch, x, scratch + 2 * (size_t)rows * cols, &g);
-            col = scratch;
+    size_t in_sz = (size_t)C * H * W, out_sz = (size_t)OC * cols;
+    if (is_pointwise(K, S, P)) { /* the input already is the column matrix */
+        for (int i = 0; i < n; i++) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, cols, rows, 1.0f, w, rows, in + i * in_sz,
+                        cols, 0.0f, out + i * out_sz, cols);
+            if (b) add_bias(out + i * out_sz, b, OC, cols);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, cols, rows, 1.0f, w, rows, col, cols,
-                    0.0f, y, cols);
-        if (b)
-            for (int oc = 0; oc < OC; oc++)
-                for (int j = 0; j < cols; j++) y[(size_t)oc * cols + j] += b[oc];
+        return;
+    }
+    conv_scratch_t s = carve(scratch, &g, OC);
+    for (int i0 = 0; i0 < n; i0 += group_size(cols)) {
+        int m = n - i0 < group_size(cols) ? n - i0 : group_size(cols);
+        size_t ld = (size_t)m * cols;
+        for (int j = 0; j < m; j++) im2col(s.col + (size_t)j * cols, ld, in + (i0 + j) * in_sz, s.ph, &g);
+        float *y = m == 1 ? out + i0 * out_sz : s.tmp;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)ld, rows, 1.0f, w, rows, s.col, (int)ld,
+                    0.0f, y, (int)ld);
+        if (m > 1) scatter_group(out + i0 * out_sz, s.tmp, m, OC, cols);
+        for (int j = 0; b && j < m; j++) add_bias(out + (i0 + j) * out_sz, b, OC, cols);
+    }
+}
+
+static void bias_grad(float *db, const float *dy, int OC, int cols) {
+    for (int oc = 0; oc < OC; oc++) {
+        float s = 0;
+        for (int j = 0; j < cols; j++) s += dy[(size_t)oc * cols + j];
+        db[oc] += s;
     }
 }
 
@@ -240,36 +287,41 @@ void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *
                         float *scratch) {
     geom_t g = geom(C, H, W, K, S, P);
     int rows = C * K * K, cols = g.OH * g.OW;
-    int pw = is_pointwise(K, S, P);
-    float *col = scratch, *dcol = scratch + (size_t)rows * cols;
-    for (int i = 0; i < n; i++) {
-        const float *x = in + (size_t)i * C * H * W;
-        const float *dy = dout + (size_t)i * OC * cols;
-        const float *xc = x;
-        if (!pw) {
-            im2col(col, x, dcol + (size_t)rows * cols, &g);
-            xc = col;
+    size_t in_sz = (size_t)C * H * W, out_sz = (size_t)OC * cols;
+    for (int i = 0; db && i < n; i++) bias_grad(db, dout + i * out_sz, OC, cols);
+    if (is_pointwise(K, S, P)) {
+        for (int i = 0; i < n; i++) {
+            const float *x = in + i * in_sz, *dy = dout + i * out_sz;
+            /* dW[OC, C] += dY[OC, HW] * X[C, HW]^T;  dX[C, HW] (+)= W^T * dY straight into the input gradient */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, rows, cols, 1.0f, dy, cols, x, cols, 1.0f, dw, rows);
+            if (din)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, OC, 1.0f, w, rows, dy, cols,
+                            acc ? 1.0f : 0.0f, din + i * in_sz, cols);
         }
-        /* dW[OC, rows] += dY[OC, cols] * X_col[rows, cols]^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, rows, cols, 1.0f, dy, cols, xc, cols, 1.0f,
-                    dw, rows);
-        if (db)
-            for (int oc = 0; oc < OC; oc++) {
-                float s = 0;
-                for (int j = 0; j < cols; j++) s += dy[(size_t)oc * cols + j];
-                db[oc] += s;
-            }
+        return;
+    }
+    conv_scratch_t s = carve(scratch, &g, OC);
+    for (int i0 = 0; i0 < n; i0 += group_size(cols)) {
+        int m = n - i0 < group_size(cols) ? n - i0 : group_size(cols);
+        size_t ld = (size_t)m * cols;
+        const float *dy = dout + i0 * out_sz;
+        if (m > 1) {
+            gather_group(s.tmp, dy, m, OC, cols);
+            dy = s.tmp;
+        }
+        for (int j = 0; j < m; j++) im2col(s.col + (size_t)j * cols, ld, in + (i0 + j) * in_sz, s.ph, &g);
+        /* dW[OC, rows] += dY[OC, group] * X_col[rows, group]^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, rows, (int)ld, 1.0f, dy, (int)ld, s.col, (int)ld,
+                    1.0f, dw, rows);
         if (!din) continue;
-        float *dx = din + (size_t)i * C * H * W;
-        if (pw) { /* dX[C, HW] (+)= W[OC, C]^T * dY[OC, HW] straight into the input gradient */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, OC, 1.0f, w, rows, dy, cols,
-                        acc ? 1.0f : 0.0f, dx, cols);
-            continue;
+        /* dX_col[rows, group] = W^T * dY, then back onto the input images */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, (int)ld, OC, 1.0f, w, rows, dy, (int)ld, 0.0f,
+                    s.dcol, (int)ld);
+        for (int j = 0; j < m; j++) {
+            float *dx = din + (i0 + j) * in_sz;
+            if (!acc) memset(dx, 0, sizeof(float) * in_sz);
+            col2im(dx, s.dcol + (size_t)j * cols, ld, s.ph, &g);
         }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, OC, 1.0f, w, rows, dy, cols, 0.0f,
-                    dcol, cols);
-        if (!acc) memset(dx, 0, sizeof(float) * C * H * W);
-        col2im(dx, dcol, dcol + (size_t)rows * cols, &g);
     }
 }
 
