@@ -110,4 +110,32 @@ int bf_dataset_convert(bf_dataset_t *d, int c, int h, int w, bf_err_t *err);
 /* bf_image_info for a file (same size checks as bf_image_load); errors name the file. */
 int bf_image_file_info(const char *path, int *w, int *h, int *c, bf_err_t *err);
 
+/* ---- Data blocks (blocks.c) --------------------------------------------------------------- */
+/* The coordinator cuts a task's training split into fixed-size data blocks, deterministically from
+ * the task's seed, and keeps a validation split for itself. */
+
+typedef struct {
+    int32_t nblocks, block_size; /* every block holds exactly block_size images */
+    int32_t *index;              /* nblocks * block_size image indices, block b at b*block_size */
+    int32_t nval;
+    int32_t *val;                /* validation image indices (disjoint from every block) */
+} bf_blocks_t;
+
+/* partition: "iid" (seeded shuffle, then consecutive blocks) or "dirichlet:ALPHA" (each block's
+ * label mix drawn from Dirichlet(ALPHA) over the classes, images drawn without replacement from
+ * per-class pools; smaller ALPHA = more skewed blocks). The first nval images of a seeded shuffle
+ * form the validation split; leftover images that do not fill a block are unused. */
+int bf_blocks_partition(const bf_dataset_t *d, int32_t block_size, int32_t nval, const char *partition,
+                        uint64_t seed, bf_blocks_t *out, bf_err_t *err);
+void bf_blocks_free(bf_blocks_t *b);
+
+/* SHA-256 (hex) of a block as it travels: the 16-byte header (n, c, h, w as little-endian int32),
+ * then n*c*h*w pixel bytes, then n label bytes. */
+void bf_block_digest(int32_t n, int32_t c, int32_t h, int32_t w, const uint8_t *pixels, const uint8_t *labels,
+                     char hex[65]);
+
+/* Gamma(shape, 1) and Dirichlet(alpha, ..., alpha) samples (Marsaglia-Tsang), seeded. */
+double bf_rng_gamma(bf_rng_t *r, double shape);
+void bf_rng_dirichlet(bf_rng_t *r, double alpha, int k, double *out);
+
 #endif

@@ -12,3 +12,4 @@ bf_test(test_fashion_accuracy SOURCES integration/test_fashion_accuracy.c LIBS b
         ARGS $<TARGET_FILE:blockfed-client>)
 add_dependencies(test_fashion_accuracy blockfed-client)
 set_tests_properties(test_fashion_accuracy PROPERTIES TIMEOUT 1800)
+bf_test(test_blocks SOURCES unit/test_blocks.c LIBS bfdatasets LABELS unit)
