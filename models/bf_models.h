@@ -160,6 +160,34 @@ void bf_sgd_step(bf_sgd_t *o, float *params, const float *grads, double lr);
 /* Clears the momentum buffers (a new federated round starts from a fresh optimizer). */
 void bf_sgd_reset(bf_sgd_t *o);
 
+/* ---- Aggregation strategies (aggregate.c) ------------------------------------------------- */
+/* A federated round turns k client models into the next global model. Every strategy works on
+ * the flat parameter vector and the BN buffer vector alike (running statistics are averaged the
+ * same way as weights), and sums in double in participant order, so a round is reproducible. */
+
+typedef enum { BF_AGG_FEDAVG, BF_AGG_FEDPROX, BF_AGG_FEDAVGM, BF_AGG_MEDIAN, BF_AGG_TRIMMED_MEAN } bf_agg_kind_t;
+
+typedef struct {
+    bf_agg_kind_t kind;
+    double mu;              /* fedprox: proximal coefficient the clients use (aggregation = fedavg) */
+    double server_lr;       /* fedavgm: server learning rate (1) */
+    double server_momentum; /* fedavgm: beta (0.9) */
+    double trim;            /* trimmed-mean: fraction cut at each end (0.1) */
+} bf_agg_opts_t;
+
+/* "fedavg", "fedprox[:MU]" (0.01), "fedavgm[:BETA]" (0.9), "median", "trimmed-mean[:FRAC]" (0.1). */
+int bf_agg_parse(const char *spec, bf_agg_opts_t *o, bf_err_t *err);
+
+typedef struct bf_agg bf_agg_t;
+bf_agg_t *bf_agg_new(const bf_agg_opts_t *o, size_t nparams, size_t nbuffers);
+void bf_agg_destroy(bf_agg_t **p);
+/* Replaces global params/buffers by the aggregate of k client models (params[i], buffers[i],
+ * weighted by samples[i] > 0 where the strategy weighs). fedavgm keeps its server momentum in the
+ * object across rounds; bf_agg_state exposes it (nparams+nbuffers floats) for checkpoints. */
+int bf_agg_apply(bf_agg_t *a, float *global_params, float *global_buffers, const float *const *params,
+                 const float *const *buffers, const int64_t *samples, int k, bf_err_t *err);
+float *bf_agg_state(bf_agg_t *a, size_t *len);
+
 /* ---- Model files (modelfile.c; format in docs/MODEL_FORMAT.md) ----------------------------- */
 
 typedef struct {

@@ -13,3 +13,4 @@ bf_test(test_fashion_accuracy SOURCES integration/test_fashion_accuracy.c LIBS b
 add_dependencies(test_fashion_accuracy blockfed-client)
 set_tests_properties(test_fashion_accuracy PROPERTIES TIMEOUT 1800)
 bf_test(test_blocks SOURCES unit/test_blocks.c LIBS bfdatasets LABELS unit)
+bf_test(test_aggregate SOURCES unit/test_aggregate.c LIBS bfmodels LABELS unit)
