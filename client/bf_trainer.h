@@ -15,6 +15,8 @@ typedef struct {
     int nesterov;
     int augment;         /* random crop (pad 4) + horizontal flip */
     uint64_t seed;       /* shuffling and augmentation */
+    double mu;                 /* FedProx: adds mu/2 |w - prox_center|^2 to the loss when > 0 */
+    const float *prox_center;  /* the round's global parameters (borrowed) */
 } bf_train_opts_t;
 
 /* Called after every step with the running figures of the current epoch. */

@@ -73,6 +73,13 @@ void bf_trainer_destroy(bf_trainer_t **p) {
     *p = NULL;
 }
 
+/* FedProx: the gradient of mu/2 |w - w_global|^2 keeps a client near the round's global model. */
+static void add_proximal(bf_trainer_t *t) {
+    float *g = bf_net_grads(t->net);
+    const float *w = bf_net_params(t->net), *c = t->opts.prox_center, mu = (float)t->opts.mu;
+    for (size_t i = 0; i < bf_net_num_params(t->net); i++) g[i] += mu * (w[i] - c[i]);
+}
+
 int bf_trainer_epoch(bf_trainer_t *t, bf_progress_fn fn, void *user, bf_progress_t *summary) {
     const bf_dataset_t *d = t->train;
     int B = t->opts.batch;
@@ -89,6 +96,7 @@ int bf_trainer_epoch(bf_trainer_t *t, bf_progress_fn fn, void *user, bf_progress
         int ok = 0;
         double loss = bf_net_train_step(t->net, t->x, t->y, n, &ok);
         if (!isfinite(loss)) return -1; /* diverged: the caller reports it */
+        if (t->opts.mu > 0 && t->opts.prox_center) add_proximal(t);
         bf_sgd_step(t->sgd, bf_net_params(t->net), bf_net_grads(t->net), lr);
         loss_sum += loss * n;
         seen += n;
