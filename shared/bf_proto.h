@@ -45,6 +45,20 @@
  * Without CURVE (--insecure, NULL mechanism) there is no key: User-Id is empty or absent and
  * bf_msg_user_id returns NULL.
  *
+ * Coordinator receive path, in short:
+ *     zmsg_t *z = zmsg_recv(router);
+ *     zframe_t *rid = zmsg_pop(z);                       // routing id, kept for the reply
+ *     bf_proto_reject_t rej; bf_err_t err;
+ *     bf_msg_t *req = bf_msg_decode(&z, &rej, &err);     // z is consumed either way
+ *     bf_msg_t *rep = !req ? bf_msg_error_reject(&rej, &err)
+ *                   : !bf_proto_is_request(bf_msg_type(req)) ? bf_msg_error(bf_msg_id(req), BF_PROTO_UNKNOWN_TYPE, "...")
+ *                   : handle(req, bf_msg_user_id(req));   // reply built with bf_msg_new(TYPE, bf_msg_id(req))
+ *     zmsg_t *out = bf_msg_encode(rep, &err);            // NULL: a bug in handle(); send INTERNAL instead
+ *     zmsg_prepend(out, &rid); zmsg_send(&out, router);
+ *
+ * Type names are unique across both directions, so ASSETS and HISTORY are the replies; their
+ * requests are ASSETS_GET and HISTORY_GET (like MODEL_GET -> MODEL, ROUND_GET -> ROUND).
+ *
  * Payload frames: floats travel as little-endian IEEE-754 binary32; frame data is not aligned,
  * so use bf_msg_add_f32 / bf_msg_frame_f32 (memcpy + byte order) rather than casting.
  *
