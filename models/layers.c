@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "bf_models.h"
+#include "conv_direct.h"
 
 /* The memory-bound loops (im2col, BN, pointwise) get AVX-512 / AVX2 clones picked at load time, so
  * the build stays generic x86-64 yet runs wide vectors where the CPU has them. Results depend only
@@ -68,12 +69,13 @@ BF_HOT static void gather_cols(float *restrict dst, const float *restrict x, int
         for (int j = 0; j < n; j++) dst[j] = x[j * S];
 }
 
-static void split_phases(float *ph, const float *in, const geom_t *g) {
+/* Phases of input channels [c0, c1). */
+static void split_phases(float *ph, const float *in, const geom_t *g, int c0, int c1) {
     for (int rr = 0; rr < g->S; rr++)
         for (int rc = 0; rc < g->S; rc++) {
             if (!phase_needed(g, rr, rc)) continue;
             int n = (g->W - rc + g->S - 1) / g->S; /* columns rc, rc+S, ... inside the input */
-            for (int c = 0; c < g->C; c++) {
+            for (int c = c0; c < c1; c++) {
                 float *dst = phase_plane(ph, g, c, rr, rc);
                 for (int i = 0; i < g->PH; i++, dst += g->PW) {
                     int h = g->S * i + rr, j = 0;
@@ -179,18 +181,23 @@ static void taps(const geom_t *g, tap_t *t) {
         for (int kj = 0; kj < g->K; kj++) t[ki * g->K + kj] = tap(g, ki, kj);
 }
 
-/* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside). Rows are ld floats
- * apart: a group of images shares one column matrix, image j's block starting at column j*OH*OW. */
-static void im2col(float *col, size_t ld, const float *in, float *ph, const geom_t *g) {
+/* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside), for input channels
+ * [c0, c1). Rows are ld floats apart: a group of images shares one column matrix, image j's block
+ * starting at column j*OH*OW. */
+static void im2col_channels(float *col, size_t ld, const float *in, float *ph, const geom_t *g, int c0, int c1) {
     tap_t t[MAX_TAPS];
     taps(g, t);
-    if (g->S > 1) split_phases(ph, in, g);
+    if (g->S > 1) split_phases(ph, in, g, c0, c1);
     int KK = g->K * g->K;
-    for (int c = 0; c < g->C; c++)
+    for (int c = c0; c < c1; c++)
         for (int k = 0; k < KK; k++) {
             const float *plane = g->S > 1 ? phase_plane(ph, g, c, t[k].rr, t[k].rc) : in + (size_t)c * g->H * g->W;
             shifted_copy(col + ((size_t)c * KK + k) * ld, plane, g, &t[k]);
         }
+}
+
+static void im2col(float *col, size_t ld, const float *in, float *ph, const geom_t *g) {
+    im2col_channels(col, ld, in, ph, g, 0, g->C);
 }
 
 /* in += col2im(col): every column entry back onto the input position it came from. */
@@ -207,40 +214,26 @@ static void col2im(float *in, float *col, size_t ld, float *ph, const geom_t *g)
     if (g->S > 1) merge_phases(in, ph, g);
 }
 
-/* Small feature maps make thin GEMMs (7x7 = 49 columns per image), which OpenBLAS runs far below
- * peak; images are therefore grouped so each GEMM has about GROUP_COLS columns. */
-#define GROUP_COLS 512
-
-static int group_size(int cols) { return cols >= GROUP_COLS ? 1 : GROUP_COLS / cols; }
+/* 3x3 stride-1 "same" convolutions whose output channels (forward) or input channels (input
+ * gradient) come in multiples of 8 run the direct AVX-512 kernel (conv_direct.c); everything
+ * else, and the weight gradient, runs im2col + GEMM. */
+static int direct_ok(int K, int S, int P, int channels) { return K == 3 && S == 1 && P == 1 && bf_direct3x3_ok(channels); }
 
 typedef struct {
-    float *col, *dcol, *tmp, *ph; /* scratch: column matrix, its gradient, [OC, group] staging, phases */
+    float *col, *dcol, *ph, *direct; /* column matrix, its gradient, phase planes, direct-conv scratch */
 } conv_scratch_t;
 
-static conv_scratch_t carve(float *scratch, const geom_t *g, int OC) {
-    size_t group = (size_t)group_size(g->OH * g->OW) * g->OH * g->OW, rows = (size_t)g->C * g->K * g->K;
-    conv_scratch_t s = {scratch, scratch + rows * group, scratch + 2 * rows * group, scratch + (2 * rows + OC) * group};
+static conv_scratch_t carve(float *scratch, const geom_t *g) {
+    size_t block = (size_t)g->C * g->K * g->K * g->OH * g->OW;
+    conv_scratch_t s = {scratch, scratch + block, scratch + 2 * block, scratch + 2 * block + phase_floats(g)};
     return s;
 }
 
 size_t bf_conv2d_scratch(int C, int H, int W, int OC, int K, int S, int P) {
     if (is_pointwise(K, S, P)) return 0;
     geom_t g = geom(C, H, W, K, S, P);
-    size_t group = (size_t)group_size(g.OH * g.OW) * g.OH * g.OW;
-    return (2 * (size_t)C * K * K + OC) * group + phase_floats(&g);
-}
-
-/* [OC, m*cols] staging <-> m images of [OC, cols] */
-static void scatter_group(float *out, const float *tmp, int m, int OC, int cols) {
-    for (int j = 0; j < m; j++)
-        for (int oc = 0; oc < OC; oc++)
-            memcpy(out + ((size_t)j * OC + oc) * cols, tmp + (size_t)oc * m * cols + (size_t)j * cols, sizeof(float) * cols);
-}
-
-static void gather_group(float *tmp, const float *out, int m, int OC, int cols) {
-    for (int j = 0; j < m; j++)
-        for (int oc = 0; oc < OC; oc++)
-            memcpy(tmp + (size_t)oc * m * cols + (size_t)j * cols, out + ((size_t)j * OC + oc) * cols, sizeof(float) * cols);
+    size_t direct = K == 3 && S == 1 && P == 1 ? bf_direct3x3_scratch(C, OC, H, W) : 0;
+    return 2 * (size_t)C * K * K * g.OH * g.OW + phase_floats(&g) + direct;
 }
 
 static void add_bias(float *y, const float *b, int OC, int cols) {
@@ -253,25 +246,41 @@ void bf_conv2d_forward(float *out, const float *in, const float *w, const float 
     geom_t g = geom(C, H, W, K, S, P);
     int rows = C * K * K, cols = g.OH * g.OW;
     size_t in_sz = (size_t)C * H * W, out_sz = (size_t)OC * cols;
-    if (is_pointwise(K, S, P)) { /* the input already is the column matrix */
-        for (int i = 0; i < n; i++) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, cols, rows, 1.0f, w, rows, in + i * in_sz,
-                        cols, 0.0f, out + i * out_sz, cols);
-            if (b) add_bias(out + i * out_sz, b, OC, cols);
+    conv_scratch_t s = carve(scratch, &g);
+    int direct = direct_ok(K, S, P, OC);
+    for (int i = 0; i < n; i++) {
+        const float *x = in + i * in_sz;
+        float *y = out + i * out_sz;
+        if (direct) {
+            bf_direct3x3(y, x, w, C, OC, H, W, 0, 0, s.direct);
+        } else {
+            const float *col = x; /* a pointwise conv's input already is its column matrix */
+            if (!is_pointwise(K, S, P)) im2col(s.col, (size_t)cols, x, s.ph, &g), col = s.col;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, cols, rows, 1.0f, w, rows, col, cols, 0.0f, y, cols);
         }
-        return;
+        if (b) add_bias(y, b, OC, cols);
     }
-    conv_scratch_t s = carve(scratch, &g, OC);
-    for (int i0 = 0; i0 < n; i0 += group_size(cols)) {
-        int m = n - i0 < group_size(cols) ? n - i0 : group_size(cols);
-        size_t ld = (size_t)m * cols;
-        for (int j = 0; j < m; j++) im2col(s.col + (size_t)j * cols, ld, in + (i0 + j) * in_sz, s.ph, &g);
-        float *y = m == 1 ? out + i0 * out_sz : s.tmp;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)ld, rows, 1.0f, w, rows, s.col, (int)ld,
-                    0.0f, y, (int)ld);
-        if (m > 1) scatter_group(out + i0 * out_sz, s.tmp, m, OC, cols);
-        for (int j = 0; b && j < m; j++) add_bias(out + (i0 + j) * out_sz, b, OC, cols);
-    }
+}
+
+void bf_conv2d_im2col_part(float *scratch, const float *in, int C, int H, int W, int OC, int K, int S, int P,
+                           int c0, int c1) {
+    (void)OC; /* kept for symmetry with bf_conv2d_gemm_part; the column matrix does not depend on it */
+    if (is_pointwise(K, S, P) || c0 >= c1) return;
+    geom_t g = geom(C, H, W, K, S, P);
+    conv_scratch_t s = carve(scratch, &g);
+    im2col_channels(s.col, (size_t)g.OH * g.OW, in, s.ph, &g, c0, c1);
+}
+
+void bf_conv2d_gemm_part(float *out, const float *in, const float *w, const float *b, int C, int H, int W, int OC,
+                         int K, int S, int P, float *scratch, int o0, int o1) {
+    (void)OC; /* the caller's range [o0, o1) already lies inside it */
+    if (o0 >= o1) return;
+    geom_t g = geom(C, H, W, K, S, P);
+    int rows = C * K * K, cols = g.OH * g.OW;
+    const float *col = is_pointwise(K, S, P) ? in : carve(scratch, &g).col;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o1 - o0, cols, rows, 1.0f, w + (size_t)o0 * rows, rows, col,
+                cols, 0.0f, out + (size_t)o0 * cols, cols);
+    if (b) add_bias(out + (size_t)o0 * cols, b + o0, o1 - o0, cols);
 }
 
 static void bias_grad(float *db, const float *dy, int OC, int cols) {
@@ -286,41 +295,32 @@ void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *
                         const float *w, int n, int C, int H, int W, int OC, int K, int S, int P,
                         float *scratch) {
     geom_t g = geom(C, H, W, K, S, P);
-    int rows = C * K * K, cols = g.OH * g.OW;
+    int rows = C * K * K, cols = g.OH * g.OW, pw = is_pointwise(K, S, P);
     size_t in_sz = (size_t)C * H * W, out_sz = (size_t)OC * cols;
-    for (int i = 0; db && i < n; i++) bias_grad(db, dout + i * out_sz, OC, cols);
-    if (is_pointwise(K, S, P)) {
-        for (int i = 0; i < n; i++) {
-            const float *x = in + i * in_sz, *dy = dout + i * out_sz;
-            /* dW[OC, C] += dY[OC, HW] * X[C, HW]^T;  dX[C, HW] (+)= W^T * dY straight into the input gradient */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, rows, cols, 1.0f, dy, cols, x, cols, 1.0f, dw, rows);
-            if (din)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, OC, 1.0f, w, rows, dy, cols,
-                            acc ? 1.0f : 0.0f, din + i * in_sz, cols);
+    conv_scratch_t s = carve(scratch, &g);
+    int direct = din && direct_ok(K, S, P, C);
+    int direct_dw = K == 3 && S == 1 && P == 1 && bf_direct3x3_dw_ok(OC);
+    for (int i = 0; i < n; i++) {
+        const float *x = in + i * in_sz, *dy = dout + i * out_sz, *xc = x;
+        float *dx = din ? din + i * in_sz : NULL;
+        if (db) bias_grad(db, dy, OC, cols);
+        if (direct_dw) {
+            bf_direct3x3_dw(dw, dy, x, C, OC, H, W, s.direct);
+        } else {
+            if (!pw) im2col(s.col, (size_t)cols, x, s.ph, &g), xc = s.col;
+            /* dW[OC, rows] += dY[OC, cols] * X_col[rows, cols]^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, rows, cols, 1.0f, dy, cols, xc, cols, 1.0f, dw, rows);
         }
-        return;
-    }
-    conv_scratch_t s = carve(scratch, &g, OC);
-    for (int i0 = 0; i0 < n; i0 += group_size(cols)) {
-        int m = n - i0 < group_size(cols) ? n - i0 : group_size(cols);
-        size_t ld = (size_t)m * cols;
-        const float *dy = dout + i0 * out_sz;
-        if (m > 1) {
-            gather_group(s.tmp, dy, m, OC, cols);
-            dy = s.tmp;
-        }
-        for (int j = 0; j < m; j++) im2col(s.col + (size_t)j * cols, ld, in + (i0 + j) * in_sz, s.ph, &g);
-        /* dW[OC, rows] += dY[OC, group] * X_col[rows, group]^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, rows, (int)ld, 1.0f, dy, (int)ld, s.col, (int)ld,
-                    1.0f, dw, rows);
-        if (!din) continue;
-        /* dX_col[rows, group] = W^T * dY, then back onto the input images */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, (int)ld, OC, 1.0f, w, rows, dy, (int)ld, 0.0f,
-                    s.dcol, (int)ld);
-        for (int j = 0; j < m; j++) {
-            float *dx = din + (i0 + j) * in_sz;
+        if (!dx) continue;
+        if (direct) { /* dX = conv3x3(dY) with transposed, flipped weights */
+            bf_direct3x3(dx, dy, w, OC, C, H, W, 1, acc, s.direct);
+        } else if (pw) { /* dX[C, HW] (+)= W^T * dY straight into the input gradient */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, OC, 1.0f, w, rows, dy, cols,
+                        acc ? 1.0f : 0.0f, dx, cols);
+        } else { /* dX_col = W^T * dY, then back onto the input */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, OC, 1.0f, w, rows, dy, cols, 0.0f, s.dcol, cols);
             if (!acc) memset(dx, 0, sizeof(float) * in_sz);
-            col2im(dx, s.dcol + (size_t)j * cols, ld, s.ph, &g);
+            col2im(dx, s.dcol, (size_t)cols, s.ph, &g);
         }
     }
 }

@@ -32,7 +32,7 @@ static int measure(int C, int H, int W, int batch, int threads, double seconds, 
         fprintf(stderr, "bench: %s\n", err.msg);
         return -1;
     }
-    bf_net_t *one = bf_net_new("resnet8", C, H, W, 10, 1, 1, &err);
+    bf_net_t *one = bf_net_new("resnet8", C, H, W, 10, 1, threads, &err);
     bf_net_init(net, 1);
     bf_net_init(one, 1);
     bf_sgd_t *opt = bf_sgd_new(bf_net_num_params(net), 0.9, 5e-4, 0);

@@ -291,6 +291,9 @@ int main(void) {
     test_conv(1, 2, 9, 9, 3, 5, 1, 2, 1);  /* 5x5 padding 2 (cnn) */
     test_conv(2, 2, 8, 7, 3, 3, 3, 1, 1);  /* stride 3: three column phases */
     test_conv(1, 3, 9, 8, 2, 2, 2, 0, 0);  /* even kernel, stride 2, no padding */
+    test_conv(2, 8, 7, 6, 16, 3, 1, 1, 0); /* direct AVX-512 kernel (OC, C multiples of 8), masked vectors */
+    test_conv(1, 16, 5, 20, 8, 3, 1, 1, 1); /* direct: 2 vectors per row, odd rows, bias */
+    test_conv(1, 8, 3, 35, 8, 3, 1, 1, 0); /* direct: 3 vectors per row */
     test_conv(2, 2, 6, 7, 3, 3, 1, 0, 1);  /* "valid" conv: plane wider than the output rows */
     test_conv(1, 2, 5, 5, 2, 3, 2, 2, 0);  /* padding 2 with stride 2 */
     test_bn(0);

@@ -184,6 +184,11 @@ static void test_threads_agree(void) {
     bf_net_predict(a, x, n, la_);
     bf_net_predict(b, x, n, lb_);
     for (int i = 0; i < 80; i++) CHECK_NEAR(la_[i], lb_[i], 1e-4);
+    /* one image at a time: the 2-thread net splits every layer between its threads */
+    for (int i = 0; i < n; i++) {
+        bf_net_predict(b, x + (size_t)i * 3 * 16 * 16, 1, lb_);
+        for (int k = 0; k < 10; k++) CHECK_NEAR(lb_[k], la_[i * 10 + k], 1e-4);
+    }
     free(x);
     bf_net_destroy(&a);
     bf_net_destroy(&b);
@@ -238,6 +243,23 @@ static double train_tiny(const char *arch, uint64_t seed, float *weights_out) {
     return loss + 0 * (double)P;
 }
 
+/* The single-image path of the CNN (max-pool, ReLU, linear split across threads) agrees too. */
+static void test_single_cnn(void) {
+    bf_err_t err;
+    bf_net_t *a = bf_net_new("cnn", 1, 16, 16, 10, 4, 1, &err), *b = bf_net_new("cnn", 1, 16, 16, 10, 4, 2, &err);
+    bf_net_init(a, 9);
+    bf_net_init(b, 9);
+    float x[4 * 256], la[40], lb[10];
+    for (int i = 0; i < 4 * 256; i++) x[i] = (float)bf_rng_normal(&rng);
+    bf_net_predict(a, x, 4, la);
+    for (int i = 0; i < 4; i++) {
+        bf_net_predict(b, x + i * 256, 1, lb);
+        for (int k = 0; k < 10; k++) CHECK_NEAR(lb[k], la[i * 10 + k], 1e-4);
+    }
+    bf_net_destroy(&a);
+    bf_net_destroy(&b);
+}
+
 static void test_training(const char *arch) {
     float *w1 = malloc(sizeof(float) * 200000), *w2 = malloc(sizeof(float) * 200000);
     double l1 = train_tiny(arch, 11, w1), l2 = train_tiny(arch, 11, w2);
@@ -259,6 +281,7 @@ int main(int argc, char **argv) {
     gradient_checks("resnet8", 3, 9, 9, 3, 1);
     gradient_checks("cnn", 1, 8, 8, 4, 2);
     test_threads_agree();
+    test_single_cnn();
     test_training("resnet8");
     test_training("cnn");
     return bf_test_done("test_net");

@@ -1,0 +1,227 @@
+/* conv_direct.c: the 3x3 stride-1 convolutions that carry most of ResNet8's FLOPs, computed
+ * directly from a zero-padded copy of the input instead of im2col + GEMM.
+ *
+ * im2col writes nine shifted copies of the input and OpenBLAS then packs them once more; for 16-64
+ * channel layers that memory traffic cost as much as the arithmetic. Here the input is padded by
+ * one pixel into planes of (H+2) x Wp (Wp = W+2) and outputs are computed on the same row pitch:
+ * output position q = oh*Wp + ow reads input q + ki*Wp + kj for tap (ki, kj), so every tap is one
+ * contiguous vector load and a 7-pixel-wide map still fills 7/9 of each vector (the two extra
+ * columns per row are computed and dropped).
+ *  - forward and input gradient: a tile of 8 output channels x 3 vectors of 16 positions stays in
+ *    24 AVX-512 registers while the loop runs over input channels and taps (3 loads, 8 weight
+ *    broadcasts, 24 FMAs a step); the input gradient is the same convolution of dY with the
+ *    weights read transposed and flipped;
+ *  - weight gradient: 3 output channels x 9 taps = 27 accumulators per input channel, summed over
+ *    the positions and reduced across lanes once per image. */
+#include "conv_direct.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) && !defined(BF_NO_DIRECT_CONV)
+#include <immintrin.h>
+
+#define OCB 8 /* output channels per forward tile */
+#define NT 3  /* 16-position vectors per forward tile */
+#define SLACK 64
+
+int bf_direct3x3_ok(int OC) {
+    __builtin_cpu_init();
+    return OC % OCB == 0 && __builtin_cpu_supports("avx512f");
+}
+
+static size_t pitch_q(int H, int W) { return (size_t)H * (W + 2); } /* positions on the padded pitch */
+static size_t pad_floats(int C, int H, int W) { return (size_t)C * (H + 2) * (W + 2) + SLACK; }
+static size_t grid_floats(int C, int H, int W) { return (size_t)C * (pitch_q(H, W) + SLACK); }
+
+size_t bf_direct3x3_scratch(int C, int OC, int H, int W) {
+    int most = C > OC ? C : OC;
+    return pad_floats(most, H, W) + grid_floats(most, H, W);
+}
+
+/* pad[c][H+2][W+2]: the input with a one-pixel zero border, then zeroed slack. */
+static void pad_input(float *pad, const float *in, int C, int H, int W) {
+    int Wp = W + 2;
+    for (int c = 0; c < C; c++) {
+        float *p = pad + (size_t)c * (H + 2) * Wp;
+        memset(p, 0, sizeof(float) * Wp);
+        for (int h = 0; h < H; h++) {
+            float *row = p + (size_t)(h + 1) * Wp;
+            row[0] = 0;
+            memcpy(row + 1, in + ((size_t)c * H + h) * W, sizeof(float) * W);
+            row[W + 1] = 0;
+        }
+        memset(p + (size_t)(H + 1) * Wp, 0, sizeof(float) * Wp);
+    }
+    memset(pad + (size_t)C * (H + 2) * Wp, 0, sizeof(float) * SLACK);
+}
+
+/* grid[c][oh*Wp + ow] = y[c][oh][ow], with the two extra columns of each row (and the slack) zero. */
+static void to_grid(float *grid, const float *y, int C, int H, int W) {
+    size_t gq = pitch_q(H, W) + SLACK;
+    int Wp = W + 2;
+    for (int c = 0; c < C; c++) {
+        float *g = grid + c * gq;
+        for (int h = 0; h < H; h++) {
+            memcpy(g + (size_t)h * Wp, y + ((size_t)c * H + h) * W, sizeof(float) * W);
+            g[(size_t)h * Wp + W] = g[(size_t)h * Wp + W + 1] = 0;
+        }
+        memset(g + pitch_q(H, W), 0, sizeof(float) * SLACK);
+    }
+}
+
+/* out (+)= the valid columns of grid. */
+static void from_grid(float *out, const float *grid, int C, int H, int W, int acc) {
+    size_t gq = pitch_q(H, W) + SLACK;
+    int Wp = W + 2;
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++) {
+            const float *g = grid + c * gq + (size_t)h * Wp;
+            float *o = out + ((size_t)c * H + h) * W;
+            if (acc)
+                for (int w = 0; w < W; w++) o[w] += g[w];
+            else
+                memcpy(o, g, sizeof(float) * W);
+        }
+}
+
+static __mmask16 tail_mask(size_t q0, size_t Q) {
+    size_t rem = Q - q0;
+    return rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+}
+
+/* ---- forward and input gradient ------------------------------------------------------------ */
+
+/* The 24 accumulators are named variables, not an array: GCC keeps an array of vectors in memory
+ * and stores all of it after every tap, which made the kernel store-bound. */
+#define FOR_OC(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define DECL(o) __m512 a##o##0 = _mm512_setzero_ps(), a##o##1 = a##o##0, a##o##2 = a##o##0;
+#define STEP(o)                                     \
+    {                                               \
+        __m512 wv = _mm512_set1_ps(wk[o * so]);     \
+        a##o##0 = _mm512_fmadd_ps(wv, x0, a##o##0); \
+        a##o##1 = _mm512_fmadd_ps(wv, x1, a##o##1); \
+        a##o##2 = _mm512_fmadd_ps(wv, x2, a##o##2); \
+    }
+#define STORE(o)                                                  \
+    {                                                             \
+        float *y = grid + (oc0 + o) * gq + q0;                    \
+        _mm512_mask_storeu_ps(y, m0, a##o##0);                    \
+        _mm512_mask_storeu_ps(y + 16, m1, a##o##1);               \
+        _mm512_mask_storeu_ps(y + 32, m2, a##o##2);               \
+    }
+
+/* Weight of output channel oc0+o, input channel c, tap: w[c*si + (oc0+o)*so + tap'] with tap' =
+ * 8 - tap when flipped. The forward reads w[OC][C][9] (si = 9, so = 9C); the input gradient reads
+ * the same array transposed and flipped (si = 9C, so = 9). The 8 weights a step broadcasts sit in
+ * at most 8 cache lines that the next taps reuse, so the weights need no repacking. */
+__attribute__((target("avx512f"))) static void conv_tile(float *grid, size_t gq, const float *pad, const float *w,
+                                                         size_t si, size_t so, int flip, int C, int H, int W, int oc0,
+                                                         size_t q0) {
+    size_t plane = (size_t)(H + 2) * (W + 2), Q = pitch_q(H, W);
+    int Wp = W + 2;
+    __mmask16 m0 = tail_mask(q0, Q), m1 = q0 + 16 < Q ? tail_mask(q0 + 16, Q) : 0, m2 = q0 + 32 < Q ? tail_mask(q0 + 32, Q) : 0;
+    FOR_OC(DECL)
+    for (int c = 0; c < C; c++) {
+        const float *pc = pad + c * plane + q0, *wc = w + c * si + oc0 * so;
+        for (int tap = 0; tap < 9; tap++) {
+            const float *src = pc + (size_t)(tap / 3) * Wp + tap % 3, *wk = wc + (flip ? 8 - tap : tap);
+            __m512 x0 = _mm512_maskz_loadu_ps(m0, src);
+            __m512 x1 = _mm512_maskz_loadu_ps(m1, src + 16);
+            __m512 x2 = _mm512_maskz_loadu_ps(m2, src + 32);
+            FOR_OC(STEP)
+        }
+    }
+    FOR_OC(STORE)
+}
+
+void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, int H, int W, int input_grad, int acc,
+                  float *scratch) {
+    float *pad = scratch, *grid = scratch + pad_floats(C > OC ? C : OC, H, W);
+    size_t Q = pitch_q(H, W), gq = Q + SLACK;
+    pad_input(pad, in, C, H, W);
+    /* forward: in has C channels, out OC, weights w[OC][C][9]; input gradient: in = dY has C
+     * channels (the forward's OC), out = dX has OC (the forward's C), weights w[C][OC][9] */
+    size_t si = input_grad ? (size_t)OC * 9 : 9, so = input_grad ? 9 : (size_t)C * 9;
+    for (size_t q0 = 0; q0 < Q; q0 += 16 * NT)
+        for (int oc0 = 0; oc0 < OC; oc0 += OCB) conv_tile(grid, gq, pad, w, si, so, input_grad, C, H, W, oc0, q0);
+    from_grid(out, grid, OC, H, W, acc);
+}
+
+/* ---- weight gradient ----------------------------------------------------------------------- */
+
+#define FOR_TAP(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8)
+#define DECL3(t) __m512 b0_##t = _mm512_setzero_ps(), b1_##t = b0_##t, b2_##t = b0_##t;
+#define STEP3(t)                                                         \
+    {                                                                    \
+        __m512 x = _mm512_maskz_loadu_ps(m, src + (t / 3) * Wp + t % 3); \
+        b0_##t = _mm512_fmadd_ps(y0, x, b0_##t);                         \
+        b1_##t = _mm512_fmadd_ps(y1, x, b1_##t);                         \
+        b2_##t = _mm512_fmadd_ps(y2, x, b2_##t);                         \
+    }
+#define REDUCE3(t)                              \
+    dw0[t] += _mm512_reduce_add_ps(b0_##t);     \
+    if (dw1) dw1[t] += _mm512_reduce_add_ps(b1_##t); \
+    if (dw2) dw2[t] += _mm512_reduce_add_ps(b2_##t);
+
+/* dW[oc][c][9] += sum over positions q of dY[oc][q] * pad[c][q + tap offset], for up to three
+ * output channels at once (27 accumulators: each input vector loaded feeds 3 FMAs). dy1/dy2 may be
+ * NULL (then dw1/dw2 are too) for the last one or two channels. */
+__attribute__((target("avx512f"))) static void dw_triple(float *dw0, float *dw1, float *dw2, const float *dy0,
+                                                         const float *dy1, const float *dy2, const float *padc, int H,
+                                                         int W) {
+    size_t Q = pitch_q(H, W);
+    int Wp = W + 2;
+    FOR_TAP(DECL3)
+    for (size_t q0 = 0; q0 < Q; q0 += 16) {
+        __mmask16 m = tail_mask(q0, Q);
+        __m512 y0 = _mm512_maskz_loadu_ps(m, dy0 + q0);
+        __m512 y1 = dy1 ? _mm512_maskz_loadu_ps(m, dy1 + q0) : _mm512_setzero_ps();
+        __m512 y2 = dy2 ? _mm512_maskz_loadu_ps(m, dy2 + q0) : _mm512_setzero_ps();
+        const float *src = padc + q0;
+        FOR_TAP(STEP3)
+    }
+    FOR_TAP(REDUCE3)
+}
+
+int bf_direct3x3_dw_ok(int OC) {
+    __builtin_cpu_init();
+    return OC > 0 && __builtin_cpu_supports("avx512f");
+}
+
+void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int C, int OC, int H, int W, float *scratch) {
+    float *pad = scratch, *grid = scratch + pad_floats(C > OC ? C : OC, H, W);
+    size_t gq = pitch_q(H, W) + SLACK, plane = (size_t)(H + 2) * (W + 2);
+    pad_input(pad, in, C, H, W);
+    to_grid(grid, dy, OC, H, W); /* dY on the padded pitch, zero in the extra columns */
+    for (int oc = 0; oc < OC; oc += 3) {
+        int k = OC - oc < 3 ? OC - oc : 3;
+        for (int c = 0; c < C; c++) {
+            float *d0 = dw + ((size_t)oc * C + c) * 9;
+            dw_triple(d0, k > 1 ? d0 + (size_t)C * 9 : NULL, k > 2 ? d0 + (size_t)2 * C * 9 : NULL, grid + oc * gq,
+                      k > 1 ? grid + (oc + 1) * gq : NULL, k > 2 ? grid + (oc + 2) * gq : NULL, pad + c * plane, H, W);
+        }
+    }
+}
+
+#else /* no AVX-512 kernels on this target: callers use im2col + GEMM */
+
+int bf_direct3x3_ok(int OC) {
+    (void)OC;
+    return 0;
+}
+int bf_direct3x3_dw_ok(int OC) {
+    (void)OC;
+    return 0;
+}
+size_t bf_direct3x3_scratch(int C, int OC, int H, int W) {
+    (void)C, (void)OC, (void)H, (void)W;
+    return 0;
+}
+void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, int H, int W, int input_grad, int acc,
+                  float *scratch) {
+    (void)out, (void)in, (void)w, (void)C, (void)OC, (void)H, (void)W, (void)input_grad, (void)acc, (void)scratch;
+}
+void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int C, int OC, int H, int W, float *scratch) {
+    (void)dw, (void)dy, (void)in, (void)C, (void)OC, (void)H, (void)W, (void)scratch;
+}
+#endif

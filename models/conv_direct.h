@@ -1,0 +1,23 @@
+/* conv_direct.h (internal): direct 3x3 stride-1 "same" convolution with AVX-512. */
+#ifndef BF_CONV_DIRECT_H
+#define BF_CONV_DIRECT_H
+
+#include <stddef.h>
+
+/* Whether the direct kernel handles a 3x3/stride 1/padding 1 convolution producing OC channels
+ * on this CPU (AVX-512F, OC a multiple of 8). */
+int bf_direct3x3_ok(int OC);
+/* Floats of scratch: the zero-padded input planes. */
+size_t bf_direct3x3_scratch(int C, int OC, int H, int W);
+/* One image. Forward (input_grad = 0): out[OC][H][W] (+)= conv3x3(in[C][H][W]) with weights
+ * w[OC][C][3][3]. Input gradient (input_grad = 1): out = dX[OC][H][W] (+)= the transposed
+ * convolution of in = dY[C][H][W], with w the forward weights w[C][OC][3][3] (forward OC = C here). */
+void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, int H, int W, int input_grad, int acc,
+                  float *scratch);
+
+/* Weight gradient of the same convolution for one image: dw[OC][C][3][3] += sum over pixels of
+ * dY[OC][H][W] times the shifted input in[C][H][W] (bf_direct3x3_dw_ok: the CPU has AVX-512). */
+int bf_direct3x3_dw_ok(int OC);
+void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int C, int OC, int H, int W, float *scratch);
+
+#endif
