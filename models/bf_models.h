@@ -39,12 +39,6 @@ static inline int bf_conv_out(int size, int k, int stride, int pad) { return (si
 size_t bf_conv2d_scratch(int C, int H, int W, int OC, int K, int S, int P);
 void bf_conv2d_forward(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
                        int W, int OC, int K, int S, int P, float *scratch);
-/* One image split across cooperating threads: each fills the im2col rows of input channels
- * [c0, c1) into a shared scratch, then (after a barrier) computes output channels [o0, o1). */
-void bf_conv2d_im2col_part(float *scratch, const float *in, int C, int H, int W, int OC, int K, int S, int P,
-                           int c0, int c1);
-void bf_conv2d_gemm_part(float *out, const float *in, const float *w, const float *b, int C, int H, int W, int OC,
-                         int K, int S, int P, float *scratch, int o0, int o1);
 void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *dout, const float *in,
                         const float *w, int n, int C, int H, int W, int OC, int K, int S, int P,
                         float *scratch);

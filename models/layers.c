@@ -181,10 +181,9 @@ static void taps(const geom_t *g, tap_t *t) {
         for (int kj = 0; kj < g->K; kj++) t[ki * g->K + kj] = tap(g, ki, kj);
 }
 
-/* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside), for input channels
- * [c0, c1). Rows are ld floats apart: a group of images shares one column matrix, image j's block
- * starting at column j*OH*OW. */
-static void im2col_channels(float *col, size_t ld, const float *in, float *ph, const geom_t *g, int c0, int c1) {
+/* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside); rows are ld floats apart. */
+static void im2col(float *col, size_t ld, const float *in, float *ph, const geom_t *g) {
+    int c0 = 0, c1 = g->C;
     tap_t t[MAX_TAPS];
     taps(g, t);
     if (g->S > 1) split_phases(ph, in, g, c0, c1);
@@ -194,10 +193,6 @@ static void im2col_channels(float *col, size_t ld, const float *in, float *ph, c
             const float *plane = g->S > 1 ? phase_plane(ph, g, c, t[k].rr, t[k].rc) : in + (size_t)c * g->H * g->W;
             shifted_copy(col + ((size_t)c * KK + k) * ld, plane, g, &t[k]);
         }
-}
-
-static void im2col(float *col, size_t ld, const float *in, float *ph, const geom_t *g) {
-    im2col_channels(col, ld, in, ph, g, 0, g->C);
 }
 
 /* in += col2im(col): every column entry back onto the input position it came from. */
@@ -260,27 +255,6 @@ void bf_conv2d_forward(float *out, const float *in, const float *w, const float 
         }
         if (b) add_bias(y, b, OC, cols);
     }
-}
-
-void bf_conv2d_im2col_part(float *scratch, const float *in, int C, int H, int W, int OC, int K, int S, int P,
-                           int c0, int c1) {
-    (void)OC; /* kept for symmetry with bf_conv2d_gemm_part; the column matrix does not depend on it */
-    if (is_pointwise(K, S, P) || c0 >= c1) return;
-    geom_t g = geom(C, H, W, K, S, P);
-    conv_scratch_t s = carve(scratch, &g);
-    im2col_channels(s.col, (size_t)g.OH * g.OW, in, s.ph, &g, c0, c1);
-}
-
-void bf_conv2d_gemm_part(float *out, const float *in, const float *w, const float *b, int C, int H, int W, int OC,
-                         int K, int S, int P, float *scratch, int o0, int o1) {
-    (void)OC; /* the caller's range [o0, o1) already lies inside it */
-    if (o0 >= o1) return;
-    geom_t g = geom(C, H, W, K, S, P);
-    int rows = C * K * K, cols = g.OH * g.OW;
-    const float *col = is_pointwise(K, S, P) ? in : carve(scratch, &g).col;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o1 - o0, cols, rows, 1.0f, w + (size_t)o0 * rows, rows, col,
-                cols, 0.0f, out + (size_t)o0 * cols, cols);
-    if (b) add_bias(out + (size_t)o0 * cols, b + o0, o1 - o0, cols);
 }
 
 static void bias_grad(float *db, const float *dy, int OC, int cols) {
