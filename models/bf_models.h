@@ -34,11 +34,16 @@ const char *bf_blas_corename(void);
  * accumulate (+=) into parameter gradients; input gradients are written (acc=0) or added (acc=1). */
 
 static inline int bf_conv_out(int size, int k, int stride, int pad) { return (size + 2 * pad - k) / stride + 1; }
-/* Kernels up to 8x8. Scratch floats conv2d needs per call (one image's im2col and column gradient,
- * plus the phase planes of a strided convolution). */
-size_t bf_conv2d_scratch(int C, int H, int W, int OC, int K, int S, int P);
+/* Kernels up to 8x8. Scratch floats a conv2d call on up to n images needs (one image's im2col and
+ * column gradient, the phase planes of a strided convolution, the direct kernels' padded copies). */
+size_t bf_conv2d_scratch(int n, int C, int H, int W, int OC, int K, int S, int P);
 void bf_conv2d_forward(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
                        int W, int OC, int K, int S, int P, float *scratch);
+/* One image, output channels [o0, o1) only, so threads can split a single image by channels;
+ * range boundaries must be multiples of bf_conv2d_channel_unit (8 for the direct kernel). */
+int bf_conv2d_channel_unit(int C, int OC, int K, int S, int P);
+void bf_conv2d_forward_channels(float *out, const float *in, const float *w, const float *b, int C, int H, int W,
+                                int OC, int K, int S, int P, float *scratch, int o0, int o1);
 void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *dout, const float *in,
                         const float *w, int n, int C, int H, int W, int OC, int K, int S, int P,
                         float *scratch);

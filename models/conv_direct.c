@@ -12,7 +12,7 @@
  *    broadcasts, 24 FMAs a step); the input gradient is the same convolution of dY with the
  *    weights read transposed and flipped;
  *  - weight gradient: 3 output channels x 9 taps = 27 accumulators per input channel, summed over
- *    the positions and reduced across lanes once per image. */
+ *    the positions of all images of the slice laid end to end, reduced across lanes once. */
 #include "conv_direct.h"
 
 #include <string.h>
@@ -53,20 +53,6 @@ static void pad_input(float *pad, const float *in, int C, int H, int W) {
         memset(p + (size_t)(H + 1) * Wp, 0, sizeof(float) * Wp);
     }
     memset(pad + (size_t)C * (H + 2) * Wp, 0, sizeof(float) * SLACK);
-}
-
-/* grid[c][oh*Wp + ow] = y[c][oh][ow], with the two extra columns of each row (and the slack) zero. */
-static void to_grid(float *grid, const float *y, int C, int H, int W) {
-    size_t gq = pitch_q(H, W) + SLACK;
-    int Wp = W + 2;
-    for (int c = 0; c < C; c++) {
-        float *g = grid + c * gq;
-        for (int h = 0; h < H; h++) {
-            memcpy(g + (size_t)h * Wp, y + ((size_t)c * H + h) * W, sizeof(float) * W);
-            g[(size_t)h * Wp + W] = g[(size_t)h * Wp + W + 1] = 0;
-        }
-        memset(g + pitch_q(H, W), 0, sizeof(float) * SLACK);
-    }
 }
 
 /* out (+)= the valid columns of grid. */
@@ -134,8 +120,9 @@ __attribute__((target("avx512f"))) static void conv_tile(float *grid, size_t gq,
     FOR_OC(STORE)
 }
 
-void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, int H, int W, int input_grad, int acc,
-                  float *scratch) {
+/* Output channels [o0, o1) (multiples of 8, or o1 = OC). */
+static void direct_range(float *out, const float *in, const float *w, int C, int OC, int H, int W, int input_grad,
+                         int acc, float *scratch, int o0, int o1) {
     float *pad = scratch, *grid = scratch + pad_floats(C > OC ? C : OC, H, W);
     size_t Q = pitch_q(H, W), gq = Q + SLACK;
     pad_input(pad, in, C, H, W);
@@ -143,8 +130,18 @@ void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, in
      * channels (the forward's OC), out = dX has OC (the forward's C), weights w[C][OC][9] */
     size_t si = input_grad ? (size_t)OC * 9 : 9, so = input_grad ? 9 : (size_t)C * 9;
     for (size_t q0 = 0; q0 < Q; q0 += 16 * NT)
-        for (int oc0 = 0; oc0 < OC; oc0 += OCB) conv_tile(grid, gq, pad, w, si, so, input_grad, C, H, W, oc0, q0);
-    from_grid(out, grid, OC, H, W, acc);
+        for (int oc0 = o0; oc0 < o1; oc0 += OCB) conv_tile(grid, gq, pad, w, si, so, input_grad, C, H, W, oc0, q0);
+    from_grid(out + (size_t)o0 * H * W, grid + o0 * gq, o1 - o0, H, W, acc);
+}
+
+void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, int H, int W, int input_grad, int acc,
+                  float *scratch) {
+    direct_range(out, in, w, C, OC, H, W, input_grad, acc, scratch, 0, OC);
+}
+
+void bf_direct3x3_channels(float *out, const float *in, const float *w, int C, int OC, int H, int W, float *scratch,
+                           int o0, int o1) {
+    if (o0 < o1) direct_range(out, in, w, C, OC, H, W, 0, 0, scratch, o0, o1);
 }
 
 /* ---- weight gradient ----------------------------------------------------------------------- */
@@ -167,10 +164,8 @@ void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, in
  * output channels at once (27 accumulators: each input vector loaded feeds 3 FMAs). dy1/dy2 may be
  * NULL (then dw1/dw2 are too) for the last one or two channels. */
 __attribute__((target("avx512f"))) static void dw_triple(float *dw0, float *dw1, float *dw2, const float *dy0,
-                                                         const float *dy1, const float *dy2, const float *padc, int H,
-                                                         int W) {
-    size_t Q = pitch_q(H, W);
-    int Wp = W + 2;
+                                                         const float *dy1, const float *dy2, const float *padc, size_t Q,
+                                                         int Wp) {
     FOR_TAP(DECL3)
     for (size_t q0 = 0; q0 < Q; q0 += 16) {
         __mmask16 m = tail_mask(q0, Q);
@@ -188,17 +183,40 @@ int bf_direct3x3_dw_ok(int OC) {
     return OC > 0 && __builtin_cpu_supports("avx512f");
 }
 
-void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int C, int OC, int H, int W, float *scratch) {
-    float *pad = scratch, *grid = scratch + pad_floats(C > OC ? C : OC, H, W);
-    size_t gq = pitch_q(H, W) + SLACK, plane = (size_t)(H + 2) * (W + 2);
-    pad_input(pad, in, C, H, W);
-    to_grid(grid, dy, OC, H, W); /* dY on the padded pitch, zero in the extra columns */
+/* The weight gradient sums over every image of the slice, so the images are laid end to end:
+ * channel c of all n images forms one run of n padded planes ((H+2) x Wp each), and dY channel oc
+ * one run of n planes on the same pitch (rows H, H+1 and the two extra columns zero). Output
+ * position q of image i then reads input q + tap offset inside image i's plane (the overhang of the
+ * last rows meets zero dY), so one loop covers the whole slice and the lanes are reduced once per
+ * slice, not once per image: for a 7x7 map that reduction was costing as much as the FMAs. */
+static size_t run_floats(int n, int H, int W) { return (size_t)n * (H + 2) * (W + 2) + 2 * (size_t)(W + 2) + SLACK; }
+
+size_t bf_direct3x3_dw_scratch(int n, int C, int OC, int H, int W) { return (size_t)(C + OC) * run_floats(n, H, W); }
+
+static void lay_out(float *run, const float *x, int n, int C, int H, int W, int padded) {
+    size_t plane = (size_t)(H + 2) * (W + 2), len = run_floats(n, H, W);
+    int Wp = W + 2;
+    for (int c = 0; c < C; c++) {
+        float *r = run + c * len;
+        memset(r, 0, sizeof(float) * len);
+        for (int i = 0; i < n; i++)
+            for (int h = 0; h < H; h++) /* input: rows 1..H from column 1; dY: rows 0..H-1 from column 0 */
+                memcpy(r + i * plane + (size_t)(h + padded) * Wp + padded, x + (((size_t)i * C + c) * H + h) * W,
+                       sizeof(float) * W);
+    }
+}
+
+void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int n, int C, int OC, int H, int W, float *scratch) {
+    size_t len = run_floats(n, H, W), Q = (size_t)n * (H + 2) * (W + 2);
+    float *xr = scratch, *yr = scratch + (size_t)C * len;
+    lay_out(xr, in, n, C, H, W, 1);
+    lay_out(yr, dy, n, OC, H, W, 0);
     for (int oc = 0; oc < OC; oc += 3) {
         int k = OC - oc < 3 ? OC - oc : 3;
         for (int c = 0; c < C; c++) {
             float *d0 = dw + ((size_t)oc * C + c) * 9;
-            dw_triple(d0, k > 1 ? d0 + (size_t)C * 9 : NULL, k > 2 ? d0 + (size_t)2 * C * 9 : NULL, grid + oc * gq,
-                      k > 1 ? grid + (oc + 1) * gq : NULL, k > 2 ? grid + (oc + 2) * gq : NULL, pad + c * plane, H, W);
+            dw_triple(d0, k > 1 ? d0 + (size_t)C * 9 : NULL, k > 2 ? d0 + (size_t)2 * C * 9 : NULL, yr + oc * len,
+                      k > 1 ? yr + (oc + 1) * len : NULL, k > 2 ? yr + (oc + 2) * len : NULL, xr + c * len, Q, W + 2);
         }
     }
 }
@@ -221,7 +239,15 @@ void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, in
                   float *scratch) {
     (void)out, (void)in, (void)w, (void)C, (void)OC, (void)H, (void)W, (void)input_grad, (void)acc, (void)scratch;
 }
-void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int C, int OC, int H, int W, float *scratch) {
-    (void)dw, (void)dy, (void)in, (void)C, (void)OC, (void)H, (void)W, (void)scratch;
+void bf_direct3x3_channels(float *out, const float *in, const float *w, int C, int OC, int H, int W, float *scratch,
+                           int o0, int o1) {
+    (void)out, (void)in, (void)w, (void)C, (void)OC, (void)H, (void)W, (void)scratch, (void)o0, (void)o1;
+}
+size_t bf_direct3x3_dw_scratch(int n, int C, int OC, int H, int W) {
+    (void)n, (void)C, (void)OC, (void)H, (void)W;
+    return 0;
+}
+void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int n, int C, int OC, int H, int W, float *scratch) {
+    (void)dw, (void)dy, (void)in, (void)n, (void)C, (void)OC, (void)H, (void)W, (void)scratch;
 }
 #endif

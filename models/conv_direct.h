@@ -15,9 +15,15 @@ size_t bf_direct3x3_scratch(int C, int OC, int H, int W);
 void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, int H, int W, int input_grad, int acc,
                   float *scratch);
 
-/* Weight gradient of the same convolution for one image: dw[OC][C][3][3] += sum over pixels of
- * dY[OC][H][W] times the shifted input in[C][H][W] (bf_direct3x3_dw_ok: the CPU has AVX-512). */
+/* Forward, output channels [o0, o1) only (multiples of 8): lets threads split one image. */
+void bf_direct3x3_channels(float *out, const float *in, const float *w, int C, int OC, int H, int W, float *scratch,
+                           int o0, int o1);
+
+/* Weight gradient of the same convolution over n images: dw[OC][C][3][3] += sum over images and
+ * pixels of dY[n][OC][H][W] times the shifted input in[n][C][H][W] (bf_direct3x3_dw_ok: the CPU
+ * has AVX-512). Scratch: bf_direct3x3_dw_scratch floats. */
 int bf_direct3x3_dw_ok(int OC);
-void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int C, int OC, int H, int W, float *scratch);
+size_t bf_direct3x3_dw_scratch(int n, int C, int OC, int H, int W);
+void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int n, int C, int OC, int H, int W, float *scratch);
 
 #endif

@@ -224,10 +224,14 @@ static conv_scratch_t carve(float *scratch, const geom_t *g) {
     return s;
 }
 
-size_t bf_conv2d_scratch(int C, int H, int W, int OC, int K, int S, int P) {
+size_t bf_conv2d_scratch(int n, int C, int H, int W, int OC, int K, int S, int P) {
     if (is_pointwise(K, S, P)) return 0;
     geom_t g = geom(C, H, W, K, S, P);
-    size_t direct = K == 3 && S == 1 && P == 1 ? bf_direct3x3_scratch(C, OC, H, W) : 0;
+    size_t direct = 0;
+    if (K == 3 && S == 1 && P == 1) {
+        size_t a = bf_direct3x3_scratch(C, OC, H, W), b = bf_direct3x3_dw_scratch(n, C, OC, H, W);
+        direct = a > b ? a : b;
+    }
     return 2 * (size_t)C * K * K * g.OH * g.OW + phase_floats(&g) + direct;
 }
 
@@ -257,6 +261,28 @@ void bf_conv2d_forward(float *out, const float *in, const float *w, const float 
     }
 }
 
+int bf_conv2d_channel_unit(int C, int OC, int K, int S, int P) {
+    (void)C;
+    return direct_ok(K, S, P, OC) ? 8 : 1;
+}
+
+void bf_conv2d_forward_channels(float *out, const float *in, const float *w, const float *b, int C, int H, int W,
+                                int OC, int K, int S, int P, float *scratch, int o0, int o1) {
+    if (o0 >= o1) return;
+    geom_t g = geom(C, H, W, K, S, P);
+    int rows = C * K * K, cols = g.OH * g.OW;
+    conv_scratch_t s = carve(scratch, &g);
+    if (direct_ok(K, S, P, OC)) {
+        bf_direct3x3_channels(out, in, w, C, OC, H, W, s.direct, o0, o1);
+    } else {
+        const float *col = in;
+        if (!is_pointwise(K, S, P)) im2col(s.col, (size_t)cols, in, s.ph, &g), col = s.col;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o1 - o0, cols, rows, 1.0f, w + (size_t)o0 * rows, rows,
+                    col, cols, 0.0f, out + (size_t)o0 * cols, cols);
+    }
+    if (b) add_bias(out + (size_t)o0 * cols, b + o0, o1 - o0, cols);
+}
+
 static void bias_grad(float *db, const float *dy, int OC, int cols) {
     for (int oc = 0; oc < OC; oc++) {
         float s = 0;
@@ -274,13 +300,12 @@ void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *
     conv_scratch_t s = carve(scratch, &g);
     int direct = din && direct_ok(K, S, P, C);
     int direct_dw = K == 3 && S == 1 && P == 1 && bf_direct3x3_dw_ok(OC);
+    if (direct_dw) bf_direct3x3_dw(dw, dout, in, n, C, OC, H, W, s.direct);
     for (int i = 0; i < n; i++) {
         const float *x = in + i * in_sz, *dy = dout + i * out_sz, *xc = x;
         float *dx = din ? din + i * in_sz : NULL;
         if (db) bias_grad(db, dy, OC, cols);
-        if (direct_dw) {
-            bf_direct3x3_dw(dw, dy, x, C, OC, H, W, s.direct);
-        } else {
+        if (!direct_dw) {
             if (!pw) im2col(s.col, (size_t)cols, x, s.ph, &g), xc = s.col;
             /* dW[OC, rows] += dY[OC, cols] * X_col[rows, cols]^T */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, rows, cols, 1.0f, dy, cols, xc, cols, 1.0f, dw, rows);

@@ -115,7 +115,7 @@ static void test_conv(int n, int C, int H, int W, int OC, int K, int S, int P, i
     c.b = bias ? randn(OC, 0.5f) : NULL;
     c.R = randn(nout, 1);
     c.out = randn(nout, 1);
-    c.scratch = randn(bf_conv2d_scratch(C, H, W, OC, K, S, P), 1);
+    c.scratch = randn(bf_conv2d_scratch(n, C, H, W, OC, K, S, P), 1);
 
     float *ref = randn(nout, 0);
     conv_loss(&c);
