@@ -38,6 +38,12 @@ size_t bf_direct3x3_scratch(int C, int OC, int H, int W) {
     return pad_floats(most, H, W) + grid_floats(most, H, W);
 }
 
+/* Rows here are 7-30 floats: plain loops (this file is built with -fno-tree-loop-distribute-patterns)
+ * beat a memcpy call per row. */
+static inline void copy_row(float *restrict d, const float *restrict s, int n) {
+    for (int i = 0; i < n; i++) d[i] = s[i];
+}
+
 /* pad[c][H+2][W+2]: the input with a one-pixel zero border, then zeroed slack. */
 static void pad_input(float *pad, const float *in, int C, int H, int W) {
     int Wp = W + 2;
@@ -47,7 +53,7 @@ static void pad_input(float *pad, const float *in, int C, int H, int W) {
         for (int h = 0; h < H; h++) {
             float *row = p + (size_t)(h + 1) * Wp;
             row[0] = 0;
-            memcpy(row + 1, in + ((size_t)c * H + h) * W, sizeof(float) * W);
+            copy_row(row + 1, in + ((size_t)c * H + h) * W, W);
             row[W + 1] = 0;
         }
         memset(p + (size_t)(H + 1) * Wp, 0, sizeof(float) * Wp);
@@ -66,7 +72,7 @@ static void from_grid(float *out, const float *grid, int C, int H, int W, int ac
             if (acc)
                 for (int w = 0; w < W; w++) o[w] += g[w];
             else
-                memcpy(o, g, sizeof(float) * W);
+                copy_row(o, g, W);
         }
 }
 
@@ -198,11 +204,23 @@ static void lay_out(float *run, const float *x, int n, int C, int H, int W, int 
     int Wp = W + 2;
     for (int c = 0; c < C; c++) {
         float *r = run + c * len;
-        memset(r, 0, sizeof(float) * len);
-        for (int i = 0; i < n; i++)
-            for (int h = 0; h < H; h++) /* input: rows 1..H from column 1; dY: rows 0..H-1 from column 0 */
-                memcpy(r + i * plane + (size_t)(h + padded) * Wp + padded, x + (((size_t)i * C + c) * H + h) * W,
-                       sizeof(float) * W);
+        for (int i = 0; i < n; i++) {
+            /* input: rows 1..H from column 1 of a zero frame; dY: rows 0..H-1 from column 0 */
+            float *p = r + i * plane;
+            const float *src = x + ((size_t)i * C + c) * H * W;
+            for (int h = 0; h < H + 2; h++) {
+                float *row = p + (size_t)h * Wp;
+                int y = h - padded;
+                if (y < 0 || y >= H) {
+                    for (int k = 0; k < Wp; k++) row[k] = 0;
+                    continue;
+                }
+                for (int k = 0; k < padded; k++) row[k] = 0;
+                copy_row(row + padded, src + (size_t)y * W, W);
+                for (int k = padded + W; k < Wp; k++) row[k] = 0;
+            }
+        }
+        memset(r + n * plane, 0, sizeof(float) * (len - n * plane));
     }
 }
 
