@@ -129,8 +129,8 @@ int bf_blocks_partition(const bf_dataset_t *d, int32_t block_size, int32_t nval,
                         uint64_t seed, bf_blocks_t *out, bf_err_t *err);
 void bf_blocks_free(bf_blocks_t *b);
 
-/* SHA-256 (hex) of a block as it travels: the 16-byte header (n, c, h, w as little-endian int32),
- * then n*c*h*w pixel bytes, then n label bytes. */
+/* SHA-256 (hex) of a block as it travels (docs/PROTOCOL.md, BLOCK): the n*c*h*w pixel bytes, then
+ * the n label bytes. The shape travels in the message header and is checked against the frames. */
 void bf_block_digest(int32_t n, int32_t c, int32_t h, int32_t w, const uint8_t *pixels, const uint8_t *labels,
                      char hex[65]);
 

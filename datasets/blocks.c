@@ -150,13 +150,8 @@ int bf_blocks_partition(const bf_dataset_t *d, int32_t block_size, int32_t nval,
 
 void bf_block_digest(int32_t n, int32_t c, int32_t h, int32_t w, const uint8_t *pixels, const uint8_t *labels,
                      char hex[65]) {
-    uint8_t head[16];
-    int32_t dims[4] = {n, c, h, w};
-    for (int i = 0; i < 4; i++)
-        for (int b = 0; b < 4; b++) head[4 * i + b] = (uint8_t)((uint32_t)dims[i] >> (8 * b));
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    EVP_DigestUpdate(ctx, head, sizeof head);
     EVP_DigestUpdate(ctx, pixels, (size_t)n * c * h * w);
     EVP_DigestUpdate(ctx, labels, (size_t)n);
     unsigned char md[32];

@@ -197,6 +197,7 @@ static bf_msg_t *sample(const char *t, int full) {
         r |= bf_msg_set_uint(m, "w", 28) | bf_msg_set_uint(m, "classes", 10) | bf_msg_set_uint(m, "local_epochs", 1);
         r |= bf_msg_set_uint(m, "batch", 32) | bf_msg_set_double(m, "lr", 10) | bf_msg_set_double(m, "mu", 0);
         r |= bf_msg_set_uint(m, "seed", 7) | bf_msg_set_uint(m, "deadline_ms", 1700000000000ull);
+        set_any_map(m, "preprocess");
         add_floats(m, 6, 0.5f);
         add_floats(m, 2, 3.0f);
     }
