@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bf_models.h"
 #include "commands.h"
 
 static const struct {
@@ -10,6 +11,8 @@ static const struct {
     int (*run)(int, char **);
     const char *what;
 } commands[] = {
+    {"init", cmd_init_main, "create a coordinator home: ledger, state, CURVE certificate"},
+    {"run", cmd_run_main, "serve accounts, tasks and training rounds"},
     {"ledger", cmd_ledger_main, "inspect and verify the ledger (verify, balances, history, shares)"},
 };
 
@@ -26,6 +29,7 @@ static int usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    bf_blas_init(argc, argv); /* fast OpenBLAS kernels for evaluation */
     if (argc < 2) return usage(stderr);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))
         return usage(stdout);

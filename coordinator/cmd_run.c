@@ -1,0 +1,87 @@
+/* cmd_run.c: `blockfed-coordinator run`: serve accounts, tasks and training rounds. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "coord.h"
+
+static const char usage_text[] =
+    "usage: blockfed-coordinator run --home DIR [--bind tcp://*:7700] [--dataset NAME=PATH]...\n"
+    "                                [--insecure] [--liveness S] [--threads T] [--verbose]\n"
+    "\n"
+    "Serves the protocol in docs/PROTOCOL.md on one ZeroMQ ROUTER socket: accounts (backed by the\n"
+    "ledger), tasks, data blocks and federated rounds. Logs one line per event and one summary per\n"
+    "round (participants, samples, validation accuracy and loss, test accuracy, time).\n"
+    "\n"
+    "  --home DIR           created by `blockfed-coordinator init` (default $BLOCKFED_HOME)\n"
+    "  --bind ENDPOINT      default tcp://*:7700\n"
+    "  --dataset NAME=PATH  serve a dataset under NAME (IDX, CIFAR-10 binary or image folders);\n"
+    "                       repeatable, e.g. fashion-mnist=/usr/share/datasets/fashion-mnist\n"
+    "  --insecure           no CURVE (plain TCP): refused unless the endpoint is loopback\n"
+    "  --liveness S         a participant silent for S seconds is not waited for (default 15)\n"
+    "  --threads T          threads for aggregation/evaluation (default 1)\n"
+    "  --block-size N       images per data block (default 1000)\n"
+    "  --blocks-per-join N  blocks a participant gets when it joins (default 5); more with\n"
+    "                       `blockfed-client blocks buy` (10 coins each)\n"
+    "  --verbose            log every update too\n"
+    "\n"
+    "exit status: 0 stopped by a signal, 2 usage error, 3 could not start (home, datasets, bind)\n";
+
+static int loopback(const char *ep) {
+    return !strncmp(ep, "tcp://127.", 10) || !strncmp(ep, "tcp://localhost:", 16) || !strncmp(ep, "ipc://", 6) ||
+           !strncmp(ep, "inproc://", 9);
+}
+
+int cmd_run_main(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"home", required_argument, 0, 'H'},    {"bind", required_argument, 0, 'b'},
+        {"dataset", required_argument, 0, 'd'}, {"insecure", no_argument, 0, 'i'},
+        {"liveness", required_argument, 0, 'l'}, {"threads", required_argument, 0, 't'},
+        {"verbose", no_argument, 0, 'v'},       {"help", no_argument, 0, 'h'},
+        {"block-size", required_argument, 0, 'B'}, {"blocks-per-join", required_argument, 0, 'J'},
+        {0, 0, 0, 0}};
+    coord_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.home = getenv("BLOCKFED_HOME");
+    o.bind = "tcp://*:7700";
+    static char specs[COORD_MAX_DATASETS][4096];
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'H': o.home = optarg; break;
+        case 'b': o.bind = optarg; break;
+        case 'd': {
+            char *eq = strchr(optarg, '=');
+            if (o.ndatasets == COORD_MAX_DATASETS || !eq || eq == optarg || !eq[1] || strlen(optarg) >= sizeof specs[0])
+                return fprintf(stderr, "blockfed-coordinator: --dataset takes NAME=PATH (at most %d)\n", COORD_MAX_DATASETS),
+                       EXIT_USAGE;
+            strcpy(specs[o.ndatasets], optarg);
+            specs[o.ndatasets][eq - optarg] = 0;
+            o.dataset_names[o.ndatasets] = specs[o.ndatasets];
+            o.dataset_paths[o.ndatasets] = specs[o.ndatasets] + (eq - optarg) + 1;
+            o.ndatasets++;
+            break;
+        }
+        case 'i': o.insecure = 1; break;
+        case 'l': o.liveness_ms = atoi(optarg) * 1000; break;
+        case 't': o.threads = atoi(optarg); break;
+        case 'v': o.verbose = 1; break;
+        case 'B': o.block_size = atoi(optarg); break;
+        case 'J': o.blocks_per_join = atoi(optarg); break;
+        case 'h': return fputs(usage_text, stdout), EXIT_OK;
+        default: return fputs(usage_text, stderr), EXIT_USAGE;
+        }
+    }
+    if (!o.home || optind < argc || o.liveness_ms < 0 || o.threads < 0 || o.threads > 64 || o.block_size < 0 ||
+        o.block_size > 1000000 || o.blocks_per_join < 0 || o.blocks_per_join > 1000)
+        return fputs(usage_text, stderr), EXIT_USAGE;
+    if (o.insecure && !loopback(o.bind))
+        return fprintf(stderr, "blockfed-coordinator: --insecure is refused for %s: plain TCP only on loopback\n", o.bind),
+               EXIT_USAGE;
+    if (o.insecure)
+        fprintf(stderr, "blockfed-coordinator: WARNING: --insecure: no encryption, no authentication, on %s\n", o.bind);
+    return coord_serve(&o) ? EXIT_RUNTIME : EXIT_OK;
+}

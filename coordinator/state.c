@@ -1,0 +1,189 @@
+/* state.c: the federation's durable state (HOME/coordinator.db): task specifications and progress,
+ * participants and their data blocks, and per-round metrics. The ledger keeps the money in its own
+ * database; every ledger call the coordinator makes carries a deterministic op id, so replaying
+ * an intent after a crash is safe. Checkpoints are model files next to this database. */
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coord.h"
+
+struct coord_store {
+    sqlite3 *db;
+};
+
+static const char schema[] =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=FULL;"
+    "CREATE TABLE IF NOT EXISTS task("
+    " id TEXT PRIMARY KEY, ledger_id INTEGER NOT NULL, creator TEXT NOT NULL, name TEXT NOT NULL,"
+    " description TEXT NOT NULL, model TEXT NOT NULL, dataset TEXT NOT NULL, mode TEXT NOT NULL,"
+    " partition TEXT NOT NULL, strategy TEXT NOT NULL, fee_cents INTEGER NOT NULL, pool_cents INTEGER NOT NULL,"
+    " rounds INTEGER NOT NULL, min_clients INTEGER NOT NULL, local_epochs INTEGER NOT NULL, batch INTEGER NOT NULL,"
+    " round_timeout INTEGER NOT NULL, lr REAL NOT NULL, mu REAL NOT NULL, seed INTEGER NOT NULL,"
+    " state TEXT NOT NULL, round INTEGER NOT NULL, checkpoint_sha TEXT NOT NULL DEFAULT '',"
+    " result_hash TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL) STRICT;"
+    "CREATE TABLE IF NOT EXISTS participant("
+    " task TEXT NOT NULL REFERENCES task(id), key TEXT NOT NULL, user_id INTEGER NOT NULL, own_data INTEGER NOT NULL,"
+    " samples INTEGER NOT NULL, left INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL, PRIMARY KEY(task, key)) STRICT;"
+    "CREATE TABLE IF NOT EXISTS block("
+    " task TEXT NOT NULL REFERENCES task(id), block INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY(task, block)) STRICT;"
+    "CREATE TABLE IF NOT EXISTS round("
+    " task TEXT NOT NULL REFERENCES task(id), round INTEGER NOT NULL, participants INTEGER NOT NULL,"
+    " samples INTEGER NOT NULL, val_acc REAL NOT NULL, val_loss REAL NOT NULL, test_acc REAL NOT NULL,"
+    " seconds REAL NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY(task, round)) STRICT;";
+
+coord_store_t *coord_store_open(const char *path, bf_err_t *err) {
+    coord_store_t *s = calloc(1, sizeof *s);
+    if (!s) return bf_err_set(err, "out of memory"), NULL;
+    if (sqlite3_open(path, &s->db) != SQLITE_OK || sqlite3_busy_timeout(s->db, 5000) != SQLITE_OK ||
+        sqlite3_exec(s->db, "PRAGMA foreign_keys=ON;", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(s->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+        bf_err_set(err, "%s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+        coord_store_close(&s);
+        return NULL;
+    }
+    return s;
+}
+
+void coord_store_close(coord_store_t **p) {
+    if (!p || !*p) return;
+    sqlite3_close((*p)->db);
+    free(*p);
+    *p = NULL;
+}
+
+/* Runs one statement with bound parameters given as a format: t = text, i = int64, d = double. */
+static int run(coord_store_t *s, bf_err_t *err, const char *sql, const char *fmt, ...) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return bf_err_set(err, "state: %s", sqlite3_errmsg(s->db));
+    va_list ap;
+    va_start(ap, fmt);
+    for (int i = 0; fmt[i]; i++) {
+        if (fmt[i] == 't') sqlite3_bind_text(st, i + 1, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
+        else if (fmt[i] == 'i') sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+        else sqlite3_bind_double(st, i + 1, va_arg(ap, double));
+    }
+    va_end(ap);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return bf_err_set(err, "state: %s", sqlite3_errmsg(s->db));
+    return 0;
+}
+
+int coord_store_add_task(coord_store_t *s, const task_spec_t *t, int64_t ledger_id, bf_err_t *err) {
+    return run(s, err,
+               "INSERT INTO task VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'waiting',0,'','',"
+               "(SELECT COUNT(*) FROM task))",
+               "ti" "tttttttt" "iiiiiii" "dd" "i", /* one letter per parameter: t text, i int64, d double */
+               t->id, ledger_id, t->creator, t->name, t->description, t->model, t->dataset, t->mode, t->partition,
+               t->strategy, t->fee_cents, t->pool_cents, (int64_t)t->rounds, (int64_t)t->min_clients,
+               (int64_t)t->local_epochs, (int64_t)t->batch, (int64_t)t->round_timeout, t->lr, t->mu, (int64_t)t->seed);
+}
+
+int coord_store_set_progress(coord_store_t *s, const char *task, const char *state, int round, const char *checkpoint_sha,
+                             const char *result_hash, bf_err_t *err) {
+    return run(s, err, "UPDATE task SET state=?, round=?, checkpoint_sha=?, result_hash=? WHERE id=?", "titti", state,
+               (int64_t)round, checkpoint_sha ? checkpoint_sha : "", result_hash ? result_hash : "", task);
+}
+
+int coord_store_add_participant(coord_store_t *s, const char *task, const char *key, int64_t user_id, int own_data,
+                                int64_t samples, bf_err_t *err) {
+    return run(s, err,
+               "INSERT INTO participant(task,key,user_id,own_data,samples,seq) VALUES(?,?,?,?,?,"
+               "(SELECT COUNT(*) FROM participant)) ON CONFLICT(task,key) DO UPDATE SET left=0",
+               "ttiii", task, key, user_id, (int64_t)own_data, samples);
+}
+
+int coord_store_add_blocks(coord_store_t *s, const char *task, const char *key, const int32_t *blocks, int n, bf_err_t *err) {
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return bf_err_set(err, "state: %s", sqlite3_errmsg(s->db));
+    for (int i = 0; i < n; i++)
+        if (run(s, err, "INSERT INTO block VALUES(?,?,?)", "tit", task, (int64_t)blocks[i], key)) {
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        return bf_err_set(err, "state: %s", sqlite3_errmsg(s->db));
+    return 0;
+}
+
+int coord_store_leave(coord_store_t *s, const char *task, const char *key, bf_err_t *err) {
+    return run(s, err, "UPDATE participant SET left=1 WHERE task=? AND key=?", "tt", task, key);
+}
+
+int coord_store_add_round(coord_store_t *s, const char *task, int round, int participants, int64_t samples,
+                          double val_acc, double val_loss, double test_acc, double seconds, const char *sha,
+                          bf_err_t *err) {
+    return run(s, err, "INSERT OR REPLACE INTO round VALUES(?,?,?,?,?,?,?,?,?)", "tiiiddddt", task, (int64_t)round,
+               (int64_t)participants, samples, val_acc, val_loss, test_acc, seconds, sha);
+}
+
+static const char *col_text(sqlite3_stmt *st, int i) {
+    const char *v = (const char *)sqlite3_column_text(st, i);
+    return v ? v : "";
+}
+
+static void copy(char *dst, size_t cap, const char *src) { snprintf(dst, cap, "%s", src); }
+
+static int load_tasks(coord_store_t *s, const coord_load_cb_t *cb, void *u) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT * FROM task ORDER BY seq", -1, &st, NULL) != SQLITE_OK) return -1;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        task_spec_t t;
+        memset(&t, 0, sizeof t);
+        copy(t.id, sizeof t.id, col_text(st, 0));
+        int64_t ledger_id = sqlite3_column_int64(st, 1);
+        copy(t.creator, sizeof t.creator, col_text(st, 2));
+        copy(t.name, sizeof t.name, col_text(st, 3));
+        copy(t.description, sizeof t.description, col_text(st, 4));
+        copy(t.model, sizeof t.model, col_text(st, 5));
+        copy(t.dataset, sizeof t.dataset, col_text(st, 6));
+        copy(t.mode, sizeof t.mode, col_text(st, 7));
+        copy(t.partition, sizeof t.partition, col_text(st, 8));
+        copy(t.strategy, sizeof t.strategy, col_text(st, 9));
+        t.fee_cents = sqlite3_column_int64(st, 10);
+        t.pool_cents = sqlite3_column_int64(st, 11);
+        t.rounds = sqlite3_column_int(st, 12);
+        t.min_clients = sqlite3_column_int(st, 13);
+        t.local_epochs = sqlite3_column_int(st, 14);
+        t.batch = sqlite3_column_int(st, 15);
+        t.round_timeout = sqlite3_column_int(st, 16);
+        t.lr = sqlite3_column_double(st, 17);
+        t.mu = sqlite3_column_double(st, 18);
+        t.seed = (uint64_t)sqlite3_column_int64(st, 19);
+        cb->task(u, &t, ledger_id, col_text(st, 20), sqlite3_column_int(st, 21), col_text(st, 22), col_text(st, 23));
+    }
+    return sqlite3_finalize(st) == SQLITE_OK ? 0 : -1;
+}
+
+int coord_store_load(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_err_t *err) {
+    sqlite3_stmt *st = NULL;
+    if (load_tasks(s, cb, u)) goto fail;
+    if (sqlite3_prepare_v2(s->db, "SELECT task,key,user_id,own_data,samples,left FROM participant ORDER BY seq", -1, &st,
+                           NULL) != SQLITE_OK)
+        goto fail;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        cb->participant(u, col_text(st, 0), col_text(st, 1), sqlite3_column_int64(st, 2), sqlite3_column_int(st, 3),
+                        sqlite3_column_int64(st, 4), sqlite3_column_int(st, 5));
+    sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(s->db, "SELECT task,key,block FROM block ORDER BY task, block", -1, &st, NULL) != SQLITE_OK)
+        goto fail;
+    while (sqlite3_step(st) == SQLITE_ROW) cb->block(u, col_text(st, 0), col_text(st, 1), sqlite3_column_int(st, 2));
+    sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(s->db, "SELECT task,round,participants,samples,val_acc,val_loss,test_acc,seconds FROM round "
+                                  "ORDER BY task, round",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto fail;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        cb->round(u, col_text(st, 0), sqlite3_column_int(st, 1), sqlite3_column_int(st, 2), sqlite3_column_int64(st, 3),
+                  sqlite3_column_double(st, 4), sqlite3_column_double(st, 5), sqlite3_column_double(st, 6),
+                  sqlite3_column_double(st, 7));
+    sqlite3_finalize(st);
+    return 0;
+fail:
+    return bf_err_set(err, "state: %s", sqlite3_errmsg(s->db));
+}

@@ -1,0 +1,5 @@
+# Federation: a real coordinator process on loopback, CURVE on.
+bf_test(test_coordinator SOURCES integration/test_coordinator.c LIBS bfclient bfshared LABELS integration
+        ARGS $<TARGET_FILE:blockfed-coordinator>)
+add_dependencies(test_coordinator blockfed-coordinator)
+set_tests_properties(test_coordinator PROPERTIES TIMEOUT 300)

@@ -1,0 +1,135 @@
+/* fed_common.h: what the federation integration tests share: a small generated IDX dataset, a
+ * coordinator home and process, and a CURVE client speaking the protocol. */
+#ifndef BF_FED_COMMON_H
+#define BF_FED_COMMON_H
+
+#include <czmq.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bf_datasets.h"
+#include "bf_proto.h"
+#include "bf_spawn.h"
+#include "test.h"
+
+static void fed_put_be32(FILE *f, uint32_t v) {
+    uint8_t b[4] = {v >> 24, v >> 16, v >> 8, v};
+    fwrite(b, 1, 4, f);
+}
+
+/* 16x16 images, 4 classes: a bright 8x8 square in the class's quadrant plus noise. */
+static void fed_write_split(const char *dir, const char *prefix, int n, uint64_t seed) {
+    char path[700];
+    bf_rng_t r;
+    bf_rng_seed(&r, seed);
+    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, prefix);
+    FILE *fi = fopen(path, "wb");
+    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, prefix);
+    FILE *fl = fopen(path, "wb");
+    fed_put_be32(fi, 0x803), fed_put_be32(fi, n), fed_put_be32(fi, 16), fed_put_be32(fi, 16);
+    fed_put_be32(fl, 0x801), fed_put_be32(fl, n);
+    for (int i = 0; i < n; i++) {
+        int c = (int)bf_rng_below(&r, 4);
+        fputc(c, fl);
+        for (int h = 0; h < 16; h++)
+            for (int w = 0; w < 16; w++) {
+                int on = (h < 8) == (c < 2) && (w < 8) == (c % 2 == 0);
+                fputc((on ? 170 : 40) + (int)bf_rng_below(&r, 60), fi);
+            }
+    }
+    fclose(fi);
+    fclose(fl);
+}
+
+/* Runs `blockfed-coordinator init` and reads the server key from its output. */
+static int fed_init_home(const char *coord, const char *home, char key[41]) {
+    char out[700];
+    snprintf(out, sizeof out, "%s.init.out", home);
+    const char *args[] = {"init", "--home", home, NULL};
+    if (bf_spawn(coord, args, out, 1) != 0) return -1;
+    const char *k = strstr(bf_slurp(out), "server public key: ");
+    if (!k) return -1;
+    memcpy(key, k + 19, 40);
+    key[40] = 0;
+    return 0;
+}
+
+/* Starts `blockfed-coordinator run` in the background (stdout to home.log). */
+static pid_t fed_start(const char *coord, const char *home, const char *endpoint, const char *dataset_spec,
+                       const char *const *extra) {
+    char log[700];
+    snprintf(log, sizeof log, "%s.log", home);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1), dup2(fd, 2);
+        const char *argv[32] = {coord, "run", "--home", home, "--bind", endpoint, "--dataset", dataset_spec};
+        int n = 8;
+        for (int i = 0; extra && extra[i] && n < 31; i++) argv[n++] = extra[i];
+        argv[n] = NULL;
+        execv(coord, (char **)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void fed_stop(pid_t pid, int sig) {
+    if (pid <= 0) return;
+    kill(pid, sig);
+    int st;
+    waitpid(pid, &st, 0);
+}
+
+/* A participant: its own CURVE certificate and DEALER socket. */
+typedef struct {
+    zcert_t *cert;
+    zsock_t *sock;
+    uint64_t next_id;
+} fed_client_t;
+
+static void fed_client_open(fed_client_t *c, const char *endpoint, const char *server_key) {
+    memset(c, 0, sizeof *c);
+    c->cert = zcert_new();
+    c->sock = zsock_new(ZMQ_DEALER);
+    zcert_apply(c->cert, c->sock);
+    zsock_set_curve_serverkey(c->sock, server_key);
+    zsock_set_rcvtimeo(c->sock, 20000);
+    zsock_connect(c->sock, "%s", endpoint);
+    c->next_id = 1000;
+}
+
+static void fed_client_close(fed_client_t *c) {
+    zsock_destroy(&c->sock);
+    zcert_destroy(&c->cert);
+}
+
+/* Sends req (consumed) and returns the decoded reply with the same id, or NULL on timeout. */
+static bf_msg_t *fed_call(fed_client_t *c, bf_msg_t *req) {
+    bf_err_t err;
+    uint64_t id = bf_msg_id(req);
+    zmsg_t *z = bf_msg_encode(req, &err);
+    bf_msg_destroy(&req);
+    if (!z) {
+        fprintf(stderr, "encode: %s\n", err.msg);
+        return NULL;
+    }
+    zmsg_send(&z, c->sock);
+    for (;;) {
+        zmsg_t *in = zmsg_recv(c->sock);
+        if (!in) return NULL;
+        bf_msg_t *rep = bf_msg_decode(&in, NULL, &err);
+        if (rep && bf_msg_id(rep) == id) return rep;
+        bf_msg_destroy(&rep);
+    }
+}
+
+static bf_msg_t *fed_req(fed_client_t *c, const char *type) { return bf_msg_new(type, c->next_id++); }
+
+static int fed_is(const bf_msg_t *m, const char *type) { return m && !strcmp(bf_msg_type(m), type); }
+
+static const char *fed_code(const bf_msg_t *m) { return fed_is(m, "ERROR") ? bf_msg_str(m, "code") : ""; }
+
+#endif
