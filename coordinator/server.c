@@ -1205,9 +1205,13 @@ static void on_task(void *u, const task_spec_t *spec, int64_t ledger_id, const c
 }
 
 static void on_part(void *u, const char *task, const char *key, int64_t user_id, int own, int64_t samples, int left) {
-    task_t *t = find_task(((load_t *)u)->s, task);
+    server_t *s = ((load_t *)u)->s;
+    task_t *t = find_task(s, task);
     part_t *p = t ? add_part(t, key, user_id, own, own ? samples : 0) : NULL;
     if (p) p->left = left;
+    /* after a restart every participant gets one liveness window to reconnect before a round
+     * may close without it */
+    touch(s, key);
 }
 
 static void on_block(void *u, const char *task, const char *key, int32_t block) {

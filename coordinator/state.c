@@ -86,7 +86,7 @@ int coord_store_add_task(coord_store_t *s, const task_spec_t *t, int64_t ledger_
 
 int coord_store_set_progress(coord_store_t *s, const char *task, const char *state, int round, const char *checkpoint_sha,
                              const char *result_hash, bf_err_t *err) {
-    return run(s, err, "UPDATE task SET state=?, round=?, checkpoint_sha=?, result_hash=? WHERE id=?", "titti", state,
+    return run(s, err, "UPDATE task SET state=?, round=?, checkpoint_sha=?, result_hash=? WHERE id=?", "tittt", state,
                (int64_t)round, checkpoint_sha ? checkpoint_sha : "", result_hash ? result_hash : "", task);
 }
 

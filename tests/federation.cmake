@@ -3,3 +3,7 @@ bf_test(test_coordinator SOURCES integration/test_coordinator.c LIBS bfclient bf
         ARGS $<TARGET_FILE:blockfed-coordinator>)
 add_dependencies(test_coordinator blockfed-coordinator)
 set_tests_properties(test_coordinator PROPERTIES TIMEOUT 300)
+bf_test(test_federation_failures SOURCES integration/test_federation_failures.c LIBS bfclient bfshared LABELS integration
+        ARGS $<TARGET_FILE:blockfed-coordinator>)
+add_dependencies(test_federation_failures blockfed-coordinator)
+set_tests_properties(test_federation_failures PROPERTIES TIMEOUT 300)

@@ -1,0 +1,153 @@
+/* fed_participant.h: an in-process participant for the federation tests: registers, joins,
+ * fetches and verifies its blocks, trains rounds locally with the real engine and sends updates;
+ * and the check that a checkpoint is the sample-weighted mean of the updates. */
+#ifndef BF_FED_PARTICIPANT_H
+#define BF_FED_PARTICIPANT_H
+
+#include "bf_mp.h"
+#include "bf_trainer.h"
+#include "fed_common.h"
+
+
+static bf_msg_t *call(fed_client_t *c, bf_msg_t *req) { return fed_call(c, req); }
+
+static void expect_ok(bf_msg_t *rep, const char *what) {
+    CHECK_MSG(rep && !fed_is(rep, "ERROR"), "%s: %s %s", what, rep ? fed_code(rep) : "timeout",
+              rep && fed_is(rep, "ERROR") ? bf_msg_str(rep, "message") : "");
+}
+
+static void reg(fed_client_t *c, const char *name) {
+    bf_msg_t *r = fed_req(c, "REGISTER");
+    bf_msg_set_str(r, "name", name);
+    bf_msg_t *rep = call(c, r);
+    expect_ok(rep, "register");
+    bf_msg_destroy(&rep);
+}
+
+typedef struct {
+    fed_client_t c;
+    bf_dataset_t data;
+    float *params, *buffers; /* the update sent in the current round */
+    size_t np, nb;
+    int64_t samples;
+} part_t;
+
+/* JOIN, then every assigned block with its digest checked, concatenated into one dataset. */
+static void join_and_fetch(part_t *p, const char *task) {
+    bf_msg_t *r = fed_req(&p->c, "JOIN");
+    bf_msg_set_str(r, "task", task);
+    bf_msg_set_bool(r, "own_data", 0);
+    bf_msg_t *joined = call(&p->c, r);
+    CHECK(fed_is(joined, "JOINED"));
+    const msgpack_object *blocks = joined ? bf_msg_any(joined, "blocks") : NULL;
+    int nb = blocks && blocks->type == MSGPACK_OBJECT_ARRAY ? (int)blocks->via.array.size : 0;
+    CHECK(nb == 3);
+    bf_err_t err;
+    CHECK(bf_dataset_alloc(&p->data, nb * 100, 1, 16, 16, 10, &err) == 0);
+    for (int i = 0; i < nb; i++) {
+        bf_msg_t *g = fed_req(&p->c, "BLOCK_GET");
+        bf_msg_set_str(g, "task", task);
+        bf_msg_set_uint(g, "block", blocks->via.array.ptr[i].via.u64);
+        bf_msg_t *b = call(&p->c, g);
+        CHECK(fed_is(b, "BLOCK") && bf_msg_uint(b, "n", 0) == 100);
+        if (!fed_is(b, "BLOCK")) {
+            bf_msg_destroy(&b);
+            continue;
+        }
+        size_t lp, ll;
+        const uint8_t *px = bf_msg_frame(b, 0, &lp), *lb = bf_msg_frame(b, 1, &ll);
+        char hex[65];
+        bf_block_digest(100, 1, 16, 16, px, lb, hex);
+        CHECK(!strcmp(hex, bf_msg_str(b, "sha256")));
+        memcpy(p->data.pixels + (size_t)i * 100 * 256, px, lp);
+        memcpy(p->data.labels + (size_t)i * 100, lb, ll);
+        bf_msg_destroy(&b);
+    }
+    bf_msg_destroy(&joined);
+}
+
+/* One participant's round: ROUND_GET until ROUND, train one epoch locally, UPDATE. */
+static int train_round(part_t *p, const char *task, int expect_round) {
+    bf_msg_t *rep = NULL;
+    for (int tries = 0; tries < 200; tries++) {
+        bf_msg_t *r = fed_req(&p->c, "ROUND_GET");
+        bf_msg_set_str(r, "task", task);
+        rep = call(&p->c, r);
+        if (!fed_is(rep, "WAIT")) break;
+        bf_msg_destroy(&rep);
+        zclock_sleep(100);
+    }
+    CHECK_MSG(fed_is(rep, "ROUND"), "expected ROUND, got %s", rep ? bf_msg_type(rep) : "timeout");
+    if (!fed_is(rep, "ROUND")) return bf_msg_destroy(&rep), -1;
+    CHECK((int)bf_msg_uint(rep, "round", 99) == expect_round);
+    bf_err_t err;
+    bf_net_t *net = bf_net_new(bf_msg_str(rep, "arch"), 1, 16, 16, 10, 32, 1, &err);
+    p->np = bf_net_num_params(net);
+    p->nb = bf_net_num_buffers(net);
+    CHECK(bf_msg_frame_f32(rep, 0, bf_net_params(net), p->np) == 0);
+    CHECK(bf_msg_frame_f32(rep, 1, bf_net_buffers(net), p->nb) == 0);
+    float mean = 0, std = 1;
+    const msgpack_object *pre = bf_msg_any(rep, "preprocess");
+    double v;
+    if (!bf_mp_as_double(&bf_mp_get(pre, "mean")->via.array.ptr[0], &v)) mean = (float)v;
+    if (!bf_mp_as_double(&bf_mp_get(pre, "std")->via.array.ptr[0], &v)) std = (float)v;
+    bf_train_opts_t o = {.batch = 32, .lr = bf_msg_double(rep, "lr", 0.05), .schedule = "constant", .momentum = 0.9,
+                         .weight_decay = 5e-4, .seed = bf_msg_uint(rep, "seed", 1)};
+    bf_trainer_t *tr = bf_trainer_new(net, &o, &p->data, &mean, &std, 1, &err);
+    bf_progress_t pr;
+    CHECK(tr && bf_trainer_epoch(tr, NULL, NULL, &pr) == 0);
+    free(p->params), free(p->buffers);
+    p->params = malloc(sizeof(float) * p->np);
+    p->buffers = malloc(sizeof(float) * (p->nb + 1));
+    memcpy(p->params, bf_net_params(net), sizeof(float) * p->np);
+    memcpy(p->buffers, bf_net_buffers(net), sizeof(float) * p->nb);
+    p->samples = p->data.n;
+    bf_msg_t *u = fed_req(&p->c, "UPDATE");
+    bf_msg_set_str(u, "task", task);
+    bf_msg_set_uint(u, "round", (uint64_t)expect_round);
+    bf_msg_set_uint(u, "samples", (uint64_t)p->samples);
+    bf_msg_set_double(u, "loss", pr.loss);
+    bf_msg_add_f32(u, p->params, p->np);
+    bf_msg_add_f32(u, p->buffers, p->nb);
+    bf_msg_t *ok = call(&p->c, u);
+    expect_ok(ok, "update");
+    bf_msg_destroy(&ok);
+    bf_trainer_destroy(&tr);
+    bf_net_destroy(&net);
+    bf_msg_destroy(&rep);
+    return 0;
+}
+
+/* The checkpoint of round r must be the sample-weighted mean of the three updates. */
+/* parts[i] for i in idx[0..k) took part in the round. */
+static void check_fedavg_subset(const char *home, const char *task, part_t *parts, const int *idx, int k, int round) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/checkpoints/%s/round-%04d.bfm", home, task, round);
+    bf_err_t err;
+    bf_model_meta_t meta;
+    bf_net_t *g = NULL;
+    for (int tries = 0; tries < 100 && !g; tries++) { /* written by the coordinator's worker */
+        g = bf_model_load(path, 1, 1, &meta, &err);
+        if (!g) zclock_sleep(100);
+    }
+    CHECK_MSG(g != NULL, "%s", err.msg);
+    if (!g) return;
+    double worst = 0, total = 0;
+    for (int i = 0; i < k; i++) total += (double)parts[idx[i]].samples;
+    for (size_t j = 0; j < parts[idx[0]].np; j++) {
+        double s = 0;
+        for (int i = 0; i < k; i++) s += (double)parts[idx[i]].samples * parts[idx[i]].params[j];
+        worst = fmax(worst, fabs(s / total - bf_net_params(g)[j]));
+    }
+    for (size_t j = 0; j < parts[idx[0]].nb; j++) {
+        double s = 0;
+        for (int i = 0; i < k; i++) s += (double)parts[idx[i]].samples * parts[idx[i]].buffers[j];
+        worst = fmax(worst, fabs(s / total - bf_net_buffers(g)[j]));
+    }
+    printf("round %d: checkpoint vs weighted mean of %d updates: max |diff| %.3g\n", round, k, worst);
+    CHECK(worst < 1e-6);
+    bf_net_destroy(&g);
+}
+
+
+#endif
