@@ -17,6 +17,8 @@ typedef struct {
     uint64_t seed;       /* shuffling and augmentation */
     double mu;                 /* FedProx: adds mu/2 |w - prox_center|^2 to the loss when > 0 */
     const float *prox_center;  /* the round's global parameters (borrowed) */
+    const volatile int *cancel;/* when set and *cancel becomes non-zero (e.g. &zsys_interrupted), the
+                                  epoch stops after the current step and bf_trainer_epoch returns -2 */
 } bf_train_opts_t;
 
 /* Called after every step with the running figures of the current epoch. */
@@ -36,7 +38,8 @@ typedef struct bf_trainer bf_trainer_t;
 bf_trainer_t *bf_trainer_new(bf_net_t *net, const bf_train_opts_t *opts, const bf_dataset_t *train,
                              const float *mean, const float *std, int total_epochs, bf_err_t *err);
 void bf_trainer_destroy(bf_trainer_t **p);
-/* One pass over the training set; fills the final progress figures into *summary. */
+/* One pass over the training set; fills the final progress figures into *summary. Returns 0,
+ * -1 if the loss is not finite (diverged), -2 if cancelled through opts.cancel. */
 int bf_trainer_epoch(bf_trainer_t *t, bf_progress_fn fn, void *user, bf_progress_t *summary);
 
 /* Eval-mode loss and accuracy of net on d (limit > 0: only the first `limit` images). */

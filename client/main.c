@@ -51,26 +51,79 @@ int bf_cli_double(const char *s, double lo, double hi, double *v, const char *fl
     return 0;
 }
 
+static int run_train(int argc, char **argv, bf_cli_ctx_t *ctx) {
+    (void)ctx;
+    return bf_cmd_train(argc, argv);
+}
+
 static const struct {
     const char *name, *what;
-    int (*run)(int, char **);
+    int (*run)(int, char **, bf_cli_ctx_t *);
 } commands[] = {
-    {"train", "train a model centrally on a dataset and write a model file", bf_cmd_train},
+    {"train", "train a model centrally on a dataset and write a model file", run_train},
+    {"register", "create the profile (key pair) and register a user with a coordinator", bf_cmd_register},
+    {"recharge", "add money to the account", bf_cmd_recharge},
+    {"task", "task create|list|status|cancel", bf_cmd_task},
+    {"join", "join a task and train its rounds until it ends", bf_cmd_join},
+    {"leave", "leave a task", bf_cmd_leave},
+    {"blocks", "blocks buy TASK N: buy extra data blocks (10 coins each)", bf_cmd_blocks},
+    {"assets", "balances and shares", bf_cmd_assets},
+    {"history", "ledger entries of the account, newest first", bf_cmd_history},
+    {"model", "model download TASK --out FILE: the task's global model", bf_cmd_model},
 };
 
 static int usage(FILE *f) {
-    fprintf(f, "usage: blockfed-client COMMAND [options]   (COMMAND --help for its options)\n\ncommands:\n");
+    fprintf(f, "usage: blockfed-client [--home DIR] [--timeout S] COMMAND [options]   (COMMAND --help for its options)\n"
+               "\n"
+               "  --home DIR     profile directory (default $BLOCKFED_HOME, else ~/.blockfed)\n"
+               "  --timeout S    seconds to wait for each reply of the coordinator (default 10)\n"
+               "\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].what);
+    fprintf(f, "\nexit status: 0 ok, 1 runtime or coordinator error, 2 usage error (docs/CLIENT.md)\n");
     return f == stdout ? 0 : 2;
+}
+
+int bf_cli_common_opt(int c, const char *arg, bf_cli_ctx_t *ctx, int *rc) {
+    long long v;
+    if (c == 0x101) ctx->home = arg;
+    else if (c == 0x102) {
+        if (bf_cli_int(arg, 1, 86400, &v, "--timeout")) *rc = -1;
+        else ctx->timeout_ms = (int)(v * 1000);
+    } else
+        return 0;
+    return 1;
+}
+
+/* Global options before the command name: --home DIR, --home=DIR, --timeout S, --timeout=S. */
+static int parse_globals(int argc, char **argv, bf_cli_ctx_t *ctx, int *i) {
+    for (*i = 1; *i < argc && !strncmp(argv[*i], "--", 2); (*i)++) {
+        const char *a = argv[*i], *val = NULL;
+        int code = !strncmp(a, "--home", 6) ? 0x101 : !strncmp(a, "--timeout", 9) ? 0x102 : 0;
+        size_t len = code == 0x101 ? 6 : 9;
+        if (!code || (a[len] && a[len] != '=')) return 0; /* --help and friends */
+        if (a[len] == '=') val = a + len + 1;
+        else if (*i + 1 < argc) val = argv[++(*i)];
+        else return bf_cli_error("%s needs a value", a);
+        int rc = 0;
+        bf_cli_common_opt(code, val, ctx, &rc);
+        if (rc) return -1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
     bf_blas_init(argc, argv);
-    if (argc < 2) return usage(stderr);
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) return usage(stdout);
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "blockfed-client: unknown command '%s'\n", argv[1]);
+    bf_cli_ctx_t ctx = {.timeout_ms = 10000};
+    int i;
+    if (parse_globals(argc, argv, &ctx, &i)) return 2;
+    if (i >= argc) return usage(stderr);
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") || !strcmp(argv[i], "help")) return usage(stdout);
+    for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
+        if (!strcmp(argv[i], commands[k].name)) {
+            int rc = commands[k].run(argc - i, argv + i, &ctx);
+            return rc < 0 ? 2 : rc;
+        }
+    fprintf(stderr, "blockfed-client: unknown command '%s'\n", argv[i]);
     return usage(stderr);
 }

@@ -88,6 +88,7 @@ int bf_trainer_epoch(bf_trainer_t *t, bf_progress_fn fn, void *user, bf_progress
     double loss_sum = 0, t0 = bf_now();
     int64_t seen = 0, correct = 0;
     for (int64_t s = 0; s < p.steps; s++) {
+        if (t->opts.cancel && *t->opts.cancel) return -2;
         int n = (int)(d->n - s * B < B ? d->n - s * B : B);
         bf_batch_fill(d, t->order + s * B, n, t->mean, t->std, t->opts.augment ? &t->rng : NULL, t->x, t->y);
         double lr, momentum = t->opts.momentum;
