@@ -756,36 +756,46 @@ static int assign_blocks(server_t *s, task_t *t, part_t *p, int want, bf_err_t *
     return k && coord_store_add_blocks(s->store, t->spec.id, p->key, pick, k, err) ? -1 : k;
 }
 
-static bf_msg_t *h_join(const ctx_t *c) {
-    bf_msg_t *e = need_user(c);
-    if (e) return e;
+/* Adds the caller to t (ledger participation, state, initial blocks); *out is the participant. */
+static bf_msg_t *join_task(const ctx_t *c, task_t *t, int own, int64_t declared, part_t **out) {
     server_t *s = c->s;
-    task_t *t = find_task(s, bf_msg_str(c->req, "task"));
-    if (!t) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no such task");
-    if (strcmp(t->state, "waiting") && strcmp(t->state, "running") && strcmp(t->state, "aggregating"))
-        return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task is %s", t->state);
-    part_t *p = find_part(t, c->key);
     bf_err_t err;
-    if (p) { /* a returning participant: same blocks, back in from the next round */
-        if (p->left && coord_store_add_participant(s->store, t->spec.id, c->key, c->user, p->own_data, p->samples, &err) == 0)
-            p->left = 0;
-        return joined_reply(c, t, p);
-    }
-    int own = bf_msg_bool(c->req, "own_data", 0);
-    int64_t declared = (int64_t)bf_msg_uint(c->req, "samples", 0);
     if (own && declared < 1) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "own data needs samples >= 1");
     char op[192];
     snprintf(op, sizeof op, "join:%s:%s", t->spec.id, c->key);
     int rc = bf_ledger_join_task(s->ledger, op, t->ledger_id, c->user, &err);
     if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
-    p = add_part(t, c->key, c->user, own, own ? declared : 0);
+    part_t *p = add_part(t, c->key, c->user, own, own ? declared : 0);
     if (!p || coord_store_add_participant(s->store, t->spec.id, c->key, c->user, own, own ? declared : 0, &err))
         return bf_msg_error(c->id, BF_PROTO_INTERNAL, "cannot record the participant");
     if (!own && assign_blocks(s, t, p, s->o.blocks_per_join, &err) < 0)
         return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
     logf_("task %s: %.8s... joined with %d blocks (%lld images)%s", t->spec.id, c->key, p->nblocks, (long long)p->samples,
           own ? " of its own data" : "");
-    return joined_reply(c, t, p);
+    *out = p;
+    return NULL;
+}
+
+static int joinable(const task_t *t) {
+    return !strcmp(t->state, "waiting") || !strcmp(t->state, "running") || !strcmp(t->state, "aggregating");
+}
+
+static bf_msg_t *h_join(const ctx_t *c) {
+    bf_msg_t *e = need_user(c);
+    if (e) return e;
+    task_t *t = find_task(c->s, bf_msg_str(c->req, "task"));
+    if (!t) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no such task");
+    if (!joinable(t)) return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task is %s", t->state);
+    part_t *p = find_part(t, c->key);
+    bf_err_t err;
+    if (p) { /* a returning participant: same blocks, back in from the next round */
+        if (p->left &&
+            coord_store_add_participant(c->s->store, t->spec.id, c->key, c->user, p->own_data, p->samples, &err) == 0)
+            p->left = 0;
+        return joined_reply(c, t, p);
+    }
+    e = join_task(c, t, bf_msg_bool(c->req, "own_data", 0), (int64_t)bf_msg_uint(c->req, "samples", 0), &p);
+    return e ? e : joined_reply(c, t, p);
 }
 
 static bf_msg_t *h_leave(const ctx_t *c) {
@@ -803,8 +813,10 @@ static bf_msg_t *h_blocks_buy(const ctx_t *c) {
     bf_msg_t *e = need_user(c);
     if (e) return e;
     task_t *t = find_task(c->s, bf_msg_str(c->req, "task"));
-    part_t *p = t ? find_part(t, c->key) : NULL;
-    if (!p) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "join the task first");
+    if (!t) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no such task");
+    if (!joinable(t)) return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task is %s", t->state);
+    part_t *p = find_part(t, c->key);
+    if (!p && (e = join_task(c, t, 0, 0, &p))) return e; /* buying blocks joins the task */
     int n = (int)bf_msg_uint(c->req, "n", 1);
     int32_t pick[1000];
     if (free_blocks(t, n, pick) < n) return bf_msg_error(c->id, BF_PROTO_CONFLICT, "fewer than %d free blocks left", n);
@@ -1133,6 +1145,14 @@ static void handle_message(server_t *s) {
         return;
     }
     ctx_t c = {s, req, bf_msg_id(req), bf_msg_user_id(req), 0};
+    char insecure_key[41];
+    if (!c.key && s->o.insecure && zframe_size(rid) == 40) {
+        /* --insecure (loopback only): no CURVE handshake, so the client names its key as its
+         * routing id; nothing authenticates it, which is why insecure mode is loopback-only */
+        memcpy(insecure_key, zframe_data(rid), 40);
+        insecure_key[40] = 0;
+        c.key = insecure_key;
+    }
     bf_msg_t *rep;
     if (!bf_proto_is_request(bf_msg_type(req))) {
         rep = bf_msg_error(c.id, BF_PROTO_UNKNOWN_TYPE, "'%s' is a reply, not a request", bf_msg_type(req));
