@@ -6,6 +6,7 @@
  *   5 x u32   n, c, h, w, classes      (ranges as in the BLOCK message: n 1..10^6, c 1..4,
  *                                       h, w 1..1024, classes 2..256)
  *   64 bytes  SHA-256 hex of pixels || labels (bf_block_digest)
+ *   u32       FNV-1a (32-bit) of the 92 bytes before it
  *   n*c*h*w   pixels (uint8, NCHW), then n labels (each < classes)
  * The file size must be exactly header + pixels + labels and the digest must match; anything
  * else (truncated, corrupt, foreign file) is refused and the caller fetches the block again. */
@@ -18,7 +19,7 @@
 #include "bf_proto.h"
 #include "bf_util.h"
 
-#define BF_BLOCK_HEADER 92
+#define BF_BLOCK_HEADER 96
 
 typedef struct {
     int32_t n, c, h, w, classes;

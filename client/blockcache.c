@@ -85,6 +85,14 @@ int bf_blockcache_path(const char *home, const char *task, uint64_t id, char *ou
 static uint32_t get32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
 static void put32(uint8_t *p, uint32_t v) { p[0] = v, p[1] = v >> 8, p[2] = v >> 16, p[3] = v >> 24; }
 
+/* FNV-1a over the header fields: the digest covers only pixels and labels, so a flipped bit in
+ * `classes` would otherwise pass unnoticed. */
+static uint32_t header_check(const uint8_t *h) {
+    uint32_t x = 2166136261u;
+    for (int i = 0; i < BF_BLOCK_HEADER - 4; i++) x = (x ^ h[i]) * 16777619u;
+    return x;
+}
+
 int bf_blockcache_read(const char *path, bf_block_t *out, bf_err_t *err) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "rb");
@@ -92,7 +100,8 @@ int bf_blockcache_read(const char *path, bf_block_t *out, bf_err_t *err) {
     uint8_t h[BF_BLOCK_HEADER];
     struct stat st;
     int rc = -1;
-    if (fstat(fileno(f), &st) || fread(h, 1, sizeof h, f) != sizeof h || memcmp(h, magic, 8)) {
+    if (fstat(fileno(f), &st) || fread(h, 1, sizeof h, f) != sizeof h || memcmp(h, magic, 8) ||
+        get32(h + BF_BLOCK_HEADER - 4) != header_check(h)) {
         bf_err_set(err, "%s: not a block cache file", path);
         goto done;
     }
@@ -156,6 +165,7 @@ int bf_blockcache_write(const char *path, const bf_block_t *b, bf_err_t *err) {
     const int32_t v[5] = {b->n, b->c, b->h, b->w, b->classes};
     for (int i = 0; i < 5; i++) put32(h + 8 + 4 * i, (uint32_t)v[i]);
     memcpy(h + 28, b->sha256, 64);
+    put32(h + BF_BLOCK_HEADER - 4, header_check(h));
     FILE *f = fopen(tmp, "wb");
     if (!f) return bf_err_set(err, "%s: %s", tmp, strerror(errno));
     size_t np = pixel_bytes(b);

@@ -56,7 +56,8 @@ int bf_check_endpoint(const char *e, bf_err_t *err) {
 }
 
 int bf_endpoint_is_loopback(const char *e) {
-    if (!e) return 0;
+    bf_err_t err;
+    if (!e || bf_check_endpoint(e, &err)) return 0;
     if (!strncmp(e, "ipc://", 6) || !strncmp(e, "inproc://", 9)) return 1;
     if (strncmp(e, "tcp://", 6)) return 0;
     const char *host = e + 6, *colon = strrchr(host, ':');

@@ -245,13 +245,19 @@ static void text_table(FILE *f, const msgpack_object *a, int indent) {
         if (w[c] > MAX_CELL) w[c] = MAX_CELL;
     }
     for (size_t r = 0; r <= rows; r++) {
-        fprintf(f, "%*s", indent, "");
+        char *line = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&line, &len);
+        if (!m) break;
         for (int c = 0; c < ncol; c++) {
             const char *s = cells[r * ncol + c];
-            if (c == ncol - 1) fputs(s ? s : "", f); /* no trailing spaces; a long last cell is fine */
-            else pad(f, s ? s : "", w[c]), fputs("  ", f);
+            if (c == ncol - 1) fputs(s ? s : "", m); /* a long last cell is not cut */
+            else pad(m, s ? s : "", w[c]), fputs("  ", m);
         }
-        fputc('\n', f);
+        fclose(m);
+        while (len && line[len - 1] == ' ') line[--len] = 0; /* empty trailing cells */
+        fprintf(f, "%*s%s\n", indent, "", line);
+        free(line);
     }
     for (size_t i = 0; i < (rows + 1) * (size_t)ncol; i++) free(cells[i]);
     free(cells);
