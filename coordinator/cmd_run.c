@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "commands.h"
 #include "coord.h"
@@ -83,5 +84,12 @@ int cmd_run_main(int argc, char **argv) {
                EXIT_USAGE;
     if (o.insecure)
         fprintf(stderr, "blockfed-coordinator: WARNING: --insecure: no encryption, no authentication, on %s\n", o.bind);
+    /* one connection per participant: allow as many as the hard limit lets us */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    zsys_set_max_sockets(0); /* no czmq cap: the OS limit above applies */
     return coord_serve(&o) ? EXIT_RUNTIME : EXIT_OK;
 }

@@ -8,6 +8,7 @@
 
 int bench_train_main(int argc, char **argv) __attribute__((weak));
 int bench_ledger_main(int argc, char **argv) __attribute__((weak));
+int bench_fed_main(int argc, char **argv) __attribute__((weak));
 
 static const struct {
     const char *name;
@@ -16,6 +17,7 @@ static const struct {
 } commands[] = {
     {"train", bench_train_main, "ResNet8 training / inference throughput vs the OpenBLAS core"},
     {"ledger", bench_ledger_main, "paid-prediction settlements per second"},
+    {"fed", bench_fed_main, "coordinator round latency, CPU and memory with N simulated clients"},
 };
 
 static int usage(FILE *f) {
