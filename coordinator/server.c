@@ -508,6 +508,14 @@ static bf_msg_t *need_user(const ctx_t *c) {
     return NULL;
 }
 
+/* The common preamble: a registered caller and the task the request names. */
+static bf_msg_t *user_and_task(const ctx_t *c, task_t **t) {
+    bf_msg_t *e = need_user(c);
+    if (e) return e;
+    *t = find_task(c->s, bf_msg_str(c->req, "task"));
+    return *t ? NULL : bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no such task");
+}
+
 static bf_msg_t *h_hello(const ctx_t *c) {
     bf_msg_t *r = bf_msg_new("WELCOME", c->id);
     bf_msg_set_str(r, "server", SERVER_NAME);
@@ -684,7 +692,9 @@ static bf_msg_t *h_task_status(const ctx_t *c) {
     mp_kv_int(pk, "min_clients", t->spec.min_clients);
     mp_kv_money(pk, "fee", t->spec.fee_cents);
     mp_kv_money(pk, "pool", t->spec.pool_cents);
-    mp_kv_int(pk, "blocks_free", t->blocks.nblocks - 0);
+    int nfree = 0;
+    for (int b = 0; b < t->blocks.nblocks; b++) nfree += t->owner[b] < 0;
+    mp_kv_int(pk, "blocks_free", nfree);
     mp_kv_str(pk, "result_hash", t->result_hash);
     mp_str(pk, "participants");
     msgpack_pack_array(pk, t->nparts);
@@ -714,15 +724,13 @@ static bf_msg_t *h_task_status(const ctx_t *c) {
     }
     mp_kv_str(pk, "checkpoint_sha", t->checkpoint_sha);
     mp_set(&m, r, "status");
-    /* blocks_free counts: recount properly */
     return r;
 }
 
 static bf_msg_t *h_task_cancel(const ctx_t *c) {
-    bf_msg_t *e = need_user(c);
+    task_t *t;
+    bf_msg_t *e = user_and_task(c, &t);
     if (e) return e;
-    task_t *t = find_task(c->s, bf_msg_str(c->req, "task"));
-    if (!t) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no such task");
     if (strcmp(t->spec.creator, c->key)) return bf_msg_error(c->id, BF_PROTO_FORBIDDEN, "only the creator may cancel");
     if (strcmp(t->state, "waiting")) return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task is %s, not waiting", t->state);
     char op[160];
@@ -781,10 +789,9 @@ static int joinable(const task_t *t) {
 }
 
 static bf_msg_t *h_join(const ctx_t *c) {
-    bf_msg_t *e = need_user(c);
+    task_t *t;
+    bf_msg_t *e = user_and_task(c, &t);
     if (e) return e;
-    task_t *t = find_task(c->s, bf_msg_str(c->req, "task"));
-    if (!t) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no such task");
     if (!joinable(t)) return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task is %s", t->state);
     part_t *p = find_part(t, c->key);
     bf_err_t err;
@@ -810,10 +817,9 @@ static bf_msg_t *h_leave(const ctx_t *c) {
 }
 
 static bf_msg_t *h_blocks_buy(const ctx_t *c) {
-    bf_msg_t *e = need_user(c);
+    task_t *t;
+    bf_msg_t *e = user_and_task(c, &t);
     if (e) return e;
-    task_t *t = find_task(c->s, bf_msg_str(c->req, "task"));
-    if (!t) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no such task");
     if (!joinable(t)) return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task is %s", t->state);
     part_t *p = find_part(t, c->key);
     if (!p && (e = join_task(c, t, 0, 0, &p))) return e; /* buying blocks joins the task */
@@ -904,7 +910,10 @@ static bf_msg_t *h_round_get(const ctx_t *c) {
     bf_msg_set_uint(r, "classes", (uint64_t)d->classes);
     bf_msg_set_uint(r, "local_epochs", (uint64_t)t->spec.local_epochs);
     bf_msg_set_uint(r, "batch", (uint64_t)t->spec.batch);
-    bf_msg_set_double(r, "lr", t->spec.lr);
+    /* the task's lr decays over the rounds (cosine), as a central one-cycle/cosine run would: late
+     * rounds fine-tune instead of undoing each other's steps */
+    double lr = t->spec.lr * 0.5 * (1 + cos(M_PI * t->round / t->spec.rounds));
+    bf_msg_set_double(r, "lr", lr > 1e-6 ? lr : 1e-6);
     bf_msg_set_double(r, "mu", !strncmp(t->spec.strategy, "fedprox", 7) ? (t->spec.mu > 0 ? t->spec.mu : 0.01) : 0);
     bf_msg_set_uint(r, "seed", t->spec.seed * 1000003u + (uint64_t)t->round);
     int64_t left = (int64_t)t->spec.round_timeout * 1000 - (now_ms() - t->round_start);
@@ -1040,10 +1049,9 @@ static bf_msg_t *h_history(const ctx_t *c) {
 }
 
 static bf_msg_t *h_model_get(const ctx_t *c) {
-    bf_msg_t *e = need_user(c);
+    task_t *t;
+    bf_msg_t *e = user_and_task(c, &t);
     if (e) return e;
-    task_t *t = find_task(c->s, bf_msg_str(c->req, "task"));
-    if (!t) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no such task");
     if (strcmp(t->state, "completed")) return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "the task has not completed");
     int owner = !strcmp(t->spec.creator, c->key) || (!strcmp(t->spec.mode, "shareholding") && find_part(t, c->key));
     if (!owner) return bf_msg_error(c->id, BF_PROTO_FORBIDDEN, "only the task's owner may download its model");

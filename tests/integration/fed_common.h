@@ -15,13 +15,13 @@
 #include "bf_spawn.h"
 #include "test.h"
 
-static void fed_put_be32(FILE *f, uint32_t v) {
+static inline void fed_put_be32(FILE *f, uint32_t v) {
     uint8_t b[4] = {v >> 24, v >> 16, v >> 8, v};
     fwrite(b, 1, 4, f);
 }
 
 /* 16x16 images, 4 classes: a bright 8x8 square in the class's quadrant plus noise. */
-static void fed_write_split(const char *dir, const char *prefix, int n, uint64_t seed) {
+static inline void fed_write_split(const char *dir, const char *prefix, int n, uint64_t seed) {
     char path[700];
     bf_rng_t r;
     bf_rng_seed(&r, seed);
@@ -45,7 +45,7 @@ static void fed_write_split(const char *dir, const char *prefix, int n, uint64_t
 }
 
 /* Runs `blockfed-coordinator init` and reads the server key from its output. */
-static int fed_init_home(const char *coord, const char *home, char key[41]) {
+static inline int fed_init_home(const char *coord, const char *home, char key[41]) {
     char out[700];
     snprintf(out, sizeof out, "%s.init.out", home);
     const char *args[] = {"init", "--home", home, NULL};
@@ -58,7 +58,7 @@ static int fed_init_home(const char *coord, const char *home, char key[41]) {
 }
 
 /* Starts `blockfed-coordinator run` in the background (stdout to home.log). */
-static pid_t fed_start(const char *coord, const char *home, const char *endpoint, const char *dataset_spec,
+static inline pid_t fed_start(const char *coord, const char *home, const char *endpoint, const char *dataset_spec,
                        const char *const *extra) {
     char log[700];
     snprintf(log, sizeof log, "%s.log", home);
@@ -76,7 +76,7 @@ static pid_t fed_start(const char *coord, const char *home, const char *endpoint
     return pid;
 }
 
-static void fed_stop(pid_t pid, int sig) {
+static inline void fed_stop(pid_t pid, int sig) {
     if (pid <= 0) return;
     kill(pid, sig);
     int st;
@@ -90,7 +90,7 @@ typedef struct {
     uint64_t next_id;
 } fed_client_t;
 
-static void fed_client_open(fed_client_t *c, const char *endpoint, const char *server_key) {
+static inline void fed_client_open(fed_client_t *c, const char *endpoint, const char *server_key) {
     memset(c, 0, sizeof *c);
     c->cert = zcert_new();
     c->sock = zsock_new(ZMQ_DEALER);
@@ -101,13 +101,13 @@ static void fed_client_open(fed_client_t *c, const char *endpoint, const char *s
     c->next_id = 1000;
 }
 
-static void fed_client_close(fed_client_t *c) {
+static inline void fed_client_close(fed_client_t *c) {
     zsock_destroy(&c->sock);
     zcert_destroy(&c->cert);
 }
 
 /* Sends req (consumed) and returns the decoded reply with the same id, or NULL on timeout. */
-static bf_msg_t *fed_call(fed_client_t *c, bf_msg_t *req) {
+static inline bf_msg_t *fed_call(fed_client_t *c, bf_msg_t *req) {
     bf_err_t err;
     uint64_t id = bf_msg_id(req);
     zmsg_t *z = bf_msg_encode(req, &err);
@@ -126,10 +126,10 @@ static bf_msg_t *fed_call(fed_client_t *c, bf_msg_t *req) {
     }
 }
 
-static bf_msg_t *fed_req(fed_client_t *c, const char *type) { return bf_msg_new(type, c->next_id++); }
+static inline bf_msg_t *fed_req(fed_client_t *c, const char *type) { return bf_msg_new(type, c->next_id++); }
 
-static int fed_is(const bf_msg_t *m, const char *type) { return m && !strcmp(bf_msg_type(m), type); }
+static inline int fed_is(const bf_msg_t *m, const char *type) { return m && !strcmp(bf_msg_type(m), type); }
 
-static const char *fed_code(const bf_msg_t *m) { return fed_is(m, "ERROR") ? bf_msg_str(m, "code") : ""; }
+static inline const char *fed_code(const bf_msg_t *m) { return fed_is(m, "ERROR") ? bf_msg_str(m, "code") : ""; }
 
 #endif

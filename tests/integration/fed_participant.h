@@ -9,14 +9,14 @@
 #include "fed_common.h"
 
 
-static bf_msg_t *call(fed_client_t *c, bf_msg_t *req) { return fed_call(c, req); }
+static inline bf_msg_t *call(fed_client_t *c, bf_msg_t *req) { return fed_call(c, req); }
 
-static void expect_ok(bf_msg_t *rep, const char *what) {
+static inline void expect_ok(bf_msg_t *rep, const char *what) {
     CHECK_MSG(rep && !fed_is(rep, "ERROR"), "%s: %s %s", what, rep ? fed_code(rep) : "timeout",
               rep && fed_is(rep, "ERROR") ? bf_msg_str(rep, "message") : "");
 }
 
-static void reg(fed_client_t *c, const char *name) {
+static inline void reg(fed_client_t *c, const char *name) {
     bf_msg_t *r = fed_req(c, "REGISTER");
     bf_msg_set_str(r, "name", name);
     bf_msg_t *rep = call(c, r);
@@ -33,7 +33,7 @@ typedef struct {
 } part_t;
 
 /* JOIN, then every assigned block with its digest checked, concatenated into one dataset. */
-static void join_and_fetch(part_t *p, const char *task) {
+static inline void join_and_fetch(part_t *p, const char *task) {
     bf_msg_t *r = fed_req(&p->c, "JOIN");
     bf_msg_set_str(r, "task", task);
     bf_msg_set_bool(r, "own_data", 0);
@@ -67,7 +67,7 @@ static void join_and_fetch(part_t *p, const char *task) {
 }
 
 /* One participant's round: ROUND_GET until ROUND, train one epoch locally, UPDATE. */
-static int train_round(part_t *p, const char *task, int expect_round) {
+static inline int train_round(part_t *p, const char *task, int expect_round) {
     bf_msg_t *rep = NULL;
     for (int tries = 0; tries < 200; tries++) {
         bf_msg_t *r = fed_req(&p->c, "ROUND_GET");
@@ -120,7 +120,7 @@ static int train_round(part_t *p, const char *task, int expect_round) {
 
 /* The checkpoint of round r must be the sample-weighted mean of the three updates. */
 /* parts[i] for i in idx[0..k) took part in the round. */
-static void check_fedavg_subset(const char *home, const char *task, part_t *parts, const int *idx, int k, int round) {
+static inline void check_fedavg_subset(const char *home, const char *task, part_t *parts, const int *idx, int k, int round) {
     char path[700];
     snprintf(path, sizeof path, "%s/checkpoints/%s/round-%04d.bfm", home, task, round);
     bf_err_t err;

@@ -7,38 +7,7 @@
 
 #include "bf_datasets.h"
 #include "bf_models.h"
-#include "bf_spawn.h"
-#include "test.h"
-
-static void put_be32(FILE *f, uint32_t v) {
-    uint8_t b[4] = {v >> 24, v >> 16, v >> 8, v};
-    fwrite(b, 1, 4, f);
-}
-
-/* 16x16 images: a bright 8x8 square in the quadrant of the class (0..3), plus noise. */
-static void write_split(const char *dir, const char *prefix, int n, uint64_t seed) {
-    char path[600];
-    bf_rng_t r;
-    bf_rng_seed(&r, seed);
-    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, prefix);
-    FILE *fi = fopen(path, "wb");
-    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, prefix);
-    FILE *fl = fopen(path, "wb");
-    put_be32(fi, 0x803), put_be32(fi, n), put_be32(fi, 16), put_be32(fi, 16);
-    put_be32(fl, 0x801), put_be32(fl, n);
-    for (int i = 0; i < n; i++) {
-        int c = (int)bf_rng_below(&r, 4);
-        fputc(c, fl);
-        for (int h = 0; h < 16; h++)
-            for (int w = 0; w < 16; w++) {
-                int on = (h < 8) == (c < 2) && (w < 8) == (c % 2 == 0);
-                int v = (on ? 170 : 40) + (int)bf_rng_below(&r, 60);
-                fputc(v, fi);
-            }
-    }
-    fclose(fi);
-    fclose(fl);
-}
+#include "fed_common.h"
 
 static int run(const char *client, const char *const *args, const char *out_path) {
     return bf_spawn(client, args, out_path, 0);
@@ -52,8 +21,8 @@ int main(int argc, char **argv) {
     char dir[512], spec[600], model[600], out[600];
     snprintf(dir, sizeof dir, "%s/cli-train-data", bf_test_tmpdir());
     mkdir(dir, 0755);
-    write_split(dir, "train", 1024, 1);
-    write_split(dir, "t10k", 256, 2);
+    fed_write_split(dir, "train", 1024, 1);
+    fed_write_split(dir, "t10k", 256, 2);
     snprintf(spec, sizeof spec, "tiny=%s", dir);
     snprintf(model, sizeof model, "%s/cli-train.bfm", bf_test_tmpdir());
     snprintf(out, sizeof out, "%s/cli-train.out", bf_test_tmpdir());
