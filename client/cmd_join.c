@@ -184,8 +184,9 @@ static int parse_blocks(const msgpack_object *o, uint64_t **ids, size_t *n, bf_e
     qsort(v, o->via.array.size, sizeof *v, cmp_u64);
     for (uint32_t i = 1; i < o->via.array.size; i++)
         if (v[i] == v[i - 1]) {
+            unsigned long long dup = v[i];
             free(v);
-            return bf_err_set(err, "JOINED.blocks lists block %llu twice", (unsigned long long)v[i]);
+            return bf_err_set(err, "JOINED.blocks lists block %llu twice", dup);
         }
     *ids = v, *n = o->via.array.size;
     return 0;
