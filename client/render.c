@@ -52,9 +52,21 @@ static void hex(FILE *f, const char *p, size_t n) {
     for (size_t i = 0; i < n; i++) fprintf(f, "%02x", (unsigned char)p[i]);
 }
 
+/* The shortest %g form that reads back as the same value (2.205, not 2.2050000000000001). */
 static void json_number(FILE *f, const msgpack_object *o) {
-    if (!isfinite(o->via.f64)) fputs("null", f);
-    else fprintf(f, o->type == MSGPACK_OBJECT_FLOAT32 ? "%.9g" : "%.17g", o->via.f64);
+    double v = o->via.f64;
+    if (!isfinite(v)) {
+        fputs("null", f);
+        return;
+    }
+    int f32 = o->type == MSGPACK_OBJECT_FLOAT32;
+    char buf[40];
+    for (int prec = f32 ? 6 : 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        double back = strtod(buf, NULL);
+        if (f32 ? (float)back == (float)v : back == v) break;
+    }
+    fputs(buf, f);
 }
 
 static void json_value(FILE *f, const msgpack_object *o, int depth);

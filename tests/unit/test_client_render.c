@@ -109,8 +109,10 @@ static void test_text(void) {
 }
 
 static void pack_scalars(msgpack_packer *pk) {
-    msgpack_pack_array(pk, 5);
+    msgpack_pack_array(pk, 7);
     msgpack_pack_float(pk, 1.5f);
+    msgpack_pack_double(pk, 2.205);
+    msgpack_pack_float(pk, 0.1f);
     msgpack_pack_double(pk, INFINITY);
     msgpack_pack_false(pk);
     msgpack_pack_map(pk, 1), msgpack_pack_int(pk, 5), str(pk, "int key");
@@ -119,10 +121,10 @@ static void pack_scalars(msgpack_packer *pk) {
 
 static void test_misc(void) {
     char *j = render(pack_scalars, 1);
-    CHECK_MSG(j && !strcmp(j, "[1.5,null,false,{\"5\":\"int key\"},{}]"), "got %s", j ? j : "(null)");
+    CHECK_MSG(j && !strcmp(j, "[1.5,2.205,0.1,null,false,{\"5\":\"int key\"},{}]"), "got %s", j ? j : "(null)");
     free(j);
     char *t = render(pack_scalars, 0);
-    CHECK_MSG(t && !strcmp(t, "- 1.5\n- inf\n- false\n-\n  5: int key\n- {}\n"), "got\n%s", t ? t : "(null)");
+    CHECK_MSG(t && !strcmp(t, "- 1.5\n- 2.205\n- 0.1\n- inf\n- false\n-\n  5: int key\n- {}\n"), "got\n%s", t ? t : "(null)");
     free(t);
 }
 
