@@ -26,6 +26,8 @@ static const char usage_text[] =
     "  --block-size N       images per data block (default 1000)\n"
     "  --blocks-per-join N  blocks a participant gets when it joins (default 5); more with\n"
     "                       `blockfed-client blocks buy` (10 coins each)\n"
+    "  --start-deadline S   a task without its minimum participants after S seconds is\n"
+    "                       cancelled and its pool refunded (default 86400)\n"
     "  --verbose            log every update too\n"
     "\n"
     "exit status: 0 stopped by a signal, 2 usage error, 3 could not start (home, datasets, bind)\n";
@@ -42,6 +44,7 @@ int cmd_run_main(int argc, char **argv) {
         {"liveness", required_argument, 0, 'l'}, {"threads", required_argument, 0, 't'},
         {"verbose", no_argument, 0, 'v'},       {"help", no_argument, 0, 'h'},
         {"block-size", required_argument, 0, 'B'}, {"blocks-per-join", required_argument, 0, 'J'},
+        {"start-deadline", required_argument, 0, 'D'},
         {0, 0, 0, 0}};
     coord_opts_t o;
     memset(&o, 0, sizeof o);
@@ -72,12 +75,13 @@ int cmd_run_main(int argc, char **argv) {
         case 'v': o.verbose = 1; break;
         case 'B': o.block_size = atoi(optarg); break;
         case 'J': o.blocks_per_join = atoi(optarg); break;
+        case 'D': o.start_deadline = atoi(optarg); break;
         case 'h': return fputs(usage_text, stdout), EXIT_OK;
         default: return fputs(usage_text, stderr), EXIT_USAGE;
         }
     }
     if (!o.home || optind < argc || o.liveness_ms < 0 || o.threads < 0 || o.threads > 64 || o.block_size < 0 ||
-        o.block_size > 1000000 || o.blocks_per_join < 0 || o.blocks_per_join > 1000)
+        o.block_size > 1000000 || o.blocks_per_join < 0 || o.blocks_per_join > 1000 || o.start_deadline < 0)
         return fputs(usage_text, stderr), EXIT_USAGE;
     if (o.insecure && !loopback(o.bind))
         return fprintf(stderr, "blockfed-coordinator: --insecure is refused for %s: plain TCP only on loopback\n", o.bind),

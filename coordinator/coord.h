@@ -24,6 +24,7 @@ typedef struct {
     int rounds, min_clients, local_epochs, batch, round_timeout;
     double lr, mu;
     uint64_t seed;
+    int64_t created_at; /* unix seconds, set by the store */
 } task_spec_t;
 
 /* ---- persistent federation state (state.c, HOME/coordinator.db) ---------------------------- */
@@ -65,6 +66,8 @@ typedef struct {
     int verbose;
     int block_size;     /* images per data block (default COORD_BLOCK_SIZE) */
     int blocks_per_join;/* blocks a participant gets on JOIN (default COORD_BLOCKS_PER_JOIN) */
+    int start_deadline; /* seconds a task may wait for its minimum participants before it is
+                           refunded (default 86400) */
 } coord_opts_t;
 
 /* Runs until SIGINT/SIGTERM; returns an exit status. */

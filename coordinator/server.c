@@ -625,6 +625,7 @@ static bf_msg_t *h_task_create(const ctx_t *c) {
         return ledger_error(c->id, rc, &err);
     }
     probe->ledger_id = lid;
+    probe->spec.created_at = (int64_t)time(NULL);
     if (coord_store_add_task(s->store, &t, lid, &err) || add_task(s, probe)) {
         free_task(probe);
         return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
@@ -1286,6 +1287,23 @@ static int open_router(server_t *s, bf_err_t *err) {
     return 0;
 }
 
+/* A task that did not gather its minimum participants in time is refunded (escrow back to its
+ * creator) and cancelled; the ledger op id makes a repeat after a crash harmless. */
+static void expire_task(server_t *s, task_t *t) {
+    char op[160];
+    bf_err_t err;
+    snprintf(op, sizeof op, "refund:%s", t->spec.id);
+    int rc = bf_ledger_refund_task(s->ledger, op, t->ledger_id, &err);
+    if (rc != BF_LEDGER_OK) {
+        logf_("task %s: refund failed: %s", t->spec.id, err.msg);
+        return;
+    }
+    snprintf(t->state, sizeof t->state, "cancelled");
+    coord_store_set_progress(s->store, t->spec.id, "cancelled", t->round, "", "", &err);
+    logf_("task %s: fewer than %d participants after %d s: cancelled and refunded", t->spec.id, t->spec.min_clients,
+          s->o.start_deadline);
+}
+
 static void tick(server_t *s) {
     for (int i = 0; i < s->ntasks; i++) {
         task_t *t = s->tasks[i];
@@ -1293,6 +1311,7 @@ static void tick(server_t *s) {
             int live = 0;
             for (int k = 0; k < t->nparts; k++) live += is_live(s, &t->parts[k]);
             if (live >= t->spec.min_clients) start_task(s, t);
+            else if (t->spec.created_at && time(NULL) - t->spec.created_at > s->o.start_deadline) expire_task(s, t);
         } else if (!strcmp(t->state, "running") && t->round >= t->spec.rounds) {
             complete_task(s, t); /* a restart after the last round but before settlement */
         } else {
@@ -1309,6 +1328,7 @@ int coord_serve(const coord_opts_t *o) {
     if (s.o.threads <= 0) s.o.threads = 1;
     if (s.o.block_size <= 0) s.o.block_size = COORD_BLOCK_SIZE;
     if (s.o.blocks_per_join <= 0) s.o.blocks_per_join = COORD_BLOCKS_PER_JOIN;
+    if (s.o.start_deadline <= 0) s.o.start_deadline = 86400;
     bf_err_t err = {{0}};
     char path[4096];
     int rc = 3;

@@ -24,7 +24,7 @@ static const char schema[] =
     " rounds INTEGER NOT NULL, min_clients INTEGER NOT NULL, local_epochs INTEGER NOT NULL, batch INTEGER NOT NULL,"
     " round_timeout INTEGER NOT NULL, lr REAL NOT NULL, mu REAL NOT NULL, seed INTEGER NOT NULL,"
     " state TEXT NOT NULL, round INTEGER NOT NULL, checkpoint_sha TEXT NOT NULL DEFAULT '',"
-    " result_hash TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL) STRICT;"
+    " result_hash TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL, created_at INTEGER NOT NULL) STRICT;"
     "CREATE TABLE IF NOT EXISTS participant("
     " task TEXT NOT NULL REFERENCES task(id), key TEXT NOT NULL, user_id INTEGER NOT NULL, own_data INTEGER NOT NULL,"
     " samples INTEGER NOT NULL, left INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL, PRIMARY KEY(task, key)) STRICT;"
@@ -77,7 +77,7 @@ static int run(coord_store_t *s, bf_err_t *err, const char *sql, const char *fmt
 int coord_store_add_task(coord_store_t *s, const task_spec_t *t, int64_t ledger_id, bf_err_t *err) {
     return run(s, err,
                "INSERT INTO task VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'waiting',0,'','',"
-               "(SELECT COUNT(*) FROM task))",
+               "(SELECT COUNT(*) FROM task), unixepoch())",
                "ti" "tttttttt" "iiiiiii" "dd" "i", /* one letter per parameter: t text, i int64, d double */
                t->id, ledger_id, t->creator, t->name, t->description, t->model, t->dataset, t->mode, t->partition,
                t->strategy, t->fee_cents, t->pool_cents, (int64_t)t->rounds, (int64_t)t->min_clients,
@@ -155,6 +155,7 @@ static int load_tasks(coord_store_t *s, const coord_load_cb_t *cb, void *u) {
         t.lr = sqlite3_column_double(st, 17);
         t.mu = sqlite3_column_double(st, 18);
         t.seed = (uint64_t)sqlite3_column_int64(st, 19);
+        t.created_at = sqlite3_column_int64(st, 25);
         cb->task(u, &t, ledger_id, col_text(st, 20), sqlite3_column_int(st, 21), col_text(st, 22), col_text(st, 23));
     }
     return sqlite3_finalize(st) == SQLITE_OK ? 0 : -1;

@@ -7,3 +7,6 @@ bf_test(test_federation_failures SOURCES integration/test_federation_failures.c 
         ARGS $<TARGET_FILE:blockfed-coordinator>)
 add_dependencies(test_federation_failures blockfed-coordinator)
 set_tests_properties(test_federation_failures PROPERTIES TIMEOUT 300)
+bf_test(test_task_deadline SOURCES integration/test_task_deadline.c LIBS bfclient bfshared LABELS integration
+        ARGS $<TARGET_FILE:blockfed-coordinator>)
+add_dependencies(test_task_deadline blockfed-coordinator)
