@@ -10,3 +10,7 @@ set_tests_properties(test_federation_failures PROPERTIES TIMEOUT 300)
 bf_test(test_task_deadline SOURCES integration/test_task_deadline.c LIBS bfclient bfshared LABELS integration
         ARGS $<TARGET_FILE:blockfed-coordinator>)
 add_dependencies(test_task_deadline blockfed-coordinator)
+bf_test(test_federation_processes SOURCES integration/test_federation_processes.c LIBS bfclient bfshared LABELS integration
+        ARGS $<TARGET_FILE:blockfed-coordinator> $<TARGET_FILE:blockfed-client>)
+add_dependencies(test_federation_processes blockfed-coordinator blockfed-client)
+set_tests_properties(test_federation_processes PROPERTIES TIMEOUT 400)

@@ -46,7 +46,7 @@ static inline void fed_write_split(const char *dir, const char *prefix, int n, u
 
 /* Runs `blockfed-coordinator init` and reads the server key from its output. */
 static inline int fed_init_home(const char *coord, const char *home, char key[41]) {
-    char out[700];
+    char out[1024];
     snprintf(out, sizeof out, "%s.init.out", home);
     const char *args[] = {"init", "--home", home, NULL};
     if (bf_spawn(coord, args, out, 1) != 0) return -1;
@@ -60,7 +60,7 @@ static inline int fed_init_home(const char *coord, const char *home, char key[41
 /* Starts `blockfed-coordinator run` in the background (stdout to home.log). */
 static inline pid_t fed_start(const char *coord, const char *home, const char *endpoint, const char *dataset_spec,
                        const char *const *extra) {
-    char log[700];
+    char log[1024];
     snprintf(log, sizeof log, "%s.log", home);
     pid_t pid = fork();
     if (pid == 0) {

@@ -1,0 +1,177 @@
+/* test_federation_processes.c: the federation as it runs for real: a coordinator process and
+ * three `blockfed-client join` processes on loopback with CURVE.
+ *  - round 1 (0-based 0): everyone; the checkpoint equals the sample-weighted mean of the three
+ *    updates the clients saved (--save-updates);
+ *  - carol's process is SIGKILLed mid-round: the round closes without her (liveness 3 s) and its
+ *    checkpoint is the mean of alice's and bob's updates;
+ *  - the coordinator is SIGKILLed mid-round and restarted on the same home: the two remaining
+ *    clients reconnect by themselves and the task finishes (both exit 0 with the result hash);
+ *  - the ledger verifies. usage: test_federation_processes COORDINATOR CLIENT */
+#include <spawn.h>
+
+#include "fed_common.h"
+#include "bf_models.h"
+
+#define EP "tcp://127.0.0.1:27714"
+
+static const char *coord, *client;
+static char tmp[600];
+
+static pid_t bg(const char *prog, const char *const *args, const char *log) {
+    char *argv[40];
+    int n = 0;
+    argv[n++] = (char *)prog;
+    while (n < 39 && args[n - 1]) argv[n] = (char *)args[n - 1], n++;
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid = -1;
+    if (posix_spawn(&pid, prog, &fa, NULL, argv, environ)) pid = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+}
+
+static int cli(const char *user, const char *const *rest) {
+    const char *args[32] = {"--home", NULL};
+    char home[700], out[700];
+    snprintf(home, sizeof home, "%s/%s", tmp, user);
+    snprintf(out, sizeof out, "%s/%s.cli", tmp, user);
+    args[1] = home;
+    int n = 2;
+    for (int i = 0; rest[i] && n < 31; i++) args[n++] = rest[i];
+    args[n] = NULL;
+    int rc = bf_spawn(client, args, out, 1);
+    if (rc) fprintf(stderr, "%s %s: exit %d: %s\n", user, rest[0], rc, bf_slurp(out));
+    return rc;
+}
+
+static int wait_file(const char *path, double seconds) {
+    struct stat st;
+    for (double t0 = bf_now(); bf_now() - t0 < seconds; zclock_sleep(100))
+        if (stat(path, &st) == 0) return 0;
+    return -1;
+}
+
+static bf_net_t *load(const char *path) {
+    bf_err_t err;
+    bf_model_meta_t meta;
+    bf_net_t *n = bf_model_load(path, 1, 1, &meta, &err);
+    if (!n) fprintf(stderr, "%s\n", err.msg);
+    return n;
+}
+
+/* checkpoint == mean of the given clients' saved updates for that round (equal data: 300 each) */
+static void check_mean(const char *ckpt, const char *const *users, int k, int round) {
+    bf_net_t *g = load(ckpt), *u[3] = {0};
+    char path[800];
+    for (int i = 0; i < k; i++) {
+        snprintf(path, sizeof path, "%s/%s-updates/round-%d.bfm", tmp, users[i], round);
+        u[i] = load(path);
+    }
+    CHECK(g && u[0] && u[k - 1]);
+    if (!g || !u[0] || !u[k - 1]) return;
+    double worst = 0;
+    for (size_t j = 0; j < bf_net_num_params(g); j++) {
+        double s = 0;
+        for (int i = 0; i < k; i++) s += bf_net_params(u[i])[j];
+        worst = fmax(worst, fabs(s / k - bf_net_params(g)[j]));
+    }
+    for (size_t j = 0; j < bf_net_num_buffers(g); j++) {
+        double s = 0;
+        for (int i = 0; i < k; i++) s += bf_net_buffers(u[i])[j];
+        worst = fmax(worst, fabs(s / k - bf_net_buffers(g)[j]));
+    }
+    printf("round %d: checkpoint vs mean of %d clients' updates: max |diff| %.3g\n", round, k, worst);
+    CHECK(worst < 1e-5);
+    bf_net_destroy(&g);
+    for (int i = 0; i < k; i++) bf_net_destroy(&u[i]);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) return fprintf(stderr, "usage: test_federation_processes COORDINATOR CLIENT\n"), 2;
+    coord = argv[1], client = argv[2];
+    snprintf(tmp, sizeof tmp, "%s/fedp", bf_test_tmpdir());
+    char cmd[1400], data[700], home[700], spec[800], key[41], log[800];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s/data'", tmp, tmp);
+    CHECK(system(cmd) == 0);
+    snprintf(data, sizeof data, "%s/data", tmp);
+    fed_write_split(data, "train", 1100, 7);
+    fed_write_split(data, "t10k", 200, 8);
+    snprintf(home, sizeof home, "%s/coordinator", tmp);
+    CHECK(fed_init_home(coord, home, key) == 0);
+    snprintf(spec, sizeof spec, "tiny=%s", data);
+    const char *extra[] = {"--block-size", "100", "--blocks-per-join", "3", "--liveness", "3", NULL};
+    pid_t cp = fed_start(coord, home, EP, spec, extra);
+
+    const char *users[3] = {"alice", "bob", "carol"};
+    for (int i = 0; i < 3; i++) {
+        const char *r[] = {"register", users[i], "--coordinator", EP, "--server-key", key, NULL};
+        CHECK(cli(users[i], r) == 0);
+    }
+    const char *rc[] = {"recharge", "10.00", NULL};
+    CHECK(cli("alice", rc) == 0);
+    const char *tc[] = {"task", "create", "--id", "t", "--name", "processes", "--model", "cnn", "--dataset", "tiny",
+                        "--rounds", "4", "--mode", "reward", "--pool", "6.00", "--min-clients", "2", "--local-epochs",
+                        "1", "--batch", "32", "--lr", "0.05", "--round-timeout", "120", NULL};
+    CHECK(cli("alice", tc) == 0);
+    pid_t jp[3];
+    for (int i = 0; i < 3; i++) {
+        char h[700], upd[700], jl[700];
+        snprintf(h, sizeof h, "%s/%s", tmp, users[i]);
+        snprintf(upd, sizeof upd, "%s/%s-updates", tmp, users[i]);
+        snprintf(jl, sizeof jl, "%s/%s.join", tmp, users[i]);
+        mkdir(upd, 0755);
+        const char *ja[] = {"--home", h, "join", "t", "--threads", "1", "--quiet", "--save-updates", upd, NULL};
+        jp[i] = bg(client, ja, jl);
+    }
+    char ck[900], f[900];
+    snprintf(ck, sizeof ck, "%s/checkpoints/t/round-0000.bfm", home);
+    CHECK_MSG(wait_file(ck, 60) == 0, "round 0 never closed");
+    zclock_sleep(300); /* the worker writes the file, then the coordinator records it */
+    check_mean(ck, users, 3, 0);
+
+    /* carol dies as soon as she has the next round */
+    snprintf(f, sizeof f, "%s/carol-updates/round-0.bfm", tmp);
+    CHECK(wait_file(f, 30) == 0);
+    zclock_sleep(200);
+    kill(jp[2], SIGKILL);
+    waitpid(jp[2], NULL, 0);
+    snprintf(ck, sizeof ck, "%s/checkpoints/t/round-0001.bfm", home);
+    CHECK_MSG(wait_file(ck, 60) == 0, "round 1 never closed after carol died");
+    zclock_sleep(300);
+    snprintf(f, sizeof f, "%s/carol-updates/round-1.bfm", tmp);
+    struct stat st;
+    if (stat(f, &st) == 0) { /* she had already sent round 1 before dying: then all three count */
+        check_mean(ck, users, 3, 1);
+        printf("carol sent her round-1 update before she was killed\n");
+    } else {
+        check_mean(ck, users, 2, 1);
+    }
+
+    /* the coordinator dies during round 2 and comes back */
+    snprintf(f, sizeof f, "%s/alice-updates/round-2.bfm", tmp);
+    CHECK(wait_file(f, 60) == 0);
+    fed_stop(cp, SIGKILL);
+    zclock_sleep(500);
+    cp = fed_start(coord, home, EP, spec, extra);
+    for (int i = 0; i < 2; i++) {
+        int status = -1;
+        double t0 = bf_now();
+        while (bf_now() - t0 < 120 && waitpid(jp[i], &status, WNOHANG) == 0) zclock_sleep(100);
+        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s's join did not finish cleanly", users[i]);
+        snprintf(log, sizeof log, "%s/%s.join", tmp, users[i]);
+        CHECK_MSG(strstr(bf_slurp(log), "result hash") != NULL, "%s: %s", users[i], bf_slurp(log));
+    }
+    fed_stop(cp, SIGTERM);
+    char out[900];
+    snprintf(out, sizeof out, "%s/verify.out", tmp);
+    const char *va[] = {"ledger", "verify", "--home", home, NULL};
+    CHECK(bf_spawn(coord, va, out, 1) == 0);
+    if (bf_test_failures) {
+        snprintf(log, sizeof log, "%s.log", home);
+        fprintf(stderr, "--- coordinator ---\n%s\n", bf_slurp(log));
+    }
+    return bf_test_done("test_federation_processes");
+}
