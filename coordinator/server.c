@@ -87,7 +87,7 @@ typedef struct {
     char path[4096];
     /* results */
     int ok;
-    char err[512], sha[65];
+    char err[4600], sha[65];
     double val_acc, val_loss, test_acc, seconds;
 } job_t;
 
@@ -378,6 +378,28 @@ static void complete_task(server_t *s, task_t *t) {
 
 /* ---- the worker: aggregation, evaluation, checkpoint --------------------------------------- */
 
+/* A strategy with server state (fedavgm's momentum) keeps it beside each checkpoint, CKPT.agg:
+ * raw little-endian floats, so a resumed task continues with the same momentum. */
+static int write_state(const char *ckpt, const float *v, size_t n) {
+    char path[4200], tmp[4300];
+    snprintf(path, sizeof path, "%s.agg", ckpt);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    int ok = f && fwrite(v, sizeof(float), n, f) == n;
+    if (f) ok = (fclose(f) == 0) && ok;
+    return ok && rename(tmp, path) == 0 ? 0 : -1;
+}
+
+static int read_state(const char *ckpt, float *v, size_t n) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s.agg", ckpt);
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    int ok = fread(v, sizeof(float), n, f) == n && fgetc(f) == EOF; /* exactly n floats */
+    fclose(f);
+    return ok ? 0 : -1;
+}
+
 static void run_job(job_t *j) {
     task_t *t = j->t;
     bf_err_t err = {{0}};
@@ -397,6 +419,12 @@ static void run_job(job_t *j) {
         return;
     }
     file_sha(j->path, j->sha);
+    size_t len;
+    float *state = bf_agg_state(t->agg, &len);
+    if (state && write_state(j->path, state, len)) {
+        snprintf(j->err, sizeof j->err, "cannot write the aggregator state next to %s", j->path);
+        return;
+    }
     j->seconds = bf_now() - t0;
     j->ok = 1;
 }
@@ -1228,6 +1256,10 @@ static void on_task(void *u, const task_spec_t *spec, int64_t ledger_id, const c
         }
         bf_net_destroy(&t->global);
         t->global = net;
+        size_t len;
+        float *state = bf_agg_state(t->agg, &len);
+        if (state && read_state(path, state, len))
+            logf_("task %s: aggregator state missing beside %s; its momentum restarts from zero", spec->id, path);
     }
     if (add_task(l->s, t)) free_task(t);
     else logf_("task %s restored: %s, %d/%d rounds done", spec->id, state, round, spec->rounds);
