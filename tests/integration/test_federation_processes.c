@@ -2,7 +2,7 @@
  * three `blockfed-client join` processes on loopback with CURVE.
  *  - round 1 (0-based 0): everyone; the checkpoint equals the sample-weighted mean of the three
  *    updates the clients saved (--save-updates);
- *  - carol's process is SIGKILLed mid-round: the round closes without her (liveness 3 s) and its
+ *  - carol's process is SIGKILLed mid-round: the round closes without her (liveness 8 s; the clients heartbeat every 5 s) and its
  *    checkpoint is the mean of alice's and bob's updates;
  *  - the coordinator is SIGKILLed mid-round and restarted on the same home: the two remaining
  *    clients reconnect by themselves and the task finishes (both exit 0 with the result hash);
@@ -102,7 +102,7 @@ int main(int argc, char **argv) {
     snprintf(home, sizeof home, "%s/coordinator", tmp);
     CHECK(fed_init_home(coord, home, key) == 0);
     snprintf(spec, sizeof spec, "tiny=%s", data);
-    const char *extra[] = {"--block-size", "100", "--blocks-per-join", "3", "--liveness", "3", NULL};
+    const char *extra[] = {"--block-size", "100", "--blocks-per-join", "3", "--liveness", "8", NULL};
     pid_t cp = fed_start(coord, home, EP, spec, extra);
 
     const char *users[3] = {"alice", "bob", "carol"};
