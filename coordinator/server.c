@@ -1146,13 +1146,18 @@ static void send_reply(server_t *s, zframe_t **rid, bf_msg_t *rep) {
     zframe_destroy(rid);
 }
 
-/* Counts malformed messages per connection; past MAX_GARBAGE the peer gets no more answers. */
-static int garbage(server_t *s, zframe_t *rid) {
+/* Counts malformed messages per connection; past MAX_GARBAGE the peer gets no more answers and
+ * its key may not connect again. */
+static int garbage(server_t *s, zframe_t *rid, const char *key) {
     char *hex = zframe_strhex(rid);
     int *n = zhashx_lookup(s->garbage, hex);
     if (!n && (n = calloc(1, sizeof *n))) zhashx_insert(s->garbage, hex, n);
     int count = n ? ++*n : 0;
-    if (count == MAX_GARBAGE) logf_("peer %s sent %d malformed messages: ignoring it from now on", hex, count);
+    if (count == MAX_GARBAGE) {
+        logf_("peer %s (key %.8s...) sent %d malformed messages: ignored from now on, its key refused", hex,
+              key ? key : "none", count);
+        bf_proto_zap_deny(s->zap, key);
+    }
     free(hex);
     return count;
 }
@@ -1175,9 +1180,12 @@ static void handle_message(server_t *s) {
     }
     bf_proto_reject_t rej;
     bf_err_t err;
+    char key[41] = "";
+    const char *uid = zmsg_first(z) ? zframe_meta(zmsg_first(z), "User-Id") : NULL;
+    if (uid) snprintf(key, sizeof key, "%s", uid);
     bf_msg_t *req = bf_msg_decode(&z, &rej, &err);
     if (!req) {
-        if (garbage(s, rid) <= MAX_GARBAGE) send_reply(s, &rid, bf_msg_error_reject(&rej, &err));
+        if (garbage(s, rid, key[0] ? key : NULL) <= MAX_GARBAGE) send_reply(s, &rid, bf_msg_error_reject(&rej, &err));
         zframe_destroy(&rid);
         return;
     }

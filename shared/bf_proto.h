@@ -203,6 +203,10 @@ bf_msg_t *bf_msg_error_reject(const bf_proto_reject_t *rej, const bf_err_t *err)
  * zactor_destroy. */
 zactor_t *bf_proto_zap_new(bf_err_t *err);
 
+/* Refuses every future connection (CURVE handshake) by this Z85 public key: the coordinator's
+ * answer to a peer that keeps sending garbage. Connections already open are not affected. */
+void bf_proto_zap_deny(zactor_t *zap, const char *key);
+
 /* 1 for a request type (client -> coordinator), 0 for a reply type or an unknown name. */
 int bf_proto_is_request(const char *type);
 /* 1 if type names a message in the schema table. */

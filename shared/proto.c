@@ -913,7 +913,7 @@ int bf_proto_is_type(const char *type) { return type && find_schema(type, strlen
 
 /* One ZAP request (RFC 27: version, request id, domain, address, identity, mechanism,
  * credentials...) answered with (version, request id, status, text, user id, metadata). */
-static void zap_answer(zsock_t *h) {
+static void zap_answer(zsock_t *h, zhashx_t *denied) {
     zmsg_t *req = zmsg_recv(h);
     if (!req) return;
     char *version = zmsg_popstr(req);
@@ -930,7 +930,10 @@ static void zap_answer(zsock_t *h) {
         status = "500", text = "malformed ZAP request";
     else if (!strcmp(mech, "CURVE") && cred && zframe_size(cred) == 32) {
         zmq_z85_encode(user, zframe_data(cred), 32);
-        status = "200", text = "OK";
+        if (zhashx_lookup(denied, user))
+            status = "400", text = "key refused", user[0] = 0;
+        else
+            status = "200", text = "OK";
     } else if (!strcmp(mech, "NULL"))
         status = "200", text = "OK";
     zmsg_t *rep = zmsg_new();
@@ -953,23 +956,34 @@ static void zap_answer(zsock_t *h) {
 static void zap_actor(zsock_t *pipe, void *args) {
     zsock_t *h = args;
     zpoller_t *poller = zpoller_new(pipe, h, NULL);
+    zhashx_t *denied = zhashx_new(); /* keys refused from now on (bf_proto_zap_deny) */
     zsock_signal(pipe, 0);
     while (poller) {
         void *which = zpoller_wait(poller, -1);
         if (which == h) {
-            zap_answer(h);
+            zap_answer(h, denied);
             continue;
         }
         if (which != pipe) break; /* interrupted */
         zmsg_t *cmd = zmsg_recv(pipe);
         char *verb = cmd ? zmsg_popstr(cmd) : NULL;
         bool term = !verb || !strcmp(verb, "$TERM");
+        if (verb && !strcmp(verb, "DENY")) {
+            char *key = zmsg_popstr(cmd);
+            if (key && strlen(key) == 40) zhashx_update(denied, key, (void *)1);
+            free(key);
+        }
         free(verb);
         zmsg_destroy(&cmd);
         if (term) break;
     }
+    zhashx_destroy(&denied);
     zpoller_destroy(&poller);
     zsock_destroy(&h);
+}
+
+void bf_proto_zap_deny(zactor_t *zap, const char *key) {
+    if (zap && key && strlen(key) == 40) zstr_sendx(zap, "DENY", key, NULL);
 }
 
 zactor_t *bf_proto_zap_new(bf_err_t *err) {

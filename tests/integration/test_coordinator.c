@@ -38,6 +38,34 @@ static void hostile(const char *endpoint) {
     fed_client_close(&h);
 }
 
+/* A peer that keeps sending garbage: after 50 malformed messages it gets no more answers and its
+ * key cannot connect again; other keys are not affected. */
+static void persistent_garbage(const char *endpoint) {
+    fed_client_t h;
+    fed_client_open(&h, endpoint, server_key_g);
+    zsock_set_rcvtimeo(h.sock, 1500);
+    int answered = 0;
+    for (int i = 0; i < 60; i++) {
+        zframe_t *f = zframe_new("\xc1\xc1\xc1", 3); /* 0xc1 is never valid msgpack */
+        zframe_send(&f, h.sock, 0);
+        zmsg_t *in = zmsg_recv(h.sock);
+        answered += in != NULL;
+        zmsg_destroy(&in);
+    }
+    printf("persistent garbage: %d/60 answered\n", answered);
+    CHECK(answered == 50);
+    zsock_destroy(&h.sock); /* reconnect with the same key: refused at the handshake */
+    h.sock = zsock_new(ZMQ_DEALER);
+    zcert_apply(h.cert, h.sock);
+    zsock_set_curve_serverkey(h.sock, server_key_g);
+    zsock_set_rcvtimeo(h.sock, 1500);
+    zsock_connect(h.sock, "%s", endpoint);
+    bf_msg_t *rep = fed_call(&h, fed_req(&h, "HELLO"));
+    CHECK_MSG(rep == NULL, "a refused key got a %s", rep ? bf_msg_type(rep) : "");
+    bf_msg_destroy(&rep);
+    fed_client_close(&h);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return fprintf(stderr, "usage: test_coordinator COORDINATOR\n"), 2;
     zsys_init();
@@ -128,6 +156,7 @@ int main(int argc, char **argv) {
         const int all[3] = {0, 1, 2};
         check_fedavg_subset(home, "t1", p, all, 3, round);
     }
+    persistent_garbage(ENDPOINT);
     /* the task is done: DONE with the result hash, for everyone */
     bf_msg_t *done = NULL;
     for (int tries = 0; tries < 100 && !fed_is(done, "DONE"); tries++) {
