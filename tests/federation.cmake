@@ -14,3 +14,6 @@ bf_test(test_federation_processes SOURCES integration/test_federation_processes.
         ARGS $<TARGET_FILE:blockfed-coordinator> $<TARGET_FILE:blockfed-client>)
 add_dependencies(test_federation_processes blockfed-coordinator blockfed-client)
 set_tests_properties(test_federation_processes PROPERTIES TIMEOUT 400)
+bf_test(test_fedavgm_resume SOURCES integration/test_fedavgm_resume.c LIBS bfclient bfshared LABELS integration
+        ARGS $<TARGET_FILE:blockfed-coordinator>)
+add_dependencies(test_fedavgm_resume blockfed-coordinator)

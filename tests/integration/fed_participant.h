@@ -28,6 +28,7 @@ typedef struct {
     fed_client_t c;
     bf_dataset_t data;
     float *params, *buffers; /* the update sent in the current round */
+    float *global;           /* the global parameters received for that round */
     size_t np, nb;
     int64_t samples;
 } part_t;
@@ -85,6 +86,9 @@ static inline int train_round(part_t *p, const char *task, int expect_round) {
     p->np = bf_net_num_params(net);
     p->nb = bf_net_num_buffers(net);
     CHECK(bf_msg_frame_f32(rep, 0, bf_net_params(net), p->np) == 0);
+    free(p->global);
+    p->global = malloc(sizeof(float) * p->np);
+    memcpy(p->global, bf_net_params(net), sizeof(float) * p->np);
     CHECK(bf_msg_frame_f32(rep, 1, bf_net_buffers(net), p->nb) == 0);
     float mean = 0, std = 1;
     const msgpack_object *pre = bf_msg_any(rep, "preprocess");
