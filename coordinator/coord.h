@@ -44,6 +44,10 @@ int coord_store_add_round(coord_store_t *s, const char *task, int round, int par
                           double val_acc, double val_loss, double test_acc, double seconds, const char *sha,
                           bf_err_t *err);
 
+/* A participant's Shapley value for one round. */
+int coord_store_add_contribution(coord_store_t *s, const char *task, int round, const char *key, double value,
+                                 bf_err_t *err);
+
 /* Loading everything back at start (callbacks per row). */
 typedef struct {
     void (*task)(void *u, const task_spec_t *t, int64_t ledger_id, const char *state, int round, const char *checkpoint_sha,
@@ -52,6 +56,7 @@ typedef struct {
     void (*block)(void *u, const char *task, const char *key, int32_t block);
     void (*round)(void *u, const char *task, int round, int participants, int64_t samples, double val_acc,
                   double val_loss, double test_acc, double seconds);
+    void (*contribution)(void *u, const char *task, int round, const char *key, double value);
 } coord_load_cb_t;
 int coord_store_load(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_err_t *err);
 

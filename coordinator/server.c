@@ -12,6 +12,7 @@
 
 #include "bf_mp.h"
 #include "bf_proto.h"
+#include "bf_shapley.h"
 #include "bf_trainer.h"
 #include "coord.h"
 
@@ -35,7 +36,8 @@ typedef struct {
     float *params, *buffers; /* that update */
     int64_t upd_samples;
     double upd_loss;
-    int64_t contributed;     /* samples over all accepted updates: settlement weight until Shapley (issue 5) */
+    int64_t contributed;     /* samples over all accepted updates */
+    double shapley;          /* cumulative Shapley value (validation accuracy points) over the rounds */
 } part_t;
 
 typedef struct {
@@ -56,6 +58,8 @@ typedef struct task {
     bf_dataset_t val;
     bf_net_t *global;
     bf_agg_t *agg;
+    bf_agg_opts_t agg_opts;
+    bf_net_t *coalition;     /* scratch model for valuing coalitions (worker thread only) */
     part_t *parts;
     int nparts;
     round_metric_t *metrics;
@@ -88,6 +92,8 @@ typedef struct {
     /* results */
     int ok;
     char err[4600], sha[65];
+    double *phi;              /* Shapley value of each of the k updates this round */
+    int shapley_evals;
     double val_acc, val_loss, test_acc, seconds;
 } job_t;
 
@@ -222,6 +228,7 @@ static void free_task(task_t *t) {
     bf_blocks_free(&t->blocks);
     bf_dataset_free(&t->val);
     bf_net_destroy(&t->global);
+    bf_net_destroy(&t->coalition);
     bf_agg_destroy(&t->agg);
     free(t);
 }
@@ -254,7 +261,9 @@ static task_t *make_task(server_t *s, const task_spec_t *spec, int64_t ledger_id
     for (int i = 0; i < t->blocks.nblocks; i++) t->owner[i] = -1;
     bf_net_init(t->global, spec->seed);
     t->agg = bf_agg_new(&ao, bf_net_num_params(t->global), bf_net_num_buffers(t->global));
-    if (!t->agg) goto fail;
+    t->agg_opts = ao;
+    t->coalition = bf_net_new(spec->model, d->train.c, d->train.h, d->train.w, d->train.classes, 256, s->o.threads, err);
+    if (!t->agg || !t->coalition) goto fail;
     return t;
 fail:
     if (!err->msg[0]) bf_err_set(err, "out of memory");
@@ -345,15 +354,27 @@ static void start_task(server_t *s, task_t *t) {
     logf_("task %s: started with %d participants, %d rounds", t->spec.id, t->nparts, t->spec.rounds);
 }
 
-/* Settlement until Shapley valuation lands (issue 5): weights are the samples each participant
- * contributed over all accepted updates. */
+/* Settlement weights: each participant's positive cumulative Shapley value, in millionths of an
+ * accuracy point (integers: the ledger splits exactly). A value <= 0 earns nothing. If nobody's
+ * value is positive (every update hurt or the model never moved), the documented rule is an equal
+ * split among the participants whose updates were accepted. */
+static size_t settlement_weights(const task_t *t, int64_t *users, int64_t *weights) {
+    size_t n = 0;
+    for (int i = 0; i < t->nparts; i++) {
+        int64_t w = t->parts[i].shapley > 0 ? llround(t->parts[i].shapley * 1e6) : 0;
+        if (w > 0) users[n] = t->parts[i].user_id, weights[n++] = w;
+    }
+    if (n) return n;
+    for (int i = 0; i < t->nparts; i++)
+        if (t->parts[i].contributed > 0) users[n] = t->parts[i].user_id, weights[n++] = 1;
+    return n;
+}
+
 static void complete_task(server_t *s, task_t *t) {
     char op[160];
     bf_err_t err;
     int64_t *users = calloc(t->nparts + 1, sizeof(int64_t)), *weights = calloc(t->nparts + 1, sizeof(int64_t));
-    size_t n = 0;
-    for (int i = 0; i < t->nparts; i++)
-        if (t->parts[i].contributed > 0) users[n] = t->parts[i].user_id, weights[n++] = t->parts[i].contributed;
+    size_t n = settlement_weights(t, users, weights);
     int rc = BF_LEDGER_OK;
     if (n && !strcmp(t->spec.mode, "reward")) {
         snprintf(op, sizeof op, "settle:%s", t->spec.id);
@@ -400,10 +421,68 @@ static int read_state(const char *ckpt, float *v, size_t n) {
     return ok ? 0 : -1;
 }
 
+/* ---- contribution: Shapley values of the round's updates ---------------------------------- */
+
+#define VALUE_IMAGES 2000   /* validation images a coalition is scored on */
+#define EXACT_MAX 10        /* exact Shapley up to this many participants, else the budgeted estimator */
+#define VALUE_BUDGET 100    /* coalition evaluations per round for the estimator */
+#define ROUND_TRUNCATION 1e-3 /* a round that changes accuracy less than this values everyone at 0 */
+
+typedef struct {
+    job_t *j;
+    const float *g_params, *g_buffers; /* the round's starting model */
+} game_t;
+
+/* U(S): accuracy of the round's starting model moved by the task's strategy with S's updates only. */
+static double coalition_utility(void *ctx, uint32_t S) {
+    game_t *g = ctx;
+    job_t *j = g->j;
+    task_t *t = j->t;
+    bf_net_t *net = t->coalition;
+    size_t np = bf_net_num_params(net), nb = bf_net_num_buffers(net);
+    memcpy(bf_net_params(net), g->g_params, sizeof(float) * np);
+    memcpy(bf_net_buffers(net), g->g_buffers, sizeof(float) * nb);
+    const float *p[64], *b[64];
+    int64_t n[64];
+    int k = 0;
+    for (int i = 0; i < j->k; i++)
+        if (S & (1u << i)) p[k] = j->params[i], b[k] = j->buffers[i], n[k++] = j->samples[i];
+    if (k) {
+        bf_err_t err;
+        bf_agg_t *a = bf_agg_new(&t->agg_opts, np, nb);
+        size_t len, len2;
+        float *src = bf_agg_state(t->agg, &len), *dst = a ? bf_agg_state(a, &len2) : NULL;
+        if (src && dst && len == len2) memcpy(dst, src, sizeof(float) * len); /* fedavgm: the same momentum */
+        if (a) bf_agg_apply(a, bf_net_params(net), bf_net_buffers(net), p, b, n, k, &err);
+        bf_agg_destroy(&a);
+    }
+    double loss, acc;
+    bf_evaluate(net, &t->val, t->ds->mean, t->ds->std, VALUE_IMAGES, &loss, &acc);
+    return acc;
+}
+
+static void value_round(job_t *j) {
+    task_t *t = j->t;
+    j->phi = calloc(j->k, sizeof(double));
+    if (!j->phi || j->k > 30) return;
+    game_t g = {j, bf_net_params(t->global), bf_net_buffers(t->global)};
+    uint32_t all = (1u << j->k) - 1;
+    double before = coalition_utility(&g, 0), after = coalition_utility(&g, all);
+    j->shapley_evals = 2;
+    if (fabs(after - before) < ROUND_TRUNCATION) return; /* GTG-Shapley's between-round truncation */
+    bf_err_t err;
+    if (j->k <= EXACT_MAX)
+        bf_shapley_exact(j->k, coalition_utility, &g, j->phi, &err), j->shapley_evals = 1 << j->k;
+    else
+        bf_shapley_layers(j->k, coalition_utility, &g, VALUE_BUDGET, t->spec.seed + (uint64_t)t->round, j->phi,
+                          &j->shapley_evals, &err);
+}
+
 static void run_job(job_t *j) {
     task_t *t = j->t;
     bf_err_t err = {{0}};
     double t0 = bf_now();
+    value_round(j); /* before the global model moves: coalitions start from it */
     if (bf_agg_apply(t->agg, bf_net_params(t->global), bf_net_buffers(t->global), j->params, j->buffers, j->samples, j->k,
                      &err)) {
         snprintf(j->err, sizeof j->err, "%s", err.msg);
@@ -490,8 +569,17 @@ static void job_done(server_t *s, job_t *j) {
     } else {
         int64_t samples = 0;
         for (int i = 0; i < j->k; i++) samples += j->samples[i];
-        for (int i = 0; i < t->nparts; i++)
-            if (t->parts[i].update_round == t->round) t->parts[i].contributed += t->parts[i].upd_samples;
+        for (int i = 0, k = 0; i < t->nparts; i++) {
+            part_t *p = &t->parts[i];
+            if (p->update_round != t->round) continue;
+            p->contributed += p->upd_samples;
+            double v = j->phi ? j->phi[k] : 0;
+            p->shapley += v;
+            k++;
+            if (coord_store_add_contribution(s->store, t->spec.id, t->round, p->key, v, &err)) logf_("state: %s", err.msg);
+            if (s->o.verbose) logf_("task %s round %d: %.8s... Shapley %+.5f (cumulative %+.5f)", t->spec.id, t->round + 1,
+                                    p->key, v, p->shapley);
+        }
         round_metric_t m = {j->k, samples, j->val_acc, j->val_loss, j->test_acc, (now_ms() - t->round_start) / 1000.0};
         round_metric_t *n = realloc(t->metrics, sizeof *n * (t->nmetrics + 1));
         if (n) t->metrics = n, t->metrics[t->nmetrics++] = m;
@@ -500,9 +588,9 @@ static void job_done(server_t *s, job_t *j) {
                                   m.seconds, j->sha, &err))
             logf_("state: %s", err.msg);
         logf_("task %s round %d/%d: %d participants, %lld samples, val acc %.4f loss %.4f, test acc %.4f, %.1f s "
-              "(aggregate+eval %.1f s)",
+              "(aggregate+value+eval %.1f s, %d coalitions valued)",
               t->spec.id, t->round + 1, t->spec.rounds, j->k, (long long)samples, j->val_acc, j->val_loss, j->test_acc,
-              m.seconds, j->seconds);
+              m.seconds, j->seconds, j->shapley_evals);
         for (int i = 0; i < t->nparts; i++) { /* the updates are spent */
             free(t->parts[i].params), free(t->parts[i].buffers);
             t->parts[i].params = t->parts[i].buffers = NULL;
@@ -517,6 +605,7 @@ static void job_done(server_t *s, job_t *j) {
     free(j->params);
     free(j->buffers);
     free(j->samples);
+    free(j->phi);
     free(j);
 }
 
@@ -730,8 +819,9 @@ static bf_msg_t *h_task_status(const ctx_t *c) {
     for (int i = 0; i < t->nparts; i++) {
         const part_t *p = &t->parts[i];
         char name[65];
-        msgpack_pack_map(pk, 6);
+        msgpack_pack_map(pk, 7);
         mp_kv_str(pk, "user", user_name(c->s, p->user_id, name, sizeof name));
+        mp_kv_dbl(pk, "shapley", p->shapley);
         mp_kv_int(pk, "blocks", p->nblocks);
         mp_kv_int(pk, "samples", p->samples);
         mp_kv_int(pk, "contributed", p->contributed);
@@ -1298,6 +1388,13 @@ static void on_round(void *u, const char *task, int round, int participants, int
     if (n) t->metrics = n, t->metrics[t->nmetrics++] = (round_metric_t){participants, samples, va, vl, ta, secs};
 }
 
+static void on_contribution(void *u, const char *task, int round, const char *key, double value) {
+    task_t *t = find_task(((load_t *)u)->s, task);
+    part_t *p = t ? find_part(t, key) : NULL;
+    (void)round;
+    if (p) p->shapley += value;
+}
+
 static int open_router(server_t *s, bf_err_t *err) {
     char path[4096];
     s->router = zsock_new(ZMQ_ROUTER);
@@ -1381,7 +1478,7 @@ int coord_serve(const coord_opts_t *o) {
     snprintf(path, sizeof path, "%s/coordinator.db", o->home);
     if (!(s.store = coord_store_open(path, &err)) || load_datasets(&s, &err)) goto out;
     load_t l = {&s, {{0}}};
-    coord_load_cb_t cb = {on_task, on_part, on_block, on_round};
+    coord_load_cb_t cb = {on_task, on_part, on_block, on_round, on_contribution};
     if (coord_store_load(s.store, &cb, &l, &err) || open_router(&s, &err)) goto out;
     int64_t swept = 0;
     bf_ledger_sweep_expired(s.ledger, &swept, &err);

@@ -33,7 +33,10 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS round("
     " task TEXT NOT NULL REFERENCES task(id), round INTEGER NOT NULL, participants INTEGER NOT NULL,"
     " samples INTEGER NOT NULL, val_acc REAL NOT NULL, val_loss REAL NOT NULL, test_acc REAL NOT NULL,"
-    " seconds REAL NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY(task, round)) STRICT;";
+    " seconds REAL NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY(task, round)) STRICT;"
+    "CREATE TABLE IF NOT EXISTS contribution("
+    " task TEXT NOT NULL REFERENCES task(id), round INTEGER NOT NULL, key TEXT NOT NULL, value REAL NOT NULL,"
+    " PRIMARY KEY(task, round, key)) STRICT;";
 
 coord_store_t *coord_store_open(const char *path, bf_err_t *err) {
     coord_store_t *s = calloc(1, sizeof *s);
@@ -122,6 +125,11 @@ int coord_store_add_round(coord_store_t *s, const char *task, int round, int par
                (int64_t)participants, samples, val_acc, val_loss, test_acc, seconds, sha);
 }
 
+int coord_store_add_contribution(coord_store_t *s, const char *task, int round, const char *key, double value,
+                                 bf_err_t *err) {
+    return run(s, err, "INSERT OR REPLACE INTO contribution VALUES(?,?,?,?)", "titd", task, (int64_t)round, key, value);
+}
+
 static const char *col_text(sqlite3_stmt *st, int i) {
     const char *v = (const char *)sqlite3_column_text(st, i);
     return v ? v : "";
@@ -183,6 +191,12 @@ int coord_store_load(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_er
         cb->round(u, col_text(st, 0), sqlite3_column_int(st, 1), sqlite3_column_int(st, 2), sqlite3_column_int64(st, 3),
                   sqlite3_column_double(st, 4), sqlite3_column_double(st, 5), sqlite3_column_double(st, 6),
                   sqlite3_column_double(st, 7));
+    sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(s->db, "SELECT task,round,key,value FROM contribution ORDER BY task, round, key", -1, &st,
+                           NULL) != SQLITE_OK)
+        goto fail;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        cb->contribution(u, col_text(st, 0), sqlite3_column_int(st, 1), col_text(st, 2), sqlite3_column_double(st, 3));
     sqlite3_finalize(st);
     return 0;
 fail:

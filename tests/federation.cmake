@@ -17,3 +17,6 @@ set_tests_properties(test_federation_processes PROPERTIES TIMEOUT 400)
 bf_test(test_fedavgm_resume SOURCES integration/test_fedavgm_resume.c LIBS bfclient bfshared LABELS integration
         ARGS $<TARGET_FILE:blockfed-coordinator>)
 add_dependencies(test_fedavgm_resume blockfed-coordinator)
+bf_test(test_shapley_federation SOURCES integration/test_shapley_federation.c LIBS bfclient bfshared LABELS integration
+        ARGS $<TARGET_FILE:blockfed-coordinator>)
+add_dependencies(test_shapley_federation blockfed-coordinator)

@@ -6,6 +6,7 @@
 #include <czmq.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -64,6 +65,7 @@ static inline pid_t fed_start(const char *coord, const char *home, const char *e
     snprintf(log, sizeof log, "%s.log", home);
     pid_t pid = fork();
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test that dies must not leave its coordinator running */
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 1), dup2(fd, 2);
         const char *argv[32] = {coord, "run", "--home", home, "--bind", endpoint, "--dataset", dataset_spec};
