@@ -6,7 +6,7 @@
 # Usage: scripts/federation.sh [ROUNDS]   (needs a build: scripts/main.sh builds first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${1:-10}
+ROUNDS=${1:-8}
 COORD=build/coordinator/blockfed-coordinator
 CLIENT=build/client/blockfed-client
 PORT=${BLOCKFED_PORT:-27700}

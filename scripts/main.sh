@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: install dependencies, build, and run a whole federation on this machine
 # (scripts/federation.sh): a coordinator serving Fashion-MNIST, three trainers with unequal data,
-# ResNet8, FedAvg over 10 rounds; per-round accuracy, then the final accuracy, the result hash and
-# the ledger. About 7-8 minutes on 2 cores. `scripts/main.sh ROUNDS` changes the number of rounds.
+# ResNet8, FedAvg over 8 rounds, Shapley-valued; per-round accuracy, then the final accuracy, the result hash and
+# the ledger. About 7.5 minutes on 2 cores. `scripts/main.sh ROUNDS` changes the number of rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
