@@ -58,6 +58,22 @@ static inline int fed_init_home(const char *coord, const char *home, char key[41
     return 0;
 }
 
+/* A fresh data directory NAME-data (ntrain / ntest generated images, seeded) and an initialized
+ * coordinator home NAME-home under the test scratch directory; spec becomes "tiny=DATA". */
+static inline int fed_prepare(const char *coord, const char *name, int ntrain, int ntest, uint64_t seed, char *home,
+                              size_t hcap, char *spec, size_t scap, char key[41]) {
+    char dir[512], cmd[1400];
+    snprintf(dir, sizeof dir, "%s/%s-data", bf_test_tmpdir(), name);
+    snprintf(home, hcap, "%s/%s-home", bf_test_tmpdir(), name);
+    mkdir(dir, 0755);
+    fed_write_split(dir, "train", ntrain, seed);
+    fed_write_split(dir, "t10k", ntest, seed + 1);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s.log'", home, home);
+    if (system(cmd) != 0) return -1;
+    snprintf(spec, scap, "tiny=%s", dir);
+    return fed_init_home(coord, home, key);
+}
+
 /* Starts `blockfed-coordinator run` in the background (stdout to home.log). */
 static inline pid_t fed_start(const char *coord, const char *home, const char *endpoint, const char *dataset_spec,
                        const char *const *extra) {

@@ -33,17 +33,9 @@ int main(int argc, char **argv) {
     if (argc < 2) return fprintf(stderr, "usage: test_federation_failures COORDINATOR\n"), 2;
     zsys_init();
     zsys_set_logstream(NULL);
-    char dir[512], home[600], spec[700], key[41], cmd[1400];
-    snprintf(dir, sizeof dir, "%s/fedf-data", bf_test_tmpdir());
-    snprintf(home, sizeof home, "%s/fedf-home", bf_test_tmpdir());
-    mkdir(dir, 0755);
-    fed_write_split(dir, "train", 1100, 3);
-    fed_write_split(dir, "t10k", 200, 4);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s.log'", home, home);
-    CHECK(system(cmd) == 0);
-    CHECK(fed_init_home(argv[1], home, key) == 0);
+    char home[600], spec[700], key[41];
+    CHECK(fed_prepare(argv[1], "fedf", 1100, 200, 3, home, sizeof home, spec, sizeof spec, key) == 0);
     server_key_g = key;
-    snprintf(spec, sizeof spec, "tiny=%s", dir);
     const char *extra[] = {"--block-size", "100", "--blocks-per-join", "3", "--liveness", "5", NULL};
     pid_t coord = fed_start(argv[1], home, ENDPOINT, spec, extra);
 

@@ -42,16 +42,8 @@ int main(int argc, char **argv) {
     if (argc < 2) return fprintf(stderr, "usage: test_task_deadline COORDINATOR\n"), 2;
     zsys_init();
     zsys_set_logstream(NULL);
-    char dir[512], home[600], spec[700], key[41], cmd[1400];
-    snprintf(dir, sizeof dir, "%s/fedd-data", bf_test_tmpdir());
-    snprintf(home, sizeof home, "%s/fedd-home", bf_test_tmpdir());
-    mkdir(dir, 0755);
-    fed_write_split(dir, "train", 600, 5);
-    fed_write_split(dir, "t10k", 100, 6);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s.log'", home, home);
-    CHECK(system(cmd) == 0);
-    CHECK(fed_init_home(argv[1], home, key) == 0);
-    snprintf(spec, sizeof spec, "tiny=%s", dir);
+    char home[600], spec[700], key[41];
+    CHECK(fed_prepare(argv[1], "fedd", 600, 100, 5, home, sizeof home, spec, sizeof spec, key) == 0);
     const char *extra[] = {"--block-size", "100", "--start-deadline", "2", NULL};
     pid_t coord = fed_start(argv[1], home, ENDPOINT, spec, extra);
     fed_client_t a;
