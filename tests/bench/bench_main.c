@@ -9,6 +9,7 @@
 int bench_train_main(int argc, char **argv) __attribute__((weak));
 int bench_ledger_main(int argc, char **argv) __attribute__((weak));
 int bench_fed_main(int argc, char **argv) __attribute__((weak));
+int bench_shapley_main(int argc, char **argv) __attribute__((weak));
 
 static const struct {
     const char *name;
@@ -18,6 +19,7 @@ static const struct {
     {"train", bench_train_main, "ResNet8 training / inference throughput vs the OpenBLAS core"},
     {"ledger", bench_ledger_main, "paid-prediction settlements per second"},
     {"fed", bench_fed_main, "coordinator round latency, CPU and memory with N simulated clients"},
+    {"shapley", bench_shapley_main, "Shapley estimator vs exact on real ResNet8 updates (n=10)"},
 };
 
 static int usage(FILE *f) {
