@@ -79,6 +79,7 @@ typedef struct {
     int ntasks;
     zhashx_t *seen;          /* CURVE key -> last message time (ms), as int64_t* */
     zhashx_t *garbage;       /* routing id (hex) -> malformed message count */
+    zhashx_t *users;         /* CURVE key -> user id (int64_t*): a key's account never changes */
 } server_t;
 
 /* A closed round handed to the worker; the worker fills the results. */
@@ -188,16 +189,28 @@ static int is_live(server_t *s, const part_t *p) {
     return !p->left && now_ms() - last_seen(s, p->key) < s->o.liveness_ms;
 }
 
-/* The registered user behind a CURVE key, or 0. */
+static void remember_user(server_t *s, const char *key, int64_t id) {
+    int64_t *v = malloc(sizeof *v);
+    if (!v) return;
+    *v = id;
+    zhashx_update(s->users, key, v);
+}
+
+/* The registered user behind a CURVE key, or 0. Every request asks, so known keys come from a
+ * cache; only a key not seen registered yet costs a scan of the ledger's users. */
 static int64_t user_of(server_t *s, const char *key) {
+    if (!key) return 0;
+    int64_t *cached = zhashx_lookup(s->users, key);
+    if (cached) return *cached;
     bf_ledger_user_t *users = NULL;
     size_t n = 0;
     bf_err_t err;
     int64_t id = 0;
-    if (!key || bf_ledger_users(s->ledger, &users, &n, &err) != 0) return 0;
+    if (bf_ledger_users(s->ledger, &users, &n, &err) != 0) return 0;
     for (size_t i = 0; i < n && !id; i++)
         if (!strcmp(users[i].curve_key, key)) id = users[i].id;
     free(users);
+    if (id) remember_user(s, key, id);
     return id;
 }
 
@@ -668,6 +681,7 @@ static bf_msg_t *h_register(const ctx_t *c) {
     if (rc == BF_LEDGER_ECONFLICT)
         return bf_msg_error(c->id, BF_PROTO_CONFLICT, "this key is already registered under another name");
     if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
+    remember_user(c->s, c->key, uid);
     logf_("user %s registered (key %.8s...)", name, c->key);
     return user_result(c, uid);
 }
@@ -1471,6 +1485,8 @@ int coord_serve(const coord_opts_t *o) {
     int rc = 3;
     s.seen = zhashx_new();
     s.garbage = zhashx_new();
+    s.users = zhashx_new();
+    zhashx_set_destructor(s.users, (zhashx_destructor_fn *)zstr_free);
     zhashx_set_destructor(s.seen, (zhashx_destructor_fn *)zstr_free);
     zhashx_set_destructor(s.garbage, (zhashx_destructor_fn *)zstr_free);
     snprintf(path, sizeof path, "%s/ledger.db", o->home);
@@ -1506,6 +1522,7 @@ out:
     for (int i = 0; i < s.nds; i++) bf_dataset_free(&s.ds[i].train), bf_dataset_free(&s.ds[i].test);
     zhashx_destroy(&s.seen);
     zhashx_destroy(&s.garbage);
+    zhashx_destroy(&s.users);
     coord_store_close(&s.store);
     bf_ledger_close(&s.ledger);
     return rc;
