@@ -102,6 +102,14 @@ int bf_ledger_split(int64_t total, size_t n, const int64_t *weights, const int64
 int bf_ledger_apportion(size_t n, const int64_t *weights, const int64_t *keys, const int64_t *paid,
                         int64_t total_before, int64_t amount, int64_t *add);
 
+/* Price of a paid request: ceil((base + per_unit * units) * rate_num / rate_den) minor units,
+ * computed in 128-bit integers and rounded once, up, on the total (never per component), so
+ * the price is monotone in units and a hold for the most units covers any smaller capture.
+ * units == 0 costs 0 (nothing was delivered, the base fee included). Returns 0, or -1 with err
+ * set for a negative input, rate_den <= 0, or a result above INT64_MAX. */
+int bf_ledger_price(int64_t base, int64_t per_unit, int64_t units, int64_t rate_num, int64_t rate_den,
+                    int64_t *out, bf_err_t *err);
+
 /* ---- Lifetime ------------------------------------------------------------------------------ */
 
 /* Opens (creating if needed) the ledger database at path and migrates its schema forward. */
@@ -184,6 +192,24 @@ int bf_ledger_fee_capture(bf_ledger_t *self, const char *op_id, int64_t hold_id,
                           bf_err_t *err);
 /* Releases the whole hold. */
 int bf_ledger_fee_void(bf_ledger_t *self, const char *op_id, int64_t hold_id, bf_err_t *err);
+/* What a paid request produced, stored on its usage record by bf_ledger_fee_settle. */
+#define BF_LEDGER_NOTE_MAX (1u << 20) /* bytes of result */
+typedef struct {
+    int64_t images;      /* units asked for (e.g. images in the request) */
+    int64_t classified;  /* units delivered and charged for, <= images */
+    const void *result;  /* opaque record of the outcome (the coordinator: its reply's results) */
+    size_t result_len;   /* <= BF_LEDGER_NOTE_MAX; 0 for none */
+} bf_ledger_usage_note_t;
+
+/* Resolves a hold and writes its usage record in one operation: amount > 0 captures `amount`
+ * (<= held) and pays it out exactly like bf_ledger_fee_capture; amount == 0 voids the hold. The
+ * note (required) is part of the idempotency fingerprint. */
+int bf_ledger_fee_settle(bf_ledger_t *self, const char *op_id, int64_t hold_id, int64_t amount,
+                         const bf_ledger_usage_note_t *note, bf_err_t *err);
+/* The note of a usage record: *result is a malloc'ed copy (NULL and *len 0 when none was
+ * written); any out pointer may be NULL. */
+int bf_ledger_usage_note(bf_ledger_t *self, int64_t hold_id, int64_t *images, int64_t *classified,
+                         void **result, size_t *len, bf_err_t *err);
 /* Hold, capture and payout as one operation (one op_id, one transaction). */
 int bf_ledger_fee_charge(bf_ledger_t *self, const char *op_id, int64_t task_id, int64_t payer_id,
                          int64_t amount, int64_t *hold_id, bf_err_t *err);

@@ -135,6 +135,12 @@ static const char *const migrations[] = {
     "  joined_at INTEGER NOT NULL,"
     "  PRIMARY KEY(task_id, user_id)) STRICT;"
     "CREATE INDEX participations_user ON participations(user_id);",
+    /* 1 -> 2: what a paid request produced, stored with its usage record in the operation that
+     * resolves the hold (images asked for, images classified, the reply's results as sent). */
+    "ALTER TABLE model_usage ADD COLUMN images INTEGER NOT NULL DEFAULT 0 CHECK(images >= 0);"
+    "ALTER TABLE model_usage ADD COLUMN classified INTEGER NOT NULL DEFAULT 0"
+    "  CHECK(classified >= 0 AND classified <= images);"
+    "ALTER TABLE model_usage ADD COLUMN result BLOB;",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 _Static_assert(N_MIGRATIONS == LEDGER_SCHEMA_VERSION, "one migration per schema version");
@@ -199,6 +205,8 @@ static const char *const sql[ST_COUNT] = {
                      " expires_at FROM model_usage WHERE id = ?1",
     [ST_USAGE_RESOLVE] = "UPDATE model_usage SET status = ?2, captured = ?3, resolve_transfer = ?4,"
                          " payouts_end = ?5 WHERE id = ?1 AND status = 1",
+    [ST_USAGE_NOTE_SET] = "UPDATE model_usage SET images = ?2, classified = ?3, result = ?4 WHERE id = ?1",
+    [ST_USAGE_NOTE_GET] = "SELECT images, classified, result FROM model_usage WHERE id = ?1",
     [ST_USAGE_EXPIRED] = "SELECT id FROM model_usage WHERE status = 1 AND expires_at > 0"
                          " AND expires_at <= ?1 ORDER BY id",
     [ST_REWARD_INSERT] = "INSERT INTO reward_distributions(task_id, user_id, weight, amount, transfer)"
@@ -452,6 +460,11 @@ void ledger_fp_i64(ledger_fp_t *f, int64_t v) {
     unsigned char b[8];
     for (int i = 0; i < 8; i++) b[i] = (unsigned char)((uint64_t)v >> (56 - 8 * i));
     fp_put(f, b, 8);
+}
+
+void ledger_fp_bytes(ledger_fp_t *f, const void *b, size_t n) {
+    ledger_fp_i64(f, (int64_t)n);
+    if (n) fp_put(f, b, n);
 }
 
 void ledger_fp_str(ledger_fp_t *f, const char *s) {

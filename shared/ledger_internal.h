@@ -8,7 +8,7 @@
 
 #include "bf_ledger.h"
 
-#define LEDGER_SCHEMA_VERSION 1
+#define LEDGER_SCHEMA_VERSION 2
 
 /* Transfer types (TigerBeetle's flags as one small integer). */
 enum { XF_POSTED = 1, XF_PENDING = 2, XF_POST = 3, XF_VOID = 4, XF_EXPIRE = 5 };
@@ -41,6 +41,7 @@ enum {
     OP_FEE_VOID,
     OP_FEE_CHARGE,
     OP_EXPIRE,
+    OP_FEE_SETTLE,
 };
 
 /* Every cached statement; SQL text lives in ledger_db.c. */
@@ -80,6 +81,8 @@ enum {
     ST_USAGE_INSERT,
     ST_USAGE_GET,
     ST_USAGE_RESOLVE,
+    ST_USAGE_NOTE_SET,
+    ST_USAGE_NOTE_GET,
     ST_USAGE_EXPIRED,
     ST_REWARD_INSERT,
     ST_PART_INSERT,
@@ -133,6 +136,7 @@ typedef struct {
 } ledger_fp_t;
 void ledger_fp_i64(ledger_fp_t *f, int64_t v);
 void ledger_fp_str(ledger_fp_t *f, const char *s);
+void ledger_fp_bytes(ledger_fp_t *f, const void *b, size_t n);
 
 sqlite3_stmt *ledger_stmt(bf_ledger_t *L, int which);
 /* Steps a statement that returns no row (or whose rows are ignored) and resets it. */

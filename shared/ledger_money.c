@@ -156,3 +156,21 @@ int bf_ledger_apportion(size_t n, const int64_t *weights, const int64_t *keys, c
     free(deadline);
     return rc;
 }
+
+int bf_ledger_price(int64_t base, int64_t per_unit, int64_t units, int64_t rate_num, int64_t rate_den,
+                    int64_t *out, bf_err_t *err) {
+    if (base < 0 || per_unit < 0 || units < 0 || rate_num < 0)
+        return bf_err_set(err, "price: negative input");
+    if (rate_den <= 0) return bf_err_set(err, "price: rate denominator must be positive");
+    if (units == 0) return *out = 0, 0;
+    /* Each factor < 2^63, so base + per_unit*units < 2^127 fits unsigned 128-bit; the product
+     * with rate_num may not, so check it by division before multiplying. */
+    unsigned __int128 sub = (unsigned __int128)per_unit * (uint64_t)units + (uint64_t)base;
+    if (rate_num && sub > ~(unsigned __int128)0 / (uint64_t)rate_num)
+        return bf_err_set(err, "price overflows");
+    unsigned __int128 num = sub * (uint64_t)rate_num;
+    unsigned __int128 q = num / (uint64_t)rate_den + (num % (uint64_t)rate_den != 0);
+    if (q > (unsigned __int128)INT64_MAX) return bf_err_set(err, "price overflows");
+    *out = (int64_t)q;
+    return 0;
+}

@@ -970,6 +970,79 @@ int bf_ledger_fee_void(bf_ledger_t *self, const char *op_id, int64_t hold_id, bf
     return run_op(self, &op, &fp, do_fee_void, &a, NULL, NULL, err);
 }
 
+/* ---- Settling a paid request: capture or void plus its usage record, one operation ------------ */
+
+typedef struct {
+    int64_t hold, amount;
+    const bf_ledger_usage_note_t *note;
+} settle_args_t;
+
+static int write_note(bf_ledger_t *L, int64_t hold_id, const bf_ledger_usage_note_t *n, bf_err_t *err) {
+    sqlite3_stmt *s = ledger_stmt(L, ST_USAGE_NOTE_SET);
+    if (!s) return ledger_sqlerr(L, err, "model_usage");
+    sqlite3_bind_int64(s, 1, hold_id);
+    sqlite3_bind_int64(s, 2, n->images);
+    sqlite3_bind_int64(s, 3, n->classified);
+    if (n->result_len) sqlite3_bind_blob(s, 4, n->result, (int)n->result_len, SQLITE_STATIC);
+    else sqlite3_bind_null(s, 4);
+    return ledger_exec_stmt(L, s, err);
+}
+
+static int do_fee_settle(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
+    const settle_args_t *a = argp;
+    int rc = a->amount > 0 ? capture_body(L, op, a->hold, a->amount, err) : release_hold(L, op, a->hold, 0, err);
+    if (!rc) rc = write_note(L, a->hold, a->note, err);
+    if (!rc) op->result = a->amount;
+    return rc;
+}
+
+int bf_ledger_fee_settle(bf_ledger_t *self, const char *op_id, int64_t hold_id, int64_t amount,
+                         const bf_ledger_usage_note_t *note, bf_err_t *err) {
+    bf_err_t e0;
+    if (!err) err = &e0;
+    if (!note || note->images < 0 || note->classified < 0 || note->classified > note->images ||
+        note->result_len > BF_LEDGER_NOTE_MAX || (note->result_len && !note->result))
+        return bf_err_set(err, "invalid usage note"), BF_LEDGER_EINVAL;
+    if (amount < 0) return bf_err_set(err, "negative capture"), BF_LEDGER_EINVAL;
+    ledger_fp_t fp = {0};
+    ledger_fp_i64(&fp, hold_id);
+    ledger_fp_i64(&fp, amount);
+    ledger_fp_i64(&fp, note->images);
+    ledger_fp_i64(&fp, note->classified);
+    ledger_fp_bytes(&fp, note->result, note->result_len);
+    ledger_op_t op = {.key = op_id, .kind = OP_FEE_SETTLE};
+    settle_args_t a = {hold_id, amount, note};
+    return run_op(self, &op, &fp, do_fee_settle, &a, NULL, NULL, err);
+}
+
+int bf_ledger_usage_note(bf_ledger_t *self, int64_t hold_id, int64_t *images, int64_t *classified,
+                         void **result, size_t *len, bf_err_t *err) {
+    bf_err_t e0;
+    if (!err) err = &e0;
+    if (result) *result = NULL;
+    if (len) *len = 0;
+    sqlite3_stmt *s = ledger_stmt(self, ST_USAGE_NOTE_GET);
+    if (!s) return ledger_sqlerr(self, err, "model_usage");
+    sqlite3_bind_int64(s, 1, hold_id);
+    int rc = 0, step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        if (images) *images = sqlite3_column_int64(s, 0);
+        if (classified) *classified = sqlite3_column_int64(s, 1);
+        const void *b = sqlite3_column_blob(s, 2);
+        size_t n = (size_t)sqlite3_column_bytes(s, 2);
+        if (result && b && n) {
+            if (!(*result = malloc(n))) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+            else memcpy(*result, b, n), *len = n;
+        }
+    } else if (step == SQLITE_DONE) {
+        rc = (bf_err_set(err, "unknown hold %lld", (long long)hold_id), BF_LEDGER_ENOTFOUND);
+    } else {
+        rc = ledger_sqlerr(self, err, "model_usage");
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
 static int do_fee_charge(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
     int64_t hold;
     int rc = hold_body(L, op, argp, &hold, err);

@@ -1,6 +1,7 @@
 # Ledger tests (issue 3). Default runs stay short (CI also runs `unit` under ASan); the `slow`
 # label repeats the property, crash and concurrency tests at a larger scale.
 bf_test(test_ledger SOURCES unit/test_ledger.c LIBS bfshared LABELS unit)
+bf_test(test_ledger_predict SOURCES unit/test_ledger_predict.c LIBS bfshared LABELS unit)
 bf_test(test_ledger_property SOURCES unit/test_ledger_property.c LIBS bfshared LABELS unit)
 bf_test(test_ledger_property_slow SOURCES unit/test_ledger_property.c LIBS bfshared LABELS slow
         ARGS 1000000 10000 77)
