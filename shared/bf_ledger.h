@@ -110,6 +110,11 @@ int bf_ledger_apportion(size_t n, const int64_t *weights, const int64_t *keys, c
 int bf_ledger_price(int64_t base, int64_t per_unit, int64_t units, int64_t rate_num, int64_t rate_den,
                     int64_t *out, bf_err_t *err);
 
+/* A price multiplier as an exact fraction: "3/2", "1.5" (up to 6 decimals) or "2"; 0 <= rate <=
+ * BF_LEDGER_RATE_MAX. Stored reduced (num/den in lowest terms, 0 as 0/1). Returns 0 or -1. */
+#define BF_LEDGER_RATE_MAX 1000
+int bf_ledger_parse_rate(const char *s, int64_t *num, int64_t *den, bf_err_t *err);
+
 /* ---- Lifetime ------------------------------------------------------------------------------ */
 
 /* Opens (creating if needed) the ledger database at path and migrates its schema forward. */

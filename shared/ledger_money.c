@@ -174,3 +174,35 @@ int bf_ledger_price(int64_t base, int64_t per_unit, int64_t units, int64_t rate_
     *out = (int64_t)q;
     return 0;
 }
+
+static int64_t gcd64(int64_t a, int64_t b) {
+    while (b) {
+        int64_t t = a % b;
+        a = b, b = t;
+    }
+    return a;
+}
+
+int bf_ledger_parse_rate(const char *s, int64_t *num, int64_t *den, bf_err_t *err) {
+    const char *slash = s ? strchr(s, '/') : NULL;
+    int64_t n, d;
+    if (!s) return bf_err_set(err, "missing rate");
+    if (slash) {
+        char a[32];
+        size_t la = (size_t)(slash - s);
+        if (la == 0 || la >= sizeof a) return bf_err_set(err, "rate '%s': expected N/D or a decimal", s);
+        memcpy(a, s, la);
+        a[la] = 0;
+        if (bf_ledger_parse_amount(a, 0, &n, err) || bf_ledger_parse_amount(slash + 1, 0, &d, err))
+            return bf_err_prefix(err, "rate '%s': ", s);
+    } else {
+        if (bf_ledger_parse_amount(s, 6, &n, err)) return bf_err_prefix(err, "rate '%s': ", s);
+        d = 1000000;
+    }
+    if (d <= 0) return bf_err_set(err, "rate '%s': the denominator must be positive", s);
+    if (n / d > BF_LEDGER_RATE_MAX || (n / d == BF_LEDGER_RATE_MAX && n % d)) return bf_err_set(err, "rate '%s' exceeds %d", s, BF_LEDGER_RATE_MAX);
+    int64_t g = n ? gcd64(n, d) : d;
+    *num = n / g;
+    *den = d / g;
+    return 0;
+}

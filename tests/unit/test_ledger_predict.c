@@ -50,6 +50,27 @@ static void test_price(void) {
     }
 }
 
+static void test_rate(void) {
+    struct {
+        const char *s;
+        int64_t num, den; /* den 0: must be refused */
+    } cases[] = {{"3/2", 3, 2},     {"1.5", 3, 2},      {"6/4", 3, 2},      {"2", 2, 1},         {"0", 0, 1},
+                 {"0/7", 0, 1},     {"0.000001", 1, 1000000}, {"1000", 1000, 1}, {"999.999999", 999999999, 1000000},
+                 {"1000.000001", 0, 0}, {"2001/2", 0, 0}, {"3/0", 0, 0},   {"/2", 0, 0},        {"3/", 0, 0},
+                 {"-1", 0, 0},      {"1e3", 0, 0},      {"abc", 0, 0},      {"", 0, 0},          {"1.0000001", 0, 0},
+                 {"1/2/3", 0, 0},   {"99999999999999999999/1", 0, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t n = -1, d = -1;
+        bf_err_t err;
+        int rc = bf_ledger_parse_rate(cases[i].s, &n, &d, &err);
+        if (cases[i].den)
+            CHECK_MSG(rc == 0 && n == cases[i].num && d == cases[i].den, "rate '%s' -> rc %d, %lld/%lld", cases[i].s, rc,
+                      (long long)n, (long long)d);
+        else
+            CHECK_MSG(rc == -1, "rate '%s' accepted as %lld/%lld", cases[i].s, (long long)n, (long long)d);
+    }
+}
+
 static int64_t online_task(bf_ledger_t *L, const char *tag, int64_t creator, size_t n, const int64_t *holders,
                            const int64_t *weights) {
     bf_err_t err;
@@ -283,6 +304,7 @@ int main(int argc, char **argv) {
     long predictions = argc > 1 ? atol(argv[1]) : 10000;
     uint64_t seed = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
     test_price();
+    test_rate();
     char path[1024];
     tl_db_path(path, sizeof path, "ledger-predict");
     bf_err_t err;
