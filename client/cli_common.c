@@ -1,13 +1,71 @@
 /* cli_common.c: what the participant commands share: profile + connection, one request/reply
  * with the error conventions, printing structured replies. */
+#include <errno.h>
 #include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bf_render.h"
 #include "client.h"
 
 #define IDEMPOTENT_RETRIES 2 /* Lazy Pirate: three attempts in all */
+
+static void vsay(const char *fmt, va_list ap) {
+    /* The program name (blockfed-client, blockfed-predict), so messages say who speaks. */
+    fprintf(stderr, "%s: ", program_invocation_short_name);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+}
+
+int bf_cli_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int bf_cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+int bf_cli_int(const char *s, long long lo, long long hi, long long *v, const char *flag) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (!*s || *end || errno || x < lo || x > hi)
+        return bf_cli_error("%s takes an integer in [%lld, %lld], got '%s'", flag, lo, hi, s);
+    *v = x;
+    return 0;
+}
+
+int bf_cli_double(const char *s, double lo, double hi, double *v, const char *flag) {
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (!*s || *end || errno || !isfinite(x) || x < lo || x > hi)
+        return bf_cli_error("%s takes a number in [%g, %g], got '%s'", flag, lo, hi, s);
+    *v = x;
+    return 0;
+}
+
+int bf_cli_common_opt(int c, const char *arg, bf_cli_ctx_t *ctx, int *rc) {
+    long long v;
+    if (c == 0x101) ctx->home = arg;
+    else if (c == 0x102) {
+        if (bf_cli_int(arg, 1, 86400, &v, "--timeout")) *rc = -1;
+        else ctx->timeout_ms = (int)(v * 1000);
+    } else
+        return 0;
+    return 1;
+}
 
 int bf_cli_open(const bf_cli_ctx_t *ctx, bf_profile_t *p, bf_conn_t **conn) {
     bf_err_t err;

@@ -9,47 +9,6 @@
 #include "bf_models.h"
 #include "client.h"
 
-static void vsay(const char *fmt, va_list ap) {
-    fprintf(stderr, "blockfed-client: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-}
-
-int bf_cli_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsay(fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-int bf_cli_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsay(fmt, ap);
-    va_end(ap);
-    return 1;
-}
-
-int bf_cli_int(const char *s, long long lo, long long hi, long long *v, const char *flag) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (!*s || *end || errno || x < lo || x > hi)
-        return bf_cli_error("%s takes an integer in [%lld, %lld], got '%s'", flag, lo, hi, s);
-    *v = x;
-    return 0;
-}
-
-int bf_cli_double(const char *s, double lo, double hi, double *v, const char *flag) {
-    char *end;
-    errno = 0;
-    double x = strtod(s, &end);
-    if (!*s || *end || errno || !isfinite(x) || x < lo || x > hi)
-        return bf_cli_error("%s takes a number in [%g, %g], got '%s'", flag, lo, hi, s);
-    *v = x;
-    return 0;
-}
 
 static int run_train(int argc, char **argv, bf_cli_ctx_t *ctx) {
     (void)ctx;
@@ -84,16 +43,6 @@ static int usage(FILE *f) {
     return f == stdout ? 0 : 2;
 }
 
-int bf_cli_common_opt(int c, const char *arg, bf_cli_ctx_t *ctx, int *rc) {
-    long long v;
-    if (c == 0x101) ctx->home = arg;
-    else if (c == 0x102) {
-        if (bf_cli_int(arg, 1, 86400, &v, "--timeout")) *rc = -1;
-        else ctx->timeout_ms = (int)(v * 1000);
-    } else
-        return 0;
-    return 1;
-}
 
 /* Global options before the command name: --home DIR, --home=DIR, --timeout S, --timeout=S. */
 static int parse_globals(int argc, char **argv, bf_cli_ctx_t *ctx, int *i) {

@@ -9,6 +9,7 @@
 #include "bf_datasets.h"
 #include "bf_ledger.h"
 #include "bf_models.h"
+#include "bf_proto.h"
 #include "bf_util.h"
 
 #define COORD_MAX_DATASETS 16
@@ -21,6 +22,7 @@ typedef struct {
     char id[65], name[129], description[1025], model[17], dataset[65], mode[17], partition[33], strategy[33];
     char creator[41];   /* CURVE key of the creator */
     int64_t fee_cents, pool_cents;
+    int64_t base_fee_cents, rate_num, rate_den; /* paid use: price = ceil((base + fee*images) * num/den) */
     int rounds, min_clients, local_epochs, batch, round_timeout;
     double lr, mu;
     uint64_t seed;
@@ -59,6 +61,30 @@ typedef struct {
     void (*contribution)(void *u, const char *task, int round, const char *key, double value);
 } coord_load_cb_t;
 int coord_store_load(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_err_t *err);
+
+/* ---- paid predictions (predict.c) ----------------------------------------------------------- */
+
+/* One PREDICT request, checked by the socket thread (user, task, mode, state), settled by the
+ * prediction actor, sent back to the socket thread with its reply. */
+typedef struct {
+    zframe_t *rid;     /* routing id of the requester, for the reply */
+    bf_msg_t *req;     /* the request; its frames are the images */
+    uint64_t id;
+    int64_t payer, ledger_task;
+    char task[65], model_path[4096], model_sha[65];
+    char request[65];  /* the client's idempotency id ("" if none) */
+    int64_t base, per_image, rate_num, rate_den;
+    bf_msg_t *rep;     /* set by the actor */
+} coord_predict_job_t;
+
+void coord_predict_job_free(coord_predict_job_t **j);
+/* The actor; it opens its own handle on the ledger at ledger_path (which must outlive the call
+ * only until it returns). */
+zactor_t *coord_predict_new(const char *ledger_path);
+/* Hands *j to the actor (*j set to NULL on success). */
+int coord_predict_submit(zactor_t *a, coord_predict_job_t **j);
+/* A job the actor finished (its rep set); NULL on interruption. */
+coord_predict_job_t *coord_predict_recv(zactor_t *a);
 
 /* ---- the server (server.c) ------------------------------------------------------------------ */
 typedef struct {

@@ -12,12 +12,14 @@
 
 #include "bf_mp.h"
 #include "bf_proto.h"
+#include "bf_predictor.h"
 #include "bf_shapley.h"
 #include "bf_trainer.h"
 #include "coord.h"
 
 #define SERVER_NAME "blockfed-coordinator/0.1"
 #define MAX_GARBAGE 50 /* malformed messages a peer may send before it is ignored */
+#define SWEEP_MS 10000 /* how often holds left by interrupted predictions are released */
 
 typedef struct {
     char name[65];
@@ -72,7 +74,8 @@ typedef struct {
     bf_ledger_t *ledger;
     coord_store_t *store;
     zsock_t *router;
-    zactor_t *zap, *worker;
+    zactor_t *zap, *worker, *predict;
+    int64_t last_sweep;      /* ms: expired prediction holds are released every SWEEP_MS */
     dataset_t ds[COORD_MAX_DATASETS];
     int nds;
     task_t **tasks;
@@ -739,6 +742,14 @@ static bf_msg_t *h_task_create(const ctx_t *c) {
     const char *fee = bf_msg_str(c->req, "fee"), *pool = bf_msg_str(c->req, "pool");
     if ((fee && bf_ledger_parse_amount(fee, 2, &t.fee_cents, &err)) || (pool && bf_ledger_parse_amount(pool, 2, &t.pool_cents, &err)))
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "fee/pool: %s", err.msg);
+    t.rate_num = t.rate_den = 1;
+    const char *base = bf_msg_str(c->req, "base_fee"), *rate = bf_msg_str(c->req, "rate");
+    if ((base && bf_ledger_parse_amount(base, 2, &t.base_fee_cents, &err)) ||
+        (rate && bf_ledger_parse_rate(rate, &t.rate_num, &t.rate_den, &err)))
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "base fee/rate: %s", err.msg);
+    int64_t max_price;
+    if (bf_ledger_price(t.base_fee_cents, t.fee_cents, BF_PREDICT_MAX_IMAGES, t.rate_num, t.rate_den, &max_price, &err))
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "pricing: %s", err.msg);
     if (!strcmp(t.mode, "reward") && t.pool_cents <= 0)
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "a reward task needs a positive --pool");
     if (!strcmp(t.mode, "shareholding") && t.pool_cents)
@@ -809,7 +820,7 @@ static bf_msg_t *h_task_status(const ctx_t *c) {
     bf_msg_t *r = bf_msg_new("STATUS", c->id);
     mp_t m;
     msgpack_packer *pk = mp_begin(&m);
-    msgpack_pack_map(pk, 19);
+    msgpack_pack_map(pk, 21);
     mp_kv_str(pk, "task", t->spec.id);
     mp_kv_str(pk, "name", t->spec.name);
     mp_kv_str(pk, "description", t->spec.description);
@@ -824,6 +835,10 @@ static bf_msg_t *h_task_status(const ctx_t *c) {
     mp_kv_int(pk, "min_clients", t->spec.min_clients);
     mp_kv_money(pk, "fee", t->spec.fee_cents);
     mp_kv_money(pk, "pool", t->spec.pool_cents);
+    mp_kv_money(pk, "base_fee", t->spec.base_fee_cents);
+    char rate[48];
+    snprintf(rate, sizeof rate, "%lld/%lld", (long long)t->spec.rate_num, (long long)t->spec.rate_den);
+    mp_kv_str(pk, "rate", rate);
     int nfree = 0;
     for (int b = 0; b < t->blocks.nblocks; b++) nfree += t->owner[b] < 0;
     mp_kv_int(pk, "blocks_free", nfree);
@@ -1211,6 +1226,42 @@ static bf_msg_t *h_model_get(const ctx_t *c) {
     return r;
 }
 
+/* PREDICT: who and which task are checked here; holding, classifying and settling happen on the
+ * prediction actor, which sends the job back with its reply (NULL return: handed over). */
+static bf_msg_t *h_predict(const ctx_t *c, zframe_t **rid, bf_msg_t **req) {
+    task_t *t;
+    bf_msg_t *e = user_and_task(c, &t);
+    if (e) return e;
+    if (!strcmp(t->spec.mode, "reward"))
+        return bf_msg_error(c->id, BF_PROTO_BAD_STATE,
+                            "task %s is a reward-mode task: its model belongs to its creator and is not offered for "
+                            "paid predictions (the owner downloads it with blockfed-client model download)",
+                            t->spec.id);
+    if (strcmp(t->state, "completed"))
+        return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task %s is %s: its model is not online yet", t->spec.id, t->state);
+    coord_predict_job_t *j = calloc(1, sizeof *j);
+    if (!j) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "out of memory");
+    j->id = c->id;
+    j->payer = c->user;
+    j->ledger_task = t->ledger_id;
+    snprintf(j->task, sizeof j->task, "%s", t->spec.id);
+    checkpoint_path(c->s, t, t->round - 1, j->model_path, sizeof j->model_path);
+    snprintf(j->model_sha, sizeof j->model_sha, "%s", t->checkpoint_sha);
+    const char *request = bf_msg_str(c->req, "request");
+    snprintf(j->request, sizeof j->request, "%s", request ? request : "");
+    j->base = t->spec.base_fee_cents;
+    j->per_image = t->spec.fee_cents;
+    j->rate_num = t->spec.rate_num;
+    j->rate_den = t->spec.rate_den;
+    j->rid = *rid, *rid = NULL;
+    j->req = *req, *req = NULL;
+    if (coord_predict_submit(c->s->predict, &j) == 0) return NULL;
+    *rid = j->rid, j->rid = NULL; /* not handed over: answer here */
+    *req = j->req, j->req = NULL;
+    coord_predict_job_free(&j);
+    return bf_msg_error(c->id, BF_PROTO_INTERNAL, "the prediction service is unavailable");
+}
+
 static bf_msg_t *dispatch(const ctx_t *c) {
     const char *type = bf_msg_type(c->req);
     static const struct {
@@ -1227,7 +1278,6 @@ static bf_msg_t *dispatch(const ctx_t *c) {
     if (!strcmp(type, "PING")) return bf_msg_new("PONG", c->id);
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (!strcmp(type, table[i].type)) return table[i].fn(c);
-    if (!strcmp(type, "PREDICT")) return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "paid predictions are not served yet");
     return bf_msg_error(c->id, BF_PROTO_UNKNOWN_TYPE, "'%s' is not a request", type);
 }
 
@@ -1310,7 +1360,12 @@ static void handle_message(server_t *s) {
             touch(s, c.key);
             c.user = user_of(s, c.key);
         }
-        rep = dispatch(&c);
+        if (!strcmp(bf_msg_type(req), "PREDICT")) {
+            rep = h_predict(&c, &rid, &req);
+            if (!rep) return; /* the prediction actor answers */
+        } else {
+            rep = dispatch(&c);
+        }
     }
     send_reply(s, &rid, rep);
     bf_msg_destroy(&rep);
@@ -1456,6 +1511,13 @@ static void expire_task(server_t *s, task_t *t) {
 }
 
 static void tick(server_t *s) {
+    if (now_ms() - s->last_sweep > SWEEP_MS) {
+        bf_err_t err;
+        int64_t n = 0;
+        s->last_sweep = now_ms();
+        if (bf_ledger_sweep_expired(s->ledger, &n, &err)) logf_("ledger: sweeping expired holds: %s", err.msg);
+        else if (n) logf_("ledger: released %lld expired prediction hold(s)", (long long)n);
+    }
     for (int i = 0; i < s->ntasks; i++) {
         task_t *t = s->tasks[i];
         if (!strcmp(t->state, "waiting")) {
@@ -1499,13 +1561,19 @@ int coord_serve(const coord_opts_t *o) {
     int64_t swept = 0;
     bf_ledger_sweep_expired(s.ledger, &swept, &err);
     s.worker = zactor_new(worker_actor, NULL);
-    zpoller_t *poller = zpoller_new(s.router, s.worker, NULL);
+    snprintf(path, sizeof path, "%s/ledger.db", o->home);
+    s.predict = coord_predict_new(path);
+    zpoller_t *poller = zpoller_new(s.router, s.worker, s.predict, NULL);
     while (!zsys_interrupted) {
         void *which = zpoller_wait(poller, 200);
         if (which == s.router) handle_message(&s);
         else if (which == s.worker) {
             void *p = NULL;
             if (zsock_recv(s.worker, "p", &p) == 0 && p) job_done(&s, p);
+        } else if (which == s.predict) {
+            coord_predict_job_t *j = coord_predict_recv(s.predict);
+            if (j) send_reply(&s, &j->rid, j->rep);
+            coord_predict_job_free(&j);
         } else if (zpoller_terminated(poller)) break;
         tick(&s);
     }
@@ -1515,6 +1583,7 @@ int coord_serve(const coord_opts_t *o) {
 out:
     if (rc) fprintf(stderr, "blockfed-coordinator: %s\n", err.msg);
     zactor_destroy(&s.worker);
+    zactor_destroy(&s.predict);
     zactor_destroy(&s.zap);
     zsock_destroy(&s.router);
     for (int i = 0; i < s.ntasks; i++) free_task(s.tasks[i]);

@@ -38,12 +38,39 @@ static const char schema[] =
     " task TEXT NOT NULL REFERENCES task(id), round INTEGER NOT NULL, key TEXT NOT NULL, value REAL NOT NULL,"
     " PRIMARY KEY(task, round, key)) STRICT;";
 
+/* Forward migrations of the schema above, by PRAGMA user_version: never edit one, append. */
+static const char *const migrations[] = {
+    /* 0 -> 1: pricing of paid predictions (issue 6) */
+    "ALTER TABLE task ADD COLUMN base_fee_cents INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE task ADD COLUMN rate_num INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE task ADD COLUMN rate_den INTEGER NOT NULL DEFAULT 1;",
+};
+
+static int migrate(sqlite3 *db) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK) return -1;
+    int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_finalize(st);
+    for (; v >= 0 && v < (int)(sizeof migrations / sizeof migrations[0]); v++) {
+        char bump[64];
+        snprintf(bump, sizeof bump, "PRAGMA user_version = %d;", v + 1);
+        if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return -1;
+        if (sqlite3_exec(db, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_exec(db, bump, NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+    }
+    return v < 0 ? -1 : 0;
+}
+
 coord_store_t *coord_store_open(const char *path, bf_err_t *err) {
     coord_store_t *s = calloc(1, sizeof *s);
     if (!s) return bf_err_set(err, "out of memory"), NULL;
     if (sqlite3_open(path, &s->db) != SQLITE_OK || sqlite3_busy_timeout(s->db, 5000) != SQLITE_OK ||
         sqlite3_exec(s->db, "PRAGMA foreign_keys=ON;", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(s->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(s->db, schema, NULL, NULL, NULL) != SQLITE_OK || migrate(s->db)) {
         bf_err_set(err, "%s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
         coord_store_close(&s);
         return NULL;
@@ -80,11 +107,12 @@ static int run(coord_store_t *s, bf_err_t *err, const char *sql, const char *fmt
 int coord_store_add_task(coord_store_t *s, const task_spec_t *t, int64_t ledger_id, bf_err_t *err) {
     return run(s, err,
                "INSERT INTO task VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'waiting',0,'','',"
-               "(SELECT COUNT(*) FROM task), unixepoch())",
-               "ti" "tttttttt" "iiiiiii" "dd" "i", /* one letter per parameter: t text, i int64, d double */
+               "(SELECT COUNT(*) FROM task), unixepoch(),?,?,?)",
+               "ti" "tttttttt" "iiiiiii" "dd" "i" "iii", /* one letter per parameter: t text, i int64, d double */
                t->id, ledger_id, t->creator, t->name, t->description, t->model, t->dataset, t->mode, t->partition,
                t->strategy, t->fee_cents, t->pool_cents, (int64_t)t->rounds, (int64_t)t->min_clients,
-               (int64_t)t->local_epochs, (int64_t)t->batch, (int64_t)t->round_timeout, t->lr, t->mu, (int64_t)t->seed);
+               (int64_t)t->local_epochs, (int64_t)t->batch, (int64_t)t->round_timeout, t->lr, t->mu, (int64_t)t->seed,
+               t->base_fee_cents, t->rate_num, t->rate_den);
 }
 
 int coord_store_set_progress(coord_store_t *s, const char *task, const char *state, int round, const char *checkpoint_sha,
@@ -164,6 +192,9 @@ static int load_tasks(coord_store_t *s, const coord_load_cb_t *cb, void *u) {
         t.mu = sqlite3_column_double(st, 18);
         t.seed = (uint64_t)sqlite3_column_int64(st, 19);
         t.created_at = sqlite3_column_int64(st, 25);
+        t.base_fee_cents = sqlite3_column_int64(st, 26);
+        t.rate_num = sqlite3_column_int64(st, 27);
+        t.rate_den = sqlite3_column_int64(st, 28);
         cb->task(u, &t, ledger_id, col_text(st, 20), sqlite3_column_int(st, 21), col_text(st, 22), col_text(st, 23));
     }
     return sqlite3_finalize(st) == SQLITE_OK ? 0 : -1;

@@ -107,6 +107,10 @@ int bf_dataset_alloc(bf_dataset_t *out, int32_t n, int32_t c, int32_t h, int32_t
  * 3×32×32. c must be 1 or 3 (or 0). On failure d is unchanged. */
 int bf_dataset_convert(bf_dataset_t *d, int c, int h, int w, bf_err_t *err);
 
+/* Reads a whole image file (a regular file of 1 byte .. BF_IMAGE_FILE_MAX bytes) into a malloc'ed
+ * buffer; errors name the file. */
+#define BF_IMAGE_FILE_MAX ((size_t)64 << 20)
+int bf_image_file_read(const char *path, uint8_t **buf, size_t *n, bf_err_t *err);
 /* bf_image_info for a file (same size checks as bf_image_load); errors name the file. */
 int bf_image_file_info(const char *path, int *w, int *h, int *c, bf_err_t *err);
 

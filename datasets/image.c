@@ -43,7 +43,7 @@
 #include <stb_image.h>
 #pragma GCC diagnostic pop
 
-#define IMAGE_FILE_MAX ((size_t)64 << 20)
+#define IMAGE_FILE_MAX BF_IMAGE_FILE_MAX
 
 /* ---- pixel conversion ---- */
 
@@ -194,44 +194,14 @@ int bf_image_decode(const uint8_t *bytes, size_t n, int c, int h, int w, uint8_t
     return 0;
 }
 
-/* Reads a whole image file after checking its size (a regular file, 1 byte .. 64 MiB). */
-static int read_image_file(const char *path, uint8_t **buf, size_t *n, bf_err_t *err) {
-    *buf = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return bf_err_set(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    int rc = 0;
-    if (fstat(fd, &st) != 0)
-        rc = bf_err_set(err, "%s: %s", path, strerror(errno));
-    else if (!S_ISREG(st.st_mode))
-        rc = bf_err_set(err, "%s: not a regular file", path);
-    else if (st.st_size == 0)
-        rc = bf_err_set(err, "%s: empty file", path);
-    else if ((uint64_t)st.st_size > IMAGE_FILE_MAX)
-        rc = bf_err_set(err, "%s: %lld bytes, more than the %zu-byte limit for an image", path,
-                        (long long)st.st_size, IMAGE_FILE_MAX);
-    size_t want = rc ? 0 : (size_t)st.st_size, got = 0;
-    if (rc == 0 && !(*buf = malloc(want))) rc = bf_err_set(err, "%s: out of memory", path);
-    while (rc == 0 && got < want) {
-        ssize_t r = read(fd, *buf + got, want - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) rc = bf_err_set(err, "%s: read error: %s", path, strerror(errno));
-        if (r == 0) rc = bf_err_set(err, "%s: file shrank while reading (%zu of %zu bytes)", path, got, want);
-        if (r > 0) got += (size_t)r;
-    }
-    close(fd);
-    if (rc) {
-        free(*buf);
-        *buf = NULL;
-    }
-    *n = got;
-    return rc;
+int bf_image_file_read(const char *path, uint8_t **buf, size_t *n, bf_err_t *err) {
+    return bf_file_read(path, IMAGE_FILE_MAX, buf, n, err);
 }
 
 int bf_image_load(const char *path, int c, int h, int w, uint8_t *out, bf_err_t *err) {
     uint8_t *buf;
     size_t n;
-    if (read_image_file(path, &buf, &n, err)) return -1;
+    if (bf_image_file_read(path, &buf, &n, err)) return -1;
     int rc = bf_image_decode(buf, n, c, h, w, out, err);
     free(buf);
     return rc ? bf_err_prefix(err, "%s: ", path) : 0;
@@ -240,7 +210,7 @@ int bf_image_load(const char *path, int c, int h, int w, uint8_t *out, bf_err_t 
 int bf_image_file_info(const char *path, int *w, int *h, int *c, bf_err_t *err) {
     uint8_t *buf;
     size_t n;
-    if (read_image_file(path, &buf, &n, err)) return -1;
+    if (bf_image_file_read(path, &buf, &n, err)) return -1;
     int rc = bf_image_info(buf, n, w, h, c, err);
     free(buf);
     return rc ? bf_err_prefix(err, "%s: ", path) : 0;

@@ -202,6 +202,8 @@ typedef struct {
     float mean[4], std[4];
 } bf_model_meta_t;
 
+#define BF_MODEL_FILE_MAX ((size_t)256 << 20) /* bytes of a model file we accept */
+
 /* Serializes net + meta into a newly malloc'd buffer. */
 int bf_model_encode(bf_net_t *net, const bf_model_meta_t *meta, uint8_t **out, size_t *len, bf_err_t *err);
 int bf_model_save(bf_net_t *net, const bf_model_meta_t *meta, const char *path, bf_err_t *err);

@@ -21,7 +21,7 @@
 
 #define FORMAT_NAME "blockfed-model"
 #define FORMAT_VERSION 1
-#define MAX_FILE_BYTES (256u << 20)
+#define MAX_FILE_BYTES BF_MODEL_FILE_MAX
 
 static float *tensor_data(bf_net_t *net, const bf_tensor_view_t *v) {
     return (v->is_buffer ? bf_net_buffers(net) : bf_net_params(net)) + v->offset;
@@ -263,21 +263,11 @@ bf_net_t *bf_model_decode(const uint8_t *buf, size_t len, int max_batch, int thr
 }
 
 bf_net_t *bf_model_load(const char *path, int max_batch, int threads, bf_model_meta_t *meta, bf_err_t *err) {
-    FILE *f = fopen(path, "rb");
-    struct stat st;
-    if (!f) return bf_err_set(err, "%s: %s", path, strerror(errno)), NULL;
-    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode) || st.st_size <= 0 || (uint64_t)st.st_size > MAX_FILE_BYTES) {
-        fclose(f);
-        return bf_err_set(err, "%s: not a regular file of 1 byte to %u MiB", path, MAX_FILE_BYTES >> 20), NULL;
-    }
-    uint8_t *buf = malloc((size_t)st.st_size);
-    size_t got = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
-    fclose(f);
-    bf_net_t *net = NULL;
-    if (!buf || got != (size_t)st.st_size)
-        bf_err_set(err, "%s: read failed", path);
-    else if (!(net = bf_model_decode(buf, got, max_batch, threads, meta, err)))
-        bf_err_prefix(err, "%s: ", path);
+    uint8_t *buf;
+    size_t len;
+    if (bf_file_read(path, MAX_FILE_BYTES, &buf, &len, err)) return NULL;
+    bf_net_t *net = bf_model_decode(buf, len, max_batch, threads, meta, err);
+    if (!net) bf_err_prefix(err, "%s: ", path);
     free(buf);
     return net;
 }

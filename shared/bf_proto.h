@@ -81,6 +81,7 @@
 #define BF_PROTO_MAX_FRAMES 66           /* frames per message, header included */
 #define BF_PROTO_MAX_DEPTH 8             /* msgpack nesting depth of the header (the map is level 1) */
 #define BF_PROTO_MAX_OBJECTS 100000      /* msgpack objects in the header */
+#define BF_PROTO_MAX_IMAGE (16u << 20)   /* bytes of one encoded image in PREDICT */
 
 /* ERROR codes. On the wire they travel as their names (bf_proto_code_name). */
 typedef enum {

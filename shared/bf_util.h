@@ -38,6 +38,10 @@ void bf_rng_shuffle(bf_rng_t *r, int32_t *v, size_t n);
 /* Monotonic wall clock in seconds. */
 double bf_now(void);
 
+/* Reads a whole regular file of 1..max bytes into a malloc'ed buffer (*buf, *len); errors name
+ * the file (missing, not a regular file, empty, too large, short read). */
+int bf_file_read(const char *path, size_t max, uint8_t **buf, size_t *len, bf_err_t *err);
+
 /* SHA-256 of a buffer, as 64 lowercase hex digits plus NUL (OpenSSL EVP). */
 void bf_sha256_hex(const void *data, size_t n, char out[65]);
 

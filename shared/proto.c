@@ -30,13 +30,13 @@ typedef struct {
     double flo, fhi;
 } field_t;
 
-#define MAX_FIELDS 20
+#define MAX_FIELDS 24
 #define MAX_PAYLOAD (BF_PROTO_MAX_FRAMES - 1)
 
 typedef struct bf_msg bf_msg_t;
 typedef struct schema schema_t;
 /* Rules that span fields and frames (BLOCK: frame sizes follow the declared shape). */
-typedef int (*cross_check_fn)(const bf_msg_t *m, const size_t *flens, bf_err_t *err);
+typedef int (*cross_check_fn)(const bf_msg_t *m, const size_t *flens, size_t nframes, bf_err_t *err);
 
 struct schema {
     const char *type;
@@ -63,7 +63,8 @@ struct schema {
 #define F_ANY(k) {.key = k, .kind = K_ANY}
 #define F_ANY_OPT(k) {.key = k, .kind = K_ANY, .opt = 1}
 
-static int check_block_shape(const bf_msg_t *m, const size_t *flens, bf_err_t *err);
+static int check_block_shape(const bf_msg_t *m, const size_t *flens, size_t nframes, bf_err_t *err);
+static int check_image_frames(const bf_msg_t *m, const size_t *flens, size_t nframes, bf_err_t *err);
 
 /* The protocol. docs/PROTOCOL.md mirrors this table; keep them in step. Ranges on the replies
  * match the requests that set them, so a client can size buffers from a validated ROUND/BLOCK. */
@@ -78,7 +79,7 @@ static const schema_t schemas[] = {
       F_UINT("rounds", 1, 10000), F_TEXT("mode", 16), F_TEXT_OPT("fee", 24), F_TEXT_OPT("pool", 24),
       F_UINT("min_clients", 1, 10000), F_UINT("local_epochs", 1, 100), F_UINT("batch", 1, 1024),
       F_FLOAT_LO_OPEN("lr", 0, 10), F_UINT("round_timeout", 1, 86400), F_TEXT("partition", 32), F_TEXT("strategy", 32),
-      F_FLOAT_OPT("mu", 0, 100), F_U64_OPT("seed")}},
+      F_FLOAT_OPT("mu", 0, 100), F_U64_OPT("seed"), F_TEXT_OPT("base_fee", 24), F_TEXT_OPT("rate", 41)}},
     {"TASK_LIST", 1, 0, 0, FR_BYTES, NULL, {{0}}},
     {"TASK_STATUS", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task")}},
     {"TASK_CANCEL", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task")}},
@@ -92,7 +93,8 @@ static const schema_t schemas[] = {
     {"ASSETS_GET", 1, 0, 0, FR_BYTES, NULL, {{0}}},
     {"HISTORY_GET", 1, 0, 0, FR_BYTES, NULL, {F_UINT_OPT("limit", 1, 10000)}},
     {"MODEL_GET", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task")}},
-    {"PREDICT", 1, 1, 64, FR_BYTES, NULL, {F_NAME("task"), F_UINT("top", 1, 256)}},
+    {"PREDICT", 1, 1, 64, FR_BYTES, check_image_frames,
+     {F_NAME("task"), F_UINT("top", 1, 256), F_HEX64_OPT("request")}},
     /* replies: coordinator -> client */
     {"WELCOME", 0, 0, 0, FR_BYTES, NULL, {F_TEXT("server", 64), F_TEXT_OPT("user", 32)}},
     {"PONG", 0, 0, 0, FR_BYTES, NULL, {{0}}},
@@ -113,7 +115,8 @@ static const schema_t schemas[] = {
     {"ASSETS", 0, 0, 0, FR_BYTES, NULL, {F_ANY("assets")}},
     {"HISTORY", 0, 0, 0, FR_BYTES, NULL, {F_ANY("entries")}},
     {"MODEL", 0, 1, 1, FR_BYTES, NULL, {F_NAME("task"), F_HEX64("sha256")}},
-    {"PREDICTION", 0, 0, 0, FR_BYTES, NULL, {F_ANY("results"), F_TEXT("fee", 24), F_TEXT("balance", 24)}},
+    {"PREDICTION", 0, 0, 0, FR_BYTES, NULL,
+     {F_ANY("results"), F_TEXT("fee", 24), F_TEXT("balance", 24), F_U64_OPT("usage"), F_HEX64_OPT("model")}},
     {"ERROR", 0, 0, 0, FR_BYTES, NULL, {F_NAME_MAX("code", 32), F_TEXT("message", 512)}},
 };
 #define NSCHEMAS (sizeof schemas / sizeof schemas[0])
@@ -259,7 +262,8 @@ static int check_float(const schema_t *s, const field_t *f, double v, bf_err_t *
     return 0;
 }
 
-static int check_block_shape(const bf_msg_t *m, const size_t *flens, bf_err_t *err) {
+static int check_block_shape(const bf_msg_t *m, const size_t *flens, size_t nframes, bf_err_t *err) {
+    (void)nframes;
     uint64_t n = bf_msg_uint(m, "n", 0), px;
     if (__builtin_mul_overflow(n, bf_msg_uint(m, "c", 0), &px) || __builtin_mul_overflow(px, bf_msg_uint(m, "h", 0), &px) ||
         __builtin_mul_overflow(px, bf_msg_uint(m, "w", 0), &px))
@@ -268,6 +272,16 @@ static int check_block_shape(const bf_msg_t *m, const size_t *flens, bf_err_t *e
         return bf_err_set(err, "BLOCK: pixel frame has %zu bytes, shape n*c*h*w needs %llu", flens[0], (unsigned long long)px);
     if (flens[1] != n)
         return bf_err_set(err, "BLOCK: label frame has %zu bytes, n = %llu", flens[1], (unsigned long long)n);
+    return 0;
+}
+
+/* An encoded image larger than BF_PROTO_MAX_IMAGE is refused before anyone tries to decode it. */
+static int check_image_frames(const bf_msg_t *m, const size_t *flens, size_t nframes, bf_err_t *err) {
+    (void)m;
+    for (size_t i = 0; i < nframes; i++)
+        if (flens[i] > BF_PROTO_MAX_IMAGE)
+            return bf_err_set(err, "PREDICT: image %zu has %zu bytes, more than the %u-byte limit", i + 1, flens[i],
+                              BF_PROTO_MAX_IMAGE);
     return 0;
 }
 
@@ -687,7 +701,7 @@ static int check_payload(const bf_msg_t *m, const size_t *flens, size_t nframes,
     for (size_t i = 0; i < nframes; i++)
         if (s->fkind == FR_F32 && flens[i] % 4)
             return bf_err_set(err, "%s: f32 frame %zu has %zu bytes, not a multiple of 4", s->type, i, flens[i]);
-    return s->check ? s->check(m, flens, err) : 0;
+    return s->check ? s->check(m, flens, nframes, err) : 0;
 }
 
 /* Size limits come first: they need nothing but lengths. */

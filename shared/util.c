@@ -1,12 +1,17 @@
 /* util.c: error messages, the RNG, clocks and hashing shared by every BlockFed library. */
 #include "bf_util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int bf_err_set(bf_err_t *err, const char *fmt, ...) {
     if (err) {
@@ -106,4 +111,36 @@ void bf_sha256_hex(const void *data, size_t n, char out[65]) {
     unsigned int len = 0;
     EVP_Digest(data, n, md, &len, EVP_sha256(), NULL);
     for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+int bf_file_read(const char *path, size_t max, uint8_t **buf, size_t *len, bf_err_t *err) {
+    *buf = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return bf_err_set(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) != 0) rc = bf_err_set(err, "%s: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode)) rc = bf_err_set(err, "%s: not a regular file", path);
+    else if (st.st_size == 0) rc = bf_err_set(err, "%s: empty file", path);
+    else if ((uint64_t)st.st_size > max)
+        rc = bf_err_set(err, "%s: %lld bytes, more than the limit of %zu bytes (%.1f MiB)", path, (long long)st.st_size,
+                        max, (double)max / (1 << 20));
+    size_t want = rc ? 0 : (size_t)st.st_size, got = 0;
+    if (rc == 0 && !(*buf = malloc(want))) rc = bf_err_set(err, "%s: out of memory", path);
+    while (rc == 0 && got < want) {
+        ssize_t r = read(fd, *buf + got, want - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) rc = bf_err_set(err, "%s: read error: %s", path, strerror(errno));
+        if (r == 0) rc = bf_err_set(err, "%s: file shrank while reading (%zu of %zu bytes)", path, got, want);
+        if (r > 0) got += (size_t)r;
+    }
+    close(fd);
+    if (rc) {
+        free(*buf);
+        *buf = NULL;
+        return rc;
+    }
+    *len = got;
+    return 0;
 }

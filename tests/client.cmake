@@ -4,6 +4,7 @@ bf_test(test_client_profile SOURCES unit/test_client_profile.c LIBS bfclient LAB
 bf_test(test_client_render SOURCES unit/test_client_render.c LIBS bfclient LABELS unit)
 bf_test(test_client_blockcache SOURCES unit/test_client_blockcache.c LIBS bfclient LABELS unit)
 bf_test(test_client_conn SOURCES unit/test_client_conn.c LIBS bfclient LABELS unit)
+bf_test(test_predictor SOURCES unit/test_predictor.c LIBS bfclient LABELS unit)
 if(TARGET blockfed-coordinator)
   bf_test(test_client_cli SOURCES unit/test_client_cli.c LIBS bfclient LABELS integration
           ARGS $<TARGET_FILE:blockfed-client> $<TARGET_FILE:blockfed-coordinator>)
