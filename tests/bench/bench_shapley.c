@@ -1,9 +1,16 @@
-/* bench_shapley.c: `blockfed-bench shapley [--json] [--images N] [--eval N]`
+/* bench_shapley.c: `blockfed-bench shapley [--json] [--rounds R] [--split SPEC] [--save-table FILE]`
+ *                  `blockfed-bench shapley --table FILE [--json]`
  * Ten participants each train one local epoch of ResNet8 on their own Fashion-MNIST block, from the
- * same global model, as in a federated round. The game is the coordinator's: U(S) = accuracy of the
- * FedAvg of S's updates on held-out images. Exact Shapley (all 1,024 coalitions) is the reference;
- * the budgeted estimator is measured at 32 and 100 evaluations: relative L2 error, Spearman rank
- * correlation, evaluations used, and valuation time against one participant's local epoch. */
+ * same global model, as in a federated round; the next round starts from the FedAvg of all ten. The
+ * game is the coordinator's: U(S) = accuracy of the FedAvg of S's updates on held-out images.
+ * Every round evaluates all 2^10 coalitions once (a "utility table", the exact Shapley values' input),
+ * then runs the budgeted estimator on that table at several budgets and seeds: relative L2 error and
+ * Spearman rank correlation against exact, mean and worst. An estimator run on the table sees the same
+ * numbers it would get from the live callback (evaluation is deterministic), so --save-table FILE keeps
+ * the tables and --table FILE re-runs the estimator on them in milliseconds instead of retraining.
+ * Time fraction: a round's valuation seconds / (local training + aggregation + valuation) seconds,
+ * with local training = the slowest participant's epoch (participants train in parallel) and
+ * valuation = evaluations x the mean seconds of one coalition evaluation measured over the table. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +23,21 @@
 #include "bf_trainer.h"
 
 #define N 10
+#define FULL (1u << N)
+#define MAX_TABLES 64
+#define MAX_BUDGETS 8
+
+/* One round's utility table with the timings it was measured with. */
+typedef struct {
+    int round;
+    char split[32];
+    double u[FULL];
+    double eval_s;  /* mean seconds of one coalition evaluation (aggregate + evaluate) */
+    double local_s; /* slowest participant's local epoch */
+    double agg_s;   /* FedAvg of all updates into the next global model */
+} table_t;
+
+/* ---- the live game: FedAvg of a coalition's updates, accuracy on held-out images ------------ */
 
 typedef struct {
     bf_net_t *net;
@@ -26,28 +48,47 @@ typedef struct {
     int eval;
 } game_t;
 
-static double utility(void *ctx, uint32_t S) {
-    game_t *g = ctx;
+/* FedAvg (equal weights: equal blocks) of the updates in S onto the global model, into net. */
+static void aggregate(game_t *g, uint32_t S, float *out_p, float *out_b) {
     size_t np = bf_net_num_params(g->net), nb = bf_net_num_buffers(g->net);
-    memcpy(bf_net_params(g->net), g->g_params, sizeof(float) * np);
-    memcpy(bf_net_buffers(g->net), g->g_buffers, sizeof(float) * nb);
+    memcpy(out_p, g->g_params, sizeof(float) * np);
+    memcpy(out_b, g->g_buffers, sizeof(float) * nb);
     const float *p[N], *b[N];
     int64_t n[N];
     int k = 0;
     for (int i = 0; i < N; i++)
         if (S & (1u << i)) p[k] = g->params[i], b[k] = g->buffers[i], n[k++] = 1000;
-    if (k) {
-        bf_agg_opts_t o;
-        bf_err_t err;
-        bf_agg_parse("fedavg", &o, &err);
-        bf_agg_t *a = bf_agg_new(&o, np, nb);
-        bf_agg_apply(a, bf_net_params(g->net), bf_net_buffers(g->net), p, b, n, k, &err);
-        bf_agg_destroy(&a);
-    }
+    if (!k) return;
+    bf_agg_opts_t o;
+    bf_err_t err;
+    bf_agg_parse("fedavg", &o, &err);
+    bf_agg_t *a = bf_agg_new(&o, np, nb);
+    bf_agg_apply(a, out_p, out_b, p, b, n, k, &err);
+    bf_agg_destroy(&a);
+}
+
+static double live_utility(void *ctx, uint32_t S) {
+    game_t *g = ctx;
+    aggregate(g, S, bf_net_params(g->net), bf_net_buffers(g->net));
     double loss, acc;
     bf_evaluate(g->net, g->val, &g->mean, &g->std, g->eval, &loss, &acc);
     return acc;
 }
+
+/* ---- the table game: what an estimator sees, with its evaluations counted ------------------ */
+
+typedef struct {
+    const double *u;
+    int calls;
+} table_game_t;
+
+static double table_utility(void *ctx, uint32_t S) {
+    table_game_t *t = ctx;
+    t->calls++;
+    return t->u[S];
+}
+
+/* ---- metrics ------------------------------------------------------------------------------- */
 
 static double rel_l2(const double *a, const double *b) {
     double d = 0, r = 0;
@@ -67,80 +108,298 @@ static double spearman(const double *a, const double *b) {
     double ra[N], rb[N], ma = 0, mb = 0, sab = 0, saa = 0, sbb = 0;
     ranks(a, ra), ranks(b, rb);
     for (int i = 0; i < N; i++) ma += ra[i] / N, mb += rb[i] / N;
-    for (int i = 0; i < N; i++) sab += (ra[i] - ma) * (rb[i] - mb), saa += (ra[i] - ma) * (ra[i] - ma), sbb += (rb[i] - mb) * (rb[i] - mb);
-    return sab / sqrt(saa * sbb);
+    for (int i = 0; i < N; i++)
+        sab += (ra[i] - ma) * (rb[i] - mb), saa += (ra[i] - ma) * (ra[i] - ma), sbb += (rb[i] - mb) * (rb[i] - mb);
+    return saa * sbb > 0 ? sab / sqrt(saa * sbb) : 0; /* all-equal ranks: no correlation to speak of */
+}
+
+/* ---- table files --------------------------------------------------------------------------- */
+
+/* Text: a header line per table, then 2^N values (%.17g: bit-exact), then "end". */
+static int table_save(const char *path, const table_t *t, int append) {
+    FILE *f = fopen(path, append ? "a" : "w");
+    if (!f) return -1;
+    if (!append)
+        fprintf(f, "# blockfed-bench shapley utility tables: U(S) = test accuracy (first images) of the FedAvg of\n"
+                   "# coalition S's ResNet8 updates (bit i = participant i), one line per S = 0..2^n-1.\n");
+    fprintf(f, "table n=%d round=%d split=%s eval_s=%.6f local_s=%.6f agg_s=%.6f\n", N, t->round, t->split, t->eval_s,
+            t->local_s, t->agg_s);
+    for (uint32_t S = 0; S < FULL; S++) fprintf(f, "%.17g\n", t->u[S]);
+    fprintf(f, "end\n");
+    return fclose(f) ? -1 : 0;
+}
+
+/* Reads up to MAX_TABLES tables; returns how many, or -1 (unreadable, malformed, another n). */
+static int table_load(const char *path, table_t *ts) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[256];
+    int k = 0, bad = 0;
+    while (!bad && k < MAX_TABLES && fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || line[0] == '\n') continue;
+        table_t *t = &ts[k];
+        int n;
+        if (sscanf(line, "table n=%d round=%d split=%31s eval_s=%lf local_s=%lf agg_s=%lf", &n, &t->round, t->split,
+                   &t->eval_s, &t->local_s, &t->agg_s) != 6 ||
+            n != N) {
+            bad = 1;
+            break;
+        }
+        for (uint32_t S = 0; S < FULL && !bad; S++)
+            bad = !fgets(line, sizeof line, f) || sscanf(line, "%lf", &t->u[S]) != 1 || !isfinite(t->u[S]);
+        bad = bad || !fgets(line, sizeof line, f) || strncmp(line, "end", 3);
+        k += !bad;
+    }
+    fclose(f);
+    return bad ? -1 : k;
+}
+
+/* ---- one round of real training ------------------------------------------------------------ */
+
+typedef struct {
+    bf_dataset_t train, test;
+    bf_blocks_t blocks;
+    float mean, std;
+    bf_net_t *global;
+    game_t g;
+    float *g_params, *g_buffers;
+} live_t;
+
+static int live_init(live_t *L, const char *split, uint64_t seed, int eval, bf_err_t *err) {
+    memset(L, 0, sizeof *L);
+    if (bf_dataset_load("/usr/share/datasets/fashion-mnist", "train", 0, 0, 0, &L->train, err) ||
+        bf_dataset_load("/usr/share/datasets/fashion-mnist", "test", 0, 0, 0, &L->test, err))
+        return -1;
+    bf_dataset_channel_stats(&L->train, &L->mean, &L->std);
+    if (bf_blocks_partition(&L->train, 1000, 5000, split, seed, &L->blocks, err)) return -1;
+    if (!(L->global = bf_net_new("resnet8", 1, 28, 28, 10, 64, 2, err))) return -1;
+    bf_net_init(L->global, 1);
+    game_t g = {bf_net_new("resnet8", 1, 28, 28, 10, 256, 2, err), NULL, NULL, {0}, {0}, &L->test, L->mean, L->std, eval};
+    if (!g.net) return -1;
+    size_t np = bf_net_num_params(L->global), nb = bf_net_num_buffers(L->global);
+    L->g_params = malloc(sizeof(float) * np), L->g_buffers = malloc(sizeof(float) * nb);
+    for (int i = 0; i < N; i++) g.params[i] = malloc(sizeof(float) * np), g.buffers[i] = malloc(sizeof(float) * nb);
+    g.g_params = L->g_params, g.g_buffers = L->g_buffers;
+    L->g = g;
+    memcpy(L->g_params, bf_net_params(L->global), sizeof(float) * np);
+    memcpy(L->g_buffers, bf_net_buffers(L->global), sizeof(float) * nb);
+    return 0;
+}
+
+static void live_free(live_t *L) {
+    for (int i = 0; i < N; i++) free(L->g.params[i]), free(L->g.buffers[i]);
+    free(L->g_params), free(L->g_buffers);
+    bf_net_destroy(&L->global), bf_net_destroy(&L->g.net);
+    bf_blocks_free(&L->blocks);
+    bf_dataset_free(&L->train), bf_dataset_free(&L->test);
+}
+
+/* Trains every participant one epoch from the global model, fills the round's table, then moves
+ * the global model to the FedAvg of all updates. */
+static int live_round(live_t *L, int round, table_t *t, bf_err_t *err) {
+    size_t np = bf_net_num_params(L->global), nb = bf_net_num_buffers(L->global);
+    t->round = round, t->local_s = 0;
+    for (int i = 0; i < N; i++) {
+        bf_dataset_t mine;
+        if (bf_dataset_subset(&L->train, L->blocks.index + (size_t)i * 1000, 1000, &mine, err)) return -1;
+        memcpy(bf_net_params(L->global), L->g_params, sizeof(float) * np);
+        memcpy(bf_net_buffers(L->global), L->g_buffers, sizeof(float) * nb);
+        bf_train_opts_t o = {.batch = 64, .lr = 0.05, .schedule = "constant", .momentum = 0.9, .weight_decay = 5e-4,
+                             .seed = (uint64_t)(i + 100 * round)};
+        bf_trainer_t *tr = bf_trainer_new(L->global, &o, &mine, &L->mean, &L->std, 1, err);
+        if (!tr) return bf_dataset_free(&mine), -1;
+        bf_progress_t p;
+        double t0 = bf_now();
+        bf_trainer_epoch(tr, NULL, NULL, &p);
+        double dt = bf_now() - t0;
+        if (dt > t->local_s) t->local_s = dt;
+        memcpy(L->g.params[i], bf_net_params(L->global), sizeof(float) * np);
+        memcpy(L->g.buffers[i], bf_net_buffers(L->global), sizeof(float) * nb);
+        bf_trainer_destroy(&tr);
+        bf_dataset_free(&mine);
+    }
+    double t0 = bf_now();
+    for (uint32_t S = 0; S < FULL; S++) t->u[S] = live_utility(&L->g, S);
+    t->eval_s = (bf_now() - t0) / FULL;
+    t0 = bf_now();
+    aggregate(&L->g, FULL - 1, L->g_params, L->g_buffers);
+    t->agg_s = bf_now() - t0;
+    return 0;
+}
+
+/* ---- estimator against exact on tables ------------------------------------------------------ */
+
+typedef struct {
+    double err_sum, err_max, rho_sum, rho_min, frac_sum, evals_sum;
+    int runs;
+} stats_t;
+
+static void stats_add(stats_t *s, double e, double rho, double frac, int evals) {
+    if (!s->runs) s->err_max = e, s->rho_min = rho;
+    s->err_sum += e, s->rho_sum += rho, s->frac_sum += frac, s->evals_sum += evals, s->runs++;
+    if (e > s->err_max) s->err_max = e;
+    if (rho < s->rho_min) s->rho_min = rho;
+}
+
+/* valuation / (local + aggregation + valuation) for a round valued with `evals` evaluations */
+static double time_fraction(const table_t *t, double evals) {
+    double v = evals * t->eval_s;
+    return v / (t->local_s + t->agg_s + v);
+}
+
+static int run_table(const table_t *t, const int *budgets, int nb, int seeds, int json, stats_t *st) {
+    table_game_t tg = {t->u, 0};
+    double exact[N], est[N];
+    bf_err_t err;
+    if (bf_shapley_exact(N, table_utility, &tg, exact, &err)) return fprintf(stderr, "%s\n", err.msg), -1;
+    if (json)
+        printf("{\"bench\":\"shapley\",\"n\":%d,\"round\":%d,\"split\":\"%s\",\"estimator\":\"exact\",\"evaluations\":%u,"
+               "\"u_empty\":%.4f,\"u_all\":%.4f,\"eval_s\":%.4f,\"local_epoch_s\":%.2f,\"aggregation_s\":%.3f,"
+               "\"valuation_s\":%.1f,\"shapley_time_fraction\":%.4f}\n",
+               N, t->round, t->split, FULL, t->u[0], t->u[FULL - 1], t->eval_s, t->local_s, t->agg_s, FULL * t->eval_s,
+               time_fraction(t, FULL));
+    else
+        printf("round %d (%s): U(empty) %.3f, U(all) %.3f; exact: %u evaluations, %.1f s = %.0f%% of the round "
+               "(slowest local epoch %.2f s, aggregation %.3f s)\n",
+               t->round, t->split, t->u[0], t->u[FULL - 1], FULL, FULL * t->eval_s, 100 * time_fraction(t, FULL), t->local_s,
+               t->agg_s);
+    for (int b = 0; b < nb; b++) {
+        stats_t s = {0};
+        double t_est = 0;
+        for (int seed = 1; seed <= seeds; seed++) {
+            int evals = 0;
+            tg.calls = 0;
+            double t0 = bf_now();
+            if (bf_shapley_layers(N, table_utility, &tg, budgets[b], (uint64_t)seed, est, &evals, &err))
+                return fprintf(stderr, "%s\n", err.msg), -1;
+            t_est += bf_now() - t0;
+            if (tg.calls != evals || evals > budgets[b])
+                return fprintf(stderr, "estimator: %d callback calls, %d evaluations reported, budget %d\n", tg.calls,
+                               evals, budgets[b]),
+                       -1;
+            double frac = time_fraction(t, evals);
+            stats_add(&s, rel_l2(est, exact), spearman(est, exact), frac, evals);
+            stats_add(&st[b], rel_l2(est, exact), spearman(est, exact), frac, evals);
+        }
+        if (json)
+            printf("{\"bench\":\"shapley\",\"n\":%d,\"round\":%d,\"split\":\"%s\",\"budget\":%d,\"seeds\":%d,"
+                   "\"evaluations\":%.1f,\"rel_l2_error_mean\":%.4f,\"rel_l2_error_max\":%.4f,\"spearman_mean\":%.3f,"
+                   "\"spearman_min\":%.3f,\"estimator_overhead_s\":%.6f,\"valuation_s\":%.2f,"
+                   "\"shapley_time_fraction\":%.4f}\n",
+                   N, t->round, t->split, budgets[b], seeds, s.evals_sum / s.runs, s.err_sum / s.runs, s.err_max,
+                   s.rho_sum / s.runs, s.rho_min, t_est / seeds, s.evals_sum / s.runs * t->eval_s, s.frac_sum / s.runs);
+        else
+            printf("  budget %3d: %5.1f evaluations, rel. L2 error %5.2f%% mean / %5.2f%% worst, Spearman %.3f mean / "
+                   "%.3f worst over %d seeds; valuation %.1f s = %.1f%% of the round\n",
+                   budgets[b], s.evals_sum / s.runs, 100 * s.err_sum / s.runs, 100 * s.err_max, s.rho_sum / s.runs,
+                   s.rho_min, seeds, s.evals_sum / s.runs * t->eval_s, 100 * s.frac_sum / s.runs);
+    }
+    fflush(stdout);
+    return 0;
+}
+
+static void print_summary(const stats_t *st, const int *budgets, int nb, int ntables, int seeds, int json) {
+    for (int b = 0; b < nb; b++) {
+        const stats_t *s = &st[b];
+        if (!s->runs) continue;
+        if (json)
+            printf("{\"bench\":\"shapley\",\"n\":%d,\"summary\":true,\"tables\":%d,\"seeds\":%d,\"budget\":%d,"
+                   "\"evaluations\":%.1f,\"rel_l2_error_mean\":%.4f,\"rel_l2_error_max\":%.4f,\"spearman_mean\":%.3f,"
+                   "\"spearman_min\":%.3f,\"shapley_time_fraction\":%.4f}\n",
+                   N, ntables, seeds, budgets[b], s->evals_sum / s->runs, s->err_sum / s->runs, s->err_max,
+                   s->rho_sum / s->runs, s->rho_min, s->frac_sum / s->runs);
+        else
+            printf("all %d tables x %d seeds, budget %3d: rel. L2 error %5.2f%% mean / %5.2f%% worst, Spearman %.3f mean "
+                   "/ %.3f worst, valuation %.1f%% of the round\n",
+                   ntables, seeds, budgets[b], 100 * s->err_sum / s->runs, 100 * s->err_max, s->rho_sum / s->runs,
+                   s->rho_min, 100 * s->frac_sum / s->runs);
+    }
+}
+
+static int parse_budgets(const char *s, int *b) {
+    int k = 0;
+    for (char *end; *s && k < MAX_BUDGETS; s = *end ? end + 1 : end) {
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 2 * N + 2 || v > (long)FULL || (*end && *end != ',')) return -1;
+        b[k++] = (int)v;
+    }
+    return k ? k : -1;
+}
+
+static int usage(FILE *f) {
+    fprintf(f, "usage: blockfed-bench shapley [--json] [--eval IMAGES=1000] [--rounds R=1] [--split iid|dirichlet:A]\n"
+               "                              [--seed S=7] [--save-table FILE] [--budgets 22,32,50,100] [--seeds K=5]\n"
+               "       blockfed-bench shapley --table FILE [--json] [--budgets LIST] [--seeds K]\n"
+               "  Trains 10 ResNet8 participants R rounds on Fashion-MNIST, evaluates every coalition each round\n"
+               "  (exact Shapley) and the budgeted estimator at each budget over K seeds. --save-table appends\n"
+               "  each round's 2^10 utilities to FILE; --table re-runs the estimator on saved tables (no training).\n");
+    return f == stdout ? 0 : 2;
 }
 
 int bench_shapley_main(int argc, char **argv) {
-    int json = 0, eval = 1000, c;
-    static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"eval", required_argument, 0, 'e'},
-                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int json = 0, eval = 1000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
+    const char *split = "iid", *save = NULL, *load = NULL;
+    uint64_t seed = 7;
+    static const struct option opts[] = {
+        {"json", no_argument, 0, 'j'},        {"eval", required_argument, 0, 'e'},    {"rounds", required_argument, 0, 'r'},
+        {"split", required_argument, 0, 'p'}, {"seed", required_argument, 0, 's'},    {"save-table", required_argument, 0, 'w'},
+        {"table", required_argument, 0, 't'}, {"budgets", required_argument, 0, 'b'}, {"seeds", required_argument, 0, 'k'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'j') json = 1;
         else if (c == 'e') eval = atoi(optarg);
-        else if (c == 'h') return printf("usage: blockfed-bench shapley [--json] [--eval IMAGES=1000]\n"), 0;
-        else return 2;
+        else if (c == 'r') rounds = atoi(optarg);
+        else if (c == 'p') split = optarg;
+        else if (c == 's') seed = strtoull(optarg, NULL, 10);
+        else if (c == 'w') save = optarg;
+        else if (c == 't') load = optarg;
+        else if (c == 'b') {
+            if ((nb = parse_budgets(optarg, budgets)) < 0)
+                return fprintf(stderr, "bench shapley: --budgets takes up to %d comma-separated numbers in [%d, %u]\n",
+                               MAX_BUDGETS, 2 * N + 2, FULL),
+                       2;
+        } else if (c == 'k') seeds = atoi(optarg);
+        else if (c == 'h') return usage(stdout);
+        else return usage(stderr);
     }
-    bf_err_t err;
-    bf_dataset_t train, test;
-    if (bf_dataset_load("/usr/share/datasets/fashion-mnist", "train", 0, 0, 0, &train, &err) ||
-        bf_dataset_load("/usr/share/datasets/fashion-mnist", "test", 0, 0, 0, &test, &err))
-        return fprintf(stderr, "bench shapley: %s\n", err.msg), 1;
-    float mean, std;
-    bf_dataset_channel_stats(&train, &mean, &std);
-    bf_blocks_t blocks;
-    if (bf_blocks_partition(&train, 1000, 5000, "iid", 7, &blocks, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
-    bf_net_t *global = bf_net_new("resnet8", 1, 28, 28, 10, 64, 2, &err);
-    bf_net_init(global, 1);
-    game_t g = {bf_net_new("resnet8", 1, 28, 28, 10, 256, 2, &err), NULL, NULL, {0}, {0}, &test, mean, std, eval};
-    size_t np = bf_net_num_params(global), nb = bf_net_num_buffers(global);
-    float *g_params = malloc(sizeof(float) * np), *g_buffers = malloc(sizeof(float) * nb);
-    memcpy(g_params, bf_net_params(global), sizeof(float) * np);
-    memcpy(g_buffers, bf_net_buffers(global), sizeof(float) * nb);
-    double local = 0;
-    for (int i = 0; i < N; i++) { /* one local epoch per participant, from the same global model */
-        bf_dataset_t mine;
-        bf_dataset_subset(&train, blocks.index + (size_t)i * 1000, 1000, &mine, &err);
-        memcpy(bf_net_params(global), g_params, sizeof(float) * np);
-        memcpy(bf_net_buffers(global), g_buffers, sizeof(float) * nb);
-        bf_train_opts_t o = {.batch = 64, .lr = 0.05, .schedule = "constant", .momentum = 0.9, .weight_decay = 5e-4, .seed = (uint64_t)i};
-        bf_trainer_t *t = bf_trainer_new(global, &o, &mine, &mean, &std, 1, &err);
-        bf_progress_t p;
-        double t0 = bf_now();
-        bf_trainer_epoch(t, NULL, NULL, &p);
-        local += (bf_now() - t0) / N;
-        g.params[i] = malloc(sizeof(float) * np), g.buffers[i] = malloc(sizeof(float) * nb);
-        memcpy(g.params[i], bf_net_params(global), sizeof(float) * np);
-        memcpy(g.buffers[i], bf_net_buffers(global), sizeof(float) * nb);
-        bf_trainer_destroy(&t);
-        bf_dataset_free(&mine);
+    if (optind < argc || rounds < 1 || rounds > MAX_TABLES || seeds < 1 || eval < 0 || (load && save))
+        return usage(stderr);
+    stats_t st[MAX_BUDGETS] = {{0}};
+    table_t *tables = calloc(MAX_TABLES, sizeof(table_t));
+    if (!tables) return fprintf(stderr, "bench shapley: out of memory\n"), 1;
+    int ntables = 0, rc = 0;
+    if (load) {
+        if ((ntables = table_load(load, tables)) <= 0) {
+            free(tables);
+            return fprintf(stderr, "bench shapley: %s: no readable n=%d utility table\n", load, N), 1;
+        }
+        for (int k = 0; k < ntables && !rc; k++) rc = run_table(&tables[k], budgets, nb, seeds, json, st);
+    } else {
+        live_t L;
+        bf_err_t err;
+        if (live_init(&L, split, seed, eval, &err)) {
+            free(tables);
+            return fprintf(stderr, "bench shapley: %s\n", err.msg), 1;
+        }
+        for (int r = 1; r <= rounds && !rc; r++) {
+            table_t *t = &tables[ntables];
+            snprintf(t->split, sizeof t->split, "%s", split);
+            if ((rc = live_round(&L, r, t, &err))) {
+                fprintf(stderr, "bench shapley: %s\n", err.msg);
+                break;
+            }
+            ntables++;
+            if (save && table_save(save, t, r > 1)) {
+                fprintf(stderr, "bench shapley: cannot write %s\n", save);
+                rc = -1;
+                break;
+            }
+            rc = run_table(t, budgets, nb, seeds, json, st);
+        }
+        live_free(&L);
     }
-    g.g_params = g_params, g.g_buffers = g_buffers;
-    double exact[N], est[N], t0 = bf_now();
-    bf_shapley_exact(N, utility, &g, exact, &err);
-    double t_exact = bf_now() - t0;
-    const int budgets[2] = {32, 100};
-    for (int k = 0; k < 2; k++) {
-        int evals = 0;
-        t0 = bf_now();
-        bf_shapley_layers(N, utility, &g, budgets[k], 1, est, &evals, &err);
-        double t_est = bf_now() - t0;
-        if (json)
-            printf("{\"bench\":\"shapley\",\"n\":%d,\"model\":\"resnet8\",\"eval_images\":%d,\"budget\":%d,\"evaluations\":%d,"
-                   "\"rel_l2_error\":%.4f,\"spearman\":%.3f,\"estimator_s\":%.2f,\"exact_evaluations\":1024,\"exact_s\":%.2f,"
-                   "\"local_epoch_s\":%.2f,\"valuation_vs_local_epoch\":%.2f}\n",
-                   N, eval, budgets[k], evals, rel_l2(est, exact), spearman(est, exact), t_est, t_exact, local, t_est / local);
-        else
-            printf("n=%d, %d eval images: estimator with %d evaluations: rel. L2 error %.2f%%, Spearman %.3f, %.2f s "
-                   "(exact: 1024 evaluations, %.1f s; one local epoch of 1,000 images: %.2f s)\n",
-                   N, eval, evals, 100 * rel_l2(est, exact), spearman(est, exact), t_est, t_exact, local);
-        fflush(stdout);
-    }
-    for (int i = 0; i < N; i++) free(g.params[i]), free(g.buffers[i]);
-    free(g_params), free(g_buffers);
-    bf_net_destroy(&global), bf_net_destroy(&g.net);
-    bf_blocks_free(&blocks);
-    bf_dataset_free(&train), bf_dataset_free(&test);
-    return 0;
+    if (!rc) print_summary(st, budgets, nb, ntables, seeds, json);
+    free(tables);
+    return rc ? 1 : 0;
 }
