@@ -13,7 +13,9 @@
  * the softmax of the eval-mode logits, in double precision.
  *
  * A predictor owns its network and buffers and is used by one thread at a time. It runs the
- * network with `threads` OpenMP threads; the same thread count gives bit-identical results. */
+ * network with `threads` OpenMP threads; the same thread count gives bit-identical results, a
+ * different one may not (a single image is split across threads by channels), which is why both
+ * blockfed-predict and the coordinator use BF_PREDICT_THREADS. */
 #ifndef BF_PREDICTOR_H
 #define BF_PREDICTOR_H
 
@@ -25,6 +27,7 @@
 #define BF_PREDICT_MAX_IMAGES 64              /* images in one paid request (PREDICT frames) */
 #define BF_PREDICT_MAX_IMAGE_BYTES (16u << 20) /* bytes of one encoded image in a request */
 #define BF_PREDICT_MAX_TOP 256
+#define BF_PREDICT_THREADS 2 /* threads of every prediction, local or paid: identical results */
 
 typedef struct bf_predictor bf_predictor_t;
 

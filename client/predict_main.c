@@ -110,7 +110,7 @@ static int run_local(const opts_t *o, result_t *res, bill_t *bill) {
     /* The file's SHA-256 names the model, as the coordinator's PREDICTION and MODEL do. */
     if (bf_file_read(o->model, BF_MODEL_FILE_MAX, &file, &len, &err)) return bf_cli_fail("%s", err.msg);
     bf_sha256_hex(file, len, bill->model);
-    bf_predictor_t *p = bf_predictor_new(file, len, 1, &err);
+    bf_predictor_t *p = bf_predictor_new(file, len, BF_PREDICT_THREADS, &err);
     free(file);
     if (!p) return bf_cli_fail("%s: %s", o->model, err.msg);
     double probs[256];

@@ -28,6 +28,12 @@ static const char usage_text[] =
     "                       `blockfed-client blocks buy` (10 coins each)\n"
     "  --start-deadline S   a task without its minimum participants after S seconds is\n"
     "                       cancelled and its pool refunded (default 86400)\n"
+    "  --shapley-exact-max N  exact Shapley values up to N participants per round (default 10,\n"
+    "                       at most 20: 2^N coalition evaluations), the budgeted estimator above\n"
+    "  --shapley-budget B   coalition evaluations per round for the estimator (default 100)\n"
+    "  --value-every K      value contributions every K rounds and the last (default 1)\n"
+    "  --utility U          accuracy (default) or loss: what a coalition's model is scored by on\n"
+    "                       the validation split (loss: negative mean cross-entropy)\n"
     "  --verbose            log every update too\n"
     "\n"
     "exit status: 0 stopped by a signal, 2 usage error, 3 could not start (home, datasets, bind)\n";
@@ -45,10 +51,15 @@ int cmd_run_main(int argc, char **argv) {
         {"verbose", no_argument, 0, 'v'},       {"help", no_argument, 0, 'h'},
         {"block-size", required_argument, 0, 'B'}, {"blocks-per-join", required_argument, 0, 'J'},
         {"start-deadline", required_argument, 0, 'D'},
+        {"shapley-exact-max", required_argument, 0, 'X'}, {"shapley-budget", required_argument, 0, 'S'},
+        {"value-every", required_argument, 0, 'K'}, {"utility", required_argument, 0, 'U'},
         {0, 0, 0, 0}};
     coord_opts_t o;
     memset(&o, 0, sizeof o);
     o.home = getenv("BLOCKFED_HOME");
+    o.shapley_exact_max = 10;
+    o.shapley_budget = 100;
+    o.value_every = 1;
     o.bind = "tcp://*:7700";
     static char specs[COORD_MAX_DATASETS][4096];
     int c;
@@ -76,12 +87,22 @@ int cmd_run_main(int argc, char **argv) {
         case 'B': o.block_size = atoi(optarg); break;
         case 'J': o.blocks_per_join = atoi(optarg); break;
         case 'D': o.start_deadline = atoi(optarg); break;
+        case 'X': o.shapley_exact_max = atoi(optarg); break;
+        case 'S': o.shapley_budget = atoi(optarg); break;
+        case 'K': o.value_every = atoi(optarg); break;
+        case 'U':
+            if (strcmp(optarg, "accuracy") && strcmp(optarg, "loss"))
+                return fprintf(stderr, "blockfed-coordinator: --utility is accuracy or loss\n"), EXIT_USAGE;
+            o.utility_loss = !strcmp(optarg, "loss");
+            break;
         case 'h': return fputs(usage_text, stdout), EXIT_OK;
         default: return fputs(usage_text, stderr), EXIT_USAGE;
         }
     }
     if (!o.home || optind < argc || o.liveness_ms < 0 || o.threads < 0 || o.threads > 64 || o.block_size < 0 ||
-        o.block_size > 1000000 || o.blocks_per_join < 0 || o.blocks_per_join > 1000 || o.start_deadline < 0)
+        o.block_size > 1000000 || o.blocks_per_join < 0 || o.blocks_per_join > 1000 || o.start_deadline < 0 ||
+        o.shapley_exact_max < 0 || o.shapley_exact_max > 20 || o.shapley_budget < 2 || o.shapley_budget > 1000000 ||
+        o.value_every < 1 || o.value_every > 10000)
         return fputs(usage_text, stderr), EXIT_USAGE;
     if (o.insecure && !loopback(o.bind))
         return fprintf(stderr, "blockfed-coordinator: --insecure is refused for %s: plain TCP only on loopback\n", o.bind),

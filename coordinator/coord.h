@@ -99,6 +99,10 @@ typedef struct {
     int blocks_per_join;/* blocks a participant gets on JOIN (default COORD_BLOCKS_PER_JOIN) */
     int start_deadline; /* seconds a task may wait for its minimum participants before it is
                            refunded (default 86400) */
+    int shapley_exact_max; /* exact Shapley up to this many updates per round (default 10) */
+    int shapley_budget;    /* coalition evaluations per round for the estimator (default 100) */
+    int value_every;       /* value every K rounds, and the last (default 1) */
+    int utility_loss;      /* 1: coalition utility = -validation loss; 0: validation accuracy */
 } coord_opts_t;
 
 /* Runs until SIGINT/SIGTERM; returns an exit status. */

@@ -86,7 +86,7 @@ static bf_predictor_t *model_of(svc_t *s, const coord_predict_job_t *j, bf_err_t
     bf_sha256_hex(b, n, hex);
     bf_predictor_t *p = NULL;
     if (strcmp(hex, j->model_sha)) bf_err_set(err, "the model file of task %s does not match its checkpoint digest", j->task);
-    else p = bf_predictor_new(b, n, 1, err);
+    else p = bf_predictor_new(b, n, BF_PREDICT_THREADS, err);
     free(b);
     model_t *g = p ? realloc(s->models, (size_t)(s->nmodels + 1) * sizeof *g) : NULL;
     if (!g) {

@@ -92,6 +92,7 @@ typedef struct {
     const float **params, **buffers;
     int64_t *samples;
     int threads;
+    int value, exact_max, budget, utility_loss; /* valuation: this round?, exact up to, estimator budget */
     char path[4096];
     /* results */
     int ok;
@@ -440,8 +441,6 @@ static int read_state(const char *ckpt, float *v, size_t n) {
 /* ---- contribution: Shapley values of the round's updates ---------------------------------- */
 
 #define VALUE_IMAGES 2000   /* validation images a coalition is scored on */
-#define EXACT_MAX 10        /* exact Shapley up to this many participants, else the budgeted estimator */
-#define VALUE_BUDGET 100    /* coalition evaluations per round for the estimator */
 #define ROUND_TRUNCATION 1e-3 /* a round that changes accuracy less than this values everyone at 0 */
 
 typedef struct {
@@ -474,23 +473,24 @@ static double coalition_utility(void *ctx, uint32_t S) {
     }
     double loss, acc;
     bf_evaluate(net, &t->val, t->ds->mean, t->ds->std, VALUE_IMAGES, &loss, &acc);
-    return acc;
+    return j->utility_loss ? -loss : acc;
 }
 
 static void value_round(job_t *j) {
     task_t *t = j->t;
     j->phi = calloc(j->k, sizeof(double));
-    if (!j->phi || j->k > 30) return;
+    if (!j->phi || j->k > 30 || !j->value) return;
     game_t g = {j, bf_net_params(t->global), bf_net_buffers(t->global)};
     uint32_t all = (1u << j->k) - 1;
     double before = coalition_utility(&g, 0), after = coalition_utility(&g, all);
     j->shapley_evals = 2;
     if (fabs(after - before) < ROUND_TRUNCATION) return; /* GTG-Shapley's between-round truncation */
     bf_err_t err;
-    if (j->k <= EXACT_MAX)
+    int budget = j->budget > 2 * j->k + 2 ? j->budget : 2 * j->k + 2;
+    if (j->k <= j->exact_max)
         bf_shapley_exact(j->k, coalition_utility, &g, j->phi, &err), j->shapley_evals = 1 << j->k;
     else
-        bf_shapley_layers(j->k, coalition_utility, &g, VALUE_BUDGET, t->spec.seed + (uint64_t)t->round, j->phi,
+        bf_shapley_layers(j->k, coalition_utility, &g, budget, t->spec.seed + (uint64_t)t->round, j->phi,
                           &j->shapley_evals, &err);
 }
 
@@ -558,6 +558,10 @@ static void maybe_close_round(server_t *s, task_t *t) {
     job_t *j = calloc(1, sizeof *j);
     if (!j) return;
     j->t = t;
+    j->value = (t->round + 1) % s->o.value_every == 0 || t->round + 1 >= t->spec.rounds;
+    j->exact_max = s->o.shapley_exact_max;
+    j->budget = s->o.shapley_budget;
+    j->utility_loss = s->o.utility_loss;
     j->params = calloc(reported, sizeof(float *));
     j->buffers = calloc(reported, sizeof(float *));
     j->samples = calloc(reported, sizeof(int64_t));
@@ -1542,6 +1546,8 @@ int coord_serve(const coord_opts_t *o) {
     if (s.o.block_size <= 0) s.o.block_size = COORD_BLOCK_SIZE;
     if (s.o.blocks_per_join <= 0) s.o.blocks_per_join = COORD_BLOCKS_PER_JOIN;
     if (s.o.start_deadline <= 0) s.o.start_deadline = 86400;
+    if (s.o.value_every <= 0) s.o.value_every = 1;
+    if (s.o.shapley_budget <= 0) s.o.shapley_budget = 100;
     bf_err_t err = {{0}};
     char path[4096];
     int rc = 3;

@@ -58,7 +58,7 @@ static void test_predictions(void) {
     size_t mlen;
     uint8_t *model = model_bytes(&mlen);
     bf_err_t err;
-    bf_predictor_t *p = bf_predictor_new(model, mlen, 1, &err);
+    bf_predictor_t *p = bf_predictor_new(model, mlen, BF_PREDICT_THREADS, &err);
     CHECK_MSG(p != NULL, "%s", err.msg);
     if (!p) return free(model);
     CHECK(bf_predictor_classes(p) == K && !strcmp(bf_predictor_label(p, 2), "quadrant-2"));
