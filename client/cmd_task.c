@@ -30,7 +30,10 @@ static const char create_help[] =
     "  --dataset NAME        a dataset the coordinator serves\n"
     "  --rounds N            federated rounds (1..10000)\n"
     "  --mode MODE           reward or shareholding\n"
-    "  --fee AMOUNT          usage fee per prediction request (e.g. 0.10)\n"
+    "  --fee AMOUNT          shareholding: fee per classified image of a paid prediction (e.g. 0.10)\n"
+    "  --base-fee AMOUNT     shareholding: fee per paid request on top (default 0)\n"
+    "  --rate R              shareholding: price multiplier, N/D or decimal (default 1); a request\n"
+    "                        classifying k images costs ceil((base + fee * k) * R), rounded once\n"
     "  --pool AMOUNT         reward pool (reward mode)\n"
     "  --min-clients N       participants needed before training starts (default 1)\n"
     "  --local-epochs E      local epochs per round (default 1)\n"
@@ -80,6 +83,14 @@ static int create_opt(bf_msg_t *m, int c, const char *v) {
     case 'p':
         if (bf_check_amount(v, &err)) return bf_cli_error("%s: %s", c == 'f' ? "--fee" : "--pool", err.msg);
         return bf_msg_set_str(m, c == 'f' ? "fee" : "pool", v);
+    case 'B':
+        if (bf_check_amount(v, &err)) return bf_cli_error("--base-fee: %s", err.msg);
+        return bf_msg_set_str(m, "base_fee", v);
+    case 'R': {
+        int64_t num, den;
+        if (strlen(v) > 41 || bf_ledger_parse_rate(v, &num, &den, &err)) return bf_cli_error("--rate: %s", err.msg);
+        return bf_msg_set_str(m, "rate", v);
+    }
     case 'c': if (bf_cli_int(v, 1, 10000, &n, "--min-clients")) return -1; return bf_msg_set_uint(m, "min_clients", (uint64_t)n);
     case 'e': if (bf_cli_int(v, 1, 100, &n, "--local-epochs")) return -1; return bf_msg_set_uint(m, "local_epochs", (uint64_t)n);
     case 'b': if (bf_cli_int(v, 1, 1024, &n, "--batch")) return -1; return bf_msg_set_uint(m, "batch", (uint64_t)n);
@@ -118,6 +129,7 @@ static int task_create(int argc, char **argv, bf_cli_ctx_t *ctx) {
         {"partition", required_argument, 0, 'P'},    {"strategy", required_argument, 0, 'S'},
         {"mu", required_argument, 0, 'u'},           {"seed", required_argument, 0, 's'},
         {"json", no_argument, 0, 'j'},               {"help", no_argument, 0, 'h'},
+        {"base-fee", required_argument, 0, 'B'},     {"rate", required_argument, 0, 'R'},
         BF_CLI_COMMON_OPTS,                          {0, 0, 0, 0}};
     bf_msg_t *m = bf_msg_new("TASK_CREATE", 0);
     if (!m) return bf_cli_fail("out of memory");
