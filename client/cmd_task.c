@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bf_ledger.h"
 #include "bf_models.h"
 #include "bf_render.h"
 #include "client.h"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds with AddressSanitizer + UndefinedBehaviorSanitizer and runs the unit tests in that build.
+# Builds with AddressSanitizer + UndefinedBehaviorSanitizer and runs the unit tests in that build,
+# plus the paid-prediction end-to-end test (a sanitized coordinator fed hostile images).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -7,3 +8,5 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBLOCKFED_WERROR=ON -DBLOCKFE
 cmake --build build-asan -j"$(nproc)"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -L unit "$@"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -R '^test_predict$'

@@ -243,7 +243,7 @@ int bench_predict_main(int argc, char **argv) {
     }
     zsys_init();
     zsys_set_logstream(NULL);
-    char dir[] = "/tmp/blockfed-bench-predict-XXXXXX", home[700], cmd[3000], line[256], key[41] = {0};
+    char dir[] = "/tmp/blockfed-bench-predict-XXXXXX", home[700], cmd[9000], line[256], key[41] = {0};
     if (!mkdtemp(dir)) return 1;
     write_idx(dir, "train", 500, 1); /* validation = 10%: exact Shapley of 10 stays quick */
     write_idx(dir, "t10k", 500, 2);

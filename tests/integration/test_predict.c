@@ -334,6 +334,10 @@ int main(int argc, char **argv) {
 
     bf_ledger_close(&L);
     fed_stop(pid, SIGTERM);
-    for (int i = 0; i < 3; i++) fed_client_close(&p[i].c);
+    for (int i = 0; i < 3; i++) {
+        fed_client_close(&p[i].c);
+        free(p[i].params), free(p[i].buffers), free(p[i].global);
+        bf_dataset_free(&p[i].data);
+    }
     return bf_test_done("test_predict");
 }
