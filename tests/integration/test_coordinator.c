@@ -7,6 +7,8 @@
  *    does not disturb the round;
  *  - stale and duplicate updates are refused; the ledger verifies and the reward pool is split.
  * usage: test_coordinator COORDINATOR_BINARY */
+#include <sqlite3.h>
+
 #include "fed_participant.h"
 
 #define ENDPOINT "tcp://127.0.0.1:27711"
@@ -66,6 +68,38 @@ static void persistent_garbage(const char *endpoint) {
     fed_client_close(&h);
 }
 
+/* --value-every 2 over 3 rounds: round 0 is not valued (zeros recorded, no coalition evaluated,
+ * although it is the round where this easy task learns everything), rounds 1 and 2 (the last)
+ * are: at least the empty and grand coalitions are scored. */
+static void check_valued_rounds(const char *home) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/coordinator.db", home);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    CHECK(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    CHECK(sqlite3_prepare_v2(db, "SELECT round, COUNT(*), SUM(ABS(value)) FROM contribution GROUP BY round ORDER BY round",
+                             -1, &st, NULL) == SQLITE_OK);
+    int rows = 0;
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        int round = sqlite3_column_int(st, 0), n = sqlite3_column_int(st, 1);
+        double mass = sqlite3_column_double(st, 2);
+        CHECK_MSG(n == 3, "round %d: %d contributions", round, n);
+        if (round == 0) CHECK_MSG(mass == 0, "round 0 was valued: total |value| %g", mass);
+        rows++;
+    }
+    CHECK(rows == 3);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    snprintf(path, sizeof path, "%s.log", home);
+    const char *log = bf_slurp(path), *r1 = strstr(log, "round 1/3:"), *r2 = strstr(log, "round 2/3:"),
+               *r3 = strstr(log, "round 3/3:");
+    CHECK_MSG(r1 && r2 && r3, "round summaries missing from the log");
+    if (r1 && r2 && r3) {
+        CHECK(strstr(r1, ", 0 coalitions valued)") && strstr(r1, ", 0 coalitions valued)") < r2);
+        CHECK(!strstr(r2, ", 0 coalitions valued)") && !strstr(r3, ", 0 coalitions valued)"));
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return fprintf(stderr, "usage: test_coordinator COORDINATOR\n"), 2;
     zsys_init();
@@ -73,7 +107,9 @@ int main(int argc, char **argv) {
     char home[600], spec[700], key[41];
     CHECK(fed_prepare(argv[1], "fed", 1100, 200, 1, home, sizeof home, spec, sizeof spec, key) == 0);
     server_key_g = key;
-    const char *extra[] = {"--block-size", "100", "--blocks-per-join", "3", "--liveness", "30", NULL};
+    /* Valuation every 2nd round (and the last), coalitions scored by validation loss. */
+    const char *extra[] = {"--block-size", "100", "--blocks-per-join", "3", "--liveness", "30",
+                           "--value-every", "2", "--utility", "loss", NULL};
     pid_t coord = fed_start(argv[1], home, ENDPOINT, spec, extra);
 
     part_t p[3];
@@ -170,6 +206,7 @@ int main(int argc, char **argv) {
     const char *vargs[] = {"ledger", "verify", "--home", home, NULL};
     int vrc = bf_spawn(argv[1], vargs, out, 1);
     CHECK_MSG(vrc == 0, "ledger verify exit %d:\n%s", vrc, bf_slurp(out));
+    check_valued_rounds(home);
     for (int i = 0; i < 3; i++) {
         fed_client_close(&p[i].c);
         bf_dataset_free(&p[i].data);
