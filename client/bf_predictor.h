@@ -27,7 +27,10 @@
 #define BF_PREDICT_MAX_IMAGES 64              /* images in one paid request (PREDICT frames) */
 #define BF_PREDICT_MAX_IMAGE_BYTES (16u << 20) /* bytes of one encoded image in a request */
 #define BF_PREDICT_MAX_TOP 256
-#define BF_PREDICT_THREADS 2 /* threads of every prediction, local or paid: identical results */
+/* Threads of every prediction, local or paid (identical results). One: a coordinator serving many
+ * requests keeps its other core for the socket, and a single-threaded forward pass has no
+ * barriers, so its latency does not collapse when the machine is oversubscribed. */
+#define BF_PREDICT_THREADS 1
 
 typedef struct bf_predictor bf_predictor_t;
 

@@ -4,14 +4,22 @@
  * owns its own ledger handle and a cache of loaded models, and answers each request with the
  * card-network discipline: hold the most the request can cost, classify, capture what the
  * images actually classified cost (void the rest), pay that out to the shareholders and write the
- * usage record with the results, in the capture's own ledger operation. Requests that arrive
- * together are handled as a batch: their holds share one commit and their settlements another,
- * so throughput grows with load while every operation stays atomic and idempotent on its own.
+ * usage record with the results, in the capture's own ledger operation.
  *
- * Crash safety: a hold is durable before any work; a crash before its settlement leaves a hold
- * that expires after HOLD_TIMEOUT_S and is swept (at start and periodically), never a charge
- * without a result. Idempotency: ledger op ids derive from the payer and the request id the
- * client chose, so a retried request is answered from its usage record and never charged twice. */
+ * One write transaction per batch: requests that arrive together are held, classified and settled
+ * inside one ledger group (each hold and each settlement still its own atomic, idempotent
+ * operation, a savepoint), committed once, and only then answered. The hold is real while the
+ * images are classified: it is a pending transfer that the balance check of every later hold in
+ * the batch sees, and no other writer can move the payer's money meanwhile because the group
+ * owns SQLite's write lock. One commit (one fsync) per batch instead of two per request halves
+ * the latency and lets throughput grow with load.
+ *
+ * Crash safety: a crash before the commit leaves nothing (no hold, no charge); after it, a
+ * complete, paid-out charge with its usage record. Holds carry HOLD_TIMEOUT_S all the same, and
+ * the coordinator sweeps expired ones (at start and periodically), so a hold that some other
+ * path left pending can never lock money forever. Idempotency: ledger op ids derive from the
+ * payer and the request id the client chose, so a retried request is answered from its usage
+ * record and never charged twice. */
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,8 +196,8 @@ static int replay(svc_t *s, work_t *w) {
     return 1;
 }
 
+/* Inside the batch's group: on a storage failure the group is rolled back and -1 returned. */
 static int hold_all(svc_t *s, work_t *w, int n, bf_err_t *err) {
-    if (bf_ledger_group_begin(s->ledger, err)) return -1;
     for (int i = 0; i < n; i++) {
         if (w[i].done) continue;
         const coord_predict_job_t *j = w[i].j;
@@ -221,11 +229,11 @@ static int hold_all(svc_t *s, work_t *w, int n, bf_err_t *err) {
         }
         w[i].held = 1;
     }
-    return bf_ledger_group_commit(s->ledger, err);
+    return 0;
 }
 
+/* Settles inside the batch's group and commits it; -1 after a rollback (nothing charged). */
 static int settle_all(svc_t *s, work_t *w, int n, bf_err_t *err) {
-    if (bf_ledger_group_begin(s->ledger, err)) return -1;
     for (int i = 0; i < n; i++) {
         if (w[i].done || !w[i].held) continue;
         if (!w[i].hold) continue; /* free model: no ledger movement */
@@ -240,7 +248,10 @@ static int settle_all(svc_t *s, work_t *w, int n, bf_err_t *err) {
         }
         if (rc != BF_LEDGER_OK) reply_error(&w[i], ledger_code(rc), "settlement: %s", err->msg);
     }
-    if (bf_ledger_group_commit(s->ledger, err)) return -1;
+    if (bf_ledger_group_commit(s->ledger, err)) {
+        bf_ledger_group_rollback(s->ledger);
+        return -1;
+    }
     /* Replies only after the commit: a client never sees a result the ledger could still lose. */
     for (int i = 0; i < n; i++) {
         if (w[i].done || !w[i].held) continue;
@@ -266,7 +277,7 @@ static void run_batch(svc_t *s, coord_predict_job_t **jobs, int n) {
         if (j->request[0]) replay(s, &w[i]);
     }
     if (!s->ledger) return;
-    if (hold_all(s, w, n, &err)) {
+    if (bf_ledger_group_begin(s->ledger, &err) || hold_all(s, w, n, &err)) {
         for (int i = 0; i < n; i++)
             if (!w[i].done) reply_error(&w[i], BF_PROTO_INTERNAL, "ledger unavailable, nothing was charged: %s", err.msg);
         return;
@@ -285,7 +296,7 @@ static void run_batch(svc_t *s, coord_predict_job_t **jobs, int n) {
     }
     if (settle_all(s, w, n, &err))
         for (int i = 0; i < n; i++)
-            if (!w[i].done) reply_error(&w[i], BF_PROTO_INTERNAL, "ledger unavailable; the hold expires unused: %s", err.msg);
+            if (!w[i].done) reply_error(&w[i], BF_PROTO_INTERNAL, "ledger unavailable, nothing was charged: %s", err.msg);
     for (int i = 0; i < n; i++) msgpack_sbuffer_destroy(&w[i].results);
 }
 

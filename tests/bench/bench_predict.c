@@ -377,12 +377,12 @@ int bench_predict_main(int argc, char **argv) {
                requests + con_n, failures, (long long)paid, exact ? "true" : "false");
     else
         printf("ResNet8 1x28x28, fee paid out to %zu shareholders per prediction\n"
-               "  local (decode + preprocess + forward, 2 threads): p50 %.3f ms, p99 %.3f ms\n"
+               "  local (decode + preprocess + forward, BF_PREDICT_THREADS=%d): p50 %.3f ms, p99 %.3f ms\n"
                "  remote, 1 client:  p50 %.3f ms, p99 %.3f ms, %.0f paid predictions/s\n"
                "  remote, %d clients: %.0f paid predictions/s (p50 %.3f ms, p99 %.3f ms)\n"
                "  %d requests, %d failed; fees %lld cents; ledger revenue == fees == payouts: %s\n",
-               nsh, local_p50, local_p99, seq_p50, seq_p99, seq_rate, clients, con_rate, con_p50, con_p99,
-               requests + con_n, failures, (long long)paid, exact ? "yes" : "NO");
+               nsh, BF_PREDICT_THREADS, local_p50, local_p99, seq_p50, seq_p99, seq_rate, clients, con_rate, con_p50,
+               con_p99, requests + con_n, failures, (long long)paid, exact ? "yes" : "NO");
     free(all);
     free(lat);
     free(img);
