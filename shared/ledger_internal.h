@@ -8,7 +8,7 @@
 
 #include "bf_ledger.h"
 
-#define LEDGER_SCHEMA_VERSION 2
+#define LEDGER_SCHEMA_VERSION 3
 
 /* Transfer types (TigerBeetle's flags as one small integer). */
 enum { XF_POSTED = 1, XF_PENDING = 2, XF_POST = 3, XF_VOID = 4, XF_EXPIRE = 5 };
@@ -54,6 +54,7 @@ enum {
     ST_ROLLBACK_TO,
     ST_OP_GET,
     ST_OP_INSERT,
+    ST_OP_TRY_INSERT,
     ST_OP_SET_RESULT,
     ST_ACCT_GET,
     ST_ACCT_UPDATE,
@@ -98,6 +99,13 @@ typedef struct {
     int dirty;
 } ledger_acct_t;
 
+/* Read cache of the fee path (task row, holders, payout state, payers), defined in ledger_ops.c.
+ * Valid only inside one write transaction; dropped by any op that is not a fee op, by any failed
+ * op, and at the end of every transaction. */
+struct ledger_rcache;
+void ledger_rcache_drop(bf_ledger_t *L);
+void ledger_rcache_free(bf_ledger_t *L);
+
 struct _bf_ledger_t {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT];
@@ -116,6 +124,15 @@ struct _bf_ledger_t {
     /* Accounts touched by the current op: loaded once, written back once at the end. */
     ledger_acct_t *acc;
     size_t n_acc, cap_acc;
+    /* Inside a group: the accounts committed ops of the group have touched (write-behind; dirty
+     * ones are written back before the group commits or anything on this handle reads them).
+     * gidx is an open-addressing table of indexes into gacc (-1: empty). */
+    ledger_acct_t *gacc;
+    size_t n_gacc, cap_gacc;
+    int32_t *gidx;
+    size_t cap_gidx;
+    int g_dirty;
+    struct ledger_rcache *rc;
 };
 
 /* The operation being executed: its key, fingerprint of its arguments and its ops row. */
@@ -126,13 +143,16 @@ typedef struct {
     int64_t row;    /* ops.id */
     int64_t now;    /* one timestamp for everything the op writes */
     int64_t result; /* what the op returns (user id, hold id, ...) */
+    int64_t result0; /* the result when known from the arguments: recorded with the op row at its
+                        start, which saves rewriting the row at the end */
 } ledger_op_t;
 
 /* Fingerprint builder: canonical big-endian integers and length-prefixed strings. */
 typedef struct {
-    unsigned char *buf;
+    unsigned char *buf; /* inl while it fits, else malloc'ed */
     size_t len, cap;
     int oom;
+    unsigned char inl[128];
 } ledger_fp_t;
 void ledger_fp_i64(ledger_fp_t *f, int64_t v);
 void ledger_fp_str(ledger_fp_t *f, const char *s);
@@ -173,13 +193,30 @@ typedef struct {
 /* Applies a transfer to the cached accounts and appends its hash-chained row. */
 int ledger_transfer(bf_ledger_t *L, ledger_op_t *op, const ledger_xfer_t *x, int64_t *id,
                     bf_err_t *err);
+/* A split: one posted transfer row debiting `debit` by the sum of amounts[] and crediting each of
+ * the n distinct accounts[i] (none equal to debit, all amounts > 0) with amounts[i]. Stored as one
+ * hash-chained row whose credit side is the legs blob (LEDGER_LEG_BYTES per leg). */
+int ledger_transfer_split(bf_ledger_t *L, ledger_op_t *op, int code, int64_t debit, size_t n,
+                          const int64_t *accounts, const int64_t *amounts, int64_t *id, bf_err_t *err);
+/* Inside a group: writes back the accounts the group has changed (before reading them by SQL). */
+int ledger_group_flush(bf_ledger_t *L, bf_err_t *err);
 
 /* Canonical encoding of a transfer row, hashed after the previous row's hash. */
 typedef struct {
     int64_t id, type, code, currency, debit, credit, amount, pending_id, expires_at, created_at;
     int64_t debit_before, debit_after, credit_before, credit_after;
     int64_t debit_prev, credit_prev;
+    /* A split row (schema 3): credit == debit, credit_before/after/prev are 0, and the credits are
+     * legs_len/LEDGER_LEG_BYTES legs of (account, amount, balance before, previous transfer), each
+     * a big-endian int64. NULL/0 for an ordinary row. */
+    const unsigned char *legs;
+    size_t legs_len;
 } ledger_row_t;
+#define LEDGER_LEG_BYTES 32
+typedef struct {
+    int64_t account, amount, before, prev;
+} ledger_leg_t;
+void ledger_leg_get(const unsigned char *legs, size_t i, ledger_leg_t *out);
 /* Payout state blob: n big-endian int64. */
 void ledger_put_be64(unsigned char *p, int64_t v);
 int64_t ledger_get_be64(const unsigned char *p);

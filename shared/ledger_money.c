@@ -126,34 +126,83 @@ int bf_ledger_apportion(size_t n, const int64_t *weights, const int64_t *keys, c
         add[i] = 0;
     }
     if (W == 0 || sum_paid != total_before) return -1;
-    /* A holder's deadline changes only when it is paid, so compute each once and update the
-     * winner's: one 128-bit division per unit instead of one per holder per unit. */
-    unsigned __int128 *deadline = malloc((n ? n : 1) * sizeof *deadline);
-    if (!deadline) return -1;
-    for (size_t i = 0; i < n; i++)
-        if (weights[i] > 0)
-            deadline[i] = (((unsigned __int128)(uint64_t)paid[i] + 1) * W + (uint64_t)weights[i] - 1) /
-                          (uint64_t)weights[i];
+    /* Holder i is owed its next unit from t = floor(paid_i*W/w_i) + 1 on, and its deadline is
+     * ceil((paid_i+1)*W/w_i). Both change only when it is paid. Keeping paid_i*W as a quotient and
+     * remainder by w_i (and W = a_i*w_i + b_i) makes each payment two additions instead of two
+     * 128-bit divisions: the only divisions are n at the start. */
+    typedef struct {
+        unsigned __int128 a, b, q, r; /* W = a*w + b; paid*W = q*w + r */
+        unsigned __int128 owed_from, deadline;
+    } edf_t;
+    edf_t stack[32], *e = stack;
+    if (n > 32 && !(e = malloc(n * sizeof *e))) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (weights[i] == 0) continue;
+        unsigned __int128 w = (uint64_t)weights[i], pw = (unsigned __int128)(uint64_t)paid[i] * W;
+        e[i].a = W / w;
+        e[i].b = W % w;
+        e[i].q = pw / w;
+        e[i].r = pw % w;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (weights[i] == 0) continue;
+        unsigned __int128 w = (uint64_t)weights[i], r1 = e[i].r + e[i].b, q1 = e[i].q + e[i].a;
+        if (r1 >= w) r1 -= w, q1++;
+        e[i].owed_from = e[i].q + 1;
+        e[i].deadline = q1 + (r1 != 0);
+    }
+    /* The scan runs on 64-bit copies while every value fits (always, in practice); the 128-bit
+     * values decide if one does not. A zero weight is never owed: its owed_from is the maximum. */
+    uint64_t o64[32], d64[32];
+    int narrow = n <= 32;
+    for (size_t i = 0; i < n && narrow; i++) {
+        if (weights[i] == 0) {
+            o64[i] = d64[i] = UINT64_MAX;
+            continue;
+        }
+        narrow = e[i].deadline < UINT64_MAX && e[i].owed_from < UINT64_MAX;
+        o64[i] = (uint64_t)e[i].owed_from;
+        d64[i] = (uint64_t)e[i].deadline;
+    }
     int rc = 0;
     for (int64_t t = total_before + 1; t <= total_after; t++) {
         size_t best = n;
-        for (size_t i = 0; i < n; i++) {
-            if (weights[i] == 0) continue;
-            unsigned __int128 have = (uint64_t)(paid[i] + add[i]);
-            if (have * W >= (unsigned __int128)(uint64_t)t * (uint64_t)weights[i]) continue; /* not owed yet */
-            if (best == n || deadline[i] < deadline[best] ||
-                (deadline[i] == deadline[best] && keys[i] < keys[best]))
-                best = i;
+        if (narrow) {
+            uint64_t ut = (uint64_t)t;
+            for (size_t i = 0; i < n; i++) {
+                if (o64[i] > ut) continue; /* not owed yet */
+                if (best == n || d64[i] < d64[best] || (d64[i] == d64[best] && keys[i] < keys[best])) best = i;
+            }
+        } else {
+            unsigned __int128 ut = (uint64_t)t;
+            for (size_t i = 0; i < n; i++) {
+                if (weights[i] == 0 || e[i].owed_from > ut) continue; /* not owed yet */
+                if (best == n || e[i].deadline < e[best].deadline ||
+                    (e[i].deadline == e[best].deadline && keys[i] < keys[best]))
+                    best = i;
+            }
         }
         if (best == n) { /* impossible when paid was within quota */
             rc = -1;
             break;
         }
         add[best]++;
+        edf_t *x = &e[best];
         unsigned __int128 w = (uint64_t)weights[best];
-        deadline[best] = (((unsigned __int128)(uint64_t)(paid[best] + add[best]) + 1) * W + w - 1) / w;
+        x->r += x->b; /* paid*W += W */
+        x->q += x->a;
+        if (x->r >= w) x->r -= w, x->q++;
+        unsigned __int128 r1 = x->r + x->b, q1 = x->q + x->a;
+        if (r1 >= w) r1 -= w, q1++;
+        x->owed_from = x->q + 1;
+        x->deadline = q1 + (r1 != 0);
+        if (narrow) {
+            narrow = x->deadline < UINT64_MAX && x->owed_from < UINT64_MAX;
+            o64[best] = (uint64_t)x->owed_from;
+            d64[best] = (uint64_t)x->deadline;
+        }
     }
-    free(deadline);
+    if (e != stack) free(e);
     return rc;
 }
 

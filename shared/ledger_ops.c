@@ -51,6 +51,79 @@ typedef struct {
     int status;
 } usage_row_t;
 
+typedef struct {
+    int64_t user, ppm, cash;
+} holder_t;
+
+/* ---- The fee path's read cache --------------------------------------------------------------- */
+
+/* Inside a group, consecutive fee ops read the same task, holders, payout state and payers. They
+ * are read once per transaction and kept here; the fee ops' own writes to the task (revenue and
+ * payout state) update the copy. Anything else that could change them drops the cache first (see
+ * ledger_op_start), so does every failed op (its savepoint rollback may undo what the copy says),
+ * and so does the end of every transaction (another process may write between transactions). */
+#define UCACHE_SLOTS 64
+struct ledger_rcache {
+    struct {
+        int64_t id, cash;
+    } users[UCACHE_SLOTS]; /* direct-mapped by id; id 0: empty */
+    int task_valid;
+    task_row_t task;
+    int64_t holders_task;         /* task whose holders and paid[] are loaded; 0: none */
+    size_t n, cap;                /* holders; arrays hold n + 1 (the platform last) */
+    holder_t *h;
+    int64_t *w, *keys, *paid, *add, *acct, *amt;
+    unsigned char *blob;          /* payout state scratch, 8 n bytes */
+};
+
+void ledger_rcache_drop(bf_ledger_t *L) {
+    struct ledger_rcache *c = L->rc;
+    if (!c) return;
+    memset(c->users, 0, sizeof c->users);
+    c->task_valid = 0;
+    c->holders_task = 0;
+}
+
+void ledger_rcache_free(bf_ledger_t *L) {
+    struct ledger_rcache *c = L->rc;
+    if (!c) return;
+    free(c->h);
+    free(c->w);
+    free(c->keys);
+    free(c->paid);
+    free(c->add);
+    free(c->acct);
+    free(c->amt);
+    free(c->blob);
+    free(c);
+    L->rc = NULL;
+}
+
+static struct ledger_rcache *rcache(bf_ledger_t *L) {
+    if (!L->rc) L->rc = calloc(1, sizeof *L->rc);
+    return L->rc;
+}
+
+static int rcache_reserve(struct ledger_rcache *c, size_t n) {
+    if (n + 1 <= c->cap) return 0;
+    size_t cap = n + 1 < 16 ? 16 : n + 1;
+    holder_t *h = realloc(c->h, cap * sizeof *h);
+    if (h) c->h = h;
+    int64_t **arr[] = {&c->w, &c->keys, &c->paid, &c->add, &c->acct, &c->amt};
+    int ok = h != NULL;
+    for (size_t i = 0; i < sizeof arr / sizeof arr[0]; i++) {
+        int64_t *g = realloc(*arr[i], cap * sizeof **arr[i]);
+        if (g) *arr[i] = g;
+        else ok = 0;
+    }
+    unsigned char *b = realloc(c->blob, 8 * cap);
+    if (b) c->blob = b;
+    else ok = 0;
+    if (!ok) return -1;
+    c->cap = cap;
+    return 0;
+}
+
 static int get_user(bf_ledger_t *L, int64_t id, user_row_t *u, bf_err_t *err) {
     sqlite3_stmt *s = ledger_stmt(L, ST_USER_GET);
     if (!s) return ledger_sqlerr(L, err, "users");
@@ -114,6 +187,42 @@ static int get_usage(bf_ledger_t *L, int64_t id, usage_row_t *u, bf_err_t *err) 
     if (step == SQLITE_ROW) return 0;
     if (step == SQLITE_DONE) return bf_err_set(err, "unknown hold %lld", (long long)id), BF_LEDGER_ENOTFOUND;
     return ledger_sqlerr(L, err, "model_usage");
+}
+
+/* A payer's cash account: user rows never change once registered. */
+static int get_user_cash(bf_ledger_t *L, int64_t id, int64_t *cash, bf_err_t *err) {
+    struct ledger_rcache *c = L->in_group ? rcache(L) : NULL;
+    size_t slot = (size_t)((uint64_t)id % UCACHE_SLOTS);
+    if (c && id != 0 && c->users[slot].id == id) {
+        *cash = c->users[slot].cash;
+        return 0;
+    }
+    user_row_t u;
+    int rc = get_user(L, id, &u, err);
+    if (rc) return rc;
+    *cash = u.cash;
+    if (c) {
+        c->users[slot].id = id;
+        c->users[slot].cash = u.cash;
+    }
+    return 0;
+}
+
+/* The task row for the fee path; *cached points at the cache's copy (NULL outside a group). */
+static int get_task_fee(bf_ledger_t *L, int64_t id, task_row_t *t, task_row_t **cached, bf_err_t *err) {
+    struct ledger_rcache *c = L->in_group ? rcache(L) : NULL;
+    *cached = NULL;
+    if (c && c->task_valid && c->task.id == id) {
+        *t = c->task;
+        *cached = &c->task;
+        return 0;
+    }
+    int rc = get_task(L, id, t, err);
+    if (rc || !c) return rc;
+    c->task = *t;
+    c->task_valid = 1;
+    *cached = &c->task;
+    return 0;
 }
 
 /* Compare-and-set of a task's status: exactly one row must change, or the transition is illegal. */
@@ -681,23 +790,23 @@ typedef struct {
 static int hold_body(bf_ledger_t *L, ledger_op_t *op, const fee_args_t *a, int64_t *hold_id, bf_err_t *err) {
     if (a->amount <= 0) return bf_err_set(err, "fee must be positive"), BF_LEDGER_EINVAL;
     if (a->timeout < 0) return bf_err_set(err, "negative hold timeout"), BF_LEDGER_EINVAL;
-    task_row_t t;
-    user_row_t u;
+    task_row_t t, *tc;
+    int64_t cash;
     int rc;
-    if ((rc = get_task(L, a->task, &t, err)) || (rc = get_user(L, a->payer, &u, err))) return rc;
+    if ((rc = get_task_fee(L, a->task, &t, &tc, err)) || (rc = get_user_cash(L, a->payer, &cash, err))) return rc;
     if (t.mode != BF_LEDGER_MODE_SHAREHOLDING || t.status != BF_LEDGER_TASK_COMPLETED || !t.model_online)
         return bf_err_set(err, "task %lld has no online model", (long long)t.id), BF_LEDGER_ESTATE;
     int64_t expires = 0;
     if (a->timeout && __builtin_add_overflow(op->now, a->timeout, &expires))
         return bf_err_set(err, "hold timeout overflows"), BF_LEDGER_EOVERFLOW;
-    ledger_xfer_t x = {.type = XF_PENDING, .code = CODE_USAGE_FEE, .debit = u.cash, .credit = t.clearing,
+    ledger_xfer_t x = {.type = XF_PENDING, .code = CODE_USAGE_FEE, .debit = cash, .credit = t.clearing,
                        .amount = a->amount, .expires_at = expires};
     int64_t xid;
     if ((rc = ledger_transfer(L, op, &x, &xid, err))) return rc;
     sqlite3_stmt *s = ledger_stmt(L, ST_USAGE_INSERT);
     if (!s) return ledger_sqlerr(L, err, "model_usage");
     sqlite3_bind_int64(s, 1, t.id);
-    sqlite3_bind_int64(s, 2, u.id);
+    sqlite3_bind_int64(s, 2, a->payer);
     sqlite3_bind_int64(s, 3, xid);
     sqlite3_bind_int64(s, 4, a->amount);
     sqlite3_bind_int64(s, 5, op->now);
@@ -735,32 +844,23 @@ static int resolve_usage(bf_ledger_t *L, int64_t id, int status, int64_t capture
     return rc;
 }
 
-typedef struct {
-    int64_t user, ppm, cash;
-} holder_t;
-
-/* The task's holders in cash-account order; their accounts go straight into the op's cache. */
-static int load_holders(bf_ledger_t *L, int64_t task, holder_t **out, size_t *n, bf_err_t *err) {
+/* The task's holders in cash-account order, into the read cache; their accounts go straight into
+ * the op's cache. */
+static int load_holders(bf_ledger_t *L, int64_t task, struct ledger_rcache *c, bf_err_t *err) {
     sqlite3_stmt *s = ledger_stmt(L, ST_SHARES_OF_TASK);
     if (!s) return ledger_sqlerr(L, err, "model_shareholdings");
     sqlite3_bind_int64(s, 1, task);
-    size_t cap = 16, k = 0;
-    holder_t *h = malloc(cap * sizeof *h);
-    int step = SQLITE_DONE;
-    while (h && (step = sqlite3_step(s)) == SQLITE_ROW) {
-        if (k == cap) {
-            holder_t *g = realloc(h, (cap *= 2) * sizeof *h);
-            if (!g) {
-                free(h);
-                h = NULL;
-                break;
-            }
-            h = g;
+    size_t k = 0;
+    int rc = 0, step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (rcache_reserve(c, k + 1)) {
+            rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+            break;
         }
-        h[k].user = sqlite3_column_int64(s, 0);
-        h[k].ppm = sqlite3_column_int64(s, 1);
-        h[k].cash = sqlite3_column_int64(s, 2);
-        ledger_acct_t row = {.id = h[k].cash,
+        c->h[k].user = sqlite3_column_int64(s, 0);
+        c->h[k].ppm = sqlite3_column_int64(s, 1);
+        c->h[k].cash = sqlite3_column_int64(s, 2);
+        ledger_acct_t row = {.id = c->h[k].cash,
                              .kind = sqlite3_column_int(s, 3),
                              .currency = sqlite3_column_int(s, 4),
                              .owner = sqlite3_column_int64(s, 5),
@@ -770,20 +870,16 @@ static int load_holders(bf_ledger_t *L, int64_t task, holder_t **out, size_t *n,
                              .cpend = sqlite3_column_int64(s, 9),
                              .last = sqlite3_column_int64(s, 10)};
         if (!ledger_acct_seed(L, &row, err)) {
-            free(h);
-            h = NULL;
+            rc = BF_LEDGER_EINTERNAL;
             break;
         }
         k++;
     }
     sqlite3_reset(s);
-    if (!h) return bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL;
-    if (step != SQLITE_DONE) {
-        free(h);
-        return ledger_sqlerr(L, err, "model_shareholdings");
-    }
-    *out = h;
-    *n = k;
+    if (rc) return rc;
+    if (step != SQLITE_DONE) return ledger_sqlerr(L, err, "model_shareholdings");
+    if (rcache_reserve(c, k)) return bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL;
+    c->n = k;
     return 0;
 }
 
@@ -812,80 +908,81 @@ static int load_payout_state(bf_ledger_t *L, int64_t task, size_t n, int64_t *pa
 }
 
 /* Pays `amount` (already in the task's clearing account) to the shareholders and the platform so
- * that everyone's cumulative receipts track total_revenue * weight exactly to within one cent. */
-static int distribute(bf_ledger_t *L, ledger_op_t *op, task_row_t *t, int64_t amount, bf_err_t *err) {
+ * that everyone's cumulative receipts track total_revenue * weight exactly to within one cent. The
+ * payout is one split transfer: the clearing account debited once, one leg per payee. *t (and the
+ * cached copy tc, if any) get the new revenue figures. */
+static int distribute(bf_ledger_t *L, ledger_op_t *op, task_row_t *t, task_row_t *tc, int64_t amount,
+                      bf_err_t *err) {
     if (amount == 0) return 0;
-    holder_t *h = NULL;
-    size_t n = 0;
-    int rc = load_holders(L, t->id, &h, &n, err);
-    if (rc) return rc;
-    int64_t *w = calloc(n + 1, sizeof *w), *keys = calloc(n + 1, sizeof *keys);
-    int64_t *paid = calloc(n + 1, sizeof *paid), *add = calloc(n + 1, sizeof *add);
-    unsigned char *blob = malloc(8 * n + 1);
-    if (!w || !keys || !paid || !add || !blob) {
-        rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
-        goto done;
+    struct ledger_rcache *c = rcache(L);
+    if (!c) return bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL;
+    int rc;
+    if (c->holders_task != t->id) {
+        c->holders_task = 0;
+        if ((rc = load_holders(L, t->id, c, err)) || (rc = load_payout_state(L, t->id, c->n, c->paid, err)))
+            return rc;
+        /* Holder weight ppm*(1e6 - platform ppm), platform weight platform_ppm*1e6: total 1e12. */
+        for (size_t i = 0; i < c->n; i++) {
+            c->w[i] = c->h[i].ppm * (BF_LEDGER_PPM - t->fee_ppm);
+            c->keys[i] = c->h[i].cash;
+        }
+        c->w[c->n] = t->fee_ppm * BF_LEDGER_PPM;
+        c->keys[c->n] = L->rev_cny;
+        c->paid[c->n] = t->platform_paid;
+        c->holders_task = t->id;
     }
-    if ((rc = load_payout_state(L, t->id, n, paid, err))) goto done;
-    /* Holder weight ppm*(1e6 - platform ppm), platform weight platform_ppm*1e6: total 1e12. */
-    for (size_t i = 0; i < n; i++) {
-        w[i] = h[i].ppm * (BF_LEDGER_PPM - t->fee_ppm);
-        keys[i] = h[i].cash;
-    }
-    w[n] = t->fee_ppm * BF_LEDGER_PPM;
-    keys[n] = L->rev_cny;
-    paid[n] = t->platform_paid;
+    size_t n = c->n;
     int64_t total_after;
-    if (__builtin_add_overflow(t->total_revenue, amount, &total_after)) {
-        rc = (bf_err_set(err, "task revenue overflows"), BF_LEDGER_EOVERFLOW);
-        goto done;
+    if (__builtin_add_overflow(t->total_revenue, amount, &total_after))
+        return bf_err_set(err, "task revenue overflows"), BF_LEDGER_EOVERFLOW;
+    if (bf_ledger_apportion(n + 1, c->w, c->keys, c->paid, t->total_revenue, amount, c->add))
+        return bf_err_set(err, "task %lld: shares or payout state inconsistent", (long long)t->id), BF_LEDGER_EINTERNAL;
+    size_t legs = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (c->add[i] <= 0) continue;
+        c->acct[legs] = c->keys[i];
+        c->amt[legs++] = c->add[i];
     }
-    if (bf_ledger_apportion(n + 1, w, keys, paid, t->total_revenue, amount, add)) {
-        rc = (bf_err_set(err, "task %lld: shares or payout state inconsistent", (long long)t->id),
-              BF_LEDGER_EINTERNAL);
-        goto done;
+    /* From here on the cache holds the new state; a failure drops it with the op's rollback. */
+    c->holders_task = 0;
+    if ((rc = ledger_transfer_split(L, op, CODE_FEE_PAYOUT, t->clearing, legs, c->acct, c->amt, NULL, err)))
+        return rc;
+    for (size_t i = 0; i <= n; i++) {
+        c->paid[i] += c->add[i];
+        if (i < n) ledger_put_be64(c->blob + 8 * i, c->paid[i]);
     }
-    for (size_t i = 0; i <= n && !rc; i++) {
-        if (add[i] > 0) rc = posted_transfer(L, op, CODE_FEE_PAYOUT, t->clearing, keys[i], add[i], NULL, err);
-        if (i < n) ledger_put_be64(blob + 8 * i, paid[i] + add[i]);
-    }
-    if (rc) goto done;
     sqlite3_stmt *s = ledger_stmt(L, ST_TASK_SET_REVENUE);
-    if (!s) {
-        rc = ledger_sqlerr(L, err, "tasks");
-        goto done;
-    }
+    if (!s) return ledger_sqlerr(L, err, "tasks");
     sqlite3_bind_int64(s, 1, t->id);
     sqlite3_bind_int64(s, 2, total_after);
-    sqlite3_bind_int64(s, 3, paid[n] + add[n]);
-    sqlite3_bind_blob(s, 4, blob, (int)(8 * n), SQLITE_STATIC);
-    rc = ledger_exec_stmt(L, s, err);
-done:
-    free(h);
-    free(w);
-    free(keys);
-    free(paid);
-    free(add);
-    free(blob);
-    return rc;
+    sqlite3_bind_int64(s, 3, c->paid[n]);
+    sqlite3_bind_blob(s, 4, c->blob, (int)(8 * n), SQLITE_STATIC);
+    if ((rc = ledger_exec_stmt(L, s, err))) return rc;
+    c->holders_task = t->id;
+    t->total_revenue = total_after;
+    t->platform_paid = c->paid[n];
+    if (tc) {
+        tc->total_revenue = total_after;
+        tc->platform_paid = c->paid[n];
+    }
+    return 0;
 }
 
 static int capture_body(bf_ledger_t *L, ledger_op_t *op, int64_t hold_id, int64_t amount, bf_err_t *err) {
     usage_row_t u;
-    task_row_t t;
+    task_row_t t, *tc;
+    int64_t cash;
     int rc;
     if ((rc = get_usage(L, hold_id, &u, err)) || (rc = check_open_hold(&u, op->now, err))) return rc;
     if (amount < 0) return bf_err_set(err, "negative capture"), BF_LEDGER_EINVAL;
     if (amount > u.held)
         return bf_err_set(err, "capture %lld exceeds hold %lld", (long long)amount, (long long)u.held),
                BF_LEDGER_EEXCEEDS_HOLD;
-    if ((rc = get_task(L, u.task_id, &t, err))) return rc;
-    user_row_t p;
-    if ((rc = get_user(L, u.payer, &p, err))) return rc;
-    ledger_xfer_t x = {.type = XF_POST, .code = CODE_USAGE_FEE, .debit = p.cash, .credit = t.clearing,
+    if ((rc = get_task_fee(L, u.task_id, &t, &tc, err)) || (rc = get_user_cash(L, u.payer, &cash, err))) return rc;
+    ledger_xfer_t x = {.type = XF_POST, .code = CODE_USAGE_FEE, .debit = cash, .credit = t.clearing,
                        .amount = amount, .pending_id = u.hold_transfer, .pending_amount = u.held};
     int64_t post_id;
-    if ((rc = ledger_transfer(L, op, &x, &post_id, err)) || (rc = distribute(L, op, &t, amount, err)))
+    if ((rc = ledger_transfer(L, op, &x, &post_id, err)) || (rc = distribute(L, op, &t, tc, amount, err)))
         return rc;
     ledger_acct_t *c = ledger_acct(L, t.clearing, err);
     if (!c) return BF_LEDGER_EINTERNAL;
@@ -926,7 +1023,7 @@ int bf_ledger_fee_capture(bf_ledger_t *self, const char *op_id, int64_t hold_id,
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, hold_id);
     ledger_fp_i64(&fp, amount);
-    ledger_op_t op = {.key = op_id, .kind = OP_FEE_CAPTURE};
+    ledger_op_t op = {.key = op_id, .kind = OP_FEE_CAPTURE, .result0 = amount};
     fee_args_t a = {0, 0, amount, 0, hold_id};
     return run_op(self, &op, &fp, do_fee_capture, &a, NULL, NULL, err);
 }
@@ -935,8 +1032,8 @@ int bf_ledger_fee_capture(bf_ledger_t *self, const char *op_id, int64_t hold_id,
  * the hold must already be past its expiry. */
 static int release_hold(bf_ledger_t *L, ledger_op_t *op, int64_t hold_id, int expire, bf_err_t *err) {
     usage_row_t u;
-    task_row_t t;
-    user_row_t p;
+    task_row_t t, *tc;
+    int64_t cash;
     int rc;
     if ((rc = get_usage(L, hold_id, &u, err))) return rc;
     if (expire) {
@@ -946,8 +1043,8 @@ static int release_hold(bf_ledger_t *L, ledger_op_t *op, int64_t hold_id, int ex
     } else if ((rc = check_open_hold(&u, op->now, err))) {
         return rc;
     }
-    if ((rc = get_task(L, u.task_id, &t, err)) || (rc = get_user(L, u.payer, &p, err))) return rc;
-    ledger_xfer_t x = {.type = expire ? XF_EXPIRE : XF_VOID, .code = CODE_USAGE_FEE, .debit = p.cash,
+    if ((rc = get_task_fee(L, u.task_id, &t, &tc, err)) || (rc = get_user_cash(L, u.payer, &cash, err))) return rc;
+    ledger_xfer_t x = {.type = expire ? XF_EXPIRE : XF_VOID, .code = CODE_USAGE_FEE, .debit = cash,
                        .credit = t.clearing, .amount = u.held, .pending_id = u.hold_transfer,
                        .pending_amount = u.held};
     int64_t xid;
@@ -1010,7 +1107,7 @@ int bf_ledger_fee_settle(bf_ledger_t *self, const char *op_id, int64_t hold_id, 
     ledger_fp_i64(&fp, note->images);
     ledger_fp_i64(&fp, note->classified);
     ledger_fp_bytes(&fp, note->result, note->result_len);
-    ledger_op_t op = {.key = op_id, .kind = OP_FEE_SETTLE};
+    ledger_op_t op = {.key = op_id, .kind = OP_FEE_SETTLE, .result0 = amount};
     settle_args_t a = {hold_id, amount, note};
     return run_op(self, &op, &fp, do_fee_settle, &a, NULL, NULL, err);
 }

@@ -25,6 +25,8 @@ static int collect(bf_ledger_t *L, const char *sql, int nparams, int64_t p1, int
     sqlite3_stmt *s;
     *out = NULL;
     *n = 0;
+    int rc0 = L->in_op ? 0 : ledger_group_flush(L, err); /* a group's accounts are written back lazily */
+    if (rc0) return rc0;
     if (sqlite3_prepare_v2(L->db, sql, -1, &s, NULL) != SQLITE_OK) return ledger_sqlerr(L, err, "query");
     if (nparams >= 1) sqlite3_bind_int64(s, 1, p1);
     if (nparams >= 2) sqlite3_bind_int64(s, 2, p2);
@@ -187,7 +189,7 @@ static int walk_account(bf_ledger_t *L, int64_t account, bf_ledger_entry_t **out
     if (sqlite3_prepare_v2(L->db,
                            "SELECT t.id, t.created_at, o.op_key, t.type, t.code, t.currency, t.debit_account,"
                            " t.amount, t.debit_account, t.credit_account, t.debit_before, t.debit_after,"
-                           " t.credit_before, t.credit_after, t.debit_prev, t.credit_prev"
+                           " t.credit_before, t.credit_after, t.debit_prev, t.credit_prev, t.legs"
                            " FROM transfers t JOIN ops o ON o.id = t.op WHERE t.id = ?1",
                            -1, &s, NULL) != SQLITE_OK)
         return ledger_sqlerr(L, err, "transfers");
@@ -226,6 +228,24 @@ static int walk_account(bf_ledger_t *L, int64_t account, bf_ledger_entry_t **out
         e->balance_before = sqlite3_column_int64(s, is_debit ? 10 : 12);
         e->balance_after = sqlite3_column_int64(s, is_debit ? 11 : 13);
         int64_t prev = sqlite3_column_int64(s, is_debit ? 14 : 15);
+        const unsigned char *legs = sqlite3_column_blob(s, 16);
+        size_t nlegs = (size_t)sqlite3_column_bytes(s, 16) / LEDGER_LEG_BYTES;
+        if (legs && nlegs) {
+            /* A split: the debit side is the row's; a credit is one of its legs. */
+            e->counterparty_account = is_debit ? 0 : sqlite3_column_int64(s, 8);
+            int found = is_debit;
+            for (size_t i = 0; i < nlegs && !found; i++) {
+                ledger_leg_t g;
+                ledger_leg_get(legs, i, &g);
+                if (g.account != account) continue;
+                found = 1;
+                e->amount = g.amount;
+                e->balance_before = g.before;
+                e->balance_after = g.before + g.amount;
+                prev = g.prev;
+            }
+            if (!found) prev = next; /* reported as a loop below */
+        }
         if (prev >= next) rc = (bf_err_set(err, "history links of account %lld loop", (long long)account), BF_LEDGER_EINTERNAL);
         next = prev;
         sqlite3_reset(s);
@@ -255,6 +275,8 @@ int bf_ledger_history(bf_ledger_t *self, int64_t user_id, bf_ledger_entry_t **ou
     sqlite3_reset(s);
     if (step == SQLITE_DONE) return bf_err_set(err, "unknown user %lld", (long long)user_id), BF_LEDGER_ENOTFOUND;
     if (step != SQLITE_ROW) return ledger_sqlerr(self, err, "users");
+    int rc0 = ledger_group_flush(self, err);
+    if (rc0) return rc0;
     /* One read transaction so both walks see the same snapshot. */
     int own_tx = sqlite3_get_autocommit(self->db);
     if (own_tx) sqlite3_exec(self->db, "BEGIN", NULL, NULL, NULL);
@@ -334,23 +356,80 @@ int bf_ledger_usage(bf_ledger_t *self, int64_t task_id, bf_ledger_usage_t **out,
                    usage_row, (void **)out, n, err);
 }
 
-static void revenue_row(sqlite3_stmt *s, void *out) {
-    bf_ledger_revenue_t *r = out;
-    r->transfer_id = sqlite3_column_int64(s, 0);
-    r->usage_id = sqlite3_column_int64(s, 1);
-    r->task_id = sqlite3_column_int64(s, 2);
-    r->user_id = sqlite3_column_int64(s, 3);
-    r->amount = sqlite3_column_int64(s, 4);
-    r->created_at = sqlite3_column_int64(s, 5);
-}
-
+/* The payout transfers of every captured usage: ids resolve_transfer+1 .. payouts_end of code
+ * fee_payout. Before schema 3 that is one transfer per payee; since, one split transfer whose legs
+ * are the payees. Either way each payee of each usage is one bf_ledger_revenue_t. */
 int bf_ledger_revenues(bf_ledger_t *self, int64_t task_id, int64_t user_id,
                        bf_ledger_revenue_t **out, size_t *n, bf_err_t *err) {
-    return collect(self,
-                   "SELECT transfer_id, usage_id, task_id, user_id, amount, created_at"
-                   " FROM revenue_distributions WHERE (?1 <= 0 OR task_id = ?1) AND (?2 <= 0 OR user_id = ?2)"
-                   " ORDER BY transfer_id",
-                   2, task_id, user_id, sizeof **out, revenue_row, (void **)out, n, err);
+    *out = NULL;
+    *n = 0;
+    int rc = ledger_group_flush(self, err);
+    if (rc) return rc;
+    sqlite3_stmt *s = NULL, *own = NULL;
+    if (sqlite3_prepare_v2(self->db,
+                           "SELECT t.id, u.id, u.task_id, t.credit_account, t.amount, t.created_at, t.legs,"
+                           " a.owner FROM model_usage u"
+                           " JOIN transfers t ON t.id > u.resolve_transfer AND t.id <= u.payouts_end"
+                           " JOIN accounts a ON a.id = t.credit_account"
+                           " WHERE u.status = 2 AND t.code = 8 AND (?1 <= 0 OR u.task_id = ?1) ORDER BY t.id",
+                           -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(self->db, "SELECT owner FROM accounts WHERE id = ?1", -1, &own, NULL) != SQLITE_OK) {
+        rc = ledger_sqlerr(self, err, "revenues");
+        sqlite3_finalize(s);
+        return rc;
+    }
+    int own_tx = sqlite3_get_autocommit(self->db);
+    if (own_tx) sqlite3_exec(self->db, "BEGIN", NULL, NULL, NULL);
+    sqlite3_bind_int64(s, 1, task_id);
+    size_t cap = 0;
+    int step = SQLITE_DONE;
+    while (rc == 0 && (step = sqlite3_step(s)) == SQLITE_ROW) {
+        bf_ledger_revenue_t base = {.transfer_id = sqlite3_column_int64(s, 0),
+                                    .usage_id = sqlite3_column_int64(s, 1),
+                                    .task_id = sqlite3_column_int64(s, 2),
+                                    .created_at = sqlite3_column_int64(s, 5)};
+        const unsigned char *legs = sqlite3_column_blob(s, 6);
+        size_t nlegs = (size_t)sqlite3_column_bytes(s, 6) / LEDGER_LEG_BYTES;
+        if (!legs) nlegs = 1;
+        for (size_t i = 0; i < nlegs && rc == 0; i++) {
+            bf_ledger_revenue_t r = base;
+            if (legs) {
+                ledger_leg_t g;
+                ledger_leg_get(legs, i, &g);
+                r.amount = g.amount;
+                sqlite3_bind_int64(own, 1, g.account);
+                int st = sqlite3_step(own);
+                r.user_id = st == SQLITE_ROW ? sqlite3_column_int64(own, 0) : 0;
+                sqlite3_reset(own);
+                if (st != SQLITE_ROW) {
+                    rc = (bf_err_set(err, "transfer %lld credits unknown account %lld", (long long)r.transfer_id,
+                                     (long long)g.account),
+                          BF_LEDGER_EINTERNAL);
+                    break;
+                }
+            } else {
+                r.amount = sqlite3_column_int64(s, 4);
+                r.user_id = sqlite3_column_int64(s, 7);
+            }
+            if (user_id > 0 && r.user_id != user_id) continue;
+            bf_ledger_revenue_t *slot = grow((void **)out, n, &cap, sizeof *slot);
+            if (!slot) {
+                rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+                break;
+            }
+            *slot = r;
+        }
+    }
+    if (rc == 0 && step != SQLITE_DONE) rc = ledger_sqlerr(self, err, "revenues");
+    sqlite3_finalize(s);
+    sqlite3_finalize(own);
+    if (own_tx) sqlite3_exec(self->db, "COMMIT", NULL, NULL, NULL);
+    if (rc) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
 }
 
 static void reward_row(sqlite3_stmt *s, void *out) {

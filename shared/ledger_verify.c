@@ -31,6 +31,7 @@ __attribute__((format(printf, 3, 4))) static void fail(bf_ledger_report_t *rep, 
 typedef struct {
     int kind, currency, present;
     int64_t owner;
+    int64_t seen; /* id of the last split row that credited it (duplicate legs) */
     int64_t dp, cp, dpend, cpend, last;           /* replayed */
     int64_t c_dp, c_cp, c_dpend, c_cpend, c_last; /* cached */
 } vacct_t;
@@ -121,9 +122,80 @@ static vacct_t *acct(vstate_t *v, int64_t id) {
     return id > 0 && id < v->n_acc && v->acc[id].present ? &v->acc[id] : NULL;
 }
 
+static void add_payout(vstate_t *v, int64_t debit, int64_t credit, int64_t amount) {
+    if (v->n_pay == v->cap_pay) {
+        size_t cap = v->cap_pay ? v->cap_pay * 2 : 1024;
+        vpay_t *g = realloc(v->pay, cap * sizeof *g);
+        if (!g) v->oom = 1;
+        else {
+            v->pay = g;
+            v->cap_pay = cap;
+        }
+    }
+    if (v->n_pay < v->cap_pay) v->pay[v->n_pay++] = (vpay_t){debit, credit, amount};
+}
+
+/* A split row: one posted fee payout debiting the clearing account by `amount` and crediting each
+ * leg. Double entry within the row: the legs must sum to the amount. Every leg is checked like the
+ * credit side of an ordinary transfer (account, currency, balance before, history link). */
+static void replay_split(vstate_t *v, const ledger_row_t *r) {
+    bf_ledger_report_t *rep = v->rep;
+    vacct_t *d = acct(v, r->debit);
+    size_t n = r->legs_len / LEDGER_LEG_BYTES;
+    if (!d || n == 0 || d->currency != r->currency || r->legs_len % LEDGER_LEG_BYTES || r->type != XF_POSTED ||
+        r->code != CODE_FEE_PAYOUT || r->credit != r->debit || r->credit_before || r->credit_after ||
+        r->credit_prev || r->pending_id || r->expires_at) {
+        fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: malformed split", (long long)r->id);
+        return;
+    }
+    if (r->debit_prev != d->last)
+        fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: broken per-account history link", (long long)r->id);
+    if (r->debit_before != d->cp - d->dp)
+        fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: recorded balance before differs from replay",
+             (long long)r->id);
+    d->last = r->id;
+    int64_t sum = 0;
+    int ovf = 0;
+    for (size_t i = 0; i < n; i++) {
+        ledger_leg_t g;
+        ledger_leg_get(r->legs, i, &g);
+        vacct_t *c = acct(v, g.account);
+        if (!c || c == d || c->currency != r->currency || g.amount <= 0 || c->seen == r->id) {
+            fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld leg %zu: bad account, currency or amount",
+                 (long long)r->id, i);
+            continue;
+        }
+        c->seen = r->id;
+        if (g.prev != c->last)
+            fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld leg %zu: broken per-account history link",
+                 (long long)r->id, i);
+        if (g.before != c->cp - c->dp)
+            fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld leg %zu: recorded balance before differs from replay",
+                 (long long)r->id, i);
+        c->last = r->id;
+        ovf |= __builtin_add_overflow(sum, g.amount, &sum) | __builtin_add_overflow(c->cp, g.amount, &c->cp);
+        add_payout(v, r->debit, g.account, g.amount);
+    }
+    if (sum != r->amount)
+        fail(rep, BF_LEDGER_CHECK_DOUBLE_ENTRY, "transfer %lld: legs credit %lld, the debit is %lld", (long long)r->id,
+             (long long)sum, (long long)r->amount);
+    ovf |= __builtin_add_overflow(d->dp, r->amount, &d->dp);
+    if (ovf) fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld overflows a counter", (long long)r->id);
+    if (r->debit_after != d->cp - d->dp)
+        fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: recorded balance after differs from replay",
+             (long long)r->id);
+    if (ledger_acct_restricted(d->kind) && d->cp - d->dp - d->dpend < 0)
+        fail(rep, BF_LEDGER_CHECK_NONNEGATIVE, "account %lld went below zero at transfer %lld",
+             (long long)r->debit, (long long)r->id);
+}
+
 /* Applies one transfer row to the replayed counters, checking it against its own claims. */
 static void replay_one(vstate_t *v, const ledger_row_t *r) {
     bf_ledger_report_t *rep = v->rep;
+    if (r->legs) {
+        replay_split(v, r);
+        return;
+    }
     vacct_t *d = acct(v, r->debit), *c = acct(v, r->credit);
     if (!d || !c || d == c || d->currency != r->currency || c->currency != r->currency) {
         fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: bad accounts or currency", (long long)r->id);
@@ -132,18 +204,7 @@ static void replay_one(vstate_t *v, const ledger_row_t *r) {
     if (r->debit_prev != d->last || r->credit_prev != c->last)
         fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: broken per-account history link", (long long)r->id);
     d->last = c->last = r->id;
-    if (r->code == CODE_FEE_PAYOUT && r->type == XF_POSTED) {
-        if (v->n_pay == v->cap_pay) {
-            size_t cap = v->cap_pay ? v->cap_pay * 2 : 1024;
-            vpay_t *g = realloc(v->pay, cap * sizeof *g);
-            if (!g) v->oom = 1;
-            else {
-                v->pay = g;
-                v->cap_pay = cap;
-            }
-        }
-        if (v->n_pay < v->cap_pay) v->pay[v->n_pay++] = (vpay_t){r->debit, r->credit, r->amount};
-    }
+    if (r->code == CODE_FEE_PAYOUT && r->type == XF_POSTED) add_payout(v, r->debit, r->credit, r->amount);
     if (r->debit_before != d->cp - d->dp || r->credit_before != c->cp - c->dp)
         fail(rep, BF_LEDGER_CHECK_BALANCES, "transfer %lld: recorded balance before differs from replay",
              (long long)r->id);
@@ -205,7 +266,7 @@ static int replay(vstate_t *v, bf_err_t *err) {
                            "SELECT t.id, t.type, t.code, t.currency, t.debit_account, t.credit_account,"
                            " t.amount, coalesce(t.pending_id, 0), t.expires_at, t.created_at, t.debit_before,"
                            " t.debit_after, t.credit_before, t.credit_after, t.debit_prev, t.credit_prev,"
-                           " t.hash, o.op_key"
+                           " t.hash, o.op_key, t.legs"
                            " FROM transfers t LEFT JOIN ops o ON o.id = t.op ORDER BY t.id",
                            -1, &s, NULL) != SQLITE_OK)
         return ledger_sqlerr(L, err, "transfers");
@@ -220,6 +281,10 @@ static int replay(vstate_t *v, bf_err_t *err) {
                           &r.debit_prev, &r.credit_prev};
         for (int i = 0; i < 16; i++) *f[i] = sqlite3_column_int64(s, i);
         const unsigned char *key = sqlite3_column_text(s, 17);
+        /* A zero-length blob counts as legs too: it hashes as a split and fails the replay. */
+        r.legs = sqlite3_column_type(s, 18) == SQLITE_NULL ? NULL : sqlite3_column_blob(s, 18);
+        r.legs_len = (size_t)sqlite3_column_bytes(s, 18);
+        if (sqlite3_column_type(s, 18) != SQLITE_NULL && !r.legs) r.legs = (const unsigned char *)"";
         v->rep->transfers++;
         if (r.id != expect)
             fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer ids jump from %lld to %lld", (long long)expect - 1,

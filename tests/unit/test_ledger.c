@@ -519,7 +519,7 @@ int main(void) {
     bf_ledger_t *L = bf_ledger_open(path, &err);
     CHECK_MSG(L != NULL, "%s", err.msg);
     if (!L) return bf_test_done("test_ledger");
-    CHECK(bf_ledger_schema_version(L) == 2);
+    CHECK(bf_ledger_schema_version(L) == 3);
     tl_clock_t clk = {1700000000};
     bf_ledger_set_clock(L, tl_clock_now, &clk);
     tl_verify_ok(L, "empty");
@@ -538,7 +538,7 @@ int main(void) {
 
     /* Reopening migrates nothing and keeps every invariant. */
     L = bf_ledger_open(path, &err);
-    CHECK(L && bf_ledger_schema_version(L) == 2);
+    CHECK(L && bf_ledger_schema_version(L) == 3);
     if (L) tl_verify_ok(L, "reopened");
     bf_ledger_close(&L);
 
