@@ -5,6 +5,8 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 
+#include "ledger_internal.h" /* the split-row encoding, to forge rows behind the ledger's back */
+#include "ledger_v2_fixture.h"
 #include "test_ledger_common.h"
 
 static void test_parse(void) {
@@ -456,6 +458,162 @@ static void test_group(bf_ledger_t *L) {
     CHECK(bf_ledger_recharge(L, "g4", u, 10, &err) == 0 && tl_cash(L, u, 0) == 40);
 }
 
+/* Inside a group, accounts are written back lazily and fee ops cache the task: queries on the
+ * handle see every committed op, a failed op or a state change in between is honoured, and a
+ * rolled-back group leaves nothing behind in the caches. */
+static void test_group_cache(bf_ledger_t *L) {
+    bf_err_t err;
+    int64_t boss = tl_user(L, "gc-owner", 60), h1 = tl_user(L, "gc-h1", 61), h2 = tl_user(L, "gc-h2", 62),
+            payer = tl_user(L, "gc-payer", 63);
+    int64_t hs[2] = {h1, h2}, w[2] = {3, 1}, hold = 0, hold2 = 0;
+    int64_t t = share_task(L, "gc", boss, 2, hs, w);
+    CHECK(bf_ledger_recharge(L, "gc-r", payer, 1000, &err) == 0);
+    CHECK(bf_ledger_group_begin(L, &err) == 0);
+    CHECK(bf_ledger_fee_charge(L, "gc-1", t, payer, 100, &hold, &err) == 0);
+    /* Read inside the group: the payout is visible before the group commits. */
+    CHECK(tl_cash(L, h1, 0) == 75 && tl_cash(L, h2, 0) == 25 && tl_cash(L, payer, 0) == 900);
+    bf_ledger_entry_t *e = NULL;
+    size_t n = 0;
+    CHECK(bf_ledger_history(L, h1, &e, &n, &err) == 0 && n == 2 && e[1].amount == 75 && e[1].balance_after == 75);
+    free(e);
+    CHECK(bf_ledger_fee_charge(L, "gc-poor", t, payer, 5000, &hold2, &err) == BF_LEDGER_EFUNDS);
+    CHECK(bf_ledger_fee_hold(L, "gc-h", t, payer, 40, 0, &hold2, &err) == 0);
+    CHECK(bf_ledger_set_model_online(L, "gc-off", t, 0, &err) == 0);
+    CHECK(bf_ledger_fee_hold(L, "gc-h-off", t, payer, 10, 0, &hold, &err) == BF_LEDGER_ESTATE);
+    CHECK(bf_ledger_fee_capture(L, "gc-c", hold2, 40, &err) == 0); /* an open hold still captures */
+    CHECK(bf_ledger_set_model_online(L, "gc-on", t, 1, &err) == 0);
+    CHECK(bf_ledger_fee_charge(L, "gc-2", t, payer, 60, &hold, &err) == 0);
+    CHECK(bf_ledger_fee_charge(L, "gc-1", t, payer, 100, &hold, &err) == 0); /* replay */
+    CHECK(bf_ledger_fee_charge(L, "gc-1", t, payer, 101, &hold, &err) == BF_LEDGER_ECONFLICT);
+    CHECK(bf_ledger_group_commit(L, &err) == 0);
+    CHECK(tl_cash(L, h1, 0) == 150 && tl_cash(L, h2, 0) == 50 && tl_cash(L, payer, 0) == 800);
+    bf_ledger_task_t info;
+    CHECK(bf_ledger_task_get(L, t, &info, &err) == 0 && info.total_revenue == 200);
+    /* A rolled-back group: nothing stays, in the file or in the caches. */
+    CHECK(bf_ledger_group_begin(L, &err) == 0);
+    CHECK(bf_ledger_fee_charge(L, "gc-3", t, payer, 100, &hold, &err) == 0);
+    bf_ledger_group_rollback(L);
+    CHECK(tl_cash(L, h1, 0) == 150 && tl_cash(L, payer, 0) == 800);
+    CHECK(bf_ledger_group_begin(L, &err) == 0);
+    CHECK(bf_ledger_fee_charge(L, "gc-3", t, payer, 4, &hold, &err) == 0);
+    CHECK(bf_ledger_group_commit(L, &err) == 0);
+    CHECK(tl_cash(L, h1, 0) + tl_cash(L, h2, 0) == 204 && tl_cash(L, payer, 0) == 796);
+    bf_ledger_share_t *sh = NULL;
+    CHECK(bf_ledger_task_shares(L, t, &sh, &n, &err) == 0 && n == 2);
+    if (n == 2) CHECK(sh[0].received + sh[1].received == 204);
+    free(sh);
+    tl_verify_ok(L, "group cache");
+}
+
+/* Each payee of each captured usage is one revenue entry; per holder they add up to what the
+ * shares say it received, per usage to what was captured, and a user's history is a consistent
+ * sequence of balances. Holds for legacy (one transfer per payee) and split payouts alike. */
+static void check_payout_views(bf_ledger_t *L, int64_t task, const int64_t *users, size_t nu) {
+    bf_err_t err;
+    bf_ledger_revenue_t *rv = NULL;
+    bf_ledger_usage_t *us = NULL;
+    bf_ledger_share_t *sh = NULL;
+    size_t nrv = 0, nus = 0, nsh = 0;
+    bf_ledger_task_t info;
+    CHECK(bf_ledger_task_get(L, task, &info, &err) == 0);
+    CHECK(bf_ledger_revenues(L, task, 0, &rv, &nrv, &err) == 0);
+    CHECK(bf_ledger_usage(L, task, &us, &nus, &err) == 0);
+    CHECK(bf_ledger_task_shares(L, task, &sh, &nsh, &err) == 0);
+    int64_t total = 0;
+    for (size_t i = 0; i < nrv; i++) total += rv[i].amount;
+    CHECK_MSG(total == info.total_revenue, "revenues %lld, task revenue %lld", (long long)total,
+              (long long)info.total_revenue);
+    for (size_t k = 0; k < nus; k++) {
+        int64_t sum = 0;
+        for (size_t i = 0; i < nrv; i++)
+            if (rv[i].usage_id == us[k].hold_id) sum += rv[i].amount;
+        CHECK(sum == (us[k].status == BF_LEDGER_HOLD_CAPTURED ? us[k].captured : 0));
+    }
+    for (size_t k = 0; k < nsh; k++) {
+        int64_t sum = 0;
+        for (size_t i = 0; i < nrv; i++)
+            if (rv[i].user_id == sh[k].user_id) sum += rv[i].amount;
+        CHECK_MSG(sum == sh[k].received, "user %lld: revenues %lld, received %lld", (long long)sh[k].user_id,
+                  (long long)sum, (long long)sh[k].received);
+        bf_ledger_revenue_t *mine = NULL;
+        size_t nm = 0;
+        CHECK(bf_ledger_revenues(L, 0, sh[k].user_id, &mine, &nm, &err) == 0);
+        int64_t s2 = 0;
+        for (size_t i = 0; i < nm; i++) s2 += mine[i].amount;
+        CHECK(s2 == sum);
+        free(mine);
+    }
+    for (size_t u = 0; u < nu; u++) {
+        bf_ledger_entry_t *e = NULL;
+        size_t n = 0;
+        CHECK(bf_ledger_history(L, users[u], &e, &n, &err) == 0);
+        int64_t cash = 0, coin = 0;
+        for (size_t i = 0; i < n; i++) {
+            int64_t *bal = e[i].currency == BF_LEDGER_CNY ? &cash : &coin;
+            /* Holds and their releases leave the posted balance alone. */
+            int posts = !strcmp(e[i].type, "posted") || !strcmp(e[i].type, "post");
+            CHECK_MSG(e[i].balance_before == *bal && e[i].balance_after - e[i].balance_before == (posts ? e[i].amount : 0),
+                      "user %lld transfer %lld: %lld -> %lld by %lld", (long long)users[u], (long long)e[i].transfer_id,
+                      (long long)e[i].balance_before, (long long)e[i].balance_after, (long long)e[i].amount);
+            *bal = e[i].balance_after;
+        }
+        CHECK(cash == tl_cash(L, users[u], 0) && coin == tl_coins(L, users[u]));
+        free(e);
+    }
+    free(rv);
+    free(us);
+    free(sh);
+}
+
+/* A ledger written before schema 3 (payouts as one transfer per payee) migrates, verifies, and
+ * keeps working with split payouts appended after its legacy ones. */
+static void test_v2_migration(void) {
+    char path[1024];
+    tl_db_path(path, sizeof path, "ledger-v2");
+    sqlite3 *db;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    char *msg = NULL;
+    CHECK_MSG(sqlite3_exec(db, ledger_v2_fixture_sql, NULL, NULL, &msg) == SQLITE_OK, "%s", msg ? msg : "?");
+    CHECK(sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_free(msg);
+    sqlite3_close(db);
+    bf_err_t err;
+    bf_ledger_t *L = bf_ledger_open(path, &err);
+    CHECK_MSG(L != NULL, "%s", err.msg);
+    if (!L) return;
+    CHECK(bf_ledger_schema_version(L) == 3);
+    tl_verify_ok(L, "migrated v2");
+    int64_t users[5];
+    const char *names[5] = {"boss", "alice", "bob", "carol", "payer"};
+    for (int i = 0; i < 5; i++) CHECK(bf_ledger_user_find(L, names[i], &users[i], &err) == 0);
+    int64_t task = 1, hold = 0;
+    bf_ledger_revenue_t *rv = NULL;
+    size_t n = 0;
+    CHECK(bf_ledger_revenues(L, task, 0, &rv, &n, &err) == 0 && n >= 5);
+    int64_t legacy = n;
+    free(rv);
+    check_payout_views(L, task, users, 5);
+    /* New captures: one split transfer each, on top of the legacy rows. */
+    CHECK(bf_ledger_fee_charge(L, "v3-1", task, users[4], 57, &hold, &err) == 0);
+    CHECK(bf_ledger_group_begin(L, &err) == 0);
+    for (int i = 0; i < 20; i++) {
+        char op[32];
+        snprintf(op, sizeof op, "v3-g%d", i);
+        CHECK(bf_ledger_fee_charge(L, op, task, users[4], 1 + i, &hold, &err) == 0);
+    }
+    CHECK(bf_ledger_group_commit(L, &err) == 0);
+    CHECK(bf_ledger_revenues(L, task, 0, &rv, &n, &err) == 0 && (int64_t)n > legacy);
+    /* The legs of one capture share its transfer id. */
+    int shared = 0;
+    for (size_t i = legacy + 1; i < n; i++) shared |= rv[i].transfer_id == rv[i - 1].transfer_id;
+    CHECK(shared);
+    free(rv);
+    check_payout_views(L, task, users, 5);
+    tl_verify_ok(L, "v2 + split payouts");
+    bf_ledger_close(&L);
+    tl_remove_db(path);
+}
+
 /* Runs one SQL statement on the file behind the ledger's back. */
 static void raw_sql(const char *path, const char *sql) {
     sqlite3 *db;
@@ -477,6 +635,115 @@ static int check_fails(const char *path, int check) {
     return failed;
 }
 
+/* Rewrites the first split row with at least two legs (mutate edits its legs in place) and then
+ * recomputes the whole hash chain, as an operator holding the file could: the chain check passes,
+ * and the replay of the legs must still catch the lie. */
+typedef void (*legs_fn)(unsigned char *legs);
+static void forge_split(const char *copy, legs_fn mutate) {
+    bf_err_t err;
+    bf_ledger_t *L = bf_ledger_open(copy, &err);
+    CHECK_MSG(L != NULL, "%s", err.msg);
+    if (!L) return;
+    sqlite3 *db = L->db;
+    CHECK(sqlite3_exec(db, "DROP TRIGGER transfers_no_update", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_stmt *s;
+    CHECK(sqlite3_prepare_v2(db,
+                             "SELECT id, legs FROM transfers WHERE length(legs) >= 64"
+                             " AND substr(legs, 41, 8) > X'0000000000000001' ORDER BY id LIMIT 1",
+                             -1, &s, NULL) == SQLITE_OK);
+    unsigned char legs[4096];
+    int64_t id = 0;
+    int len = 0;
+    if (sqlite3_step(s) == SQLITE_ROW && (len = sqlite3_column_bytes(s, 1)) <= (int)sizeof legs) {
+        id = sqlite3_column_int64(s, 0);
+        memcpy(legs, sqlite3_column_blob(s, 1), (size_t)len);
+    }
+    sqlite3_finalize(s);
+    CHECK_MSG(id > 0, "no split row to forge");
+    mutate(legs);
+    CHECK(sqlite3_prepare_v2(db, "UPDATE transfers SET legs = ?2 WHERE id = ?1", -1, &s, NULL) == SQLITE_OK);
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_blob(s, 2, legs, len, SQLITE_STATIC);
+    CHECK(sqlite3_step(s) == SQLITE_DONE);
+    sqlite3_finalize(s);
+    /* Re-chain every row from genesis. */
+    sqlite3_stmt *up;
+    CHECK(sqlite3_prepare_v2(db,
+                             "SELECT t.id, t.type, t.code, t.currency, t.debit_account, t.credit_account, t.amount,"
+                             " coalesce(t.pending_id, 0), t.expires_at, t.created_at, t.debit_before, t.debit_after,"
+                             " t.credit_before, t.credit_after, t.debit_prev, t.credit_prev, o.op_key, t.legs"
+                             " FROM transfers t JOIN ops o ON o.id = t.op ORDER BY t.id",
+                             -1, &s, NULL) == SQLITE_OK);
+    CHECK(sqlite3_prepare_v2(db, "UPDATE transfers SET hash = ?2 WHERE id = ?1", -1, &up, NULL) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK);
+    unsigned char prev[32] = {0}, h[32];
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        ledger_row_t r = {0};
+        int64_t *f[16] = {&r.id, &r.type, &r.code, &r.currency, &r.debit, &r.credit, &r.amount, &r.pending_id,
+                          &r.expires_at, &r.created_at, &r.debit_before, &r.debit_after, &r.credit_before,
+                          &r.credit_after, &r.debit_prev, &r.credit_prev};
+        for (int i = 0; i < 16; i++) *f[i] = sqlite3_column_int64(s, i);
+        r.legs = sqlite3_column_blob(s, 17);
+        r.legs_len = (size_t)sqlite3_column_bytes(s, 17);
+        ledger_row_hash(L, prev, &r, (const char *)sqlite3_column_text(s, 16), h);
+        sqlite3_bind_int64(up, 1, r.id);
+        sqlite3_bind_blob(up, 2, h, 32, SQLITE_STATIC);
+        CHECK(sqlite3_step(up) == SQLITE_DONE);
+        sqlite3_reset(up);
+        memcpy(prev, h, 32);
+    }
+    CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_finalize(s);
+    sqlite3_finalize(up);
+    bf_ledger_close(&L);
+}
+
+static void leg_add(unsigned char *legs, size_t leg, int field, int64_t delta) {
+    unsigned char *p = legs + leg * LEDGER_LEG_BYTES + 8 * (size_t)field;
+    ledger_put_be64(p, ledger_get_be64(p) + delta);
+}
+static void forge_more(unsigned char *l) { leg_add(l, 0, 1, 1); }                      /* legs > debit */
+static void forge_shift(unsigned char *l) { leg_add(l, 0, 1, 1), leg_add(l, 1, 1, -1); } /* same sum */
+static void forge_before(unsigned char *l) { leg_add(l, 1, 2, 5); }
+static void forge_link(unsigned char *l) { leg_add(l, 0, 3, -1); }
+static void forge_twice(unsigned char *l) { memcpy(l + LEDGER_LEG_BYTES, l, 8); } /* leg 1 pays leg 0's account */
+
+static void test_forged_splits(const char *path) {
+    char copy[1024];
+    if (snprintf(copy, sizeof copy, "%s.forged", path) >= (int)sizeof copy) return;
+    struct {
+        legs_fn fn;
+        int check;
+        const char *what;
+    } cases[] = {
+        {forge_more, BF_LEDGER_CHECK_DOUBLE_ENTRY, "legs credit more than the debit"},
+        {forge_shift, BF_LEDGER_CHECK_BALANCES, "a cent moved between two legs (cached balances)"},
+        {forge_shift, BF_LEDGER_CHECK_PAYOUTS, "a cent moved between two legs (holder payouts)"},
+        {forge_before, BF_LEDGER_CHECK_BALANCES, "a leg's balance before"},
+        {forge_link, BF_LEDGER_CHECK_BALANCES, "a leg's history link"},
+        {forge_twice, BF_LEDGER_CHECK_BALANCES, "one account credited by two legs"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tl_remove_db(copy);
+        char sql[1300];
+        snprintf(sql, sizeof sql, "VACUUM INTO '%s'", copy);
+        raw_sql(path, sql);
+        forge_split(copy, cases[i].fn);
+        bf_err_t err;
+        bf_ledger_t *L = bf_ledger_open(copy, &err);
+        bf_ledger_report_t rep;
+        if (L && bf_ledger_verify(L, &rep, &err) == 0) {
+            CHECK_MSG(rep.checks[BF_LEDGER_CHECK_CHAIN].ok, "forging '%s': the re-chained chain should verify (%s)",
+                      cases[i].what, rep.checks[BF_LEDGER_CHECK_CHAIN].detail);
+            CHECK_MSG(!rep.ok && !rep.checks[cases[i].check].ok, "forged split not detected: %s", cases[i].what);
+        } else {
+            CHECK_MSG(0, "verify could not run: %s", err.msg);
+        }
+        bf_ledger_close(&L);
+    }
+    tl_remove_db(copy);
+}
+
 static void test_tamper(const char *path) {
     char copy[1024];
     if (snprintf(copy, sizeof copy, "%s.tamper", path) >= (int)sizeof copy) return;
@@ -496,6 +763,13 @@ static void test_tamper(const char *path) {
         {"UPDATE tasks SET status = 2 WHERE payment_mode = 1 AND status = 3", BF_LEDGER_CHECK_ESCROW},
         {"UPDATE model_usage SET status = 1 WHERE status = 3", BF_LEDGER_CHECK_HOLDS},
         {"UPDATE reward_distributions SET amount = amount + 1 WHERE rowid = 1", BF_LEDGER_CHECK_REWARDS},
+        /* Split payout rows: the legs are hashed with the row. */
+        {"DROP TRIGGER transfers_no_update; UPDATE transfers SET legs = NULL"
+         " WHERE id = (SELECT min(id) FROM transfers WHERE legs IS NOT NULL)", BF_LEDGER_CHECK_CHAIN},
+        {"DROP TRIGGER transfers_no_update; UPDATE transfers SET legs = zeroblob(length(legs))"
+         " WHERE id = (SELECT max(id) FROM transfers WHERE legs IS NOT NULL)", BF_LEDGER_CHECK_CHAIN},
+        {"DROP TRIGGER transfers_no_update; UPDATE transfers SET amount = amount + 1"
+         " WHERE id = (SELECT max(id) FROM transfers WHERE legs IS NOT NULL)", BF_LEDGER_CHECK_CHAIN},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tl_remove_db(copy);
@@ -531,6 +805,7 @@ int main(void) {
     test_holds(L, &clk);
     test_platform_fee(L);
     test_group(L);
+    test_group_cache(L);
     tl_verify_ok(L, "after unit ops");
     bf_ledger_close(&L);
     CHECK(L == NULL);
@@ -556,6 +831,8 @@ int main(void) {
     tl_remove_db(newer);
 
     test_tamper(path);
+    test_forged_splits(path);
     tl_remove_db(path);
+    test_v2_migration();
     return bf_test_done("test_ledger");
 }
