@@ -212,8 +212,9 @@ static const char *const sql[ST_COUNT] = {
                           " a.last_transfer FROM model_shareholdings s JOIN accounts a ON a.id = s.cash_account"
                           " WHERE s.task_id = ?1 ORDER BY s.cash_account",
     [ST_TASK_PAYOUT_STATE] = "SELECT payout_state FROM tasks WHERE id = ?1",
-    [ST_USAGE_INSERT] = "INSERT INTO model_usage(task_id, payer, hold_transfer, held, captured, status,"
-                        " created_at, expires_at) VALUES(?1, ?2, ?3, ?4, 0, 1, ?5, ?6)",
+    [ST_USAGE_INSERT] = "INSERT INTO model_usage(id, task_id, payer, hold_transfer, held, captured, status,"
+                        " created_at, expires_at) VALUES(?7, ?1, ?2, ?3, ?4, 0, 1, ?5, ?6)",
+    [ST_USAGE_NEXT] = "SELECT coalesce(max(id), 0) + 1 FROM model_usage",
     [ST_USAGE_GET] = "SELECT task_id, payer, hold_transfer, held, captured, status, created_at,"
                      " expires_at FROM model_usage WHERE id = ?1",
     [ST_USAGE_RESOLVE] = "UPDATE model_usage SET status = ?2, captured = ?3, resolve_transfer = ?4,"
@@ -529,6 +530,7 @@ int bf_ledger_group_begin(bf_ledger_t *self, bf_err_t *err) {
     if (rc) return rc;
     self->in_group = 1;
     self->head_valid = 0;
+    self->next_usage = 0;
     gmap_reset(self);
     ledger_rcache_drop(self);
     return 0;
@@ -541,6 +543,7 @@ int bf_ledger_group_commit(bf_ledger_t *self, bf_err_t *err) {
     if (rc) bf_ledger_group_rollback(self);
     self->in_group = 0;
     self->head_valid = 0;
+    self->next_usage = 0;
     gmap_reset(self);
     ledger_rcache_drop(self);
     return rc;
@@ -550,6 +553,7 @@ void bf_ledger_group_rollback(bf_ledger_t *self) {
     if (!sqlite3_get_autocommit(self->db)) exec_simple(self, ST_ROLLBACK, NULL);
     self->in_group = 0;
     self->head_valid = 0;
+    self->next_usage = 0;
     gmap_reset(self);
     ledger_rcache_drop(self);
 }
@@ -616,6 +620,7 @@ static int end_tx(bf_ledger_t *L, int commit, bf_err_t *err) {
     if (!commit) {
         exec_simple(L, ST_ROLLBACK_TO, NULL);
         L->head_valid = 0;
+        L->next_usage = 0;
         ledger_rcache_drop(L);
     }
     if (!L->in_group) ledger_rcache_drop(L);
@@ -628,6 +633,7 @@ static int end_tx(bf_ledger_t *L, int commit, bf_err_t *err) {
             exec_simple(L, ST_ROLLBACK, NULL);
         }
         L->head_valid = 0;
+        L->next_usage = 0;
     }
     return rc;
 }
@@ -666,6 +672,7 @@ int ledger_op_start(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, int *repla
     if (!L->in_group) {
         if ((rc = exec_simple(L, ST_BEGIN, err))) return rc;
         L->head_valid = 0;
+        L->next_usage = 0;
     }
     if ((rc = exec_simple(L, ST_SAVEPOINT, err))) {
         if (!L->in_group) exec_simple(L, ST_ROLLBACK, NULL);
@@ -680,6 +687,24 @@ int ledger_op_start(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, int *repla
     if (op->kind != OP_FEE_HOLD && op->kind != OP_FEE_CAPTURE && op->kind != OP_FEE_VOID &&
         op->kind != OP_FEE_CHARGE && op->kind != OP_FEE_SETTLE && op->kind != OP_EXPIRE)
         ledger_rcache_drop(L);
+
+    /* A hold's result is the id of the usage row it will insert; knowing it now lets the op row be
+     * written once. Inside a write transaction nobody else inserts usage rows. */
+    if (op->usage_result) {
+        if (!L->next_usage) {
+            sqlite3_stmt *q = ledger_stmt(L, ST_USAGE_NEXT);
+            int step = q ? sqlite3_step(q) : SQLITE_ERROR;
+            if (step == SQLITE_ROW) L->next_usage = sqlite3_column_int64(q, 0);
+            if (q) sqlite3_reset(q);
+            if (step != SQLITE_ROW) {
+                rc = ledger_sqlerr(L, err, "model_usage");
+                end_tx(L, 0, NULL);
+                drop_op_state(L);
+                return rc;
+            }
+        }
+        op->result0 = L->next_usage;
+    }
 
     /* A new id (the common case) is recorded by one insert; only a known id is read back. */
     sqlite3_stmt *s = ledger_stmt(L, ST_OP_TRY_INSERT);
@@ -794,6 +819,7 @@ int ledger_op_finish(bf_ledger_t *L, ledger_op_t *op, int rc, bf_err_t *err) {
         snprintf(msg, sizeof msg, "%s", err->msg);
         exec_simple(L, ST_ROLLBACK_TO, NULL);
         L->head_valid = 0;
+        L->next_usage = 0;
         op->result = 0;
         int r = insert_op_row(L, op, rc, msg, NULL);
         if (r == 0) r = end_tx(L, 1, NULL);

@@ -80,6 +80,7 @@ enum {
     ST_SHARES_OF_TASK,
     ST_TASK_PAYOUT_STATE,
     ST_USAGE_INSERT,
+    ST_USAGE_NEXT,
     ST_USAGE_GET,
     ST_USAGE_RESOLVE,
     ST_USAGE_NOTE_SET,
@@ -121,6 +122,7 @@ struct _bf_ledger_t {
     int head_valid;
     int64_t head_id;
     unsigned char head_hash[32];
+    int64_t next_usage; /* id the next model_usage row gets; 0: unknown. Valid like the head. */
     /* Accounts touched by the current op: loaded once, written back once at the end. */
     ledger_acct_t *acc;
     size_t n_acc, cap_acc;
@@ -145,6 +147,8 @@ typedef struct {
     int64_t result; /* what the op returns (user id, hold id, ...) */
     int64_t result0; /* the result when known from the arguments: recorded with the op row at its
                         start, which saves rewriting the row at the end */
+    int usage_result; /* the result is the id of the model_usage row the op inserts (a hold):
+                         ledger_op_start predicts it into result0 */
 } ledger_op_t;
 
 /* Fingerprint builder: canonical big-endian integers and length-prefixed strings. */

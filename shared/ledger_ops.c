@@ -811,8 +811,10 @@ static int hold_body(bf_ledger_t *L, ledger_op_t *op, const fee_args_t *a, int64
     sqlite3_bind_int64(s, 4, a->amount);
     sqlite3_bind_int64(s, 5, op->now);
     sqlite3_bind_int64(s, 6, expires);
+    if (L->next_usage) sqlite3_bind_int64(s, 7, L->next_usage); /* the id ledger_op_start recorded */
     if ((rc = ledger_exec_stmt(L, s, err))) return rc;
     *hold_id = sqlite3_last_insert_rowid(L->db);
+    L->next_usage = *hold_id + 1;
     return 0;
 }
 
@@ -1004,7 +1006,7 @@ int bf_ledger_fee_hold(bf_ledger_t *self, const char *op_id, int64_t task_id, in
     ledger_fp_i64(&fp, payer_id);
     ledger_fp_i64(&fp, amount);
     ledger_fp_i64(&fp, timeout_s);
-    ledger_op_t op = {.key = op_id, .kind = OP_FEE_HOLD};
+    ledger_op_t op = {.key = op_id, .kind = OP_FEE_HOLD, .usage_result = 1};
     fee_args_t a = {task_id, payer_id, amount, timeout_s, 0};
     return run_op(self, &op, &fp, do_fee_hold, &a, hold_id, NULL, err);
 }
@@ -1156,7 +1158,7 @@ int bf_ledger_fee_charge(bf_ledger_t *self, const char *op_id, int64_t task_id, 
     ledger_fp_i64(&fp, task_id);
     ledger_fp_i64(&fp, payer_id);
     ledger_fp_i64(&fp, amount);
-    ledger_op_t op = {.key = op_id, .kind = OP_FEE_CHARGE};
+    ledger_op_t op = {.key = op_id, .kind = OP_FEE_CHARGE, .usage_result = 1};
     fee_args_t a = {task_id, payer_id, amount, 0, 0};
     return run_op(self, &op, &fp, do_fee_charge, &a, hold_id, NULL, err);
 }
