@@ -510,7 +510,9 @@ static int write_account(bf_ledger_t *L, sqlite3_stmt *s, const ledger_acct_t *a
 }
 
 int ledger_group_flush(bf_ledger_t *L, bf_err_t *err) {
-    if (!L->in_group || !L->g_dirty) return 0;
+    if (!L->in_group) return 0;
+    int rc0 = ledger_rcache_flush(L, err);
+    if (rc0 || !L->g_dirty) return rc0;
     sqlite3_stmt *s = ledger_stmt(L, ST_ACCT_UPDATE);
     if (!s) return ledger_sqlerr(L, err, "accounts");
     for (size_t i = 0; i < L->n_gacc; i++) {
@@ -621,7 +623,7 @@ static int end_tx(bf_ledger_t *L, int commit, bf_err_t *err) {
         exec_simple(L, ST_ROLLBACK_TO, NULL);
         L->head_valid = 0;
         L->next_usage = 0;
-        ledger_rcache_drop(L);
+        ledger_rcache_abort(L);
     }
     if (!L->in_group) ledger_rcache_drop(L);
     if (exec_simple(L, ST_RELEASE, err)) rc = BF_LEDGER_EINTERNAL;
@@ -674,6 +676,14 @@ int ledger_op_start(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, int *repla
         L->head_valid = 0;
         L->next_usage = 0;
     }
+    /* Only fee operations keep the fee cache: every other op may change a task or its shares. Its
+     * pending writes go out here, before the savepoint, so no rollback of this op can undo them. */
+    int fee_op = op->kind == OP_FEE_HOLD || op->kind == OP_FEE_CAPTURE || op->kind == OP_FEE_VOID ||
+                 op->kind == OP_FEE_CHARGE || op->kind == OP_FEE_SETTLE || op->kind == OP_EXPIRE;
+    if ((rc = ledger_rcache_op_start(L, fee_op, err))) {
+        if (!L->in_group) exec_simple(L, ST_ROLLBACK, NULL);
+        return rc;
+    }
     if ((rc = exec_simple(L, ST_SAVEPOINT, err))) {
         if (!L->in_group) exec_simple(L, ST_ROLLBACK, NULL);
         return rc;
@@ -682,11 +692,6 @@ int ledger_op_start(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, int *repla
     L->n_acc = 0;
     op->now = ledger_now(L);
     op->result = 0;
-
-    /* Only fee operations keep the read cache: every other op may change a task or its shares. */
-    if (op->kind != OP_FEE_HOLD && op->kind != OP_FEE_CAPTURE && op->kind != OP_FEE_VOID &&
-        op->kind != OP_FEE_CHARGE && op->kind != OP_FEE_SETTLE && op->kind != OP_EXPIRE)
-        ledger_rcache_drop(L);
 
     /* A hold's result is the id of the usage row it will insert; knowing it now lets the op row be
      * written once. Inside a write transaction nobody else inserts usage rows. */
@@ -811,7 +816,7 @@ int ledger_op_finish(bf_ledger_t *L, ledger_op_t *op, int rc, bf_err_t *err) {
         /* Storage failed mid-op: fall through to a full rollback, nothing recorded. */
         rc = BF_LEDGER_EINTERNAL;
     }
-    ledger_rcache_drop(L);
+    ledger_rcache_abort(L);
     if (is_recorded_failure(rc)) {
         /* Undo everything the op did, then remember that this id failed and why, so a retry
          * with the same id gets the same answer even if the world has changed since. */

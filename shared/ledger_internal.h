@@ -100,12 +100,18 @@ typedef struct {
     int dirty;
 } ledger_acct_t;
 
-/* Read cache of the fee path (task row, holders, payout state, payers), defined in ledger_ops.c.
- * Valid only inside one write transaction; dropped by any op that is not a fee op, by any failed
- * op, and at the end of every transaction. */
+/* Cache of the fee path (task row, holders, payout state, payers), defined in ledger_ops.c. Valid
+ * only inside one write transaction; see the comment there. */
 struct ledger_rcache;
+/* Forgets everything (nothing may be pending: see ledger_rcache_flush). */
 void ledger_rcache_drop(bf_ledger_t *L);
 void ledger_rcache_free(bf_ledger_t *L);
+/* Writes pending task revenue figures (inside a group) to the tasks row. */
+int ledger_rcache_flush(bf_ledger_t *L, bf_err_t *err);
+/* At the start of an op, before its savepoint: any op but a fee op flushes and drops the cache. */
+int ledger_rcache_op_start(bf_ledger_t *L, int fee_op, bf_err_t *err);
+/* After an op failed and was rolled back to its savepoint: the cache as it was before the op. */
+void ledger_rcache_abort(bf_ledger_t *L);
 
 struct _bf_ledger_t {
     sqlite3 *db;

@@ -55,42 +55,78 @@ typedef struct {
     int64_t user, ppm, cash;
 } holder_t;
 
-/* ---- The fee path's read cache --------------------------------------------------------------- */
+/* ---- The fee path's cache -------------------------------------------------------------------- */
 
 /* Inside a group, consecutive fee ops read the same task, holders, payout state and payers. They
- * are read once per transaction and kept here; the fee ops' own writes to the task (revenue and
- * payout state) update the copy. Anything else that could change them drops the cache first (see
- * ledger_op_start), so does every failed op (its savepoint rollback may undo what the copy says),
- * and so does the end of every transaction (another process may write between transactions). */
+ * are read once per transaction and kept here. A capture's new revenue figures (total revenue,
+ * platform cut, what each holder has received) are kept here too and written to the tasks row
+ * once: before the group commits, before any query on the handle, before any op that is not a fee
+ * op (such an op drops the cache: it may change the task), or when a fee op moves on to another
+ * task. Alone (outside a group) the row is written at once and the cache dies with the op.
+ *
+ * A fee op that fails is rolled back to its savepoint, which may undo a write made inside it; so
+ * the first time an op changes the cached entry it snapshots it, and a failed op restores the
+ * snapshot. */
 #define UCACHE_SLOTS 64
+typedef struct {
+    int task_valid;
+    task_row_t task;
+    int64_t holders_task; /* task whose holders and paid[] are loaded; 0: none */
+    size_t n;             /* holders; arrays hold n + 1 (the platform last) */
+    int dirty;            /* task.total_revenue/platform_paid and paid[] not yet in the tasks row */
+    holder_t *h;
+    int64_t *w, *keys, *paid;
+} rc_entry_t;
+
 struct ledger_rcache {
     struct {
         int64_t id, cash;
     } users[UCACHE_SLOTS]; /* direct-mapped by id; id 0: empty */
-    int task_valid;
-    task_row_t task;
-    int64_t holders_task;         /* task whose holders and paid[] are loaded; 0: none */
-    size_t n, cap;                /* holders; arrays hold n + 1 (the platform last) */
-    holder_t *h;
-    int64_t *w, *keys, *paid, *add, *acct, *amt;
-    unsigned char *blob;          /* payout state scratch, 8 n bytes */
+    rc_entry_t cur, snap;
+    int snap_valid; /* snap holds cur as it was when the current op started */
+    size_t cap;     /* of every array below and in cur and snap */
+    int64_t *add, *acct, *amt;
+    unsigned char *blob; /* payout state scratch, 8 n bytes */
 };
+
+static void entry_clear(rc_entry_t *e) {
+    e->task_valid = 0;
+    e->holders_task = 0;
+    e->n = 0;
+    e->dirty = 0;
+}
+
+static void entry_copy(rc_entry_t *dst, const rc_entry_t *src) {
+    dst->task_valid = src->task_valid;
+    dst->task = src->task;
+    dst->holders_task = src->holders_task;
+    dst->n = src->n;
+    dst->dirty = src->dirty;
+    if (!src->holders_task) return;
+    memcpy(dst->h, src->h, src->n * sizeof *src->h);
+    memcpy(dst->w, src->w, (src->n + 1) * sizeof *src->w);
+    memcpy(dst->keys, src->keys, (src->n + 1) * sizeof *src->keys);
+    memcpy(dst->paid, src->paid, (src->n + 1) * sizeof *src->paid);
+}
 
 void ledger_rcache_drop(bf_ledger_t *L) {
     struct ledger_rcache *c = L->rc;
     if (!c) return;
     memset(c->users, 0, sizeof c->users);
-    c->task_valid = 0;
-    c->holders_task = 0;
+    entry_clear(&c->cur);
+    c->snap_valid = 0;
 }
 
 void ledger_rcache_free(bf_ledger_t *L) {
     struct ledger_rcache *c = L->rc;
     if (!c) return;
-    free(c->h);
-    free(c->w);
-    free(c->keys);
-    free(c->paid);
+    rc_entry_t *es[2] = {&c->cur, &c->snap};
+    for (int i = 0; i < 2; i++) {
+        free(es[i]->h);
+        free(es[i]->w);
+        free(es[i]->keys);
+        free(es[i]->paid);
+    }
     free(c->add);
     free(c->acct);
     free(c->amt);
@@ -107,10 +143,20 @@ static struct ledger_rcache *rcache(bf_ledger_t *L) {
 static int rcache_reserve(struct ledger_rcache *c, size_t n) {
     if (n + 1 <= c->cap) return 0;
     size_t cap = n + 1 < 16 ? 16 : n + 1;
-    holder_t *h = realloc(c->h, cap * sizeof *h);
-    if (h) c->h = h;
-    int64_t **arr[] = {&c->w, &c->keys, &c->paid, &c->add, &c->acct, &c->amt};
-    int ok = h != NULL;
+    int ok = 1;
+    rc_entry_t *es[2] = {&c->cur, &c->snap};
+    for (int k = 0; k < 2; k++) {
+        holder_t *h = realloc(es[k]->h, cap * sizeof *h);
+        if (h) es[k]->h = h;
+        else ok = 0;
+        int64_t **arr[] = {&es[k]->w, &es[k]->keys, &es[k]->paid};
+        for (size_t i = 0; i < sizeof arr / sizeof arr[0]; i++) {
+            int64_t *g = realloc(*arr[i], cap * sizeof **arr[i]);
+            if (g) *arr[i] = g;
+            else ok = 0;
+        }
+    }
+    int64_t **arr[] = {&c->add, &c->acct, &c->amt};
     for (size_t i = 0; i < sizeof arr / sizeof arr[0]; i++) {
         int64_t *g = realloc(*arr[i], cap * sizeof **arr[i]);
         if (g) *arr[i] = g;
@@ -122,6 +168,51 @@ static int rcache_reserve(struct ledger_rcache *c, size_t n) {
     if (!ok) return -1;
     c->cap = cap;
     return 0;
+}
+
+/* Before the current op first changes the cached entry. */
+static void rcache_snapshot(bf_ledger_t *L, struct ledger_rcache *c) {
+    if (!L->in_group || c->snap_valid) return;
+    entry_copy(&c->snap, &c->cur);
+    c->snap_valid = 1;
+}
+
+/* Writes the cached revenue figures of the task to its row. */
+static int rcache_write(bf_ledger_t *L, struct ledger_rcache *c, bf_err_t *err) {
+    rc_entry_t *e = &c->cur;
+    for (size_t i = 0; i < e->n; i++) ledger_put_be64(c->blob + 8 * i, e->paid[i]);
+    sqlite3_stmt *s = ledger_stmt(L, ST_TASK_SET_REVENUE);
+    if (!s) return ledger_sqlerr(L, err, "tasks");
+    sqlite3_bind_int64(s, 1, e->holders_task);
+    sqlite3_bind_int64(s, 2, e->task.total_revenue);
+    sqlite3_bind_int64(s, 3, e->paid[e->n]);
+    sqlite3_bind_blob(s, 4, c->blob, (int)(8 * e->n), SQLITE_STATIC);
+    int rc = ledger_exec_stmt(L, s, err);
+    if (!rc) e->dirty = 0;
+    return rc;
+}
+
+int ledger_rcache_flush(bf_ledger_t *L, bf_err_t *err) {
+    struct ledger_rcache *c = L->rc;
+    return c && c->cur.dirty ? rcache_write(L, c, err) : 0;
+}
+
+int ledger_rcache_op_start(bf_ledger_t *L, int fee_op, bf_err_t *err) {
+    struct ledger_rcache *c = L->rc;
+    if (!c) return 0;
+    c->snap_valid = 0;
+    if (fee_op) return 0;
+    int rc = ledger_rcache_flush(L, err);
+    ledger_rcache_drop(L);
+    return rc;
+}
+
+void ledger_rcache_abort(bf_ledger_t *L) {
+    struct ledger_rcache *c = L->rc;
+    if (!c) return;
+    if (L->in_group && c->snap_valid) entry_copy(&c->cur, &c->snap);
+    else if (!L->in_group) ledger_rcache_drop(L);
+    c->snap_valid = 0;
 }
 
 static int get_user(bf_ledger_t *L, int64_t id, user_row_t *u, bf_err_t *err) {
@@ -212,16 +303,22 @@ static int get_user_cash(bf_ledger_t *L, int64_t id, int64_t *cash, bf_err_t *er
 static int get_task_fee(bf_ledger_t *L, int64_t id, task_row_t *t, task_row_t **cached, bf_err_t *err) {
     struct ledger_rcache *c = L->in_group ? rcache(L) : NULL;
     *cached = NULL;
-    if (c && c->task_valid && c->task.id == id) {
-        *t = c->task;
-        *cached = &c->task;
+    if (c && c->cur.task_valid && c->cur.task.id == id) {
+        *t = c->cur.task;
+        *cached = &c->cur.task;
         return 0;
     }
-    int rc = get_task(L, id, t, err);
-    if (rc || !c) return rc;
-    c->task = *t;
-    c->task_valid = 1;
-    *cached = &c->task;
+    int rc;
+    if (c) {
+        /* Moving on to another task: the previous one's revenue goes to its row first. */
+        rcache_snapshot(L, c);
+        if ((rc = ledger_rcache_flush(L, err))) return rc;
+        entry_clear(&c->cur);
+    }
+    if ((rc = get_task(L, id, t, err)) || !c) return rc;
+    c->cur.task = *t;
+    c->cur.task_valid = 1;
+    *cached = &c->cur.task;
     return 0;
 }
 
@@ -859,10 +956,10 @@ static int load_holders(bf_ledger_t *L, int64_t task, struct ledger_rcache *c, b
             rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
             break;
         }
-        c->h[k].user = sqlite3_column_int64(s, 0);
-        c->h[k].ppm = sqlite3_column_int64(s, 1);
-        c->h[k].cash = sqlite3_column_int64(s, 2);
-        ledger_acct_t row = {.id = c->h[k].cash,
+        c->cur.h[k].user = sqlite3_column_int64(s, 0);
+        c->cur.h[k].ppm = sqlite3_column_int64(s, 1);
+        c->cur.h[k].cash = sqlite3_column_int64(s, 2);
+        ledger_acct_t row = {.id = c->cur.h[k].cash,
                              .kind = sqlite3_column_int(s, 3),
                              .currency = sqlite3_column_int(s, 4),
                              .owner = sqlite3_column_int64(s, 5),
@@ -881,7 +978,7 @@ static int load_holders(bf_ledger_t *L, int64_t task, struct ledger_rcache *c, b
     if (rc) return rc;
     if (step != SQLITE_DONE) return ledger_sqlerr(L, err, "model_shareholdings");
     if (rcache_reserve(c, k)) return bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL;
-    c->n = k;
+    c->cur.n = k;
     return 0;
 }
 
@@ -918,56 +1015,54 @@ static int distribute(bf_ledger_t *L, ledger_op_t *op, task_row_t *t, task_row_t
     if (amount == 0) return 0;
     struct ledger_rcache *c = rcache(L);
     if (!c) return bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL;
+    rc_entry_t *e = &c->cur;
     int rc;
-    if (c->holders_task != t->id) {
-        c->holders_task = 0;
-        if ((rc = load_holders(L, t->id, c, err)) || (rc = load_payout_state(L, t->id, c->n, c->paid, err)))
+    rcache_snapshot(L, c);
+    if (e->holders_task != t->id) {
+        if ((rc = ledger_rcache_flush(L, err))) return rc;
+        e->holders_task = 0;
+        if ((rc = load_holders(L, t->id, c, err)) || (rc = load_payout_state(L, t->id, e->n, e->paid, err)))
             return rc;
         /* Holder weight ppm*(1e6 - platform ppm), platform weight platform_ppm*1e6: total 1e12. */
-        for (size_t i = 0; i < c->n; i++) {
-            c->w[i] = c->h[i].ppm * (BF_LEDGER_PPM - t->fee_ppm);
-            c->keys[i] = c->h[i].cash;
+        for (size_t i = 0; i < e->n; i++) {
+            e->w[i] = e->h[i].ppm * (BF_LEDGER_PPM - t->fee_ppm);
+            e->keys[i] = e->h[i].cash;
         }
-        c->w[c->n] = t->fee_ppm * BF_LEDGER_PPM;
-        c->keys[c->n] = L->rev_cny;
-        c->paid[c->n] = t->platform_paid;
-        c->holders_task = t->id;
+        e->w[e->n] = t->fee_ppm * BF_LEDGER_PPM;
+        e->keys[e->n] = L->rev_cny;
+        e->paid[e->n] = t->platform_paid;
+        e->holders_task = t->id;
     }
-    size_t n = c->n;
+    size_t n = e->n;
     int64_t total_after;
     if (__builtin_add_overflow(t->total_revenue, amount, &total_after))
         return bf_err_set(err, "task revenue overflows"), BF_LEDGER_EOVERFLOW;
-    if (bf_ledger_apportion(n + 1, c->w, c->keys, c->paid, t->total_revenue, amount, c->add))
+    if (bf_ledger_apportion(n + 1, e->w, e->keys, e->paid, t->total_revenue, amount, c->add))
         return bf_err_set(err, "task %lld: shares or payout state inconsistent", (long long)t->id), BF_LEDGER_EINTERNAL;
     size_t legs = 0;
     for (size_t i = 0; i <= n; i++) {
         if (c->add[i] <= 0) continue;
-        c->acct[legs] = c->keys[i];
+        c->acct[legs] = e->keys[i];
         c->amt[legs++] = c->add[i];
     }
-    /* From here on the cache holds the new state; a failure drops it with the op's rollback. */
-    c->holders_task = 0;
     if ((rc = ledger_transfer_split(L, op, CODE_FEE_PAYOUT, t->clearing, legs, c->acct, c->amt, NULL, err)))
         return rc;
-    for (size_t i = 0; i <= n; i++) {
-        c->paid[i] += c->add[i];
-        if (i < n) ledger_put_be64(c->blob + 8 * i, c->paid[i]);
-    }
-    sqlite3_stmt *s = ledger_stmt(L, ST_TASK_SET_REVENUE);
-    if (!s) return ledger_sqlerr(L, err, "tasks");
-    sqlite3_bind_int64(s, 1, t->id);
-    sqlite3_bind_int64(s, 2, total_after);
-    sqlite3_bind_int64(s, 3, c->paid[n]);
-    sqlite3_bind_blob(s, 4, c->blob, (int)(8 * n), SQLITE_STATIC);
-    if ((rc = ledger_exec_stmt(L, s, err))) return rc;
-    c->holders_task = t->id;
+    for (size_t i = 0; i <= n; i++) e->paid[i] += c->add[i];
     t->total_revenue = total_after;
-    t->platform_paid = c->paid[n];
+    t->platform_paid = e->paid[n];
     if (tc) {
         tc->total_revenue = total_after;
-        tc->platform_paid = c->paid[n];
+        tc->platform_paid = e->paid[n];
     }
-    return 0;
+    if (L->in_group && tc == &e->task) {
+        e->dirty = 1; /* written once, later (see the cache's comment) */
+        return 0;
+    }
+    /* Alone: written now, and the entry lives no longer than the op. */
+    e->task = *t;
+    rc = rcache_write(L, c, err);
+    entry_clear(e);
+    return rc;
 }
 
 static int capture_body(bf_ledger_t *L, ledger_op_t *op, int64_t hold_id, int64_t amount, bf_err_t *err) {

@@ -502,6 +502,24 @@ static void test_group_cache(bf_ledger_t *L) {
     CHECK(bf_ledger_task_shares(L, t, &sh, &n, &err) == 0 && n == 2);
     if (n == 2) CHECK(sh[0].received + sh[1].received == 204);
     free(sh);
+    /* Two tasks in one group: a task's pending revenue figures survive an op on another task that
+     * wrote them out inside its savepoint and then failed (and was rolled back). */
+    int64_t t2 = share_task(L, "gc2", boss, 2, hs, w);
+    int64_t poor = tl_user(L, "gc-poor", 64);
+    CHECK(bf_ledger_group_begin(L, &err) == 0);
+    CHECK(bf_ledger_fee_charge(L, "gc2-1", t, payer, 10, &hold, &err) == 0);
+    CHECK(bf_ledger_fee_hold(L, "gc2-2", t2, poor, 10, 0, &hold, &err) == BF_LEDGER_EFUNDS);
+    CHECK(bf_ledger_task_get(L, t, &info, &err) == 0 && info.total_revenue == 214); /* read in the group */
+    CHECK(bf_ledger_fee_charge(L, "gc2-3", t, payer, 10, &hold, &err) == 0);
+    CHECK(bf_ledger_fee_hold(L, "gc2-4", t2, poor, 10, 0, &hold, &err) == BF_LEDGER_EFUNDS);
+    CHECK(bf_ledger_fee_charge(L, "gc2-5", t2, payer, 8, &hold, &err) == 0);
+    CHECK(bf_ledger_fee_charge(L, "gc2-6", t, payer, 10, &hold, &err) == 0);
+    CHECK(bf_ledger_group_commit(L, &err) == 0);
+    CHECK(bf_ledger_task_get(L, t, &info, &err) == 0 && info.total_revenue == 234);
+    CHECK(bf_ledger_task_get(L, t2, &info, &err) == 0 && info.total_revenue == 8);
+    CHECK(bf_ledger_task_shares(L, t, &sh, &n, &err) == 0 && n == 2);
+    if (n == 2) CHECK(sh[0].received + sh[1].received == 234);
+    free(sh);
     tl_verify_ok(L, "group cache");
 }
 
