@@ -264,7 +264,8 @@ int bench_predict_main(int argc, char **argv) {
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 1), dup2(fd, 2);
                 execl(coord, coord, "run", "--home", home, "--bind", endpoint, "--dataset", spec, "--liveness", "600",
-              "--block-size", "100", (char *)NULL);
+              /* loss: every participant's update lowers it, so all 10 become shareholders */
+              "--block-size", "100", "--utility", "loss", (char *)NULL);
         _exit(127);
     }
 
