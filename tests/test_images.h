@@ -22,7 +22,7 @@ typedef struct {
     size_t n, cap;
 } ti_buf_t;
 
-static void ti_write(void *ctx, void *data, int size) {
+static inline void ti_write(void *ctx, void *data, int size) {
     ti_buf_t *m = ctx;
     if (m->n + (size_t)size > m->cap) {
         size_t cap = (m->n + (size_t)size) * 2;

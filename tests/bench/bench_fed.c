@@ -14,11 +14,8 @@
 
 #include "bf_models.h"
 #include "bf_proto.h"
+#include "bench_common.h"
 
-static void put_be32(FILE *f, uint32_t v) {
-    uint8_t b[4] = {v >> 24, v >> 16, v >> 8, v};
-    fwrite(b, 1, 4, f);
-}
 
 static void write_idx(const char *dir, const char *prefix, int n) {
     char path[700];
@@ -26,8 +23,8 @@ static void write_idx(const char *dir, const char *prefix, int n) {
     FILE *fi = fopen(path, "wb");
     snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, prefix);
     FILE *fl = fopen(path, "wb");
-    put_be32(fi, 0x803), put_be32(fi, n), put_be32(fi, 16), put_be32(fi, 16);
-    put_be32(fl, 0x801), put_be32(fl, n);
+    bench_put_be32(fi, 0x803), bench_put_be32(fi, n), bench_put_be32(fi, 16), bench_put_be32(fi, 16);
+    bench_put_be32(fl, 0x801), bench_put_be32(fl, n);
     for (int i = 0; i < n; i++) {
         fputc(i % 10, fl);
         for (int k = 0; k < 256; k++) fputc((i * 7 + k * 13) & 255, fi);
@@ -61,26 +58,8 @@ static long proc_kb(pid_t pid, const char *field) {
     return v;
 }
 
-typedef struct {
-    zcert_t *cert;
-    zsock_t *sock;
-} sim_t;
-
-static bf_msg_t *rpc(sim_t *c, bf_msg_t *req) {
-    bf_err_t err;
-    uint64_t id = bf_msg_id(req);
-    zmsg_t *z = bf_msg_encode(req, &err);
-    bf_msg_destroy(&req);
-    if (!z) return NULL;
-    zmsg_send(&z, c->sock);
-    for (;;) {
-        zmsg_t *in = zmsg_recv(c->sock);
-        if (!in) return NULL;
-        bf_msg_t *m = bf_msg_decode(&in, NULL, &err);
-        if (m && bf_msg_id(m) == id) return m;
-        bf_msg_destroy(&m);
-    }
-}
+typedef bench_cli_t sim_t;
+#define rpc bench_rpc
 
 static bf_msg_t *task_req(const char *type, uint64_t id) {
     bf_msg_t *m = bf_msg_new(type, id);

@@ -20,6 +20,7 @@
 #include "bf_predictor.h"
 #include "bf_proto.h"
 #include "bf_trainer.h"
+#include "bench_common.h"
 #include "test_images.h"
 
 #define SIDE 28
@@ -46,20 +47,9 @@ static void cli_close(cli_t *c) {
     zcert_destroy(&c->cert);
 }
 
-static bf_msg_t *rpc(cli_t *c, bf_msg_t *req) {
-    bf_err_t err;
-    uint64_t id = bf_msg_id(req);
-    zmsg_t *z = bf_msg_encode(req, &err);
-    bf_msg_destroy(&req);
-    if (!z) return NULL;
-    zmsg_send(&z, c->sock);
-    for (;;) {
-        zmsg_t *in = zmsg_recv(c->sock);
-        if (!in) return NULL;
-        bf_msg_t *m = bf_msg_decode(&in, NULL, &err);
-        if (m && bf_msg_id(m) == id) return m;
-        bf_msg_destroy(&m);
-    }
+static bf_msg_t *rpc(cli_t *c, bf_msg_t *m) {
+    bench_cli_t b = {c->cert, c->sock};
+    return bench_rpc(&b, m);
 }
 
 static bf_msg_t *req(cli_t *c, const char *type) {
@@ -101,10 +91,6 @@ static void make_data(bf_dataset_t *d, int n, uint32_t seed) {
     }
 }
 
-static void put_be32(FILE *f, uint32_t v) {
-    uint8_t b[4] = {v >> 24, v >> 16, v >> 8, v};
-    fwrite(b, 1, 4, f);
-}
 
 static void write_idx(const char *dir, const char *prefix, int n, uint32_t seed) {
     bf_dataset_t d;
@@ -112,12 +98,12 @@ static void write_idx(const char *dir, const char *prefix, int n, uint32_t seed)
     char path[700];
     snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, prefix);
     FILE *fi = fopen(path, "wb");
-    put_be32(fi, 0x803), put_be32(fi, (uint32_t)n), put_be32(fi, SIDE), put_be32(fi, SIDE);
+    bench_put_be32(fi, 0x803), bench_put_be32(fi, (uint32_t)n), bench_put_be32(fi, SIDE), bench_put_be32(fi, SIDE);
     fwrite(d.pixels, 1, (size_t)n * SIDE * SIDE, fi);
     fclose(fi);
     snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, prefix);
     FILE *fl = fopen(path, "wb");
-    put_be32(fl, 0x801), put_be32(fl, (uint32_t)n);
+    bench_put_be32(fl, 0x801), bench_put_be32(fl, (uint32_t)n);
     fwrite(d.labels, 1, (size_t)n, fl);
     fclose(fl);
     bf_dataset_free(&d);
