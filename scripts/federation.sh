@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The main job: a whole federation on this machine. A coordinator (CURVE on, loopback) serves
 # Fashion-MNIST; three trainers with unequal data (20, 15 and 10 blocks of 1,000 images, the extra
-# blocks bought with coins) train ResNet8 with FedAvg; per-round accuracy is shown as it happens,
-# then the final accuracy, the result hash and the ledger state.
+# blocks bought with coins) train a shareholding ResNet8 task with FedAvg; per-round accuracy is
+# shown as it happens, then the final accuracy, the shares (by Shapley value), paid predictions by
+# a fourth user (each fee paid out to the shareholders), the same prediction locally from the
+# downloaded model, and the ledger state, verified.
 # Usage: scripts/federation.sh [ROUNDS]   (needs a build: scripts/main.sh builds first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-8}
 COORD=build/coordinator/blockfed-coordinator
 CLIENT=build/client/blockfed-client
+PREDICT=build/client/blockfed-predict
 PORT=${BLOCKFED_PORT:-27700}
 EP=tcp://127.0.0.1:$PORT
 WORK=$(mktemp -d /tmp/blockfed-federation-XXXXXX)
@@ -32,7 +35,7 @@ for u in alice bob carol; do
 done
 $CLIENT --home "$WORK/alice" recharge 100.00 > /dev/null
 $CLIENT --home "$WORK/alice" task create --id fmnist --name "Fashion-MNIST ResNet8" --model resnet8 \
-  --dataset fashion-mnist --rounds "$ROUNDS" --mode reward --pool 50.00 --min-clients 3 --local-epochs 1 \
+  --dataset fashion-mnist --rounds "$ROUNDS" --mode shareholding --fee 0.05 --base-fee 0.01 --min-clients 3 --local-epochs 1 \
   --batch 64 --lr 0.1 --round-timeout 600 > /dev/null
 # unequal data: everyone gets 10 blocks on joining; alice buys 10 more, bob 5 (10 coins each)
 $CLIENT --home "$WORK/alice" blocks buy fmnist 10 > /dev/null
@@ -46,6 +49,26 @@ for i in 2 3 4; do wait "${pids[$i]}"; done
 
 echo "== final status"
 $CLIENT --home "$WORK/alice" task status fmnist
+
+# Five Fashion-MNIST test images as PGM files (the IDX pixels behind a PGM header); zcat stops
+# early on purpose (head closes the pipe), hence the `|| true` under pipefail.
+T=/usr/share/datasets/fashion-mnist
+(zcat "$T/t10k-images-idx3-ubyte.gz" || true) | head -c $((16 + 784 * 5)) | tail -c $((784 * 5)) > "$WORK/raw"
+imgs=()
+for i in 0 1 2 3 4; do
+  { printf 'P5\n28 28\n255\n'; dd if="$WORK/raw" bs=784 skip=$i count=1 status=none; } > "$WORK/test$i.pgm"
+  imgs+=("$WORK/test$i.pgm")
+done
+echo "== true labels of the five images (class numbers): $( (zcat "$T/t10k-labels-idx1-ubyte.gz" || true) | head -c 13 | tail -c 5 | od -An -tu1)"
+echo "== dave pays for predictions (price: 0.01 + 0.05 per image)"
+$CLIENT --home "$WORK/dave" register dave --coordinator "$EP" --server-key "$KEY" > /dev/null
+$CLIENT --home "$WORK/dave" recharge 1.00 > /dev/null
+$PREDICT --home "$WORK/dave" --task fmnist --top 2 "${imgs[@]}"
+echo "== the same images locally, from the model alice downloads (no fee)"
+$CLIENT --home "$WORK/alice" model download fmnist --out "$WORK/fmnist.bfm" > /dev/null
+$PREDICT --model "$WORK/fmnist.bfm" --top 2 "${imgs[@]}"
+echo "== shares of the model (ppm, by positive cumulative Shapley value) and the fees each received"
+$COORD ledger shares 1 --home "$WORK/coordinator"
 echo "== ledger"
 $COORD ledger balances --home "$WORK/coordinator"
 $COORD ledger verify --home "$WORK/coordinator"
