@@ -47,12 +47,14 @@ static inline uint8_t *ti_pattern(int cls, int w, int h, int comp, uint32_t seed
     return px;
 }
 
-/* PNG (format 'p'), BMP ('b') or binary PGM ('g', comp must be 1) of the pattern; *n bytes, malloc'ed. */
+/* PNG (format 'p'), BMP ('b'), JPEG ('j', quality 90) or binary PGM ('g', comp must be 1) of the
+ * pattern; *n bytes, malloc'ed. */
 static inline uint8_t *ti_encode(char format, int cls, int w, int h, int comp, uint32_t seed, size_t *n) {
     uint8_t *px = ti_pattern(cls, w, h, comp, seed);
     ti_buf_t m = {0};
     if (format == 'p') stbi_write_png_to_func(ti_write, &m, w, h, comp, px, w * comp);
     else if (format == 'b') stbi_write_bmp_to_func(ti_write, &m, w, h, comp, px);
+    else if (format == 'j') stbi_write_jpg_to_func(ti_write, &m, w, h, comp, px, 90);
     else {
         char hdr[64];
         int k = snprintf(hdr, sizeof hdr, "P5\n%d %d\n255\n", w, h);
@@ -63,6 +65,11 @@ static inline uint8_t *ti_encode(char format, int cls, int w, int h, int comp, u
     *n = m.n;
     return m.b;
 }
+
+/* A 2x2 two-colour GIF89a (global palette black/white, one LZW-coded frame), written out by hand:
+ * stb cannot write GIFs. */
+static const uint8_t ti_gif[] = {'G', 'I', 'F', '8', '9', 'a', 2, 0, 2, 0, 0x80, 0, 0, 0, 0, 0, 255, 255, 255,
+                                 ',', 0, 0, 0, 0, 2, 0, 2, 0, 0, 2, 3, 0x44, 0x34, 0x05, 0, ';'};
 
 /* A PNG whose IHDR declares w x h (e.g. 100000 x 100000) over a tiny body: a decompression bomb's
  * header. Built from a real 1x1 PNG with the size fields patched (the CRC is then wrong too). */

@@ -72,7 +72,7 @@ static void test_predictions(void) {
     struct {
         char fmt;
         int side, comp;
-    } cases[] = {{'p', 16, 1}, {'p', 32, 3}, {'g', 16, 1}, {'b', 24, 3}, {'p', 9, 4}};
+    } cases[] = {{'p', 16, 1}, {'p', 32, 3}, {'g', 16, 1}, {'b', 24, 3}, {'p', 9, 4}, {'j', 20, 3}, {'j', 16, 1}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t n;
         uint8_t *img = ti_encode(cases[i].fmt, (int)i % 4, cases[i].side, cases[i].side, cases[i].comp, 11 + (uint32_t)i, &n);
@@ -89,6 +89,12 @@ static void test_predictions(void) {
         CHECK(bf_predictor_run(p, img, n, again, &err) == 0 && !memcmp(got, again, sizeof got));
         free(img);
     }
+
+    /* GIF (hand-made 2x2; stb cannot write GIFs): decoded and classified like the others. */
+    double gp[K], gr[K];
+    CHECK_MSG(bf_predictor_run(p, ti_gif, sizeof ti_gif, gp, &err) == 0, "gif: %s", err.msg);
+    reference(model, mlen, ti_gif, sizeof ti_gif, gr);
+    for (int k = 0; k < K; k++) CHECK(fabs(gp[k] - gr[k]) <= 1e-6);
 
     /* Hostile images: refused with a reason, and the predictor keeps working. */
     size_t n;
