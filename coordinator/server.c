@@ -20,6 +20,9 @@
 #define SERVER_NAME "blockfed-coordinator/0.1"
 #define MAX_GARBAGE 50 /* malformed messages a peer may send before it is ignored */
 #define SWEEP_MS 10000 /* how often holds left by interrupted predictions are released */
+/* A PREDICT can carry 64 images of 16 MiB: bound what one payer, and everyone, may queue. */
+#define MAX_INFLIGHT_PER_USER 16
+#define MAX_INFLIGHT_TOTAL 512
 
 typedef struct {
     char name[65];
@@ -83,6 +86,8 @@ typedef struct {
     zhashx_t *seen;          /* CURVE key -> last message time (ms), as int64_t* */
     zhashx_t *garbage;       /* routing id (hex) -> malformed message count */
     zhashx_t *users;         /* CURVE key -> user id (int64_t*): a key's account never changes */
+    zhashx_t *inflight;      /* payer id (decimal) -> PREDICT requests queued or running (int*) */
+    int inflight_total;
 } server_t;
 
 /* A closed round handed to the worker; the worker fills the results. */
@@ -1249,7 +1254,13 @@ static bf_msg_t *h_predict(const ctx_t *c, zframe_t **rid, bf_msg_t **req) {
                             t->spec.id);
     if (strcmp(t->state, "completed"))
         return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task %s is %s: its model is not online yet", t->spec.id, t->state);
-    coord_predict_job_t *j = calloc(1, sizeof *j);
+    char payer[32];
+    snprintf(payer, sizeof payer, "%lld", (long long)c->user);
+    int *mine = zhashx_lookup(c->s->inflight, payer);
+    if ((mine && *mine >= MAX_INFLIGHT_PER_USER) || c->s->inflight_total >= MAX_INFLIGHT_TOTAL)
+        return bf_msg_error(c->id, BF_PROTO_RATE_LIMITED, "too many predictions in flight; retry when earlier ones are answered");
+    if (!mine && (mine = calloc(1, sizeof *mine))) zhashx_insert(c->s->inflight, payer, mine);
+    coord_predict_job_t *j = mine ? calloc(1, sizeof *j) : NULL;
     if (!j) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "out of memory");
     j->id = c->id;
     j->payer = c->user;
@@ -1265,7 +1276,10 @@ static bf_msg_t *h_predict(const ctx_t *c, zframe_t **rid, bf_msg_t **req) {
     j->rate_den = t->spec.rate_den;
     j->rid = *rid, *rid = NULL;
     j->req = *req, *req = NULL;
-    if (coord_predict_submit(c->s->predict, &j) == 0) return NULL;
+    if (coord_predict_submit(c->s->predict, &j) == 0) {
+        ++*mine, c->s->inflight_total++;
+        return NULL;
+    }
     *rid = j->rid, j->rid = NULL; /* not handed over: answer here */
     *req = j->req, j->req = NULL;
     coord_predict_job_free(&j);
@@ -1331,6 +1345,16 @@ static int ignored(server_t *s, zframe_t *rid) {
     int *n = zhashx_lookup(s->garbage, hex);
     free(hex);
     return n && *n >= MAX_GARBAGE;
+}
+
+/* A prediction came back from the actor: answer it and release its in-flight slot. */
+static void predict_done(server_t *s, coord_predict_job_t *j) {
+    char payer[32];
+    snprintf(payer, sizeof payer, "%lld", (long long)j->payer);
+    int *n = zhashx_lookup(s->inflight, payer);
+    if (n && *n > 0) --*n;
+    if (s->inflight_total > 0) s->inflight_total--;
+    send_reply(s, &j->rid, j->rep);
 }
 
 static void handle_message(server_t *s) {
@@ -1560,7 +1584,9 @@ int coord_serve(const coord_opts_t *o) {
     s.seen = zhashx_new();
     s.garbage = zhashx_new();
     s.users = zhashx_new();
+    s.inflight = zhashx_new();
     zhashx_set_destructor(s.users, (zhashx_destructor_fn *)zstr_free);
+    zhashx_set_destructor(s.inflight, (zhashx_destructor_fn *)zstr_free);
     zhashx_set_destructor(s.seen, (zhashx_destructor_fn *)zstr_free);
     zhashx_set_destructor(s.garbage, (zhashx_destructor_fn *)zstr_free);
     snprintf(path, sizeof path, "%s/ledger.db", o->home);
@@ -1584,7 +1610,7 @@ int coord_serve(const coord_opts_t *o) {
             if (zsock_recv(s.worker, "p", &p) == 0 && p) job_done(&s, p);
         } else if (which == s.predict) {
             coord_predict_job_t *j = coord_predict_recv(s.predict);
-            if (j) send_reply(&s, &j->rid, j->rep);
+            if (j) predict_done(&s, j);
             coord_predict_job_free(&j);
         } else if (zpoller_terminated(poller)) break;
         tick(&s);
@@ -1604,6 +1630,7 @@ out:
     zhashx_destroy(&s.seen);
     zhashx_destroy(&s.garbage);
     zhashx_destroy(&s.users);
+    zhashx_destroy(&s.inflight);
     coord_store_close(&s.store);
     bf_ledger_close(&s.ledger);
     return rc;
