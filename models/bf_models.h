@@ -44,6 +44,14 @@ void bf_conv2d_forward(float *out, const float *in, const float *w, const float 
 int bf_conv2d_channel_unit(int C, int OC, int K, int S, int P);
 void bf_conv2d_forward_channels(float *out, const float *in, const float *w, const float *b, int C, int H, int W,
                                 int OC, int K, int S, int P, float *scratch, int o0, int o1);
+/* The same with an affine epilogue per output channel, out = conv * scale[oc] + shift[oc] (then ReLU
+ * if relu): an eval-mode BatchNorm folded into the convolution's output pass. scale may be NULL. */
+void bf_conv2d_forward_affine(float *out, const float *in, const float *w, const float *b, int n, int C, int H, int W,
+                              int OC, int K, int S, int P, float *scratch, const float *scale, const float *shift,
+                              int relu);
+void bf_conv2d_forward_channels_affine(float *out, const float *in, const float *w, const float *b, int C, int H,
+                                       int W, int OC, int K, int S, int P, float *scratch, int o0, int o1,
+                                       const float *scale, const float *shift, int relu);
 void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *dout, const float *in,
                         const float *w, int n, int C, int H, int W, int OC, int K, int S, int P,
                         float *scratch);

@@ -15,9 +15,10 @@ size_t bf_direct3x3_scratch(int C, int OC, int H, int W);
 void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, int H, int W, int input_grad, int acc,
                   float *scratch);
 
-/* Forward, output channels [o0, o1) only (multiples of 8): lets threads split one image. */
+/* Forward, output channels [o0, o1) only (multiples of 8): lets threads split one image. With
+ * scale (indexed by output channel), out = conv * scale[oc] + shift[oc], then ReLU if relu. */
 void bf_direct3x3_channels(float *out, const float *in, const float *w, int C, int OC, int H, int W, float *scratch,
-                           int o0, int o1);
+                           int o0, int o1, const float *scale, const float *shift, int relu);
 
 /* Weight gradient of the same convolution over n images: dw[OC][C][3][3] += sum over images and
  * pixels of dY[n][OC][H][W] times the shifted input in[n][C][H][W] (bf_direct3x3_dw_ok: the CPU

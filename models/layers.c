@@ -61,12 +61,30 @@ static float *phase_plane(float *ph, const geom_t *g, int c, int rr, int rc) {
 }
 
 /* dst[j] = x[j*S] for the n columns present; stride 2 (every strided conv here) gets its own loop
- * so the compiler can turn it into vector shuffles. */
-BF_HOT static void gather_cols(float *restrict dst, const float *restrict x, int n, int S) {
-    if (S == 2)
-        for (int j = 0; j < n; j++) dst[j] = x[2 * j];
-    else
-        for (int j = 0; j < n; j++) dst[j] = x[j * S];
+ * (AVX-512: one two-vector permute per 16 columns; the compiler's own stride-2 loop was scalar). */
+#if defined(__x86_64__) && !defined(BF_NO_CLONES)
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static void gather2_avx512(float *restrict dst, const float *restrict x, int n) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (int j = 0; j < n; j += 16) {
+        int left = 2 * (n - j) - 1; /* elements to read: up to x[2(n-1)] */
+        __mmask16 lo = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+        __mmask16 hi = left >= 32 ? 0xFFFF : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+        __m512 a = _mm512_maskz_loadu_ps(lo, x + 2 * j), b = _mm512_maskz_loadu_ps(hi, x + 2 * j + 16);
+        int out = n - j < 16 ? n - j : 16;
+        _mm512_mask_storeu_ps(dst + j, (__mmask16)((1u << out) - 1), _mm512_permutex2var_ps(a, even, b));
+    }
+}
+#endif
+
+static void gather_cols(float *restrict dst, const float *restrict x, int n, int S) {
+#if defined(__x86_64__) && !defined(BF_NO_CLONES)
+    if (S == 2 && __builtin_cpu_supports("avx512f")) {
+        gather2_avx512(dst, x, n);
+        return;
+    }
+#endif
+    for (int j = 0; j < n; j++) dst[j] = x[j * S];
 }
 
 /* Phases of input channels [c0, c1). */
@@ -240,25 +258,56 @@ static void add_bias(float *y, const float *b, int OC, int cols) {
         for (int j = 0; j < cols; j++) y[(size_t)oc * cols + j] += b[oc];
 }
 
-void bf_conv2d_forward(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
-                       int W, int OC, int K, int S, int P, float *scratch) {
+/* y = y * scale[oc] + shift[oc] (then ReLU), bf_bn_forward's arithmetic. */
+BF_HOT static void affine(float *y, const float *scale, const float *shift, int OC, int cols, int relu) {
+    for (int oc = 0; oc < OC; oc++) {
+        float a = scale[oc], b = shift[oc], *r = y + (size_t)oc * cols;
+        if (relu)
+            for (int j = 0; j < cols; j++) {
+                float v = r[j] * a + b;
+                r[j] = v > 0 ? v : 0;
+            }
+        else
+            for (int j = 0; j < cols; j++) r[j] = r[j] * a + b;
+    }
+}
+
+void bf_conv2d_forward_channels_affine(float *out, const float *in, const float *w, const float *b, int C, int H,
+                                       int W, int OC, int K, int S, int P, float *scratch, int o0, int o1,
+                                       const float *scale, const float *shift, int relu) {
+    if (o0 >= o1) return;
     geom_t g = geom(C, H, W, K, S, P);
     int rows = C * K * K, cols = g.OH * g.OW;
-    size_t in_sz = (size_t)C * H * W, out_sz = (size_t)OC * cols;
     conv_scratch_t s = carve(scratch, &g);
-    int direct = direct_ok(K, S, P, OC);
-    for (int i = 0; i < n; i++) {
-        const float *x = in + i * in_sz;
-        float *y = out + i * out_sz;
-        if (direct) {
-            bf_direct3x3(y, x, w, C, OC, H, W, 0, 0, s.direct);
-        } else {
-            const float *col = x; /* a pointwise conv's input already is its column matrix */
-            if (!is_pointwise(K, S, P)) im2col(s.col, (size_t)cols, x, s.ph, &g), col = s.col;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, cols, rows, 1.0f, w, rows, col, cols, 0.0f, y, cols);
-        }
-        if (b) add_bias(y, b, OC, cols);
+    float *y = out + (size_t)o0 * cols;
+    if (direct_ok(K, S, P, OC)) {
+        /* the epilogue runs in the kernel's copy-out pass unless a bias must come first */
+        int fused = scale && !b;
+        bf_direct3x3_channels(out, in, w, C, OC, H, W, s.direct, o0, o1, fused ? scale : NULL, fused ? shift : NULL,
+                              relu);
+        if (fused) return;
+    } else {
+        const float *col = in;
+        if (!is_pointwise(K, S, P)) im2col(s.col, (size_t)cols, in, s.ph, &g), col = s.col;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o1 - o0, cols, rows, 1.0f, w + (size_t)o0 * rows, rows,
+                    col, cols, 0.0f, y, cols);
     }
+    if (b) add_bias(y, b + o0, o1 - o0, cols);
+    if (scale) affine(y, scale + o0, shift + o0, o1 - o0, cols, relu);
+}
+
+void bf_conv2d_forward_affine(float *out, const float *in, const float *w, const float *b, int n, int C, int H, int W,
+                              int OC, int K, int S, int P, float *scratch, const float *scale, const float *shift,
+                              int relu) {
+    size_t in_sz = (size_t)C * H * W, out_sz = (size_t)OC * bf_conv_out(H, K, S, P) * bf_conv_out(W, K, S, P);
+    for (int i = 0; i < n; i++)
+        bf_conv2d_forward_channels_affine(out + i * out_sz, in + i * in_sz, w, b, C, H, W, OC, K, S, P, scratch, 0, OC,
+                                          scale, shift, relu);
+}
+
+void bf_conv2d_forward(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
+                       int W, int OC, int K, int S, int P, float *scratch) {
+    bf_conv2d_forward_affine(out, in, w, b, n, C, H, W, OC, K, S, P, scratch, NULL, NULL, 0);
 }
 
 int bf_conv2d_channel_unit(int C, int OC, int K, int S, int P) {
@@ -268,19 +317,7 @@ int bf_conv2d_channel_unit(int C, int OC, int K, int S, int P) {
 
 void bf_conv2d_forward_channels(float *out, const float *in, const float *w, const float *b, int C, int H, int W,
                                 int OC, int K, int S, int P, float *scratch, int o0, int o1) {
-    if (o0 >= o1) return;
-    geom_t g = geom(C, H, W, K, S, P);
-    int rows = C * K * K, cols = g.OH * g.OW;
-    conv_scratch_t s = carve(scratch, &g);
-    if (direct_ok(K, S, P, OC)) {
-        bf_direct3x3_channels(out, in, w, C, OC, H, W, s.direct, o0, o1);
-    } else {
-        const float *col = in;
-        if (!is_pointwise(K, S, P)) im2col(s.col, (size_t)cols, in, s.ph, &g), col = s.col;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o1 - o0, cols, rows, 1.0f, w + (size_t)o0 * rows, rows,
-                    col, cols, 0.0f, out + (size_t)o0 * cols, cols);
-    }
-    if (b) add_bias(out + (size_t)o0 * cols, b + o0, o1 - o0, cols);
+    bf_conv2d_forward_channels_affine(out, in, w, b, C, H, W, OC, K, S, P, scratch, o0, o1, NULL, NULL, 0);
 }
 
 static void bias_grad(float *db, const float *dy, int OC, int cols) {

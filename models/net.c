@@ -36,6 +36,8 @@ typedef struct {
     size_t bn_ch;           /* BN: offset of this op's channels in per-thread stat arrays */
     int acc_in, acc_in2;    /* backward adds into the input gradients (another consumer wrote first) */
     size_t argmax;          /* MAXPOOL: offset into the argmax buffer */
+    int eval_fused;         /* CONV: the next op is a BN that only it feeds, applied in the conv's output
+                             * pass in eval mode; BN: applied by the conv before it in eval mode */
 } op_t;
 
 typedef struct {
@@ -239,6 +241,18 @@ static void plan_accumulation(bf_net_t *net) {
     }
 }
 
+/* Eval-mode BatchNorm is an affine map per channel: a conv whose output feeds only the BN right
+ * after it writes the BN's output directly (conv * scale + shift, ReLU), skipping a pass. */
+static void plan_eval_fusion(bf_net_t *net) {
+    for (int i = 0; i + 1 < net->nops; i++) {
+        op_t *op = &net->ops[i], *next = &net->ops[i + 1];
+        if (op->kind != OP_CONV || next->kind != OP_BN || next->in != op->out) continue;
+        int readers = 0;
+        for (int j = 0; j < net->nops; j++) readers += (net->ops[j].in == op->out) + (net->ops[j].in2 == op->out);
+        if (readers == 1) op->eval_fused = next->eval_fused = 1;
+    }
+}
+
 static void *xcalloc(size_t n, size_t size, int *failed) {
     void *p = n ? calloc(n, size) : NULL;
     if (n && !p) *failed = 1;
@@ -307,6 +321,7 @@ bf_net_t *bf_net_new(const char *arch, int C, int H, int W, int classes, int max
     else
         build_cnn(net);
     plan_accumulation(net);
+    plan_eval_fusion(net);
     if (allocate(net)) {
         bf_net_destroy(&net);
         bf_err_set(err, "out of memory allocating the network for batch %d", max_batch);
@@ -462,6 +477,20 @@ static void bn_forward_op(bf_net_t *net, const op_t *op, const float *in, float 
     bf_bn_forward(out, in, mean, rstd, net->params + op->w, net->params + op->b, sl.m, C, HW, op->relu);
 }
 
+/* Eval mode: BN op's channels [lo, hi) as scale/shift (bf_bn_forward's a and b) in thread t's
+ * mean/rstd arrays, which eval mode does not otherwise need. */
+static void eval_affine(bf_net_t *net, const op_t *bn, int t, int lo, int hi, float **scale, float **shift) {
+    float *a = net->mean[t] + bn->bn_ch, *b = net->rstd[t] + bn->bn_ch;
+    const float *gamma = net->params + bn->w, *beta = net->params + bn->b;
+    for (int c = lo; c < hi; c++) {
+        float mean = net->buffers[bn->rm + c], rstd = (float)(1.0 / sqrt((double)net->buffers[bn->rv + c] + BN_EPS));
+        a[c] = gamma[c] * rstd;
+        b[c] = beta[c] - mean * a[c];
+    }
+    *scale = a;
+    *shift = b;
+}
+
 static void forward_slice(bf_net_t *net, const float *x, slice_t sl, mode_t_ mode) {
     for (int i = 0; i < net->nops; i++) {
         const op_t *op = &net->ops[i];
@@ -470,10 +499,21 @@ static void forward_slice(bf_net_t *net, const float *x, slice_t sl, mode_t_ mod
         size_t count = (size_t)sl.m * slot_size(net, op->out);
         switch (op->kind) {
         case OP_CONV:
-            bf_conv2d_forward(out, in, net->params + op->w, op->b != NONE ? net->params + op->b : NULL, sl.m,
-                              op->C, op->H, op->W, op->OC, op->K, op->S, op->P, net->scratch[sl.t]);
+            if (mode == MODE_EVAL && op->eval_fused) {
+                const op_t *bn = &net->ops[i + 1];
+                float *scale, *shift;
+                eval_affine(net, bn, sl.t, 0, bn->C, &scale, &shift);
+                bf_conv2d_forward_affine(at(net->act[bn->out], net, bn->out, sl.b0), in, net->params + op->w,
+                                         op->b != NONE ? net->params + op->b : NULL, sl.m, op->C, op->H, op->W,
+                                         op->OC, op->K, op->S, op->P, net->scratch[sl.t], scale, shift, bn->relu);
+            } else {
+                bf_conv2d_forward(out, in, net->params + op->w, op->b != NONE ? net->params + op->b : NULL, sl.m,
+                                  op->C, op->H, op->W, op->OC, op->K, op->S, op->P, net->scratch[sl.t]);
+            }
             break;
-        case OP_BN: bn_forward_op(net, op, in, out, sl, mode); break;
+        case OP_BN:
+            if (!(mode == MODE_EVAL && op->eval_fused)) bn_forward_op(net, op, in, out, sl, mode);
+            break;
         case OP_RELU: bf_relu_forward(out, in, count); break;
         case OP_ADD: bf_add_forward(out, in, input_of(net, x, op->in2, sl.b0), count, op->relu); break;
         case OP_MAXPOOL:
@@ -643,12 +683,23 @@ static void single_op(bf_net_t *net, const op_t *op, const float *x, int t, int 
     float *out = net->act[op->out];
     int lo, hi, HW = op->H * op->W;
     switch (op->kind) {
-    case OP_CONV:
+    case OP_CONV: {
         share(op->OC, bf_conv2d_channel_unit(op->C, op->OC, op->K, op->S, op->P), t, T, &lo, &hi);
-        bf_conv2d_forward_channels(out, in, net->params + op->w, op->b != NONE ? net->params + op->b : NULL, op->C,
-                                   op->H, op->W, op->OC, op->K, op->S, op->P, net->scratch[t], lo, hi);
+        float *scale = NULL, *shift = NULL;
+        int relu = 0;
+        if (op->eval_fused) { /* write the next op's (BN's) output, per channel: no barrier between */
+            const op_t *bn = op + 1;
+            eval_affine(net, bn, t, lo, hi, &scale, &shift);
+            out = net->act[bn->out];
+            relu = bn->relu;
+        }
+        bf_conv2d_forward_channels_affine(out, in, net->params + op->w, op->b != NONE ? net->params + op->b : NULL,
+                                          op->C, op->H, op->W, op->OC, op->K, op->S, op->P, net->scratch[t], lo, hi,
+                                          scale, shift, relu);
         break;
+    }
     case OP_BN: {
+        if (op->eval_fused) break; /* done by the conv before it */
         share(op->C, 1, t, T, &lo, &hi);
         float *mean = net->mean[t] + op->bn_ch, *rstd = net->rstd[t] + op->bn_ch;
         for (int c = lo; c < hi; c++) {
@@ -694,6 +745,7 @@ static void predict_one_parallel(bf_net_t *net, const float *x) {
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();
         for (int i = 0; i < net->nops; i++) {
+            if (net->ops[i].kind == OP_BN && net->ops[i].eval_fused) continue;
             single_op(net, &net->ops[i], x, t, T);
 #pragma omp barrier
         }

@@ -122,6 +122,23 @@ static void test_conv(int n, int C, int H, int W, int OC, int K, int S, int P, i
     naive_conv(ref, &c);
     for (size_t i = 0; i < nout; i++) CHECK_MSG(fabs(ref[i] - c.out[i]) < 1e-4, "%s forward[%zu]", what, i);
 
+    /* eval-mode BN epilogue: out = conv * scale + shift (ReLU when relu), whole and per channel range */
+    float *scale = randn(OC, 1), *shift = randn(OC, 1), *aff = randn(nout, 1);
+    size_t per = nout / n;
+    for (int relu = 0; relu < 2; relu++) {
+        bf_conv2d_forward_affine(aff, c.x, c.w, c.b, n, C, H, W, OC, K, S, P, c.scratch, scale, shift, relu);
+        int unit = bf_conv2d_channel_unit(C, OC, K, S, P), mid = OC / 2 / unit * unit;
+        bf_conv2d_forward_channels_affine(aff, c.x, c.w, c.b, C, H, W, OC, K, S, P, c.scratch, mid, OC, scale, shift,
+                                          relu); /* image 0's upper channels again: same values */
+        for (size_t i = 0; i < nout; i++) {
+            int oc = (int)(i % per / (per / OC));
+            double v = (double)ref[i] * scale[oc] + shift[oc];
+            if (relu && v < 0) v = 0;
+            CHECK_MSG(fabs(v - aff[i]) < 1e-4 * (1 + fabs(scale[oc])), "%s affine relu=%d [%zu]", what, relu, i);
+        }
+    }
+    free(scale), free(shift), free(aff);
+
     float *dx = randn(nin, 0), *dw = randn(nw, 0), *db = bias ? randn(OC, 0) : NULL;
     bf_conv2d_backward(dx, 0, dw, db, c.R, c.x, c.w, n, C, H, W, OC, K, S, P, c.scratch);
     check_grad(what, conv_loss, &c, c.x, dx, nin);
@@ -282,8 +299,56 @@ static void test_misc(void) {
     free(dx), free(dx2), free(dw), free(db), free(dout);
 }
 
+/* The direct weight gradient over many images (its position passes, several output triples and a
+ * 1- or 2-channel remainder) and the narrow forward tiles against double-precision sums: too large
+ * for finite differences. */
+static void test_direct_large(int n, int C, int H, int W, int OC) {
+    size_t nin = (size_t)n * C * H * W, nout = (size_t)n * OC * H * W, nw = (size_t)OC * C * 9;
+    float *x = randn(nin, 1), *dy = randn(nout, 1), *w = randn(nw, 0.2f), *dw = randn(nw, 0), *out = randn(nout, 0);
+    float *scratch = randn(bf_conv2d_scratch(n, C, H, W, OC, 3, 1, 1), 0);
+    memset(dw, 0, sizeof(float) * nw);
+    bf_conv2d_backward(NULL, 0, dw, NULL, dy, x, w, n, C, H, W, OC, 3, 1, 1, scratch);
+    bf_conv2d_forward(out, x, w, NULL, n, C, H, W, OC, 3, 1, 1, scratch);
+    for (int oc = 0; oc < OC; oc++)
+        for (int c = 0; c < C; c++)
+            for (int t = 0; t < 9; t++) {
+                double s = 0, mag = 0;
+                for (int i = 0; i < n; i++)
+                    for (int h = 0; h < H; h++)
+                        for (int v = 0; v < W; v++) {
+                            int ih = h - 1 + t / 3, iw = v - 1 + t % 3;
+                            if (ih < 0 || iw < 0 || ih >= H || iw >= W) continue;
+                            double p = (double)dy[(((size_t)i * OC + oc) * H + h) * W + v] *
+                                       x[(((size_t)i * C + c) * H + ih) * W + iw];
+                            s += p;
+                            mag += fabs(p);
+                        }
+                CHECK_MSG(fabs(s - dw[((size_t)oc * C + c) * 9 + t]) <= 1e-5 * mag + 1e-5,
+                          "direct dw n%d C%d OC%d %dx%d [%d][%d][%d]: %g vs %g", n, C, OC, H, W, oc, c, t,
+                          dw[((size_t)oc * C + c) * 9 + t], s);
+            }
+    for (int i = 0; i < n; i += n - 1 > 0 ? n - 1 : 1) /* first and last image */
+        for (int oc = 0; oc < OC; oc++)
+            for (int h = 0; h < H; h++)
+                for (int v = 0; v < W; v++) {
+                    double s = 0;
+                    for (int c = 0; c < C; c++)
+                        for (int t = 0; t < 9; t++) {
+                            int ih = h - 1 + t / 3, iw = v - 1 + t % 3;
+                            if (ih < 0 || iw < 0 || ih >= H || iw >= W) continue;
+                            s += (double)x[(((size_t)i * C + c) * H + ih) * W + iw] * w[((size_t)oc * C + c) * 9 + t];
+                        }
+                    CHECK_MSG(fabs(s - out[(((size_t)i * OC + oc) * H + h) * W + v]) < 1e-4,
+                              "direct forward n%d C%d OC%d %dx%d", n, C, OC, H, W);
+                }
+    free(x), free(dy), free(w), free(dw), free(out), free(scratch);
+}
+
 int main(void) {
     bf_rng_seed(&rng, 1234);
+    test_direct_large(6, 64, 16, 16, 64); /* 6*324 positions: two 1024-position weight-gradient passes */
+    test_direct_large(3, 16, 7, 7, 8);    /* 7x7: tiles of 3 then 1 vector; OC 8 = 2 triples + 2 */
+    test_direct_large(2, 8, 8, 8, 16);    /* 8x8: tiles of 3 then 2 vectors; OC 16 = 5 triples + 1 */
     test_conv(2, 3, 7, 6, 4, 3, 1, 1, 1);  /* 3x3 same padding, bias */
     test_conv(2, 3, 7, 6, 4, 3, 2, 1, 0);  /* stride 2, odd sizes */
     test_conv(2, 5, 5, 5, 3, 1, 1, 0, 0);  /* 1x1 pointwise (no im2col) */
@@ -296,6 +361,7 @@ int main(void) {
     test_conv(1, 8, 3, 35, 8, 3, 1, 1, 0); /* direct: 3 vectors per row */
     test_conv(2, 2, 6, 7, 3, 3, 1, 0, 1);  /* "valid" conv: plane wider than the output rows */
     test_conv(1, 2, 5, 5, 2, 3, 2, 2, 0);  /* padding 2 with stride 2 */
+    test_conv(1, 2, 5, 41, 3, 3, 2, 1, 0); /* stride 2 over 41 columns: 21/20 per phase, two vectors */
     test_bn(0);
     test_bn(1);
     test_misc();
