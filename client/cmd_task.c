@@ -45,6 +45,8 @@ static const char create_help[] =
     "  --strategy S          fedavg (default), fedprox, fedavgm, median, trimmed-mean\n"
     "  --mu MU               FedProx proximal coefficient (0..100)\n"
     "  --seed N              data partition and initialization seed\n"
+    "  --value-images N      validation images each coalition is scored on when valuing updates\n"
+    "                        with Shapley values (100..100000, default 2000)\n"
     "  --json                print the result as JSON\n"
     "\n"
     "exit status: 0 created, 1 runtime or coordinator error, 2 usage error\n";
@@ -92,6 +94,7 @@ static int create_opt(bf_msg_t *m, int c, const char *v) {
         if (strlen(v) > 41 || bf_ledger_parse_rate(v, &num, &den, &err)) return bf_cli_error("--rate: %s", err.msg);
         return bf_msg_set_str(m, "rate", v);
     }
+    case 'V': if (bf_cli_int(v, 100, 100000, &n, "--value-images")) return -1; return bf_msg_set_uint(m, "value_images", (uint64_t)n);
     case 'c': if (bf_cli_int(v, 1, 10000, &n, "--min-clients")) return -1; return bf_msg_set_uint(m, "min_clients", (uint64_t)n);
     case 'e': if (bf_cli_int(v, 1, 100, &n, "--local-epochs")) return -1; return bf_msg_set_uint(m, "local_epochs", (uint64_t)n);
     case 'b': if (bf_cli_int(v, 1, 1024, &n, "--batch")) return -1; return bf_msg_set_uint(m, "batch", (uint64_t)n);
@@ -131,6 +134,7 @@ static int task_create(int argc, char **argv, bf_cli_ctx_t *ctx) {
         {"mu", required_argument, 0, 'u'},           {"seed", required_argument, 0, 's'},
         {"json", no_argument, 0, 'j'},               {"help", no_argument, 0, 'h'},
         {"base-fee", required_argument, 0, 'B'},     {"rate", required_argument, 0, 'R'},
+        {"value-images", required_argument, 0, 'V'},
         BF_CLI_COMMON_OPTS,                          {0, 0, 0, 0}};
     bf_msg_t *m = bf_msg_new("TASK_CREATE", 0);
     if (!m) return bf_cli_fail("out of memory");

@@ -16,6 +16,7 @@
 #define COORD_BLOCK_SIZE 1000     /* images per data block */
 #define COORD_BLOCKS_PER_JOIN 5   /* blocks a participant gets when it joins */
 #define COORD_VAL_SIZE 5000       /* validation images the coordinator keeps (capped at 10% of train) */
+#define COORD_VALUE_IMAGES 2000   /* default validation images a coalition is scored on */
 
 /* ---- task specification, as TASK_CREATE carries it ------------------------------------------ */
 typedef struct {
@@ -23,6 +24,7 @@ typedef struct {
     char creator[41];   /* CURVE key of the creator */
     int64_t fee_cents, pool_cents;
     int64_t base_fee_cents, rate_num, rate_den; /* paid use: price = ceil((base + fee*images) * num/den) */
+    int value_images;   /* validation images a coalition is scored on (default COORD_VALUE_IMAGES) */
     int rounds, min_clients, local_epochs, batch, round_timeout;
     double lr, mu;
     uint64_t seed;

@@ -271,6 +271,7 @@ static task_t *make_task(server_t *s, const task_spec_t *spec, int64_t ledger_id
     task_t *t = calloc(1, sizeof *t);
     if (!t) return bf_err_set(err, "out of memory"), NULL;
     t->spec = *spec;
+    if (t->spec.value_images <= 0) t->spec.value_images = COORD_VALUE_IMAGES;
     t->ledger_id = ledger_id;
     snprintf(t->state, sizeof t->state, "waiting");
     t->ds = d;
@@ -445,7 +446,6 @@ static int read_state(const char *ckpt, float *v, size_t n) {
 
 /* ---- contribution: Shapley values of the round's updates ---------------------------------- */
 
-#define VALUE_IMAGES 2000   /* validation images a coalition is scored on */
 #define ROUND_TRUNCATION 1e-3 /* a round that changes accuracy less than this values everyone at 0 */
 
 typedef struct {
@@ -482,7 +482,7 @@ static double coalition_utility(void *ctx, uint32_t S) {
         bf_agg_destroy(&a);
     }
     double loss, acc;
-    bf_evaluate(net, &t->val, t->ds->mean, t->ds->std, VALUE_IMAGES, &loss, &acc);
+    bf_evaluate(net, &t->val, t->ds->mean, t->ds->std, t->spec.value_images, &loss, &acc);
     return j->utility_loss ? -loss : acc;
 }
 
@@ -747,6 +747,7 @@ static bf_msg_t *h_task_create(const ctx_t *c) {
     t.lr = bf_msg_double(c->req, "lr", 0.05);
     t.mu = bf_msg_double(c->req, "mu", 0);
     t.seed = bf_msg_uint(c->req, "seed", 1);
+    t.value_images = (int)bf_msg_uint(c->req, "value_images", COORD_VALUE_IMAGES);
     bf_err_t err;
     if (strcmp(t.model, "resnet8") && strcmp(t.model, "cnn"))
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "model must be resnet8 or cnn");
@@ -835,7 +836,7 @@ static bf_msg_t *h_task_status(const ctx_t *c) {
     bf_msg_t *r = bf_msg_new("STATUS", c->id);
     mp_t m;
     msgpack_packer *pk = mp_begin(&m);
-    msgpack_pack_map(pk, 21);
+    msgpack_pack_map(pk, 22);
     mp_kv_str(pk, "task", t->spec.id);
     mp_kv_str(pk, "name", t->spec.name);
     mp_kv_str(pk, "description", t->spec.description);
@@ -854,6 +855,7 @@ static bf_msg_t *h_task_status(const ctx_t *c) {
     char rate[48];
     snprintf(rate, sizeof rate, "%lld/%lld", (long long)t->spec.rate_num, (long long)t->spec.rate_den);
     mp_kv_str(pk, "rate", rate);
+    mp_kv_int(pk, "value_images", t->spec.value_images);
     int nfree = 0;
     for (int b = 0; b < t->blocks.nblocks; b++) nfree += t->owner[b] < 0;
     mp_kv_int(pk, "blocks_free", nfree);

@@ -44,6 +44,8 @@ static const char *const migrations[] = {
     "ALTER TABLE task ADD COLUMN base_fee_cents INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE task ADD COLUMN rate_num INTEGER NOT NULL DEFAULT 1;"
     "ALTER TABLE task ADD COLUMN rate_den INTEGER NOT NULL DEFAULT 1;",
+    /* 1 -> 2: the validation images a task's coalitions are scored on (issue 5) */
+    "ALTER TABLE task ADD COLUMN value_images INTEGER NOT NULL DEFAULT 2000;",
 };
 
 static int migrate(sqlite3 *db) {
@@ -107,12 +109,12 @@ static int run(coord_store_t *s, bf_err_t *err, const char *sql, const char *fmt
 int coord_store_add_task(coord_store_t *s, const task_spec_t *t, int64_t ledger_id, bf_err_t *err) {
     return run(s, err,
                "INSERT INTO task VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'waiting',0,'','',"
-               "(SELECT COUNT(*) FROM task), unixepoch(),?,?,?)",
-               "ti" "tttttttt" "iiiiiii" "dd" "i" "iii", /* one letter per parameter: t text, i int64, d double */
+               "(SELECT COUNT(*) FROM task), unixepoch(),?,?,?,?)",
+               "ti" "tttttttt" "iiiiiii" "dd" "i" "iiii", /* one letter per parameter: t text, i int64, d double */
                t->id, ledger_id, t->creator, t->name, t->description, t->model, t->dataset, t->mode, t->partition,
                t->strategy, t->fee_cents, t->pool_cents, (int64_t)t->rounds, (int64_t)t->min_clients,
                (int64_t)t->local_epochs, (int64_t)t->batch, (int64_t)t->round_timeout, t->lr, t->mu, (int64_t)t->seed,
-               t->base_fee_cents, t->rate_num, t->rate_den);
+               t->base_fee_cents, t->rate_num, t->rate_den, (int64_t)t->value_images);
 }
 
 int coord_store_set_progress(coord_store_t *s, const char *task, const char *state, int round, const char *checkpoint_sha,
@@ -195,6 +197,7 @@ static int load_tasks(coord_store_t *s, const coord_load_cb_t *cb, void *u) {
         t.base_fee_cents = sqlite3_column_int64(st, 26);
         t.rate_num = sqlite3_column_int64(st, 27);
         t.rate_den = sqlite3_column_int64(st, 28);
+        t.value_images = sqlite3_column_int(st, 29);
         cb->task(u, &t, ledger_id, col_text(st, 20), sqlite3_column_int(st, 21), col_text(st, 22), col_text(st, 23));
     }
     return sqlite3_finalize(st) == SQLITE_OK ? 0 : -1;

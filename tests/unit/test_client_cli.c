@@ -163,11 +163,12 @@ int main(int argc, char **argv) {
     CHECK(cli(alice, (const char *const[]){"task", "create", "--id", "t1", "--name", "Toy \"quoted\" task", "--model", "cnn",
                                            "--dataset", "toy", "--rounds", "2", "--mode", "shareholding", "--min-clients",
                                            "2", "--batch", "32", "--lr", "0.05", "--seed", "7", "--fee", "0.10",
-                                           "--base-fee", "0.02", "--rate", "1.25", NULL}) == 0);
+                                           "--base-fee", "0.02", "--rate", "1.25", "--value-images", "500", NULL}) == 0);
     CHECK(cli(alice, (const char *const[]){"task", "create", "--id", "t9", "--name", "n", "--model", "cnn", "--dataset",
                                            "toy", "--rounds", "1", "--mode", "shareholding", "--rate", "-1", NULL}) == 2);
     CHECK(cli(alice, (const char *const[]){"task", "status", "t1", "--json", NULL}) == 0);
-    CHECK_MSG(strstr(bf_slurp(out_path), "\"rate\":\"5/4\"") && strstr(bf_slurp(out_path), "\"base_fee\":\"0.02\""), "%s",
+    CHECK_MSG(strstr(bf_slurp(out_path), "\"rate\":\"5/4\"") && strstr(bf_slurp(out_path), "\"base_fee\":\"0.02\"") &&
+                  strstr(bf_slurp(out_path), "\"value_images\":500"), "%s",
               bf_slurp(out_path));
     CHECK(cli(alice, (const char *const[]){"task", "list", "--json", NULL}) == 0);
     CHECK_MSG(strstr(bf_slurp(out_path), "\"task\":\"t1\"") && strstr(bf_slurp(out_path), "Toy \\\"quoted\\\" task"), "%s",
