@@ -2,7 +2,7 @@
 # The main job: install dependencies, build, and run a whole federation on this machine
 # (scripts/federation.sh): a coordinator serving Fashion-MNIST, three trainers with unequal data,
 # a shareholding ResNet8 task, FedAvg over 8 rounds, Shapley-valued; per-round accuracy, then the
-# final accuracy, the shares, paid predictions whose fees go to the shareholders, and the ledger. About 7.5 minutes on 2 cores. `scripts/main.sh ROUNDS` changes the number of rounds.
+# final accuracy, the shares, paid predictions whose fees go to the shareholders, and the ledger. About 6 minutes on 2 cores. `scripts/main.sh ROUNDS` changes the number of rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
