@@ -80,6 +80,8 @@ typedef struct {
 } coord_predict_job_t;
 
 void coord_predict_job_free(coord_predict_job_t **j);
+/* The ERROR code a ledger return code is answered with (INTERNAL for storage failures). */
+bf_proto_code_t coord_ledger_code(int rc);
 /* The actor; it opens its own handle on the ledger at ledger_path (which must outlive the call
  * only until it returns). */
 zactor_t *coord_predict_new(const char *ledger_path);

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf_mp.h"
 #include "bf_predictor.h"
 #include "coord.h"
 
@@ -70,9 +71,10 @@ static void reply_error(work_t *w, bf_proto_code_t code, const char *fmt, const 
     w->done = 1;
 }
 
-static bf_proto_code_t ledger_code(int rc) {
+bf_proto_code_t coord_ledger_code(int rc) {
     return rc == BF_LEDGER_EFUNDS      ? BF_PROTO_INSUFFICIENT_FUNDS
            : rc == BF_LEDGER_ESTATE    ? BF_PROTO_BAD_STATE
+           : rc == BF_LEDGER_EEXISTS   ? BF_PROTO_CONFLICT
            : rc == BF_LEDGER_ECONFLICT ? BF_PROTO_CONFLICT
            : rc == BF_LEDGER_ENOTFOUND ? BF_PROTO_NOT_FOUND
            : rc == BF_LEDGER_EEXPIRED  ? BF_PROTO_BAD_STATE
@@ -111,12 +113,6 @@ static bf_predictor_t *model_of(svc_t *s, const coord_predict_job_t *j, bf_err_t
 
 /* ---- one batch ----------------------------------------------------------------------------- */
 
-static void pack_str(msgpack_packer *pk, const char *s) {
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
 /* Classifies every image of the request into w->results (msgpack array, one map per image):
  * {top: [{class, label, p}...]} or {error: "..."}; counts the classified images. */
 static void classify(bf_predictor_t *p, work_t *w) {
@@ -134,21 +130,21 @@ static void classify(bf_predictor_t *p, work_t *w) {
         bf_err_t err;
         msgpack_pack_map(&pk, 1);
         if (bf_predictor_run(p, img, len, probs, &err)) {
-            pack_str(&pk, "error");
-            pack_str(&pk, err.msg);
+            bf_mp_pack_str(&pk, "error");
+            bf_mp_pack_str(&pk, err.msg);
             continue;
         }
         w->classified++;
         int k = bf_predictor_topk(probs, classes, top, idx);
-        pack_str(&pk, "top");
+        bf_mp_pack_str(&pk, "top");
         msgpack_pack_array(&pk, (size_t)k);
         for (int r = 0; r < k; r++) {
             msgpack_pack_map(&pk, 3);
-            pack_str(&pk, "class");
+            bf_mp_pack_str(&pk, "class");
             msgpack_pack_int(&pk, idx[r]);
-            pack_str(&pk, "label");
-            pack_str(&pk, bf_predictor_label(p, idx[r]));
-            pack_str(&pk, "p");
+            bf_mp_pack_str(&pk, "label");
+            bf_mp_pack_str(&pk, bf_predictor_label(p, idx[r]));
+            bf_mp_pack_str(&pk, "p");
             msgpack_pack_double(&pk, probs[idx[r]]);
         }
     }
@@ -224,7 +220,7 @@ static int hold_all(svc_t *s, work_t *w, int n, bf_err_t *err) {
             if (rc == BF_LEDGER_EFUNDS)
                 bf_err_set(err, "this request may cost up to %s and the available balance is lower; nothing was "
                                 "charged (recharge with blockfed-client recharge)", price);
-            reply_error(&w[i], ledger_code(rc), "%s", err->msg);
+            reply_error(&w[i], coord_ledger_code(rc), "%s", err->msg);
             continue;
         }
         w[i].held = 1;
@@ -246,7 +242,7 @@ static int settle_all(svc_t *s, work_t *w, int n, bf_err_t *err) {
             bf_ledger_group_rollback(s->ledger);
             return -1;
         }
-        if (rc != BF_LEDGER_OK) reply_error(&w[i], ledger_code(rc), "settlement: %s", err->msg);
+        if (rc != BF_LEDGER_OK) reply_error(&w[i], coord_ledger_code(rc), "settlement: %s", err->msg);
     }
     if (bf_ledger_group_commit(s->ledger, err)) {
         bf_ledger_group_rollback(s->ledger);

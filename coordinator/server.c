@@ -136,15 +136,9 @@ static msgpack_packer *mp_begin(mp_t *m) {
     return &m->pk;
 }
 
-static void mp_str(msgpack_packer *pk, const char *s) {
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
-static void mp_kv_str(msgpack_packer *pk, const char *k, const char *v) { mp_str(pk, k), mp_str(pk, v); }
-static void mp_kv_int(msgpack_packer *pk, const char *k, int64_t v) { mp_str(pk, k), msgpack_pack_int64(pk, v); }
-static void mp_kv_dbl(msgpack_packer *pk, const char *k, double v) { mp_str(pk, k), msgpack_pack_double(pk, v); }
+static void mp_kv_str(msgpack_packer *pk, const char *k, const char *v) { bf_mp_pack_str(pk, k), bf_mp_pack_str(pk, v); }
+static void mp_kv_int(msgpack_packer *pk, const char *k, int64_t v) { bf_mp_pack_str(pk, k), msgpack_pack_int64(pk, v); }
+static void mp_kv_dbl(msgpack_packer *pk, const char *k, double v) { bf_mp_pack_str(pk, k), msgpack_pack_double(pk, v); }
 
 static void money(char buf[32], int64_t cents) { bf_ledger_format_amount(cents, 2, buf); }
 static void mp_kv_money(msgpack_packer *pk, const char *k, int64_t cents) {
@@ -224,14 +218,7 @@ static int64_t user_of(server_t *s, const char *key) {
 }
 
 static bf_msg_t *ledger_error(uint64_t id, int rc, const bf_err_t *err) {
-    bf_proto_code_t code = rc == BF_LEDGER_EFUNDS      ? BF_PROTO_INSUFFICIENT_FUNDS
-                           : rc == BF_LEDGER_EEXISTS   ? BF_PROTO_CONFLICT
-                           : rc == BF_LEDGER_ECONFLICT ? BF_PROTO_CONFLICT
-                           : rc == BF_LEDGER_ENOTFOUND ? BF_PROTO_NOT_FOUND
-                           : rc == BF_LEDGER_EINVAL    ? BF_PROTO_BAD_REQUEST
-                           : rc == BF_LEDGER_ESTATE    ? BF_PROTO_BAD_STATE
-                                                       : BF_PROTO_INTERNAL;
-    return bf_msg_error(id, code, "%s", err->msg);
+    return bf_msg_error(id, coord_ledger_code(rc), "%s", err->msg);
 }
 
 /* ---- task lifecycle ------------------------------------------------------------------------ */
@@ -860,7 +847,7 @@ static bf_msg_t *h_task_status(const ctx_t *c) {
     for (int b = 0; b < t->blocks.nblocks; b++) nfree += t->owner[b] < 0;
     mp_kv_int(pk, "blocks_free", nfree);
     mp_kv_str(pk, "result_hash", t->result_hash);
-    mp_str(pk, "participants");
+    bf_mp_pack_str(pk, "participants");
     msgpack_pack_array(pk, t->nparts);
     for (int i = 0; i < t->nparts; i++) {
         const part_t *p = &t->parts[i];
@@ -874,7 +861,7 @@ static bf_msg_t *h_task_status(const ctx_t *c) {
         mp_kv_str(pk, "status", p->left ? "left" : is_live(c->s, p) ? "live" : "away");
         mp_kv_int(pk, "reported_round", p->update_round);
     }
-    mp_str(pk, "history");
+    bf_mp_pack_str(pk, "history");
     msgpack_pack_array(pk, t->nmetrics);
     for (int i = 0; i < t->nmetrics; i++) {
         const round_metric_t *x = &t->metrics[i];
@@ -1086,9 +1073,9 @@ static bf_msg_t *h_round_get(const ctx_t *c) {
     mp_t m;
     msgpack_packer *pk = mp_begin(&m);
     msgpack_pack_map(pk, 2);
-    mp_str(pk, "mean");
+    bf_mp_pack_str(pk, "mean");
     pack_floats(pk, t->ds->mean, d->c);
-    mp_str(pk, "std");
+    bf_mp_pack_str(pk, "std");
     pack_floats(pk, t->ds->std, d->c);
     mp_set(&m, r, "preprocess");
     bf_msg_add_f32(r, bf_net_params(t->global), bf_net_num_params(t->global));
@@ -1155,7 +1142,7 @@ static bf_msg_t *h_assets(const ctx_t *c) {
     mp_kv_money(pk, "cash", u.cash.posted);
     mp_kv_money(pk, "cash_available", u.cash.available);
     mp_kv_int(pk, "coins", u.coin.posted);
-    mp_str(pk, "shares");
+    bf_mp_pack_str(pk, "shares");
     msgpack_pack_array(pk, nsh);
     for (size_t i = 0; i < nsh; i++) {
         msgpack_pack_map(pk, 3);
@@ -1163,7 +1150,7 @@ static bf_msg_t *h_assets(const ctx_t *c) {
         mp_kv_int(pk, "ppm", sh[i].ppm);
         mp_kv_money(pk, "received", sh[i].received);
     }
-    mp_str(pk, "rewards");
+    bf_mp_pack_str(pk, "rewards");
     msgpack_pack_array(pk, nrw);
     for (size_t i = 0; i < nrw; i++) {
         msgpack_pack_map(pk, 2);

@@ -55,12 +55,6 @@ void bf_model_digest(bf_net_t *net, char hex[65]) {
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
 }
 
-static void pack_str(msgpack_packer *pk, const char *s) {
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
 int bf_model_encode(bf_net_t *net, const bf_model_meta_t *meta, uint8_t **out, size_t *len, bf_err_t *err) {
     int C, H, W, order[256], n = bf_net_num_tensors(net);
     bf_net_input(net, &C, &H, &W);
@@ -72,44 +66,44 @@ int bf_model_encode(bf_net_t *net, const bf_model_meta_t *meta, uint8_t **out, s
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 8);
-    pack_str(&pk, "format");
-    pack_str(&pk, FORMAT_NAME);
-    pack_str(&pk, "version");
+    bf_mp_pack_str(&pk, "format");
+    bf_mp_pack_str(&pk, FORMAT_NAME);
+    bf_mp_pack_str(&pk, "version");
     msgpack_pack_int(&pk, FORMAT_VERSION);
-    pack_str(&pk, "arch");
-    pack_str(&pk, bf_net_arch(net));
-    pack_str(&pk, "input");
+    bf_mp_pack_str(&pk, "arch");
+    bf_mp_pack_str(&pk, bf_net_arch(net));
+    bf_mp_pack_str(&pk, "input");
     msgpack_pack_array(&pk, 3);
     msgpack_pack_int(&pk, C);
     msgpack_pack_int(&pk, H);
     msgpack_pack_int(&pk, W);
-    pack_str(&pk, "classes");
+    bf_mp_pack_str(&pk, "classes");
     msgpack_pack_array(&pk, meta->classes);
-    for (int i = 0; i < meta->classes; i++) pack_str(&pk, meta->class_names[i]);
-    pack_str(&pk, "preprocess");
+    for (int i = 0; i < meta->classes; i++) bf_mp_pack_str(&pk, meta->class_names[i]);
+    bf_mp_pack_str(&pk, "preprocess");
     msgpack_pack_map(&pk, 2);
-    pack_str(&pk, "mean");
+    bf_mp_pack_str(&pk, "mean");
     msgpack_pack_array(&pk, C);
     for (int c = 0; c < C; c++) msgpack_pack_float(&pk, meta->mean[c]);
-    pack_str(&pk, "std");
+    bf_mp_pack_str(&pk, "std");
     msgpack_pack_array(&pk, C);
     for (int c = 0; c < C; c++) msgpack_pack_float(&pk, meta->std[c]);
-    pack_str(&pk, "tensors");
+    bf_mp_pack_str(&pk, "tensors");
     msgpack_pack_map(&pk, n);
     for (int i = 0; i < n; i++) {
         const bf_tensor_view_t *v = bf_net_tensor(net, order[i]);
-        pack_str(&pk, v->name);
+        bf_mp_pack_str(&pk, v->name);
         msgpack_pack_map(&pk, 2);
-        pack_str(&pk, "shape");
+        bf_mp_pack_str(&pk, "shape");
         msgpack_pack_array(&pk, v->ndim);
         for (int d = 0; d < v->ndim; d++) msgpack_pack_int(&pk, v->shape[d]);
-        pack_str(&pk, "data");
+        bf_mp_pack_str(&pk, "data");
         msgpack_pack_bin_with_body(&pk, tensor_data(net, v), v->count * sizeof(float));
     }
     char hex[65];
     bf_model_digest(net, hex);
-    pack_str(&pk, "sha256");
-    pack_str(&pk, hex);
+    bf_mp_pack_str(&pk, "sha256");
+    bf_mp_pack_str(&pk, hex);
     *out = (uint8_t *)sb.data; /* ownership passes to the caller (free()) */
     *len = sb.size;
     return 0;

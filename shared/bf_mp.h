@@ -27,6 +27,8 @@ int bf_mp_get_str(const msgpack_object *map, const char *key, const char **s, si
 int bf_mp_get_int(const msgpack_object *map, const char *key, int64_t lo, int64_t hi, int64_t *v, bf_err_t *err);
 /* A number (int or float) as double. */
 int bf_mp_as_double(const msgpack_object *o, double *v);
+/* Packs a NUL-terminated string as a msgpack str. */
+void bf_mp_pack_str(msgpack_packer *pk, const char *s);
 int bf_mp_str_eq(const msgpack_object *o, const char *s);
 
 #endif

@@ -146,3 +146,9 @@ int bf_mp_as_double(const msgpack_object *o, double *v) {
     default: return -1;
     }
 }
+
+void bf_mp_pack_str(msgpack_packer *pk, const char *s) {
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}

@@ -300,24 +300,6 @@ static void test_reward_task(bf_ledger_t *L) {
     CHECK(bf_ledger_task_get(L, 31337, &info, &err) == BF_LEDGER_ENOTFOUND);
 }
 
-/* Creates a running shareholding task with `n` holders of equal weight, online. */
-static int64_t share_task(bf_ledger_t *L, const char *tag, int64_t creator, size_t n, const int64_t *holders,
-                          const int64_t *weights) {
-    bf_err_t err;
-    char op[64];
-    bf_ledger_task_spec_t spec = {tag, BF_LEDGER_MODE_SHAREHOLDING, 0, 100};
-    int64_t t = 0;
-    snprintf(op, sizeof op, "%s-create", tag);
-    CHECK(bf_ledger_create_task(L, op, creator, &spec, &t, &err) == 0);
-    snprintf(op, sizeof op, "%s-start", tag);
-    CHECK(bf_ledger_start_task(L, op, t, &err) == 0);
-    snprintf(op, sizeof op, "%s-alloc", tag);
-    CHECK_MSG(bf_ledger_allocate_shares(L, op, t, n, holders, weights, "h", &err) == 0, "%s", err.msg);
-    snprintf(op, sizeof op, "%s-online", tag);
-    CHECK(bf_ledger_set_model_online(L, op, t, 1, &err) == 0);
-    return t;
-}
-
 static void test_holds(bf_ledger_t *L, tl_clock_t *clk) {
     bf_err_t err;
     int64_t boss = tl_user(L, "owner", 20), h1 = tl_user(L, "h1", 21), h2 = tl_user(L, "h2", 22),
@@ -396,7 +378,7 @@ static void test_holds(bf_ledger_t *L, tl_clock_t *clk) {
      * holder every time. */
     int64_t f1 = tl_user(L, "f1", 31), f2 = tl_user(L, "f2", 32), f3 = tl_user(L, "f3", 33);
     int64_t fh[3] = {f1, f2, f3};
-    int64_t tf = share_task(L, "fair", boss, 3, fh, eq);
+    int64_t tf = tl_share_task(L, "fair", boss, 3, fh, eq);
     for (int i = 0; i < 9; i++) {
         char op[32];
         snprintf(op, sizeof op, "fair-%d", i);
@@ -423,7 +405,7 @@ static void test_platform_fee(bf_ledger_t *L) {
     int64_t boss = tl_user(L, "pf-owner", 40), a = tl_user(L, "pf-a", 41), payer = tl_user(L, "pf-payer", 42);
     CHECK(bf_ledger_recharge(L, "pf-r", payer, 100000, &err) == 0);
     int64_t one[1] = {a}, w[1] = {1}, hold;
-    int64_t t = share_task(L, "pf", boss, 1, one, w);
+    int64_t t = tl_share_task(L, "pf", boss, 1, one, w);
     bf_ledger_task_t info;
     CHECK(bf_ledger_task_get(L, t, &info, &err) == 0 && info.platform_fee_ppm == 100000);
     for (int i = 0; i < 10; i++) {
@@ -466,7 +448,7 @@ static void test_group_cache(bf_ledger_t *L) {
     int64_t boss = tl_user(L, "gc-owner", 60), h1 = tl_user(L, "gc-h1", 61), h2 = tl_user(L, "gc-h2", 62),
             payer = tl_user(L, "gc-payer", 63);
     int64_t hs[2] = {h1, h2}, w[2] = {3, 1}, hold = 0, hold2 = 0;
-    int64_t t = share_task(L, "gc", boss, 2, hs, w);
+    int64_t t = tl_share_task(L, "gc", boss, 2, hs, w);
     CHECK(bf_ledger_recharge(L, "gc-r", payer, 1000, &err) == 0);
     CHECK(bf_ledger_group_begin(L, &err) == 0);
     CHECK(bf_ledger_fee_charge(L, "gc-1", t, payer, 100, &hold, &err) == 0);
@@ -504,7 +486,7 @@ static void test_group_cache(bf_ledger_t *L) {
     free(sh);
     /* Two tasks in one group: a task's pending revenue figures survive an op on another task that
      * wrote them out inside its savepoint and then failed (and was rolled back). */
-    int64_t t2 = share_task(L, "gc2", boss, 2, hs, w);
+    int64_t t2 = tl_share_task(L, "gc2", boss, 2, hs, w);
     int64_t poor = tl_user(L, "gc-poor", 64);
     CHECK(bf_ledger_group_begin(L, &err) == 0);
     CHECK(bf_ledger_fee_charge(L, "gc2-1", t, payer, 10, &hold, &err) == 0);

@@ -80,4 +80,22 @@ static inline int64_t tl_coins(bf_ledger_t *L, int64_t user) {
     return b.posted;
 }
 
+/* A completed shareholding task with these holders and weights, model online (ops "TAG-..."). */
+static inline int64_t tl_share_task(bf_ledger_t *L, const char *tag, int64_t creator, size_t n, const int64_t *holders,
+                                      const int64_t *weights) {
+    bf_err_t err;
+    char op[64];
+    bf_ledger_task_spec_t spec = {tag, BF_LEDGER_MODE_SHAREHOLDING, 0, 100};
+    int64_t t = 0;
+    snprintf(op, sizeof op, "%s-create", tag);
+    CHECK(bf_ledger_create_task(L, op, creator, &spec, &t, &err) == 0);
+    snprintf(op, sizeof op, "%s-start", tag);
+    CHECK(bf_ledger_start_task(L, op, t, &err) == 0);
+    snprintf(op, sizeof op, "%s-alloc", tag);
+    CHECK_MSG(bf_ledger_allocate_shares(L, op, t, n, holders, weights, "h", &err) == 0, "%s", err.msg);
+    snprintf(op, sizeof op, "%s-online", tag);
+    CHECK(bf_ledger_set_model_online(L, op, t, 1, &err) == 0);
+    return t;
+}
+
 #endif

@@ -71,29 +71,13 @@ static void test_rate(void) {
     }
 }
 
-static int64_t online_task(bf_ledger_t *L, const char *tag, int64_t creator, size_t n, const int64_t *holders,
-                           const int64_t *weights) {
-    bf_err_t err;
-    char op[64];
-    bf_ledger_task_spec_t spec = {tag, BF_LEDGER_MODE_SHAREHOLDING, 0, 1};
-    int64_t t = 0;
-    snprintf(op, sizeof op, "%s-create", tag);
-    CHECK_MSG(bf_ledger_create_task(L, op, creator, &spec, &t, &err) == 0, "%s", err.msg);
-    snprintf(op, sizeof op, "%s-start", tag);
-    CHECK(bf_ledger_start_task(L, op, t, &err) == 0);
-    snprintf(op, sizeof op, "%s-alloc", tag);
-    CHECK_MSG(bf_ledger_allocate_shares(L, op, t, n, holders, weights, "h", &err) == 0, "%s", err.msg);
-    snprintf(op, sizeof op, "%s-online", tag);
-    CHECK(bf_ledger_set_model_online(L, op, t, 1, &err) == 0);
-    return t;
-}
 
 static void test_settle(bf_ledger_t *L) {
     bf_err_t err;
     int64_t boss = tl_user(L, "s-boss", 1), a = tl_user(L, "s-a", 2), b = tl_user(L, "s-b", 3),
             payer = tl_user(L, "s-payer", 4);
     int64_t holders[2] = {a, b}, w[2] = {3, 1};
-    int64_t t = online_task(L, "settle", boss, 2, holders, w);
+    int64_t t = tl_share_task(L, "settle", boss, 2, holders, w);
     CHECK(bf_ledger_recharge(L, "s-r", payer, 1000, &err) == 0);
 
     /* Capture 3 of 4 images' price; the record is kept with the usage row. */
@@ -211,7 +195,7 @@ static void test_conservation(const char *dir_path, long predictions, uint64_t s
         snprintf(op, sizeof op, "pf-%d", k);
         CHECK(bf_ledger_set_platform_fee(L, op, t->fee_ppm, &err) == 0);
         snprintf(tag, sizeof tag, "task%d", k);
-        t->id = online_task(L, tag, boss, (size_t)t->n, t->holders, w);
+        t->id = tl_share_task(L, tag, boss, (size_t)t->n, t->holders, w);
         t->base = bf_rng_below(&r, 50);
         t->per_image = 1 + bf_rng_below(&r, 200);
         t->num = 1 + bf_rng_below(&r, 7);
