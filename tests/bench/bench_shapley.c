@@ -26,11 +26,14 @@
 #define FULL (1u << N)
 #define MAX_TABLES 64
 #define MAX_BUDGETS 8
+#define MAX_SEEDS 32
+#define MAX_GROUPS 8
 
 /* One round's utility table with the timings it was measured with. */
 typedef struct {
     int round;
     char split[32];
+    char utility[16]; /* "accuracy" or "loss" (U = -loss) */
     double u[FULL];
     double eval_s;  /* mean seconds of one coalition evaluation (aggregate + evaluate) */
     double local_s; /* slowest participant's local epoch */
@@ -46,6 +49,7 @@ typedef struct {
     bf_dataset_t *val;
     float mean, std;
     int eval;
+    int images; /* per participant: FedAvg weights */
 } game_t;
 
 /* FedAvg (equal weights: equal blocks) of the updates in S onto the global model, into net. */
@@ -57,7 +61,7 @@ static void aggregate(game_t *g, uint32_t S, float *out_p, float *out_b) {
     int64_t n[N];
     int k = 0;
     for (int i = 0; i < N; i++)
-        if (S & (1u << i)) p[k] = g->params[i], b[k] = g->buffers[i], n[k++] = 1000;
+        if (S & (1u << i)) p[k] = g->params[i], b[k] = g->buffers[i], n[k++] = g->images;
     if (!k) return;
     bf_agg_opts_t o;
     bf_err_t err;
@@ -67,12 +71,12 @@ static void aggregate(game_t *g, uint32_t S, float *out_p, float *out_b) {
     bf_agg_destroy(&a);
 }
 
-static double live_utility(void *ctx, uint32_t S) {
-    game_t *g = ctx;
+/* One evaluation gives both utilities: accuracy and -loss on the same images. */
+static void live_utility(game_t *g, uint32_t S, double *acc, double *neg_loss) {
     aggregate(g, S, bf_net_params(g->net), bf_net_buffers(g->net));
-    double loss, acc;
-    bf_evaluate(g->net, g->val, &g->mean, &g->std, g->eval, &loss, &acc);
-    return acc;
+    double loss;
+    bf_evaluate(g->net, g->val, &g->mean, &g->std, g->eval, &loss, acc);
+    *neg_loss = -loss;
 }
 
 /* ---- the table game: what an estimator sees, with its evaluations counted ------------------ */
@@ -120,10 +124,10 @@ static int table_save(const char *path, const table_t *t, int append) {
     FILE *f = fopen(path, append ? "a" : "w");
     if (!f) return -1;
     if (!append)
-        fprintf(f, "# blockfed-bench shapley utility tables: U(S) = test accuracy (first images) of the FedAvg of\n"
-                   "# coalition S's ResNet8 updates (bit i = participant i), one line per S = 0..2^n-1.\n");
-    fprintf(f, "table n=%d round=%d split=%s eval_s=%.6f local_s=%.6f agg_s=%.6f\n", N, t->round, t->split, t->eval_s,
-            t->local_s, t->agg_s);
+        fprintf(f, "# blockfed-bench shapley utility tables: U(S) = test accuracy or -loss (first images) of the\n"
+                   "# FedAvg of coalition S's ResNet8 updates (bit i = participant i), one line per S = 0..2^n-1.\n");
+    fprintf(f, "table n=%d round=%d split=%s utility=%s eval_s=%.6f local_s=%.6f agg_s=%.6f\n", N, t->round, t->split,
+            t->utility, t->eval_s, t->local_s, t->agg_s);
     for (uint32_t S = 0; S < FULL; S++) fprintf(f, "%.17g\n", t->u[S]);
     fprintf(f, "end\n");
     return fclose(f) ? -1 : 0;
@@ -139,8 +143,8 @@ static int table_load(const char *path, table_t *ts) {
         if (line[0] == '#' || line[0] == '\n') continue;
         table_t *t = &ts[k];
         int n;
-        if (sscanf(line, "table n=%d round=%d split=%31s eval_s=%lf local_s=%lf agg_s=%lf", &n, &t->round, t->split,
-                   &t->eval_s, &t->local_s, &t->agg_s) != 6 ||
+        if (sscanf(line, "table n=%d round=%d split=%31s utility=%15s eval_s=%lf local_s=%lf agg_s=%lf", &n, &t->round,
+                   t->split, t->utility, &t->eval_s, &t->local_s, &t->agg_s) != 7 ||
             n != N) {
             bad = 1;
             break;
@@ -165,16 +169,16 @@ typedef struct {
     float *g_params, *g_buffers;
 } live_t;
 
-static int live_init(live_t *L, const char *split, uint64_t seed, int eval, bf_err_t *err) {
+static int live_init(live_t *L, const char *split, uint64_t seed, int eval, int images, bf_err_t *err) {
     memset(L, 0, sizeof *L);
     if (bf_dataset_load("/usr/share/datasets/fashion-mnist", "train", 0, 0, 0, &L->train, err) ||
         bf_dataset_load("/usr/share/datasets/fashion-mnist", "test", 0, 0, 0, &L->test, err))
         return -1;
     bf_dataset_channel_stats(&L->train, &L->mean, &L->std);
-    if (bf_blocks_partition(&L->train, 1000, 5000, split, seed, &L->blocks, err)) return -1;
+    if (bf_blocks_partition(&L->train, images, 5000, split, seed, &L->blocks, err)) return -1;
     if (!(L->global = bf_net_new("resnet8", 1, 28, 28, 10, 64, 2, err))) return -1;
     bf_net_init(L->global, 1);
-    game_t g = {bf_net_new("resnet8", 1, 28, 28, 10, 256, 2, err), NULL, NULL, {0}, {0}, &L->test, L->mean, L->std, eval};
+    game_t g = {bf_net_new("resnet8", 1, 28, 28, 10, 256, 2, err), NULL, NULL, {0}, {0}, &L->test, L->mean, L->std, eval, images};
     if (!g.net) return -1;
     size_t np = bf_net_num_params(L->global), nb = bf_net_num_buffers(L->global);
     L->g_params = malloc(sizeof(float) * np), L->g_buffers = malloc(sizeof(float) * nb);
@@ -194,14 +198,15 @@ static void live_free(live_t *L) {
     bf_dataset_free(&L->train), bf_dataset_free(&L->test);
 }
 
-/* Trains every participant one epoch from the global model, fills the round's table, then moves
- * the global model to the FedAvg of all updates. */
+/* Trains every participant one epoch from the global model, fills the round's two tables (t[0]
+ * accuracy, t[1] -loss), then moves the global model to the FedAvg of all updates. */
 static int live_round(live_t *L, int round, table_t *t, bf_err_t *err) {
+    int images = L->g.images;
     size_t np = bf_net_num_params(L->global), nb = bf_net_num_buffers(L->global);
     t->round = round, t->local_s = 0;
     for (int i = 0; i < N; i++) {
         bf_dataset_t mine;
-        if (bf_dataset_subset(&L->train, L->blocks.index + (size_t)i * 1000, 1000, &mine, err)) return -1;
+        if (bf_dataset_subset(&L->train, L->blocks.index + (size_t)i * images, images, &mine, err)) return -1;
         memcpy(bf_net_params(L->global), L->g_params, sizeof(float) * np);
         memcpy(bf_net_buffers(L->global), L->g_buffers, sizeof(float) * nb);
         bf_train_opts_t o = {.batch = 64, .lr = 0.05, .schedule = "constant", .momentum = 0.9, .weight_decay = 5e-4,
@@ -219,11 +224,15 @@ static int live_round(live_t *L, int round, table_t *t, bf_err_t *err) {
         bf_dataset_free(&mine);
     }
     double t0 = bf_now();
-    for (uint32_t S = 0; S < FULL; S++) t->u[S] = live_utility(&L->g, S);
+    for (uint32_t S = 0; S < FULL; S++) live_utility(&L->g, S, &t[0].u[S], &t[1].u[S]);
     t->eval_s = (bf_now() - t0) / FULL;
     t0 = bf_now();
     aggregate(&L->g, FULL - 1, L->g_params, L->g_buffers);
     t->agg_s = bf_now() - t0;
+    snprintf(t[0].utility, sizeof t[0].utility, "accuracy");
+    snprintf(t[1].utility, sizeof t[1].utility, "loss");
+    t[1].round = t->round, t[1].local_s = t->local_s, t[1].eval_s = t->eval_s, t[1].agg_s = t->agg_s;
+    memcpy(t[1].split, t->split, sizeof t->split);
     return 0;
 }
 
@@ -247,21 +256,41 @@ static double time_fraction(const table_t *t, double evals) {
     return v / (t->local_s + t->agg_s + v);
 }
 
-static int run_table(const table_t *t, const int *budgets, int nb, int seeds, int json, stats_t *st) {
+/* A federation's values summed over its rounds (what settlement pays on): tables of one split and
+ * one utility, exact and estimated per budget and seed. */
+typedef struct {
+    char split[32], utility[16];
+    int tables;
+    double exact[N], est[MAX_BUDGETS][MAX_SEEDS][N];
+} cumul_t;
+
+static cumul_t *cumul_find(cumul_t *cu, int *ncu, const table_t *t) {
+    for (int k = 0; k < *ncu; k++)
+        if (!strcmp(cu[k].split, t->split) && !strcmp(cu[k].utility, t->utility)) return &cu[k];
+    if (*ncu == MAX_GROUPS) return NULL;
+    cumul_t *c = &cu[(*ncu)++];
+    memset(c, 0, sizeof *c);
+    snprintf(c->split, sizeof c->split, "%s", t->split), snprintf(c->utility, sizeof c->utility, "%s", t->utility);
+    return c;
+}
+
+static int run_table(const table_t *t, const int *budgets, int nb, int seeds, int json, stats_t *st, cumul_t *cu) {
     table_game_t tg = {t->u, 0};
     double exact[N], est[N];
     bf_err_t err;
     if (bf_shapley_exact(N, table_utility, &tg, exact, &err)) return fprintf(stderr, "%s\n", err.msg), -1;
+    cu->tables++;
+    for (int i = 0; i < N; i++) cu->exact[i] += exact[i];
     if (json)
-        printf("{\"bench\":\"shapley\",\"n\":%d,\"round\":%d,\"split\":\"%s\",\"estimator\":\"exact\",\"evaluations\":%u,"
+        printf("{\"bench\":\"shapley\",\"n\":%d,\"round\":%d,\"split\":\"%s\",\"utility\":\"%s\",\"estimator\":\"exact\",\"evaluations\":%u,"
                "\"u_empty\":%.4f,\"u_all\":%.4f,\"eval_s\":%.4f,\"local_epoch_s\":%.2f,\"aggregation_s\":%.3f,"
                "\"valuation_s\":%.1f,\"shapley_time_fraction\":%.4f}\n",
-               N, t->round, t->split, FULL, t->u[0], t->u[FULL - 1], t->eval_s, t->local_s, t->agg_s, FULL * t->eval_s,
+               N, t->round, t->split, t->utility, FULL, t->u[0], t->u[FULL - 1], t->eval_s, t->local_s, t->agg_s, FULL * t->eval_s,
                time_fraction(t, FULL));
     else
-        printf("round %d (%s): U(empty) %.3f, U(all) %.3f; exact: %u evaluations, %.1f s = %.0f%% of the round "
+        printf("round %d (%s, U = %s%s): U(empty) %.3f, U(all) %.3f; exact: %u evaluations, %.1f s = %.0f%% of the round "
                "(slowest local epoch %.2f s, aggregation %.3f s)\n",
-               t->round, t->split, t->u[0], t->u[FULL - 1], FULL, FULL * t->eval_s, 100 * time_fraction(t, FULL), t->local_s,
+               t->round, t->split, t->utility[0] == 'l' ? "-" : "", t->utility, t->u[0], t->u[FULL - 1], FULL, FULL * t->eval_s, 100 * time_fraction(t, FULL), t->local_s,
                t->agg_s);
     for (int b = 0; b < nb; b++) {
         stats_t s = {0};
@@ -277,16 +306,17 @@ static int run_table(const table_t *t, const int *budgets, int nb, int seeds, in
                 return fprintf(stderr, "estimator: %d callback calls, %d evaluations reported, budget %d\n", tg.calls,
                                evals, budgets[b]),
                        -1;
+            for (int i = 0; i < N; i++) cu->est[b][seed - 1][i] += est[i];
             double frac = time_fraction(t, evals);
             stats_add(&s, rel_l2(est, exact), spearman(est, exact), frac, evals);
             stats_add(&st[b], rel_l2(est, exact), spearman(est, exact), frac, evals);
         }
         if (json)
-            printf("{\"bench\":\"shapley\",\"n\":%d,\"round\":%d,\"split\":\"%s\",\"budget\":%d,\"seeds\":%d,"
+            printf("{\"bench\":\"shapley\",\"n\":%d,\"round\":%d,\"split\":\"%s\",\"utility\":\"%s\",\"budget\":%d,\"seeds\":%d,"
                    "\"evaluations\":%.1f,\"rel_l2_error_mean\":%.4f,\"rel_l2_error_max\":%.4f,\"spearman_mean\":%.3f,"
                    "\"spearman_min\":%.3f,\"estimator_overhead_s\":%.6f,\"valuation_s\":%.2f,"
                    "\"shapley_time_fraction\":%.4f}\n",
-                   N, t->round, t->split, budgets[b], seeds, s.evals_sum / s.runs, s.err_sum / s.runs, s.err_max,
+                   N, t->round, t->split, t->utility, budgets[b], seeds, s.evals_sum / s.runs, s.err_sum / s.runs, s.err_max,
                    s.rho_sum / s.runs, s.rho_min, t_est / seeds, s.evals_sum / s.runs * t->eval_s, s.frac_sum / s.runs);
         else
             printf("  budget %3d: %5.1f evaluations, rel. L2 error %5.2f%% mean / %5.2f%% worst, Spearman %.3f mean / "
@@ -298,22 +328,46 @@ static int run_table(const table_t *t, const int *budgets, int nb, int seeds, in
     return 0;
 }
 
-static void print_summary(const stats_t *st, const int *budgets, int nb, int ntables, int seeds, int json) {
+/* st[u * MAX_BUDGETS + b]: utility u (0 accuracy, 1 loss), budget b; tables counted per utility */
+static void print_summary(const stats_t *st, const int *budgets, int nb, const int *ntables, int seeds, int json) {
+    for (int u = 0; u < 2; u++)
     for (int b = 0; b < nb; b++) {
-        const stats_t *s = &st[b];
+        const stats_t *s = &st[u * MAX_BUDGETS + b];
+        const char *name = u ? "loss" : "accuracy";
         if (!s->runs) continue;
         if (json)
-            printf("{\"bench\":\"shapley\",\"n\":%d,\"summary\":true,\"tables\":%d,\"seeds\":%d,\"budget\":%d,"
+            printf("{\"bench\":\"shapley\",\"n\":%d,\"summary\":true,\"utility\":\"%s\",\"tables\":%d,\"seeds\":%d,\"budget\":%d,"
                    "\"evaluations\":%.1f,\"rel_l2_error_mean\":%.4f,\"rel_l2_error_max\":%.4f,\"spearman_mean\":%.3f,"
                    "\"spearman_min\":%.3f,\"shapley_time_fraction\":%.4f}\n",
-                   N, ntables, seeds, budgets[b], s->evals_sum / s->runs, s->err_sum / s->runs, s->err_max,
+                   N, name, ntables[u], seeds, budgets[b], s->evals_sum / s->runs, s->err_sum / s->runs, s->err_max,
                    s->rho_sum / s->runs, s->rho_min, s->frac_sum / s->runs);
         else
-            printf("all %d tables x %d seeds, budget %3d: rel. L2 error %5.2f%% mean / %5.2f%% worst, Spearman %.3f mean "
+            printf("U = %s: all %d tables x %d seeds, budget %3d: rel. L2 error %5.2f%% mean / %5.2f%% worst, Spearman %.3f mean "
                    "/ %.3f worst, valuation %.1f%% of the round\n",
-                   ntables, seeds, budgets[b], 100 * s->err_sum / s->runs, 100 * s->err_max, s->rho_sum / s->runs,
+                   name, ntables[u], seeds, budgets[b], 100 * s->err_sum / s->runs, 100 * s->err_max, s->rho_sum / s->runs,
                    s->rho_min, 100 * s->frac_sum / s->runs);
     }
+}
+
+static void print_cumulative(const cumul_t *cu, int ncu, const int *budgets, int nb, int seeds, int json) {
+    for (int k = 0; k < ncu; k++)
+        for (int b = 0; b < nb; b++) {
+            stats_t s = {0};
+            for (int seed = 0; seed < seeds; seed++)
+                stats_add(&s, rel_l2(cu[k].est[b][seed], cu[k].exact), spearman(cu[k].est[b][seed], cu[k].exact), 0,
+                          budgets[b]);
+            if (json)
+                printf("{\"bench\":\"shapley\",\"n\":%d,\"cumulative\":true,\"split\":\"%s\",\"utility\":\"%s\","
+                       "\"rounds\":%d,\"seeds\":%d,\"budget\":%d,\"rel_l2_error_mean\":%.4f,\"rel_l2_error_max\":%.4f,"
+                       "\"spearman_mean\":%.3f,\"spearman_min\":%.3f}\n",
+                       N, cu[k].split, cu[k].utility, cu[k].tables, seeds, budgets[b], s.err_sum / s.runs, s.err_max,
+                       s.rho_sum / s.runs, s.rho_min);
+            else
+                printf("cumulative over %d rounds (%s, U = %s), budget %3d: rel. L2 error %5.2f%% mean / %5.2f%% worst, "
+                       "Spearman %.3f mean / %.3f worst\n",
+                       cu[k].tables, cu[k].split, cu[k].utility, budgets[b], 100 * s.err_sum / s.runs, 100 * s.err_max,
+                       s.rho_sum / s.runs, s.rho_min);
+        }
 }
 
 static int parse_budgets(const char *s, int *b) {
@@ -327,29 +381,32 @@ static int parse_budgets(const char *s, int *b) {
 }
 
 static int usage(FILE *f) {
-    fprintf(f, "usage: blockfed-bench shapley [--json] [--eval IMAGES=1000] [--rounds R=1] [--split iid|dirichlet:A]\n"
-               "                              [--seed S=7] [--save-table FILE] [--budgets 22,32,50,100] [--seeds K=5]\n"
+    fprintf(f, "usage: blockfed-bench shapley [--json] [--images PER_PARTICIPANT=5000] [--eval IMAGES=2000] [--rounds R=1]\n"
+               "                              [--split iid|dirichlet:A] [--seed S=7] [--save-table FILE]\n"
+               "                              [--budgets 22,32,50,100] [--seeds K=5]\n"
                "       blockfed-bench shapley --table FILE [--json] [--budgets LIST] [--seeds K]\n"
-               "  Trains 10 ResNet8 participants R rounds on Fashion-MNIST, evaluates every coalition each round\n"
-               "  (exact Shapley) and the budgeted estimator at each budget over K seeds. --save-table appends\n"
-               "  each round's 2^10 utilities to FILE; --table re-runs the estimator on saved tables (no training).\n");
+               "  Trains 10 ResNet8 participants R rounds (one local epoch each) on Fashion-MNIST, evaluates every\n"
+               "  coalition each round on the first IMAGES test images (exact Shapley, U = accuracy and U = -loss)\n"
+               "  and the budgeted estimator at each budget over K seeds. --save-table appends each round's two\n"
+               "  2^10-utility tables to FILE; --table re-runs the estimator on saved tables (no training).\n");
     return f == stdout ? 0 : 2;
 }
 
 int bench_shapley_main(int argc, char **argv) {
-    int json = 0, eval = 1000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
+    int json = 0, eval = 2000, images = 5000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
     const char *split = "iid", *save = NULL, *load = NULL;
     uint64_t seed = 7;
     static const struct option opts[] = {
         {"json", no_argument, 0, 'j'},        {"eval", required_argument, 0, 'e'},    {"rounds", required_argument, 0, 'r'},
         {"split", required_argument, 0, 'p'}, {"seed", required_argument, 0, 's'},    {"save-table", required_argument, 0, 'w'},
         {"table", required_argument, 0, 't'}, {"budgets", required_argument, 0, 'b'}, {"seeds", required_argument, 0, 'k'},
-        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+        {"images", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'j') json = 1;
         else if (c == 'e') eval = atoi(optarg);
         else if (c == 'r') rounds = atoi(optarg);
+        else if (c == 'i') images = atoi(optarg);
         else if (c == 'p') split = optarg;
         else if (c == 's') seed = strtoull(optarg, NULL, 10);
         else if (c == 'w') save = optarg;
@@ -363,23 +420,30 @@ int bench_shapley_main(int argc, char **argv) {
         else if (c == 'h') return usage(stdout);
         else return usage(stderr);
     }
-    if (optind < argc || rounds < 1 || rounds > MAX_TABLES || seeds < 1 || eval < 0 || (load && save))
+    if (optind < argc || rounds < 1 || 2 * rounds > MAX_TABLES || images < 64 || images > 5500 || seeds < 1 || seeds > MAX_SEEDS || eval < 0 || (load && save))
         return usage(stderr);
-    stats_t st[MAX_BUDGETS] = {{0}};
+    stats_t st[2 * MAX_BUDGETS] = {{0}};
+    int per_utility[2] = {0, 0}, ncu = 0;
+    cumul_t *cu = calloc(MAX_GROUPS, sizeof(cumul_t));
     table_t *tables = calloc(MAX_TABLES, sizeof(table_t));
-    if (!tables) return fprintf(stderr, "bench shapley: out of memory\n"), 1;
+    if (!tables || !cu) return free(tables), free(cu), fprintf(stderr, "bench shapley: out of memory\n"), 1;
     int ntables = 0, rc = 0;
     if (load) {
         if ((ntables = table_load(load, tables)) <= 0) {
-            free(tables);
+            free(tables), free(cu);
             return fprintf(stderr, "bench shapley: %s: no readable n=%d utility table\n", load, N), 1;
         }
-        for (int k = 0; k < ntables && !rc; k++) rc = run_table(&tables[k], budgets, nb, seeds, json, st);
+        for (int k = 0; k < ntables && !rc; k++) {
+            int u = !strcmp(tables[k].utility, "loss");
+            per_utility[u]++;
+            cumul_t *g = cumul_find(cu, &ncu, &tables[k]);
+            rc = g ? run_table(&tables[k], budgets, nb, seeds, json, st + u * MAX_BUDGETS, g) : -1;
+        }
     } else {
         live_t L;
         bf_err_t err;
-        if (live_init(&L, split, seed, eval, &err)) {
-            free(tables);
+        if (live_init(&L, split, seed, eval, images, &err)) {
+            free(tables), free(cu);
             return fprintf(stderr, "bench shapley: %s\n", err.msg), 1;
         }
         for (int r = 1; r <= rounds && !rc; r++) {
@@ -389,17 +453,20 @@ int bench_shapley_main(int argc, char **argv) {
                 fprintf(stderr, "bench shapley: %s\n", err.msg);
                 break;
             }
-            ntables++;
-            if (save && table_save(save, t, r > 1)) {
+            ntables += 2;
+            if (save && (table_save(save, &t[0], r > 1) || table_save(save, &t[1], 1))) {
                 fprintf(stderr, "bench shapley: cannot write %s\n", save);
                 rc = -1;
                 break;
             }
-            rc = run_table(t, budgets, nb, seeds, json, st);
+            for (int u = 0; u < 2 && !rc; u++) {
+                per_utility[u]++;
+                rc = run_table(&t[u], budgets, nb, seeds, json, st + u * MAX_BUDGETS, cumul_find(cu, &ncu, &t[u]));
+            }
         }
         live_free(&L);
     }
-    if (!rc) print_summary(st, budgets, nb, ntables, seeds, json);
-    free(tables);
+    if (!rc) print_summary(st, budgets, nb, per_utility, seeds, json), print_cumulative(cu, ncu, budgets, nb, seeds, json);
+    free(tables), free(cu);
     return rc ? 1 : 0;
 }
