@@ -35,11 +35,11 @@ int bf_shapley_exact(int n, bf_utility_fn u, void *ctx, double *phi, bf_err_t *e
 
 /* ---- the budgeted estimator (see bf_shapley.h for the method and its measured error) -------- */
 
-/* Ridge weights of the layer fits, tuned on saved utility tables of real rounds
- * (blockfed-bench shapley --table) and on the test games: RIDGE_PLAYER pseudo-observations pull
- * each player's own term toward 0; RIDGE_SHAPE (relative to the knots' spread) pulls the two
- * shared coefficients toward the interpolation prior. */
-#define RIDGE_PLAYER 5.0
+/* Ridge weights of the middle-layer fit, tuned on saved utility tables of real rounds
+ * (blockfed-bench shapley --table): RIDGE_PLAYER pseudo-observations (at size 2) pull each
+ * player's correction toward 0; RIDGE_SHAPE (relative to the spread between the singleton and
+ * leave-one-out effects) pulls the shared coefficient toward the 1/t prior. */
+#define RIDGE_PLAYER 1.0
 #define RIDGE_SHAPE 0.1
 #define MAXN 30
 
@@ -130,26 +130,6 @@ static void layer_gamma(const cache_t *c, int n, int t, double *g) {
     for (int i = 0; i < n; i++) g[i] = (in[i] / nin - (t < n ? out[i] / nout : 0)) * (n - 1) / n;
 }
 
-static double rms(const double *g, int n) {
-    double s = 0;
-    for (int i = 0; i < n; i++) s += g[i] * g[i];
-    return sqrt(s / n);
-}
-
-/* Interpolation between known layers lo < t < hi: gamma(t) ~ a*gamma(lo) + b*gamma(hi). The
- * direction is interpolated linearly; the spread (rms) too, except that a shrinking spread is
- * interpolated geometrically: diminishing-returns games (accuracy as data is added) shrink their
- * marginal contributions about geometrically with coalition size. */
-static void interp_coef(int t, int lo, int hi, double s_lo, double s_hi, double *a, double *b) {
-    double lam = (double)(t - lo) / (hi - lo);
-    if (s_lo > 1e-12 && s_hi > 1e-12 && s_hi < s_lo) {
-        double s = pow(s_lo, 1 - lam) * pow(s_hi, lam);
-        *a = s * (1 - lam) / s_lo, *b = s * lam / s_hi;
-    } else {
-        *a = 1 - lam, *b = lam;
-    }
-}
-
 /* Cholesky solve of the symmetric positive definite m x m system A x = y (x in y); -1 if A is not. */
 static int spd_solve(int m, double *A, double *y) {
     for (int j = 0; j < m; j++) {
@@ -170,90 +150,139 @@ static int spd_solve(int m, double *A, double *y) {
     return 0;
 }
 
-/* Regressors of coalition S in a partial layer: sum of gamma(lo) and of gamma(hi) over S, then
- * one membership indicator per player. */
-static void regressors(uint32_t S, int n, const double *glo, const double *ghi, double *x) {
-    x[0] = x[1] = 0;
-    for (int j = 0; j < n; j++) {
-        x[2 + j] = S >> j & 1;
-        if (S >> j & 1) x[0] += glo[j], x[1] += ghi[j];
-    }
+/* How a player's effect moves from the leave-one-out layer (shape 0) toward the singletons'
+ * (shape 1) as coalitions shrink. The preferred shape is 1/t: in a FedAvg coalition each member's
+ * update is weighted 1/t, so to first order its effect on the model scales as 1/t; on real rounds
+ * this shape fits the middle layers' effects to 0.5-3% of the values (a straight line in t: 2-8%).
+ * The alternatives cover games of other kinds: linear in t (a quadratic game) and geometric
+ * (saturating games, whose marginals shrink by a factor per added player). */
+#define SHAPES 5
+#define SHAPE_MARGIN 1.5 /* an alternative shape must fit this many times better than 1/t */
+
+static double shape(int n, int t, int k) {
+    static const double rho[SHAPES] = {0, 0, 0.6, 0.8, 0.9};
+    if (k == 0) return (1.0 / t - 1.0 / (n - 1)) / (1.0 - 1.0 / (n - 1));
+    if (k == 1) return (double)(n - 1 - t) / (n - 2);
+    return (pow(rho[k], t) - pow(rho[k], n - 1)) / (rho[k] - pow(rho[k], n - 1));
 }
 
-/* A partly evaluated layer t between known layers: fits, over its evaluated coalitions,
- * U(S) = h + sum over j in S of (a*gamma_j(lo) + b*gamma_j(hi) + r_j), with a layer intercept h
- * (removed by centering), two shared coefficients a, b ridged toward the interpolation prior
- * (a0, b0), and per-player terms r ridged toward 0: a few coalitions fix the shape, many fix each
- * player. Writes gamma(t) into g; returns -1 if the layer has fewer than 2 coalitions. */
-static int layer_fit(const cache_t *c, int n, int t, const double *glo, const double *ghi, double a0, double b0,
-                     double *g) {
-    int m = n + 2, cnt = 0;
-    double A[(MAXN + 2) * (MAXN + 2)] = {0}, y[MAXN + 2] = {0}, x[MAXN + 2], mx[MAXN + 2] = {0}, my = 0;
-    for (int h = 0; h < c->cap; h++) {
-        if (c->mask[h] == UINT32_MAX || popcount(c->mask[h]) != t) continue;
-        regressors(c->mask[h], n, glo, ghi, x);
-        for (int i = 0; i < m; i++) mx[i] += x[i];
-        my += c->val[h], cnt++;
+/* Regressors x of coalition S (size t) in the middle-layer model under shape k: the prior's
+ * direction, then one membership indicator per player, all scaled by the shape; returns the
+ * response U(S) - sum of gamma(n-1) over S. */
+static double regressors(uint32_t S, double u, int n, int t, int k, const double *g1, const double *gl, double *x) {
+    double f = shape(n, t, k);
+    x[0] = 0;
+    for (int j = 0; j < n; j++) {
+        x[1 + j] = (S >> j & 1) ? f : 0;
+        if (S >> j & 1) x[0] += f * (g1[j] - gl[j]), u -= gl[j];
     }
-    if (cnt < 2) return -1;
-    for (int i = 0; i < m; i++) mx[i] /= cnt;
-    my /= cnt;
+    return u;
+}
+
+/* Layer t's centered data (the layer's intercept removed) under shape k: the means of the
+ * regressors and of the response over its evaluated coalitions; returns how many there are. */
+static int layer_means(const cache_t *c, int n, int t, int k, const double *g1, const double *gl, double *mx, double *my) {
+    int cnt = 0;
+    double x[MAXN + 1];
+    memset(mx, 0, sizeof(double) * (n + 1)), *my = 0;
     for (int h = 0; h < c->cap; h++) {
         if (c->mask[h] == UINT32_MAX || popcount(c->mask[h]) != t) continue;
-        regressors(c->mask[h], n, glo, ghi, x);
-        double yc = c->val[h] - my;
+        *my += regressors(c->mask[h], c->val[h], n, t, k, g1, gl, x), cnt++;
+        for (int i = 0; i <= n; i++) mx[i] += x[i];
+    }
+    for (int i = 0; cnt && i <= n; i++) mx[i] /= cnt;
+    if (cnt) *my /= cnt;
+    return cnt;
+}
+
+/* Weights of the middle layers: 1 / the response's variance within the layer (small coalitions
+ * vary far more than large ones, so equal weights let their noise decide the shape), scaled to
+ * a mean of 1 per coalition so the ridges keep their meaning. 0 for layers with < 2 coalitions. */
+static void layer_weights(const cache_t *c, int n, const double *g1, const double *gl, double *w) {
+    double mx[MAXN + 1], my, x[MAXN + 1], total = 0;
+    int all = 0;
+    for (int t = 2; t <= n - 2; t++) {
+        int cnt = layer_means(c, n, t, 0, g1, gl, mx, &my);
+        double var = 0;
+        for (int h = 0; h < c->cap && cnt >= 2; h++)
+            if (c->mask[h] != UINT32_MAX && popcount(c->mask[h]) == t) {
+                double v = regressors(c->mask[h], c->val[h], n, t, 0, g1, gl, x) - my;
+                var += v * v / cnt;
+            }
+        w[t] = cnt >= 2 ? 1 / (var > 1e-300 ? var : 1e-300) : 0;
+        total += cnt >= 2 ? cnt * w[t] : 0, all += cnt >= 2 ? cnt : 0;
+    }
+    for (int t = 2; t <= n - 2 && total > 0; t++) w[t] *= all / total;
+}
+
+/* Adds (sse == NULL) layer t's weighted, centered coalitions to the normal equations A, y, or
+ * adds their weighted squared residuals under the fitted theta to *sse. */
+static void layer_pass(const cache_t *c, int n, int t, int k, const double *g1, const double *gl, double w, double *A,
+                       double *y, const double *theta, double *sse) {
+    int m = n + 1;
+    double x[MAXN + 1], mx[MAXN + 1], my;
+    if (w <= 0 || layer_means(c, n, t, k, g1, gl, mx, &my) < 2) return;
+    for (int h = 0; h < c->cap; h++) {
+        if (c->mask[h] == UINT32_MAX || popcount(c->mask[h]) != t) continue;
+        double v = regressors(c->mask[h], c->val[h], n, t, k, g1, gl, x) - my;
         for (int i = 0; i < m; i++) x[i] -= mx[i];
+        if (sse) {
+            for (int i = 0; i < m; i++) v -= x[i] * theta[i];
+            *sse += w * v * v;
+            continue;
+        }
         for (int i = 0; i < m; i++) {
-            y[i] += x[i] * yc;
-            for (int k = 0; k < m; k++) A[i * m + k] += x[i] * x[k];
+            y[i] += w * x[i] * v;
+            for (int j = 0; j < m; j++) A[i * m + j] += w * x[i] * x[j];
         }
     }
-    double spread = (rms(glo, n) * rms(glo, n) + rms(ghi, n) * rms(ghi, n)) / 2 * n;
-    double shape = spread > 0 ? RIDGE_SHAPE * spread : 1; /* all-zero knots: the prior stands */
-    A[0] += shape, y[0] += shape * a0;
-    A[m + 1] += shape, y[1] += shape * b0;
-    for (int j = 0; j < n; j++) A[(2 + j) * m + 2 + j] += RIDGE_PLAYER;
-    if (spd_solve(m, A, y)) return -1;
-    double rmean = 0;
-    for (int j = 0; j < n; j++) rmean += y[2 + j] / n;
-    for (int j = 0; j < n; j++) g[j] = y[0] * glo[j] + y[1] * ghi[j] + y[2 + j] - rmean;
-    return 0;
 }
 
-/* Nearest layers below and above t whose gamma is known (1 and n-1 always are). */
-static void neighbours(const int *known, int t, int *lo, int *hi) {
-    for (*lo = t; !known[*lo]; --*lo) {}
-    for (*hi = t; !known[*hi]; ++*hi) {}
+/* The middle layers' model under shape k:
+ *   gamma_i(t) = gamma_i(n-1) + shape(t) * (a*(gamma_i(1) - gamma_i(n-1)) + r_i),
+ * one shared a (ridged toward 1: the shape's path from the leave-one-out effect to the
+ * singleton's) and a correction r_i per player (ridged toward 0), fitted by weighted least squares
+ * to every evaluated coalition of sizes 2..n-2 with an intercept per layer. The ridges are
+ * pseudo-observations at size 2, so a few coalitions mostly trust the prior and many fix each
+ * player. theta = (a, r_0..r_{n-1}); returns the weighted residual sum of squares. */
+static double middle_fit(const cache_t *c, int n, int k, const double *g1, const double *gl, const double *w,
+                         double *theta) {
+    int m = n + 1;
+    double A[(MAXN + 1) * (MAXN + 1)] = {0}, sse = 0;
+    memset(theta, 0, sizeof(double) * m);
+    for (int t = 2; t <= n - 2; t++) layer_pass(c, n, t, k, g1, gl, w[t], A, theta, NULL, NULL);
+    double f2 = shape(n, 2, k) * shape(n, 2, k), spread = 0;
+    for (int j = 0; j < n; j++) spread += (g1[j] - gl[j]) * (g1[j] - gl[j]);
+    double ra = spread > 0 ? RIDGE_SHAPE * spread * f2 : 1; /* g1 == gl: a has nothing to scale */
+    A[0] += ra, theta[0] += ra;
+    for (int j = 0; j < n; j++) A[(1 + j) * m + 1 + j] += RIDGE_PLAYER * f2;
+    if (spd_solve(m, A, theta)) { /* cannot happen with positive ridges; the prior stands */
+        memset(theta, 0, sizeof(double) * m);
+        theta[0] = 1;
+    }
+    for (int t = 2; t <= n - 2; t++) layer_pass(c, n, t, k, g1, gl, w[t], NULL, NULL, theta, &sse);
+    return sse;
 }
 
-/* gamma for every layer 1..n-1 (G[t*n + i]): exact for full layers, fitted for partial ones,
- * interpolated for the rest. */
+/* gamma for every layer 1..n-1 (G[t*n + i]): exact for fully evaluated layers (1 and n-1 always
+ * are), the middle-layer model, under the shape that fits best, for the others. */
 static void layer_effects(const cache_t *c, int n, double *G) {
-    int known[MAXN + 1] = {0}, partial[MAXN + 1] = {0};
-    double sig[MAXN + 1] = {0};
-    for (int t = 1; t < n; t++) {
-        int k = layer_count(c, t);
-        known[t] = k == (int)binom(n, t);
-        partial[t] = !known[t] && k >= 2;
-        if (known[t]) layer_gamma(c, n, t, G + t * n), sig[t] = rms(G + t * n, n);
+    for (int t = 1; t < n; t++)
+        if (layer_count(c, t) == (int)binom(n, t)) layer_gamma(c, n, t, G + t * n);
+    if (n < 4) return;
+    const double *g1 = G + n, *gl = G + (n - 1) * n;
+    double w[MAXN + 1] = {0}, theta[MAXN + 1], best[MAXN + 1], best_score = 0;
+    int best_k = 0;
+    layer_weights(c, n, g1, gl, w);
+    for (int k = 0; k < (n > 4 ? SHAPES : 1); k++) { /* n = 4: one middle layer, no shape to tell */
+        double score = middle_fit(c, n, k, g1, gl, w, theta) * (k ? SHAPE_MARGIN : 1);
+        if (k == 0 || score < best_score) best_score = score, best_k = k, memcpy(best, theta, sizeof theta);
     }
-    for (int t = 2; t < n - 1; t++) { /* fit partial layers against their full neighbours */
-        if (!partial[t]) continue;
-        int lo, hi;
-        double a, b;
-        neighbours(known, t, &lo, &hi);
-        interp_coef(t, lo, hi, sig[lo], sig[hi], &a, &b);
-        partial[t] = !layer_fit(c, n, t, G + lo * n, G + hi * n, a, b, G + t * n);
-    }
-    for (int t = 2; t < n - 1; t++)
-        if (partial[t]) known[t] = 1, sig[t] = rms(G + t * n, n);
-    for (int t = 2; t < n - 1; t++) {
-        if (known[t]) continue;
-        int lo, hi;
-        double a, b;
-        neighbours(known, t, &lo, &hi);
-        interp_coef(t, lo, hi, sig[lo], sig[hi], &a, &b);
-        for (int i = 0; i < n; i++) G[t * n + i] = a * G[lo * n + i] + b * G[hi * n + i];
+    for (int t = 2; t <= n - 2; t++) {
+        if (layer_count(c, t) == (int)binom(n, t)) continue;
+        double *g = G + t * n, mean = 0, f = shape(n, t, best_k);
+        for (int i = 0; i < n; i++) g[i] = gl[i] + f * (best[0] * (g1[i] - gl[i]) + best[1 + i]), mean += g[i] / n;
+        for (int i = 0; i < n; i++) g[i] -= mean; /* a layer's effects sum to 0 (efficiency) */
     }
 }
 
@@ -277,12 +306,14 @@ int bf_shapley_layers(int n, bf_utility_fn u, void *ctx, int budget, uint64_t se
     eval(&c, 0, u, ctx, budget), eval(&c, all, u, ctx, budget);
     for (int i = 0; i < n; i++) eval(&c, 1u << i, u, ctx, budget);
     for (int i = 0; i < n; i++) eval(&c, all & ~(1u << i), u, ctx, budget);
-    /* then layers 2, n-2, 3, n-3, ...: whole while they fit, the last one in balanced rounds */
+    /* then the middle layers, the most informative first: size 2 (the largest shape(t), so the
+     * most signal per coalition about each player's correction), then 4 (pins the shape further
+     * out), then 3, 5, 6, ..., n-2; whole while they fit, the last one in balanced rounds */
     bf_rng_t r;
     bf_rng_seed(&r, seed);
-    for (int k = 2; k <= n / 2 && c.n < budget; k++) {
-        fill_layer(&c, n, k, u, ctx, budget, &r);
-        if (n - k != k && c.n < budget) fill_layer(&c, n, n - k, u, ctx, budget, &r);
+    for (int k = 0; k <= n && c.n < budget; k++) {
+        int t = k == 0 ? 2 : k == 1 ? 4 : k == 2 ? 3 : k + 2;
+        if (t <= n - 2) fill_layer(&c, n, t, u, ctx, budget, &r);
     }
     layer_effects(&c, n, G);
     /* the effects of every layer sum to 0, so the values sum to U(N) - U(empty) (efficiency) */
