@@ -36,10 +36,11 @@ int bf_shapley_exact(int n, bf_utility_fn u, void *ctx, double *phi, bf_err_t *e
 /* ---- the budgeted estimator (see bf_shapley.h for the method and its measured error) -------- */
 
 /* Ridge weights of the middle-layer fit, tuned on saved utility tables of real rounds
- * (blockfed-bench shapley --table): RIDGE_PLAYER pseudo-observations (at size 2) pull each
- * player's correction toward 0; RIDGE_SHAPE (relative to the spread between the singleton and
+ * (blockfed-bench shapley --table): RIDGE_PLAYER and RIDGE_LINEAR pseudo-observations (at size 2)
+ * pull each player's two corrections toward 0; RIDGE_SHAPE (relative to the spread between the singleton and
  * leave-one-out effects) pulls the shared coefficient toward the 1/t prior. */
 #define RIDGE_PLAYER 1.0
+#define RIDGE_LINEAR 3.0
 #define RIDGE_SHAPE 0.1
 #define MAXN 30
 
@@ -166,15 +167,18 @@ static double shape(int n, int t, int k) {
     return (pow(rho[k], t) - pow(rho[k], n - 1)) / (rho[k] - pow(rho[k], n - 1));
 }
 
+#define PARAMS(n) (2 * (n) + 1) /* a, r_0..r_{n-1}, s_0..s_{n-1} */
+
 /* Regressors x of coalition S (size t) in the middle-layer model under shape k: the prior's
- * direction, then one membership indicator per player, all scaled by the shape; returns the
- * response U(S) - sum of gamma(n-1) over S. */
+ * direction, then one membership indicator per player scaled by the shape, then one per player
+ * scaled by the linear path; returns the response U(S) - sum of gamma(n-1) over S. */
 static double regressors(uint32_t S, double u, int n, int t, int k, const double *g1, const double *gl, double *x) {
-    double f = shape(n, t, k);
+    double f = shape(n, t, k), l = shape(n, t, 1);
     x[0] = 0;
     for (int j = 0; j < n; j++) {
-        x[1 + j] = (S >> j & 1) ? f : 0;
-        if (S >> j & 1) x[0] += f * (g1[j] - gl[j]), u -= gl[j];
+        int in = S >> j & 1;
+        x[1 + j] = in ? f : 0, x[1 + n + j] = in ? l : 0;
+        if (in) x[0] += f * (g1[j] - gl[j]), u -= gl[j];
     }
     return u;
 }
@@ -183,14 +187,14 @@ static double regressors(uint32_t S, double u, int n, int t, int k, const double
  * regressors and of the response over its evaluated coalitions; returns how many there are. */
 static int layer_means(const cache_t *c, int n, int t, int k, const double *g1, const double *gl, double *mx, double *my) {
     int cnt = 0;
-    double x[MAXN + 1];
-    memset(mx, 0, sizeof(double) * (n + 1)), *my = 0;
+    double x[PARAMS(MAXN)];
+    memset(mx, 0, sizeof(double) * PARAMS(n)), *my = 0;
     for (int h = 0; h < c->cap; h++) {
         if (c->mask[h] == UINT32_MAX || popcount(c->mask[h]) != t) continue;
         *my += regressors(c->mask[h], c->val[h], n, t, k, g1, gl, x), cnt++;
-        for (int i = 0; i <= n; i++) mx[i] += x[i];
+        for (int i = 0; i < PARAMS(n); i++) mx[i] += x[i];
     }
-    for (int i = 0; cnt && i <= n; i++) mx[i] /= cnt;
+    for (int i = 0; cnt && i < PARAMS(n); i++) mx[i] /= cnt;
     if (cnt) *my /= cnt;
     return cnt;
 }
@@ -199,7 +203,7 @@ static int layer_means(const cache_t *c, int n, int t, int k, const double *g1, 
  * vary far more than large ones, so equal weights let their noise decide the shape), scaled to
  * a mean of 1 per coalition so the ridges keep their meaning. 0 for layers with < 2 coalitions. */
 static void layer_weights(const cache_t *c, int n, const double *g1, const double *gl, double *w) {
-    double mx[MAXN + 1], my, x[MAXN + 1], total = 0;
+    double mx[PARAMS(MAXN)], my, x[PARAMS(MAXN)], total = 0;
     int all = 0;
     for (int t = 2; t <= n - 2; t++) {
         int cnt = layer_means(c, n, t, 0, g1, gl, mx, &my);
@@ -219,8 +223,8 @@ static void layer_weights(const cache_t *c, int n, const double *g1, const doubl
  * adds their weighted squared residuals under the fitted theta to *sse. */
 static void layer_pass(const cache_t *c, int n, int t, int k, const double *g1, const double *gl, double w, double *A,
                        double *y, const double *theta, double *sse) {
-    int m = n + 1;
-    double x[MAXN + 1], mx[MAXN + 1], my;
+    int m = PARAMS(n);
+    double x[PARAMS(MAXN)], mx[PARAMS(MAXN)], my;
     if (w <= 0 || layer_means(c, n, t, k, g1, gl, mx, &my) < 2) return;
     for (int h = 0; h < c->cap; h++) {
         if (c->mask[h] == UINT32_MAX || popcount(c->mask[h]) != t) continue;
@@ -239,23 +243,27 @@ static void layer_pass(const cache_t *c, int n, int t, int k, const double *g1, 
 }
 
 /* The middle layers' model under shape k:
- *   gamma_i(t) = gamma_i(n-1) + shape(t) * (a*(gamma_i(1) - gamma_i(n-1)) + r_i),
+ *   gamma_i(t) = gamma_i(n-1) + shape(t) * (a*(gamma_i(1) - gamma_i(n-1)) + r_i) + linear(t) * s_i,
  * one shared a (ridged toward 1: the shape's path from the leave-one-out effect to the
- * singleton's) and a correction r_i per player (ridged toward 0), fitted by weighted least squares
- * to every evaluated coalition of sizes 2..n-2 with an intercept per layer. The ridges are
- * pseudo-observations at size 2, so a few coalitions mostly trust the prior and many fix each
- * player. theta = (a, r_0..r_{n-1}); returns the weighted residual sum of squares. */
+ * singleton's), a correction r_i per player along the shape and s_i along a straight line (both
+ * ridged toward 0; s_i lets a player whose worth grows with the coalition, as in non-IID rounds,
+ * bend away from the shape), fitted by weighted least squares to every evaluated coalition of sizes
+ * 2..n-2 with an intercept per layer. The ridges are pseudo-observations at size 2, so a few
+ * coalitions mostly trust the prior and many fix each player. theta = (a, r, s); returns the
+ * weighted residual sum of squares. */
 static double middle_fit(const cache_t *c, int n, int k, const double *g1, const double *gl, const double *w,
                          double *theta) {
-    int m = n + 1;
-    double A[(MAXN + 1) * (MAXN + 1)] = {0}, sse = 0;
+    int m = PARAMS(n);
+    double A[PARAMS(MAXN) * PARAMS(MAXN)] = {0}, sse = 0;
     memset(theta, 0, sizeof(double) * m);
     for (int t = 2; t <= n - 2; t++) layer_pass(c, n, t, k, g1, gl, w[t], A, theta, NULL, NULL);
     double f2 = shape(n, 2, k) * shape(n, 2, k), spread = 0;
     for (int j = 0; j < n; j++) spread += (g1[j] - gl[j]) * (g1[j] - gl[j]);
     double ra = spread > 0 ? RIDGE_SHAPE * spread * f2 : 1; /* g1 == gl: a has nothing to scale */
     A[0] += ra, theta[0] += ra;
-    for (int j = 0; j < n; j++) A[(1 + j) * m + 1 + j] += RIDGE_PLAYER * f2;
+    double l2 = shape(n, 2, 1) * shape(n, 2, 1);
+    for (int j = 0; j < n; j++)
+        A[(1 + j) * m + 1 + j] += RIDGE_PLAYER * f2, A[(1 + n + j) * m + 1 + n + j] += RIDGE_LINEAR * l2;
     if (spd_solve(m, A, theta)) { /* cannot happen with positive ridges; the prior stands */
         memset(theta, 0, sizeof(double) * m);
         theta[0] = 1;
@@ -271,7 +279,7 @@ static void layer_effects(const cache_t *c, int n, double *G) {
         if (layer_count(c, t) == (int)binom(n, t)) layer_gamma(c, n, t, G + t * n);
     if (n < 4) return;
     const double *g1 = G + n, *gl = G + (n - 1) * n;
-    double w[MAXN + 1] = {0}, theta[MAXN + 1], best[MAXN + 1], best_score = 0;
+    double w[MAXN + 1] = {0}, theta[PARAMS(MAXN)], best[PARAMS(MAXN)], best_score = 0;
     int best_k = 0;
     layer_weights(c, n, g1, gl, w);
     for (int k = 0; k < (n > 4 ? SHAPES : 1); k++) { /* n = 4: one middle layer, no shape to tell */
@@ -280,8 +288,9 @@ static void layer_effects(const cache_t *c, int n, double *G) {
     }
     for (int t = 2; t <= n - 2; t++) {
         if (layer_count(c, t) == (int)binom(n, t)) continue;
-        double *g = G + t * n, mean = 0, f = shape(n, t, best_k);
-        for (int i = 0; i < n; i++) g[i] = gl[i] + f * (best[0] * (g1[i] - gl[i]) + best[1 + i]), mean += g[i] / n;
+        double *g = G + t * n, mean = 0, f = shape(n, t, best_k), l = shape(n, t, 1);
+        for (int i = 0; i < n; i++)
+            g[i] = gl[i] + f * (best[0] * (g1[i] - gl[i]) + best[1 + i]) + l * best[1 + n + i], mean += g[i] / n;
         for (int i = 0; i < n; i++) g[i] -= mean; /* a layer's effects sum to 0 (efficiency) */
     }
 }
