@@ -154,7 +154,7 @@ static int spd_solve(int m, double *A, double *y) {
 /* How a player's effect moves from the leave-one-out layer (shape 0) toward the singletons'
  * (shape 1) as coalitions shrink. The preferred shape is 1/t: in a FedAvg coalition each member's
  * update is weighted 1/t, so to first order its effect on the model scales as 1/t; on real rounds
- * this shape fits the middle layers' effects to 0.5-3% of the values (a straight line in t: 2-8%).
+ * this shape fits the middle layers' effects to 0.7-3.6% of the values (a straight line in t: 1.8-7.5%).
  * The alternatives cover games of other kinds: linear in t (a quadratic game) and geometric
  * (saturating games, whose marginals shrink by a factor per added player). */
 #define SHAPES 5
