@@ -131,6 +131,17 @@ int main(void) {
         CHECK(evals == budgets[b]);
     }
     for (int i = 0; i < 9; i++) CHECK_NEAR(est[i], phi[i], 1e-12);
+    for (int n = 3; n <= 5; n++) { /* few middle sizes (none at n = 3): efficient, exact when all fit */
+        g.n = n;
+        CHECK(bf_shapley_exact(n, U, &g, phi, &err) == 0);
+        for (int b = 2 * n + 2; b <= 1 << n; b++) {
+            estimate(&g, b, 9, est);
+            s = 0;
+            for (int i = 0; i < n; i++) s += est[i];
+            CHECK_NEAR(s, U(&g, (1u << n) - 1) - U(&g, 0), 1e-12);
+        }
+        for (int i = 0; i < n; i++) CHECK_NEAR(est[i], phi[i], 1e-12);
+    }
 
     /* closed form at n = 12 */
     g.n = 12, g.kind = QUADRATIC;
