@@ -4,7 +4,10 @@
 #define BF_BENCH_COMMON_H
 
 #include <czmq.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "bf_proto.h"
 
@@ -12,6 +15,43 @@ typedef struct {
     zcert_t *cert;
     zsock_t *sock;
 } bench_cli_t;
+
+/* A fresh client key on a DEALER socket connected with CURVE to the coordinator at endpoint. */
+static inline void bench_cli_open(bench_cli_t *c, const char *endpoint, const char *server_key, int rcvtimeo_ms) {
+    c->cert = zcert_new();
+    c->sock = zsock_new(ZMQ_DEALER);
+    zcert_apply(c->cert, c->sock);
+    zsock_set_curve_serverkey(c->sock, server_key);
+    zsock_set_rcvtimeo(c->sock, rcvtimeo_ms);
+    zsock_connect(c->sock, "%s", endpoint);
+}
+
+/* Makes a fresh coordinator home (key[41] receives its public key) and starts
+ * `coord run --home HOME --bind ENDPOINT --dataset SPEC --liveness 600 EXTRA...` with its output
+ * in HOME.log. extra: NULL-terminated, at most 8 arguments. Returns the pid, or -1. */
+static inline pid_t bench_coord_start(const char *coord, const char *home, const char *endpoint, const char *spec,
+                                      const char *const *extra, char key[41]) {
+    char cmd[3000], path[720], line[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && '%s' init --home '%s' > '%s.key'", home, coord, home, home);
+    if (system(cmd)) return -1;
+    snprintf(path, sizeof path, "%s.key", home);
+    FILE *f = fopen(path, "r");
+    memset(key, 0, 41);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "server public key: ", 19)) memcpy(key, line + 19, 40);
+    if (f) fclose(f);
+    const char *argv[20] = {coord, "run", "--home", home, "--bind", endpoint, "--dataset", spec, "--liveness", "600"};
+    for (int i = 0, k = 10; extra && extra[i] && i < 8; i++) argv[k++] = extra[i];
+    snprintf(path, sizeof path, "%s.log", home);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1), dup2(fd, 2);
+        execv(coord, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
 
 /* Sends req (consumed) and returns the decoded reply carrying its id, or NULL on timeout. */
 static inline bf_msg_t *bench_rpc(bench_cli_t *c, bf_msg_t *req) {

@@ -73,36 +73,14 @@ typedef struct {
 } result_t;
 
 static int run_one(const char *coord, const char *dir, int N, result_t *res) {
-    char home[600], cmd[2600], log[700];
+    char home[600], endpoint[64], spec[700], key[41];
     snprintf(home, sizeof home, "%s/home-%d", dir, N);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && '%s' init --home '%s' > '%s.key'", home, coord, home, home);
-    if (system(cmd)) return -1;
-    snprintf(log, sizeof log, "%s.key", home);
-    FILE *f = fopen(log, "r");
-    char line[256], key[41] = {0};
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "server public key: ", 19)) memcpy(key, line + 19, 40);
-    if (f) fclose(f);
-    char endpoint[64], spec[700];
     snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", 27800 + N % 97);
     snprintf(spec, sizeof spec, "sim=%s", dir);
-    snprintf(log, sizeof log, "%s.log", home);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 1), dup2(fd, 2);
-        execl(coord, coord, "run", "--home", home, "--bind", endpoint, "--dataset", spec, "--liveness", "600", (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = bench_coord_start(coord, home, endpoint, spec, NULL, key);
+    if (pid < 0) return -1;
     sim_t *c = calloc(N, sizeof *c);
-    for (int i = 0; i < N; i++) {
-        c[i].cert = zcert_new();
-        c[i].sock = zsock_new(ZMQ_DEALER);
-        zcert_apply(c[i].cert, c[i].sock);
-        zsock_set_curve_serverkey(c[i].sock, key);
-        zsock_set_rcvtimeo(c[i].sock, 120000);
-        zsock_connect(c[i].sock, "%s", endpoint);
-    }
+    for (int i = 0; i < N; i++) bench_cli_open(&c[i], endpoint, key, 120000);
     uint64_t id = 1;
     int ok = 1;
     for (int i = 0; i < N && ok; i++) {

@@ -33,13 +33,9 @@ typedef struct {
 } cli_t;
 
 static void cli_open(cli_t *c, const char *endpoint, const char *key) {
-    c->cert = zcert_new();
-    c->sock = zsock_new(ZMQ_DEALER);
-    zcert_apply(c->cert, c->sock);
-    zsock_set_curve_serverkey(c->sock, key);
-    zsock_set_rcvtimeo(c->sock, 60000);
-    zsock_connect(c->sock, "%s", endpoint);
-    c->id = 1;
+    bench_cli_t b;
+    bench_cli_open(&b, endpoint, key, 60000);
+    c->cert = b.cert, c->sock = b.sock, c->id = 1;
 }
 
 static void cli_close(cli_t *c) {
@@ -229,31 +225,18 @@ int bench_predict_main(int argc, char **argv) {
     }
     zsys_init();
     zsys_set_logstream(NULL);
-    char dir[] = "/tmp/blockfed-bench-predict-XXXXXX", home[700], cmd[9000], line[256], key[41] = {0};
+    char dir[] = "/tmp/blockfed-bench-predict-XXXXXX", home[700], cmd[9000], key[41] = {0};
     if (!mkdtemp(dir)) return 1;
     write_idx(dir, "train", 500, 1); /* validation = 10%: exact Shapley of 10 stays quick */
     write_idx(dir, "t10k", 500, 2);
     snprintf(home, sizeof home, "%s/home", dir);
-    snprintf(cmd, sizeof cmd, "'%s' init --home '%s' > '%s.key'", coord, home, home);
-    if (system(cmd)) return fprintf(stderr, "bench predict: %s init failed\n", coord), 1;
-    snprintf(cmd, sizeof cmd, "%s.key", home);
-    FILE *f = fopen(cmd, "r");
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "server public key: ", 19)) memcpy(key, line + 19, 40);
-    if (f) fclose(f);
     const char *endpoint = "tcp://127.0.0.1:27890";
-    char spec[800], log[800];
+    char spec[800];
     snprintf(spec, sizeof spec, "sim=%s", dir);
-    snprintf(log, sizeof log, "%s.log", home);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 1), dup2(fd, 2);
-                execl(coord, coord, "run", "--home", home, "--bind", endpoint, "--dataset", spec, "--liveness", "600",
-              /* loss: every participant's update lowers it, so all 10 become shareholders */
-              "--block-size", "100", "--utility", "loss", (char *)NULL);
-        _exit(127);
-    }
+    /* loss: every participant's update lowers it, so all 10 become shareholders */
+    const char *extra[] = {"--block-size", "100", "--utility", "loss", NULL};
+    pid_t pid = bench_coord_start(coord, home, endpoint, spec, extra, key);
+    if (pid < 0) return fprintf(stderr, "bench predict: %s init failed\n", coord), 1;
 
     /* The model: 10 participants, one round, shareholding, 0.10 per image. */
     cli_t parts[PARTICIPANTS];
@@ -287,7 +270,7 @@ int bench_predict_main(int argc, char **argv) {
     for (int k = 0; k < PARTICIPANTS; k++) cli_close(&parts[k]);
     if (!ok || !done) {
         kill(pid, SIGTERM), waitpid(pid, NULL, 0);
-        return fprintf(stderr, "bench predict: setting up the model failed (see %s)\n", log), 1;
+        return fprintf(stderr, "bench predict: setting up the model failed (see %s.log)\n", home), 1;
     }
     zclock_sleep(300); /* settlement and going online follow DONE on the coordinator's thread */
 
