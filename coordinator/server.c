@@ -104,6 +104,7 @@ typedef struct {
     char err[4600], sha[65];
     double *phi;              /* Shapley value of each of the k updates this round */
     int shapley_evals;
+    const char *estimator; /* how the round was valued: "exact", "surrogate", "layers", "truncated" */
     double val_acc, val_loss, test_acc, seconds;
 } job_t;
 
@@ -440,15 +441,17 @@ typedef struct {
     const float *g_params, *g_buffers; /* the round's starting model */
     int known;                         /* U(empty) and U(all) below are computed */
     double u_empty, u_all;
+    /* the surrogate estimator's inputs: the valuation images (normalized once) and the
+     * predictions of the empty and full coalitions, kept from the truncation test */
+    float *x, *z_empty, *z_all;
+    int32_t *labels;
+    bf_preds_t preds;
+    double weight[BF_SURROGATE_MAXN];
 } game_t;
 
-/* U(S): accuracy of the round's starting model moved by the task's strategy with S's updates only. */
-static double coalition_utility(void *ctx, uint32_t S) {
-    game_t *g = ctx;
+/* Puts into t->coalition the round's starting model moved by the task's strategy with S's updates only. */
+static void coalition_model(game_t *g, uint32_t S) {
     job_t *j = g->j;
-    /* The truncation test already scored these two; the estimators ask for them again. */
-    if (g->known && S == 0) return g->u_empty;
-    if (g->known && S == (1u << j->k) - 1) return g->u_all;
     task_t *t = j->t;
     bf_net_t *net = t->coalition;
     size_t np = bf_net_num_params(net), nb = bf_net_num_buffers(net);
@@ -468,28 +471,87 @@ static double coalition_utility(void *ctx, uint32_t S) {
         if (a) bf_agg_apply(a, bf_net_params(net), bf_net_buffers(net), p, b, n, k, &err);
         bf_agg_destroy(&a);
     }
+}
+
+/* U(S): accuracy (or -loss) of S's coalition model on the valuation images. */
+static double coalition_utility(void *ctx, uint32_t S) {
+    game_t *g = ctx;
+    job_t *j = g->j;
+    /* The truncation test already scored these two; the estimators ask for them again. */
+    if (g->known && S == 0) return g->u_empty;
+    if (g->known && S == (1u << j->k) - 1) return g->u_all;
+    coalition_model(g, S);
     double loss, acc;
-    bf_evaluate(net, &t->val, t->ds->mean, t->ds->std, t->spec.value_images, &loss, &acc);
+    bf_evaluate(j->t->coalition, &j->t->val, j->t->ds->mean, j->t->ds->std, j->t->spec.value_images, &loss, &acc);
     return j->utility_loss ? -loss : acc;
 }
 
+/* S's coalition model's logits on the valuation images (the surrogate estimator's evaluation). */
+static int coalition_logits(void *ctx, uint32_t S, float *out) {
+    game_t *g = ctx;
+    size_t ik = (size_t)g->preds.images * g->preds.classes;
+    const float *known = S == 0 ? g->z_empty : S == (1u << g->j->k) - 1 ? g->z_all : NULL;
+    if (known) return memcpy(out, known, sizeof(float) * ik), 0;
+    coalition_model(g, S);
+    bf_net_predict(g->j->t->coalition, g->x, g->preds.images, out);
+    return 0;
+}
+
+static void game_free(game_t *g) { free(g->x), free(g->z_empty), free(g->z_all), free(g->labels); }
+
+/* Readies the surrogate estimator's inputs and scores the empty and full coalitions from them;
+ * -1 (out of memory) leaves the scalar path to the caller. */
+static int game_preds(game_t *g, double *before, double *after) {
+    task_t *t = g->j->t;
+    const bf_dataset_t *v = &t->val;
+    int m = t->spec.value_images > 0 && t->spec.value_images < v->n ? t->spec.value_images : v->n, K = v->classes;
+    size_t chw = (size_t)v->c * v->h * v->w;
+    int32_t *idx = malloc(sizeof(int32_t) * (m ? m : 1));
+    g->x = malloc(sizeof(float) * m * chw + 1), g->labels = malloc(sizeof(int32_t) * (m ? m : 1));
+    g->z_empty = malloc(sizeof(float) * m * K + 1), g->z_all = malloc(sizeof(float) * m * K + 1);
+    if (!idx || !g->x || !g->labels || !g->z_empty || !g->z_all || m < 1) return free(idx), -1;
+    for (int i = 0; i < m; i++) idx[i] = i;
+    bf_batch_fill(v, idx, m, t->ds->mean, t->ds->std, NULL, g->x, g->labels);
+    free(idx);
+    for (int i = 0; i < g->j->k; i++) g->weight[i] = (double)g->j->samples[i];
+    g->preds = (bf_preds_t){m, K, g->labels, g->weight, g->j->utility_loss};
+    float *ze = g->z_empty, *za = g->z_all;
+    g->z_empty = g->z_all = NULL; /* computed now, served from the cache after */
+    coalition_logits(g, 0, ze), coalition_logits(g, (1u << g->j->k) - 1, za);
+    g->z_empty = ze, g->z_all = za;
+    *before = bf_preds_utility(&g->preds, ze), *after = bf_preds_utility(&g->preds, za);
+    return 0;
+}
+
+/* The round's Shapley values: exact up to exact_max updates, else the surrogate estimator (up to
+ * BF_SURROGATE_MAXN updates; the layer estimator beyond, or if the predictions do not fit in memory). */
 static void value_round(job_t *j) {
     task_t *t = j->t;
     j->phi = calloc(j->k, sizeof(double));
     if (!j->phi || j->k > 30 || !j->value) return;
-    game_t g = {j, bf_net_params(t->global), bf_net_buffers(t->global), 0, 0, 0};
+    game_t g = {j, bf_net_params(t->global), bf_net_buffers(t->global), 0, 0, 0, NULL, NULL, NULL, NULL, {0}, {0}};
     uint32_t all = (1u << j->k) - 1;
-    double before = coalition_utility(&g, 0), after = coalition_utility(&g, all);
-    g.known = 1, g.u_empty = before, g.u_all = after;
+    int surrogate = j->k > j->exact_max && j->k <= BF_SURROGATE_MAXN && game_preds(&g, &g.u_empty, &g.u_all) == 0;
+    if (!surrogate) g.u_empty = coalition_utility(&g, 0), g.u_all = coalition_utility(&g, all);
+    g.known = 1;
     j->shapley_evals = 2;
-    if (fabs(after - before) < ROUND_TRUNCATION) return; /* GTG-Shapley's between-round truncation */
     bf_err_t err;
+    uint64_t seed = t->spec.seed + (uint64_t)t->round;
     int budget = j->budget > 2 * j->k + 2 ? j->budget : 2 * j->k + 2;
-    if (j->k <= j->exact_max)
+    int truncated = fabs(g.u_all - g.u_empty) < ROUND_TRUNCATION; /* GTG-Shapley's between-round truncation */
+    if (truncated) {
+        j->estimator = "truncated"; /* everyone 0 */
+    } else if (j->k <= j->exact_max) {
         bf_shapley_exact(j->k, coalition_utility, &g, j->phi, &err), j->shapley_evals = 1 << j->k;
-    else
-        bf_shapley_layers(j->k, coalition_utility, &g, budget, t->spec.seed + (uint64_t)t->round, j->phi,
-                          &j->shapley_evals, &err);
+        j->estimator = "exact";
+    } else if (surrogate &&
+               !bf_shapley_surrogate(j->k, coalition_logits, &g, &g.preds, budget, seed, j->phi, &j->shapley_evals, &err)) {
+        j->estimator = "surrogate";
+    } else {
+        bf_shapley_layers(j->k, coalition_utility, &g, budget, seed, j->phi, &j->shapley_evals, &err);
+        j->estimator = "layers";
+    }
+    game_free(&g);
 }
 
 static void run_job(job_t *j) {
@@ -606,9 +668,9 @@ static void job_done(server_t *s, job_t *j) {
                                   m.seconds, j->sha, &err))
             logf_("state: %s", err.msg);
         logf_("task %s round %d/%d: %d participants, %lld samples, val acc %.4f loss %.4f, test acc %.4f, %.1f s "
-              "(aggregate+value+eval %.1f s, %d coalitions valued)",
+              "(aggregate+value+eval %.1f s, %d coalitions valued, %s)",
               t->spec.id, t->round + 1, t->spec.rounds, j->k, (long long)samples, j->val_acc, j->val_loss, j->test_acc,
-              m.seconds, j->seconds, j->shapley_evals);
+              m.seconds, j->seconds, j->shapley_evals, j->estimator ? j->estimator : "not valued");
         for (int i = 0; i < t->nparts; i++) { /* the updates are spent */
             free(t->parts[i].params), free(t->parts[i].buffers);
             t->parts[i].params = t->parts[i].buffers = NULL;

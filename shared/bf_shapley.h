@@ -56,4 +56,27 @@ int bf_shapley_exact(int n, bf_utility_fn u, void *ctx, double *phi, bf_err_t *e
 int bf_shapley_layers(int n, bf_utility_fn u, void *ctx, int budget, uint64_t seed, double *phi, int *evals,
                       bf_err_t *err);
 
+/* ---- the prediction surrogate -------------------------------------------------------------- */
+
+#define BF_SURROGATE_MAXN 16
+
+/* A coalition's model's predictions on the validation images: out[images * classes] logits. */
+typedef int (*bf_logits_fn)(void *ctx, uint32_t coalition, float *out);
+
+typedef struct {
+    int images, classes;
+    const int32_t *labels; /* [images], each in [0, classes) */
+    const double *weight;  /* [n]: each player's FedAvg weight (its samples); NULL = equal */
+    int loss;              /* U = -mean cross-entropy; 0: U = accuracy */
+} bf_preds_t;
+
+/* U of one model's logits: accuracy (the first of equal maxima wins) or -mean cross-entropy. */
+double bf_preds_utility(const bf_preds_t *p, const float *logits);
+
+/* phi[n] estimated from at most `budget` coalition predictions (budget >= 2n + 2, n <= 16), the same
+ * coalitions bf_shapley_layers would evaluate, plus a surrogate of every other coalition's logits
+ * fitted to them (see above); sums to U(N) - U(empty); *evals receives the number used. */
+int bf_shapley_surrogate(int n, bf_logits_fn f, void *ctx, const bf_preds_t *p, int budget, uint64_t seed,
+                         double *phi, int *evals, bf_err_t *err);
+
 #endif

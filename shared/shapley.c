@@ -131,8 +131,8 @@ static void layer_gamma(const cache_t *c, int n, int t, double *g) {
     for (int i = 0; i < n; i++) g[i] = (in[i] / nin - (t < n ? out[i] / nout : 0)) * (n - 1) / n;
 }
 
-/* Cholesky solve of the symmetric positive definite m x m system A x = y (x in y); -1 if A is not. */
-static int spd_solve(int m, double *A, double *y) {
+/* Cholesky factor (lower, in place) of the symmetric positive definite m x m matrix A; -1 if A is not. */
+static int spd_factor(int m, double *A) {
     for (int j = 0; j < m; j++) {
         for (int k = 0; k < j; k++)
             for (int i = j; i < m; i++) A[i * m + j] -= A[i * m + k] * A[j * m + k];
@@ -140,14 +140,24 @@ static int spd_solve(int m, double *A, double *y) {
         double d = sqrt(A[j * m + j]);
         for (int i = j; i < m; i++) A[i * m + j] /= d;
     }
-    for (int i = 0; i < m; i++) { /* L z = y, then L^T x = z */
-        for (int k = 0; k < i; k++) y[i] -= A[i * m + k] * y[k];
-        y[i] /= A[i * m + i];
+    return 0;
+}
+
+/* x = A^-1 y (x in y) from spd_factor's L: L z = y, then L^T x = z. */
+static void spd_backsolve(int m, const double *L, double *y) {
+    for (int i = 0; i < m; i++) {
+        for (int k = 0; k < i; k++) y[i] -= L[i * m + k] * y[k];
+        y[i] /= L[i * m + i];
     }
     for (int i = m - 1; i >= 0; i--) {
-        for (int k = i + 1; k < m; k++) y[i] -= A[k * m + i] * y[k];
-        y[i] /= A[i * m + i];
+        for (int k = i + 1; k < m; k++) y[i] -= L[k * m + i] * y[k];
+        y[i] /= L[i * m + i];
     }
+}
+
+static int spd_solve(int m, double *A, double *y) {
+    if (spd_factor(m, A)) return -1;
+    spd_backsolve(m, A, y);
     return 0;
 }
 
@@ -335,4 +345,164 @@ int bf_shapley_layers(int n, bf_utility_fn u, void *ctx, int budget, uint64_t se
     if (evals) *evals = c.n;
     free(c.mask), free(c.val), free(G);
     return 0;
+}
+
+/* ---- the prediction surrogate (see bf_shapley.h) -------------------------------------------- */
+
+/* Ridge of the surrogate's fit, relative to the mean diagonal of X^T X: tuned on the per-image
+ * logits of every coalition of real rounds (10 participants; 1e-3 .. 3e-2 within 10% of each other). */
+#define SURROGATE_RIDGE 1e-2
+#define SURROGATE_EXACT_MAXN 12 /* the surrogate game's values exactly (2^n of its coalitions) up to here */
+#define SURROGATE_SAMPLES 4096  /* beyond: the layer estimator on the surrogate game with this budget */
+
+typedef struct {
+    int n, P; /* players; features: the n weights c_i, then the products c_i c_j (i <= j) */
+    size_t IK;
+    const bf_preds_t *p;
+    bf_logits_fn f;
+    void *ctx;
+    int m, cap, failed; /* coalitions predicted so far */
+    uint32_t *mask;
+    double *u; /* their utilities */
+    float *z;  /* cap x IK: their logits */
+    float *B;  /* P x IK: the fitted coefficients */
+    float *tmp;
+} surr_t;
+
+double bf_preds_utility(const bf_preds_t *p, const float *logits) {
+    int K = p->classes, ok = 0;
+    double loss = 0;
+    for (int i = 0; i < p->images; i++) {
+        const float *r = logits + (size_t)i * K;
+        int best = 0;
+        for (int k = 1; k < K; k++) best = r[k] > r[best] ? k : best; /* the first of equals, as bf_evaluate */
+        ok += best == p->labels[i];
+        if (p->loss) {
+            double e = 0;
+            for (int k = 0; k < K; k++) e += exp((double)r[k] - r[best]);
+            loss += r[best] + log(e) - r[p->labels[i]];
+        }
+    }
+    return p->loss ? -loss / p->images : (double)ok / p->images;
+}
+
+static double player_weight(const surr_t *s, int i) { return s->p->weight ? s->p->weight[i] : 1.0; }
+
+/* Coalition S's nonzero features: each member's FedAvg weight in S, then their pairwise products. */
+static int features(const surr_t *s, uint32_t S, int *idx, double *x) {
+    int mem[MAXN], k = 0, q = 0, n = s->n;
+    double W = 0;
+    for (int i = 0; i < n; i++)
+        if (S >> i & 1) mem[k++] = i, W += player_weight(s, i);
+    for (int a = 0; a < k; a++) idx[q] = mem[a], x[q++] = player_weight(s, mem[a]) / W;
+    for (int a = 0; a < k; a++)
+        for (int b = a; b < k; b++) {
+            int i = mem[a], j = mem[b];
+            idx[q] = n + i * n - i * (i - 1) / 2 + (j - i), x[q++] = x[a] * x[b];
+        }
+    return q;
+}
+
+/* The predictions of every evaluated coalition, recorded while the layer estimator picks them. */
+static double record_utility(void *ctx, uint32_t S) {
+    surr_t *s = ctx;
+    if (s->failed || s->m >= s->cap) return s->failed = 1, 0;
+    float *z = s->z + (size_t)s->m * s->IK;
+    if (s->f(s->ctx, S, z)) return s->failed = 1, 0;
+    s->mask[s->m] = S;
+    return s->u[s->m++] = bf_preds_utility(s->p, z);
+}
+
+/* Least squares (ridged) of every image's logits on the features over the evaluated nonempty
+ * coalitions, all images at once: B = (X^T X + lambda I)^-1 X^T Z. */
+static int surrogate_fit(surr_t *s) {
+    int P = s->P, idx[MAXN * (MAXN + 3) / 2];
+    double x[MAXN * (MAXN + 3) / 2], *A = calloc((size_t)P * P, sizeof(double)), *H = calloc((size_t)s->m * P, sizeof(double));
+    if (!A || !H) return free(A), free(H), -1;
+    for (int r = 0; r < s->m; r++) {
+        if (!s->mask[r]) continue; /* the starting model: no weights, predicted exactly anyway */
+        int q = features(s, s->mask[r], idx, x);
+        for (int a = 0; a < q; a++) {
+            H[(size_t)r * P + idx[a]] = x[a];
+            for (int b = 0; b < q; b++) A[idx[a] * P + idx[b]] += x[a] * x[b];
+        }
+    }
+    double tr = 0;
+    for (int a = 0; a < P; a++) tr += A[a * P + a];
+    for (int a = 0; a < P; a++) A[a * P + a] += SURROGATE_RIDGE * (tr > 0 ? tr / P : 1);
+    int rc = spd_factor(P, A);
+    memset(s->B, 0, sizeof(float) * P * s->IK);
+    for (int r = 0; !rc && r < s->m; r++) {
+        if (!s->mask[r]) continue;
+        double *h = H + (size_t)r * P; /* row r of (X^T X + lambda I)^-1 X^T, transposed */
+        spd_backsolve(P, A, h);
+        const float *z = s->z + (size_t)r * s->IK;
+        for (int a = 0; a < P; a++) {
+            float c = (float)h[a], *b = s->B + (size_t)a * s->IK;
+            for (size_t e = 0; e < s->IK; e++) b[e] += c * z[e];
+        }
+    }
+    free(A), free(H);
+    return rc;
+}
+
+/* The surrogate game: U of the predicted logits (the starting model's own for the empty set). */
+static double surrogate_utility(void *ctx, uint32_t S) {
+    surr_t *s = ctx;
+    for (int r = 0; !S && r < s->m; r++)
+        if (!s->mask[r]) return s->u[r];
+    int idx[MAXN * (MAXN + 3) / 2];
+    double x[MAXN * (MAXN + 3) / 2];
+    int q = features(s, S, idx, x);
+    memset(s->tmp, 0, sizeof(float) * s->IK);
+    for (int a = 0; a < q; a++) {
+        const float *b = s->B + (size_t)idx[a] * s->IK;
+        float c = (float)x[a];
+        for (size_t e = 0; e < s->IK; e++) s->tmp[e] += c * b[e];
+    }
+    return bf_preds_utility(s->p, s->tmp);
+}
+
+/* What the surrogate misses, on the evaluated coalitions only (the same ones, same seed). */
+static double residual_utility(void *ctx, uint32_t S) {
+    surr_t *s = ctx;
+    for (int r = 0; r < s->m; r++)
+        if (s->mask[r] == S) return s->u[r] - surrogate_utility(s, S);
+    return 0; /* not reached: the estimator asks for exactly the recorded coalitions */
+}
+
+static void surr_free(surr_t *s) { free(s->mask), free(s->u), free(s->z), free(s->B), free(s->tmp); }
+
+int bf_shapley_surrogate(int n, bf_logits_fn f, void *ctx, const bf_preds_t *p, int budget, uint64_t seed,
+                         double *phi, int *evals, bf_err_t *err) {
+    if (n < 1 || n > BF_SURROGATE_MAXN) return bf_err_set(err, "the surrogate estimator needs 1..%d players, got %d", BF_SURROGATE_MAXN, n);
+    if (budget < 2 * n + 2) return bf_err_set(err, "budget %d is below 2n+2 = %d", budget, 2 * n + 2);
+    if (p->images < 1 || p->classes < 2 || p->classes > 100000 || p->images > 100000000 / p->classes)
+        return bf_err_set(err, "predictions of %d images x %d classes are out of range", p->images, p->classes);
+    for (int i = 0; i < p->images; i++)
+        if (p->labels[i] < 0 || p->labels[i] >= p->classes)
+            return bf_err_set(err, "label %d of image %d is not a class of %d", p->labels[i], i, p->classes);
+    for (int i = 0; p->weight && i < n; i++)
+        if (!(p->weight[i] > 0)) return bf_err_set(err, "player %d has weight %g (must be > 0)", i, p->weight[i]);
+    surr_t s = {.n = n, .P = n + n * (n + 1) / 2, .IK = (size_t)p->images * p->classes, .p = p, .f = f, .ctx = ctx};
+    uint32_t full = 1u << n;
+    s.cap = (uint32_t)budget < full ? budget : (int)full;
+    s.mask = malloc(sizeof(uint32_t) * s.cap), s.u = malloc(sizeof(double) * s.cap);
+    s.z = malloc(sizeof(float) * s.cap * s.IK), s.B = malloc(sizeof(float) * s.P * s.IK), s.tmp = malloc(sizeof(float) * s.IK);
+    double *ps = calloc(2 * (size_t)n, sizeof(double)), *pr = ps ? ps + n : NULL;
+    if (!s.mask || !s.u || !s.z || !s.B || !s.tmp || !ps)
+        return surr_free(&s), free(ps), bf_err_set(err, "out of memory for %d coalitions' predictions", s.cap);
+    int rc = bf_shapley_layers(n, record_utility, &s, budget, seed, phi, evals, err);
+    if (!rc && s.failed) rc = bf_err_set(err, "a coalition's predictions failed");
+    /* every coalition evaluated: the layer estimator's values are exact already */
+    if (!rc && s.m < (int)full) {
+        rc = surrogate_fit(&s) ? bf_err_set(err, "the surrogate fit failed") : 0;
+        if (!rc)
+            rc = n <= SURROGATE_EXACT_MAXN ? bf_shapley_exact(n, surrogate_utility, &s, ps, err)
+                                           : bf_shapley_layers(n, surrogate_utility, &s, SURROGATE_SAMPLES, seed, ps, NULL, err);
+        if (!rc) rc = bf_shapley_layers(n, residual_utility, &s, budget, seed, pr, NULL, err);
+        for (int i = 0; !rc && i < n; i++) phi[i] = ps[i] + pr[i];
+    }
+    surr_free(&s), free(ps);
+    return rc;
 }

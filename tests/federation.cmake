@@ -20,6 +20,9 @@ add_dependencies(test_fedavgm_resume blockfed-coordinator)
 bf_test(test_shapley_federation SOURCES integration/test_shapley_federation.c LIBS bfclient bfshared LABELS integration
         ARGS $<TARGET_FILE:blockfed-coordinator>)
 add_dependencies(test_shapley_federation blockfed-coordinator)
+add_test(NAME test_shapley_federation_surrogate COMMAND test_shapley_federation $<TARGET_FILE:blockfed-coordinator> surrogate)
+set_tests_properties(test_shapley_federation_surrogate PROPERTIES LABELS integration
+                     ENVIRONMENT "BF_TEST_TMP=${CMAKE_CURRENT_BINARY_DIR}/tmp")
 bf_test(test_predict SOURCES integration/test_predict.c LIBS bfclient bfshared LABELS integration
         ARGS $<TARGET_FILE:blockfed-coordinator> $<TARGET_FILE:blockfed-client> $<TARGET_FILE:blockfed-predict>)
 add_dependencies(test_predict blockfed-coordinator blockfed-client blockfed-predict)

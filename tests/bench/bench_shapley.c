@@ -31,6 +31,29 @@
 #define MAX_BUDGETS 8
 #define MAX_SEEDS 32
 #define MAX_GROUPS 8
+#define CLASSES 10
+
+/* Every coalition model's logits on the evaluation images (shared by a round's two tables). */
+typedef struct {
+    int images;
+    int32_t *labels;
+    float *z; /* FULL x images x CLASSES */
+} preds_t;
+
+static void preds_free(preds_t **p) {
+    if (*p) free((*p)->labels), free((*p)->z), free(*p);
+    *p = NULL;
+}
+
+static preds_t *preds_new(int images) {
+    preds_t *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->images = images;
+    p->labels = malloc(sizeof(int32_t) * images);
+    p->z = malloc(sizeof(float) * FULL * images * CLASSES);
+    if (!p->labels || !p->z) preds_free(&p);
+    return p;
+}
 
 /* One round's utility table with the timings it was measured with. */
 typedef struct {
@@ -41,12 +64,14 @@ typedef struct {
     double eval_s;  /* mean seconds of one coalition evaluation (aggregate + evaluate) */
     double local_s; /* slowest participant's local epoch */
     double agg_s;   /* FedAvg of all updates into the next global model */
+    preds_t *preds; /* every coalition's predictions, or NULL (tables saved without them) */
 } table_t;
 
 /* ---- the live game: FedAvg of a coalition's updates, accuracy on held-out images ------------ */
 
 typedef struct {
     bf_net_t *net;
+    float *x; /* the evaluation images, normalized */
     const float *g_params, *g_buffers;
     float *params[N], *buffers[N];
     bf_dataset_t *val;
@@ -74,18 +99,22 @@ static void aggregate(game_t *g, uint32_t S, float *out_p, float *out_b) {
     bf_agg_destroy(&a);
 }
 
-/* One evaluation gives both utilities: accuracy and -loss on the same images. */
-static void live_utility(game_t *g, uint32_t S, double *acc, double *neg_loss) {
+/* One evaluation gives both utilities, accuracy and -loss on the same images, from the coalition
+ * model's logits (kept: the surrogate estimator is given them). */
+static void live_utility(game_t *g, uint32_t S, preds_t *p, double *acc, double *neg_loss) {
     aggregate(g, S, bf_net_params(g->net), bf_net_buffers(g->net));
-    double loss;
-    bf_evaluate(g->net, g->val, &g->mean, &g->std, g->eval, &loss, acc);
-    *neg_loss = -loss;
+    float *z = p->z + (size_t)S * p->images * CLASSES;
+    bf_net_predict(g->net, g->x, p->images, z);
+    bf_preds_t pa = {p->images, CLASSES, p->labels, NULL, 0}, pl = {p->images, CLASSES, p->labels, NULL, 1};
+    *acc = bf_preds_utility(&pa, z);
+    *neg_loss = bf_preds_utility(&pl, z);
 }
 
 /* ---- the table game: what an estimator sees, with its evaluations counted ------------------ */
 
 typedef struct {
     const double *u;
+    const preds_t *p;
     int calls;
 } table_game_t;
 
@@ -93,6 +122,14 @@ static double table_utility(void *ctx, uint32_t S) {
     table_game_t *t = ctx;
     t->calls++;
     return t->u[S];
+}
+
+static int table_logits(void *ctx, uint32_t S, float *out) {
+    table_game_t *t = ctx;
+    t->calls++;
+    size_t ik = (size_t)t->p->images * CLASSES;
+    memcpy(out, t->p->z + S * ik, sizeof(float) * ik);
+    return 0;
 }
 
 /* ---- metrics ------------------------------------------------------------------------------- */
@@ -161,6 +198,45 @@ static int table_load(const char *path, table_t *ts) {
     return bad ? -1 : k;
 }
 
+/* Predictions beside a table file (FILE.preds), a record per round: "BFPREDS1", then int32 n,
+ * round, images, classes, then the labels (int32) and every coalition's logits (float32, S = 0..2^n-1). */
+static int preds_save(const char *table_path, int round, const preds_t *p, int append) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.preds", table_path);
+    FILE *f = fopen(path, append ? "ab" : "wb");
+    if (!f) return -1;
+    int32_t h[4] = {N, round, p->images, CLASSES};
+    int ok = fwrite("BFPREDS1", 1, 8, f) == 8 && fwrite(h, sizeof h, 1, f) == 1 &&
+             fwrite(p->labels, sizeof(int32_t), p->images, f) == (size_t)p->images &&
+             fwrite(p->z, sizeof(float) * p->images * CLASSES, FULL, f) == FULL;
+    return fclose(f) || !ok ? -1 : 0;
+}
+
+/* Attaches FILE.preds's records to the loaded tables of the same round; a missing file leaves
+ * them without (the layer estimator then); -1 if the file is there but does not fit. */
+static int preds_load(const char *table_path, table_t *ts, int k) {
+    char path[4096], magic[8];
+    snprintf(path, sizeof path, "%s.preds", table_path);
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int32_t h[4];
+    int bad = 0;
+    while (!bad && fread(magic, 1, 8, f) == 8) {
+        bad = memcmp(magic, "BFPREDS1", 8) || fread(h, sizeof h, 1, f) != 1 || h[0] != N || h[3] != CLASSES ||
+              h[2] < 1 || h[2] > 10000;
+        preds_t *p = bad ? NULL : preds_new(h[2]);
+        bad = bad || !p || fread(p->labels, sizeof(int32_t), p->images, f) != (size_t)p->images ||
+              fread(p->z, sizeof(float) * p->images * CLASSES, FULL, f) != FULL;
+        for (int i = 0; !bad && i < p->images; i++) bad = p->labels[i] < 0 || p->labels[i] >= CLASSES;
+        int owner = 0;
+        for (int t = 0; t < k && !bad; t++)
+            if (ts[t].round == h[1] && !ts[t].preds) ts[t].preds = p, owner = 1;
+        if (!owner) preds_free(&p);
+    }
+    fclose(f);
+    return bad ? -1 : 0;
+}
+
 /* ---- one round of real training ------------------------------------------------------------ */
 
 typedef struct {
@@ -181,12 +257,14 @@ static int live_init(live_t *L, const char *split, uint64_t seed, int eval, int 
     if (bf_blocks_partition(&L->train, images, 5000, split, seed, &L->blocks, err)) return -1;
     if (!(L->global = bf_net_new("resnet8", 1, 28, 28, 10, 64, 2, err))) return -1;
     bf_net_init(L->global, 1);
-    game_t g = {bf_net_new("resnet8", 1, 28, 28, 10, 256, 2, err), NULL, NULL, {0}, {0}, &L->test, L->mean, L->std, eval, images};
+    game_t g = {.net = bf_net_new("resnet8", 1, 28, 28, 10, 256, 2, err), .val = &L->test, .mean = L->mean,
+                .std = L->std, .eval = eval, .images = images};
     if (!g.net) return -1;
     size_t np = bf_net_num_params(L->global), nb = bf_net_num_buffers(L->global);
     L->g_params = malloc(sizeof(float) * np), L->g_buffers = malloc(sizeof(float) * nb);
     for (int i = 0; i < N; i++) g.params[i] = malloc(sizeof(float) * np), g.buffers[i] = malloc(sizeof(float) * nb);
     g.g_params = L->g_params, g.g_buffers = L->g_buffers;
+    if (!(g.x = malloc(sizeof(float) * (size_t)eval * 28 * 28))) return bf_err_set(err, "out of memory");
     L->g = g;
     memcpy(L->g_params, bf_net_params(L->global), sizeof(float) * np);
     memcpy(L->g_buffers, bf_net_buffers(L->global), sizeof(float) * nb);
@@ -195,7 +273,7 @@ static int live_init(live_t *L, const char *split, uint64_t seed, int eval, int 
 
 static void live_free(live_t *L) {
     for (int i = 0; i < N; i++) free(L->g.params[i]), free(L->g.buffers[i]);
-    free(L->g_params), free(L->g_buffers);
+    free(L->g.x), free(L->g_params), free(L->g_buffers);
     bf_net_destroy(&L->global), bf_net_destroy(&L->g.net);
     bf_blocks_free(&L->blocks);
     bf_dataset_free(&L->train), bf_dataset_free(&L->test);
@@ -226,8 +304,16 @@ static int live_round(live_t *L, int round, table_t *t, bf_err_t *err) {
         bf_trainer_destroy(&tr);
         bf_dataset_free(&mine);
     }
+    preds_t *p = preds_new(L->g.eval);
+    if (!p) return bf_err_set(err, "out of memory for %u coalitions' predictions", FULL);
+    int32_t *idx = malloc(sizeof(int32_t) * p->images);
+    if (!idx) return preds_free(&p), bf_err_set(err, "out of memory");
+    for (int i = 0; i < p->images; i++) idx[i] = i;
+    bf_batch_fill(L->g.val, idx, p->images, &L->g.mean, &L->g.std, NULL, L->g.x, p->labels);
+    free(idx);
     double t0 = bf_now();
-    for (uint32_t S = 0; S < FULL; S++) live_utility(&L->g, S, &t[0].u[S], &t[1].u[S]);
+    for (uint32_t S = 0; S < FULL; S++) live_utility(&L->g, S, p, &t[0].u[S], &t[1].u[S]);
+    t[0].preds = t[1].preds = p;
     t->eval_s = (bf_now() - t0) / FULL;
     t0 = bf_now();
     aggregate(&L->g, FULL - 1, L->g_params, L->g_buffers);
@@ -277,8 +363,19 @@ static cumul_t *cumul_find(cumul_t *cu, int *ncu, const table_t *t) {
     return c;
 }
 
-static int run_table(const table_t *t, const int *budgets, int nb, int seeds, int json, stats_t *st, cumul_t *cu) {
-    table_game_t tg = {t->u, 0};
+/* The estimator under test: from the coalitions' predictions when the table has them (the
+ * coordinator's), else (or with --estimator layers) from their utilities alone. */
+static int estimate(const table_t *t, table_game_t *tg, int layers, int budget, uint64_t seed, double *est, int *evals,
+                    bf_err_t *err) {
+    if (layers || !t->preds) return bf_shapley_layers(N, table_utility, tg, budget, seed, est, evals, err);
+    bf_preds_t p = {t->preds->images, CLASSES, t->preds->labels, NULL, !strcmp(t->utility, "loss")};
+    return bf_shapley_surrogate(N, table_logits, tg, &p, budget, seed, est, evals, err);
+}
+
+static int run_table(const table_t *t, const int *budgets, int nb, int seeds, int json, int layers, stats_t *st,
+                     cumul_t *cu) {
+    table_game_t tg = {t->u, t->preds, 0};
+    const char *name = layers || !t->preds ? "layers" : "surrogate";
     double exact[N], est[N];
     bf_err_t err;
     if (bf_shapley_exact(N, table_utility, &tg, exact, &err)) return fprintf(stderr, "%s\n", err.msg), -1;
@@ -302,7 +399,7 @@ static int run_table(const table_t *t, const int *budgets, int nb, int seeds, in
             int evals = 0;
             tg.calls = 0;
             double t0 = bf_now();
-            if (bf_shapley_layers(N, table_utility, &tg, budgets[b], (uint64_t)seed, est, &evals, &err))
+            if (estimate(t, &tg, layers, budgets[b], (uint64_t)seed, est, &evals, &err))
                 return fprintf(stderr, "%s\n", err.msg), -1;
             t_est += bf_now() - t0;
             if (tg.calls != evals || evals > budgets[b])
@@ -315,16 +412,16 @@ static int run_table(const table_t *t, const int *budgets, int nb, int seeds, in
             stats_add(&st[b], rel_l2(est, exact), spearman(est, exact), frac, evals);
         }
         if (json)
-            printf("{\"bench\":\"shapley\",\"n\":%d,\"round\":%d,\"split\":\"%s\",\"utility\":\"%s\",\"budget\":%d,\"seeds\":%d,"
-                   "\"evaluations\":%.1f,\"rel_l2_error_mean\":%.4f,\"rel_l2_error_max\":%.4f,\"spearman_mean\":%.3f,"
+            printf("{\"bench\":\"shapley\",\"n\":%d,\"round\":%d,\"split\":\"%s\",\"utility\":\"%s\",\"estimator\":\"%s\","
+                   "\"budget\":%d,\"seeds\":%d,\"evaluations\":%.1f,\"rel_l2_error_mean\":%.4f,\"rel_l2_error_max\":%.4f,\"spearman_mean\":%.3f,"
                    "\"spearman_min\":%.3f,\"estimator_overhead_s\":%.6f,\"valuation_s\":%.2f,"
                    "\"shapley_time_fraction\":%.4f}\n",
-                   N, t->round, t->split, t->utility, budgets[b], seeds, s.evals_sum / s.runs, s.err_sum / s.runs, s.err_max,
+                   N, t->round, t->split, t->utility, name, budgets[b], seeds, s.evals_sum / s.runs, s.err_sum / s.runs, s.err_max,
                    s.rho_sum / s.runs, s.rho_min, t_est / seeds, s.evals_sum / s.runs * t->eval_s, s.frac_sum / s.runs);
         else
-            printf("  budget %3d: %5.1f evaluations, rel. L2 error %5.2f%% mean / %5.2f%% worst, Spearman %.3f mean / "
+            printf("  %s, budget %3d: %5.1f evaluations, rel. L2 error %5.2f%% mean / %5.2f%% worst, Spearman %.3f mean / "
                    "%.3f worst over %d seeds; valuation %.1f s = %.1f%% of the round\n",
-                   budgets[b], s.evals_sum / s.runs, 100 * s.err_sum / s.runs, 100 * s.err_max, s.rho_sum / s.runs,
+                   name, budgets[b], s.evals_sum / s.runs, 100 * s.err_sum / s.runs, 100 * s.err_max, s.rho_sum / s.runs,
                    s.rho_min, seeds, s.evals_sum / s.runs * t->eval_s, 100 * s.frac_sum / s.runs);
     }
     fflush(stdout);
@@ -386,24 +483,27 @@ static int parse_budgets(const char *s, int *b) {
 static int usage(FILE *f) {
     fprintf(f, "usage: blockfed-bench shapley [--json] [--images PER_PARTICIPANT=5000] [--eval IMAGES=2000] [--rounds R=1]\n"
                "                              [--split iid|dirichlet:A] [--seed S=7] [--save-table FILE]\n"
-               "                              [--budgets 22,32,50,100] [--seeds K=5]\n"
-               "       blockfed-bench shapley --table FILE [--json] [--budgets LIST] [--seeds K]\n"
+               "                              [--budgets 22,32,50,100] [--seeds K=5] [--estimator surrogate|layers]\n"
+               "       blockfed-bench shapley --table FILE [--json] [--budgets LIST] [--seeds K] [--estimator E]\n"
                "  Trains 10 ResNet8 participants R rounds (one local epoch each) on Fashion-MNIST, evaluates every\n"
                "  coalition each round on the first IMAGES test images (exact Shapley, U = accuracy and U = -loss)\n"
                "  and the budgeted estimator at each budget over K seeds. --save-table appends each round's two\n"
-               "  2^10-utility tables to FILE; --table re-runs the estimator on saved tables (no training).\n");
+               "  2^10-utility tables to FILE and every coalition's logits to FILE.preds; --table re-runs the\n"
+               "  estimator on saved tables (no training). The estimator is the coordinator's (surrogate, from\n"
+               "  the coalitions' predictions; layers where FILE.preds is missing) or the layer estimator.\n");
     return f == stdout ? 0 : 2;
 }
 
 int bench_shapley_main(int argc, char **argv) {
-    int json = 0, eval = 2000, images = 5000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
+    int json = 0, layers = 0, eval = 2000, images = 5000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
     const char *split = "iid", *save = NULL, *load = NULL;
     uint64_t seed = 7;
     static const struct option opts[] = {
         {"json", no_argument, 0, 'j'},        {"eval", required_argument, 0, 'e'},    {"rounds", required_argument, 0, 'r'},
         {"split", required_argument, 0, 'p'}, {"seed", required_argument, 0, 's'},    {"save-table", required_argument, 0, 'w'},
         {"table", required_argument, 0, 't'}, {"budgets", required_argument, 0, 'b'}, {"seeds", required_argument, 0, 'k'},
-        {"images", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"images", required_argument, 0, 'i'}, {"estimator", required_argument, 0, 'E'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'j') json = 1;
@@ -413,6 +513,10 @@ int bench_shapley_main(int argc, char **argv) {
         else if (c == 'p') split = optarg;
         else if (c == 's') seed = strtoull(optarg, NULL, 10);
         else if (c == 'w') save = optarg;
+        else if (c == 'E') {
+            if (strcmp(optarg, "surrogate") && strcmp(optarg, "layers")) return usage(stderr);
+            layers = !strcmp(optarg, "layers");
+        }
         else if (c == 't') load = optarg;
         else if (c == 'b') {
             if ((nb = parse_budgets(optarg, budgets)) < 0)
@@ -423,7 +527,8 @@ int bench_shapley_main(int argc, char **argv) {
         else if (c == 'h') return usage(stdout);
         else return usage(stderr);
     }
-    if (optind < argc || rounds < 1 || 2 * rounds > MAX_TABLES || images < 64 || images > 5500 || seeds < 1 || seeds > MAX_SEEDS || eval < 0 || (load && save))
+    if (optind < argc || rounds < 1 || 2 * rounds > MAX_TABLES || images < 64 || images > 5500 || seeds < 1 || seeds > MAX_SEEDS || eval < 1 || eval > 10000 ||
+        (load && save))
         return usage(stderr);
     stats_t st[2 * MAX_BUDGETS] = {{0}};
     int per_utility[2] = {0, 0}, ncu = 0;
@@ -436,11 +541,12 @@ int bench_shapley_main(int argc, char **argv) {
             free(tables), free(cu);
             return fprintf(stderr, "bench shapley: %s: no readable n=%d utility table\n", load, N), 1;
         }
+        if (preds_load(load, tables, ntables)) rc = (fprintf(stderr, "bench shapley: %s.preds does not fit the tables\n", load), -1);
         for (int k = 0; k < ntables && !rc; k++) {
             int u = !strcmp(tables[k].utility, "loss");
             per_utility[u]++;
             cumul_t *g = cumul_find(cu, &ncu, &tables[k]);
-            rc = g ? run_table(&tables[k], budgets, nb, seeds, json, st + u * MAX_BUDGETS, g) : -1;
+            rc = g ? run_table(&tables[k], budgets, nb, seeds, json, layers, st + u * MAX_BUDGETS, g) : -1;
         }
     } else {
         live_t L;
@@ -457,19 +563,26 @@ int bench_shapley_main(int argc, char **argv) {
                 break;
             }
             ntables += 2;
-            if (save && (table_save(save, &t[0], r > 1) || table_save(save, &t[1], 1))) {
+            if (save && (table_save(save, &t[0], r > 1) || table_save(save, &t[1], 1) ||
+                         preds_save(save, r, t[0].preds, r > 1))) {
                 fprintf(stderr, "bench shapley: cannot write %s\n", save);
                 rc = -1;
                 break;
             }
             for (int u = 0; u < 2 && !rc; u++) {
                 per_utility[u]++;
-                rc = run_table(&t[u], budgets, nb, seeds, json, st + u * MAX_BUDGETS, cumul_find(cu, &ncu, &t[u]));
+                rc = run_table(&t[u], budgets, nb, seeds, json, layers, st + u * MAX_BUDGETS, cumul_find(cu, &ncu, &t[u]));
             }
         }
         live_free(&L);
     }
     if (!rc) print_summary(st, budgets, nb, per_utility, seeds, json), print_cumulative(cu, ncu, budgets, nb, seeds, json);
+    for (int k = 0; k < ntables; k++) { /* a round's two tables share one record */
+        preds_t *p = tables[k].preds;
+        for (int j = k; j < ntables; j++)
+            if (tables[j].preds == p) tables[j].preds = NULL;
+        preds_free(&p);
+    }
     free(tables), free(cu);
     return rc ? 1 : 0;
 }

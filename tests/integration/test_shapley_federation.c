@@ -4,10 +4,10 @@
  *  - alice has the lowest cumulative Shapley value and no reward (her value is not positive);
  *  - carol and dave, identical players, have equal values and rewards within one cent;
  *  - the pool splits to the exact cent (rewards sum to the pool) and the ledger verifies.
- * usage: test_shapley_federation COORDINATOR */
+ * With "surrogate" the coordinator values every round with the budgeted estimator instead of
+ * exactly (--shapley-exact-max 3, budget 10 of the 16 coalitions), and its log must say so.
+ * usage: test_shapley_federation COORDINATOR [surrogate] */
 #include "fed_participant.h"
-
-#define ENDPOINT "tcp://127.0.0.1:27716"
 
 static const char *server_key_g;
 
@@ -23,13 +23,16 @@ static const char *cash_of(fed_client_t *c) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) return fprintf(stderr, "usage: test_shapley_federation COORDINATOR\n"), 2;
+    if (argc < 2) return fprintf(stderr, "usage: test_shapley_federation COORDINATOR [surrogate]\n"), 2;
+    int estimator = argc > 2 && !strcmp(argv[2], "surrogate");
+    const char *ENDPOINT = estimator ? "tcp://127.0.0.1:27718" : "tcp://127.0.0.1:27716";
     zsys_init();
     zsys_set_logstream(NULL);
     char home[600], spec[700], key[41];
-    CHECK(fed_prepare(argv[1], "feds", 1500, 300, 11, home, sizeof home, spec, sizeof spec, key) == 0);
+    CHECK(fed_prepare(argv[1], estimator ? "fedsur" : "feds", 1500, 300, 11, home, sizeof home, spec, sizeof spec, key) == 0);
     server_key_g = key;
-    const char *extra[] = {"--block-size", "100", "--blocks-per-join", "3", "--liveness", "30", "--verbose", NULL};
+    const char *extra[] = {"--block-size", "100", "--blocks-per-join", "3", "--liveness", "30", "--verbose",
+                           estimator ? "--shapley-exact-max" : NULL, "3", "--shapley-budget", "10", NULL};
     pid_t coord = fed_start(argv[1], home, ENDPOINT, spec, extra);
 
     fed_client_t erin;
@@ -105,6 +108,9 @@ int main(int argc, char **argv) {
 
     fed_stop(coord, SIGTERM);
     char out[700];
+    snprintf(out, sizeof out, "%s.log", home);
+    const char *log = bf_slurp(out);
+    CHECK(log && strstr(log, estimator ? "10 coalitions valued, surrogate)" : "16 coalitions valued, exact)"));
     snprintf(out, sizeof out, "%s.verify", home);
     const char *vargs[] = {"ledger", "verify", "--home", home, NULL};
     CHECK(bf_spawn(argv[1], vargs, out, 1) == 0);
