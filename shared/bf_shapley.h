@@ -4,6 +4,22 @@
  * of the model aggregated from the updates of S onto the round's starting model (U(empty) = that
  * starting model). Every utility is evaluated at most once per call (results are cached).
  *  - bf_shapley_exact: all 2^n coalitions (n <= 20).
+ *  - bf_shapley_surrogate: the coordinator's estimator (n <= 16). It evaluates the coalitions
+ *    bf_shapley_layers would (below) but keeps each coalition model's logits on the validation
+ *    images, not just U. A coalition model is the starting one plus sum c_i(S) delta_i (c_i = i's
+ *    FedAvg weight within S), so every image's logits are a smooth function of the weights c; the
+ *    surrogate fits, for every image and class at once, a quadratic in c (the n weights and their
+ *    n(n+1)/2 products; ridge 1e-2 of the mean diagonal; each coalition size weighing the same in
+ *    total, as in the Shapley value) to the evaluated coalitions' logits. Every other coalition's
+ *    logits are predicted, and U of those (accuracy or -cross-entropy, per image: the thresholds
+ *    and the noise of a 2,000-image accuracy are in the surrogate game too) is the surrogate game
+ *    U~. Its values are computed exactly (n <= 12; 2^n predicted coalitions, a few ms each) or
+ *    with bf_shapley_layers at 4,096 of them; what the surrogate misses, U - U~ on the evaluated
+ *    coalitions, is valued with bf_shapley_layers on the same coalitions (a control variate):
+ *    phi = phi(U~) + phi_layers(U - U~). Efficiency exact; exact once the budget covers all 2^n
+ *    coalitions; deterministic from the seed; the logits kept are budget x images x classes
+ *    floats (8 MB for 100 coalitions of 2,000 images; more than 1 GiB is refused).
+ *    Measured: see the figures after bf_shapley_layers's.
  *  - bf_shapley_layers: a budgeted estimator (stratified by coalition size). It uses the identity
  *    phi_i = (U(N) - U(empty))/n + sum over sizes t = 1..n-1 of gamma_i(t)/(n-1), where gamma(t)
  *    are the player effects of the least-squares additive fit of U over the coalitions of size t

@@ -354,6 +354,7 @@ int bf_shapley_layers(int n, bf_utility_fn u, void *ctx, int budget, uint64_t se
 #define SURROGATE_RIDGE 1e-2
 #define SURROGATE_EXACT_MAXN 12 /* the surrogate game's values exactly (2^n of its coalitions) up to here */
 #define SURROGATE_SAMPLES 4096  /* beyond: the layer estimator on the surrogate game with this budget */
+#define SURROGATE_MAX_BYTES (1024.0 * 1048576) /* the kept predictions; a larger budget is refused */
 
 typedef struct {
     int n, P; /* players; features: the n weights c_i, then the products c_i c_j (i <= j) */
@@ -493,6 +494,9 @@ int bf_shapley_surrogate(int n, bf_logits_fn f, void *ctx, const bf_preds_t *p, 
     surr_t s = {.n = n, .P = n + n * (n + 1) / 2, .IK = (size_t)p->images * p->classes, .p = p, .f = f, .ctx = ctx};
     uint32_t full = 1u << n;
     s.cap = (uint32_t)budget < full ? budget : (int)full;
+    if ((double)s.cap * s.IK * sizeof(float) > SURROGATE_MAX_BYTES)
+        return bf_err_set(err, "%d coalitions' predictions of %zu logits exceed %.0f MiB", s.cap, s.IK,
+                          SURROGATE_MAX_BYTES / 1048576.0);
     s.mask = malloc(sizeof(uint32_t) * s.cap), s.u = malloc(sizeof(double) * s.cap);
     s.z = malloc(sizeof(float) * s.cap * s.IK), s.B = malloc(sizeof(float) * s.P * s.IK), s.tmp = malloc(sizeof(float) * s.IK);
     double *ps = calloc(2 * (size_t)n, sizeof(double)), *pr = ps ? ps + n : NULL;

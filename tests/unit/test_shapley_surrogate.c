@@ -11,8 +11,8 @@
  *  - efficiency exact, deterministic from the seed, within the budget, each coalition predicted
  *    once, exact once the budget covers all 2^n coalitions, identical players equal when the
  *    evaluated coalitions are symmetric (budget 2n+2);
- *  - bad input is refused: labels out of range, nonpositive weights, too many players, a failing
- *    prediction callback. */
+ *  - bad input is refused: labels out of range, nonpositive weights, too many players, a budget
+ *    below 2n+2, predictions too large to keep, a failing prediction callback. */
 #include <string.h>
 
 #include "bf_shapley.h"
@@ -214,6 +214,10 @@ int main(void) {
     g.w[3] = 1;
     CHECK(bf_shapley_surrogate(BF_SURROGATE_MAXN + 1, logits, &g, &p, 100, 1, est, &evals, &err) == -1);
     CHECK(bf_shapley_surrogate(10, logits, &g, &p, 21, 1, est, &evals, &err) == -1);
+    static int32_t many[100000]; /* 1,000 coalitions x 100,000 images x 10 classes: 4 GB of logits */
+    bf_preds_t big = {100000, 10, many, NULL, 0};
+    CHECK(bf_shapley_surrogate(10, logits, &g, &big, 1000, 1, est, &evals, &err) == -1);
+    printf("too large: %s\n", err.msg);
     g.calls = 0, g.fail_at = 30;
     memset(g.seen, 0, sizeof g.seen);
     CHECK(bf_shapley_surrogate(10, logits, &g, &p, 50, 1, est, &evals, &err) == -1);
