@@ -39,18 +39,22 @@
  *    most once.
  *    Measured against exact at n = 10 (blockfed-bench shapley: 10 participants with 5,000
  *    Fashion-MNIST images each, one local ResNet8 epoch per round, U on 2,000 test images; the
- *    tables and every coalition's logits replayed with --table, 10 seeds), relative L2 error, mean
- *    over seeds, at 100 evaluations, surrogate / this layer estimator (U = accuracy; U = -loss):
- *      IID round 1 (from a random model), 2 federations: 9.5 / 5.5%, 14 / 15%; 8.8 / 7.2%, 7.7 / 12%
- *      IID rounds 2-3, 2 federations:  1.2-4.1% / 2.8-9.2%;  0.7-2.4% / 2.5-5.0%
- *      Dirichlet-0.5 rounds 1-3:       7.2-8.2% / 22-38%;    1.4-2.1% / 2.4-6.2%
- *    Spearman >= 0.977 (surrogate) on every round. On the values summed over the three rounds
- *    (what settlement pays on): IID 6.4 / 4.1% and 8.8 / 11%, Dirichlet 6.1 / 19% (accuracy);
- *    IID 6.1 / 5.4% and 5.3 / 8.5%, Dirichlet 1.2 / 3.4% (-loss). At 32 evaluations the surrogate
- *    is 3.5-18% on rounds after the first but 32-82% on a first round (layer estimator 17-50%).
- *    The surrogate's fit (quadratic, ridge, equal weight per size) was chosen on the first IID
- *    federation and the first two Dirichlet rounds; the third Dirichlet round and the second IID
- *    federation were held out. Its cost beyond the evaluations: 0.5-1.2 s per round at n = 10.
+ *    tables and every coalition's logits replayed with --table, 10 seeds; 11 rounds of 4
+ *    federations), relative L2 error, mean over seeds, at 100 evaluations, surrogate / this layer
+ *    estimator on the same tables:
+ *                                     U = accuracy                 U = -loss
+ *      IID round 1 (random start), 2: 9.5 / 5.5%, 14 / 15%         8.8 / 7.2%, 7.7 / 12%
+ *      IID rounds 2-3, 4 rounds:      1.2-4.1% / 2.8-9.2%          0.7-2.4% / 2.5-5.0%
+ *      Dirichlet-0.5, 5 rounds:       7.1-8.2% (one 20%) / 17-38%  1.4-2.1% / 2.4-7.9%
+ *      mean of the 11:                7.6% / 15%                   2.8% / 5.5%
+ *    Spearman >= 0.939 (surrogate) on every round. On the values summed over a federation's rounds
+ *    (what settlement pays on): IID 6.4 / 4.1% and 8.8 / 11%, Dirichlet 6.1 / 19% and 15 / 15%
+ *    (accuracy); IID 6.1 / 5.4% and 5.3 / 8.5%, Dirichlet 1.2 / 3.4% and 1.9 / 5.1% (-loss). At
+ *    32 evaluations the surrogate is 3.5-19% on rounds after the first but 22-82% on a first round
+ *    (layer estimator 17-50%). The surrogate's fit (quadratic, ridge, equal weight per size) was
+ *    chosen on the first IID federation and the first two Dirichlet rounds; the rest (a third
+ *    Dirichlet round, a second IID and a second Dirichlet federation) was held out. Its cost beyond
+ *    the evaluations: 0.5-1.2 s per round at n = 10.
  *    On U = (sum w)^2 at n = 12: 0.15% with 100; on U = 1 - exp(-sum w) at n = 10, 12: <= 7.7%
  *    with 32 and <= 7.9% with 100 (8 of 10 games <= 3%). */
 #ifndef BF_SHAPLEY_H
