@@ -486,14 +486,19 @@ static double coalition_utility(void *ctx, uint32_t S) {
     return j->utility_loss ? -loss : acc;
 }
 
-/* S's coalition model's logits on the valuation images (the surrogate estimator's evaluation). */
+static void coalition_predict(game_t *g, uint32_t S, float *out) {
+    coalition_model(g, S);
+    bf_net_predict(g->j->t->coalition, g->x, g->preds.images, out);
+}
+
+/* S's coalition model's logits on the valuation images (the surrogate estimator's evaluation);
+ * the empty and full coalitions' come from the truncation test. */
 static int coalition_logits(void *ctx, uint32_t S, float *out) {
     game_t *g = ctx;
     size_t ik = (size_t)g->preds.images * g->preds.classes;
     const float *known = S == 0 ? g->z_empty : S == (1u << g->j->k) - 1 ? g->z_all : NULL;
     if (known) return memcpy(out, known, sizeof(float) * ik), 0;
-    coalition_model(g, S);
-    bf_net_predict(g->j->t->coalition, g->x, g->preds.images, out);
+    coalition_predict(g, S, out);
     return 0;
 }
 
@@ -515,11 +520,8 @@ static int game_preds(game_t *g, double *before, double *after) {
     free(idx);
     for (int i = 0; i < g->j->k; i++) g->weight[i] = (double)g->j->samples[i];
     g->preds = (bf_preds_t){m, K, g->labels, g->weight, g->j->utility_loss};
-    float *ze = g->z_empty, *za = g->z_all;
-    g->z_empty = g->z_all = NULL; /* computed now, served from the cache after */
-    coalition_logits(g, 0, ze), coalition_logits(g, (1u << g->j->k) - 1, za);
-    g->z_empty = ze, g->z_all = za;
-    *before = bf_preds_utility(&g->preds, ze), *after = bf_preds_utility(&g->preds, za);
+    coalition_predict(g, 0, g->z_empty), coalition_predict(g, (1u << g->j->k) - 1, g->z_all);
+    *before = bf_preds_utility(&g->preds, g->z_empty), *after = bf_preds_utility(&g->preds, g->z_all);
     return 0;
 }
 
