@@ -7,9 +7,8 @@
  *  - a tanh network (logits not polynomial in the weights) at n = 10, 12 (the surrogate game
  *    valued exactly) and 14 (the layer estimator on the surrogate game): the error against exact
  *    under both utilities at budgets 32 and 100 within the bounds measured here with a margin;
- *    at 100, over the six games, well below the layer estimator given the same utilities, and on
- *    none of them more than 25% above it (this smooth game favours the layer estimator's shared
- *    path more than real rounds do: it wins one of the six);
+ *    at 100 no worse than the layer estimator given the same utilities on each game, and well
+ *    below it summed over the six;
  *  - efficiency exact, deterministic from the seed, within the budget, each coalition predicted
  *    once, exact once the budget covers all 2^n coalitions, identical players equal when the
  *    evaluated coalitions are symmetric (budget 2n+2);
@@ -164,14 +163,14 @@ int main(void) {
         CHECK(bf_shapley_exact(10, utility, &g, exact, &err) == 0);
         double e = mean_error(&g, exact, 100, 3, 0);
         printf("linear game, U = %s: %.4f%% with 100 predictions\n", loss ? "-loss" : "accuracy", 100 * e);
-        CHECK_MSG(e <= 0.01, "linear game: relative error %.4f > 0.01", e); /* measured 0.61%: the ridge's bias */
+        CHECK_MSG(e <= 0.01, "linear game: relative error %.4f > 0.01", e); /* measured 0.14%: the ridge's bias */
     }
 
     /* the tanh network: bounds measured here (printed) with a margin */
     static const int sizes[3] = {10, 12, 14};
-    static const double bound[3][2][2] = {{{0.34, 0.045}, {0.26, 0.032}}, /* measured 28.2 / 3.4%, 21.1 / 2.5% */
-                                          {{0.26, 0.11}, {0.24, 0.085}},   /* 21.2 / 8.6%, 20.0 / 6.7% */
-                                          {{0.33, 0.125}, {0.33, 0.095}}}; /* 27.0 / 9.9%, 27.1 / 7.4% */
+    static const double bound[3][2][2] = {{{0.30, 0.04}, {0.23, 0.028}},  /* measured 25.1 / 3.1%, 18.8 / 2.2% */
+                                          {{0.23, 0.075}, {0.22, 0.05}},  /* 18.5 / 5.6%, 17.7 / 4.0% */
+                                          {{0.32, 0.12}, {0.33, 0.095}}}; /* 26.2 / 9.4%, 27.2 / 7.6% */
     double sum_surrogate = 0, sum_layers = 0;
     for (int k = 0; k < 3; k++)
         for (int loss = 0; loss < 2; loss++) {
@@ -184,11 +183,11 @@ int main(void) {
                    g.n, loss ? "-loss" : "accuracy", 100 * e32, 100 * e100, 100 * l100);
             CHECK_MSG(e32 <= bound[k][loss][0] && e100 <= bound[k][loss][1], "n=%d loss=%d: %.3f (32) %.3f (100)", g.n,
                       loss, e32, e100);
-            CHECK_MSG(e100 <= l100 * 1.25, "n=%d loss=%d: surrogate %.3f vs layers %.3f", g.n, loss, e100, l100);
+            CHECK_MSG(e100 <= l100 * 1.05, "n=%d loss=%d: surrogate %.3f vs layers %.3f", g.n, loss, e100, l100);
             sum_surrogate += e100, sum_layers += l100;
         }
-    /* measured 38.4% vs 58.1% summed over the six */
-    CHECK_MSG(sum_surrogate <= 0.8 * sum_layers, "surrogate %.3f vs layers %.3f summed", sum_surrogate, sum_layers);
+    /* measured 31.9% vs 58.1% summed over the six */
+    CHECK_MSG(sum_surrogate <= 0.7 * sum_layers, "surrogate %.3f vs layers %.3f summed", sum_surrogate, sum_layers);
 
     /* deterministic from the seed; exact once the budget covers every coalition */
     make_game(&g, 8, 1, 5, 0);
