@@ -51,8 +51,8 @@
  *      Dirichlet-0.5, 5 rounds:       2.5-7.0% / 17-38%            2.0-2.8% / 2.4-7.9%
  *      mean of the 11:                3.9% / 15%                   2.9% / 5.5%
  *    Spearman >= 0.967 (surrogate, mean over seeds) on every round. <= 5% on 7 of the 11 rounds
- *    under U = accuracy (not: the first rounds, 5.8-7.1%, and one more Dirichlet round, 6.1%),
- *    9 of 11 under -loss (not: the IID first rounds). On the values summed over a federation's
+ *    under U = accuracy (not: the four first rounds, 5.8-7.1%), 9 of 11 under -loss (not: the
+ *    two IID first rounds, 7.0 and 9.0%). On the values summed over a federation's
  *    rounds (what settlement pays on): IID 4.1 / 4.1% and 5.0 / 11%, Dirichlet 4.0 / 19% and 4.9 /
  *    15% (accuracy); IID 5.2 / 5.4% and 6.4 / 8.5%, Dirichlet 1.6 / 3.4% and 2.0 / 5.1% (-loss).
  *    At 32 evaluations (first two federations): 9.0-19% on first rounds (layer estimator 17-50%),
