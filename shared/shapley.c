@@ -357,7 +357,7 @@ int bf_shapley_layers(int n, bf_utility_fn u, void *ctx, int budget, uint64_t se
 #define SURROGATE_BANDWIDTH 0.5 /* in coalition sizes: see surrogate_fit_size */
 #define SURROGATE_EXACT_MAXN 12 /* the surrogate game's values exactly (2^n of its coalitions) up to here */
 #define SURROGATE_SAMPLES 4096  /* beyond: the layer estimator on the surrogate game with this budget */
-#define SURROGATE_MAX_BYTES (1024.0 * 1048576) /* the kept predictions; a larger budget is refused */
+#define SURROGATE_MAX_BYTES (1024.0 * 1048576) /* the kept predictions and fits; more is refused */
 
 typedef struct {
     int n, P; /* players; features: the n weights c_i, then the products c_i c_j (i <= j) */
