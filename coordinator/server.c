@@ -531,7 +531,7 @@ static void value_round(job_t *j) {
     task_t *t = j->t;
     j->phi = calloc(j->k, sizeof(double));
     if (!j->phi || j->k > 30 || !j->value) return;
-    game_t g = {j, bf_net_params(t->global), bf_net_buffers(t->global), 0, 0, 0, NULL, NULL, NULL, NULL, {0}, {0}};
+    game_t g = {.j = j, .g_params = bf_net_params(t->global), .g_buffers = bf_net_buffers(t->global)};
     uint32_t all = (1u << j->k) - 1;
     int surrogate = j->k > j->exact_max && j->k <= BF_SURROGATE_MAXN && game_preds(&g, &g.u_empty, &g.u_all) == 0;
     if (!surrogate) g.u_empty = coalition_utility(&g, 0), g.u_all = coalition_utility(&g, all);
