@@ -23,6 +23,7 @@
 /* A PREDICT can carry 64 images of 16 MiB: bound what one payer, and everyone, may queue. */
 #define MAX_INFLIGHT_PER_USER 16
 #define MAX_INFLIGHT_TOTAL 512
+#define SETTLE_MAX_VALUE 1e12 /* a cumulative Shapley value weighs at most this at settlement (int64 micro-units) */
 
 typedef struct {
     char name[65];
@@ -372,7 +373,10 @@ static void start_task(server_t *s, task_t *t) {
 static size_t settlement_weights(const task_t *t, int64_t *users, int64_t *weights) {
     size_t n = 0;
     for (int i = 0; i < t->nparts; i++) {
-        int64_t w = t->parts[i].shapley > 0 ? llround(t->parts[i].shapley * 1e6) : 0;
+        /* micro-units of value; capped so llround stays defined (a value is at most 100 per round,
+         * BF_LOSS_CAP, but this sum comes back from the database too); NaN counts nothing */
+        double v = t->parts[i].shapley;
+        int64_t w = v > 0 ? llround(fmin(v, SETTLE_MAX_VALUE) * 1e6) : 0;
         if (w > 0) users[n] = t->parts[i].user_id, weights[n++] = w;
     }
     if (n) return n;
@@ -439,11 +443,10 @@ static int read_state(const char *ckpt, float *v, size_t n) {
 typedef struct {
     job_t *j;
     const float *g_params, *g_buffers; /* the round's starting model */
-    int known;                         /* U(empty) and U(all) below are computed */
-    double u_empty, u_all;
-    /* the surrogate estimator's inputs: the valuation images (normalized once) and the
-     * predictions of the empty and full coalitions, kept from the truncation test */
-    float *x, *z_empty, *z_all;
+    double u_empty, u_all;             /* scored once by game_init */
+    /* the valuation images (normalized once), a coalition's predictions, and the empty and full
+     * coalitions' kept from the truncation test */
+    float *x, *z, *z_empty, *z_all;
     int32_t *labels;
     bf_preds_t preds;
     double weight[BF_SURROGATE_MAXN];
@@ -473,22 +476,20 @@ static void coalition_model(game_t *g, uint32_t S) {
     }
 }
 
-/* U(S): accuracy (or -loss) of S's coalition model on the valuation images. */
-static double coalition_utility(void *ctx, uint32_t S) {
-    game_t *g = ctx;
-    job_t *j = g->j;
-    /* The truncation test already scored these two; the estimators ask for them again. */
-    if (g->known && S == 0) return g->u_empty;
-    if (g->known && S == (1u << j->k) - 1) return g->u_all;
-    coalition_model(g, S);
-    double loss, acc;
-    bf_evaluate(j->t->coalition, &j->t->val, j->t->ds->mean, j->t->ds->std, j->t->spec.value_images, &loss, &acc);
-    return j->utility_loss ? -loss : acc;
-}
-
 static void coalition_predict(game_t *g, uint32_t S, float *out) {
     coalition_model(g, S);
     bf_net_predict(g->j->t->coalition, g->x, g->preds.images, out);
+}
+
+/* U(S): accuracy (or -loss) of S's coalition model's predictions on the valuation images, scored
+ * by bf_preds_utility whatever the estimator (so every estimator values the same, bounded game). */
+static double coalition_utility(void *ctx, uint32_t S) {
+    game_t *g = ctx;
+    /* The truncation test already scored these two; the estimators ask for them again. */
+    if (S == 0) return g->u_empty;
+    if (S == (1u << g->j->k) - 1) return g->u_all;
+    coalition_predict(g, S, g->z);
+    return bf_preds_utility(&g->preds, g->z);
 }
 
 /* S's coalition model's logits on the valuation images (the surrogate estimator's evaluation);
@@ -502,40 +503,42 @@ static int coalition_logits(void *ctx, uint32_t S, float *out) {
     return 0;
 }
 
-static void game_free(game_t *g) { free(g->x), free(g->z_empty), free(g->z_all), free(g->labels); }
+static void game_free(game_t *g) { free(g->x), free(g->z), free(g->z_empty), free(g->z_all), free(g->labels); }
 
-/* Readies the surrogate estimator's inputs and scores the empty and full coalitions from them;
- * -1 (out of memory) leaves the scalar path to the caller. */
-static int game_preds(game_t *g, double *before, double *after) {
+/* Readies the valuation images and scores the empty and full coalitions; -1: out of memory or no
+ * valuation images (the round is then not valued). */
+static int game_init(game_t *g) {
     task_t *t = g->j->t;
     const bf_dataset_t *v = &t->val;
     int m = t->spec.value_images > 0 && t->spec.value_images < v->n ? t->spec.value_images : v->n, K = v->classes;
     size_t chw = (size_t)v->c * v->h * v->w;
     int32_t *idx = malloc(sizeof(int32_t) * (m ? m : 1));
     g->x = malloc(sizeof(float) * m * chw + 1), g->labels = malloc(sizeof(int32_t) * (m ? m : 1));
+    g->z = malloc(sizeof(float) * m * K + 1);
     g->z_empty = malloc(sizeof(float) * m * K + 1), g->z_all = malloc(sizeof(float) * m * K + 1);
-    if (!idx || !g->x || !g->labels || !g->z_empty || !g->z_all || m < 1) return free(idx), -1;
+    if (!idx || !g->x || !g->labels || !g->z || !g->z_empty || !g->z_all || m < 1) return free(idx), -1;
     for (int i = 0; i < m; i++) idx[i] = i;
     bf_batch_fill(v, idx, m, t->ds->mean, t->ds->std, NULL, g->x, g->labels);
     free(idx);
     for (int i = 0; i < g->j->k; i++) g->weight[i] = (double)g->j->samples[i];
     g->preds = (bf_preds_t){m, K, g->labels, g->weight, g->j->utility_loss};
     coalition_predict(g, 0, g->z_empty), coalition_predict(g, (1u << g->j->k) - 1, g->z_all);
-    *before = bf_preds_utility(&g->preds, g->z_empty), *after = bf_preds_utility(&g->preds, g->z_all);
+    g->u_empty = bf_preds_utility(&g->preds, g->z_empty), g->u_all = bf_preds_utility(&g->preds, g->z_all);
     return 0;
 }
 
 /* The round's Shapley values: exact up to exact_max updates, else the surrogate estimator (up to
- * BF_SURROGATE_MAXN updates; the layer estimator beyond, or if the predictions do not fit in memory). */
+ * BF_SURROGATE_MAXN updates), else, or if the surrogate refuses (memory, predictions out of
+ * range), the layer estimator. */
 static void value_round(job_t *j) {
     task_t *t = j->t;
     j->phi = calloc(j->k, sizeof(double));
     if (!j->phi || j->k > 30 || !j->value) return;
     game_t g = {.j = j, .g_params = bf_net_params(t->global), .g_buffers = bf_net_buffers(t->global)};
-    uint32_t all = (1u << j->k) - 1;
-    int surrogate = j->k > j->exact_max && j->k <= BF_SURROGATE_MAXN && game_preds(&g, &g.u_empty, &g.u_all) == 0;
-    if (!surrogate) g.u_empty = coalition_utility(&g, 0), g.u_all = coalition_utility(&g, all);
-    g.known = 1;
+    if (game_init(&g)) {
+        game_free(&g);
+        return;
+    }
     j->shapley_evals = 2;
     bf_err_t err;
     uint64_t seed = t->spec.seed + (uint64_t)t->round;
@@ -546,13 +549,19 @@ static void value_round(job_t *j) {
     } else if (j->k <= j->exact_max) {
         bf_shapley_exact(j->k, coalition_utility, &g, j->phi, &err), j->shapley_evals = 1 << j->k;
         j->estimator = "exact";
-    } else if (surrogate &&
+    } else if (j->k <= BF_SURROGATE_MAXN &&
                !bf_shapley_surrogate(j->k, coalition_logits, &g, &g.preds, budget, seed, j->phi, &j->shapley_evals, &err)) {
         j->estimator = "surrogate";
     } else {
         bf_shapley_layers(j->k, coalition_utility, &g, budget, seed, j->phi, &j->shapley_evals, &err);
         j->estimator = "layers";
     }
+    /* The utilities are bounded (bf_preds_utility), so this only guards the sums that get paid. */
+    for (int i = 0; i < j->k; i++)
+        if (!isfinite(j->phi[i])) {
+            memset(j->phi, 0, sizeof(double) * j->k), j->estimator = NULL;
+            break;
+        }
     game_free(&g);
 }
 

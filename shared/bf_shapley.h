@@ -96,6 +96,13 @@ int bf_shapley_layers(int n, bf_utility_fn u, void *ctx, int budget, uint64_t se
 /* ---- the prediction surrogate -------------------------------------------------------------- */
 
 #define BF_SURROGATE_MAXN 16
+/* An image's cross-entropy counts at most this many nats: a float32 softmax cannot give the true
+ * class less than e^-103 anyway, and a poisoned coalition model's logits (1e28, inf, NaN) must not
+ * make U, and so the values paid out, unbounded. So |U(S) - U(T)| <= 100 and |phi_i| <= 100. */
+#define BF_LOSS_CAP 100.0
+/* Predictions beyond +-1e4 logits (a softmax saturated far beyond any class margin) are refused by
+ * the surrogate: its float fit would bury the other coalitions' logits in their rounding error. */
+#define BF_SURROGATE_MAX_LOGIT 1e4
 
 /* A coalition's model's predictions on the validation images: out[images * classes] logits. */
 typedef int (*bf_logits_fn)(void *ctx, uint32_t coalition, float *out);
@@ -107,12 +114,15 @@ typedef struct {
     int loss;              /* U = -mean cross-entropy; 0: U = accuracy */
 } bf_preds_t;
 
-/* U of one model's logits: accuracy (the first of equal maxima wins) or -mean cross-entropy. */
+/* U of one model's logits: accuracy (the first of equal maxima wins) or -mean cross-entropy,
+ * each image's capped at BF_LOSS_CAP (NaN, inf count the cap). */
 double bf_preds_utility(const bf_preds_t *p, const float *logits);
 
 /* phi[n] estimated from at most `budget` coalition predictions (budget >= 2n + 2, n <= 16), the same
  * coalitions bf_shapley_layers would evaluate, plus a surrogate of every other coalition's logits
- * fitted to them (see above); sums to U(N) - U(empty); *evals receives the number used. */
+ * fitted to them (see above); sums to U(N) - U(empty); *evals receives the number used. Returns -1
+ * (err set) if the memory cap is exceeded or a prediction is not finite or beyond
+ * BF_SURROGATE_MAX_LOGIT: the caller then uses bf_shapley_layers. */
 int bf_shapley_surrogate(int n, bf_logits_fn f, void *ctx, const bf_preds_t *p, int budget, uint64_t seed,
                          double *phi, int *evals, bf_err_t *err);
 

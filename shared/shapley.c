@@ -384,7 +384,8 @@ double bf_preds_utility(const bf_preds_t *p, const float *logits) {
         if (p->loss) {
             double e = 0;
             for (int k = 0; k < K; k++) e += exp((double)r[k] - r[best]);
-            loss += r[best] + log(e) - r[p->labels[i]];
+            double l = r[best] + log(e) - r[p->labels[i]];
+            loss += l < BF_LOSS_CAP ? l : BF_LOSS_CAP; /* NaN too */
         }
     }
     return p->loss ? -loss / p->images : (double)ok / p->images;
@@ -410,9 +411,12 @@ static int features(const surr_t *s, uint32_t S, int *idx, double *x) {
 /* The predictions of every evaluated coalition, recorded while the layer estimator picks them. */
 static double record_utility(void *ctx, uint32_t S) {
     surr_t *s = ctx;
-    if (s->failed || s->m >= s->cap) return s->failed = 1, 0;
+    if (s->failed) return 0;
+    if (s->m >= s->cap) return s->failed = 1, 0;
     float *z = s->z + (size_t)s->m * s->IK;
     if (s->f(s->ctx, S, z)) return s->failed = 1, 0;
+    for (size_t e = 0; e < s->IK; e++)
+        if (!(fabsf(z[e]) <= BF_SURROGATE_MAX_LOGIT)) return s->failed = 2, 0; /* NaN too */
     s->mask[s->m] = S;
     return s->u[s->m++] = bf_preds_utility(s->p, z);
 }
@@ -521,7 +525,8 @@ int bf_shapley_surrogate(int n, bf_logits_fn f, void *ctx, const bf_preds_t *p, 
     if (!s.mask || !s.u || !s.z || !s.B || !s.tmp || !ps)
         return surr_free(&s), free(ps), bf_err_set(err, "out of memory for %d coalitions' predictions", s.cap);
     int rc = bf_shapley_layers(n, record_utility, &s, budget, seed, phi, evals, err);
-    if (!rc && s.failed) rc = bf_err_set(err, "a coalition's predictions failed");
+    if (!rc && s.failed == 2) rc = bf_err_set(err, "a coalition's logits are not finite or beyond %g", BF_SURROGATE_MAX_LOGIT);
+    if (!rc && s.failed == 1) rc = bf_err_set(err, "a coalition's predictions failed");
     /* every coalition evaluated: the layer estimator's values are exact already */
     if (!rc && s.m < (int)full) {
         rc = surrogate_fit(&s) ? bf_err_set(err, "the surrogate fit failed") : 0;

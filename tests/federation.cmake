@@ -27,3 +27,9 @@ bf_test(test_predict SOURCES integration/test_predict.c LIBS bfclient bfshared L
         ARGS $<TARGET_FILE:blockfed-coordinator> $<TARGET_FILE:blockfed-client> $<TARGET_FILE:blockfed-predict>)
 add_dependencies(test_predict blockfed-coordinator blockfed-client blockfed-predict)
 set_tests_properties(test_predict PROPERTIES TIMEOUT 300)
+bf_test(test_poisoned_federation SOURCES integration/test_poisoned_federation.c LIBS bfclient bfshared LABELS integration
+        ARGS $<TARGET_FILE:blockfed-coordinator>)
+add_dependencies(test_poisoned_federation blockfed-coordinator)
+add_test(NAME test_poisoned_federation_surrogate COMMAND test_poisoned_federation $<TARGET_FILE:blockfed-coordinator> surrogate)
+set_tests_properties(test_poisoned_federation_surrogate PROPERTIES LABELS integration
+                     ENVIRONMENT "BF_TEST_TMP=${CMAKE_CURRENT_BINARY_DIR}/tmp")

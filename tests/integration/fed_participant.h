@@ -31,6 +31,7 @@ typedef struct {
     float *global;           /* the global parameters received for that round */
     size_t np, nb;
     int64_t samples;
+    float poison; /* nonzero: the update sent is the trained one times this (a poisoner) */
 } part_t;
 
 /* JOIN, then every assigned block with its digest checked, concatenated into one dataset. */
@@ -104,6 +105,7 @@ static inline int train_round(part_t *p, const char *task, int expect_round) {
     p->params = malloc(sizeof(float) * p->np);
     p->buffers = malloc(sizeof(float) * (p->nb + 1));
     memcpy(p->params, bf_net_params(net), sizeof(float) * p->np);
+    for (size_t j = 0; p->poison && j < p->np; j++) p->params[j] *= p->poison;
     memcpy(p->buffers, bf_net_buffers(net), sizeof(float) * p->nb);
     p->samples = p->data.n;
     bf_msg_t *u = fed_req(&p->c, "UPDATE");

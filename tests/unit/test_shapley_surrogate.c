@@ -13,7 +13,9 @@
  *    once, exact once the budget covers all 2^n coalitions, identical players equal when the
  *    evaluated coalitions are symmetric (budget 2n+2);
  *  - bad input is refused: labels out of range, nonpositive weights, too many players, a budget
- *    below 2n+2, predictions too large to keep, a failing prediction callback. */
+ *    below 2n+2, predictions too large to keep, a failing prediction callback, and a poisoner's
+ *    overflowing predictions (refused; the utility itself stays bounded: BF_LOSS_CAP per image). */
+#include <math.h>
 #include <string.h>
 
 #include "bf_shapley.h"
@@ -227,5 +229,29 @@ int main(void) {
     memset(g.seen, 0, sizeof g.seen);
     CHECK(bf_shapley_surrogate(10, logits, &g, &p, 50, 1, est, &evals, &err) == -1);
     printf("failing prediction: %s\n", err.msg);
+
+    /* a poisoner's update (x 1e30) overflows its coalitions' logits: every image's loss counts at
+     * most BF_LOSS_CAP, the values stay finite with the poisoner last, the surrogate refuses */
+    float odd[2 * K] = {NAN, 0, 1, 2, 1e30f, 0, 0, -1e30f};
+    int32_t odd_y[2] = {3, 3};
+    bf_preds_t po = {2, K, odd_y, NULL, 1};
+    CHECK(bf_preds_utility(&po, odd) == -BF_LOSS_CAP);
+    po.loss = 0;
+    CHECK(bf_preds_utility(&po, odd) == 0);
+    make_game(&g, 6, 1, 8, 0);
+    g.loss = 1;
+    bf_rng_t pr;
+    bf_rng_seed(&pr, 11);
+    for (int q = 0; q < NPARAM; q++) g.delta[2][q] = 1e30 * bf_rng_normal(&pr);
+    p = preds_of(&g);
+    CHECK(bf_shapley_exact(6, utility, &g, exact, &err) == 0);
+    for (int i = 0; i < 6; i++) CHECK(isfinite(exact[i]) && fabs(exact[i]) <= BF_LOSS_CAP);
+    printf("poisoned game (-loss), exact values:");
+    for (int i = 0; i < 6; i++) printf(" %+.4f", exact[i]);
+    printf("\n");
+    for (int i = 0; i < 6; i++) CHECK(i == 2 || exact[2] < exact[i]);
+    CHECK(bf_shapley_surrogate(6, logits, &g, &p, 20, 1, est, &evals, &err) == -1);
+    printf("poisoned predictions: %s\n", err.msg);
+    CHECK(strstr(err.msg, "not finite or beyond") != NULL);
     return bf_test_done("test_shapley_surrogate");
 }
