@@ -4,6 +4,8 @@
 #ifndef BF_FED_PARTICIPANT_H
 #define BF_FED_PARTICIPANT_H
 
+#include <math.h>
+
 #include "bf_mp.h"
 #include "bf_trainer.h"
 #include "fed_common.h"
@@ -122,6 +124,82 @@ static inline int train_round(part_t *p, const char *task, int expect_round) {
     bf_net_destroy(&net);
     bf_msg_destroy(&rep);
     return 0;
+}
+
+/* A participant's cash in cents (ASSETS), or -1. */
+static inline double fed_cash_cents(fed_client_t *c) {
+    bf_msg_t *rep = call(c, fed_req(c, "ASSETS_GET"));
+    const msgpack_object *o = fed_is(rep, "ASSETS") ? bf_mp_get(bf_msg_any(rep, "assets"), "cash") : NULL;
+    char v[32];
+    snprintf(v, sizeof v, "%.*s", o && o->type == MSGPACK_OBJECT_STR ? (int)o->via.str.size : 0, o ? o->via.str.ptr : "");
+    bf_msg_destroy(&rep);
+    return o ? (double)llround(atof(v) * 100) : -1;
+}
+
+/* The creator recharges 10.00 and opens a reward task with that pool on the "tiny" dataset: a
+ * cnn, ROUNDS rounds of one local epoch, starting with MIN_CLIENTS participants. */
+static inline void fed_reward_task(fed_client_t *c, const char *task, const char *strategy, int min_clients, int rounds) {
+    bf_msg_t *r = fed_req(c, "RECHARGE");
+    bf_msg_set_str(r, "amount", "10.00");
+    bf_msg_t *rep = call(c, r);
+    expect_ok(rep, "recharge");
+    bf_msg_destroy(&rep);
+    r = fed_req(c, "TASK_CREATE");
+    bf_msg_set_str(r, "task", task), bf_msg_set_str(r, "name", task), bf_msg_set_str(r, "model", "cnn");
+    bf_msg_set_str(r, "dataset", "tiny"), bf_msg_set_uint(r, "rounds", (uint64_t)rounds), bf_msg_set_str(r, "mode", "reward");
+    bf_msg_set_str(r, "pool", "10.00"), bf_msg_set_uint(r, "min_clients", (uint64_t)min_clients);
+    bf_msg_set_uint(r, "local_epochs", 1), bf_msg_set_uint(r, "batch", 32), bf_msg_set_double(r, "lr", 0.05);
+    bf_msg_set_uint(r, "round_timeout", 120), bf_msg_set_str(r, "partition", "iid"), bf_msg_set_str(r, "strategy", strategy);
+    rep = call(c, r);
+    expect_ok(rep, "task create");
+    bf_msg_destroy(&rep);
+}
+
+/* Polls ROUND_GET until the task answers DONE. */
+static inline void fed_wait_done(fed_client_t *c, const char *task) {
+    bf_msg_t *done = NULL;
+    for (int tries = 0; tries < 200 && !fed_is(done, "DONE"); tries++) {
+        bf_msg_destroy(&done);
+        bf_msg_t *r = fed_req(c, "ROUND_GET");
+        bf_msg_set_str(r, "task", task);
+        done = call(c, r);
+        if (!fed_is(done, "DONE")) zclock_sleep(100);
+    }
+    CHECK(fed_is(done, "DONE"));
+    bf_msg_destroy(&done);
+}
+
+/* The participants' cumulative Shapley values from TASK_STATUS (NaN where missing). */
+static inline void fed_values(fed_client_t *c, const char *task, double *value, int n) {
+    bf_msg_t *r = fed_req(c, "TASK_STATUS");
+    bf_msg_set_str(r, "task", task);
+    bf_msg_t *rep = call(c, r);
+    const msgpack_object *parts = rep ? bf_mp_get(bf_msg_any(rep, "status"), "participants") : NULL;
+    CHECK(parts && parts->type == MSGPACK_OBJECT_ARRAY && parts->via.array.size == (uint32_t)n);
+    for (int i = 0; i < n; i++) value[i] = NAN;
+    for (uint32_t i = 0; parts && i < parts->via.array.size && i < (uint32_t)n; i++)
+        bf_mp_as_double(bf_mp_get(&parts->via.array.ptr[i], "shapley"), &value[i]);
+    bf_msg_destroy(&rep);
+}
+
+/* After the coordinator stopped: the ledger replays (`ledger verify`), the participants' and the
+ * creator's sockets and data are freed, and on any failed check the coordinator's log is shown. */
+static inline void fed_finish(const char *coord, const char *home, part_t *p, int n, fed_client_t *creator) {
+    char out[700];
+    snprintf(out, sizeof out, "%s.verify", home);
+    const char *vargs[] = {"ledger", "verify", "--home", home, NULL};
+    int rc = bf_spawn(coord, vargs, out, 1);
+    CHECK_MSG(rc == 0, "ledger verify exit %d:\n%s", rc, bf_slurp(out));
+    for (int i = 0; i < n; i++) {
+        fed_client_close(&p[i].c);
+        bf_dataset_free(&p[i].data);
+        free(p[i].params), free(p[i].buffers), free(p[i].global);
+    }
+    fed_client_close(creator);
+    if (bf_test_failures) {
+        snprintf(out, sizeof out, "%s.log", home);
+        fprintf(stderr, "--- coordinator log ---\n%s\n", bf_slurp(out));
+    }
 }
 
 /* The checkpoint of round r must be the sample-weighted mean of the three updates. */

@@ -9,19 +9,6 @@
  * usage: test_shapley_federation COORDINATOR [surrogate] */
 #include "fed_participant.h"
 
-static const char *server_key_g;
-
-static double cents_of(const char *s) { return s ? llround(atof(s) * 100) : -1; }
-
-static const char *cash_of(fed_client_t *c) {
-    static char v[32];
-    bf_msg_t *rep = call(c, fed_req(c, "ASSETS_GET"));
-    const msgpack_object *o = rep ? bf_mp_get(bf_msg_any(rep, "assets"), "cash") : NULL;
-    snprintf(v, sizeof v, "%.*s", o && o->type == MSGPACK_OBJECT_STR ? (int)o->via.str.size : 0, o ? o->via.str.ptr : "");
-    bf_msg_destroy(&rep);
-    return v;
-}
-
 int main(int argc, char **argv) {
     if (argc < 2) return fprintf(stderr, "usage: test_shapley_federation COORDINATOR [surrogate]\n"), 2;
     int estimator = argc > 2 && !strcmp(argv[2], "surrogate");
@@ -30,7 +17,6 @@ int main(int argc, char **argv) {
     zsys_set_logstream(NULL);
     char home[600], spec[700], key[41];
     CHECK(fed_prepare(argv[1], estimator ? "fedsur" : "feds", 1500, 300, 11, home, sizeof home, spec, sizeof spec, key) == 0);
-    server_key_g = key;
     const char *extra[] = {"--block-size", "100", "--blocks-per-join", "3", "--liveness", "30", "--verbose",
                            estimator ? "--shapley-exact-max" : NULL, "3", "--shapley-budget", "10", NULL};
     pid_t coord = fed_start(argv[1], home, ENDPOINT, spec, extra);
@@ -38,20 +24,7 @@ int main(int argc, char **argv) {
     fed_client_t erin;
     fed_client_open(&erin, ENDPOINT, key);
     reg(&erin, "erin");
-    bf_msg_t *r = fed_req(&erin, "RECHARGE");
-    bf_msg_set_str(r, "amount", "10.00");
-    bf_msg_t *rep = call(&erin, r);
-    expect_ok(rep, "recharge");
-    bf_msg_destroy(&rep);
-    r = fed_req(&erin, "TASK_CREATE");
-    bf_msg_set_str(r, "task", "v"), bf_msg_set_str(r, "name", "valuation"), bf_msg_set_str(r, "model", "cnn");
-    bf_msg_set_str(r, "dataset", "tiny"), bf_msg_set_uint(r, "rounds", 2), bf_msg_set_str(r, "mode", "reward");
-    bf_msg_set_str(r, "pool", "10.00"), bf_msg_set_uint(r, "min_clients", 4), bf_msg_set_uint(r, "local_epochs", 1);
-    bf_msg_set_uint(r, "batch", 32), bf_msg_set_double(r, "lr", 0.05), bf_msg_set_uint(r, "round_timeout", 120);
-    bf_msg_set_str(r, "partition", "iid"), bf_msg_set_str(r, "strategy", "fedavg");
-    rep = call(&erin, r);
-    expect_ok(rep, "task create");
-    bf_msg_destroy(&rep);
+    fed_reward_task(&erin, "v", "fedavg", 4, 2);
 
     part_t p[4];
     const char *names[4] = {"alice", "bob", "carol", "dave"};
@@ -74,32 +47,15 @@ int main(int argc, char **argv) {
 
     for (int round = 0; round < 2; round++)
         for (int i = 0; i < 4; i++) train_round(&p[i], "v", round);
-    bf_msg_t *done = NULL;
-    for (int tries = 0; tries < 200 && !fed_is(done, "DONE"); tries++) {
-        bf_msg_destroy(&done);
-        r = fed_req(&p[1].c, "ROUND_GET");
-        bf_msg_set_str(r, "task", "v");
-        done = call(&p[1].c, r);
-        if (!fed_is(done, "DONE")) zclock_sleep(100);
-    }
-    CHECK(fed_is(done, "DONE"));
-    bf_msg_destroy(&done);
-
-    r = fed_req(&erin, "TASK_STATUS");
-    bf_msg_set_str(r, "task", "v");
-    rep = call(&erin, r);
-    const msgpack_object *parts = rep ? bf_mp_get(bf_msg_any(rep, "status"), "participants") : NULL;
-    double value[4] = {0};
-    CHECK(parts && parts->type == MSGPACK_OBJECT_ARRAY && parts->via.array.size == 4);
-    for (uint32_t i = 0; parts && i < parts->via.array.size && i < 4; i++)
-        bf_mp_as_double(bf_mp_get(&parts->via.array.ptr[i], "shapley"), &value[i]);
-    bf_msg_destroy(&rep);
+    fed_wait_done(&p[1].c, "v");
+    double value[4];
+    fed_values(&erin, "v", value, 4);
     printf("cumulative Shapley: alice %+.4f bob %+.4f carol %+.4f dave %+.4f\n", value[0], value[1], value[2], value[3]);
     CHECK(value[0] < value[1] && value[0] < value[2] && value[0] < value[3]);
     CHECK_NEAR(value[2], value[3], 1e-9);
 
     double cents[4], total = 0;
-    for (int i = 0; i < 4; i++) total += cents[i] = cents_of(cash_of(&p[i].c));
+    for (int i = 0; i < 4; i++) total += cents[i] = fed_cash_cents(&p[i].c);
     printf("rewards (cents): alice %.0f bob %.0f carol %.0f dave %.0f\n", cents[0], cents[1], cents[2], cents[3]);
     CHECK(total == 1000);                            /* the pool, to the cent */
     CHECK(fabs(cents[2] - cents[3]) <= 1);           /* identical players */
@@ -111,18 +67,6 @@ int main(int argc, char **argv) {
     snprintf(out, sizeof out, "%s.log", home);
     const char *log = bf_slurp(out);
     CHECK(log && strstr(log, estimator ? "10 coalitions valued, surrogate)" : "16 coalitions valued, exact)"));
-    snprintf(out, sizeof out, "%s.verify", home);
-    const char *vargs[] = {"ledger", "verify", "--home", home, NULL};
-    CHECK(bf_spawn(argv[1], vargs, out, 1) == 0);
-    for (int i = 0; i < 4; i++) {
-        fed_client_close(&p[i].c);
-        bf_dataset_free(&p[i].data);
-        free(p[i].params), free(p[i].buffers), free(p[i].global);
-    }
-    fed_client_close(&erin);
-    if (bf_test_failures) {
-        snprintf(out, sizeof out, "%s.log", home);
-        fprintf(stderr, "--- coordinator log ---\n%s\n", bf_slurp(out));
-    }
+    fed_finish(argv[1], home, p, 4, &erin);
     return bf_test_done("test_shapley_federation");
 }
