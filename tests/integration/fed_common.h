@@ -30,6 +30,10 @@ static inline void fed_write_split(const char *dir, const char *prefix, int n, u
     FILE *fi = fopen(path, "wb");
     snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, prefix);
     FILE *fl = fopen(path, "wb");
+    if (!fi || !fl) { /* the test's directory is missing or read-only: nothing to test with */
+        fprintf(stderr, "cannot write %s (BF_TEST_TMP=%s)\n", path, bf_test_tmpdir());
+        exit(1);
+    }
     fed_put_be32(fi, 0x803), fed_put_be32(fi, n), fed_put_be32(fi, 16), fed_put_be32(fi, 16);
     fed_put_be32(fl, 0x801), fed_put_be32(fl, n);
     for (int i = 0; i < n; i++) {
@@ -79,6 +83,8 @@ static inline pid_t fed_start(const char *coord, const char *home, const char *e
                        const char *const *extra) {
     char log[1024];
     snprintf(log, sizeof log, "%s.log", home);
+    struct stat st0;
+    off_t from = stat(log, &st0) == 0 ? st0.st_size : 0; /* a restart appends to the same log */
     pid_t pid = fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test that dies must not leave its coordinator running */
@@ -90,6 +96,23 @@ static inline pid_t fed_start(const char *coord, const char *home, const char *e
         argv[n] = NULL;
         execv(coord, (char **)argv);
         _exit(127);
+    }
+    /* Until it says it listens: a coordinator that exits first (the port taken by another run, a
+     * bad flag) stops the test now, with its log, instead of every call timing out in turn. */
+    for (int i = 0; i < 300 && pid > 0; i++) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            fprintf(stderr, "the coordinator exited at start:\n%s\n", bf_slurp(log));
+            exit(1);
+        }
+        FILE *f = fopen(log, "r");
+        char line[512];
+        int up = 0;
+        if (f && fseeko(f, from, SEEK_SET) == 0)
+            while (!up && fgets(line, sizeof line, f)) up = strstr(line, "listening on") != NULL;
+        if (f) fclose(f);
+        if (up) break;
+        usleep(100 * 1000);
     }
     return pid;
 }
