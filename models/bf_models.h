@@ -138,6 +138,12 @@ void bf_net_init(bf_net_t *net, uint64_t seed);
 double bf_net_train_step(bf_net_t *net, const float *x, const int32_t *y, int n, int *correct);
 /* Training-mode forward + loss only (no running-stat update): for gradient checks. */
 double bf_net_loss(bf_net_t *net, const float *x, const int32_t *y, int n);
+/* Re-estimates every BN layer's running statistics from n images (any n >= 1), parameters
+ * untouched: training-mode forwards over batches of max_batch, each layer's running mean and
+ * (unbiased) variance set to the average over the batches of their statistics, as PyTorch does
+ * with momentum=None. After averaging models the stored statistics no longer describe the
+ * averaged model's activations. */
+void bf_net_recalibrate_bn(bf_net_t *net, const float *x, int n);
 /* Eval-mode forward (BN uses running statistics): writes n*classes logits. */
 void bf_net_predict(bf_net_t *net, const float *x, int n, float *logits);
 

@@ -65,6 +65,7 @@ struct bf_net {
     double **partial;        /* per thread BN partial sums: 2 * bn_channels */
     double *loss_part;       /* per thread loss */
     int *correct_part;
+    int recal_batches;       /* bf_net_recalibrate_bn: batches averaged so far, this one included */
 };
 
 static size_t slot_size(const bf_net_t *net, int s) {
@@ -422,7 +423,7 @@ void bf_net_init(bf_net_t *net, uint64_t seed) {
 
 /* ---- running the graph -------------------------------------------------------------------- */
 
-typedef enum { MODE_TRAIN, MODE_LOSS_ONLY, MODE_EVAL } mode_t_;
+typedef enum { MODE_TRAIN, MODE_LOSS_ONLY, MODE_EVAL, MODE_RECAL } mode_t_;
 
 typedef struct {
     int t, T, b0, m, n; /* thread, threads, first image, images in slice, images in batch */
@@ -465,12 +466,14 @@ static void bn_forward_op(bf_net_t *net, const op_t *op, const float *in, float 
             if (var < 0) var = 0;
             mean[c] = (float)mu;
             rstd[c] = (float)(1.0 / sqrt(var + BN_EPS));
-            if (mode == MODE_TRAIN && sl.t == 0) {
-                /* PyTorch keeps the unbiased variance in running_var */
+            if ((mode == MODE_TRAIN || mode == MODE_RECAL) && sl.t == 0) {
+                /* PyTorch keeps the unbiased variance in running_var; recalibration averages the
+                 * batches' statistics (PyTorch's momentum=None) */
                 float *rm = net->buffers + op->rm, *rv = net->buffers + op->rv;
                 double unbiased = count > 1 ? var * count / (count - 1) : var;
-                rm[c] = (float)((1 - BN_MOMENTUM) * rm[c] + BN_MOMENTUM * mu);
-                rv[c] = (float)((1 - BN_MOMENTUM) * rv[c] + BN_MOMENTUM * unbiased);
+                double f = mode == MODE_RECAL ? 1.0 / net->recal_batches : BN_MOMENTUM;
+                rm[c] = (float)((1 - f) * rm[c] + f * mu);
+                rv[c] = (float)((1 - f) * rv[c] + f * unbiased);
             }
         }
     }
@@ -664,6 +667,20 @@ double bf_net_train_step(bf_net_t *net, const float *x, const int32_t *y, int n,
 
 double bf_net_loss(bf_net_t *net, const float *x, const int32_t *y, int n) {
     return run(net, x, y, n, NULL, MODE_LOSS_ONLY, 0);
+}
+
+void bf_net_recalibrate_bn(bf_net_t *net, const float *x, int n) {
+    net->recal_batches = 0;
+    for (int done = 0; done < n; done += net->max_batch) {
+        int m = n - done < net->max_batch ? n - done : net->max_batch;
+        const float *xb = x + (size_t)done * slot_size(net, 0);
+        net->recal_batches++;
+#pragma omp parallel num_threads(threads_for(net, m))
+        {
+            slice_t sl = make_slice(m);
+            forward_slice(net, xb, sl, MODE_RECAL);
+        }
+    }
 }
 
 /* [lo, hi) of this thread's share of n items in units of `unit` (the last share takes the rest). */

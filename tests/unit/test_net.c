@@ -1,7 +1,10 @@
 /* test_net.c: whole networks. Parameter counts and PyTorch names; the loss gradient of ResNet8
  * and of the CNN along random directions against central differences (relative error <= 2e-2);
  * threads 1 vs 2 agree; a short training run on generated data learns (loss below a bound), and
- * the same seed twice gives bit-identical weights. */
+ * the same seed twice gives bit-identical weights; BN recalibration sets the first BN layer's
+ * running statistics to the batch average computed here directly, forgets the old statistics,
+ * leaves the parameters alone, and gives the same statistics with 1 and 2 threads. */
+#include <math.h>
 #include <string.h>
 
 #include "bf_models.h"
@@ -272,6 +275,62 @@ static void test_training(const char *arch) {
     free(w1), free(w2);
 }
 
+/* bf_net_recalibrate_bn on 150 images in batches of 64, 64, 22: bn1's running mean and unbiased
+ * variance must be the average over the three batches of conv1's output statistics, computed
+ * here with bf_conv2d_forward (conv1 has no bias). */
+static void test_recalibrate_bn(void) {
+    enum { N = 150, B = 64, H = 10, OC = 16 };
+    bf_err_t err;
+    bf_net_t *a = bf_net_new("resnet8", 1, H, H, 10, B, 1, &err), *b = bf_net_new("resnet8", 1, H, H, 10, B, 2, &err);
+    bf_net_init(a, 3), bf_net_init(b, 3);
+    size_t np = bf_net_num_params(a), nb = bf_net_num_buffers(a);
+    float *x = malloc(sizeof(float) * N * H * H), *y = malloc(sizeof(float) * B * OC * H * H);
+    float *p0 = malloc(sizeof(float) * np), *saved = malloc(sizeof(float) * nb);
+    for (int i = 0; i < N * H * H; i++) x[i] = (float)(0.5 + bf_rng_normal(&rng));
+    memcpy(p0, bf_net_params(a), sizeof(float) * np);
+    bf_net_recalibrate_bn(a, x, N);
+    const float *w = bf_net_params(a) + bf_net_find_tensor(a, "conv1.weight")->offset;
+    const float *rm = bf_net_buffers(a) + bf_net_find_tensor(a, "bn1.running_mean")->offset;
+    const float *rv = bf_net_buffers(a) + bf_net_find_tensor(a, "bn1.running_var")->offset;
+    float *scratch = malloc(sizeof(float) * (bf_conv2d_scratch(B, 1, H, H, OC, 3, 1, 1) + 1));
+    double mean[OC] = {0}, var[OC] = {0}, worst = 0;
+    int batches = 0;
+    for (int done = 0; done < N; done += B, batches++) {
+        int m = N - done < B ? N - done : B;
+        bf_conv2d_forward(y, x + (size_t)done * H * H, w, NULL, m, 1, H, H, OC, 3, 1, 1, scratch);
+        for (int c = 0; c < OC; c++) {
+            double s = 0, s2 = 0, cnt = (double)m * H * H;
+            for (int i = 0; i < m; i++)
+                for (int k = 0; k < H * H; k++) {
+                    double v = y[((size_t)i * OC + c) * H * H + k];
+                    s += v, s2 += v * v;
+                }
+            double mu = s / cnt;
+            mean[c] += mu, var[c] += (s2 / cnt - mu * mu) * cnt / (cnt - 1);
+        }
+    }
+    for (int c = 0; c < OC; c++) {
+        worst = fmax(worst, fabs(rm[c] - mean[c] / batches) / (fabs(mean[c] / batches) + 1e-3));
+        worst = fmax(worst, fabs(rv[c] - var[c] / batches) / (var[c] / batches));
+    }
+    printf("recalibrated bn1 vs direct batch averages: worst relative difference %.3g\n", worst);
+    CHECK(worst < 1e-4);
+    CHECK(!memcmp(p0, bf_net_params(a), sizeof(float) * np)); /* parameters untouched */
+    /* the old statistics are forgotten: scrambled buffers give the same result */
+    memcpy(saved, bf_net_buffers(a), sizeof(float) * nb);
+    for (size_t i = 0; i < nb; i++) bf_net_buffers(a)[i] = (float)(1 + fabs(bf_rng_normal(&rng)));
+    bf_net_recalibrate_bn(a, x, N);
+    CHECK(!memcmp(saved, bf_net_buffers(a), sizeof(float) * nb));
+    /* and the threads split the batches without changing the statistics beyond rounding */
+    bf_net_recalibrate_bn(b, x, N);
+    double diff = 0;
+    for (size_t i = 0; i < nb; i++)
+        diff = fmax(diff, fabs(bf_net_buffers(b)[i] - saved[i]) / (fabs(saved[i]) + 1e-3));
+    CHECK_MSG(diff < 1e-4, "1 vs 2 threads: %.3g", diff);
+    bf_net_destroy(&a), bf_net_destroy(&b);
+    free(x), free(y), free(p0), free(saved), free(scratch);
+}
+
 int main(int argc, char **argv) {
     bf_blas_init(argc, argv);
     bf_rng_seed(&rng, 99);
@@ -284,5 +343,6 @@ int main(int argc, char **argv) {
     test_single_cnn();
     test_training("resnet8");
     test_training("cnn");
+    test_recalibrate_bn();
     return bf_test_done("test_net");
 }
