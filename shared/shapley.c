@@ -359,13 +359,16 @@ int bf_shapley_layers(int n, bf_utility_fn u, void *ctx, int budget, uint64_t se
 #define SURROGATE_SAMPLES 4096  /* beyond: the layer estimator on the surrogate game with this budget */
 #define SURROGATE_MAX_BYTES (1024.0 * 1048576) /* the kept predictions and fits; more is refused */
 
+/* Why recording stopped: the callback failed, or a prediction was out of range (a poisoned model). */
+enum { RECORD_OK, RECORD_FAILED, RECORD_OUT_OF_RANGE };
+
 typedef struct {
     int n, P; /* players; features: the n weights c_i, then the products c_i c_j (i <= j) */
     size_t IK;
     const bf_preds_t *p;
     bf_logits_fn f;
     void *ctx;
-    int m, cap, failed; /* coalitions predicted so far */
+    int m, cap, failed; /* coalitions predicted so far; a RECORD_ state */
     uint32_t *mask;
     double *u; /* their utilities */
     float *z;  /* cap x IK: their logits */
@@ -412,11 +415,11 @@ static int features(const surr_t *s, uint32_t S, int *idx, double *x) {
 static double record_utility(void *ctx, uint32_t S) {
     surr_t *s = ctx;
     if (s->failed) return 0;
-    if (s->m >= s->cap) return s->failed = 1, 0;
+    if (s->m >= s->cap) return s->failed = RECORD_FAILED, 0;
     float *z = s->z + (size_t)s->m * s->IK;
-    if (s->f(s->ctx, S, z)) return s->failed = 1, 0;
+    if (s->f(s->ctx, S, z)) return s->failed = RECORD_FAILED, 0;
     for (size_t e = 0; e < s->IK; e++)
-        if (!(fabsf(z[e]) <= BF_SURROGATE_MAX_LOGIT)) return s->failed = 2, 0; /* NaN too */
+        if (!(fabsf(z[e]) <= BF_SURROGATE_MAX_LOGIT)) return s->failed = RECORD_OUT_OF_RANGE, 0; /* NaN too */
     s->mask[s->m] = S;
     return s->u[s->m++] = bf_preds_utility(s->p, z);
 }
@@ -525,8 +528,8 @@ int bf_shapley_surrogate(int n, bf_logits_fn f, void *ctx, const bf_preds_t *p, 
     if (!s.mask || !s.u || !s.z || !s.B || !s.tmp || !ps)
         return surr_free(&s), free(ps), bf_err_set(err, "out of memory for %d coalitions' predictions", s.cap);
     int rc = bf_shapley_layers(n, record_utility, &s, budget, seed, phi, evals, err);
-    if (!rc && s.failed == 2) rc = bf_err_set(err, "a coalition's logits are not finite or beyond %g", BF_SURROGATE_MAX_LOGIT);
-    if (!rc && s.failed == 1) rc = bf_err_set(err, "a coalition's predictions failed");
+    if (!rc && s.failed == RECORD_OUT_OF_RANGE) rc = bf_err_set(err, "a coalition's logits are not finite or beyond %g", BF_SURROGATE_MAX_LOGIT);
+    if (!rc && s.failed == RECORD_FAILED) rc = bf_err_set(err, "a coalition's predictions failed");
     /* every coalition evaluated: the layer estimator's values are exact already */
     if (!rc && s.m < (int)full) {
         rc = surrogate_fit(&s) ? bf_err_set(err, "the surrogate fit failed") : 0;
