@@ -34,6 +34,9 @@ static const char usage_text[] =
     "  --value-every K      value contributions every K rounds and the last (default 1)\n"
     "  --utility U          accuracy (default) or loss: what a coalition's model is scored by on\n"
     "                       the validation split (loss: negative mean cross-entropy)\n"
+    "  --bn-recalibrate N   re-estimate every aggregated model's BatchNorm statistics (the new\n"
+    "                       global model and each coalition's) on N training images spread over\n"
+    "                       the task's blocks (default 1280; 0: keep the averaged statistics)\n"
     "  --verbose            log every update too\n"
     "\n"
     "exit status: 0 stopped by a signal, 2 usage error, 3 could not start (home, datasets, bind)\n";
@@ -53,6 +56,7 @@ int cmd_run_main(int argc, char **argv) {
         {"start-deadline", required_argument, 0, 'D'},
         {"shapley-exact-max", required_argument, 0, 'X'}, {"shapley-budget", required_argument, 0, 'S'},
         {"value-every", required_argument, 0, 'K'}, {"utility", required_argument, 0, 'U'},
+        {"bn-recalibrate", required_argument, 0, 'R'},
         {0, 0, 0, 0}};
     coord_opts_t o;
     memset(&o, 0, sizeof o);
@@ -60,6 +64,7 @@ int cmd_run_main(int argc, char **argv) {
     o.shapley_exact_max = 10;
     o.shapley_budget = 100;
     o.value_every = 1;
+    o.bn_recalibrate = BF_BN_RECALIBRATE_IMAGES;
     o.bind = "tcp://*:7700";
     static char specs[COORD_MAX_DATASETS][4096];
     int c;
@@ -90,6 +95,7 @@ int cmd_run_main(int argc, char **argv) {
         case 'X': o.shapley_exact_max = atoi(optarg); break;
         case 'S': o.shapley_budget = atoi(optarg); break;
         case 'K': o.value_every = atoi(optarg); break;
+        case 'R': o.bn_recalibrate = atoi(optarg); break;
         case 'U':
             if (strcmp(optarg, "accuracy") && strcmp(optarg, "loss"))
                 return fprintf(stderr, "blockfed-coordinator: --utility is accuracy or loss\n"), EXIT_USAGE;
@@ -102,7 +108,7 @@ int cmd_run_main(int argc, char **argv) {
     if (!o.home || optind < argc || o.liveness_ms < 0 || o.threads < 0 || o.threads > 64 || o.block_size < 0 ||
         o.block_size > 1000000 || o.blocks_per_join < 0 || o.blocks_per_join > 1000 || o.start_deadline < 0 ||
         o.shapley_exact_max < 0 || o.shapley_exact_max > 20 || o.shapley_budget < 2 || o.shapley_budget > 1000000 ||
-        o.value_every < 1 || o.value_every > 10000)
+        o.value_every < 1 || o.value_every > 10000 || o.bn_recalibrate < 0 || o.bn_recalibrate > 100000)
         return fputs(usage_text, stderr), EXIT_USAGE;
     if (o.insecure && !loopback(o.bind))
         return fprintf(stderr, "blockfed-coordinator: --insecure is refused for %s: plain TCP only on loopback\n", o.bind),

@@ -107,6 +107,8 @@ typedef struct {
     int shapley_budget;    /* coalition evaluations per round for the estimator (default 100) */
     int value_every;       /* value every K rounds, and the last (default 1) */
     int utility_loss;      /* 1: coalition utility = -validation loss; 0: validation accuracy */
+    int bn_recalibrate;    /* training images every aggregated model's BN statistics are re-estimated
+                              on (cmd_run's default BF_BN_RECALIBRATE_IMAGES; 0: kept as averaged) */
 } coord_opts_t;
 
 /* Runs until SIGINT/SIGTERM; returns an exit status. */

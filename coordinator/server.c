@@ -66,6 +66,8 @@ typedef struct task {
     bf_agg_t *agg;
     bf_agg_opts_t agg_opts;
     bf_net_t *coalition;     /* scratch model for valuing coalitions (worker thread only) */
+    float *recal_x;          /* BN recalibration images (normalized, from the task's blocks) */
+    int nrecal;
     part_t *parts;
     int nparts;
     round_metric_t *metrics;
@@ -238,6 +240,7 @@ static void free_task(task_t *t) {
     free(t->metrics);
     bf_blocks_free(&t->blocks);
     bf_dataset_free(&t->val);
+    free(t->recal_x);
     bf_net_destroy(&t->global);
     bf_net_destroy(&t->coalition);
     bf_agg_destroy(&t->agg);
@@ -247,6 +250,20 @@ static void free_task(task_t *t) {
 static int val_size(const dataset_t *d) {
     int cap = d->train.n / 10;
     return COORD_VAL_SIZE < cap ? COORD_VAL_SIZE : cap;
+}
+
+/* The images aggregated models' BN statistics are re-estimated on: spread over every block of the
+ * task's training split (the coordinator holds it), so every block's label mix is represented. */
+static int recal_images(task_t *t, int want) {
+    const bf_dataset_t *d = &t->ds->train;
+    if (want <= 0) return 0;
+    int32_t *idx = malloc(sizeof(int32_t) * want);
+    t->recal_x = malloc(sizeof(float) * ((size_t)want * d->c * d->h * d->w));
+    if (!idx || !t->recal_x) return free(idx), -1;
+    t->nrecal = bf_blocks_spread(&t->blocks, t->blocks.nblocks, want, idx);
+    bf_batch_fill(d, idx, t->nrecal, t->ds->mean, t->ds->std, NULL, t->recal_x, NULL);
+    free(idx);
+    return 0;
 }
 
 /* Builds the in-memory task: blocks from the seed, the validation subset, the aggregator and an
@@ -275,7 +292,7 @@ static task_t *make_task(server_t *s, const task_spec_t *spec, int64_t ledger_id
     t->agg = bf_agg_new(&ao, bf_net_num_params(t->global), bf_net_num_buffers(t->global));
     t->agg_opts = ao;
     t->coalition = bf_net_new(spec->model, d->train.c, d->train.h, d->train.w, d->train.classes, 256, s->o.threads, err);
-    if (!t->agg || !t->coalition) goto fail;
+    if (!t->agg || !t->coalition || recal_images(t, s->o.bn_recalibrate)) goto fail;
     return t;
 fail:
     if (!err->msg[0]) bf_err_set(err, "out of memory");
@@ -473,6 +490,7 @@ static void coalition_model(game_t *g, uint32_t S) {
         if (src && dst && len == len2) memcpy(dst, src, sizeof(float) * len); /* fedavgm: the same momentum */
         if (a) bf_agg_apply(a, bf_net_params(net), bf_net_buffers(net), p, b, n, k, &err);
         bf_agg_destroy(&a);
+        bf_net_recalibrate_bn(net, t->recal_x, t->nrecal); /* as the global model gets */
     }
 }
 
@@ -575,6 +593,9 @@ static void run_job(job_t *j) {
         snprintf(j->err, sizeof j->err, "%s", err.msg);
         return;
     }
+    /* Averaged BN statistics do not describe the averaged model's activations (after the first
+     * round from a random start, accuracy 0.37 averaged vs 0.69 re-estimated: bf_shapley.h). */
+    bf_net_recalibrate_bn(t->global, t->recal_x, t->nrecal);
     bf_evaluate(t->global, &t->val, t->ds->mean, t->ds->std, 0, &j->val_loss, &j->val_acc);
     double test_loss;
     bf_evaluate(t->global, &t->ds->test, t->ds->mean, t->ds->std, 0, &test_loss, &j->test_acc);

@@ -58,7 +58,7 @@ void bf_dataset_channel_stats(const bf_dataset_t *d, float *mean, float *std);
 /* Fills a batch: x[i] = (pixels[idx[i]] / 255 - mean[c]) / std[c] as float32 NCHW, y[i] = label.
  * When aug is non-NULL (training on 32×32-style colour data), each image gets a random crop with
  * 4-pixel zero padding and a random horizontal flip, drawn from aug in a fixed order, so a seeded
- * run is reproducible. x has n*c*h*w floats, y has n entries. */
+ * run is reproducible. x has n*c*h*w floats, y has n entries (or is NULL: images only). */
 void bf_batch_fill(const bf_dataset_t *d, const int32_t *idx, int32_t n, const float *mean,
                    const float *std, bf_rng_t *aug, float *x, int32_t *y);
 
@@ -132,6 +132,9 @@ typedef struct {
 int bf_blocks_partition(const bf_dataset_t *d, int32_t block_size, int32_t nval, const char *partition,
                         uint64_t seed, bf_blocks_t *out, bf_err_t *err);
 void bf_blocks_free(bf_blocks_t *b);
+/* Up to n image indices spread evenly over the first nblocks blocks (every block, so every label
+ * mix, represented): a server-side sample of the training data. Returns how many (<= n). */
+int32_t bf_blocks_spread(const bf_blocks_t *b, int32_t nblocks, int32_t n, int32_t *idx);
 
 /* SHA-256 (hex) of a block as it travels (docs/PROTOCOL.md, BLOCK): the n*c*h*w pixel bytes, then
  * the n label bytes. The shape travels in the message header and is checked against the frames. */

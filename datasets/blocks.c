@@ -36,6 +36,13 @@ void bf_blocks_free(bf_blocks_t *b) {
     memset(b, 0, sizeof *b);
 }
 
+int32_t bf_blocks_spread(const bf_blocks_t *b, int32_t nblocks, int32_t n, int32_t *idx) {
+    int64_t have = (int64_t)(nblocks < b->nblocks ? nblocks : b->nblocks) * b->block_size;
+    if (n > have) n = (int32_t)have;
+    for (int32_t i = 0; i < n; i++) idx[i] = b->index[(int64_t)i * have / n];
+    return n > 0 ? n : 0;
+}
+
 /* Per-class pools of the images left after the validation split, each in shuffled order. */
 typedef struct {
     int32_t *idx[BF_MAX_CLASSES];

@@ -158,7 +158,7 @@ void bf_batch_fill(const bf_dataset_t *d, const int32_t *idx, int32_t n, const f
         for (int ch = 0; ch < c; ch++)
             fill_plane(src + ch * hw, h, w, aug ? &a : NULL, use_lut ? lut[ch] : NULL, mean[ch], std[ch],
                        x + (size_t)i * chw + ch * hw);
-        y[i] = d->labels[idx[i]];
+        if (y) y[i] = d->labels[idx[i]];
     }
 }
 

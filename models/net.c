@@ -670,6 +670,7 @@ double bf_net_loss(bf_net_t *net, const float *x, const int32_t *y, int n) {
 }
 
 void bf_net_recalibrate_bn(bf_net_t *net, const float *x, int n) {
+    if (!net->bn_channels) return; /* nothing to re-estimate: spare the forwards */
     net->recal_batches = 0;
     for (int done = 0; done < n; done += net->max_batch) {
         int m = n - done < net->max_batch ? n - done : net->max_batch;

@@ -61,7 +61,8 @@ typedef struct {
     char split[32];
     char utility[16]; /* "accuracy" or "loss" (U = -loss) */
     double u[FULL];
-    double eval_s;  /* mean seconds of one coalition evaluation (aggregate + evaluate) */
+    int recal;      /* training images each coalition model's BN statistics were re-estimated on (0: none) */
+    double eval_s;  /* mean seconds of one coalition evaluation (aggregate + recalibrate + evaluate) */
     double local_s; /* slowest participant's local epoch */
     double agg_s;   /* FedAvg of all updates into the next global model */
     preds_t *preds; /* every coalition's predictions, or NULL (tables saved without them) */
@@ -78,6 +79,8 @@ typedef struct {
     float mean, std;
     int eval;
     int images; /* per participant: FedAvg weights */
+    float *rx;  /* the coordinator's BN recalibration images (normalized training images), or NULL */
+    int recal;
 } game_t;
 
 /* FedAvg (equal weights: equal blocks) of the updates in S onto the global model, into net. */
@@ -97,6 +100,13 @@ static void aggregate(game_t *g, uint32_t S, float *out_p, float *out_b) {
     bf_agg_t *a = bf_agg_new(&o, np, nb);
     bf_agg_apply(a, out_p, out_b, p, b, n, k, &err);
     bf_agg_destroy(&a);
+    if (!g->recal) return;
+    /* as the coordinator does after every aggregation: BN statistics of the averaged model */
+    float *np_ = bf_net_params(g->net), *nb_ = bf_net_buffers(g->net);
+    if (out_p != np_) memcpy(np_, out_p, sizeof(float) * np);
+    if (out_b != nb_) memcpy(nb_, out_b, sizeof(float) * nb);
+    bf_net_recalibrate_bn(g->net, g->rx, g->recal);
+    if (out_b != nb_) memcpy(out_b, nb_, sizeof(float) * nb);
 }
 
 /* One evaluation gives both utilities, accuracy and -loss on the same images, from the coalition
@@ -166,8 +176,8 @@ static int table_save(const char *path, const table_t *t, int append) {
     if (!append)
         fprintf(f, "# blockfed-bench shapley utility tables: U(S) = test accuracy or -loss (first images) of the\n"
                    "# FedAvg of coalition S's ResNet8 updates (bit i = participant i), one line per S = 0..2^n-1.\n");
-    fprintf(f, "table n=%d round=%d split=%s utility=%s eval_s=%.6f local_s=%.6f agg_s=%.6f\n", N, t->round, t->split,
-            t->utility, t->eval_s, t->local_s, t->agg_s);
+    fprintf(f, "table n=%d round=%d split=%s utility=%s eval_s=%.6f local_s=%.6f agg_s=%.6f recal=%d\n", N, t->round,
+            t->split, t->utility, t->eval_s, t->local_s, t->agg_s, t->recal);
     for (uint32_t S = 0; S < FULL; S++) fprintf(f, "%.17g\n", t->u[S]);
     fprintf(f, "end\n");
     return fclose(f) ? -1 : 0;
@@ -183,8 +193,9 @@ static int table_load(const char *path, table_t *ts) {
         if (line[0] == '#' || line[0] == '\n') continue;
         table_t *t = &ts[k];
         int n;
-        if (sscanf(line, "table n=%d round=%d split=%31s utility=%15s eval_s=%lf local_s=%lf agg_s=%lf", &n, &t->round,
-                   t->split, t->utility, &t->eval_s, &t->local_s, &t->agg_s) != 7 ||
+        t->recal = 0; /* tables from before recalibration have no recal= */
+        if (sscanf(line, "table n=%d round=%d split=%31s utility=%15s eval_s=%lf local_s=%lf agg_s=%lf recal=%d", &n,
+                   &t->round, t->split, t->utility, &t->eval_s, &t->local_s, &t->agg_s, &t->recal) < 7 ||
             n != N) {
             bad = 1;
             break;
@@ -248,7 +259,7 @@ typedef struct {
     float *g_params, *g_buffers;
 } live_t;
 
-static int live_init(live_t *L, const char *split, uint64_t seed, int eval, int images, bf_err_t *err) {
+static int live_init(live_t *L, const char *split, uint64_t seed, int eval, int images, int recal, bf_err_t *err) {
     memset(L, 0, sizeof *L);
     if (bf_dataset_load("/usr/share/datasets/fashion-mnist", "train", 0, 0, 0, &L->train, err) ||
         bf_dataset_load("/usr/share/datasets/fashion-mnist", "test", 0, 0, 0, &L->test, err))
@@ -265,6 +276,11 @@ static int live_init(live_t *L, const char *split, uint64_t seed, int eval, int 
     for (int i = 0; i < N; i++) g.params[i] = malloc(sizeof(float) * np), g.buffers[i] = malloc(sizeof(float) * nb);
     g.g_params = L->g_params, g.g_buffers = L->g_buffers;
     if (!(g.x = malloc(sizeof(float) * (size_t)eval * 28 * 28))) return bf_err_set(err, "out of memory");
+    int32_t *ri = malloc(sizeof(int32_t) * (recal ? recal : 1));
+    if (!ri || !(g.rx = malloc(sizeof(float) * ((size_t)recal * 28 * 28 + 1)))) return free(ri), bf_err_set(err, "out of memory");
+    g.recal = bf_blocks_spread(&L->blocks, N, recal, ri); /* the ten participants' blocks */
+    bf_batch_fill(&L->train, ri, g.recal, &L->mean, &L->std, NULL, g.rx, NULL);
+    free(ri);
     L->g = g;
     memcpy(L->g_params, bf_net_params(L->global), sizeof(float) * np);
     memcpy(L->g_buffers, bf_net_buffers(L->global), sizeof(float) * nb);
@@ -273,7 +289,7 @@ static int live_init(live_t *L, const char *split, uint64_t seed, int eval, int 
 
 static void live_free(live_t *L) {
     for (int i = 0; i < N; i++) free(L->g.params[i]), free(L->g.buffers[i]);
-    free(L->g.x), free(L->g_params), free(L->g_buffers);
+    free(L->g.x), free(L->g.rx), free(L->g_params), free(L->g_buffers);
     bf_net_destroy(&L->global), bf_net_destroy(&L->g.net);
     bf_blocks_free(&L->blocks);
     bf_dataset_free(&L->train), bf_dataset_free(&L->test);
@@ -284,7 +300,7 @@ static void live_free(live_t *L) {
 static int live_round(live_t *L, int round, table_t *t, bf_err_t *err) {
     int images = L->g.images;
     size_t np = bf_net_num_params(L->global), nb = bf_net_num_buffers(L->global);
-    t->round = round, t->local_s = 0;
+    t->round = round, t->local_s = 0, t->recal = L->g.recal;
     for (int i = 0; i < N; i++) {
         bf_dataset_t mine;
         if (bf_dataset_subset(&L->train, L->blocks.index + (size_t)i * images, images, &mine, err)) return -1;
@@ -320,7 +336,7 @@ static int live_round(live_t *L, int round, table_t *t, bf_err_t *err) {
     t->agg_s = bf_now() - t0;
     snprintf(t[0].utility, sizeof t[0].utility, "accuracy");
     snprintf(t[1].utility, sizeof t[1].utility, "loss");
-    t[1].round = t->round, t[1].local_s = t->local_s, t[1].eval_s = t->eval_s, t[1].agg_s = t->agg_s;
+    t[1].round = t->round, t[1].recal = t->recal, t[1].local_s = t->local_s, t[1].eval_s = t->eval_s, t[1].agg_s = t->agg_s;
     memcpy(t[1].split, t->split, sizeof t->split);
     return 0;
 }
@@ -484,18 +500,22 @@ static int usage(FILE *f) {
     fprintf(f, "usage: blockfed-bench shapley [--json] [--images PER_PARTICIPANT=5000] [--eval IMAGES=2000] [--rounds R=1]\n"
                "                              [--split iid|dirichlet:A] [--seed S=7] [--save-table FILE]\n"
                "                              [--budgets 22,32,50,100] [--seeds K=5] [--estimator surrogate|layers]\n"
+               "                              [--recalibrate IMAGES=%d]\n"
                "       blockfed-bench shapley --table FILE [--json] [--budgets LIST] [--seeds K] [--estimator E]\n"
                "  Trains 10 ResNet8 participants R rounds (one local epoch each) on Fashion-MNIST, evaluates every\n"
                "  coalition each round on the first IMAGES test images (exact Shapley, U = accuracy and U = -loss)\n"
                "  and the budgeted estimator at each budget over K seeds. --save-table appends each round's two\n"
                "  2^10-utility tables to FILE and every coalition's logits to FILE.preds; --table re-runs the\n"
                "  estimator on saved tables (no training). The estimator is the coordinator's (surrogate, from\n"
-               "  the coalitions' predictions; layers where FILE.preds is missing) or the layer estimator.\n");
+               "  the coalitions' predictions; layers where FILE.preds is missing) or the layer estimator.\n"
+               "  Every aggregated model's BatchNorm statistics are re-estimated on IMAGES training images\n"
+               "  spread over the participants' blocks, as the coordinator does (0: kept as averaged).\n",
+            BF_BN_RECALIBRATE_IMAGES);
     return f == stdout ? 0 : 2;
 }
 
 int bench_shapley_main(int argc, char **argv) {
-    int json = 0, layers = 0, eval = 2000, images = 5000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
+    int json = 0, layers = 0, recal = BF_BN_RECALIBRATE_IMAGES, eval = 2000, images = 5000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
     const char *split = "iid", *save = NULL, *load = NULL;
     uint64_t seed = 7;
     static const struct option opts[] = {
@@ -503,6 +523,7 @@ int bench_shapley_main(int argc, char **argv) {
         {"split", required_argument, 0, 'p'}, {"seed", required_argument, 0, 's'},    {"save-table", required_argument, 0, 'w'},
         {"table", required_argument, 0, 't'}, {"budgets", required_argument, 0, 'b'}, {"seeds", required_argument, 0, 'k'},
         {"images", required_argument, 0, 'i'}, {"estimator", required_argument, 0, 'E'}, {"help", no_argument, 0, 'h'},
+        {"recalibrate", required_argument, 0, 'R'},
         {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -510,6 +531,7 @@ int bench_shapley_main(int argc, char **argv) {
         else if (c == 'e') eval = atoi(optarg);
         else if (c == 'r') rounds = atoi(optarg);
         else if (c == 'i') images = atoi(optarg);
+        else if (c == 'R') recal = atoi(optarg);
         else if (c == 'p') split = optarg;
         else if (c == 's') seed = strtoull(optarg, NULL, 10);
         else if (c == 'w') save = optarg;
@@ -528,6 +550,7 @@ int bench_shapley_main(int argc, char **argv) {
         else return usage(stderr);
     }
     if (optind < argc || rounds < 1 || 2 * rounds > MAX_TABLES || images < 64 || images > 5500 || seeds < 1 || seeds > MAX_SEEDS || eval < 1 || eval > 10000 ||
+        recal < 0 || recal > 50000 ||
         (load && save))
         return usage(stderr);
     stats_t st[2 * MAX_BUDGETS] = {{0}};
@@ -551,7 +574,7 @@ int bench_shapley_main(int argc, char **argv) {
     } else {
         live_t L;
         bf_err_t err;
-        if (live_init(&L, split, seed, eval, images, &err)) {
+        if (live_init(&L, split, seed, eval, images, recal, &err)) {
             free(tables), free(cu);
             return fprintf(stderr, "bench shapley: %s\n", err.msg), 1;
         }

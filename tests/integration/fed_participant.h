@@ -202,34 +202,83 @@ static inline void fed_finish(const char *coord, const char *home, part_t *p, in
     }
 }
 
-/* The checkpoint of round r must be the sample-weighted mean of the three updates. */
-/* parts[i] for i in idx[0..k) took part in the round. */
-static inline void check_fedavg_subset(const char *home, const char *task, part_t *parts, const int *idx, int k, int round) {
+/* How the coordinator re-estimates an aggregated model's BatchNorm statistics (run --bn-recalibrate,
+ * default BF_BN_RECALIBRATE_IMAGES), restated independently of its code: the first images of its
+ * training split's blocks, spread evenly, normalized with the split's channel statistics, in
+ * batches of 256 (its models' max_batch; the net given must have the same). */
+typedef struct {
+    const char *data_dir, *partition;
+    int block_size, images;
+    uint64_t seed;
+} fed_recal_t;
+
+/* buffers := BN statistics re-estimated on the images rc describes (the net's parameters as they are). */
+static inline void fed_recalibrate(bf_net_t *g, const fed_recal_t *rc) {
+    bf_dataset_t d;
+    bf_blocks_t b;
+    bf_err_t err;
+    float mean, std;
+    CHECK(bf_dataset_load(rc->data_dir, "train", 0, 0, 0, &d, &err) == 0);
+    bf_dataset_channel_stats(&d, &mean, &std);
+    int nval = d.n / 10 < 5000 ? d.n / 10 : 5000; /* COORD_VAL_SIZE, capped at 10% */
+    CHECK(bf_blocks_partition(&d, rc->block_size, nval, rc->partition, rc->seed, &b, &err) == 0);
+    int32_t *idx = malloc(sizeof(int32_t) * rc->images);
+    float *x = malloc(sizeof(float) * rc->images * d.c * d.h * d.w);
+    int n = bf_blocks_spread(&b, b.nblocks, rc->images, idx);
+    CHECK(n == rc->images || n == b.nblocks * b.block_size);
+    bf_batch_fill(&d, idx, n, &mean, &std, NULL, x, NULL);
+    bf_net_recalibrate_bn(g, x, n);
+    free(idx), free(x);
+    bf_blocks_free(&b);
+    bf_dataset_free(&d);
+}
+
+/* The checkpoint of round r: its parameters the sample-weighted mean of the updates of parts[i]
+ * for i in idx[0..k); its buffers (BN statistics) their mean too if rc is NULL (coordinator run
+ * with --bn-recalibrate 0, or a model without BN), else re-estimated as rc says. */
+static inline void check_fedavg_subset(const char *home, const char *task, part_t *parts, const int *idx, int k, int round,
+                                       const fed_recal_t *rc) {
     char path[700];
     snprintf(path, sizeof path, "%s/checkpoints/%s/round-%04d.bfm", home, task, round);
     bf_err_t err;
     bf_model_meta_t meta;
     bf_net_t *g = NULL;
     for (int tries = 0; tries < 100 && !g; tries++) { /* written by the coordinator's worker */
-        g = bf_model_load(path, 1, 1, &meta, &err);
+        g = bf_model_load(path, 256, 1, &meta, &err); /* recalibration batches: the coordinator's 256 */
         if (!g) zclock_sleep(100);
     }
     CHECK_MSG(g != NULL, "%s", err.msg);
     if (!g) return;
-    double worst = 0, total = 0;
+    double worst = 0, worst_b = 0, total = 0, moved = 0;
     for (int i = 0; i < k; i++) total += (double)parts[idx[i]].samples;
     for (size_t j = 0; j < parts[idx[0]].np; j++) {
         double s = 0;
         for (int i = 0; i < k; i++) s += (double)parts[idx[i]].samples * parts[idx[i]].params[j];
         worst = fmax(worst, fabs(s / total - bf_net_params(g)[j]));
     }
-    for (size_t j = 0; j < parts[idx[0]].nb; j++) {
+    size_t nb = bf_net_num_buffers(g);
+    float *expect = malloc(sizeof(float) * (nb + 1)), *got = bf_net_buffers(g);
+    for (size_t j = 0; j < nb; j++) {
         double s = 0;
         for (int i = 0; i < k; i++) s += (double)parts[idx[i]].samples * parts[idx[i]].buffers[j];
-        worst = fmax(worst, fabs(s / total - bf_net_buffers(g)[j]));
+        expect[j] = (float)(s / total);
     }
-    printf("round %d: checkpoint vs weighted mean of %d updates: max |diff| %.3g\n", round, k, worst);
+    if (rc) { /* the averaged statistics must have been replaced: by what recalibration gives */
+        float *kept = malloc(sizeof(float) * (nb + 1));
+        memcpy(kept, got, sizeof(float) * nb);
+        for (size_t j = 0; j < nb; j++) moved = fmax(moved, fabs(expect[j] - kept[j]));
+        fed_recalibrate(g, rc);
+        memcpy(expect, got, sizeof(float) * nb), memcpy(got, kept, sizeof(float) * nb);
+        free(kept);
+    }
+    for (size_t j = 0; j < nb; j++) worst_b = fmax(worst_b, fabs(expect[j] - got[j]) / fmax(1.0, fabs(expect[j])));
+    printf("round %d: checkpoint vs weighted mean of %d updates: params max |diff| %.3g; %zu buffers vs %s: max rel. "
+           "diff %.3g\n", round, k, worst, nb, rc ? "recalibrated" : "weighted mean", worst_b);
+    if (rc) printf("  averaged statistics vs the checkpoint's: max |diff| %.3g (recalibration moved them)\n", moved);
     CHECK(worst < 1e-6);
+    CHECK(worst_b < 1e-5);
+    CHECK(!rc || moved > 1e-3);
+    free(expect);
     bf_net_destroy(&g);
 }
 

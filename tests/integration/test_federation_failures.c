@@ -4,7 +4,9 @@
  *    the two updates that arrived; its late update is refused as STALE; it returns next round;
  *  - the coordinator SIGKILLed in the middle of a round and restarted on the same home resumes the
  *    task from its last completed round (checkpoint verified) and finishes it; the participants'
- *    sockets reconnect by themselves; the ledger verifies afterwards (nothing lost, nothing twice).
+ *    sockets reconnect by themselves; the ledger verifies afterwards (nothing lost, nothing twice);
+ *  - the model is a ResNet8: every checkpoint's BatchNorm statistics are re-estimated on the
+ *    coordinator's training images (its default --bn-recalibrate), restarted coordinator included.
  * usage: test_federation_failures COORDINATOR_BINARY */
 #include "fed_participant.h"
 
@@ -61,7 +63,7 @@ int main(int argc, char **argv) {
         reg(&p[i].c, names[i]);
     }
     bf_msg_t *r = fed_req(&p[0].c, "TASK_CREATE");
-    bf_msg_set_str(r, "task", "t2"), bf_msg_set_str(r, "name", "failures"), bf_msg_set_str(r, "model", "cnn");
+    bf_msg_set_str(r, "task", "t2"), bf_msg_set_str(r, "name", "failures"), bf_msg_set_str(r, "model", "resnet8");
     bf_msg_set_str(r, "dataset", "tiny"), bf_msg_set_uint(r, "rounds", 3), bf_msg_set_str(r, "mode", "shareholding");
     bf_msg_set_str(r, "fee", "0.10"), bf_msg_set_uint(r, "min_clients", 2), bf_msg_set_uint(r, "local_epochs", 1);
     bf_msg_set_uint(r, "batch", 32), bf_msg_set_double(r, "lr", 0.05), bf_msg_set_uint(r, "round_timeout", 60);
@@ -70,11 +72,12 @@ int main(int argc, char **argv) {
     expect_ok(rep, "task create");
     bf_msg_destroy(&rep);
     for (int i = 0; i < 3; i++) join_and_fetch(&p[i], "t2");
+    const fed_recal_t rc = {spec + strlen("tiny="), "dirichlet:0.5", 100, BF_BN_RECALIBRATE_IMAGES, 1};
 
     /* round 0: everyone */
     train_all(p, 3, "t2", 0);
     const int all[3] = {0, 1, 2}, two[2] = {0, 1};
-    check_fedavg_subset(home, "t2", p, all, 3, 0);
+    check_fedavg_subset(home, "t2", p, all, 3, 0, &rc);
 
     /* round 1: carol takes the round and dies; the two others finish it without her */
     bf_msg_t *got = NULL;
@@ -88,7 +91,7 @@ int main(int argc, char **argv) {
     vanish(&p[2]);
     double t0 = bf_now();
     train_all(p, 2, "t2", 1);
-    check_fedavg_subset(home, "t2", p, two, 2, 1);
+    check_fedavg_subset(home, "t2", p, two, 2, 1, &rc);
     printf("round 1 closed %.1f s after carol vanished (liveness window 5 s)\n", bf_now() - t0);
 
     /* carol returns: her update for the closed round is stale, the next round is hers again */
@@ -111,7 +114,7 @@ int main(int argc, char **argv) {
         bf_msg_destroy(&pong);
     }
     train_all(p, 3, "t2", 2); /* the open round starts over */
-    check_fedavg_subset(home, "t2", p, all, 3, 2);
+    check_fedavg_subset(home, "t2", p, all, 3, 2, &rc);
     bf_msg_t *done = NULL;
     for (int tries = 0; tries < 100 && !fed_is(done, "DONE"); tries++) {
         bf_msg_destroy(&done);

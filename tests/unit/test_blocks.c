@@ -56,6 +56,21 @@ int main(void) {
     double s_iid = skew(&d, &a);
     bf_blocks_free(&b);
 
+    /* bf_blocks_spread: distinct training images, from every one of the first blocks, capped */
+    int32_t sp[1000];
+    CHECK(bf_blocks_spread(&a, 5, 250, sp) == 250);
+    int per_block[5] = {0}, in_val = 0;
+    for (int i = 0; i < 250; i++)
+        for (int k = 0; k < 500; k++)
+            if (a.index[k] == sp[i]) per_block[k / 100]++;
+    for (int i = 0; i < 250; i++)
+        for (int k = 0; k < a.nval; k++) in_val += a.val[k] == sp[i];
+    for (int k = 0; k < 5; k++) CHECK_MSG(per_block[k] == 50, "block %d gave %d of 250 images", k, per_block[k]);
+    CHECK(in_val == 0);
+    CHECK(bf_blocks_spread(&a, 5, 1000, sp) == 500 && sp[499] == a.index[499]);
+    CHECK(bf_blocks_spread(&a, 1000, 3, sp) == 3 && sp[1] == a.index[3000]);
+    CHECK(bf_blocks_spread(&a, 0, 3, sp) == 0);
+
     bf_blocks_t c1, c01;
     CHECK(bf_blocks_partition(&d, 100, 1000, "dirichlet:1", 7, &c1, &err) == 0);
     CHECK(bf_blocks_partition(&d, 100, 1000, "dirichlet:0.1", 7, &c01, &err) == 0);
