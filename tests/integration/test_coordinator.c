@@ -108,6 +108,16 @@ int main(int argc, char **argv) {
     char home[600], spec[700], key[41];
     CHECK(fed_prepare(argv[1], "fed", 1100, 200, 1, home, sizeof home, spec, sizeof spec, key) == 0);
     server_key_g = key;
+    /* run's numeric options are range-checked before anything starts: usage error (2), nothing served */
+    const char *bad[][2] = {{"--bn-recalibrate", "-1"}, {"--bn-recalibrate", "100001"}, {"--shapley-budget", "1"},
+                            {"--value-every", "0"}};
+    for (int i = 0; i < 4; i++) {
+        char out[700];
+        snprintf(out, sizeof out, "%s.usage.out", home);
+        const char *args[] = {"run", "--home", home, "--bind", ENDPOINT, bad[i][0], bad[i][1], NULL};
+        int rc = bf_spawn(argv[1], args, out, 0); /* the usage goes to stderr */
+        CHECK_MSG(rc == 2 && !strstr(bf_slurp(out), "listening"), "run %s %s: exit %d", bad[i][0], bad[i][1], rc);
+    }
     /* Valuation every 2nd round (and the last), coalitions scored by validation loss. */
     const char *extra[] = {"--block-size", "100", "--blocks-per-join", "3", "--liveness", "30",
                            "--value-every", "2", "--utility", "loss", NULL};
