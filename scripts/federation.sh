@@ -6,6 +6,7 @@
 # a fourth user (each fee paid out to the shareholders), the same prediction locally from the
 # downloaded model, and the ledger state, verified.
 # Usage: scripts/federation.sh [ROUNDS]   (needs a build: scripts/main.sh builds first)
+# BLOCKFED_COORD_OPTS: more `blockfed-coordinator run` options, e.g. "--bn-recalibrate 0".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-8}
@@ -23,7 +24,7 @@ echo "== work directory: $WORK"
 $COORD init --home "$WORK/coordinator" | tee "$WORK/init.txt"
 KEY=$(sed -n 's/^server public key: //p' "$WORK/init.txt")
 $COORD run --home "$WORK/coordinator" --bind "$EP" --dataset fashion-mnist=/usr/share/datasets/fashion-mnist \
-  --threads 2 --blocks-per-join 10 > "$WORK/coordinator.log" 2>&1 &
+  --threads 2 --blocks-per-join 10 ${BLOCKFED_COORD_OPTS:-} > "$WORK/coordinator.log" 2>&1 &
 pids+=($!)
 # show the coordinator's round summaries as they come
 tail -n +1 -f "$WORK/coordinator.log" | grep --line-buffered -E 'round [0-9]+/|completed|started' &
