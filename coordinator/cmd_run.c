@@ -36,7 +36,8 @@ static const char usage_text[] =
     "                       the validation split (loss: negative mean cross-entropy)\n"
     "  --bn-recalibrate N   re-estimate every aggregated model's BatchNorm statistics (the new\n"
     "                       global model and each coalition's) on N training images spread over\n"
-    "                       the task's blocks (default 1280; 0: keep the averaged statistics)\n"
+    "                       the task's blocks (default 1280, at most 64 MB of them; 0: keep\n"
+    "                       the averaged statistics)\n"
     "  --verbose            log every update too\n"
     "\n"
     "exit status: 0 stopped by a signal, 2 usage error, 3 could not start (home, datasets, bind)\n";

@@ -253,12 +253,16 @@ static int val_size(const dataset_t *d) {
 }
 
 /* The images aggregated models' BN statistics are re-estimated on: spread over every block of the
- * task's training split (the coordinator holds it), so every block's label mix is represented. */
+ * task's training split (the coordinator holds it), so every block's label mix is represented;
+ * none for a model without BN, and at most RECAL_MAX_BYTES of them (large images: fewer). */
+#define RECAL_MAX_BYTES (64u << 20)
 static int recal_images(task_t *t, int want) {
     const bf_dataset_t *d = &t->ds->train;
-    if (want <= 0) return 0;
+    size_t bytes = sizeof(float) * d->c * d->h * d->w;
+    if (want > (int)(RECAL_MAX_BYTES / bytes)) want = (int)(RECAL_MAX_BYTES / bytes);
+    if (want <= 0 || !bf_net_num_buffers(t->global)) return 0;
     int32_t *idx = malloc(sizeof(int32_t) * want);
-    t->recal_x = malloc(sizeof(float) * ((size_t)want * d->c * d->h * d->w));
+    t->recal_x = malloc(bytes * want);
     if (!idx || !t->recal_x) return free(idx), -1;
     t->nrecal = bf_blocks_spread(&t->blocks, t->blocks.nblocks, want, idx);
     bf_batch_fill(d, idx, t->nrecal, t->ds->mean, t->ds->std, NULL, t->recal_x, NULL);
