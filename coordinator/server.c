@@ -297,6 +297,10 @@ static task_t *make_task(server_t *s, const task_spec_t *spec, int64_t ledger_id
     t->agg_opts = ao;
     t->coalition = bf_net_new(spec->model, d->train.c, d->train.h, d->train.w, d->train.classes, 256, s->o.threads, err);
     if (!t->agg || !t->coalition || recal_images(t, s->o.bn_recalibrate)) goto fail;
+    /* The starting model's statistics as every aggregated model's will be: otherwise round 1's
+     * coalitions would all gain what re-estimation alone gives, a free rider returning the model
+     * unchanged included (the empty coalition keeps the initial 0 / 1 statistics). */
+    bf_net_recalibrate_bn(t->global, t->recal_x, t->nrecal);
     return t;
 fail:
     if (!err->msg[0]) bf_err_set(err, "out of memory");

@@ -31,6 +31,7 @@ typedef struct {
     bf_dataset_t data;
     float *params, *buffers; /* the update sent in the current round */
     float *global;           /* the global parameters received for that round */
+    float *global_b;         /* and the global buffers */
     size_t np, nb;
     int64_t samples;
     float poison; /* nonzero: the update sent is the trained one times this (a poisoner) */
@@ -93,6 +94,9 @@ static inline int train_round(part_t *p, const char *task, int expect_round) {
     p->global = malloc(sizeof(float) * p->np);
     memcpy(p->global, bf_net_params(net), sizeof(float) * p->np);
     CHECK(bf_msg_frame_f32(rep, 1, bf_net_buffers(net), p->nb) == 0);
+    free(p->global_b);
+    p->global_b = malloc(sizeof(float) * (p->nb + 1));
+    memcpy(p->global_b, bf_net_buffers(net), sizeof(float) * p->nb);
     float mean = 0, std = 1;
     const msgpack_object *pre = bf_msg_any(rep, "preprocess");
     double v;
@@ -193,7 +197,7 @@ static inline void fed_finish(const char *coord, const char *home, part_t *p, in
     for (int i = 0; i < n; i++) {
         fed_client_close(&p[i].c);
         bf_dataset_free(&p[i].data);
-        free(p[i].params), free(p[i].buffers), free(p[i].global);
+        free(p[i].params), free(p[i].buffers), free(p[i].global), free(p[i].global_b);
     }
     fed_client_close(creator);
     if (bf_test_failures) {

@@ -221,7 +221,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 3; i++) {
         fed_client_close(&p[i].c);
         bf_dataset_free(&p[i].data);
-        free(p[i].params), free(p[i].buffers), free(p[i].global);
+        free(p[i].params), free(p[i].buffers), free(p[i].global), free(p[i].global_b);
     }
     fed_client_close(&mallory);
     if (bf_test_failures) {

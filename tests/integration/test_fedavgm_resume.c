@@ -83,7 +83,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 2; i++) {
         fed_client_close(&p[i].c);
         bf_dataset_free(&p[i].data);
-        free(p[i].params), free(p[i].buffers), free(p[i].global);
+        free(p[i].params), free(p[i].buffers), free(p[i].global), free(p[i].global_b);
     }
     free(v);
     return bf_test_done("test_fedavgm_resume");

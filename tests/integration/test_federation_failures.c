@@ -78,6 +78,17 @@ int main(int argc, char **argv) {
     train_all(p, 3, "t2", 0);
     const int all[3] = {0, 1, 2}, two[2] = {0, 1};
     check_fedavg_subset(home, "t2", p, all, 3, 0, &rc);
+    /* round 0 started from the seeded model with its statistics re-estimated too, so a coalition
+     * that returns it unchanged is worth nothing (not what re-estimation alone gains) */
+    bf_err_t err;
+    bf_net_t *start = bf_net_new("resnet8", 1, 16, 16, 10, 256, 1, &err);
+    memcpy(bf_net_params(start), p[0].global, sizeof(float) * p[0].np);
+    fed_recalibrate(start, &rc);
+    double sd = 0;
+    for (size_t j = 0; j < p[0].nb; j++) sd = fmax(sd, fabs(bf_net_buffers(start)[j] - p[0].global_b[j]));
+    printf("round 0's starting statistics vs re-estimated: max |diff| %.3g\n", sd);
+    CHECK(sd < 1e-5);
+    bf_net_destroy(&start);
 
     /* round 1: carol takes the round and dies; the two others finish it without her */
     bf_msg_t *got = NULL;
@@ -133,7 +144,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 3; i++) {
         fed_client_close(&p[i].c);
         bf_dataset_free(&p[i].data);
-        free(p[i].params), free(p[i].buffers), free(p[i].global);
+        free(p[i].params), free(p[i].buffers), free(p[i].global), free(p[i].global_b);
     }
     if (bf_test_failures) {
         snprintf(out, sizeof out, "%s.log", home);

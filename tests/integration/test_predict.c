@@ -336,7 +336,7 @@ int main(int argc, char **argv) {
     fed_stop(pid, SIGTERM);
     for (int i = 0; i < 3; i++) {
         fed_client_close(&p[i].c);
-        free(p[i].params), free(p[i].buffers), free(p[i].global);
+        free(p[i].params), free(p[i].buffers), free(p[i].global), free(p[i].global_b);
         bf_dataset_free(&p[i].data);
     }
     return bf_test_done("test_predict");
