@@ -83,6 +83,17 @@ typedef struct {
     int recal;
 } game_t;
 
+/* As the coordinator does after every aggregation (and to the initial model): the BN statistics
+ * of the model (params, buffers) re-estimated, into buffers. */
+static void recalibrate(game_t *g, const float *params, float *buffers) {
+    size_t np = bf_net_num_params(g->net), nb = bf_net_num_buffers(g->net);
+    float *np_ = bf_net_params(g->net), *nb_ = bf_net_buffers(g->net);
+    if (!g->recal) return;
+    if (params != np_) memcpy(np_, params, sizeof(float) * np);
+    bf_net_recalibrate_bn(g->net, g->rx, g->recal);
+    if (buffers != nb_) memcpy(buffers, nb_, sizeof(float) * nb);
+}
+
 /* FedAvg (equal weights: equal blocks) of the updates in S onto the global model, into net. */
 static void aggregate(game_t *g, uint32_t S, float *out_p, float *out_b) {
     size_t np = bf_net_num_params(g->net), nb = bf_net_num_buffers(g->net);
@@ -100,13 +111,7 @@ static void aggregate(game_t *g, uint32_t S, float *out_p, float *out_b) {
     bf_agg_t *a = bf_agg_new(&o, np, nb);
     bf_agg_apply(a, out_p, out_b, p, b, n, k, &err);
     bf_agg_destroy(&a);
-    if (!g->recal) return;
-    /* as the coordinator does after every aggregation: BN statistics of the averaged model */
-    float *np_ = bf_net_params(g->net), *nb_ = bf_net_buffers(g->net);
-    if (out_p != np_) memcpy(np_, out_p, sizeof(float) * np);
-    if (out_b != nb_) memcpy(nb_, out_b, sizeof(float) * nb);
-    bf_net_recalibrate_bn(g->net, g->rx, g->recal);
-    if (out_b != nb_) memcpy(out_b, nb_, sizeof(float) * nb);
+    recalibrate(g, out_p, out_b);
 }
 
 /* One evaluation gives both utilities, accuracy and -loss on the same images, from the coalition
@@ -284,6 +289,7 @@ static int live_init(live_t *L, const char *split, uint64_t seed, int eval, int 
     L->g = g;
     memcpy(L->g_params, bf_net_params(L->global), sizeof(float) * np);
     memcpy(L->g_buffers, bf_net_buffers(L->global), sizeof(float) * nb);
+    recalibrate(&L->g, L->g_params, L->g_buffers); /* the initial model's statistics, as the coordinator's */
     return 0;
 }
 
