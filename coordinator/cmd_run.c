@@ -1,5 +1,7 @@
 /* cmd_run.c: `blockfed-coordinator run`: serve accounts, tasks and training rounds. */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +49,15 @@ static int loopback(const char *ep) {
            !strncmp(ep, "inproc://", 9);
 }
 
+/* A whole decimal integer, or -1 (garbage, trailing text, out of int range): every numeric
+ * option is >= 0, so -1 fails its range check instead of atoi's silent 0. */
+static int arg_int(const char *s) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    return end == s || *end || errno || v < 0 || v > INT_MAX ? -1 : (int)v;
+}
+
 int cmd_run_main(int argc, char **argv) {
     static const struct option opts[] = {
         {"home", required_argument, 0, 'H'},    {"bind", required_argument, 0, 'b'},
@@ -87,16 +98,16 @@ int cmd_run_main(int argc, char **argv) {
             break;
         }
         case 'i': o.insecure = 1; break;
-        case 'l': o.liveness_ms = atoi(optarg) * 1000; break;
-        case 't': o.threads = atoi(optarg); break;
+        case 'l': o.liveness_ms = arg_int(optarg) > 86400 ? -1 : arg_int(optarg) * 1000; break;
+        case 't': o.threads = arg_int(optarg); break;
         case 'v': o.verbose = 1; break;
-        case 'B': o.block_size = atoi(optarg); break;
-        case 'J': o.blocks_per_join = atoi(optarg); break;
-        case 'D': o.start_deadline = atoi(optarg); break;
-        case 'X': o.shapley_exact_max = atoi(optarg); break;
-        case 'S': o.shapley_budget = atoi(optarg); break;
-        case 'K': o.value_every = atoi(optarg); break;
-        case 'R': o.bn_recalibrate = atoi(optarg); break;
+        case 'B': o.block_size = arg_int(optarg); break;
+        case 'J': o.blocks_per_join = arg_int(optarg); break;
+        case 'D': o.start_deadline = arg_int(optarg); break;
+        case 'X': o.shapley_exact_max = arg_int(optarg); break;
+        case 'S': o.shapley_budget = arg_int(optarg); break;
+        case 'K': o.value_every = arg_int(optarg); break;
+        case 'R': o.bn_recalibrate = arg_int(optarg); break;
         case 'U':
             if (strcmp(optarg, "accuracy") && strcmp(optarg, "loss"))
                 return fprintf(stderr, "blockfed-coordinator: --utility is accuracy or loss\n"), EXIT_USAGE;
