@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bf_ledger.h"
+#include "bf_money.h"
 #include "bf_models.h"
 #include "bf_render.h"
 #include "client.h"
@@ -91,7 +91,7 @@ static int create_opt(bf_msg_t *m, int c, const char *v) {
         return bf_msg_set_str(m, "base_fee", v);
     case 'R': {
         int64_t num, den;
-        if (strlen(v) > 41 || bf_ledger_parse_rate(v, &num, &den, &err)) return bf_cli_error("--rate: %s", err.msg);
+        if (strlen(v) > 41 || bf_money_parse_rate(v, &num, &den, &err)) return bf_cli_error("--rate: %s", err.msg);
         return bf_msg_set_str(m, "rate", v);
     }
     case 'V': if (bf_cli_int(v, 100, 100000, &n, "--value-images")) return -1; return bf_msg_set_uint(m, "value_images", (uint64_t)n);

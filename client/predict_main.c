@@ -8,7 +8,7 @@
 #include <sys/random.h>
 
 #include "bf_datasets.h"
-#include "bf_ledger.h"
+#include "bf_money.h"
 #include "bf_mp.h"
 #include "bf_models.h"
 #include "bf_predictor.h"
@@ -190,7 +190,7 @@ static int request(const opts_t *o, const bf_cli_ctx_t *ctx, bf_conn_t *conn, in
     int64_t fee;
     bf_err_t err;
     if (!r || r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size != (uint32_t)nsent ||
-        bf_ledger_parse_amount(bf_msg_str(rep, "fee"), 2, &fee, &err)) {
+        bf_money_parse_amount(bf_msg_str(rep, "fee"), 2, &fee, &err)) {
         bf_msg_destroy(&rep);
         return bf_cli_fail("the coordinator's PREDICTION does not match the request");
     }
@@ -264,7 +264,7 @@ static void print_json(const opts_t *o, const result_t *res, const bill_t *bill)
     printf("]");
     if (o->task) {
         char fee[32];
-        printf(",\"fee\":\"%s\",\"balance\":", bf_ledger_format_amount(bill->fee, 2, fee));
+        printf(",\"fee\":\"%s\",\"balance\":", bf_money_format_amount(bill->fee, 2, fee));
         json_str(bill->balance);
         printf(",\"usage\":[");
         for (int k = 0; k < bill->nusage; k++) printf("%s%lld", k ? "," : "", (long long)bill->usage[k]);
@@ -282,7 +282,7 @@ static void print_text(const opts_t *o, const result_t *res, const bill_t *bill)
     }
     if (o->task) {
         char fee[32];
-        printf("fee %s, balance %s\n", bf_ledger_format_amount(bill->fee, 2, fee), bill->balance[0] ? bill->balance : "?");
+        printf("fee %s, balance %s\n", bf_money_format_amount(bill->fee, 2, fee), bill->balance[0] ? bill->balance : "?");
     }
 }
 

@@ -96,7 +96,7 @@ static bf_ledger_t *open_existing(const char *home) {
     return L;
 }
 
-static const char *fmt_cny(int64_t v, char buf[32]) { return bf_ledger_format_amount(v, 2, buf); }
+static const char *fmt_cny(int64_t v, char buf[32]) { return bf_money_format_amount(v, 2, buf); }
 
 /* ---- verify ---------------------------------------------------------------------------------- */
 
@@ -208,8 +208,8 @@ static int do_balances(bf_ledger_t *L, const opts_t *o) {
             int scale = bf_ledger_currency_scale(a[i].currency);
             printf("%-6lld %-18s %-5s %-6lld %16s %14s\n", (long long)a[i].id, kind_name(a[i].kind),
                    a[i].currency == BF_LEDGER_CNY ? "CNY" : "COIN", (long long)a[i].owner,
-                   bf_ledger_format_amount(a[i].balance.posted, scale, b1),
-                   bf_ledger_format_amount(a[i].balance.pending_credits, scale, b2));
+                   bf_money_format_amount(a[i].balance.posted, scale, b1),
+                   bf_money_format_amount(a[i].balance.pending_credits, scale, b2));
         }
     }
     free(u);
@@ -221,7 +221,7 @@ static int do_balances(bf_ledger_t *L, const opts_t *o) {
 
 static int parse_id(const char *s, int64_t *id) {
     int64_t v;
-    if (bf_ledger_parse_amount(s, 0, &v, NULL) || v <= 0) return -1;
+    if (bf_money_parse_amount(s, 0, &v, NULL) || v <= 0) return -1;
     *id = v;
     return 0;
 }
@@ -269,9 +269,9 @@ static int do_history(bf_ledger_t *L, const opts_t *o) {
             int scale = bf_ledger_currency_scale(e[i].currency);
             printf("%-8lld %-8s %-15s %-5s %12s %12s %12s  %s\n", (long long)e[i].transfer_id, e[i].type,
                    e[i].code, e[i].currency == BF_LEDGER_CNY ? "CNY" : "COIN",
-                   bf_ledger_format_amount(e[i].amount, scale, b1),
-                   bf_ledger_format_amount(e[i].balance_before, scale, b2),
-                   bf_ledger_format_amount(e[i].balance_after, scale, b3), e[i].op_id);
+                   bf_money_format_amount(e[i].amount, scale, b1),
+                   bf_money_format_amount(e[i].balance_before, scale, b2),
+                   bf_money_format_amount(e[i].balance_after, scale, b3), e[i].op_id);
         }
     }
     free(e);

@@ -156,8 +156,8 @@ static void reply_prediction(svc_t *s, work_t *w, const void *results, size_t le
     bf_err_t err;
     bf_ledger_balance(s->ledger, j->payer, BF_LEDGER_CNY, &bal, &err);
     char fee_s[32], bal_s[32];
-    bf_ledger_format_amount(fee, 2, fee_s);
-    bf_ledger_format_amount(bal.available, 2, bal_s);
+    bf_money_format_amount(fee, 2, fee_s);
+    bf_money_format_amount(bal.available, 2, bal_s);
     bf_msg_t *r = bf_msg_new("PREDICTION", j->id);
     bf_msg_set_any(r, "results", results, len);
     bf_msg_set_str(r, "fee", fee_s);
@@ -198,7 +198,7 @@ static int hold_all(svc_t *s, work_t *w, int n, bf_err_t *err) {
         if (w[i].done) continue;
         const coord_predict_job_t *j = w[i].j;
         int64_t images = (int64_t)bf_msg_frame_count(j->req);
-        if (bf_ledger_price(j->base, j->per_image, images, j->rate_num, j->rate_den, &w[i].max_price, err)) {
+        if (bf_money_price(j->base, j->per_image, images, j->rate_num, j->rate_den, &w[i].max_price, err)) {
             reply_error(&w[i], BF_PROTO_INTERNAL, "pricing: %s", err->msg);
             continue;
         }
@@ -216,7 +216,7 @@ static int hold_all(svc_t *s, work_t *w, int n, bf_err_t *err) {
         }
         if (rc != BF_LEDGER_OK) {
             char price[32];
-            bf_ledger_format_amount(w[i].max_price, 2, price);
+            bf_money_format_amount(w[i].max_price, 2, price);
             if (rc == BF_LEDGER_EFUNDS)
                 bf_err_set(err, "this request may cost up to %s and the available balance is lower; nothing was "
                                 "charged (recharge with blockfed-client recharge)", price);
@@ -287,7 +287,7 @@ static void run_batch(svc_t *s, coord_predict_job_t **jobs, int n) {
         }
         classify(p, &w[i]);
         const coord_predict_job_t *j = w[i].j;
-        if (bf_ledger_price(j->base, j->per_image, w[i].classified, j->rate_num, j->rate_den, &w[i].price, &err))
+        if (bf_money_price(j->base, j->per_image, w[i].classified, j->rate_num, j->rate_den, &w[i].price, &err))
             w[i].price = w[i].max_price; /* unreachable: the price is monotone and the maximum fit */
     }
     if (settle_all(s, w, n, &err))

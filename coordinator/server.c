@@ -144,7 +144,7 @@ static void mp_kv_str(msgpack_packer *pk, const char *k, const char *v) { bf_mp_
 static void mp_kv_int(msgpack_packer *pk, const char *k, int64_t v) { bf_mp_pack_str(pk, k), msgpack_pack_int64(pk, v); }
 static void mp_kv_dbl(msgpack_packer *pk, const char *k, double v) { bf_mp_pack_str(pk, k), msgpack_pack_double(pk, v); }
 
-static void money(char buf[32], int64_t cents) { bf_ledger_format_amount(cents, 2, buf); }
+static void money(char buf[32], int64_t cents) { bf_money_format_amount(cents, 2, buf); }
 static void mp_kv_money(msgpack_packer *pk, const char *k, int64_t cents) {
     char b[32];
     money(b, cents);
@@ -798,7 +798,7 @@ static bf_msg_t *h_recharge(const ctx_t *c) {
     if (e) return e;
     int64_t cents;
     bf_err_t err;
-    if (bf_ledger_parse_amount(bf_msg_str(c->req, "amount"), 2, &cents, &err) || cents <= 0)
+    if (bf_money_parse_amount(bf_msg_str(c->req, "amount"), 2, &cents, &err) || cents <= 0)
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "amount: %s", cents <= 0 ? "must be positive" : err.msg);
     char op[128];
     snprintf(op, sizeof op, "recharge:%s:%llu", c->key, (unsigned long long)c->id);
@@ -845,15 +845,15 @@ static bf_msg_t *h_task_create(const ctx_t *c) {
     if (!find_dataset(s, t.dataset)) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no dataset '%s' here", t.dataset);
     if (find_task(s, t.id)) return bf_msg_error(c->id, BF_PROTO_CONFLICT, "task '%s' exists", t.id);
     const char *fee = bf_msg_str(c->req, "fee"), *pool = bf_msg_str(c->req, "pool");
-    if ((fee && bf_ledger_parse_amount(fee, 2, &t.fee_cents, &err)) || (pool && bf_ledger_parse_amount(pool, 2, &t.pool_cents, &err)))
+    if ((fee && bf_money_parse_amount(fee, 2, &t.fee_cents, &err)) || (pool && bf_money_parse_amount(pool, 2, &t.pool_cents, &err)))
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "fee/pool: %s", err.msg);
     t.rate_num = t.rate_den = 1;
     const char *base = bf_msg_str(c->req, "base_fee"), *rate = bf_msg_str(c->req, "rate");
-    if ((base && bf_ledger_parse_amount(base, 2, &t.base_fee_cents, &err)) ||
-        (rate && bf_ledger_parse_rate(rate, &t.rate_num, &t.rate_den, &err)))
+    if ((base && bf_money_parse_amount(base, 2, &t.base_fee_cents, &err)) ||
+        (rate && bf_money_parse_rate(rate, &t.rate_num, &t.rate_den, &err)))
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "base fee/rate: %s", err.msg);
     int64_t max_price;
-    if (bf_ledger_price(t.base_fee_cents, t.fee_cents, BF_PREDICT_MAX_IMAGES, t.rate_num, t.rate_den, &max_price, &err))
+    if (bf_money_price(t.base_fee_cents, t.fee_cents, BF_PREDICT_MAX_IMAGES, t.rate_num, t.rate_den, &max_price, &err))
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "pricing: %s", err.msg);
     if (!strcmp(t.mode, "reward") && t.pool_cents <= 0)
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "a reward task needs a positive --pool");

@@ -170,7 +170,7 @@ static int paid_once(cli_t *c, payer_t *p, int i) {
     bf_msg_t *rep = rpc(c, r);
     p->lat_ms[i] = (double)(zclock_usecs() - t0) / 1000.0;
     int64_t fee = 0;
-    int ok = is(rep, "PREDICTION") && bf_ledger_parse_amount(bf_msg_str(rep, "fee"), 2, &fee, NULL) == 0;
+    int ok = is(rep, "PREDICTION") && bf_money_parse_amount(bf_msg_str(rep, "fee"), 2, &fee, NULL) == 0;
     if (ok) p->paid += fee;
     else p->failures++;
     bf_msg_destroy(&rep);

@@ -24,7 +24,7 @@ static const char *server_key_g;
 /* Price of the shareholding task below: base 0.05, 0.07 per image, rate 3/2. */
 static int64_t price(int64_t images) {
     int64_t p;
-    bf_ledger_price(5, 7, images, 3, 2, &p, NULL);
+    bf_money_price(5, 7, images, 3, 2, &p, NULL);
     return p;
 }
 
@@ -52,7 +52,7 @@ static bf_msg_t *predict(fed_client_t *c, const char *task, const char *request,
 
 static int64_t cents(const char *s) {
     int64_t v = -1;
-    if (s) bf_ledger_parse_amount(s, 2, &v, NULL);
+    if (s) bf_money_parse_amount(s, 2, &v, NULL);
     return v;
 }
 

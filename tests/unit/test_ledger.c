@@ -12,52 +12,52 @@
 static void test_parse(void) {
     int64_t v = -1;
     bf_err_t err;
-    CHECK(bf_ledger_parse_amount("0.50", 2, &v, &err) == 0 && v == 50);
-    CHECK(bf_ledger_parse_amount("12", 2, &v, &err) == 0 && v == 1200);
-    CHECK(bf_ledger_parse_amount("12.3", 2, &v, &err) == 0 && v == 1230);
-    CHECK(bf_ledger_parse_amount("0", 2, &v, &err) == 0 && v == 0);
-    CHECK(bf_ledger_parse_amount("007.05", 2, &v, &err) == 0 && v == 705);
-    CHECK(bf_ledger_parse_amount("92233720368547758.07", 2, &v, &err) == 0 && v == INT64_MAX);
-    CHECK(bf_ledger_parse_amount("7", 0, &v, &err) == 0 && v == 7);
+    CHECK(bf_money_parse_amount("0.50", 2, &v, &err) == 0 && v == 50);
+    CHECK(bf_money_parse_amount("12", 2, &v, &err) == 0 && v == 1200);
+    CHECK(bf_money_parse_amount("12.3", 2, &v, &err) == 0 && v == 1230);
+    CHECK(bf_money_parse_amount("0", 2, &v, &err) == 0 && v == 0);
+    CHECK(bf_money_parse_amount("007.05", 2, &v, &err) == 0 && v == 705);
+    CHECK(bf_money_parse_amount("92233720368547758.07", 2, &v, &err) == 0 && v == INT64_MAX);
+    CHECK(bf_money_parse_amount("7", 0, &v, &err) == 0 && v == 7);
     const char *bad[] = {"", "-5", "+5", "1e3", "0.001", " 1", "1 ", "1.", ".5", "1..2", "1.2.3", "abc",
                          "92233720368547758.08", "99999999999999999999", "0x10", "1,00"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        CHECK_MSG(bf_ledger_parse_amount(bad[i], 2, &v, &err) == -1, "'%s' accepted", bad[i]);
-    CHECK(bf_ledger_parse_amount("1.5", 0, &v, &err) == -1);
-    CHECK(bf_ledger_parse_amount(NULL, 2, &v, &err) == -1);
+        CHECK_MSG(bf_money_parse_amount(bad[i], 2, &v, &err) == -1, "'%s' accepted", bad[i]);
+    CHECK(bf_money_parse_amount("1.5", 0, &v, &err) == -1);
+    CHECK(bf_money_parse_amount(NULL, 2, &v, &err) == -1);
 
     char b[32];
-    CHECK(!strcmp(bf_ledger_format_amount(50, 2, b), "0.50"));
-    CHECK(!strcmp(bf_ledger_format_amount(5, 2, b), "0.05"));
-    CHECK(!strcmp(bf_ledger_format_amount(-1205, 2, b), "-12.05"));
-    CHECK(!strcmp(bf_ledger_format_amount(0, 2, b), "0.00"));
-    CHECK(!strcmp(bf_ledger_format_amount(42, 0, b), "42"));
-    CHECK(!strcmp(bf_ledger_format_amount(INT64_MIN, 2, b), "-92233720368547758.08"));
+    CHECK(!strcmp(bf_money_format_amount(50, 2, b), "0.50"));
+    CHECK(!strcmp(bf_money_format_amount(5, 2, b), "0.05"));
+    CHECK(!strcmp(bf_money_format_amount(-1205, 2, b), "-12.05"));
+    CHECK(!strcmp(bf_money_format_amount(0, 2, b), "0.00"));
+    CHECK(!strcmp(bf_money_format_amount(42, 0, b), "42"));
+    CHECK(!strcmp(bf_money_format_amount(INT64_MIN, 2, b), "-92233720368547758.08"));
     /* Round trip over random values. */
     bf_rng_t r;
     bf_rng_seed(&r, 7);
     for (int i = 0; i < 10000; i++) {
         int64_t x = (int64_t)(bf_rng_u64(&r) >> (1 + bf_rng_u64(&r) % 63));
-        CHECK(bf_ledger_parse_amount(bf_ledger_format_amount(x, 2, b), 2, &v, NULL) == 0 && v == x);
+        CHECK(bf_money_parse_amount(bf_money_format_amount(x, 2, b), 2, &v, NULL) == 0 && v == x);
     }
 }
 
 static void test_split(void) {
     int64_t parts[4];
     int64_t w1[] = {80, 8, 12}, k1[] = {1, 2, 3};
-    CHECK(bf_ledger_split(15, 3, w1, k1, parts) == 0 && parts[0] == 12 && parts[1] == 1 && parts[2] == 2);
+    CHECK(bf_money_split(15, 3, w1, k1, parts) == 0 && parts[0] == 12 && parts[1] == 1 && parts[2] == 2);
     int64_t w2[] = {70, 30}, k2[] = {1, 2};
-    CHECK(bf_ledger_split(5, 2, w2, k2, parts) == 0 && parts[0] == 4 && parts[1] == 1);
+    CHECK(bf_money_split(5, 2, w2, k2, parts) == 0 && parts[0] == 4 && parts[1] == 1);
     int64_t w3[] = {1, 1, 1}, k3[] = {3, 1, 2};
-    CHECK(bf_ledger_split(100, 3, w3, k3, parts) == 0 && parts[0] == 33 && parts[1] == 34 && parts[2] == 33);
+    CHECK(bf_money_split(100, 3, w3, k3, parts) == 0 && parts[0] == 33 && parts[1] == 34 && parts[2] == 33);
     int64_t w4[] = {0, -5, 3, 0}, k4[] = {1, 2, 3, 4};
-    CHECK(bf_ledger_split(10, 4, w4, k4, parts) == 0 && parts[0] == 0 && parts[1] == 0 && parts[2] == 10 &&
+    CHECK(bf_money_split(10, 4, w4, k4, parts) == 0 && parts[0] == 0 && parts[1] == 0 && parts[2] == 10 &&
           parts[3] == 0);
     int64_t w5[] = {0, -1}, k5[] = {1, 2};
-    CHECK(bf_ledger_split(10, 2, w5, k5, parts) == -1);
-    CHECK(bf_ledger_split(-1, 2, w2, k2, parts) == -1);
+    CHECK(bf_money_split(10, 2, w5, k5, parts) == -1);
+    CHECK(bf_money_split(-1, 2, w2, k2, parts) == -1);
     int64_t w6[] = {INT64_MAX, INT64_MAX, 1}, k6[] = {1, 2, 3};
-    CHECK(bf_ledger_split(INT64_MAX, 3, w6, k6, parts) == 0 && parts[0] + parts[1] + parts[2] == INT64_MAX);
+    CHECK(bf_money_split(INT64_MAX, 3, w6, k6, parts) == 0 && parts[0] + parts[1] + parts[2] == INT64_MAX);
     /* Random: sum exact, each part within [floor, ceil] of its quota. */
     bf_rng_t r;
     bf_rng_seed(&r, 11);
@@ -70,7 +70,7 @@ static void test_split(void) {
             k[i] = (int64_t)i * 3 + 1;
             if (w[i] > 0) W += (uint64_t)w[i];
         }
-        int rc = bf_ledger_split(total, n, w, k, p);
+        int rc = bf_money_split(total, n, w, k, p);
         if (W == 0) {
             CHECK(rc == -1);
             continue;
@@ -108,7 +108,7 @@ static void test_apportion(void) {
         int64_t total = 0;
         for (int step = 0; step < 200; step++) {
             int64_t amount = bf_rng_below(&r, 4) == 0 ? bf_rng_below(&r, 500) : bf_rng_below(&r, 4);
-            CHECK(bf_ledger_apportion(n, w, k, paid_a, total, amount, add) == 0);
+            CHECK(bf_money_apportion(n, w, k, paid_a, total, amount, add) == 0);
             total += amount;
             int64_t sum = 0;
             for (size_t i = 0; i < n; i++) {
@@ -121,15 +121,15 @@ static void test_apportion(void) {
         }
         /* The same total in unit steps gives the same vector. */
         for (int64_t t = 0; t < total; t++) {
-            CHECK(bf_ledger_apportion(n, w, k, paid_b, t, 1, add) == 0);
+            CHECK(bf_money_apportion(n, w, k, paid_b, t, 1, add) == 0);
             for (size_t i = 0; i < n; i++) paid_b[i] += add[i];
         }
         for (size_t i = 0; i < n; i++) CHECK(paid_a[i] == paid_b[i]);
     }
     int64_t w[2] = {1, 1}, k[2] = {1, 2}, paid[2] = {5, 0}, add[2];
-    CHECK(bf_ledger_apportion(2, w, k, paid, 4, 1, add) == -1); /* paid does not sum to total */
+    CHECK(bf_money_apportion(2, w, k, paid, 4, 1, add) == -1); /* paid does not sum to total */
     int64_t zero[2] = {0, 0};
-    CHECK(bf_ledger_apportion(2, zero, k, zero, 0, 1, add) == -1);
+    CHECK(bf_money_apportion(2, zero, k, zero, 0, 1, add) == -1);
 }
 
 static void test_users(bf_ledger_t *L, tl_clock_t *clk) {

@@ -8,7 +8,7 @@
 #include "test_ledger_common.h"
 
 /* The price must be the exact ceiling: p*den >= (base+fee*k)*num > (p-1)*den. Checked in 128-bit
- * arithmetic independently of how bf_ledger_price computes it. */
+ * arithmetic independently of how bf_money_price computes it. */
 static int price_is_ceiling(int64_t base, int64_t fee, int64_t k, int64_t num, int64_t den, int64_t p) {
     if (k == 0) return p == 0;
     __int128 exact = ((__int128)fee * k + base) * num;
@@ -18,27 +18,27 @@ static int price_is_ceiling(int64_t base, int64_t fee, int64_t k, int64_t num, i
 static void test_price(void) {
     bf_err_t err;
     int64_t p = -1;
-    CHECK(bf_ledger_price(0, 10, 3, 1, 1, &p, &err) == 0 && p == 30);
-    CHECK(bf_ledger_price(5, 10, 3, 3, 2, &p, &err) == 0 && p == 53); /* 52.5 rounds up once */
-    CHECK(bf_ledger_price(1, 1, 1, 1, 3, &p, &err) == 0 && p == 1);   /* 2/3 -> 1 */
-    CHECK(bf_ledger_price(100, 10, 0, 1, 1, &p, &err) == 0 && p == 0); /* nothing delivered */
-    CHECK(bf_ledger_price(100, 10, 4, 0, 1, &p, &err) == 0 && p == 0); /* a free model */
-    CHECK(bf_ledger_price(0, 1, 1, 1, 0, &p, &err) == -1);
-    CHECK(bf_ledger_price(-1, 1, 1, 1, 1, &p, &err) == -1);
-    CHECK(bf_ledger_price(0, -1, 1, 1, 1, &p, &err) == -1);
-    CHECK(bf_ledger_price(0, 1, -1, 1, 1, &p, &err) == -1);
-    CHECK(bf_ledger_price(0, 1, 1, -1, 1, &p, &err) == -1);
-    CHECK(bf_ledger_price(0, INT64_MAX, 2, 1, 1, &p, &err) == -1 && strstr(err.msg, "overflow"));
-    CHECK(bf_ledger_price(0, INT64_MAX, 2, 1, 2, &p, &err) == 0 && p == INT64_MAX);
-    CHECK(bf_ledger_price(INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX, 1, &p, &err) == -1);
+    CHECK(bf_money_price(0, 10, 3, 1, 1, &p, &err) == 0 && p == 30);
+    CHECK(bf_money_price(5, 10, 3, 3, 2, &p, &err) == 0 && p == 53); /* 52.5 rounds up once */
+    CHECK(bf_money_price(1, 1, 1, 1, 3, &p, &err) == 0 && p == 1);   /* 2/3 -> 1 */
+    CHECK(bf_money_price(100, 10, 0, 1, 1, &p, &err) == 0 && p == 0); /* nothing delivered */
+    CHECK(bf_money_price(100, 10, 4, 0, 1, &p, &err) == 0 && p == 0); /* a free model */
+    CHECK(bf_money_price(0, 1, 1, 1, 0, &p, &err) == -1);
+    CHECK(bf_money_price(-1, 1, 1, 1, 1, &p, &err) == -1);
+    CHECK(bf_money_price(0, -1, 1, 1, 1, &p, &err) == -1);
+    CHECK(bf_money_price(0, 1, -1, 1, 1, &p, &err) == -1);
+    CHECK(bf_money_price(0, 1, 1, -1, 1, &p, &err) == -1);
+    CHECK(bf_money_price(0, INT64_MAX, 2, 1, 1, &p, &err) == -1 && strstr(err.msg, "overflow"));
+    CHECK(bf_money_price(0, INT64_MAX, 2, 1, 2, &p, &err) == 0 && p == INT64_MAX);
+    CHECK(bf_money_price(INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX, 1, &p, &err) == -1);
     /* Random inputs: exact ceiling, and monotone in the image count (a hold covers a capture). */
     bf_rng_t r;
     bf_rng_seed(&r, 5);
     for (int i = 0; i < 100000; i++) {
         int64_t base = bf_rng_below(&r, 1000), fee = bf_rng_below(&r, 100000), k = bf_rng_below(&r, 65);
         int64_t num = 1 + bf_rng_below(&r, 1000), den = 1 + bf_rng_below(&r, 1000), p1, p2;
-        if (bf_ledger_price(base, fee, k, num, den, &p1, &err) ||
-            bf_ledger_price(base, fee, k + 1, num, den, &p2, &err)) {
+        if (bf_money_price(base, fee, k, num, den, &p1, &err) ||
+            bf_money_price(base, fee, k + 1, num, den, &p2, &err)) {
             CHECK_MSG(0, "price failed: %s", err.msg);
             break;
         }
@@ -62,7 +62,7 @@ static void test_rate(void) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int64_t n = -1, d = -1;
         bf_err_t err;
-        int rc = bf_ledger_parse_rate(cases[i].s, &n, &d, &err);
+        int rc = bf_money_parse_rate(cases[i].s, &n, &d, &err);
         if (cases[i].den)
             CHECK_MSG(rc == 0 && n == cases[i].num && d == cases[i].den, "rate '%s' -> rc %d, %lld/%lld", cases[i].s, rc,
                       (long long)n, (long long)d);
@@ -218,8 +218,8 @@ static void test_conservation(const char *dir_path, long predictions, uint64_t s
         /* Some requests carry images that fail to decode: only the others are charged. */
         if (bf_rng_below(&r, 4) == 0) ok_images = bf_rng_below(&r, (uint32_t)images + 1);
         int64_t maxp, price, hold = 0;
-        if (bf_ledger_price(t->base, t->per_image, images, t->num, t->den, &maxp, &err) ||
-            bf_ledger_price(t->base, t->per_image, ok_images, t->num, t->den, &price, &err)) {
+        if (bf_money_price(t->base, t->per_image, images, t->num, t->den, &maxp, &err) ||
+            bf_money_price(t->base, t->per_image, ok_images, t->num, t->den, &price, &err)) {
             CHECK_MSG(0, "price: %s", err.msg);
             break;
         }

@@ -245,11 +245,11 @@ static void op_complete(model_t *m) {
     if (want != BF_LEDGER_OK) return;
     t->status = BF_LEDGER_TASK_COMPLETED;
     if (settle) {
-        CHECK(bf_ledger_split(t->escrow, (size_t)n, weights, keys, parts) == 0);
+        CHECK(bf_money_split(t->escrow, (size_t)n, weights, keys, parts) == 0);
         for (int i = 0; i < n; i++) user_by_id(m, users[i])->cash += parts[i];
         t->escrow = 0;
     } else {
-        CHECK(bf_ledger_split(BF_LEDGER_PPM, (size_t)n, weights, keys, parts) == 0);
+        CHECK(bf_money_split(BF_LEDGER_PPM, (size_t)n, weights, keys, parts) == 0);
         /* Holders in cash-account order, as the ledger pays them. */
         int idx[8];
         for (int i = 0; i < n; i++) idx[i] = i;
@@ -342,7 +342,7 @@ static void pay_out(model_t *m, m_task_t *t, int64_t amount) {
     w[n] = t->fee_ppm * BF_LEDGER_PPM;
     keys[n] = 3; /* platform revenue CNY account */
     paid[n] = t->platform_paid;
-    CHECK(bf_ledger_apportion((size_t)n + 1, w, keys, paid, t->revenue, amount, add) == 0);
+    CHECK(bf_money_apportion((size_t)n + 1, w, keys, paid, t->revenue, amount, add) == 0);
     for (int i = 0; i < n; i++) {
         t->paid[i] += add[i];
         user_by_id(m, t->holder[i])->cash += add[i];

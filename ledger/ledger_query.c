@@ -5,6 +5,8 @@
 
 #include "ledger_internal.h"
 
+int bf_ledger_currency_scale(bf_ledger_currency_t c) { return c == BF_LEDGER_CNY ? 2 : 0; }
+
 /* Grows a caller-owned array by one element; returns the new slot or NULL. */
 static void *grow(void **arr, size_t *n, size_t *cap, size_t elem) {
     if (*n == *cap) {

@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "test_ledger_common.h"
+#include "unit/test_ledger_common.h"
 
 static const char *bin;
 static char home[1024];

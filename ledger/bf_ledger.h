@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bf_money.h"
 #include "bf_util.h"
 
 #ifdef __cplusplus
@@ -75,45 +76,8 @@ typedef enum {
 #define BF_LEDGER_PPM 1000000        /* shares are parts per million */
 #define BF_LEDGER_OP_ID_MAX 128
 
-/* ---- Exact money helpers (no floating point) ---------------------------------------------- */
-
-/* Parses a non-negative decimal string with at most `scale` fraction digits into minor units:
- * ("0.50", 2) -> 50, ("12", 2) -> 1200, ("7", 0) -> 7. Rejects "", "-5", "+5", "1e3", " 1", "1.",
- * ".5", "0.001" (scale 2) and anything above INT64_MAX. Returns 0 or -1. */
-int bf_ledger_parse_amount(const char *s, int scale, int64_t *out, bf_err_t *err);
-/* Formats minor units as a decimal string ("-12.05"); buf needs 32 bytes. Returns buf. */
-char *bf_ledger_format_amount(int64_t v, int scale, char buf[32]);
 /* Scale of a currency: 2 for CNY, 0 for COIN. */
 int bf_ledger_currency_scale(bf_ledger_currency_t c);
-
-/* Largest-remainder split of `total` by integer weights: parts[i] is floor(total*w_i/W) plus one unit
- * for the (total - sum of floors) largest remainders, ties to the smaller keys[i]. Weights <= 0 get 0.
- * keys must be distinct. Exact (128-bit). Returns 0, or -1 if no weight is positive or total < 0. */
-int bf_ledger_split(int64_t total, size_t n, const int64_t *weights, const int64_t *keys,
-                    int64_t *parts);
-
-/* Cumulative-entitlement apportionment: given cumulative amounts already paid (paid[i], summing to
- * total_before) distributes `amount` more units so that after every single unit each holder's
- * cumulative pay stays strictly within one unit of its exact entitlement total*w_i/W (an
- * earliest-deadline-first schedule of unit payments; ties to the smaller key). The result depends
- * only on the cumulative total, never on how it was chunked. add[i] receives each holder's increment.
- * Cost O(amount * n). Returns 0, or -1 on bad input (no positive weight, negative amount, paid
- * inconsistent with total_before or outside the quota). */
-int bf_ledger_apportion(size_t n, const int64_t *weights, const int64_t *keys, const int64_t *paid,
-                        int64_t total_before, int64_t amount, int64_t *add);
-
-/* Price of a paid request: ceil((base + per_unit * units) * rate_num / rate_den) minor units,
- * computed in 128-bit integers and rounded once, up, on the total (never per component), so
- * the price is monotone in units and a hold for the most units covers any smaller capture.
- * units == 0 costs 0 (nothing was delivered, the base fee included). Returns 0, or -1 with err
- * set for a negative input, rate_den <= 0, or a result above INT64_MAX. */
-int bf_ledger_price(int64_t base, int64_t per_unit, int64_t units, int64_t rate_num, int64_t rate_den,
-                    int64_t *out, bf_err_t *err);
-
-/* A price multiplier as an exact fraction: "3/2", "1.5" (up to 6 decimals) or "2"; 0 <= rate <=
- * BF_LEDGER_RATE_MAX. Stored reduced (num/den in lowest terms, 0 as 0/1). Returns 0 or -1. */
-#define BF_LEDGER_RATE_MAX 1000
-int bf_ledger_parse_rate(const char *s, int64_t *num, int64_t *den, bf_err_t *err);
 
 /* ---- Lifetime ------------------------------------------------------------------------------ */
 
@@ -174,7 +138,7 @@ int bf_ledger_join_task(bf_ledger_t *self, const char *op_id, int64_t task_id, i
 /* CREATED|RUNNING -> REFUNDED; the whole escrow returns to the creator. */
 int bf_ledger_refund_task(bf_ledger_t *self, const char *op_id, int64_t task_id, bf_err_t *err);
 /* Reward task RUNNING -> COMPLETED: the escrowed pool is split over users by integer weights with
- * bf_ledger_split (ties to the smaller cash account id) and paid out. result_hash may be NULL. */
+ * bf_money_split (ties to the smaller cash account id) and paid out. result_hash may be NULL. */
 int bf_ledger_settle_reward(bf_ledger_t *self, const char *op_id, int64_t task_id, size_t n,
                             const int64_t *user_ids, const int64_t *weights, const char *result_hash,
                             bf_err_t *err);

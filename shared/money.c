@@ -1,15 +1,13 @@
-/* ledger_money.c: exact money arithmetic. Decimal strings to minor units, largest-remainder splits
+/* money.c: exact money arithmetic (bf_money.h). Decimal strings to minor units, largest-remainder splits
  * and the cumulative-entitlement apportionment of usage fees. Integers only: a float anywhere in
  * here could silently move a cent. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "bf_ledger.h"
+#include "bf_money.h"
 
-int bf_ledger_currency_scale(bf_ledger_currency_t c) { return c == BF_LEDGER_CNY ? 2 : 0; }
-
-int bf_ledger_parse_amount(const char *s, int scale, int64_t *out, bf_err_t *err) {
+int bf_money_parse_amount(const char *s, int scale, int64_t *out, bf_err_t *err) {
     if (!s || !*s) return bf_err_set(err, "empty amount");
     if (scale < 0 || scale > 18) return bf_err_set(err, "bad scale %d", scale);
     int64_t v = 0;
@@ -34,7 +32,7 @@ int bf_ledger_parse_amount(const char *s, int scale, int64_t *out, bf_err_t *err
     return 0;
 }
 
-char *bf_ledger_format_amount(int64_t v, int scale, char buf[32]) {
+char *bf_money_format_amount(int64_t v, int scale, char buf[32]) {
     /* Work on the magnitude as unsigned so INT64_MIN formats correctly. */
     uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
     char digits[24];
@@ -73,7 +71,7 @@ static int lr_cmp(const void *a, const void *b) {
     return x->key < y->key ? -1 : x->key > y->key;
 }
 
-int bf_ledger_split(int64_t total, size_t n, const int64_t *weights, const int64_t *keys,
+int bf_money_split(int64_t total, size_t n, const int64_t *weights, const int64_t *keys,
                     int64_t *parts) {
     if (total < 0) return -1;
     unsigned __int128 W = 0; /* n int64 weights cannot overflow 128 bits */
@@ -112,7 +110,7 @@ int bf_ledger_split(int64_t total, size_t n, const int64_t *weights, const int64
  * i.e. paid_i*W < t*w_i. Its deadline is the first t at which it would fall a full unit behind:
  * ceil((paid_i+1)*W / w_i). Earliest deadline first keeps every holder within quota because the
  * unit jobs in any window of totals never outnumber the window (the weights sum to W). */
-int bf_ledger_apportion(size_t n, const int64_t *weights, const int64_t *keys, const int64_t *paid,
+int bf_money_apportion(size_t n, const int64_t *weights, const int64_t *keys, const int64_t *paid,
                         int64_t total_before, int64_t amount, int64_t *add) {
     if (amount < 0 || total_before < 0) return -1;
     int64_t total_after;
@@ -206,7 +204,7 @@ int bf_ledger_apportion(size_t n, const int64_t *weights, const int64_t *keys, c
     return rc;
 }
 
-int bf_ledger_price(int64_t base, int64_t per_unit, int64_t units, int64_t rate_num, int64_t rate_den,
+int bf_money_price(int64_t base, int64_t per_unit, int64_t units, int64_t rate_num, int64_t rate_den,
                     int64_t *out, bf_err_t *err) {
     if (base < 0 || per_unit < 0 || units < 0 || rate_num < 0)
         return bf_err_set(err, "price: negative input");
@@ -232,7 +230,7 @@ static int64_t gcd64(int64_t a, int64_t b) {
     return a;
 }
 
-int bf_ledger_parse_rate(const char *s, int64_t *num, int64_t *den, bf_err_t *err) {
+int bf_money_parse_rate(const char *s, int64_t *num, int64_t *den, bf_err_t *err) {
     const char *slash = s ? strchr(s, '/') : NULL;
     int64_t n, d;
     if (!s) return bf_err_set(err, "missing rate");
@@ -242,14 +240,14 @@ int bf_ledger_parse_rate(const char *s, int64_t *num, int64_t *den, bf_err_t *er
         if (la == 0 || la >= sizeof a) return bf_err_set(err, "rate '%s': expected N/D or a decimal", s);
         memcpy(a, s, la);
         a[la] = 0;
-        if (bf_ledger_parse_amount(a, 0, &n, err) || bf_ledger_parse_amount(slash + 1, 0, &d, err))
+        if (bf_money_parse_amount(a, 0, &n, err) || bf_money_parse_amount(slash + 1, 0, &d, err))
             return bf_err_prefix(err, "rate '%s': ", s);
     } else {
-        if (bf_ledger_parse_amount(s, 6, &n, err)) return bf_err_prefix(err, "rate '%s': ", s);
+        if (bf_money_parse_amount(s, 6, &n, err)) return bf_err_prefix(err, "rate '%s': ", s);
         d = 1000000;
     }
     if (d <= 0) return bf_err_set(err, "rate '%s': the denominator must be positive", s);
-    if (n / d > BF_LEDGER_RATE_MAX || (n / d == BF_LEDGER_RATE_MAX && n % d)) return bf_err_set(err, "rate '%s' exceeds %d", s, BF_LEDGER_RATE_MAX);
+    if (n / d > BF_MONEY_RATE_MAX || (n / d == BF_MONEY_RATE_MAX && n % d)) return bf_err_set(err, "rate '%s' exceeds %d", s, BF_MONEY_RATE_MAX);
     int64_t g = n ? gcd64(n, d) : d;
     *num = n / g;
     *den = d / g;

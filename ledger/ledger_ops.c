@@ -790,7 +790,7 @@ static int do_settle_reward(bf_ledger_t *L, ledger_op_t *op, const void *argp, b
         goto done;
     }
     int64_t pool = ledger_posted(e);
-    if (bf_ledger_split(pool, a->n, a->weights, cash, parts)) {
+    if (bf_money_split(pool, a->n, a->weights, cash, parts)) {
         rc = (bf_err_set(err, "no positive contribution weight"), BF_LEDGER_EINVAL);
         goto done;
     }
@@ -824,7 +824,7 @@ static int do_allocate_shares(bf_ledger_t *L, ledger_op_t *op, const void *argp,
     int64_t *cash = NULL, *parts = NULL;
     int rc = complete_common(L, op, a, &t, &cash, &parts, err);
     if (rc) goto done;
-    if (bf_ledger_split(BF_LEDGER_PPM, a->n, a->weights, cash, parts)) {
+    if (bf_money_split(BF_LEDGER_PPM, a->n, a->weights, cash, parts)) {
         rc = (bf_err_set(err, "no positive contribution weight"), BF_LEDGER_EINVAL);
         goto done;
     }
@@ -1037,7 +1037,7 @@ static int distribute(bf_ledger_t *L, ledger_op_t *op, task_row_t *t, task_row_t
     int64_t total_after;
     if (__builtin_add_overflow(t->total_revenue, amount, &total_after))
         return bf_err_set(err, "task revenue overflows"), BF_LEDGER_EOVERFLOW;
-    if (bf_ledger_apportion(n + 1, e->w, e->keys, e->paid, t->total_revenue, amount, c->add))
+    if (bf_money_apportion(n + 1, e->w, e->keys, e->paid, t->total_revenue, amount, c->add))
         return bf_err_set(err, "task %lld: shares or payout state inconsistent", (long long)t->id), BF_LEDGER_EINTERNAL;
     size_t legs = 0;
     for (size_t i = 0; i <= n; i++) {

@@ -1,2 +1,0 @@
-target_sources(blockfed-bench PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/bench_train.c)
-target_link_libraries(blockfed-bench PRIVATE bfmodels)
