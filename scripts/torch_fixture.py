@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Reference outputs of PyTorch's ResNet8 for tests/unit/test_torch_ref.c (developer tool; CI never
-runs it: the fixture it writes is committed).
+"""Reference outputs of PyTorch's ResNet8 (scripts/torch_models.py) for tests/unit/test_torch_ref.c
+(developer tool; CI never runs it: the fixture it writes is committed).
 
 Weights and inputs come from a formula both sides evaluate identically (double-precision sin from
 the same libm, rounded to float32), so the fixture holds only outputs: logits and loss of one
@@ -8,8 +8,8 @@ training-mode forward, every parameter gradient, BN running statistics after tha
 logits, and parameters after two SGD steps (momentum 0.9, weight decay 5e-4, Nesterov, lr 0.1).
 
 usage: /usr/bin/python3 scripts/torch_fixture.py [OUT]   (default tests/fixtures/resnet8_torch.msgpack)
-       /usr/bin/python3 scripts/torch_fixture.py --check MODEL.bfm [IDX_DIR]   (loads a BlockFed model file into
-       the PyTorch module by name and prints its predictions on a formula input; with a third
+       /usr/bin/python3 scripts/torch_fixture.py --check MODEL.bfm [IDX_DIR]   (loads a BlockFed model file, ResNet8 or
+       CNN, into the matching torch_models.py module by name and prints its predictions on a formula input; with a third
        argument, an IDX directory, also its accuracy on the t10k split)
 """
 import math, struct, sys, os
@@ -17,8 +17,8 @@ import msgpack
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared", "bench"))
-from torch_resnet8 import ResNet8  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_models import ResNet8, from_model_file  # noqa: E402  (the project's reference modules)
 
 B, C, H, W, K = 8, 1, 16, 16, 10
 
@@ -110,19 +110,12 @@ def make(out):
 
 
 def check(path, idx_dir=None):
-    doc = msgpack.unpackb(open(path, "rb").read(), raw=False)
+    m, doc = from_model_file(path)  # resnet8 or cnn, as the file says; names checked both ways
     c, h, w = doc["input"]
-    m = ResNet8(c, len(doc["classes"]))
-    sd = {}
-    for name, t in doc["tensors"].items():
-        sd[name] = torch.tensor(struct.unpack("<%df" % (len(t["data"]) // 4), t["data"])).reshape(t["shape"])
-    missing, unexpected = m.load_state_dict(sd, strict=False)
-    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
-    m.eval()
     x = torch.tensor([math.sin(0.37 * j) for j in range(c * h * w)], dtype=torch.float32).reshape(1, c, h, w)
     with torch.no_grad():
         p = F.softmax(m(x), dim=1)[0]
-    print("loaded %s into PyTorch: %d tensors; probabilities on the formula input:" % (path, len(sd)))
+    print("loaded %s (%s) into PyTorch: %d tensors; probabilities on the formula input:" % (path, doc["arch"], len(doc["tensors"])))
     print(" ".join("%.6f" % v for v in p.tolist()))
     if idx_dir:  # accuracy on an IDX test split, preprocessed as the file says
         import gzip
