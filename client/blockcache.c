@@ -1,4 +1,6 @@
-/* blockcache.c: verified data blocks and their cache files (bf_blockcache.h). */
+/* blockcache.c: verified data blocks (bf_blockcache.h): a BLOCK reply checked and copied into a
+ * bf_block_t, and the block cache files in the profile: their path, the fully validated read,
+ * and the atomic write. */
 #include "bf_blockcache.h"
 
 #include <errno.h>

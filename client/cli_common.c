@@ -1,5 +1,6 @@
-/* cli_common.c: what the participant commands share: profile + connection, one request/reply
- * with the error conventions, printing structured replies. */
+/* cli_common.c: what the participant commands share (client.h): the messages and outcomes of
+ * usage and runtime errors, strict number parsing, the common options, opening the profile and
+ * its connection, one request/reply with the error conventions, printing structured replies. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -20,54 +21,54 @@ static void vsay(const char *fmt, va_list ap) {
     fprintf(stderr, "\n");
 }
 
-int bf_cli_error(const char *fmt, ...) {
+bf_cli_args_t bf_cli_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsay(fmt, ap);
     va_end(ap);
-    return -1;
+    return CLIENT_ARGS_BAD;
 }
 
-int bf_cli_fail(const char *fmt, ...) {
+bf_cli_outcome_t bf_cli_fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsay(fmt, ap);
     va_end(ap);
-    return 1;
+    return CLIENT_ERROR;
 }
 
-int bf_cli_int(const char *s, long long lo, long long hi, long long *v, const char *flag) {
+bf_cli_args_t bf_cli_int(const char *s, long long lo, long long hi, long long *v, const char *flag) {
     char *end;
     errno = 0;
     long long x = strtoll(s, &end, 10);
     if (!*s || *end || errno || x < lo || x > hi)
         return bf_cli_error("%s takes an integer in [%lld, %lld], got '%s'", flag, lo, hi, s);
     *v = x;
-    return 0;
+    return CLIENT_ARGS_OK;
 }
 
-int bf_cli_double(const char *s, double lo, double hi, double *v, const char *flag) {
+bf_cli_args_t bf_cli_double(const char *s, double lo, double hi, double *v, const char *flag) {
     char *end;
     errno = 0;
     double x = strtod(s, &end);
     if (!*s || *end || errno || !isfinite(x) || x < lo || x > hi)
         return bf_cli_error("%s takes a number in [%g, %g], got '%s'", flag, lo, hi, s);
     *v = x;
-    return 0;
+    return CLIENT_ARGS_OK;
 }
 
-int bf_cli_common_opt(int c, const char *arg, bf_cli_ctx_t *ctx, int *rc) {
+int bf_cli_common_opt(int c, const char *arg, bf_cli_ctx_t *ctx, bf_cli_args_t *rc) {
     long long v;
     if (c == 0x101) ctx->home = arg;
     else if (c == 0x102) {
-        if (bf_cli_int(arg, 1, 86400, &v, "--timeout")) *rc = -1;
+        if (bf_cli_int(arg, 1, 86400, &v, "--timeout")) *rc = CLIENT_ARGS_BAD;
         else ctx->timeout_ms = (int)(v * 1000);
     } else
         return 0;
     return 1;
 }
 
-int bf_cli_open(const bf_cli_ctx_t *ctx, bf_profile_t *p, bf_conn_t **conn) {
+bf_cli_outcome_t bf_cli_open(const bf_cli_ctx_t *ctx, bf_profile_t *p, bf_conn_t **conn) {
     bf_err_t err;
     char home[PATH_MAX];
     zcert_t *cert = NULL;
@@ -77,7 +78,7 @@ int bf_cli_open(const bf_cli_ctx_t *ctx, bf_profile_t *p, bf_conn_t **conn) {
     *conn = bf_conn_new(p->coordinator, p->server_key, cert, p->insecure, &err);
     zcert_destroy(&cert);
     if (!*conn) return bf_cli_fail("%s", err.msg);
-    return 0;
+    return CLIENT_OK;
 }
 
 /* The coordinator's text, safe for a terminal. */
@@ -87,8 +88,8 @@ static void clean(const char *in, char *out, size_t n) {
     out[i] = 0;
 }
 
-int bf_cli_roundtrip(const bf_cli_ctx_t *ctx, bf_conn_t *conn, bf_msg_t **req, const char *expect, int idempotent,
-                     bf_msg_t **reply) {
+bf_cli_outcome_t bf_cli_roundtrip(const bf_cli_ctx_t *ctx, bf_conn_t *conn, bf_msg_t **req, const char *expect,
+                                  int idempotent, bf_msg_t **reply) {
     bf_err_t err;
     char type[32];
     snprintf(type, sizeof type, "%s", *req ? bf_msg_type(*req) : "?");
@@ -111,9 +112,9 @@ int bf_cli_roundtrip(const bf_cli_ctx_t *ctx, bf_conn_t *conn, bf_msg_t **req, c
     if (strcmp(t, expect)) {
         bf_cli_fail("%s: unexpected reply %s (expected %s)", type, t, expect);
         bf_msg_destroy(reply);
-        return 1;
+        return CLIENT_ERROR;
     }
-    return 0;
+    return CLIENT_OK;
 }
 
 void bf_cli_print_any(const msgpack_object *o, int json) {
@@ -128,13 +129,13 @@ void bf_cli_print_any(const msgpack_object *o, int json) {
     fflush(stdout);
 }
 
-int bf_cli_simple(const bf_cli_ctx_t *ctx, bf_msg_t *req, const char *expect, const char *field, int idempotent,
-                  int json) {
+bf_cli_outcome_t bf_cli_simple(const bf_cli_ctx_t *ctx, bf_msg_t *req, const char *expect, const char *field,
+                               int idempotent, int json) {
     if (!req) return bf_cli_fail("out of memory");
     bf_profile_t p;
     bf_conn_t *conn;
     bf_msg_t *reply = NULL;
-    int rc = bf_cli_open(ctx, &p, &conn);
+    bf_cli_outcome_t rc = bf_cli_open(ctx, &p, &conn);
     if (!rc) rc = bf_cli_roundtrip(ctx, conn, &req, expect, idempotent, &reply);
     if (!rc) bf_cli_print_any(field ? bf_msg_any(reply, field) : NULL, json);
     bf_msg_destroy(&req);
@@ -143,22 +144,23 @@ int bf_cli_simple(const bf_cli_ctx_t *ctx, bf_msg_t *req, const char *expect, co
     return rc;
 }
 
-int bf_cli_parse_plain(int argc, char **argv, bf_cli_ctx_t *ctx, int *json, const char *help) {
+bf_cli_args_t bf_cli_parse_plain(int argc, char **argv, bf_cli_ctx_t *ctx, int *json, const char *help) {
     static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
                                          BF_CLI_COMMON_OPTS, {0, 0, 0, 0}};
-    int c, rc = 0;
+    int c;
+    bf_cli_args_t rc = CLIENT_ARGS_OK;
     *json = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (bf_cli_common_opt(c, optarg, ctx, &rc)) {
-            if (rc) return -1;
+            if (rc) return rc;
         } else if (c == 'j')
             *json = 1;
         else if (c == 'h') {
             fputs(help, stdout);
-            return 3;
+            return CLIENT_ARGS_HELP;
         } else
-            return -1;
+            return CLIENT_ARGS_BAD;
     }
-    return 0;
+    return CLIENT_ARGS_OK;
 }

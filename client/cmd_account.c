@@ -1,4 +1,6 @@
-/* cmd_account.c: `register`, `recharge`, `assets`, `history`: the participant's account. */
+/* cmd_account.c: the participant's account commands: `register` (creates or reuses the profile
+ * and its key pair, then HELLO + REGISTER), `recharge`, `assets` and `history` (one request each).
+ * Each parses its own options and returns its outcome (client.h). */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -8,9 +10,9 @@
 #include "bf_render.h"
 #include "client.h"
 
-static int usage_fail(const char *cmd) {
+static bf_cli_outcome_t usage_fail(const char *cmd) {
     fprintf(stderr, "try 'blockfed-client %s --help'\n", cmd);
-    return 2;
+    return CLIENT_USAGE;
 }
 
 /* ---- register ---------------------------------------------------------------------------- */
@@ -38,18 +40,19 @@ typedef struct {
     int insecure, force, json;
 } register_args_t;
 
-static int parse_register(int argc, char **argv, bf_cli_ctx_t *ctx, register_args_t *a) {
+static bf_cli_args_t parse_register(int argc, char **argv, bf_cli_ctx_t *ctx, register_args_t *a) {
     static const struct option opts[] = {
         {"coordinator", required_argument, 0, 'c'}, {"server-key", required_argument, 0, 'k'},
         {"insecure", no_argument, 0, 'i'},          {"force", no_argument, 0, 'f'},
         {"json", no_argument, 0, 'j'},              {"help", no_argument, 0, 'h'},
         BF_CLI_COMMON_OPTS,                         {0, 0, 0, 0}};
-    int c, rc = 0;
+    int c;
+    bf_cli_args_t rc = CLIENT_ARGS_OK;
     bf_err_t err;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (bf_cli_common_opt(c, optarg, ctx, &rc)) {
-            if (rc) return -1;
+            if (rc) return rc;
             continue;
         }
         switch (c) {
@@ -58,8 +61,8 @@ static int parse_register(int argc, char **argv, bf_cli_ctx_t *ctx, register_arg
         case 'i': a->insecure = 1; break;
         case 'f': a->force = 1; break;
         case 'j': a->json = 1; break;
-        case 'h': fputs(register_help, stdout); return 3;
-        default: return -1;
+        case 'h': fputs(register_help, stdout); return CLIENT_ARGS_HELP;
+        default: return CLIENT_ARGS_BAD;
         }
     }
     if (optind + 1 != argc) return bf_cli_error("register takes exactly one USER");
@@ -72,12 +75,13 @@ static int parse_register(int argc, char **argv, bf_cli_ctx_t *ctx, register_arg
                             "tcp://localhost:PORT, ipc://, inproc://), not %s", a->endpoint);
     if (!a->insecure && !a->key) return bf_cli_error("--server-key KEY is required (or --insecure on loopback)");
     if (a->key && bf_check_server_key(a->key, &err)) return bf_cli_error("%s", err.msg);
-    return 0;
+    return CLIENT_ARGS_OK;
 }
 
 /* The profile and key pair to use: the existing ones when they belong to this user (or were
- * never registered), a new key pair otherwise. Returns 0, 1 (runtime) or -1 (usage). */
-static int prepare_profile(const register_args_t *a, const char *home, bf_profile_t *p, zcert_t **cert) {
+ * never registered), a new key pair otherwise. CLIENT_USAGE: the message is printed, the caller
+ * adds the "try --help" line. */
+static bf_cli_outcome_t prepare_profile(const register_args_t *a, const char *home, bf_profile_t *p, zcert_t **cert) {
     bf_err_t err;
     bf_profile_t old;
     char path[PATH_MAX + 16];
@@ -91,7 +95,7 @@ static int prepare_profile(const register_args_t *a, const char *home, bf_profil
         } else if (strcmp(old.user, a->user)) {
             if (old.registered && !a->force)
                 return bf_cli_error("the profile in %s belongs to user '%s'; use another --home, or --force to "
-                                    "replace it with a new key pair", home, old.user);
+                                    "replace it with a new key pair", home, old.user), CLIENT_USAGE;
             reuse_key = !old.registered;
         }
     }
@@ -101,10 +105,10 @@ static int prepare_profile(const register_args_t *a, const char *home, bf_profil
     snprintf(p->server_key, sizeof p->server_key, "%s", a->key ? a->key : "");
     snprintf(p->user, sizeof p->user, "%s", a->user);
     p->registered = have_profile && reuse_key && !strcmp(old.user, a->user) && old.registered;
-    if (reuse_key && !bf_profile_load_cert(home, cert, &err)) return 0;
+    if (reuse_key && !bf_profile_load_cert(home, cert, &err)) return CLIENT_OK;
     if (bf_profile_new_cert(home, a->user, cert, &err)) return bf_cli_fail("%s", err.msg);
     p->registered = 0;
-    return 0;
+    return CLIENT_OK;
 }
 
 static void print_registered(const register_args_t *a, const char *home, zcert_t *cert, const msgpack_object *result,
@@ -125,19 +129,20 @@ static void print_registered(const register_args_t *a, const char *home, zcert_t
     if (result) bf_cli_print_any(result, 0);
 }
 
-int bf_cmd_register(int argc, char **argv, bf_cli_ctx_t *ctx) {
+bf_cli_outcome_t bf_cmd_register(int argc, char **argv, bf_cli_ctx_t *ctx) {
     register_args_t a = {0};
-    int rc = parse_register(argc, argv, ctx, &a);
-    if (rc == 3) return 0;
-    if (rc) return usage_fail("register");
+    bf_cli_args_t args = parse_register(argc, argv, ctx, &a);
+    if (args == CLIENT_ARGS_HELP) return CLIENT_OK;
+    if (args) return usage_fail("register");
     bf_err_t err;
     char home[PATH_MAX];
-    if (bf_profile_home(ctx->home, home, sizeof home, &err)) return bf_cli_error("%s", err.msg), 2;
+    if (bf_profile_home(ctx->home, home, sizeof home, &err)) return bf_cli_error("%s", err.msg), CLIENT_USAGE;
     if (bf_profile_mkdir(home, &err)) return bf_cli_fail("%s", err.msg);
     bf_profile_t p;
     zcert_t *cert = NULL;
-    rc = prepare_profile(&a, home, &p, &cert);
-    if (rc) return rc < 0 ? usage_fail("register") : rc;
+    bf_cli_outcome_t rc = prepare_profile(&a, home, &p, &cert);
+    if (rc == CLIENT_USAGE) return usage_fail("register");
+    if (rc) return rc;
     if (bf_profile_save(&p, &err)) {
         zcert_destroy(&cert);
         return bf_cli_fail("%s", err.msg);
@@ -179,10 +184,11 @@ static const char recharge_help[] =
     "\n"
     "exit status: 0 ok, 1 runtime or coordinator error, 2 usage error\n";
 
-int bf_cmd_recharge(int argc, char **argv, bf_cli_ctx_t *ctx) {
-    int json, rc = bf_cli_parse_plain(argc, argv, ctx, &json, recharge_help);
+bf_cli_outcome_t bf_cmd_recharge(int argc, char **argv, bf_cli_ctx_t *ctx) {
+    int json;
+    bf_cli_args_t rc = bf_cli_parse_plain(argc, argv, ctx, &json, recharge_help);
     bf_err_t err;
-    if (rc == 3) return 0;
+    if (rc == CLIENT_ARGS_HELP) return CLIENT_OK;
     if (!rc && optind + 1 != argc) rc = bf_cli_error("recharge takes exactly one AMOUNT");
     if (!rc && bf_check_amount(argv[optind], &err)) rc = bf_cli_error("%s", err.msg);
     if (rc) return usage_fail("recharge");
@@ -198,9 +204,10 @@ static const char assets_help[] =
     "\n"
     "exit status: 0 ok, 1 runtime or coordinator error, 2 usage error\n";
 
-int bf_cmd_assets(int argc, char **argv, bf_cli_ctx_t *ctx) {
-    int json, rc = bf_cli_parse_plain(argc, argv, ctx, &json, assets_help);
-    if (rc == 3) return 0;
+bf_cli_outcome_t bf_cmd_assets(int argc, char **argv, bf_cli_ctx_t *ctx) {
+    int json;
+    bf_cli_args_t rc = bf_cli_parse_plain(argc, argv, ctx, &json, assets_help);
+    if (rc == CLIENT_ARGS_HELP) return CLIENT_OK;
     if (!rc && optind != argc) rc = bf_cli_error("assets takes no arguments");
     if (rc) return usage_fail("assets");
     return bf_cli_simple(ctx, bf_msg_new("ASSETS_GET", 0), "ASSETS", "assets", 1, json);
@@ -215,19 +222,20 @@ static const char history_help[] =
     "\n"
     "exit status: 0 ok, 1 runtime or coordinator error, 2 usage error\n";
 
-int bf_cmd_history(int argc, char **argv, bf_cli_ctx_t *ctx) {
+bf_cli_outcome_t bf_cmd_history(int argc, char **argv, bf_cli_ctx_t *ctx) {
     static const struct option opts[] = {{"limit", required_argument, 0, 'l'}, {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},        BF_CLI_COMMON_OPTS,
                                          {0, 0, 0, 0}};
-    int c, rc = 0, json = 0;
+    int c, json = 0;
+    bf_cli_args_t rc = CLIENT_ARGS_OK;
     long long limit = 0;
     optind = 1;
     while (!rc && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (bf_cli_common_opt(c, optarg, ctx, &rc)) continue;
         if (c == 'l') rc = bf_cli_int(optarg, 1, 10000, &limit, "--limit");
         else if (c == 'j') json = 1;
-        else if (c == 'h') return fputs(history_help, stdout), 0;
-        else rc = -1;
+        else if (c == 'h') return fputs(history_help, stdout), CLIENT_OK;
+        else rc = CLIENT_ARGS_BAD;
     }
     if (!rc && optind != argc) rc = bf_cli_error("history takes no arguments");
     if (rc) return usage_fail("history");

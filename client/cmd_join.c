@@ -1,7 +1,11 @@
 /* cmd_join.c: `blockfed-client join ID`: the trainer. Joins a task, fetches (or reuses cached)
  * data blocks, then loops ROUND_GET -> train -> UPDATE until the task is DONE
  * (docs/PROTOCOL.md section 9). Everything the coordinator sends is checked against the model
- * and the data before use; requests that time out are retried on a fresh socket. */
+ * and the data before use; requests that time out are retried on a fresh socket.
+ *
+ * Each step (HELLO, JOIN, a block, a round) comes to a join_step_t: go on, retry after a backoff,
+ * stop on an error, or stop because the task is done; only bf_cmd_join turns that into the
+ * command's outcome. */
 #include <dirent.h>
 #include <getopt.h>
 #include <math.h>
@@ -57,35 +61,36 @@ static const char join_help[] =
     "Prints one line per round: 'round r/R: loss L, N images, T s', and the result hash at the end.\n"
     "exit status: 0 the task finished, 1 runtime or coordinator error or interrupted, 2 usage error\n";
 
-static int parse_join(int argc, char **argv, bf_cli_ctx_t *ctx, join_args_t *a) {
+static bf_cli_args_t parse_join(int argc, char **argv, bf_cli_ctx_t *ctx, join_args_t *a) {
     static const struct option opts[] = {
         {"data", required_argument, 0, 'd'},   {"threads", required_argument, 0, 't'},
         {"save-updates", required_argument, 0, 's'}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},         BF_CLI_COMMON_OPTS, {0, 0, 0, 0}};
     *a = (join_args_t){.threads = (int)sysconf(_SC_NPROCESSORS_ONLN)};
     if (a->threads < 1) a->threads = 1;
-    int c, rc = 0;
+    int c;
+    bf_cli_args_t rc = CLIENT_ARGS_OK;
     long long v;
     bf_err_t err;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (bf_cli_common_opt(c, optarg, ctx, &rc)) {
-            if (rc) return -1;
+            if (rc) return rc;
             continue;
         }
         switch (c) {
         case 'd': a->data = optarg; break;
-        case 't': if (bf_cli_int(optarg, 1, 256, &v, "--threads")) return -1; a->threads = (int)v; break;
+        case 't': if (bf_cli_int(optarg, 1, 256, &v, "--threads")) return CLIENT_ARGS_BAD; a->threads = (int)v; break;
         case 's': a->save_dir = optarg; break;
         case 'q': a->quiet = 1; break;
-        case 'h': fputs(join_help, stdout); return 3;
-        default: return -1;
+        case 'h': fputs(join_help, stdout); return CLIENT_ARGS_HELP;
+        default: return CLIENT_ARGS_BAD;
         }
     }
     if (optind + 1 != argc) return bf_cli_error("join takes exactly one task ID");
     a->task = argv[optind];
     if (bf_check_name(a->task, 64, "task ID", &err)) return bf_cli_error("%s", err.msg);
-    return 0;
+    return CLIENT_ARGS_OK;
 }
 
 static uint64_t fnv1a(const char *s) {
@@ -107,8 +112,17 @@ static void say(const join_t *j, const char *fmt, ...) {
 
 /* ---- requests ---------------------------------------------------------------------------- */
 
-/* Status of a request in the loop: OK, a coordinator ERROR (code in *code), or no usable reply. */
+/* Status of a request in the loop: a reply, a coordinator ERROR (its code: code_of), no usable
+ * reply (reported), or Ctrl-C. */
 typedef enum { REQ_OK, REQ_ERROR, REQ_FAILED, REQ_INTERRUPTED } req_status_t;
+
+/* What a step of the trainer comes to. */
+typedef enum {
+    STEP_OK,        /* done: go on */
+    STEP_FATAL,     /* an error asking again cannot help, or Ctrl-C (reported): stop, exit status 1 */
+    STEP_RETRY,     /* no usable answer now: back off and try again */
+    STEP_TASK_DONE, /* the coordinator says the task is DONE: stop, exit status 0 */
+} join_step_t;
 
 static bf_msg_t *task_req(const join_t *j, const char *type) {
     bf_msg_t *m = bf_msg_new(type, 0);
@@ -131,7 +145,15 @@ static req_status_t ask(join_t *j, bf_msg_t **req, bf_msg_t **reply, int quiet_t
     return strcmp(bf_msg_type(*reply), "ERROR") ? REQ_OK : REQ_ERROR;
 }
 
-static const char *code_of(const bf_msg_t *m) { return bf_msg_str(m, "code") ? bf_msg_str(m, "code") : "INTERNAL"; }
+/* An ERROR's code as sent, for messages. */
+static const char *code_text(const bf_msg_t *m) { return bf_msg_str(m, "code") ? bf_msg_str(m, "code") : "INTERNAL"; }
+
+/* An ERROR's code; one this client does not know (a newer coordinator's) counts as INTERNAL,
+ * which is retried. */
+static bf_proto_code_t code_of(const bf_msg_t *m) {
+    int code = bf_proto_code_parse(bf_msg_str(m, "code"));
+    return code < 0 ? BF_PROTO_INTERNAL : (bf_proto_code_t)code;
+}
 
 static void say_error(const join_t *j, const char *what, const bf_msg_t *m) {
     char msg[600];
@@ -139,21 +161,26 @@ static void say_error(const join_t *j, const char *what, const bf_msg_t *m) {
     size_t i = 0;
     for (; s && s[i] && i + 1 < sizeof msg; i++) msg[i] = (unsigned char)s[i] < 0x20 ? '?' : s[i];
     msg[i] = 0;
-    say(j, "%s: coordinator: %s: %s", what, code_of(m), msg);
+    say(j, "%s: coordinator: %s: %s", what, code_text(m), msg);
 }
 
 /* HELLO after every new socket: the coordinator wants to see it, and it tells us whether the key
- * is registered. 0 ok, 1 fatal, 2 retry later. */
-static int ensure_session(join_t *j) {
-    if (j->session == bf_conn_reconnects(j->conn)) return 0;
+ * is registered. */
+static join_step_t ensure_session(join_t *j) {
+    if (j->session == bf_conn_reconnects(j->conn)) return STEP_OK;
     bf_msg_t *req = bf_msg_new("HELLO", 0), *rep = NULL;
     req_status_t st = ask(j, &req, &rep, 0);
-    int rc = st == REQ_OK ? 0 : st == REQ_FAILED ? 2 : 1;
-    if (st == REQ_ERROR) say_error(j, "HELLO", rep);
-    else if (st == REQ_OK && strcmp(bf_msg_type(rep), "WELCOME")) rc = 2, say(j, "HELLO: unexpected %s", bf_msg_type(rep));
-    else if (st == REQ_OK && !bf_msg_has(rep, "user"))
-        rc = 1, say(j, "this key is not registered with %s; run 'blockfed-client register' first", j->prof.coordinator);
-    if (!rc) j->session = bf_conn_reconnects(j->conn);
+    join_step_t rc = st == REQ_OK ? STEP_OK : st == REQ_FAILED ? STEP_RETRY : STEP_FATAL;
+    if (st == REQ_ERROR) {
+        say_error(j, "HELLO", rep);
+    } else if (st == REQ_OK && strcmp(bf_msg_type(rep), "WELCOME")) {
+        say(j, "HELLO: unexpected %s", bf_msg_type(rep));
+        rc = STEP_RETRY;
+    } else if (st == REQ_OK && !bf_msg_has(rep, "user")) {
+        say(j, "this key is not registered with %s; run 'blockfed-client register' first", j->prof.coordinator);
+        rc = STEP_FATAL;
+    }
+    if (rc == STEP_OK) j->session = bf_conn_reconnects(j->conn);
     bf_msg_destroy(&req);
     bf_msg_destroy(&rep);
     return rc;
@@ -193,16 +220,15 @@ static int parse_blocks(const msgpack_object *o, uint64_t **ids, size_t *n, bf_e
 }
 
 /* Block ids found in the cache directory (used when the coordinator says we joined already and
- * so does not repeat the block list). */
+ * so does not repeat the block list); none when the directory is missing. -1 (reported): out of
+ * memory. */
 static int cached_blocks(const join_t *j, uint64_t **ids, size_t *n) {
     char dir[PATH_MAX + 80];
     snprintf(dir, sizeof dir, "%s/blocks/%s", j->prof.home, j->a->task);
     *ids = malloc(sizeof **ids * MAX_BLOCKS), *n = 0;
+    if (!*ids) return say(j, "out of memory"), -1;
     DIR *d = opendir(dir);
-    if (!*ids || !d) {
-        if (d) closedir(d);
-        return 0;
-    }
+    if (!d) return 0;
     struct dirent *e;
     while ((e = readdir(d)) && *n < MAX_BLOCKS) {
         char *end;
@@ -214,24 +240,24 @@ static int cached_blocks(const join_t *j, uint64_t **ids, size_t *n) {
     return 0;
 }
 
-/* A block from the cache, or fetched (BLOCK_GET), verified and cached. 0, 1 fatal, 2 retry. */
-static int get_block(join_t *j, uint64_t id, bf_block_t *b) {
+/* A block from the cache, or fetched (BLOCK_GET), verified and cached. */
+static join_step_t get_block(join_t *j, uint64_t id, bf_block_t *b) {
     char path[PATH_MAX + 128];
     bf_err_t err;
-    if (bf_blockcache_path(j->prof.home, j->a->task, id, path, sizeof path)) return say(j, "path too long"), 1;
-    if (!bf_blockcache_read(path, b, &err)) return 0;
+    if (bf_blockcache_path(j->prof.home, j->a->task, id, path, sizeof path)) return say(j, "path too long"), STEP_FATAL;
+    if (!bf_blockcache_read(path, b, &err)) return STEP_OK;
     if (access(path, F_OK) == 0) say(j, "cached block rejected (%s); fetching it again", err.msg);
     bf_msg_t *req = task_req(j, "BLOCK_GET"), *rep = NULL;
     if (req && bf_msg_set_uint(req, "block", id)) bf_msg_destroy(&req);
     req_status_t st = ask(j, &req, &rep, 0);
-    int rc = st == REQ_OK ? 0 : st == REQ_INTERRUPTED ? 1 : 2;
+    join_step_t rc = st == REQ_OK ? STEP_OK : st == REQ_INTERRUPTED ? STEP_FATAL : STEP_RETRY;
     if (st == REQ_ERROR) {
         say_error(j, "BLOCK_GET", rep);
-        rc = 1;
-    } else if (!rc && bf_block_from_msg(rep, j->a->task, id, b, &err)) {
+        rc = STEP_FATAL;
+    } else if (rc == STEP_OK && bf_block_from_msg(rep, j->a->task, id, b, &err)) {
         say(j, "block %llu: %s; discarded", (unsigned long long)id, err.msg);
-        rc = 2;
-    } else if (!rc && bf_blockcache_write(path, b, &err)) {
+        rc = STEP_RETRY;
+    } else if (rc == STEP_OK && bf_blockcache_write(path, b, &err)) {
         say(j, "warning: cannot cache block: %s", err.msg); /* training can go on */
     }
     bf_msg_destroy(&req);
@@ -239,34 +265,41 @@ static int get_block(join_t *j, uint64_t id, bf_block_t *b) {
     return rc;
 }
 
-/* Every assigned block, concatenated into j->data. block_size 0: not checked (cache fallback). */
-static int load_blocks(join_t *j, const uint64_t *ids, size_t n, uint64_t block_size) {
-    if (!n) return say(j, "no data blocks assigned (buy some with 'blockfed-client blocks buy', or use --data)"), 1;
+/* Every assigned block, concatenated into j->data. block_size 0: not checked (cache fallback).
+ * STEP_OK or STEP_FATAL: a block still unavailable after 5 retries ends the command. */
+static join_step_t load_blocks(join_t *j, const uint64_t *ids, size_t n, uint64_t block_size) {
+    if (!n) {
+        say(j, "no data blocks assigned (buy some with 'blockfed-client blocks buy', or use --data)");
+        return STEP_FATAL;
+    }
     bf_block_t *blocks = calloc(n, sizeof *blocks);
-    if (!blocks) return say(j, "out of memory"), 1;
+    if (!blocks) return say(j, "out of memory"), STEP_FATAL;
     int64_t total = 0;
-    int rc = 0, fetch_failures = 0;
-    for (size_t i = 0; i < n && !rc; i++) {
+    join_step_t rc = STEP_OK;
+    int fetch_failures = 0;
+    for (size_t i = 0; i < n && rc == STEP_OK; i++) {
         rc = get_block(j, ids[i], &blocks[i]);
-        if (rc == 2 && ++fetch_failures <= 5 && !bf_conn_nap(RETRY_MIN_MS * fetch_failures)) {
-            rc = 0, i--; /* retry this block */
+        if (rc == STEP_RETRY && ++fetch_failures <= 5 && !bf_conn_nap(RETRY_MIN_MS * fetch_failures)) {
+            rc = STEP_OK, i--; /* retry this block */
             continue;
         }
-        if (rc) break;
+        if (rc != STEP_OK) break;
         const bf_block_t *b = &blocks[i], *f = &blocks[0];
         if (b->c != f->c || b->h != f->h || b->w != f->w || b->classes != f->classes)
-            rc = 1, say(j, "block %llu has another shape than block %llu", (unsigned long long)ids[i], (unsigned long long)ids[0]);
+            rc = STEP_FATAL, say(j, "block %llu has another shape than block %llu", (unsigned long long)ids[i],
+                                 (unsigned long long)ids[0]);
         else if (block_size && (uint64_t)b->n != block_size)
-            rc = 1, say(j, "block %llu holds %d images, JOINED says %llu", (unsigned long long)ids[i], b->n,
-                        (unsigned long long)block_size);
+            rc = STEP_FATAL, say(j, "block %llu holds %d images, JOINED says %llu", (unsigned long long)ids[i], b->n,
+                                 (unsigned long long)block_size);
         total += b->n;
     }
     bf_err_t err;
-    if (!rc && total > INT32_MAX) rc = 1, say(j, "too many images in the blocks");
-    if (!rc && bf_dataset_alloc(&j->data, (int32_t)total, blocks[0].c, blocks[0].h, blocks[0].w, blocks[0].classes, &err))
-        rc = 1, say(j, "%s", err.msg);
+    if (rc == STEP_OK && total > INT32_MAX) rc = STEP_FATAL, say(j, "too many images in the blocks");
+    if (rc == STEP_OK &&
+        bf_dataset_alloc(&j->data, (int32_t)total, blocks[0].c, blocks[0].h, blocks[0].w, blocks[0].classes, &err))
+        rc = STEP_FATAL, say(j, "%s", err.msg);
     size_t off = 0;
-    for (size_t i = 0; !rc && i < n; i++) {
+    for (size_t i = 0; rc == STEP_OK && i < n; i++) {
         size_t chw = (size_t)blocks[i].c * blocks[i].h * blocks[i].w;
         memcpy(j->data.pixels + off * chw, blocks[i].pixels, (size_t)blocks[i].n * chw);
         memcpy(j->data.labels + off, blocks[i].labels, (size_t)blocks[i].n);
@@ -274,39 +307,45 @@ static int load_blocks(join_t *j, const uint64_t *ids, size_t n, uint64_t block_
     }
     for (size_t i = 0; i < n; i++) bf_block_free(&blocks[i]);
     free(blocks);
-    if (!rc && !j->a->quiet)
+    if (rc == STEP_OK && !j->a->quiet)
         say(j, "%zu data blocks, %d images of %dx%dx%d, %d classes", n, j->data.n, j->data.c, j->data.h, j->data.w,
             j->data.classes);
-    return rc ? 1 : 0;
+    return rc == STEP_OK ? STEP_OK : STEP_FATAL;
 }
 
-/* JOIN, then the training data. 0 ok, 1 fatal, 2 retry later. */
-static int join_task(join_t *j) {
+/* JOIN, then the training data. */
+static join_step_t join_task(join_t *j) {
     bf_msg_t *req = task_req(j, "JOIN"), *rep = NULL;
     if (req) bf_msg_set_bool(req, "own_data", j->a->data != NULL);
     if (req && j->a->data && bf_msg_set_uint(req, "samples", (uint64_t)j->data.n)) bf_msg_destroy(&req);
     req_status_t st = ask(j, &req, &rep, 0);
-    int rc = st == REQ_OK ? 0 : st == REQ_FAILED ? 2 : 1;
+    join_step_t rc = st == REQ_OK ? STEP_OK : st == REQ_FAILED ? STEP_RETRY : STEP_FATAL;
     uint64_t *ids = NULL;
     size_t n = 0;
     bf_err_t err;
-    int conflict = st == REQ_ERROR && !strcmp(code_of(rep), "CONFLICT");
+    int conflict = st == REQ_ERROR && code_of(rep) == BF_PROTO_CONFLICT;
     if (st == REQ_ERROR && !conflict) say_error(j, "JOIN", rep);
-    else if (st == REQ_OK && strcmp(bf_msg_type(rep), "JOINED")) rc = 2, say(j, "JOIN: unexpected %s", bf_msg_type(rep));
+    else if (st == REQ_OK && strcmp(bf_msg_type(rep), "JOINED"))
+        rc = STEP_RETRY, say(j, "JOIN: unexpected %s", bf_msg_type(rep));
     else if (st == REQ_OK && (!bf_msg_str(rep, "task") || strcmp(bf_msg_str(rep, "task"), j->a->task)))
-        rc = 1, say(j, "JOIN: reply for another task");
-    if (conflict) rc = 0; /* already joined (e.g. we were restarted): carry on */
-    if (!rc && j->a->data) {
+        rc = STEP_FATAL, say(j, "JOIN: reply for another task");
+    if (conflict) rc = STEP_OK; /* already joined (e.g. we were restarted): carry on */
+    if (rc != STEP_OK) {
+        /* reported above */
+    } else if (j->a->data) {
         if (!j->a->quiet) say(j, "joined %s with own data (%d images)", j->a->task, j->data.n);
-    } else if (!rc && j->data.pixels) {
+    } else if (j->data.pixels) {
         /* a re-JOIN during the loop: the data we have stays */
-    } else if (!rc && conflict) {
-        cached_blocks(j, &ids, &n);
-        if (!j->a->quiet) say(j, "already joined %s; training on the %zu cached blocks", j->a->task, n);
-        rc = load_blocks(j, ids, n, 0);
-    } else if (!rc && parse_blocks(bf_msg_any(rep, "blocks"), &ids, &n, &err)) {
-        rc = 1, say(j, "%s", err.msg);
-    } else if (!rc) {
+    } else if (conflict) {
+        if (cached_blocks(j, &ids, &n)) {
+            rc = STEP_FATAL;
+        } else {
+            if (!j->a->quiet) say(j, "already joined %s; training on the %zu cached blocks", j->a->task, n);
+            rc = load_blocks(j, ids, n, 0);
+        }
+    } else if (parse_blocks(bf_msg_any(rep, "blocks"), &ids, &n, &err)) {
+        rc = STEP_FATAL, say(j, "%s", err.msg);
+    } else {
         rc = load_blocks(j, ids, n, bf_msg_uint(rep, "block_size", 0));
     }
     free(ids);
@@ -444,7 +483,8 @@ static int save_update(join_t *j, const round_t *r, bf_err_t *err) {
     return bf_model_save(j->net, &meta, path, err);
 }
 
-/* Trains the round on the local data; *loss = the last epoch's mean loss. 0, 1 fatal. */
+/* Trains the round on the local data; *loss = the last epoch's mean loss. 0, or -1 with *err set
+ * (interrupted, diverged, or a loss out of range). */
 static int train_round(join_t *j, const round_t *r, double *loss, bf_err_t *err) {
     bf_train_opts_t opts = {.batch = (int)r->batch, .lr = r->lr, .schedule = "constant", .momentum = 0.9,
                             .weight_decay = 5e-4, .nesterov = 0, .augment = 0, .seed = r->seed ^ j->salt,
@@ -452,30 +492,34 @@ static int train_round(join_t *j, const round_t *r, double *loss, bf_err_t *err)
     bf_trainer_t *tr = bf_trainer_new(j->net, &opts, &j->data, r->mean, r->std, (int)r->epochs, err);
     if (!tr) return -1;
     bar_t bar = {.tty = !j->a->quiet && isatty(2), .round = r->round + 1, .rounds = r->rounds};
-    int rc = 0;
+    int failed = 0;
     bf_err_t herr;
     if (bf_conn_heartbeat_start(j->conn, &herr)) say(j, "warning: %s", herr.msg);
-    for (uint64_t e = 0; e < r->epochs && !rc; e++) {
+    for (uint64_t e = 0; e < r->epochs && !failed; e++) {
         bf_progress_t p;
-        rc = bf_trainer_epoch(tr, show_progress, &bar, &p);
-        if (rc == -2) bf_err_set(err, "interrupted");
-        else if (rc) bf_err_set(err, "training diverged in round %llu (loss is not finite)", (unsigned long long)r->round + 1);
+        int erc = bf_trainer_epoch(tr, show_progress, &bar, &p); /* 0, -1 diverged, -2 cancelled */
+        if (erc == -2) bf_err_set(err, "interrupted");
+        else if (erc)
+            bf_err_set(err, "training diverged in round %llu (loss is not finite)", (unsigned long long)r->round + 1);
+        failed = erc != 0;
         *loss = p.loss;
     }
     bf_conn_heartbeat_stop(j->conn);
     bf_trainer_destroy(&tr);
-    if (!rc && !(*loss >= 0 && *loss <= 1e6)) return bf_err_set(err, "training loss %g is out of range", *loss);
-    return rc ? -1 : 0;
+    if (!failed && !(*loss >= 0 && *loss <= 1e6)) return bf_err_set(err, "training loss %g is out of range", *loss);
+    return failed ? -1 : 0;
 }
 
-/* ROUND -> train -> UPDATE. 0 done (accepted or stale), 1 fatal, 2 retry later. */
-static int run_round(join_t *j, const bf_msg_t *m) {
+/* ROUND -> train -> UPDATE. STEP_OK: the update was accepted, or was stale (the round closed
+ * without us); STEP_RETRY: no usable answer to UPDATE (any ERROR but STALE included, since a
+ * repeated UPDATE is safe); STEP_FATAL: a ROUND we cannot train on, training failed, or Ctrl-C. */
+static join_step_t run_round(join_t *j, const bf_msg_t *m) {
     round_t r;
     bf_err_t err;
     double t0 = bf_now(), loss = 0;
     if (parse_round(j, m, &r, &err) || fit_data(j, &r, &err) || load_global(j, &r, m, &err))
-        return say(j, "%s", err.msg), 1;
-    if (train_round(j, &r, &loss, &err)) return say(j, "%s", err.msg), 1;
+        return say(j, "%s", err.msg), STEP_FATAL;
+    if (train_round(j, &r, &loss, &err)) return say(j, "%s", err.msg), STEP_FATAL;
     double secs = bf_now() - t0;
     if (r.deadline_ms && secs * 1000 > (double)r.deadline_ms)
         say(j, "round %llu took %.1f s, over its deadline of %.1f s; the update may be late", (unsigned long long)r.round + 1,
@@ -489,16 +533,20 @@ static int run_round(join_t *j, const bf_msg_t *m) {
         bf_msg_destroy(&req);
     /* a repeated UPDATE is answered STALE, so retrying a lost one is safe */
     req_status_t st = ask(j, &req, &rep, 0);
-    int rc = st == REQ_OK ? 0 : st == REQ_INTERRUPTED ? 1 : 2;
-    if (st == REQ_OK && strcmp(bf_msg_type(rep), "OK")) rc = 2, say(j, "UPDATE: unexpected %s", bf_msg_type(rep));
-    else if (st == REQ_OK)
+    join_step_t rc = st == REQ_OK ? STEP_OK : st == REQ_INTERRUPTED ? STEP_FATAL : STEP_RETRY;
+    if (st == REQ_OK && strcmp(bf_msg_type(rep), "OK")) {
+        say(j, "UPDATE: unexpected %s", bf_msg_type(rep));
+        rc = STEP_RETRY;
+    } else if (st == REQ_OK) {
         printf("round %llu/%llu: loss %.4f, %d images, %.1f s\n", (unsigned long long)r.round + 1,
                (unsigned long long)r.rounds, loss, j->data.n, secs);
-    else if (st == REQ_ERROR && !strcmp(code_of(rep), "STALE"))
-        rc = 0, printf("round %llu/%llu: update not taken (the round closed without us); going on\n",
-                       (unsigned long long)r.round + 1, (unsigned long long)r.rounds);
-    else if (st == REQ_ERROR)
+    } else if (st == REQ_ERROR && code_of(rep) == BF_PROTO_STALE) {
+        printf("round %llu/%llu: update not taken (the round closed without us); going on\n",
+               (unsigned long long)r.round + 1, (unsigned long long)r.rounds);
+        rc = STEP_OK;
+    } else if (st == REQ_ERROR) {
         say_error(j, "UPDATE", rep);
+    }
     fflush(stdout);
     bf_msg_destroy(&req);
     bf_msg_destroy(&rep);
@@ -507,97 +555,118 @@ static int run_round(join_t *j, const bf_msg_t *m) {
 
 /* ---- the loop ---------------------------------------------------------------------------- */
 
-static int backoff(join_t *j) {
+/* Waits the current retry delay, then doubles it (up to RETRY_MAX_MS). STEP_OK, or STEP_FATAL
+ * when Ctrl-C cut the wait short. */
+static join_step_t backoff(join_t *j) {
     int ms = j->retry_ms;
     j->retry_ms = j->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : j->retry_ms * 2;
-    return bf_conn_nap(ms) ? 1 : 0;
+    return bf_conn_nap(ms) ? STEP_FATAL : STEP_OK;
 }
 
-/* Codes after which asking again cannot help. */
-static int fatal_code(const char *code) {
-    return !strcmp(code, "NOT_FOUND") || !strcmp(code, "FORBIDDEN") || !strcmp(code, "UNAUTHORIZED") ||
-           !strcmp(code, "BAD_REQUEST") || !strcmp(code, "UNKNOWN_TYPE");
+/* Codes after which asking again cannot help. Every code is listed, so a new one is a decision
+ * here (the compiler says so). */
+static int fatal_code(bf_proto_code_t code) {
+    switch (code) {
+    case BF_PROTO_NOT_FOUND:
+    case BF_PROTO_FORBIDDEN:
+    case BF_PROTO_UNAUTHORIZED:
+    case BF_PROTO_BAD_REQUEST:
+    case BF_PROTO_UNKNOWN_TYPE: return 1;
+    case BF_PROTO_CONFLICT:
+    case BF_PROTO_INSUFFICIENT_FUNDS:
+    case BF_PROTO_STALE:
+    case BF_PROTO_TOO_LARGE:
+    case BF_PROTO_BAD_STATE:
+    case BF_PROTO_RATE_LIMITED:
+    case BF_PROTO_INTERNAL:
+    case BF_PROTO_CODE_COUNT: return 0;
+    }
+    return 0;
 }
 
-static int round_loop(join_t *j) {
+/* ROUND_GET until the task is DONE: STEP_TASK_DONE, or STEP_FATAL (reported). */
+static join_step_t round_loop(join_t *j) {
     for (;;) {
-        if (zsys_interrupted) return 1;
-        int rc = ensure_session(j);
-        if (rc == 1) return 1;
-        if (rc == 2) {
-            if (backoff(j)) return 1;
+        if (zsys_interrupted) return STEP_FATAL;
+        join_step_t rc = ensure_session(j);
+        if (rc == STEP_FATAL) return STEP_FATAL;
+        if (rc == STEP_RETRY) {
+            if (backoff(j) != STEP_OK) return STEP_FATAL;
             continue;
         }
         bf_msg_t *req = task_req(j, "ROUND_GET"), *rep = NULL;
         req_status_t st = ask(j, &req, &rep, 1);
         const char *type = rep ? bf_msg_type(rep) : "";
-        rc = 0;
-        if (st == REQ_INTERRUPTED) rc = 1;
+        rc = STEP_OK;
+        if (st == REQ_INTERRUPTED) rc = STEP_FATAL;
         else if (st == REQ_FAILED) {
             say(j, "no answer from %s; retrying", j->prof.coordinator);
             rc = backoff(j);
         } else if (st == REQ_ERROR) {
             say_error(j, "ROUND_GET", rep);
-            if (fatal_code(code_of(rep))) rc = 1;
-            else if (!strcmp(code_of(rep), "BAD_STATE")) rc = join_task(j) == 1 || backoff(j);
+            bf_proto_code_t code = code_of(rep);
+            if (fatal_code(code)) rc = STEP_FATAL;
+            else if (code == BF_PROTO_BAD_STATE) rc = join_task(j) == STEP_FATAL ? STEP_FATAL : backoff(j);
             else rc = backoff(j);
         } else if (!strcmp(type, "WAIT")) {
             j->retry_ms = RETRY_MIN_MS;
-            rc = bf_conn_nap((int)bf_msg_uint(rep, "retry_ms", 1000)) ? 1 : 0;
+            rc = bf_conn_nap((int)bf_msg_uint(rep, "retry_ms", 1000)) ? STEP_FATAL : STEP_OK;
         } else if (!strcmp(type, "DONE")) {
             const char *h = bf_msg_str(rep, "result_hash");
             printf("task %s finished%s%s\n", j->a->task, h ? "; result hash " : "", h ? h : "");
             fflush(stdout);
-            rc = 3;
+            rc = STEP_TASK_DONE;
         } else if (!strcmp(type, "ROUND")) {
             j->retry_ms = RETRY_MIN_MS;
             rc = run_round(j, rep);
-            if (rc == 2) rc = backoff(j);
+            if (rc == STEP_RETRY) rc = backoff(j);
         } else {
             say(j, "ROUND_GET: unexpected %s", type);
             rc = backoff(j);
         }
         bf_msg_destroy(&req);
         bf_msg_destroy(&rep);
-        if (rc) return rc == 3 ? 0 : 1;
+        if (rc != STEP_OK) return rc == STEP_TASK_DONE ? STEP_TASK_DONE : STEP_FATAL;
     }
 }
 
-static int load_own_data(join_t *j) {
+static join_step_t load_own_data(join_t *j) {
     bf_err_t err;
     /* the file's own shape for now: the first ROUND says which shape the model wants */
-    if (bf_dataset_load(j->a->data, "train", 0, 0, 0, &j->data, &err)) return say(j, "--data %s: %s", j->a->data, err.msg), 1;
-    if (j->data.n < 1) return say(j, "--data %s: no images", j->a->data), 1;
-    return 0;
+    if (bf_dataset_load(j->a->data, "train", 0, 0, 0, &j->data, &err))
+        return say(j, "--data %s: %s", j->a->data, err.msg), STEP_FATAL;
+    if (j->data.n < 1) return say(j, "--data %s: no images", j->a->data), STEP_FATAL;
+    return STEP_OK;
 }
 
-int bf_cmd_join(int argc, char **argv, bf_cli_ctx_t *ctx) {
+bf_cli_outcome_t bf_cmd_join(int argc, char **argv, bf_cli_ctx_t *ctx) {
     join_args_t a;
-    int rc = parse_join(argc, argv, ctx, &a);
-    if (rc == 3) return 0;
-    if (rc) return fprintf(stderr, "try 'blockfed-client join --help'\n"), 2;
+    bf_cli_args_t args = parse_join(argc, argv, ctx, &a);
+    if (args == CLIENT_ARGS_HELP) return CLIENT_OK;
+    if (args) return fprintf(stderr, "try 'blockfed-client join --help'\n"), CLIENT_USAGE;
     join_t j = {.ctx = ctx, .a = &a, .session = -1, .retry_ms = RETRY_MIN_MS};
     zcert_t *cert = NULL;
-    if ((rc = bf_cli_open(ctx, &j.prof, &j.conn))) return rc;
+    bf_cli_outcome_t opened = bf_cli_open(ctx, &j.prof, &j.conn);
+    if (opened) return opened;
     bf_err_t err;
     char home[PATH_MAX];
     if (!bf_profile_home(ctx->home, home, sizeof home, &err) && !bf_profile_load_cert(home, &cert, &err)) {
         j.salt = fnv1a(zcert_public_txt(cert));
         zcert_destroy(&cert);
     }
-    rc = a.data ? load_own_data(&j) : 0;
+    join_step_t step = a.data ? load_own_data(&j) : STEP_OK;
     /* HELLO + JOIN, retried while the coordinator is unreachable */
-    while (!rc) {
-        rc = ensure_session(&j);
-        if (!rc) rc = join_task(&j);
-        if (rc != 2) break;
-        rc = backoff(&j);
+    while (step == STEP_OK) {
+        step = ensure_session(&j);
+        if (step == STEP_OK) step = join_task(&j);
+        if (step != STEP_RETRY) break;
+        step = backoff(&j);
     }
-    if (!rc) rc = round_loop(&j);
+    if (step == STEP_OK) step = round_loop(&j);
     if (zsys_interrupted) say(&j, "interrupted");
     bf_net_destroy(&j.net);
     free(j.center);
     bf_dataset_free(&j.data);
     bf_conn_destroy(&j.conn);
-    return rc ? 1 : 0;
+    return step == STEP_TASK_DONE ? CLIENT_OK : CLIENT_ERROR;
 }

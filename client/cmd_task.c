@@ -1,4 +1,6 @@
-/* cmd_task.c: `task create|list|status|cancel`, `leave`, `blocks buy`, `model download`. */
+/* cmd_task.c: the commands about tasks: `task create|list|status|cancel`, `leave`, `blocks buy`
+ * and `model download` (the model verified by SHA-256 and by loading it before it replaces
+ * --out). Each parses its own options and returns its outcome (client.h). */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -11,10 +13,13 @@
 #include "bf_render.h"
 #include "client.h"
 
-static int usage_fail(const char *cmd) {
+static bf_cli_outcome_t usage_fail(const char *cmd) {
     fprintf(stderr, "try 'blockfed-client %s --help'\n", cmd);
-    return 2;
+    return CLIENT_USAGE;
 }
+
+/* The outcome of a command whose parsing did not end in CLIENT_ARGS_OK. */
+static bf_cli_outcome_t parse_ended(bf_cli_args_t args) { return args == CLIENT_ARGS_HELP ? CLIENT_OK : CLIENT_USAGE; }
 
 /* ---- task create ------------------------------------------------------------------------- */
 
@@ -60,68 +65,93 @@ static int check_partition(const char *p) {
     return p[10] && !*end && !errno && a > 0 && a <= 1e6 ? 0 : -1;
 }
 
-static int check_text(const char *s, size_t max, const char *flag) {
+static bf_cli_args_t check_text(const char *s, size_t max, const char *flag) {
     if (strlen(s) > max) return bf_cli_error("%s is longer than %zu bytes", flag, max);
-    return 0;
+    return CLIENT_ARGS_OK;
 }
 
-/* Sets one TASK_CREATE field from a command-line option; -1 (usage) on a bad value. */
-static int create_opt(bf_msg_t *m, int c, const char *v) {
+/* A setter's result (bf_msg_set_*: 0, or -1 for a value the schema refuses) as a parse result. */
+static bf_cli_args_t set(int setter_rc) { return setter_rc ? CLIENT_ARGS_BAD : CLIENT_ARGS_OK; }
+
+/* Sets one TASK_CREATE field from a command-line option; CLIENT_ARGS_BAD on a bad value. */
+static bf_cli_args_t create_opt(bf_msg_t *m, int c, const char *v) {
     bf_err_t err;
     long long n;
     double d;
     switch (c) {
-    case 'i': if (bf_check_name(v, 64, "--id", &err)) return bf_cli_error("%s", err.msg); return bf_msg_set_str(m, "task", v);
-    case 'n': if (!*v || check_text(v, 128, "--name")) return bf_cli_error("--name takes 1..128 bytes"); return bf_msg_set_str(m, "name", v);
-    case 'D': if (check_text(v, 1024, "--description")) return -1; return bf_msg_set_str(m, "description", v);
+    case 'i':
+        if (bf_check_name(v, 64, "--id", &err)) return bf_cli_error("%s", err.msg);
+        return set(bf_msg_set_str(m, "task", v));
+    case 'n':
+        if (!*v || check_text(v, 128, "--name")) return bf_cli_error("--name takes 1..128 bytes");
+        return set(bf_msg_set_str(m, "name", v));
+    case 'D':
+        if (check_text(v, 1024, "--description")) return CLIENT_ARGS_BAD;
+        return set(bf_msg_set_str(m, "description", v));
     case 'm':
         if (strcmp(v, "resnet8") && strcmp(v, "cnn")) return bf_cli_error("--model takes resnet8 or cnn");
-        return bf_msg_set_str(m, "model", v);
-    case 'd': if (bf_check_name(v, 64, "--dataset", &err)) return bf_cli_error("%s", err.msg); return bf_msg_set_str(m, "dataset", v);
-    case 'r': if (bf_cli_int(v, 1, 10000, &n, "--rounds")) return -1; return bf_msg_set_uint(m, "rounds", (uint64_t)n);
+        return set(bf_msg_set_str(m, "model", v));
+    case 'd':
+        if (bf_check_name(v, 64, "--dataset", &err)) return bf_cli_error("%s", err.msg);
+        return set(bf_msg_set_str(m, "dataset", v));
+    case 'r':
+        if (bf_cli_int(v, 1, 10000, &n, "--rounds")) return CLIENT_ARGS_BAD;
+        return set(bf_msg_set_uint(m, "rounds", (uint64_t)n));
     case 'M':
         if (strcmp(v, "reward") && strcmp(v, "shareholding")) return bf_cli_error("--mode takes reward or shareholding");
-        return bf_msg_set_str(m, "mode", v);
+        return set(bf_msg_set_str(m, "mode", v));
     case 'f':
     case 'p':
         if (bf_check_amount(v, &err)) return bf_cli_error("%s: %s", c == 'f' ? "--fee" : "--pool", err.msg);
-        return bf_msg_set_str(m, c == 'f' ? "fee" : "pool", v);
+        return set(bf_msg_set_str(m, c == 'f' ? "fee" : "pool", v));
     case 'B':
         if (bf_check_amount(v, &err)) return bf_cli_error("--base-fee: %s", err.msg);
-        return bf_msg_set_str(m, "base_fee", v);
+        return set(bf_msg_set_str(m, "base_fee", v));
     case 'R': {
         int64_t num, den;
         if (strlen(v) > 41 || bf_money_parse_rate(v, &num, &den, &err)) return bf_cli_error("--rate: %s", err.msg);
-        return bf_msg_set_str(m, "rate", v);
+        return set(bf_msg_set_str(m, "rate", v));
     }
-    case 'V': if (bf_cli_int(v, 100, 100000, &n, "--value-images")) return -1; return bf_msg_set_uint(m, "value_images", (uint64_t)n);
-    case 'c': if (bf_cli_int(v, 1, 10000, &n, "--min-clients")) return -1; return bf_msg_set_uint(m, "min_clients", (uint64_t)n);
-    case 'e': if (bf_cli_int(v, 1, 100, &n, "--local-epochs")) return -1; return bf_msg_set_uint(m, "local_epochs", (uint64_t)n);
-    case 'b': if (bf_cli_int(v, 1, 1024, &n, "--batch")) return -1; return bf_msg_set_uint(m, "batch", (uint64_t)n);
+    case 'V':
+        if (bf_cli_int(v, 100, 100000, &n, "--value-images")) return CLIENT_ARGS_BAD;
+        return set(bf_msg_set_uint(m, "value_images", (uint64_t)n));
+    case 'c':
+        if (bf_cli_int(v, 1, 10000, &n, "--min-clients")) return CLIENT_ARGS_BAD;
+        return set(bf_msg_set_uint(m, "min_clients", (uint64_t)n));
+    case 'e':
+        if (bf_cli_int(v, 1, 100, &n, "--local-epochs")) return CLIENT_ARGS_BAD;
+        return set(bf_msg_set_uint(m, "local_epochs", (uint64_t)n));
+    case 'b':
+        if (bf_cli_int(v, 1, 1024, &n, "--batch")) return CLIENT_ARGS_BAD;
+        return set(bf_msg_set_uint(m, "batch", (uint64_t)n));
     case 'l':
-        if (bf_cli_double(v, 0, 10, &d, "--lr")) return -1;
+        if (bf_cli_double(v, 0, 10, &d, "--lr")) return CLIENT_ARGS_BAD;
         if (!(d > 0)) return bf_cli_error("--lr must be > 0");
-        return bf_msg_set_double(m, "lr", d);
-    case 't': if (bf_cli_int(v, 1, 86400, &n, "--round-timeout")) return -1; return bf_msg_set_uint(m, "round_timeout", (uint64_t)n);
+        return set(bf_msg_set_double(m, "lr", d));
+    case 't':
+        if (bf_cli_int(v, 1, 86400, &n, "--round-timeout")) return CLIENT_ARGS_BAD;
+        return set(bf_msg_set_uint(m, "round_timeout", (uint64_t)n));
     case 'P':
         if (strlen(v) > 32 || check_partition(v)) return bf_cli_error("--partition takes iid or dirichlet:ALPHA (ALPHA > 0)");
-        return bf_msg_set_str(m, "partition", v);
+        return set(bf_msg_set_str(m, "partition", v));
     case 'S':
         if (bf_check_name(v, 32, "--strategy", &err)) return bf_cli_error("%s", err.msg);
-        return bf_msg_set_str(m, "strategy", v);
-    case 'u': if (bf_cli_double(v, 0, 100, &d, "--mu")) return -1; return bf_msg_set_double(m, "mu", d);
+        return set(bf_msg_set_str(m, "strategy", v));
+    case 'u':
+        if (bf_cli_double(v, 0, 100, &d, "--mu")) return CLIENT_ARGS_BAD;
+        return set(bf_msg_set_double(m, "mu", d));
     case 's': {
         char *end;
         errno = 0;
         unsigned long long s = strtoull(v, &end, 10);
         if (!*v || *end || errno || *v == '-') return bf_cli_error("--seed takes an integer in [0, 2^64-1]");
-        return bf_msg_set_uint(m, "seed", s);
+        return set(bf_msg_set_uint(m, "seed", s));
     }
-    default: return -1;
+    default: return CLIENT_ARGS_BAD;
     }
 }
 
-static int task_create(int argc, char **argv, bf_cli_ctx_t *ctx) {
+static bf_cli_outcome_t task_create(int argc, char **argv, bf_cli_ctx_t *ctx) {
     static const struct option opts[] = {
         {"id", required_argument, 0, 'i'},           {"name", required_argument, 0, 'n'},
         {"description", required_argument, 0, 'D'},  {"model", required_argument, 0, 'm'},
@@ -142,16 +172,17 @@ static int task_create(int argc, char **argv, bf_cli_ctx_t *ctx) {
     bf_msg_set_uint(m, "min_clients", 1), bf_msg_set_uint(m, "local_epochs", 1), bf_msg_set_uint(m, "batch", 64);
     bf_msg_set_double(m, "lr", 0.05), bf_msg_set_uint(m, "round_timeout", 300);
     bf_msg_set_str(m, "partition", "iid"), bf_msg_set_str(m, "strategy", "fedavg");
-    int c, rc = 0, json = 0;
+    int c, json = 0;
+    bf_cli_args_t rc = CLIENT_ARGS_OK;
     optind = 1;
     while (!rc && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (bf_cli_common_opt(c, optarg, ctx, &rc)) continue;
         if (c == 'j') json = 1;
         else if (c == 'h') {
             bf_msg_destroy(&m);
-            return fputs(create_help, stdout), 0;
-        } else if (create_opt(m, c, optarg))
-            rc = -1;
+            return fputs(create_help, stdout), CLIENT_OK;
+        } else
+            rc = create_opt(m, c, optarg);
     }
     static const char *const required[][2] = {{"task", "--id"}, {"name", "--name"}, {"model", "--model"},
                                               {"dataset", "--dataset"}, {"rounds", "--rounds"}, {"mode", "--mode"}};
@@ -175,16 +206,18 @@ static const char task_help[] =
     "\n"
     "exit status: 0 ok, 1 runtime or coordinator error, 2 usage error\n";
 
-/* A command taking exactly `nargs` positional arguments after the common options. */
-static int plain_args(int argc, char **argv, bf_cli_ctx_t *ctx, int nargs, const char *help, const char *cmd,
-                      int *json) {
-    int rc = bf_cli_parse_plain(argc, argv, ctx, json, help);
-    if (rc == 3) return 3;
+/* A command taking exactly `nargs` positional arguments after the common options. A usage error
+ * is reported with the "try --help" line. */
+static bf_cli_args_t plain_args(int argc, char **argv, bf_cli_ctx_t *ctx, int nargs, const char *help,
+                                const char *cmd, int *json) {
+    bf_cli_args_t rc = bf_cli_parse_plain(argc, argv, ctx, json, help);
+    if (rc == CLIENT_ARGS_HELP) return rc;
     if (!rc && argc - optind != nargs)
         rc = bf_cli_error("%s takes %d argument%s", cmd, nargs, nargs == 1 ? "" : "s");
     bf_err_t err;
     if (!rc && nargs >= 1 && bf_check_name(argv[optind], 64, "task ID", &err)) rc = bf_cli_error("%s", err.msg);
-    return rc ? usage_fail(cmd) : 0;
+    if (rc) usage_fail(cmd);
+    return rc;
 }
 
 static bf_msg_t *task_msg(const char *type, const char *task) {
@@ -193,29 +226,30 @@ static bf_msg_t *task_msg(const char *type, const char *task) {
     return m;
 }
 
-int bf_cmd_task(int argc, char **argv, bf_cli_ctx_t *ctx) {
+bf_cli_outcome_t bf_cmd_task(int argc, char **argv, bf_cli_ctx_t *ctx) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(task_help, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+        return argc < 2 ? CLIENT_USAGE : CLIENT_OK;
     }
     const char *sub = argv[1];
-    int json, rc;
+    int json;
+    bf_cli_args_t rc;
     if (!strcmp(sub, "create")) return task_create(argc - 1, argv + 1, ctx);
     if (!strcmp(sub, "list")) {
-        if ((rc = plain_args(argc - 1, argv + 1, ctx, 0, task_help, "task list", &json))) return rc == 3 ? 0 : rc;
+        if ((rc = plain_args(argc - 1, argv + 1, ctx, 0, task_help, "task list", &json))) return parse_ended(rc);
         return bf_cli_simple(ctx, bf_msg_new("TASK_LIST", 0), "TASKS", "tasks", 1, json);
     }
     if (!strcmp(sub, "status") || !strcmp(sub, "cancel")) {
         int status = sub[0] == 's';
         if ((rc = plain_args(argc - 1, argv + 1, ctx, 1, task_help, status ? "task status" : "task cancel", &json)))
-            return rc == 3 ? 0 : rc;
+            return parse_ended(rc);
         const char *id = argv[optind + 1];
         return status ? bf_cli_simple(ctx, task_msg("TASK_STATUS", id), "STATUS", "status", 1, json)
                       : bf_cli_simple(ctx, task_msg("TASK_CANCEL", id), "OK", "result", 0, json);
     }
     fprintf(stderr, "blockfed-client: unknown task command '%s'\n", sub);
     fputs(task_help, stderr);
-    return 2;
+    return CLIENT_USAGE;
 }
 
 static const char leave_help[] =
@@ -225,9 +259,10 @@ static const char leave_help[] =
     "\n"
     "exit status: 0 ok, 1 runtime or coordinator error, 2 usage error\n";
 
-int bf_cmd_leave(int argc, char **argv, bf_cli_ctx_t *ctx) {
-    int json, rc = plain_args(argc, argv, ctx, 1, leave_help, "leave", &json);
-    if (rc) return rc == 3 ? 0 : rc;
+bf_cli_outcome_t bf_cmd_leave(int argc, char **argv, bf_cli_ctx_t *ctx) {
+    int json;
+    bf_cli_args_t args = plain_args(argc, argv, ctx, 1, leave_help, "leave", &json);
+    if (args) return parse_ended(args);
     return bf_cli_simple(ctx, task_msg("LEAVE", argv[optind]), "OK", "result", 0, json);
 }
 
@@ -239,14 +274,15 @@ static const char blocks_help[] =
     "\n"
     "exit status: 0 ok, 1 runtime or coordinator error, 2 usage error\n";
 
-int bf_cmd_blocks(int argc, char **argv, bf_cli_ctx_t *ctx) {
+bf_cli_outcome_t bf_cmd_blocks(int argc, char **argv, bf_cli_ctx_t *ctx) {
     if (argc < 2 || strcmp(argv[1], "buy")) {
         int help = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
         fputs(blocks_help, help ? stdout : stderr);
-        return help ? 0 : 2;
+        return help ? CLIENT_OK : CLIENT_USAGE;
     }
-    int json, rc = plain_args(argc - 1, argv + 1, ctx, 2, blocks_help, "blocks buy", &json);
-    if (rc) return rc == 3 ? 0 : rc;
+    int json;
+    bf_cli_args_t args = plain_args(argc - 1, argv + 1, ctx, 2, blocks_help, "blocks buy", &json);
+    if (args) return parse_ended(args);
     long long n;
     if (bf_cli_int(argv[optind + 2], 1, 1000, &n, "N")) return usage_fail("blocks buy");
     bf_msg_t *m = task_msg("BLOCKS_BUY", argv[optind + 1]);
@@ -256,7 +292,7 @@ int bf_cmd_blocks(int argc, char **argv, bf_cli_ctx_t *ctx) {
     bf_profile_t p;
     bf_conn_t *conn;
     bf_msg_t *reply = NULL;
-    rc = bf_cli_open(ctx, &p, &conn);
+    bf_cli_outcome_t rc = bf_cli_open(ctx, &p, &conn);
     if (!rc) rc = bf_cli_roundtrip(ctx, conn, &m, "JOINED", 0, &reply);
     if (!rc) {
         const msgpack_object *blocks = bf_msg_any(reply, "blocks");
@@ -290,7 +326,7 @@ static const char model_help[] =
     "exit status: 0 written, 1 runtime or coordinator error (nothing written), 2 usage error\n";
 
 /* Writes the model frame to out via a temporary file that must load as a model first. */
-static int write_model(const uint8_t *data, size_t len, const char *out) {
+static bf_cli_outcome_t write_model(const uint8_t *data, size_t len, const char *out) {
     char tmp[4200];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", out, (int)getpid()) >= (int)sizeof tmp)
         return bf_cli_fail("--out path too long");
@@ -316,37 +352,38 @@ static int write_model(const uint8_t *data, size_t len, const char *out) {
         unlink(tmp);
         return bf_cli_fail("cannot rename %s to %s: %s", tmp, out, strerror(e));
     }
-    return 0;
+    return CLIENT_OK;
 }
 
-int bf_cmd_model(int argc, char **argv, bf_cli_ctx_t *ctx) {
+bf_cli_outcome_t bf_cmd_model(int argc, char **argv, bf_cli_ctx_t *ctx) {
     if (argc < 2 || strcmp(argv[1], "download")) {
         int help = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
         fputs(model_help, help ? stdout : stderr);
-        return help ? 0 : 2;
+        return help ? CLIENT_OK : CLIENT_USAGE;
     }
     static const struct option opts[] = {{"out", required_argument, 0, 'o'}, {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},      BF_CLI_COMMON_OPTS,
                                          {0, 0, 0, 0}};
     const char *out = NULL;
-    int c, rc = 0, json = 0;
+    int c, json = 0;
+    bf_cli_args_t args = CLIENT_ARGS_OK;
     bf_err_t err;
     optind = 1;
-    while (!rc && (c = getopt_long(argc - 1, argv + 1, "", opts, NULL)) != -1) {
-        if (bf_cli_common_opt(c, optarg, ctx, &rc)) continue;
+    while (!args && (c = getopt_long(argc - 1, argv + 1, "", opts, NULL)) != -1) {
+        if (bf_cli_common_opt(c, optarg, ctx, &args)) continue;
         if (c == 'o') out = optarg;
         else if (c == 'j') json = 1;
-        else if (c == 'h') return fputs(model_help, stdout), 0;
-        else rc = -1;
+        else if (c == 'h') return fputs(model_help, stdout), CLIENT_OK;
+        else args = CLIENT_ARGS_BAD;
     }
-    if (!rc && optind + 1 != argc - 1) rc = bf_cli_error("model download takes one task ID");
-    if (!rc && bf_check_name(argv[optind + 1], 64, "task ID", &err)) rc = bf_cli_error("%s", err.msg);
-    if (!rc && (!out || !*out)) rc = bf_cli_error("--out FILE is required");
-    if (rc) return usage_fail("model download");
+    if (!args && optind + 1 != argc - 1) args = bf_cli_error("model download takes one task ID");
+    if (!args && bf_check_name(argv[optind + 1], 64, "task ID", &err)) args = bf_cli_error("%s", err.msg);
+    if (!args && (!out || !*out)) args = bf_cli_error("--out FILE is required");
+    if (args) return usage_fail("model download");
     bf_msg_t *m = task_msg("MODEL_GET", argv[optind + 1]), *reply = NULL;
     bf_profile_t p;
-    bf_conn_t *conn;
-    rc = m ? bf_cli_open(ctx, &p, &conn) : bf_cli_fail("out of memory");
+    bf_conn_t *conn = NULL;
+    bf_cli_outcome_t rc = m ? bf_cli_open(ctx, &p, &conn) : bf_cli_fail("out of memory");
     if (!rc) rc = bf_cli_roundtrip(ctx, conn, &m, "MODEL", 1, &reply);
     if (!rc) {
         size_t len = 0;

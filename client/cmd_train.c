@@ -1,5 +1,6 @@
 /* cmd_train.c: `blockfed-client train`: centralized training of a model on a dataset, with a
- * progress bar, per-epoch test accuracy and a model file at the end. */
+ * progress bar, per-epoch test accuracy (text or JSON lines) and a model file at the end. Owns
+ * the command's options and output; the training itself is libbflearn's (bf_trainer.h). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@ typedef struct {
     double lr, momentum, wd;
     int nesterov;
     uint64_t seed;
+    char spec[4096]; /* --dataset's NAME=PATH, cut at '=': dataset_name and dataset_path point here */
 } train_args_t;
 
 static void train_usage(FILE *f) {
@@ -47,7 +49,7 @@ static void train_usage(FILE *f) {
             "exit status: 0 trained and saved, 1 runtime error (data, I/O, divergence), 2 usage error\n");
 }
 
-static int parse_train(int argc, char **argv, train_args_t *a) {
+static bf_cli_args_t parse_train(int argc, char **argv, train_args_t *a) {
     static const struct option opts[] = {
         {"dataset", required_argument, 0, 'd'},  {"model", required_argument, 0, 'm'},
         {"epochs", required_argument, 0, 'e'},   {"batch", required_argument, 0, 'b'},
@@ -62,47 +64,49 @@ static int parse_train(int argc, char **argv, train_args_t *a) {
     *a = (train_args_t){.arch = "resnet8", .out = "model.bfm", .schedule = "onecycle", .augment = "auto",
                         .epochs = 5, .batch = 64, .lr = 0.1, .momentum = 0.9, .wd = 5e-4, .seed = 1,
                         .threads = (int)sysconf(_SC_NPROCESSORS_ONLN)};
-    static char spec[4096];
     int c;
     long long v;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'd': {
-            if (strlen(optarg) >= sizeof spec) return bf_cli_error("--dataset is too long");
-            strcpy(spec, optarg);
-            char *eq = strchr(spec, '=');
-            if (!eq || eq == spec || !eq[1]) return bf_cli_error("--dataset takes NAME=PATH, got '%s'", optarg);
+            if (strlen(optarg) >= sizeof a->spec) return bf_cli_error("--dataset is too long");
+            strcpy(a->spec, optarg);
+            char *eq = strchr(a->spec, '=');
+            if (!eq || eq == a->spec || !eq[1]) return bf_cli_error("--dataset takes NAME=PATH, got '%s'", optarg);
             *eq = 0;
-            a->dataset_name = spec;
+            a->dataset_name = a->spec;
             a->dataset_path = eq + 1;
             break;
         }
         case 'm': a->arch = optarg; break;
-        case 'e': if (bf_cli_int(optarg, 1, 10000, &v, "--epochs")) return -1; a->epochs = (int)v; break;
-        case 'b': if (bf_cli_int(optarg, 1, 4096, &v, "--batch")) return -1; a->batch = (int)v; break;
-        case 'l': if (bf_cli_double(optarg, 1e-8, 100, &a->lr, "--lr")) return -1; break;
+        case 'e': if (bf_cli_int(optarg, 1, 10000, &v, "--epochs")) return CLIENT_ARGS_BAD; a->epochs = (int)v; break;
+        case 'b': if (bf_cli_int(optarg, 1, 4096, &v, "--batch")) return CLIENT_ARGS_BAD; a->batch = (int)v; break;
+        case 'l': if (bf_cli_double(optarg, 1e-8, 100, &a->lr, "--lr")) return CLIENT_ARGS_BAD; break;
         case 'S': a->schedule = optarg; break;
-        case 'M': if (bf_cli_double(optarg, 0, 0.999, &a->momentum, "--momentum")) return -1; break;
-        case 'w': if (bf_cli_double(optarg, 0, 1, &a->wd, "--weight-decay")) return -1; break;
+        case 'M': if (bf_cli_double(optarg, 0, 0.999, &a->momentum, "--momentum")) return CLIENT_ARGS_BAD; break;
+        case 'w': if (bf_cli_double(optarg, 0, 1, &a->wd, "--weight-decay")) return CLIENT_ARGS_BAD; break;
         case 'n': a->nesterov = 1; break;
         case 'a': a->augment = optarg; break;
-        case 's': if (bf_cli_int(optarg, 0, INT64_MAX, &v, "--seed")) return -1; a->seed = (uint64_t)v; break;
-        case 't': if (bf_cli_int(optarg, 1, 256, &v, "--threads")) return -1; a->threads = (int)v; break;
-        case 'L': if (bf_cli_int(optarg, 1, INT32_MAX, &v, "--limit")) return -1; a->limit = (int)v; break;
+        case 's':
+            if (bf_cli_int(optarg, 0, INT64_MAX, &v, "--seed")) return CLIENT_ARGS_BAD;
+            a->seed = (uint64_t)v;
+            break;
+        case 't': if (bf_cli_int(optarg, 1, 256, &v, "--threads")) return CLIENT_ARGS_BAD; a->threads = (int)v; break;
+        case 'L': if (bf_cli_int(optarg, 1, INT32_MAX, &v, "--limit")) return CLIENT_ARGS_BAD; a->limit = (int)v; break;
         case 'o': a->out = optarg; break;
         case 'j': a->json = 1; break;
         case 'q': a->quiet = 1; break;
         case 'v': a->verbose = 1; break;
-        case 'h': train_usage(stdout); exit(0);
-        default: return -1;
+        case 'h': train_usage(stdout); return CLIENT_ARGS_HELP;
+        default: return CLIENT_ARGS_BAD;
         }
     }
     if (optind < argc) return bf_cli_error("unexpected argument '%s'", argv[optind]);
     if (!a->dataset_path) return bf_cli_error("--dataset NAME=PATH is required");
     if (strcmp(a->augment, "auto") && strcmp(a->augment, "on") && strcmp(a->augment, "off"))
         return bf_cli_error("--augment takes auto, on or off");
-    return 0;
+    return CLIENT_ARGS_OK;
 }
 
 typedef struct {
@@ -131,7 +135,7 @@ static void show_progress(const bf_progress_t *p, void *user) {
     if (p->step == p->steps) fprintf(stderr, "\r%*s\r", 110, "");
 }
 
-static int run_training(const train_args_t *a, bf_dataset_t *train, bf_dataset_t *test) {
+static bf_cli_outcome_t run_training(const train_args_t *a, bf_dataset_t *train, bf_dataset_t *test) {
     bf_err_t err;
     bf_model_meta_t meta;
     memset(&meta, 0, sizeof meta);
@@ -157,7 +161,7 @@ static int run_training(const train_args_t *a, bf_dataset_t *train, bf_dataset_t
                bf_net_num_params(net), a->threads, bf_blas_corename(), augment ? "on" : "off");
     progress_state_t st = {.tty = !a->quiet && !a->json && isatty(2)};
     double test_loss = 0, test_acc = 0, total = 0;
-    int rc = 0;
+    bf_cli_outcome_t rc = CLIENT_OK;
     for (int e = 0; e < a->epochs && !rc; e++) {
         bf_progress_t p;
         if (bf_trainer_epoch(tr, show_progress, &st, &p)) {
@@ -191,11 +195,13 @@ static int run_training(const train_args_t *a, bf_dataset_t *train, bf_dataset_t
     return rc;
 }
 
-int bf_cmd_train(int argc, char **argv) {
+bf_cli_outcome_t bf_cmd_train(int argc, char **argv) {
     train_args_t a;
-    if (parse_train(argc, argv, &a)) {
+    bf_cli_args_t args = parse_train(argc, argv, &a);
+    if (args == CLIENT_ARGS_HELP) return CLIENT_OK;
+    if (args) {
         fprintf(stderr, "try 'blockfed-client train --help'\n");
-        return 2;
+        return CLIENT_USAGE;
     }
     bf_err_t err;
     bf_dataset_t train, test;
@@ -209,7 +215,7 @@ int bf_cmd_train(int argc, char **argv) {
     if (!a.json)
         printf("dataset %s: %d training and %d test images of %dx%dx%d, %d classes\n", a.dataset_name, train.n, test.n,
                train.c, train.h, train.w, train.classes);
-    int rc = run_training(&a, &train, &test);
+    bf_cli_outcome_t rc = run_training(&a, &train, &test);
     bf_dataset_free(&train);
     bf_dataset_free(&test);
     return rc;

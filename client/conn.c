@@ -1,4 +1,8 @@
-/* conn.c: the participant's DEALER connection (bf_conn.h). */
+/* conn.c: the participant's connection to the coordinator (bf_conn.h): the DEALER socket and its
+ * CURVE keys, requests sent with the connection's next id, the wait for the reply that matches
+ * it (leftovers of timed-out requests discarded), Lazy-Pirate retries on a fresh socket, and
+ * the heartbeat actor (its own socket, PING/PONG) that keeps the participant alive while a
+ * round trains. */
 #include "bf_conn.h"
 
 #include <string.h>

@@ -1,4 +1,7 @@
-/* blockfed-client: the participant's program. `blockfed-client COMMAND [options]`. */
+/* main.c: blockfed-client, the participant's program: `blockfed-client [GLOBAL] COMMAND [options]`.
+ * Owns the command table, the global options given before the command name and the top-level
+ * usage text; each command (cmd_*.c) parses its own options and returns its outcome, which is
+ * the process exit status. */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -10,14 +13,14 @@
 #include "client.h"
 
 
-static int run_train(int argc, char **argv, bf_cli_ctx_t *ctx) {
+static bf_cli_outcome_t run_train(int argc, char **argv, bf_cli_ctx_t *ctx) {
     (void)ctx;
     return bf_cmd_train(argc, argv);
 }
 
 static const struct {
     const char *name, *what;
-    int (*run)(int, char **, bf_cli_ctx_t *);
+    bf_cli_outcome_t (*run)(int, char **, bf_cli_ctx_t *);
 } commands[] = {
     {"train", "train a model centrally on a dataset and write a model file", run_train},
     {"register", "create the profile (key pair) and register a user with a coordinator", bf_cmd_register},
@@ -31,7 +34,7 @@ static const struct {
     {"model", "model download TASK --out FILE: the task's global model", bf_cmd_model},
 };
 
-static int usage(FILE *f) {
+static bf_cli_outcome_t usage(FILE *f) {
     fprintf(f, "usage: blockfed-client [--home DIR] [--timeout S] COMMAND [options]   (COMMAND --help for its options)\n"
                "\n"
                "  --home DIR     profile directory (default $BLOCKFED_HOME, else ~/.blockfed)\n"
@@ -40,39 +43,36 @@ static int usage(FILE *f) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].what);
     fprintf(f, "\nexit status: 0 ok, 1 runtime or coordinator error, 2 usage error (docs/CLIENT.md)\n");
-    return f == stdout ? 0 : 2;
+    return f == stdout ? CLIENT_OK : CLIENT_USAGE;
 }
 
 
 /* Global options before the command name: --home DIR, --home=DIR, --timeout S, --timeout=S. */
-static int parse_globals(int argc, char **argv, bf_cli_ctx_t *ctx, int *i) {
+static bf_cli_args_t parse_globals(int argc, char **argv, bf_cli_ctx_t *ctx, int *i) {
     for (*i = 1; *i < argc && !strncmp(argv[*i], "--", 2); (*i)++) {
         const char *a = argv[*i], *val = NULL;
         int code = !strncmp(a, "--home", 6) ? 0x101 : !strncmp(a, "--timeout", 9) ? 0x102 : 0;
         size_t len = code == 0x101 ? 6 : 9;
-        if (!code || (a[len] && a[len] != '=')) return 0; /* --help and friends */
+        if (!code || (a[len] && a[len] != '=')) return CLIENT_ARGS_OK; /* --help and friends */
         if (a[len] == '=') val = a + len + 1;
         else if (*i + 1 < argc) val = argv[++(*i)];
         else return bf_cli_error("%s needs a value", a);
-        int rc = 0;
+        bf_cli_args_t rc = CLIENT_ARGS_OK;
         bf_cli_common_opt(code, val, ctx, &rc);
-        if (rc) return -1;
+        if (rc) return rc;
     }
-    return 0;
+    return CLIENT_ARGS_OK;
 }
 
 int main(int argc, char **argv) {
     bf_blas_init(argc, argv);
     bf_cli_ctx_t ctx = {.timeout_ms = 10000};
     int i;
-    if (parse_globals(argc, argv, &ctx, &i)) return 2;
+    if (parse_globals(argc, argv, &ctx, &i)) return CLIENT_USAGE;
     if (i >= argc) return usage(stderr);
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") || !strcmp(argv[i], "help")) return usage(stdout);
     for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
-        if (!strcmp(argv[i], commands[k].name)) {
-            int rc = commands[k].run(argc - i, argv + i, &ctx);
-            return rc < 0 ? 2 : rc;
-        }
+        if (!strcmp(argv[i], commands[k].name)) return commands[k].run(argc - i, argv + i, &ctx);
     fprintf(stderr, "blockfed-client: unknown command '%s'\n", argv[i]);
     return usage(stderr);
 }

@@ -1,6 +1,8 @@
-/* blockfed-predict: classify images with a trained model, either paid through the coordinator
- * (--task, over the profile's CURVE connection) or locally from a model file (--model, no fee,
- * no network). Both paths decode and classify with the same code (bf_predictor.h). */
+/* predict_main.c: blockfed-predict, classifying images with a trained model, either paid through
+ * the coordinator (--task, over the profile's CURVE connection, in requests of up to
+ * BF_PREDICT_MAX_IMAGES images) or locally from a model file (--model, no fee, no network). Owns
+ * the options, the PREDICT requests and the checks of their replies, and the output (text or
+ * JSON); both paths decode and classify with the same code (bf_predictor.h). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,16 +59,17 @@ typedef struct {
     int nusage;
 } bill_t;
 
-static int parse(int argc, char **argv, opts_t *o, bf_cli_ctx_t *ctx) {
+static bf_cli_args_t parse(int argc, char **argv, opts_t *o, bf_cli_ctx_t *ctx) {
     static const struct option opts[] = {{"task", required_argument, 0, 't'}, {"model", required_argument, 0, 'm'},
                                          {"top", required_argument, 0, 'k'},  {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},      BF_CLI_COMMON_OPTS,
                                          {0, 0, 0, 0}};
-    int c, rc = 0;
+    int c;
+    bf_cli_args_t rc = CLIENT_ARGS_OK;
     long long v;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (bf_cli_common_opt(c, optarg, ctx, &rc)) {
-            if (rc) return -1;
+            if (rc) return rc;
             continue;
         }
         switch (c) {
@@ -74,11 +77,11 @@ static int parse(int argc, char **argv, opts_t *o, bf_cli_ctx_t *ctx) {
         case 'm': o->model = optarg; break;
         case 'j': o->json = 1; break;
         case 'k':
-            if (bf_cli_int(optarg, 1, BF_PREDICT_MAX_TOP, &v, "--top")) return -1;
+            if (bf_cli_int(optarg, 1, BF_PREDICT_MAX_TOP, &v, "--top")) return CLIENT_ARGS_BAD;
             o->top = (int)v;
             break;
-        case 'h': fputs(help, stdout); return 3;
-        default: return -1;
+        case 'h': fputs(help, stdout); return CLIENT_ARGS_HELP;
+        default: return CLIENT_ARGS_BAD;
         }
     }
     if (!o->task == !o->model) return bf_cli_error("give exactly one of --task ID (paid) or --model FILE (local)");
@@ -88,7 +91,7 @@ static int parse(int argc, char **argv, opts_t *o, bf_cli_ctx_t *ctx) {
     if (o->nimages > 4096) return bf_cli_error("at most 4096 images per run");
     bf_err_t err;
     if (o->task && bf_check_name(o->task, 64, "--task", &err)) return bf_cli_error("%s", err.msg);
-    return 0;
+    return CLIENT_ARGS_OK;
 }
 
 /* ---- local ----------------------------------------------------------------------------------- */
@@ -103,7 +106,7 @@ static void fill(result_t *r, const bf_predictor_t *p, const double *probs, int 
     }
 }
 
-static int run_local(const opts_t *o, result_t *res, bill_t *bill) {
+static bf_cli_outcome_t run_local(const opts_t *o, result_t *res, bill_t *bill) {
     bf_err_t err;
     uint8_t *file = NULL;
     size_t len = 0;
@@ -124,7 +127,7 @@ static int run_local(const opts_t *o, result_t *res, bill_t *bill) {
         free(buf);
     }
     bf_predictor_destroy(&p);
-    return 0;
+    return CLIENT_OK;
 }
 
 /* ---- remote ---------------------------------------------------------------------------------- */
@@ -163,8 +166,8 @@ static int read_entry(const msgpack_object *e, int top, result_t *r) {
 }
 
 /* Sends images [from, to) that could be read (others already carry their error) as one PREDICT. */
-static int request(const opts_t *o, const bf_cli_ctx_t *ctx, bf_conn_t *conn, int from, int to, uint8_t **bufs,
-                   size_t *lens, result_t *res, bill_t *bill) {
+static bf_cli_outcome_t request(const opts_t *o, const bf_cli_ctx_t *ctx, bf_conn_t *conn, int from, int to,
+                                uint8_t **bufs, size_t *lens, result_t *res, bill_t *bill) {
     char rid[65];
     bf_msg_t *req = bf_msg_new("PREDICT", 0), *rep = NULL;
     if (!req || random_hex(rid)) return bf_msg_destroy(&req), bf_cli_fail("cannot build the request");
@@ -178,9 +181,9 @@ static int request(const opts_t *o, const bf_cli_ctx_t *ctx, bf_conn_t *conn, in
             bufs[i] = NULL;
             sent[nsent++] = i;
         }
-    if (!nsent) return bf_msg_destroy(&req), 0;
+    if (!nsent) return bf_msg_destroy(&req), CLIENT_OK;
     /* A request id makes the retry safe: the coordinator answers it from its usage record. */
-    int rc = bf_cli_roundtrip(ctx, conn, &req, "PREDICTION", 1, &rep);
+    bf_cli_outcome_t rc = bf_cli_roundtrip(ctx, conn, &req, "PREDICTION", 1, &rep);
     bf_msg_destroy(&req);
     if (rc) {
         for (int k = 0; k < nsent; k++) snprintf(res[sent[k]].error, sizeof res[sent[k]].error, "request failed");
@@ -202,16 +205,16 @@ static int request(const opts_t *o, const bf_cli_ctx_t *ctx, bf_conn_t *conn, in
     if (bf_msg_str(rep, "model")) snprintf(bill->model, sizeof bill->model, "%s", bf_msg_str(rep, "model"));
     if (bf_msg_has(rep, "usage")) bill->usage[bill->nusage++] = (int64_t)bf_msg_uint(rep, "usage", 0);
     bf_msg_destroy(&rep);
-    return 0;
+    return CLIENT_OK;
 }
 
-static int run_remote(const opts_t *o, const bf_cli_ctx_t *ctx, result_t *res, bill_t *bill) {
+static bf_cli_outcome_t run_remote(const opts_t *o, const bf_cli_ctx_t *ctx, result_t *res, bill_t *bill) {
     bf_profile_t prof;
     bf_conn_t *conn;
-    if (bf_cli_open(ctx, &prof, &conn)) return 1;
+    if (bf_cli_open(ctx, &prof, &conn)) return CLIENT_ERROR;
     uint8_t **bufs = calloc((size_t)o->nimages, sizeof *bufs);
     size_t *lens = calloc((size_t)o->nimages, sizeof *lens);
-    int rc = bufs && lens ? 0 : bf_cli_fail("out of memory");
+    bf_cli_outcome_t rc = bufs && lens ? CLIENT_OK : bf_cli_fail("out of memory");
     /* Files that cannot be read (missing, empty, too large) are reported here and never sent. */
     for (int i = 0; i < o->nimages && !rc; i++) {
         bf_err_t err;
@@ -290,17 +293,17 @@ int main(int argc, char **argv) {
     bf_blas_init(argc, argv);
     bf_cli_ctx_t ctx = {.timeout_ms = 10000};
     opts_t o = {.top = 3};
-    int rc = parse(argc, argv, &o, &ctx);
-    if (rc) return rc == 3 ? 0 : 2;
+    bf_cli_args_t args = parse(argc, argv, &o, &ctx);
+    if (args) return args == CLIENT_ARGS_HELP ? CLIENT_OK : CLIENT_USAGE;
     result_t *res = calloc((size_t)o.nimages, sizeof *res);
     bill_t bill = {0};
     if (!res) return bf_cli_fail("out of memory");
-    rc = o.model ? run_local(&o, res, &bill) : run_remote(&o, &ctx, res, &bill);
+    bf_cli_outcome_t rc = o.model ? run_local(&o, res, &bill) : run_remote(&o, &ctx, res, &bill);
     if (!rc || bill.nusage) {
         if (o.json) print_json(&o, res, &bill);
         else print_text(&o, res, &bill);
     }
-    for (int i = 0; !rc && i < o.nimages; i++) rc = res[i].error[0] ? 1 : 0;
+    for (int i = 0; !rc && i < o.nimages; i++) rc = res[i].error[0] ? CLIENT_ERROR : CLIENT_OK;
     free(res);
     fflush(stdout);
     return rc;

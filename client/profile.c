@@ -1,4 +1,6 @@
-/* profile.c: the participant's profile directory and the local input checks (bf_profile.h). */
+/* profile.c: the participant's profile directory (bf_profile.h): where it is, creating it with
+ * safe modes, the key pair files, reading and atomically writing DIR/profile; and the local
+ * checks of what the user types (server key, endpoint, names, amounts) before anything is sent. */
 #include "bf_profile.h"
 
 #include <ctype.h>
