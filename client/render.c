@@ -1,52 +1,17 @@
-/* render.c: msgpack values as JSON or as readable text (bf_render.h). */
+/* render.c: msgpack values as JSON or as readable text (bf_render.h). String escaping and UTF-8
+ * validation are bf_text.h's; what stays here is the layout and the terminal sanitising (control
+ * characters and invalid UTF-8 shown as '?'). */
 #include "bf_render.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf_text.h"
+
 #define MAX_DEPTH 64     /* the protocol allows 8; a guard for other callers */
 #define MAX_COLUMNS 16   /* table columns shown; the rest is left out */
 #define MAX_CELL 40      /* table cell width in characters; longer cells are cut */
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not valid (overlong, surrogate,
- * > U+10FFFF, truncated). */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-    if (s[0] < 0x80) return 1;
-    size_t len = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
-    if (!len || s[0] > 0xf4 || len > n) return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((s[i] & 0xc0) != 0x80) return 0;
-    if (len == 3 && s[0] == 0xe0 && s[1] < 0xa0) return 0; /* overlong */
-    if (len == 3 && s[0] == 0xed && s[1] >= 0xa0) return 0; /* surrogate */
-    if (len == 4 && s[0] == 0xf0 && s[1] < 0x90) return 0; /* overlong */
-    if (len == 4 && s[0] == 0xf4 && s[1] >= 0x90) return 0; /* > U+10FFFF */
-    return len;
-}
-
-static void json_string(FILE *f, const char *p, size_t n) {
-    const unsigned char *s = (const unsigned char *)p;
-    fputc('"', f);
-    for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        size_t len = utf8_seq(s + i, n - i);
-        if (!len) {
-            fputs("\\ufffd", f);
-            i++;
-            continue;
-        }
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c == '\n') fputs("\\n", f);
-        else if (c == '\r') fputs("\\r", f);
-        else if (c == '\t') fputs("\\t", f);
-        else if (c == '\b') fputs("\\b", f);
-        else if (c == '\f') fputs("\\f", f);
-        else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
-        else fwrite(s + i, 1, len, f);
-        i += len;
-    }
-    fputc('"', f);
-}
 
 static void hex(FILE *f, const char *p, size_t n) {
     for (size_t i = 0; i < n; i++) fprintf(f, "%02x", (unsigned char)p[i]);
@@ -72,14 +37,14 @@ static void json_number(FILE *f, const msgpack_object *o) {
 static void json_value(FILE *f, const msgpack_object *o, int depth);
 
 static void json_key(FILE *f, const msgpack_object *k, int depth) {
-    if (k->type == MSGPACK_OBJECT_STR) return json_string(f, k->via.str.ptr, k->via.str.size);
+    if (k->type == MSGPACK_OBJECT_STR) return bf_json_string(f, k->via.str.ptr, k->via.str.size);
     char *buf = NULL;
     size_t len = 0;
     FILE *m = open_memstream(&buf, &len);
-    if (!m) return json_string(f, "?", 1);
+    if (!m) return bf_json_string(f, "?", 1);
     json_value(m, k, depth);
     fclose(m);
-    json_string(f, buf, len);
+    bf_json_string(f, buf, len);
     free(buf);
 }
 
@@ -95,7 +60,7 @@ static void json_value(FILE *f, const msgpack_object *o, int depth) {
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: fprintf(f, "%lld", (long long)o->via.i64); break;
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64: json_number(f, o); break;
-    case MSGPACK_OBJECT_STR: json_string(f, o->via.str.ptr, o->via.str.size); break;
+    case MSGPACK_OBJECT_STR: bf_json_string(f, o->via.str.ptr, o->via.str.size); break;
     case MSGPACK_OBJECT_BIN:
         fputc('"', f), hex(f, o->via.bin.ptr, o->via.bin.size), fputc('"', f);
         break;
@@ -132,7 +97,7 @@ void bf_render_json(FILE *f, const msgpack_object *o) { json_value(f, o, 0); }
 static void text_string(FILE *f, const char *p, size_t n) {
     const unsigned char *s = (const unsigned char *)p;
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_seq(s + i, n - i);
+        size_t len = bf_utf8_len(s + i, n - i);
         if (!len || s[i] < 0x20 || s[i] == 0x7f) {
             fputc('?', f);
             i += len ? len : 1;

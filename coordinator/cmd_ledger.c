@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "bf_ledger.h"
+#include "bf_text.h"
 #include "commands.h"
 
 static const char usage_text[] =
@@ -112,14 +113,14 @@ static int do_verify(bf_ledger_t *L, const opts_t *o) {
                "\"holds_pending\":%lld,\"head_hash\":",
                rep.ok ? "true" : "false", (long long)rep.transfers, (long long)rep.accounts,
                (long long)rep.users, (long long)rep.tasks, (long long)rep.holds_pending);
-        json_string(stdout, rep.head_hash);
+        bf_json_cstring(stdout, rep.head_hash);
         printf(",\"checks\":[");
         for (int i = 0; i < BF_LEDGER_CHECK_COUNT; i++) {
             printf("%s{\"name\":", i ? "," : "");
-            json_string(stdout, rep.checks[i].name);
+            bf_json_cstring(stdout, rep.checks[i].name);
             printf(",\"ok\":%s,\"failures\":%lld,\"detail\":", rep.checks[i].ok ? "true" : "false",
                    (long long)rep.checks[i].failures);
-            json_string(stdout, rep.checks[i].detail);
+            bf_json_cstring(stdout, rep.checks[i].detail);
             printf("}");
         }
         printf("]}\n");
@@ -176,7 +177,7 @@ static int do_balances(bf_ledger_t *L, const opts_t *o) {
         printf("{\"users\":[");
         for (size_t i = 0; i < nu; i++) {
             printf("%s{\"id\":%lld,\"name\":", i ? "," : "", (long long)u[i].id);
-            json_string(stdout, u[i].name);
+            bf_json_cstring(stdout, u[i].name);
             printf(",");
             json_balance("cash", &u[i].cash, "_cents");
             printf(",");
@@ -248,12 +249,12 @@ static int do_history(bf_ledger_t *L, const opts_t *o) {
     char b1[32], b2[32], b3[32];
     if (o->json) {
         printf("{\"user\":{\"id\":%lld,\"name\":", (long long)uid);
-        json_string(stdout, user.name);
+        bf_json_cstring(stdout, user.name);
         printf("},\"entries\":[");
         for (size_t i = 0; i < n; i++) {
             printf("%s{\"transfer\":%lld,\"time\":%lld,\"op\":", i ? "," : "", (long long)e[i].transfer_id,
                    (long long)e[i].created_at);
-            json_string(stdout, e[i].op_id);
+            bf_json_cstring(stdout, e[i].op_id);
             printf(",\"type\":\"%s\",\"code\":\"%s\",\"currency\":\"%s\",\"amount\":%lld,"
                    "\"counterparty_account\":%lld,\"balance_before\":%lld,\"balance_after\":%lld}",
                    e[i].type, e[i].code, e[i].currency == BF_LEDGER_CNY ? "CNY" : "COIN", (long long)e[i].amount,
@@ -302,7 +303,7 @@ static int do_shares(bf_ledger_t *L, const opts_t *o) {
     char b1[32];
     if (o->json) {
         printf("{\"task\":{\"id\":%lld,\"name\":", (long long)tid);
-        json_string(stdout, task.name);
+        bf_json_cstring(stdout, task.name);
         printf(",\"mode\":\"%s\",\"model_online\":%s,\"total_revenue_cents\":%lld,\"platform_fee_ppm\":%lld},"
                "\"shares\":[",
                task.mode == BF_LEDGER_MODE_REWARD ? "reward" : "shareholding", task.model_online ? "true" : "false",
@@ -311,7 +312,7 @@ static int do_shares(bf_ledger_t *L, const opts_t *o) {
             bf_ledger_user_t u;
             const char *name = bf_ledger_user_get(L, s[i].user_id, &u, NULL) == 0 ? u.name : "";
             printf("%s{\"user_id\":%lld,\"user\":", i ? "," : "", (long long)s[i].user_id);
-            json_string(stdout, name);
+            bf_json_cstring(stdout, name);
             printf(",\"weight\":%lld,\"ppm\":%lld,\"received_cents\":%lld}", (long long)s[i].weight,
                    (long long)s[i].ppm, (long long)s[i].received);
         }

@@ -18,7 +18,4 @@ enum {
     EXIT_NOT_FOUND = 4,    /* the named user/task does not exist */
 };
 
-/* JSON output helpers (json.c): strings are escaped; invalid UTF-8 becomes U+FFFD. */
-void json_string(FILE *f, const char *s);
-
 #endif

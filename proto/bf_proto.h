@@ -1,4 +1,4 @@
-/* bf_proto.h: the BlockFed wire protocol (issue 4): build, encode, decode and validate messages.
+/* bf_proto.h: the BlockFed wire protocol: build, encode, decode and validate messages.
  *
  * @header
  * A message is one msgpack header frame, a map {v: 1, type: STR, id: UINT64, ...fields}, followed
@@ -27,7 +27,7 @@
  * delimiter frame. A ROUTER receives [routing-id, header, payload...]: pop the routing-id frame
  * before bf_msg_decode and push it back before sending the reply (zmsg_prepend).
  *
- * Identity under CURVE (measured with libzmq 4.3.4 / czmq 4.2.1 in tests/unit/test_proto.c):
+ * Identity under CURVE (libzmq 4.3.4 / czmq 4.2.1; tests/unit/test_proto_curve.c checks it):
  * libzmq copies the User-Id of the ZAP reply onto the frames received on that connection and
  * zframe_meta(frame, "User-Id") reads it. Two catches:
  *   1. Which handler: czmq zauth with "CURVE" + CURVE_ALLOW_ANY accepts every key but replies
@@ -197,20 +197,33 @@ bf_msg_t *bf_msg_error(uint64_t id, bf_proto_code_t code, const char *fmt, ...) 
 /* The ERROR reply for a rejected decode (echoes rej->id when known, else id 0). */
 bf_msg_t *bf_msg_error_reject(const bf_proto_reject_t *rej, const bf_err_t *err);
 
-/* A ZAP (RFC 27) handler actor on inproc://zeromq.zap.01 for this process's czmq context: every
- * CURVE client is accepted with User-Id = its Z85 public key; NULL-mechanism clients are accepted
- * with an empty User-Id; PLAIN and others are refused (400). NULL with *err set if the endpoint
- * is taken (one ZAP handler per context: do not run zauth at the same time). Stop it with
- * zactor_destroy. */
-zactor_t *bf_proto_zap_new(bf_err_t *err);
-
-/* Refuses every future connection (CURVE handshake) by this Z85 public key: the coordinator's
- * answer to a peer that keeps sending garbage. Connections already open are not affected. */
-void bf_proto_zap_deny(zactor_t *zap, const char *key);
-
 /* 1 for a request type (client -> coordinator), 0 for a reply type or an unknown name. */
 int bf_proto_is_request(const char *type);
 /* 1 if type names a message in the schema table. */
 int bf_proto_is_type(const char *type);
+
+/* ---- ZAP handler (zap.c) ------------------------------------------------------------------ */
+
+/* A ZAP (RFC 27) handler actor on inproc://zeromq.zap.01 for this process's czmq context: every
+ * CURVE client is accepted with User-Id = its Z85 public key, unless that key was denied;
+ * NULL-mechanism clients are accepted with an empty User-Id; PLAIN and others are refused (400).
+ * NULL with *err set if the endpoint is taken (one ZAP handler per context: do not run zauth at
+ * the same time). It serves until zactor_destroy, also after SIGINT/SIGTERM.
+ *
+ * Pipe protocol (what bf_proto_zap_deny and zactor_destroy send; czmq zauth's conventions):
+ *   "DENY" KEY  -> the actor adds KEY (40 Z85 characters; a key of another length is not
+ *                  added) to its refused set, then answers with zsock_signal(pipe, 0); the
+ *                  sender waits for that with zsock_wait.
+ *   "$TERM"     -> the actor ends (zactor_destroy sends it and waits).
+ * Any other command is ignored and not answered. One ZAP request costs one hash lookup; the
+ * refused set lives as long as the actor (it is not persisted). */
+zactor_t *bf_proto_zap_new(bf_err_t *err);
+
+/* Refuses every future connection (CURVE handshake) by this Z85 public key: the coordinator's
+ * answer to a peer that keeps sending garbage. Returns once the handler has acknowledged, so a
+ * handshake that starts after the return is refused. Connections already open are not affected.
+ * Does nothing when zap or key is NULL or key is not 40 characters. Blocks for one inproc round
+ * trip; call it from the thread that owns the actor. */
+void bf_proto_zap_deny(zactor_t *zap, const char *key);
 
 #endif

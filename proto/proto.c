@@ -1,4 +1,5 @@
-/* proto.c: the BlockFed wire protocol: schema table, message class, encoder and decoder.
+/* proto.c: the BlockFed wire protocol: schema table, message class, encoder and decoder (the
+ * ZAP handler is zap.c).
  *
  * One validation path serves both directions: decode_core checks a header buffer plus the
  * payload frame sizes against the schema, and bf_msg_encode runs it on the bytes it just packed,
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "bf_mp.h"
+#include "bf_text.h"
 
 /* ---- schema ------------------------------------------------------------------------------ */
 
@@ -190,30 +192,6 @@ static const char *quote(char *out, size_t cap, const char *p, size_t n) {
     return out;
 }
 
-/* Length in bytes of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates,
- * nothing above U+10FFFF), or 0 if the bytes there are not one. */
-static size_t utf8_seq(const uint8_t *p, size_t n) {
-    uint8_t c = p[0];
-    if (c < 0x80) return 1;
-    size_t len;
-    uint8_t lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0) lo = 0xa0;
-        if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0) lo = 0x90;
-        if (c == 0xf4) hi = 0x8f;
-    } else
-        return 0;
-    if (n < len || p[1] < lo || p[1] > hi) return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((p[i] & 0xc0) != 0x80) return 0;
-    return len;
-}
-
 static bool name_char(uint8_t c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
            c == '-';
@@ -228,7 +206,7 @@ static int check_str(const schema_t *s, const field_t *f, const char *p, size_t 
     const uint8_t *u = (const uint8_t *)p;
     for (size_t i = 0; i < n;) {
         if (u[i] == 0) return bf_err_set(err, "%s.%s: NUL byte at offset %zu", s->type, f->key, i);
-        size_t k = utf8_seq(u + i, n - i);
+        size_t k = bf_utf8_len(u + i, n - i);
         if (!k) return bf_err_set(err, "%s.%s: invalid UTF-8 at offset %zu", s->type, f->key, i);
         if (f->cs == CS_NAME && !(name_char(u[i]) && (i > 0 || (u[i] != '.' && u[i] != '-'))))
             return bf_err_set(err, "%s.%s: byte %zu is not allowed in a name ([A-Za-z0-9_.-], not starting with . or -)",
@@ -492,11 +470,9 @@ int bf_msg_add_frame(bf_msg_t *m, const void *data, size_t len) {
     return 0;
 }
 
-static bool host_little_endian(void) { return __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__; }
-
 static void f32_le_copy(void *dst, const void *src, size_t n) {
     memcpy(dst, src, n * 4);
-    if (!host_little_endian()) {
+    if (__BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__) {
         uint8_t *b = dst;
         for (size_t i = 0; i < n; i++) {
             uint8_t t = b[4 * i];
@@ -590,9 +566,7 @@ const msgpack_object *bf_msg_any(const bf_msg_t *m, const char *key) {
 
 /* ---- decoding ---------------------------------------------------------------------------- */
 
-static void reject(bf_proto_reject_t *rej, bf_proto_code_t code) {
-    if (rej) rej->code = code;
-}
+static void reject(bf_proto_reject_t *rej, bf_proto_code_t code) { if (rej) rej->code = code; }
 
 /* Checks one header value against its field and stores it into the slot. */
 static int take_value(bf_msg_t *m, int fi, const msgpack_object *o, bf_err_t *err) {
@@ -882,7 +856,7 @@ static void sanitize_text(char *out, size_t max, const char *in) {
     const uint8_t *p = (const uint8_t *)in;
     size_t n = strlen(in), o = 0;
     for (size_t i = 0; i < n;) {
-        size_t k = utf8_seq(p + i, n - i);
+        size_t k = bf_utf8_len(p + i, n - i);
         bool bad = !k || (k == 1 && ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f));
         if (o + (bad ? 1 : k) > max) break;
         if (bad) {
@@ -921,97 +895,3 @@ int bf_proto_is_request(const char *type) {
 }
 
 int bf_proto_is_type(const char *type) { return type && find_schema(type, strlen(type)) != NULL; }
-
-/* ---- ZAP handler ------------------------------------------------------------------------- */
-
-#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
-
-/* One ZAP request (RFC 27: version, request id, domain, address, identity, mechanism,
- * credentials...) answered with (version, request id, status, text, user id, metadata). */
-static void zap_answer(zsock_t *h, zhashx_t *denied) {
-    zmsg_t *req = zmsg_recv(h);
-    if (!req) return;
-    char *version = zmsg_popstr(req);
-    zframe_t *seq = zmsg_pop(req);
-    for (int i = 0; i < 3; i++) {  /* domain, address, identity: no policy depends on them */
-        zframe_t *skip = zmsg_pop(req);
-        zframe_destroy(&skip);
-    }
-    char *mech = zmsg_popstr(req);
-    zframe_t *cred = zmsg_pop(req);
-    const char *status = "400", *text = "mechanism not accepted";
-    char user[41] = "";
-    if (!version || strcmp(version, "1.0") || !seq || !mech)
-        status = "500", text = "malformed ZAP request";
-    else if (!strcmp(mech, "CURVE") && cred && zframe_size(cred) == 32) {
-        zmq_z85_encode(user, zframe_data(cred), 32);
-        if (zhashx_lookup(denied, user))
-            status = "400", text = "key refused", user[0] = 0;
-        else
-            status = "200", text = "OK";
-    } else if (!strcmp(mech, "NULL"))
-        status = "200", text = "OK";
-    zmsg_t *rep = zmsg_new();
-    zmsg_addstr(rep, "1.0");
-    if (seq) zmsg_append(rep, &seq);
-    else zmsg_addstr(rep, "");
-    zmsg_addstr(rep, status);
-    zmsg_addstr(rep, text);
-    zmsg_addstr(rep, user);
-    zmsg_addmem(rep, NULL, 0);
-    zmsg_send(&rep, h);
-    zframe_destroy(&seq);
-    zframe_destroy(&cred);
-    free(version);
-    free(mech);
-    zmsg_destroy(&req);
-}
-
-/* The actor owns the REP socket bf_proto_zap_new bound in the caller's thread. */
-static void zap_actor(zsock_t *pipe, void *args) {
-    zsock_t *h = args;
-    zpoller_t *poller = zpoller_new(pipe, h, NULL);
-    zhashx_t *denied = zhashx_new(); /* keys refused from now on (bf_proto_zap_deny) */
-    zsock_signal(pipe, 0);
-    while (poller) {
-        void *which = zpoller_wait(poller, -1);
-        if (which == h) {
-            zap_answer(h, denied);
-            continue;
-        }
-        if (which != pipe) break; /* interrupted */
-        zmsg_t *cmd = zmsg_recv(pipe);
-        char *verb = cmd ? zmsg_popstr(cmd) : NULL;
-        bool term = !verb || !strcmp(verb, "$TERM");
-        if (verb && !strcmp(verb, "DENY")) {
-            char *key = zmsg_popstr(cmd);
-            if (key && strlen(key) == 40) zhashx_update(denied, key, (void *)1);
-            free(key);
-        }
-        free(verb);
-        zmsg_destroy(&cmd);
-        if (term) break;
-    }
-    zhashx_destroy(&denied);
-    zpoller_destroy(&poller);
-    zsock_destroy(&h);
-}
-
-void bf_proto_zap_deny(zactor_t *zap, const char *key) {
-    if (zap && key && strlen(key) == 40) zstr_sendx(zap, "DENY", key, NULL);
-}
-
-zactor_t *bf_proto_zap_new(bf_err_t *err) {
-    zsock_t *h = zsock_new(ZMQ_REP);
-    if (!h) return bf_err_set(err, "ZAP handler: cannot create a socket"), NULL;
-    if (zsock_bind(h, ZAP_ENDPOINT)) {
-        zsock_destroy(&h);
-        return bf_err_set(err, "ZAP handler: cannot bind %s (is zauth or another handler running?)", ZAP_ENDPOINT), NULL;
-    }
-    zactor_t *a = zactor_new(zap_actor, h);
-    if (!a) {
-        zsock_destroy(&h);
-        bf_err_set(err, "ZAP handler: cannot start the actor");
-    }
-    return a;
-}
