@@ -76,7 +76,7 @@ int cmd_run_main(int argc, char **argv) {
     o.shapley_exact_max = 10;
     o.shapley_budget = 100;
     o.value_every = 1;
-    o.bn_recalibrate = BF_BN_RECALIBRATE_IMAGES;
+    o.bn_recalibrate = COORD_BN_RECALIBRATE_IMAGES;
     o.bind = "tcp://*:7700";
     static char specs[COORD_MAX_DATASETS][4096];
     int c;

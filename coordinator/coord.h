@@ -1,10 +1,22 @@
-/* coord.h: the coordinator's internal pieces (not a library API): the federation state store,
- * tasks and rounds, and the server loop that serves them over the protocol. */
+/* coord.h: the coordinator's internal pieces (not a library API), one section per file:
+ *
+ *   server.c    the socket thread: ROUTER socket, poller loop, sending, per-peer limits, restore
+ *   handlers.c  one handler per request type behind one preamble; replies are built, never sent
+ *   task.c      task and participant lifecycle, blocks, rounds closing, settlement (socket thread)
+ *   worker.c    the aggregation actor: aggregation, BN re-estimation, checkpoints, the Shapley game
+ *   predict.c   the prediction actor: paid predictions against the ledger
+ *   store.c     the federation's durable state, HOME/coordinator.db
+ *
+ * Threads: the socket thread owns server_t, every task_t and the ledger handle; the worker sees
+ * only the coord_job_t it was handed and the model fields of that job's task (which the socket
+ * thread leaves alone while the task is AGGREGATING); the prediction actor has its own ledger
+ * handle and sees only its coord_predict_job_t. */
 #ifndef BF_COORD_H
 #define BF_COORD_H
 
 #include <czmq.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "bf_datasets.h"
 #include "bf_ledger.h"
@@ -17,10 +29,71 @@
 #define COORD_BLOCKS_PER_JOIN 5   /* blocks a participant gets when it joins */
 #define COORD_VAL_SIZE 5000       /* validation images the coordinator keeps (capped at 10% of train) */
 #define COORD_VALUE_IMAGES 2000   /* default validation images a coalition is scored on */
+#define COORD_BN_RECALIBRATE_IMAGES 1280 /* default training images BN statistics are re-estimated on */
+
+/* ---- task states and modes ----------------------------------------------------------------- */
+
+/* A task's life. WAITING (created, gathering min_clients live participants) -> RUNNING (a round
+ * is open) <-> AGGREGATING (the round is closed and on the worker; in memory only, stored as
+ * RUNNING) -> COMPLETED (every round done and settled); WAITING -> CANCELLED (the creator
+ * cancelled, or the start deadline passed; the pool is refunded). A task RUNNING with every round
+ * done has not been settled yet (a crash between the two): it settles at the next tick.
+ * Strings appear only in the store and on the wire (coord_task_state_name). */
+typedef enum {
+    COORD_TASK_WAITING,
+    COORD_TASK_RUNNING,
+    COORD_TASK_AGGREGATING,
+    COORD_TASK_COMPLETED,
+    COORD_TASK_CANCELLED,
+} coord_task_state_t;
+
+static inline const char *coord_task_state_name(coord_task_state_t s) {
+    switch (s) {
+    case COORD_TASK_WAITING: return "waiting";
+    case COORD_TASK_RUNNING: return "running";
+    case COORD_TASK_AGGREGATING: return "aggregating";
+    case COORD_TASK_COMPLETED: return "completed";
+    case COORD_TASK_CANCELLED: return "cancelled";
+    }
+    return "?";
+}
+
+/* 0 and *out set, or -1 for a name that is no state. */
+static inline int coord_task_state_parse(const char *name, coord_task_state_t *out) {
+    for (int s = COORD_TASK_WAITING; s <= COORD_TASK_CANCELLED; s++)
+        if (name && !strcmp(name, coord_task_state_name((coord_task_state_t)s))) return *out = (coord_task_state_t)s, 0;
+    return -1;
+}
+
+/* The ledger's status of a task in each coordinator state. The coordinator moves the ledger at
+ * each transition (start -> RUNNING, settlement -> COMPLETED, refund -> REFUNDED) before it
+ * changes its own state, so after a crash the ledger is at most one step ahead, never behind,
+ * and every ledger step is idempotent (op ids from the task id). */
+static inline bf_ledger_task_status_t coord_task_ledger_status(coord_task_state_t s) {
+    switch (s) {
+    case COORD_TASK_WAITING: return BF_LEDGER_TASK_CREATED;
+    case COORD_TASK_RUNNING:
+    case COORD_TASK_AGGREGATING: return BF_LEDGER_TASK_RUNNING;
+    case COORD_TASK_COMPLETED: return BF_LEDGER_TASK_COMPLETED;
+    case COORD_TASK_CANCELLED: return BF_LEDGER_TASK_REFUNDED;
+    }
+    return BF_LEDGER_TASK_CREATED;
+}
+
+/* A task's mode on the wire and in the store: "reward" | "shareholding". */
+static inline const char *coord_mode_name(bf_ledger_mode_t m) {
+    return m == BF_LEDGER_MODE_REWARD ? "reward" : m == BF_LEDGER_MODE_SHAREHOLDING ? "shareholding" : "?";
+}
+static inline int coord_mode_parse(const char *name, bf_ledger_mode_t *out) {
+    if (name && !strcmp(name, "reward")) return *out = BF_LEDGER_MODE_REWARD, 0;
+    if (name && !strcmp(name, "shareholding")) return *out = BF_LEDGER_MODE_SHAREHOLDING, 0;
+    return -1;
+}
 
 /* ---- task specification, as TASK_CREATE carries it ------------------------------------------ */
 typedef struct {
-    char id[65], name[129], description[1025], model[17], dataset[65], mode[17], partition[33], strategy[33];
+    char id[65], name[129], description[1025], model[17], dataset[65], partition[33], strategy[33];
+    bf_ledger_mode_t mode;
     char creator[41];   /* CURVE key of the creator */
     int64_t fee_cents, pool_cents;
     int64_t base_fee_cents, rate_num, rate_den; /* paid use: price = ceil((base + fee*images) * num/den) */
@@ -29,68 +102,9 @@ typedef struct {
     double lr, mu;
     uint64_t seed;
     int64_t created_at; /* unix seconds, set by the store */
-} task_spec_t;
+} coord_task_spec_t;
 
-/* ---- persistent federation state (state.c, HOME/coordinator.db) ---------------------------- */
-typedef struct coord_store coord_store_t;
-
-coord_store_t *coord_store_open(const char *path, bf_err_t *err);
-void coord_store_close(coord_store_t **p);
-int coord_store_add_task(coord_store_t *s, const task_spec_t *t, int64_t ledger_id, bf_err_t *err);
-/* state: waiting | running | completed | cancelled; round = completed rounds. */
-int coord_store_set_progress(coord_store_t *s, const char *task, const char *state, int round, const char *checkpoint_sha,
-                             const char *result_hash, bf_err_t *err);
-int coord_store_add_participant(coord_store_t *s, const char *task, const char *key, int64_t user_id, int own_data,
-                                int64_t samples, bf_err_t *err);
-int coord_store_add_blocks(coord_store_t *s, const char *task, const char *key, const int32_t *blocks, int n, bf_err_t *err);
-int coord_store_leave(coord_store_t *s, const char *task, const char *key, bf_err_t *err);
-int coord_store_add_round(coord_store_t *s, const char *task, int round, int participants, int64_t samples,
-                          double val_acc, double val_loss, double test_acc, double seconds, const char *sha,
-                          bf_err_t *err);
-
-/* A participant's Shapley value for one round. */
-int coord_store_add_contribution(coord_store_t *s, const char *task, int round, const char *key, double value,
-                                 bf_err_t *err);
-
-/* Loading everything back at start (callbacks per row). */
-typedef struct {
-    void (*task)(void *u, const task_spec_t *t, int64_t ledger_id, const char *state, int round, const char *checkpoint_sha,
-                 const char *result_hash);
-    void (*participant)(void *u, const char *task, const char *key, int64_t user_id, int own_data, int64_t samples, int left);
-    void (*block)(void *u, const char *task, const char *key, int32_t block);
-    void (*round)(void *u, const char *task, int round, int participants, int64_t samples, double val_acc,
-                  double val_loss, double test_acc, double seconds);
-    void (*contribution)(void *u, const char *task, int round, const char *key, double value);
-} coord_load_cb_t;
-int coord_store_load(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_err_t *err);
-
-/* ---- paid predictions (predict.c) ----------------------------------------------------------- */
-
-/* One PREDICT request, checked by the socket thread (user, task, mode, state), settled by the
- * prediction actor, sent back to the socket thread with its reply. */
-typedef struct {
-    zframe_t *rid;     /* routing id of the requester, for the reply */
-    bf_msg_t *req;     /* the request; its frames are the images */
-    uint64_t id;
-    int64_t payer, ledger_task;
-    char task[65], model_path[4096], model_sha[65];
-    char request[65];  /* the client's idempotency id ("" if none) */
-    int64_t base, per_image, rate_num, rate_den;
-    bf_msg_t *rep;     /* set by the actor */
-} coord_predict_job_t;
-
-void coord_predict_job_free(coord_predict_job_t **j);
-/* The ERROR code a ledger return code is answered with (INTERNAL for storage failures). */
-bf_proto_code_t coord_ledger_code(int rc);
-/* The actor; it opens its own handle on the ledger at ledger_path (which must outlive the call
- * only until it returns). */
-zactor_t *coord_predict_new(const char *ledger_path);
-/* Hands *j to the actor (*j set to NULL on success). */
-int coord_predict_submit(zactor_t *a, coord_predict_job_t **j);
-/* A job the actor finished (its rep set); NULL on interruption. */
-coord_predict_job_t *coord_predict_recv(zactor_t *a);
-
-/* ---- the server (server.c) ------------------------------------------------------------------ */
+/* ---- options of `blockfed-coordinator run` --------------------------------------------------- */
 typedef struct {
     const char *home, *bind;
     int insecure;
@@ -108,10 +122,222 @@ typedef struct {
     int value_every;       /* value every K rounds, and the last (default 1) */
     int utility_loss;      /* 1: coalition utility = -validation loss; 0: validation accuracy */
     int bn_recalibrate;    /* training images every aggregated model's BN statistics are re-estimated
-                              on (cmd_run's default BF_BN_RECALIBRATE_IMAGES; 0: kept as averaged) */
+                              on (default COORD_BN_RECALIBRATE_IMAGES; 0: kept as averaged) */
 } coord_opts_t;
+
+/* ---- the coordinator's in-memory state (socket thread) --------------------------------------- */
+
+typedef struct {
+    char name[65];
+    bf_dataset_t train, test;
+    float mean[4], std[4];
+} coord_dataset_t;
+
+typedef struct {
+    char key[41];
+    int64_t user_id;
+    int own_data, left;
+    int64_t samples;         /* images it trains on (blocks x block size, or declared own data) */
+    int32_t *blocks;
+    int nblocks;
+    int update_round;        /* round of the update it holds (-1: none) */
+    float *params, *buffers; /* that update */
+    int64_t upd_samples;
+    double upd_loss;
+    int64_t contributed;     /* samples over all accepted updates */
+    double shapley;          /* cumulative Shapley value (validation accuracy points) over the rounds */
+} coord_part_t;
+
+typedef struct {
+    int participants;
+    int64_t samples;
+    double val_acc, val_loss, test_acc, seconds;
+} coord_round_metric_t;
+
+typedef struct {
+    coord_task_spec_t spec;
+    int64_t ledger_id;
+    coord_task_state_t state;
+    int round;               /* completed rounds; the open round's number while running */
+    int64_t round_start;
+    coord_dataset_t *ds;
+    bf_blocks_t blocks;
+    int32_t *owner;          /* per block: participant index, -1 free */
+    /* the model fields: the worker's while the task is AGGREGATING */
+    bf_dataset_t val;
+    bf_net_t *global;
+    bf_agg_t *agg;
+    bf_agg_opts_t agg_opts;
+    bf_net_t *coalition;     /* scratch model for valuing coalitions */
+    float *recal_x;          /* BN recalibration images (normalized, from the task's blocks) */
+    int nrecal;
+    /* participants and history */
+    coord_part_t *parts;
+    int nparts;
+    coord_round_metric_t *metrics;
+    int nmetrics;
+    char checkpoint_sha[65], result_hash[65];
+} coord_task_t;
+
+typedef struct coord_store coord_store_t;
+typedef struct coord_job coord_job_t;
+
+typedef struct {
+    coord_opts_t o;
+    bf_ledger_t *ledger;
+    coord_store_t *store;
+    zsock_t *router;
+    zactor_t *zap, *worker, *predict;
+    int64_t last_sweep;      /* ms: expired prediction holds are released every COORD_SWEEP_MS */
+    coord_dataset_t ds[COORD_MAX_DATASETS];
+    int nds;
+    coord_task_t **tasks;
+    int ntasks;
+    zhashx_t *seen;          /* CURVE key -> last message time (ms), as int64_t* */
+    zhashx_t *garbage;       /* routing id (hex) -> malformed message count */
+    zhashx_t *users;         /* CURVE key -> user id (int64_t*): a key's account never changes */
+    zhashx_t *inflight;      /* payer id (decimal) -> PREDICT requests queued or running (int*) */
+    int inflight_total;
+} coord_server_t;
+
+/* ---- server.c ------------------------------------------------------------------------------- */
 
 /* Runs until SIGINT/SIGTERM; returns an exit status. */
 int coord_serve(const coord_opts_t *o);
+/* A timestamped line on stdout (the coordinator's log). */
+void coord_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int64_t coord_now_ms(void) { return zclock_mono(); }
+
+/* ---- handlers.c ----------------------------------------------------------------------------- */
+
+/* Answers one decoded request from the connection authenticated as key (NULL: none). Returns the
+ * reply to send, or NULL when the request was handed to the prediction actor, which answers it
+ * later (then *req and *rid were taken). Never sends anything itself. */
+bf_msg_t *coord_handle(coord_server_t *s, bf_msg_t **req, zframe_t **rid, const char *key);
+/* A PREDICT the actor answered no longer counts against its payer's in-flight limit. */
+void coord_inflight_release(coord_server_t *s, int64_t payer);
+/* The ERROR code a ledger return code is answered with (INTERNAL for storage failures). */
+bf_proto_code_t coord_ledger_code(int rc);
+
+/* ---- task.c --------------------------------------------------------------------------------- */
+
+coord_task_t *coord_task_find(coord_server_t *s, const char *id);
+coord_part_t *coord_part_find(coord_task_t *t, const char *key);
+coord_dataset_t *coord_dataset_find(coord_server_t *s, const char *name);
+/* Liveness: a key's last message time; a participant is live if it has not left and was heard
+ * from within the liveness window. */
+void coord_touch(coord_server_t *s, const char *key);
+int coord_is_live(coord_server_t *s, const coord_part_t *p);
+/* The in-memory task: blocks from the seed, validation subset, aggregator, the seeded initial
+ * global model with its BN statistics re-estimated (a resumed task replaces it). */
+coord_task_t *coord_task_new(coord_server_t *s, const coord_task_spec_t *spec, int64_t ledger_id, bf_err_t *err);
+void coord_task_free(coord_task_t **t);
+int coord_task_add(coord_server_t *s, coord_task_t *t);
+coord_part_t *coord_part_add(coord_task_t *t, const char *key, int64_t user_id, int own_data, int64_t samples);
+int coord_block_give(coord_task_t *t, coord_part_t *p, int32_t b);
+/* Up to n free blocks, lowest numbers first (deterministic); returns how many. */
+int coord_blocks_free(const coord_task_t *t, int n, int32_t *out);
+/* Gives p up to want free blocks and records them; returns how many, or -1 with err. */
+int coord_blocks_assign(coord_server_t *s, coord_task_t *t, coord_part_t *p, int want, bf_err_t *err);
+/* Sets the task's state and stores it with its progress (logged if the store fails). */
+void coord_task_set_state(coord_server_t *s, coord_task_t *t, coord_task_state_t state);
+/* Refunds the pool and cancels a WAITING task; 0, or a ledger rc with err set. */
+int coord_task_cancel(coord_server_t *s, coord_task_t *t, bf_err_t *err);
+/* Per-task periodic work: start, expire, close a round, settle after a restart. */
+void coord_task_tick(coord_server_t *s, coord_task_t *t);
+/* Takes back a round the worker finished: contributions, metrics, next round, settlement. */
+void coord_round_done(coord_server_t *s, coord_job_t *j);
+/* Logs a failed coord_store_* call; returns rc. */
+int coord_stored(int rc, const bf_err_t *err);
+
+/* ---- worker.c: the aggregation actor -------------------------------------------------------- */
+
+/* A closed round handed to the worker; the worker fills the results. */
+struct coord_job {
+    coord_task_t *t;
+    int k;
+    const float **params, **buffers;
+    int64_t *samples;
+    int value, exact_max, budget, utility_loss; /* valuation: this round?, exact up to, estimator budget */
+    char path[4096];                            /* the checkpoint to write */
+    /* results */
+    int ok;
+    char err[4600], sha[65];
+    double *phi;           /* Shapley value of each of the k updates this round */
+    int shapley_evals;
+    const char *estimator; /* how the round was valued: "exact", "surrogate", "layers", "truncated" */
+    double val_acc, val_loss, test_acc, seconds;
+};
+
+/* The actor. Pipe protocol: "JOB" + coord_job_t* -> the same pointer back once the round is
+ * aggregated, valued, evaluated and checkpointed (j->ok, or j->err); one job at a time, in order.
+ * "$TERM" ends it. */
+zactor_t *coord_worker_new(void);
+int coord_worker_submit(zactor_t *w, coord_job_t *j);
+coord_job_t *coord_worker_recv(zactor_t *w);
+void coord_job_free(coord_job_t **j);
+/* HOME/checkpoints/TASK/round-NNNN.bfm */
+char *coord_checkpoint_path(const char *home, const char *task, int round, char *buf, size_t cap);
+/* SHA-256 (hex) of a whole file; "" if it cannot be read. */
+void coord_file_sha(const char *path, char hex[65]);
+/* A strategy's server state (fedavgm's momentum) saved beside a checkpoint: 0, or -1 if missing
+ * or of another size. */
+int coord_agg_state_read(const char *checkpoint, float *v, size_t n);
+
+/* ---- predict.c: paid predictions ------------------------------------------------------------ */
+
+/* One PREDICT request, checked by the socket thread (user, task, mode, state), settled by the
+ * prediction actor, sent back to the socket thread with its reply. */
+typedef struct {
+    zframe_t *rid;     /* routing id of the requester, for the reply */
+    bf_msg_t *req;     /* the request; its frames are the images */
+    uint64_t id;
+    int64_t payer, ledger_task;
+    char task[65], model_path[4096], model_sha[65];
+    char request[65];  /* the client's idempotency id ("" if none) */
+    int64_t base, per_image, rate_num, rate_den;
+    bf_msg_t *rep;     /* set by the actor */
+} coord_predict_job_t;
+
+void coord_predict_job_free(coord_predict_job_t **j);
+/* The actor; it opens its own handle on the ledger at ledger_path (which must outlive the call
+ * only until it returns). */
+zactor_t *coord_predict_new(const char *ledger_path);
+/* Hands *j to the actor (*j set to NULL on success). */
+int coord_predict_submit(zactor_t *a, coord_predict_job_t **j);
+/* A job the actor finished (its rep set); NULL on interruption. */
+coord_predict_job_t *coord_predict_recv(zactor_t *a);
+
+/* ---- store.c: persistent federation state (HOME/coordinator.db) ----------------------------- */
+
+coord_store_t *coord_store_open(const char *path, bf_err_t *err);
+void coord_store_close(coord_store_t **p);
+int coord_store_add_task(coord_store_t *s, const coord_task_spec_t *t, int64_t ledger_id, bf_err_t *err);
+/* state: WAITING | RUNNING | COMPLETED | CANCELLED (AGGREGATING is stored as RUNNING);
+ * round = completed rounds. */
+int coord_store_set_progress(coord_store_t *s, const char *task, coord_task_state_t state, int round,
+                             const char *checkpoint_sha, const char *result_hash, bf_err_t *err);
+int coord_store_add_participant(coord_store_t *s, const char *task, const char *key, int64_t user_id, int own_data,
+                                int64_t samples, bf_err_t *err);
+int coord_store_add_blocks(coord_store_t *s, const char *task, const char *key, const int32_t *blocks, int n, bf_err_t *err);
+int coord_store_leave(coord_store_t *s, const char *task, const char *key, bf_err_t *err);
+int coord_store_add_round(coord_store_t *s, const char *task, int round, int participants, int64_t samples,
+                          double val_acc, double val_loss, double test_acc, double seconds, const char *sha,
+                          bf_err_t *err);
+/* A participant's Shapley value for one round. */
+int coord_store_add_contribution(coord_store_t *s, const char *task, int round, const char *key, double value,
+                                 bf_err_t *err);
+
+/* Loading everything back at start (callbacks per row, tasks first). */
+typedef struct {
+    void (*task)(void *u, const coord_task_spec_t *t, int64_t ledger_id, coord_task_state_t state, int round,
+                 const char *checkpoint_sha, const char *result_hash);
+    void (*participant)(void *u, const char *task, const char *key, int64_t user_id, int own_data, int64_t samples, int left);
+    void (*block)(void *u, const char *task, const char *key, int32_t block);
+    void (*round)(void *u, const char *task, int round, int participants, int64_t samples, double val_acc,
+                  double val_loss, double test_acc, double seconds);
+    void (*contribution)(void *u, const char *task, int round, const char *key, double value);
+} coord_load_cb_t;
+int coord_store_load(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_err_t *err);
 
 #endif

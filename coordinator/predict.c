@@ -1,4 +1,4 @@
-/* predict.c: paid predictions (issue 6), served by an actor beside the socket thread.
+/* predict.c: paid predictions, served by an actor beside the socket thread.
  *
  * The socket thread checks who asks and for which task, then hands the request over; this actor
  * owns its own ledger handle and a cache of loaded models, and answers each request with the
@@ -69,17 +69,6 @@ void coord_predict_job_free(coord_predict_job_t **pj) {
 static void reply_error(work_t *w, bf_proto_code_t code, const char *fmt, const char *detail) {
     w->j->rep = bf_msg_error(w->j->id, code, fmt, detail);
     w->done = 1;
-}
-
-bf_proto_code_t coord_ledger_code(int rc) {
-    return rc == BF_LEDGER_EFUNDS      ? BF_PROTO_INSUFFICIENT_FUNDS
-           : rc == BF_LEDGER_ESTATE    ? BF_PROTO_BAD_STATE
-           : rc == BF_LEDGER_EEXISTS   ? BF_PROTO_CONFLICT
-           : rc == BF_LEDGER_ECONFLICT ? BF_PROTO_CONFLICT
-           : rc == BF_LEDGER_ENOTFOUND ? BF_PROTO_NOT_FOUND
-           : rc == BF_LEDGER_EEXPIRED  ? BF_PROTO_BAD_STATE
-           : rc == BF_LEDGER_EINVAL    ? BF_PROTO_BAD_REQUEST
-                                       : BF_PROTO_INTERNAL;
 }
 
 /* ---- models ------------------------------------------------------------------------------ */

@@ -1,4 +1,4 @@
-/* state.c: the federation's durable state (HOME/coordinator.db): task specifications and progress,
+/* store.c: the federation's durable state (HOME/coordinator.db): task specifications and progress,
  * participants and their data blocks, and per-round metrics. The ledger keeps the money in its own
  * database; every ledger call the coordinator makes carries a deterministic op id, so replaying
  * an intent after a crash is safe. Checkpoints are model files next to this database. */
@@ -40,11 +40,11 @@ static const char schema[] =
 
 /* Forward migrations of the schema above, by PRAGMA user_version: never edit one, append. */
 static const char *const migrations[] = {
-    /* 0 -> 1: pricing of paid predictions (issue 6) */
+    /* 0 -> 1: pricing of paid predictions */
     "ALTER TABLE task ADD COLUMN base_fee_cents INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE task ADD COLUMN rate_num INTEGER NOT NULL DEFAULT 1;"
     "ALTER TABLE task ADD COLUMN rate_den INTEGER NOT NULL DEFAULT 1;",
-    /* 1 -> 2: the validation images a task's coalitions are scored on (issue 5) */
+    /* 1 -> 2: the validation images a task's coalitions are scored on */
     "ALTER TABLE task ADD COLUMN value_images INTEGER NOT NULL DEFAULT 2000;",
 };
 
@@ -106,20 +106,22 @@ static int run(coord_store_t *s, bf_err_t *err, const char *sql, const char *fmt
     return 0;
 }
 
-int coord_store_add_task(coord_store_t *s, const task_spec_t *t, int64_t ledger_id, bf_err_t *err) {
+int coord_store_add_task(coord_store_t *s, const coord_task_spec_t *t, int64_t ledger_id, bf_err_t *err) {
     return run(s, err,
                "INSERT INTO task VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'waiting',0,'','',"
                "(SELECT COUNT(*) FROM task), unixepoch(),?,?,?,?)",
                "ti" "tttttttt" "iiiiiii" "dd" "i" "iiii", /* one letter per parameter: t text, i int64, d double */
-               t->id, ledger_id, t->creator, t->name, t->description, t->model, t->dataset, t->mode, t->partition,
+               t->id, ledger_id, t->creator, t->name, t->description, t->model, t->dataset, coord_mode_name(t->mode), t->partition,
                t->strategy, t->fee_cents, t->pool_cents, (int64_t)t->rounds, (int64_t)t->min_clients,
                (int64_t)t->local_epochs, (int64_t)t->batch, (int64_t)t->round_timeout, t->lr, t->mu, (int64_t)t->seed,
                t->base_fee_cents, t->rate_num, t->rate_den, (int64_t)t->value_images);
 }
 
-int coord_store_set_progress(coord_store_t *s, const char *task, const char *state, int round, const char *checkpoint_sha,
-                             const char *result_hash, bf_err_t *err) {
-    return run(s, err, "UPDATE task SET state=?, round=?, checkpoint_sha=?, result_hash=? WHERE id=?", "tittt", state,
+int coord_store_set_progress(coord_store_t *s, const char *task, coord_task_state_t state, int round,
+                             const char *checkpoint_sha, const char *result_hash, bf_err_t *err) {
+    if (state == COORD_TASK_AGGREGATING) state = COORD_TASK_RUNNING; /* a restart reopens the round */
+    return run(s, err, "UPDATE task SET state=?, round=?, checkpoint_sha=?, result_hash=? WHERE id=?", "tittt",
+               coord_task_state_name(state),
                (int64_t)round, checkpoint_sha ? checkpoint_sha : "", result_hash ? result_hash : "", task);
 }
 
@@ -167,11 +169,12 @@ static const char *col_text(sqlite3_stmt *st, int i) {
 
 static void copy(char *dst, size_t cap, const char *src) { snprintf(dst, cap, "%s", src); }
 
-static int load_tasks(coord_store_t *s, const coord_load_cb_t *cb, void *u) {
+static int load_tasks(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_err_t *err) {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT * FROM task ORDER BY seq", -1, &st, NULL) != SQLITE_OK) return -1;
+    if (sqlite3_prepare_v2(s->db, "SELECT * FROM task ORDER BY seq", -1, &st, NULL) != SQLITE_OK)
+        return bf_err_set(err, "state: %s", sqlite3_errmsg(s->db));
     while (sqlite3_step(st) == SQLITE_ROW) {
-        task_spec_t t;
+        coord_task_spec_t t;
         memset(&t, 0, sizeof t);
         copy(t.id, sizeof t.id, col_text(st, 0));
         int64_t ledger_id = sqlite3_column_int64(st, 1);
@@ -180,7 +183,12 @@ static int load_tasks(coord_store_t *s, const coord_load_cb_t *cb, void *u) {
         copy(t.description, sizeof t.description, col_text(st, 4));
         copy(t.model, sizeof t.model, col_text(st, 5));
         copy(t.dataset, sizeof t.dataset, col_text(st, 6));
-        copy(t.mode, sizeof t.mode, col_text(st, 7));
+        coord_task_state_t state;
+        if (coord_mode_parse(col_text(st, 7), &t.mode) || coord_task_state_parse(col_text(st, 20), &state)) {
+            bf_err_set(err, "state: task %s has mode '%s', state '%s'", t.id, col_text(st, 7), col_text(st, 20));
+            sqlite3_finalize(st);
+            return -1;
+        }
         copy(t.partition, sizeof t.partition, col_text(st, 8));
         copy(t.strategy, sizeof t.strategy, col_text(st, 9));
         t.fee_cents = sqlite3_column_int64(st, 10);
@@ -198,14 +206,15 @@ static int load_tasks(coord_store_t *s, const coord_load_cb_t *cb, void *u) {
         t.rate_num = sqlite3_column_int64(st, 27);
         t.rate_den = sqlite3_column_int64(st, 28);
         t.value_images = sqlite3_column_int(st, 29);
-        cb->task(u, &t, ledger_id, col_text(st, 20), sqlite3_column_int(st, 21), col_text(st, 22), col_text(st, 23));
+        cb->task(u, &t, ledger_id, state, sqlite3_column_int(st, 21), col_text(st, 22), col_text(st, 23));
     }
-    return sqlite3_finalize(st) == SQLITE_OK ? 0 : -1;
+    if (sqlite3_finalize(st) != SQLITE_OK) return bf_err_set(err, "state: %s", sqlite3_errmsg(s->db));
+    return 0;
 }
 
 int coord_store_load(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_err_t *err) {
     sqlite3_stmt *st = NULL;
-    if (load_tasks(s, cb, u)) goto fail;
+    if (load_tasks(s, cb, u, err)) return -1;
     if (sqlite3_prepare_v2(s->db, "SELECT task,key,user_id,own_data,samples,left FROM participant ORDER BY seq", -1, &st,
                            NULL) != SQLITE_OK)
         goto fail;

@@ -1,0 +1,786 @@
+/* handlers.c: the answer to every request. One table names each request type with what must hold
+ * before its handler runs (a registered caller, the task the request names, the caller being one
+ * of its participants) and one preamble checks that, as redis's processCommand does; each h_*
+ * then keeps only its own logic and returns its reply. Replies are built here and never sent:
+ * the socket thread (server.c) sends them. PREDICT is the one ASYNC request: checked here, then
+ * handed to the prediction actor, which answers it. Identity is the CURVE key the connection
+ * authenticated with; registration binds a user name to that key once. */
+#include <assert.h>
+#include <math.h>
+#include <msgpack.h>
+#include <sys/stat.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf_mp.h"
+#include "bf_predictor.h" /* BF_PREDICT_MAX_IMAGES: the most a request can cost */
+#include "coord.h"
+
+#define SERVER_NAME "blockfed-coordinator/0.1"
+/* A PREDICT can carry 64 images of 16 MiB: bound what one payer, and everyone, may queue. */
+#define MAX_INFLIGHT_PER_USER 16
+#define MAX_INFLIGHT_TOTAL 512
+
+/* ---- msgpack builders for the "any" reply fields ------------------------------------------- */
+
+typedef struct {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+} mp_t;
+
+static msgpack_packer *mp_begin(mp_t *m) {
+    msgpack_sbuffer_init(&m->sb);
+    msgpack_packer_init(&m->pk, &m->sb, msgpack_sbuffer_write);
+    return &m->pk;
+}
+
+static void mp_kv_str(msgpack_packer *pk, const char *k, const char *v) { bf_mp_pack_str(pk, k), bf_mp_pack_str(pk, v); }
+static void mp_kv_int(msgpack_packer *pk, const char *k, int64_t v) { bf_mp_pack_str(pk, k), msgpack_pack_int64(pk, v); }
+static void mp_kv_dbl(msgpack_packer *pk, const char *k, double v) { bf_mp_pack_str(pk, k), msgpack_pack_double(pk, v); }
+
+static void money(char buf[32], int64_t cents) { bf_money_format_amount(cents, 2, buf); }
+static void mp_kv_money(msgpack_packer *pk, const char *k, int64_t cents) {
+    char b[32];
+    money(b, cents);
+    mp_kv_str(pk, k, b);
+}
+
+/* Sets an any field from the builder and frees the builder. */
+static void mp_set(mp_t *m, bf_msg_t *msg, const char *key) {
+    bf_msg_set_any(msg, key, m->sb.data, m->sb.size);
+    msgpack_sbuffer_destroy(&m->sb);
+}
+
+/* ---- callers ------------------------------------------------------------------------------- */
+
+static void remember_user(coord_server_t *s, const char *key, int64_t id) {
+    int64_t *v = malloc(sizeof *v);
+    if (!v) return;
+    *v = id;
+    zhashx_update(s->users, key, v);
+}
+
+/* The registered user behind a CURVE key, or 0. Every request asks, so known keys come from a
+ * cache; only a key not seen registered yet costs a scan of the ledger's users. */
+static int64_t user_of(coord_server_t *s, const char *key) {
+    if (!key) return 0;
+    int64_t *cached = zhashx_lookup(s->users, key);
+    if (cached) return *cached;
+    bf_ledger_user_t *users = NULL;
+    size_t n = 0;
+    bf_err_t err;
+    int64_t id = 0;
+    if (bf_ledger_users(s->ledger, &users, &n, &err) != 0) return 0;
+    for (size_t i = 0; i < n && !id; i++)
+        if (!strcmp(users[i].curve_key, key)) id = users[i].id;
+    free(users);
+    if (id) remember_user(s, key, id);
+    return id;
+}
+
+bf_proto_code_t coord_ledger_code(int rc) {
+    return rc == BF_LEDGER_EFUNDS      ? BF_PROTO_INSUFFICIENT_FUNDS
+           : rc == BF_LEDGER_ESTATE    ? BF_PROTO_BAD_STATE
+           : rc == BF_LEDGER_EEXISTS   ? BF_PROTO_CONFLICT
+           : rc == BF_LEDGER_ECONFLICT ? BF_PROTO_CONFLICT
+           : rc == BF_LEDGER_ENOTFOUND ? BF_PROTO_NOT_FOUND
+           : rc == BF_LEDGER_EEXPIRED  ? BF_PROTO_BAD_STATE
+           : rc == BF_LEDGER_EINVAL    ? BF_PROTO_BAD_REQUEST
+                                       : BF_PROTO_INTERNAL;
+}
+
+static bf_msg_t *ledger_error(uint64_t id, int rc, const bf_err_t *err) {
+    return bf_msg_error(id, coord_ledger_code(rc), "%s", err->msg);
+}
+
+/* ---- the request context and the preamble's guarantees ------------------------------------ */
+
+typedef struct {
+    coord_server_t *s;
+    const bf_msg_t *req;
+    uint64_t id;
+    const char *key;    /* authenticated CURVE key (or the insecure stand-in), may be NULL */
+    int64_t user;       /* registered user id, 0 if none; set when NEED_USER */
+    coord_task_t *t;    /* the task the request names; set when NEED_TASK or NEED_PART */
+    coord_part_t *p;    /* the caller as its participant; set when NEED_PART */
+    zframe_t **rid;     /* ASYNC only: the requester's routing id and the request, to hand over */
+    bf_msg_t **reqp;
+} ctx_t;
+
+enum {
+    NEED_USER = 1, /* a registered caller: c->user != 0 */
+    NEED_TASK = 2, /* the task named by the request's "task" field: c->t */
+    NEED_PART = 4, /* the caller is a participant of that task: c->t, c->p */
+    ASYNC = 8,     /* may hand the request over and return NULL (answered later) */
+};
+
+static bf_msg_t *h_hello(const ctx_t *c) {
+    bf_msg_t *r = bf_msg_new("WELCOME", c->id);
+    bf_msg_set_str(r, "server", SERVER_NAME);
+    bf_ledger_user_t u;
+    bf_err_t err;
+    if (c->user && bf_ledger_user_get(c->s->ledger, c->user, &u, &err) == 0) bf_msg_set_str(r, "user", u.name);
+    return r;
+}
+
+static bf_msg_t *user_result(const ctx_t *c, int64_t user) {
+    bf_ledger_user_t u;
+    bf_err_t err;
+    if (bf_ledger_user_get(c->s->ledger, user, &u, &err)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    bf_msg_t *r = bf_msg_new("OK", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_map(pk, 3);
+    mp_kv_str(pk, "user", u.name);
+    mp_kv_int(pk, "coins", u.coin.posted);
+    mp_kv_money(pk, "cash", u.cash.posted);
+    mp_set(&m, r, "result");
+    return r;
+}
+
+static bf_msg_t *h_register(const ctx_t *c) {
+    if (!c->key) return bf_msg_error(c->id, BF_PROTO_UNAUTHORIZED, "registration needs a CURVE key");
+    const char *name = bf_msg_str(c->req, "name");
+    char op[96];
+    snprintf(op, sizeof op, "register:%s", c->key);
+    bf_err_t err;
+    int64_t uid = 0;
+    int rc = bf_ledger_register_user(c->s->ledger, op, name, c->key, NULL, &uid, &err);
+    if (rc == BF_LEDGER_ECONFLICT)
+        return bf_msg_error(c->id, BF_PROTO_CONFLICT, "this key is already registered under another name");
+    if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
+    remember_user(c->s, c->key, uid);
+    coord_log("user %s registered (key %.8s...)", name, c->key);
+    return user_result(c, uid);
+}
+
+static bf_msg_t *h_recharge(const ctx_t *c) {
+    int64_t cents;
+    bf_err_t err;
+    if (bf_money_parse_amount(bf_msg_str(c->req, "amount"), 2, &cents, &err) || cents <= 0)
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "amount: %s", cents <= 0 ? "must be positive" : err.msg);
+    char op[128];
+    snprintf(op, sizeof op, "recharge:%s:%llu", c->key, (unsigned long long)c->id);
+    int rc = bf_ledger_recharge(c->s->ledger, op, c->user, cents, &err);
+    if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
+    return user_result(c, c->user);
+}
+
+static int copy_field(const bf_msg_t *m, const char *k, char *dst, size_t cap) {
+    const char *v = bf_msg_str(m, k);
+    snprintf(dst, cap, "%s", v ? v : "");
+    return v != NULL;
+}
+
+static bf_msg_t *h_task_create(const ctx_t *c) {
+    coord_server_t *s = c->s;
+    coord_task_spec_t t;
+    memset(&t, 0, sizeof t);
+    copy_field(c->req, "task", t.id, sizeof t.id);
+    copy_field(c->req, "name", t.name, sizeof t.name);
+    copy_field(c->req, "description", t.description, sizeof t.description);
+    copy_field(c->req, "model", t.model, sizeof t.model);
+    copy_field(c->req, "dataset", t.dataset, sizeof t.dataset);
+    copy_field(c->req, "partition", t.partition, sizeof t.partition);
+    copy_field(c->req, "strategy", t.strategy, sizeof t.strategy);
+    snprintf(t.creator, sizeof t.creator, "%s", c->key);
+    t.rounds = (int)bf_msg_uint(c->req, "rounds", 1);
+    t.min_clients = (int)bf_msg_uint(c->req, "min_clients", 1);
+    t.local_epochs = (int)bf_msg_uint(c->req, "local_epochs", 1);
+    t.batch = (int)bf_msg_uint(c->req, "batch", 64);
+    t.round_timeout = (int)bf_msg_uint(c->req, "round_timeout", 300);
+    t.lr = bf_msg_double(c->req, "lr", 0.05);
+    t.mu = bf_msg_double(c->req, "mu", 0);
+    t.seed = bf_msg_uint(c->req, "seed", 1);
+    t.value_images = (int)bf_msg_uint(c->req, "value_images", COORD_VALUE_IMAGES);
+    bf_err_t err;
+    if (strcmp(t.model, "resnet8") && strcmp(t.model, "cnn"))
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "model must be resnet8 or cnn");
+    if (coord_mode_parse(bf_msg_str(c->req, "mode"), &t.mode))
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "mode must be reward or shareholding");
+    if (!coord_dataset_find(s, t.dataset)) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no dataset '%s' here", t.dataset);
+    if (coord_task_find(s, t.id)) return bf_msg_error(c->id, BF_PROTO_CONFLICT, "task '%s' exists", t.id);
+    const char *fee = bf_msg_str(c->req, "fee"), *pool = bf_msg_str(c->req, "pool");
+    if ((fee && bf_money_parse_amount(fee, 2, &t.fee_cents, &err)) || (pool && bf_money_parse_amount(pool, 2, &t.pool_cents, &err)))
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "fee/pool: %s", err.msg);
+    t.rate_num = t.rate_den = 1;
+    const char *base = bf_msg_str(c->req, "base_fee"), *rate = bf_msg_str(c->req, "rate");
+    if ((base && bf_money_parse_amount(base, 2, &t.base_fee_cents, &err)) ||
+        (rate && bf_money_parse_rate(rate, &t.rate_num, &t.rate_den, &err)))
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "base fee/rate: %s", err.msg);
+    int64_t max_price;
+    if (bf_money_price(t.base_fee_cents, t.fee_cents, BF_PREDICT_MAX_IMAGES, t.rate_num, t.rate_den, &max_price, &err))
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "pricing: %s", err.msg);
+    if (t.mode == BF_LEDGER_MODE_REWARD && t.pool_cents <= 0)
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "a reward task needs a positive --pool");
+    if (t.mode == BF_LEDGER_MODE_SHAREHOLDING && t.pool_cents)
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "a shareholding task has no pool (it earns usage fees)");
+    coord_task_t *probe = coord_task_new(s, &t, 0, &err); /* validates partition, strategy, model vs data */
+    if (!probe) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "%s", err.msg);
+    bf_ledger_task_spec_t ls = {t.name, t.mode, t.pool_cents, t.fee_cents};
+    char op[160];
+    snprintf(op, sizeof op, "task:%s", t.id);
+    int64_t lid = 0;
+    int rc = bf_ledger_create_task(s->ledger, op, c->user, &ls, &lid, &err);
+    if (rc != BF_LEDGER_OK) {
+        coord_task_free(&probe);
+        return ledger_error(c->id, rc, &err);
+    }
+    probe->ledger_id = lid;
+    probe->spec.created_at = (int64_t)time(NULL);
+    if (coord_stored(coord_store_add_task(s->store, &t, lid, &err), &err) || coord_task_add(s, probe)) {
+        coord_task_free(&probe);
+        return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    }
+    coord_log("task %s created by %.8s...: %s on %s, %d rounds, %s, %d blocks of %d", t.id, c->key, t.model, t.dataset,
+              t.rounds, coord_mode_name(t.mode), probe->blocks.nblocks, probe->blocks.block_size);
+    bf_msg_t *r = bf_msg_new("OK", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_map(pk, 2);
+    mp_kv_str(pk, "task", t.id);
+    mp_kv_int(pk, "blocks", probe->blocks.nblocks);
+    mp_set(&m, r, "result");
+    return r;
+}
+
+static void pack_task_summary(msgpack_packer *pk, const coord_task_t *t) {
+    msgpack_pack_map(pk, 9);
+    mp_kv_str(pk, "task", t->spec.id);
+    mp_kv_str(pk, "name", t->spec.name);
+    mp_kv_str(pk, "model", t->spec.model);
+    mp_kv_str(pk, "dataset", t->spec.dataset);
+    mp_kv_str(pk, "mode", coord_mode_name(t->spec.mode));
+    mp_kv_str(pk, "state", coord_task_state_name(t->state));
+    mp_kv_int(pk, "round", t->round);
+    mp_kv_int(pk, "rounds", t->spec.rounds);
+    mp_kv_int(pk, "participants", t->nparts);
+}
+
+static bf_msg_t *h_task_list(const ctx_t *c) {
+    bf_msg_t *r = bf_msg_new("TASKS", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_array(pk, c->s->ntasks);
+    for (int i = 0; i < c->s->ntasks; i++) pack_task_summary(pk, c->s->tasks[i]);
+    mp_set(&m, r, "tasks");
+    return r;
+}
+
+static const char *user_name(coord_server_t *s, int64_t uid, char *buf, size_t cap) {
+    bf_ledger_user_t u;
+    bf_err_t err;
+    snprintf(buf, cap, "%s", bf_ledger_user_get(s->ledger, uid, &u, &err) == 0 ? u.name : "?");
+    return buf;
+}
+
+static bf_msg_t *h_task_status(const ctx_t *c) {
+    const coord_task_t *t = c->t;
+    bf_msg_t *r = bf_msg_new("STATUS", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_map(pk, 22);
+    mp_kv_str(pk, "task", t->spec.id);
+    mp_kv_str(pk, "name", t->spec.name);
+    mp_kv_str(pk, "description", t->spec.description);
+    mp_kv_str(pk, "model", t->spec.model);
+    mp_kv_str(pk, "dataset", t->spec.dataset);
+    mp_kv_str(pk, "mode", coord_mode_name(t->spec.mode));
+    mp_kv_str(pk, "state", coord_task_state_name(t->state));
+    mp_kv_str(pk, "strategy", t->spec.strategy);
+    mp_kv_str(pk, "partition", t->spec.partition);
+    mp_kv_int(pk, "round", t->round);
+    mp_kv_int(pk, "rounds", t->spec.rounds);
+    mp_kv_int(pk, "min_clients", t->spec.min_clients);
+    mp_kv_money(pk, "fee", t->spec.fee_cents);
+    mp_kv_money(pk, "pool", t->spec.pool_cents);
+    mp_kv_money(pk, "base_fee", t->spec.base_fee_cents);
+    char rate[48];
+    snprintf(rate, sizeof rate, "%lld/%lld", (long long)t->spec.rate_num, (long long)t->spec.rate_den);
+    mp_kv_str(pk, "rate", rate);
+    mp_kv_int(pk, "value_images", t->spec.value_images);
+    int nfree = 0;
+    for (int b = 0; b < t->blocks.nblocks; b++) nfree += t->owner[b] < 0;
+    mp_kv_int(pk, "blocks_free", nfree);
+    mp_kv_str(pk, "result_hash", t->result_hash);
+    bf_mp_pack_str(pk, "participants");
+    msgpack_pack_array(pk, t->nparts);
+    for (int i = 0; i < t->nparts; i++) {
+        const coord_part_t *p = &t->parts[i];
+        char name[65];
+        msgpack_pack_map(pk, 7);
+        mp_kv_str(pk, "user", user_name(c->s, p->user_id, name, sizeof name));
+        mp_kv_dbl(pk, "shapley", p->shapley);
+        mp_kv_int(pk, "blocks", p->nblocks);
+        mp_kv_int(pk, "samples", p->samples);
+        mp_kv_int(pk, "contributed", p->contributed);
+        mp_kv_str(pk, "status", p->left ? "left" : coord_is_live(c->s, p) ? "live" : "away");
+        mp_kv_int(pk, "reported_round", p->update_round);
+    }
+    bf_mp_pack_str(pk, "history");
+    msgpack_pack_array(pk, t->nmetrics);
+    for (int i = 0; i < t->nmetrics; i++) {
+        const coord_round_metric_t *x = &t->metrics[i];
+        msgpack_pack_map(pk, 7);
+        mp_kv_int(pk, "round", i + 1);
+        mp_kv_int(pk, "participants", x->participants);
+        mp_kv_int(pk, "samples", x->samples);
+        mp_kv_dbl(pk, "val_acc", x->val_acc);
+        mp_kv_dbl(pk, "val_loss", x->val_loss);
+        mp_kv_dbl(pk, "test_acc", x->test_acc);
+        mp_kv_dbl(pk, "seconds", x->seconds);
+    }
+    mp_kv_str(pk, "checkpoint_sha", t->checkpoint_sha);
+    mp_set(&m, r, "status");
+    return r;
+}
+
+static bf_msg_t *h_task_cancel(const ctx_t *c) {
+    coord_task_t *t = c->t;
+    if (strcmp(t->spec.creator, c->key)) return bf_msg_error(c->id, BF_PROTO_FORBIDDEN, "only the creator may cancel");
+    if (t->state != COORD_TASK_WAITING)
+        return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task is %s, not waiting", coord_task_state_name(t->state));
+    bf_err_t err;
+    int rc = coord_task_cancel(c->s, t, &err);
+    if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
+    coord_log("task %s cancelled and refunded", t->spec.id);
+    return bf_msg_new("OK", c->id);
+}
+
+static bf_msg_t *joined_reply(const ctx_t *c, const coord_task_t *t, const coord_part_t *p) {
+    bf_msg_t *r = bf_msg_new("JOINED", c->id);
+    bf_msg_set_str(r, "task", t->spec.id);
+    bf_msg_set_uint(r, "block_size", (uint64_t)t->blocks.block_size);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_array(pk, p->nblocks);
+    for (int i = 0; i < p->nblocks; i++) msgpack_pack_uint32(pk, (uint32_t)p->blocks[i]);
+    mp_set(&m, r, "blocks");
+    return r;
+}
+
+/* Adds the caller to t (ledger participation, state, initial blocks); *out is the participant. */
+static bf_msg_t *join_task(const ctx_t *c, coord_task_t *t, int own, int64_t declared, coord_part_t **out) {
+    coord_server_t *s = c->s;
+    bf_err_t err;
+    if (own && declared < 1) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "own data needs samples >= 1");
+    char op[192];
+    snprintf(op, sizeof op, "join:%s:%s", t->spec.id, c->key);
+    int rc = bf_ledger_join_task(s->ledger, op, t->ledger_id, c->user, &err);
+    if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
+    coord_part_t *p = coord_part_add(t, c->key, c->user, own, own ? declared : 0);
+    if (!p ||
+        coord_stored(coord_store_add_participant(s->store, t->spec.id, c->key, c->user, own, own ? declared : 0, &err), &err))
+        return bf_msg_error(c->id, BF_PROTO_INTERNAL, "cannot record the participant");
+    if (!own && coord_blocks_assign(s, t, p, s->o.blocks_per_join, &err) < 0)
+        return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    coord_log("task %s: %.8s... joined with %d blocks (%lld images)%s", t->spec.id, c->key, p->nblocks,
+              (long long)p->samples, own ? " of its own data" : "");
+    *out = p;
+    return NULL;
+}
+
+static int joinable(const coord_task_t *t) {
+    return t->state == COORD_TASK_WAITING || t->state == COORD_TASK_RUNNING || t->state == COORD_TASK_AGGREGATING;
+}
+
+static bf_msg_t *h_join(const ctx_t *c) {
+    coord_task_t *t = c->t;
+    if (!joinable(t)) return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task is %s", coord_task_state_name(t->state));
+    coord_part_t *p = coord_part_find(t, c->key);
+    bf_err_t err;
+    if (p) { /* a returning participant: same blocks, back in from the next round */
+        if (p->left &&
+            !coord_stored(coord_store_add_participant(c->s->store, t->spec.id, c->key, c->user, p->own_data, p->samples,
+                                                      &err),
+                          &err))
+            p->left = 0;
+        return joined_reply(c, t, p);
+    }
+    bf_msg_t *e = join_task(c, t, bf_msg_bool(c->req, "own_data", 0), (int64_t)bf_msg_uint(c->req, "samples", 0), &p);
+    return e ? e : joined_reply(c, t, p);
+}
+
+static bf_msg_t *h_leave(const ctx_t *c) {
+    const coord_task_t *t = c->t;
+    bf_err_t err;
+    c->p->left = 1;
+    coord_stored(coord_store_leave(c->s->store, t->spec.id, c->key, &err), &err);
+    coord_log("task %s: %.8s... left", t->spec.id, c->key);
+    return bf_msg_new("OK", c->id);
+}
+
+static bf_msg_t *h_blocks_buy(const ctx_t *c) {
+    coord_task_t *t = c->t;
+    bf_msg_t *e;
+    if (!joinable(t)) return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task is %s", coord_task_state_name(t->state));
+    coord_part_t *p = coord_part_find(t, c->key);
+    if (!p && (e = join_task(c, t, 0, 0, &p))) return e; /* buying blocks joins the task */
+    int n = (int)bf_msg_uint(c->req, "n", 1);
+    int32_t pick[1000];
+    if (coord_blocks_free(t, n, pick) < n) return bf_msg_error(c->id, BF_PROTO_CONFLICT, "fewer than %d free blocks left", n);
+    char op[192];
+    bf_err_t err;
+    snprintf(op, sizeof op, "buy:%s:%s:%llu", t->spec.id, c->key, (unsigned long long)c->id);
+    int rc = bf_ledger_spend_coins(c->s->ledger, op, c->user, n, &err);
+    if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
+    if (coord_blocks_assign(c->s, t, p, n, &err) < 0) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    coord_log("task %s: %.8s... bought %d blocks (now %d)", t->spec.id, c->key, n, p->nblocks);
+    return joined_reply(c, t, p);
+}
+
+static bf_msg_t *h_block_get(const ctx_t *c) {
+    const coord_task_t *t = c->t;
+    const coord_part_t *p = c->p;
+    int64_t b = (int64_t)bf_msg_uint(c->req, "block", 0);
+    if (b >= t->blocks.nblocks || t->owner[b] != (int32_t)(p - t->parts))
+        return bf_msg_error(c->id, BF_PROTO_FORBIDDEN, "block %lld is not assigned to you", (long long)b);
+    const bf_dataset_t *d = &t->ds->train;
+    int32_t n = t->blocks.block_size;
+    size_t chw = (size_t)d->c * d->h * d->w;
+    uint8_t *px = malloc(chw * n), *lb = malloc(n);
+    if (!px || !lb) {
+        free(px), free(lb);
+        return bf_msg_error(c->id, BF_PROTO_INTERNAL, "out of memory");
+    }
+    for (int32_t i = 0; i < n; i++) {
+        int32_t img = t->blocks.index[(size_t)b * n + i];
+        memcpy(px + i * chw, d->pixels + img * chw, chw);
+        lb[i] = d->labels[img];
+    }
+    char hex[65];
+    bf_block_digest(n, d->c, d->h, d->w, px, lb, hex);
+    bf_msg_t *r = bf_msg_new("BLOCK", c->id);
+    bf_msg_set_str(r, "task", t->spec.id);
+    bf_msg_set_uint(r, "block", (uint64_t)b);
+    bf_msg_set_str(r, "sha256", hex);
+    bf_msg_set_uint(r, "n", (uint64_t)n);
+    bf_msg_set_uint(r, "c", (uint64_t)d->c);
+    bf_msg_set_uint(r, "h", (uint64_t)d->h);
+    bf_msg_set_uint(r, "w", (uint64_t)d->w);
+    bf_msg_set_uint(r, "classes", (uint64_t)d->classes);
+    bf_msg_add_frame_owned(r, px, chw * n);
+    bf_msg_add_frame_owned(r, lb, n);
+    return r;
+}
+
+static bf_msg_t *wait_reply(uint64_t id, int ms, const char *why) {
+    bf_msg_t *r = bf_msg_new("WAIT", id);
+    bf_msg_set_uint(r, "retry_ms", (uint64_t)ms);
+    bf_msg_set_str(r, "reason", why);
+    return r;
+}
+
+static void pack_floats(msgpack_packer *pk, const float *v, int n) {
+    msgpack_pack_array(pk, n);
+    for (int i = 0; i < n; i++) msgpack_pack_float(pk, v[i]);
+}
+
+static bf_msg_t *h_round_get(const ctx_t *c) {
+    const coord_task_t *t = c->t;
+    coord_part_t *p = c->p;
+    if (t->state == COORD_TASK_COMPLETED || t->state == COORD_TASK_CANCELLED) {
+        bf_msg_t *r = bf_msg_new("DONE", c->id);
+        bf_msg_set_str(r, "task", t->spec.id);
+        if (t->result_hash[0]) bf_msg_set_str(r, "result_hash", t->result_hash);
+        return r;
+    }
+    if (t->state == COORD_TASK_WAITING) return wait_reply(c->id, 1000, "waiting for participants");
+    /* while AGGREGATING the global model is the worker's */
+    if (t->state == COORD_TASK_AGGREGATING || p->update_round == t->round)
+        return wait_reply(c->id, 500, "waiting for the round to close");
+    p->left = 0;
+    bf_msg_t *r = bf_msg_new("ROUND", c->id);
+    const bf_dataset_t *d = &t->ds->train;
+    bf_msg_set_str(r, "task", t->spec.id);
+    bf_msg_set_uint(r, "round", (uint64_t)t->round);
+    bf_msg_set_uint(r, "rounds", (uint64_t)t->spec.rounds);
+    bf_msg_set_str(r, "arch", t->spec.model);
+    bf_msg_set_uint(r, "c", (uint64_t)d->c);
+    bf_msg_set_uint(r, "h", (uint64_t)d->h);
+    bf_msg_set_uint(r, "w", (uint64_t)d->w);
+    bf_msg_set_uint(r, "classes", (uint64_t)d->classes);
+    bf_msg_set_uint(r, "local_epochs", (uint64_t)t->spec.local_epochs);
+    bf_msg_set_uint(r, "batch", (uint64_t)t->spec.batch);
+    /* the task's lr decays over the rounds (cosine), as a central one-cycle/cosine run would: late
+     * rounds fine-tune instead of undoing each other's steps */
+    double lr = t->spec.lr * 0.5 * (1 + cos(M_PI * t->round / t->spec.rounds));
+    bf_msg_set_double(r, "lr", lr > 1e-6 ? lr : 1e-6);
+    bf_msg_set_double(r, "mu", !strncmp(t->spec.strategy, "fedprox", 7) ? (t->spec.mu > 0 ? t->spec.mu : 0.01) : 0);
+    bf_msg_set_uint(r, "seed", t->spec.seed * 1000003u + (uint64_t)t->round);
+    int64_t left = (int64_t)t->spec.round_timeout * 1000 - (coord_now_ms() - t->round_start);
+    bf_msg_set_uint(r, "deadline_ms", (uint64_t)(left > 0 ? left : 1));
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_map(pk, 2);
+    bf_mp_pack_str(pk, "mean");
+    pack_floats(pk, t->ds->mean, d->c);
+    bf_mp_pack_str(pk, "std");
+    pack_floats(pk, t->ds->std, d->c);
+    mp_set(&m, r, "preprocess");
+    bf_msg_add_f32(r, bf_net_params(t->global), bf_net_num_params(t->global));
+    bf_msg_add_f32(r, bf_net_buffers(t->global), bf_net_num_buffers(t->global));
+    return r;
+}
+
+static int all_finite(const float *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return 0;
+    return 1;
+}
+
+static bf_msg_t *h_update(const ctx_t *c) {
+    const coord_task_t *t = c->t;
+    coord_part_t *p = c->p;
+    int round = (int)bf_msg_uint(c->req, "round", 0);
+    if (t->state != COORD_TASK_RUNNING || round != t->round || p->update_round == t->round)
+        return bf_msg_error(c->id, BF_PROTO_STALE, "round %d is not open for an update from you (open: %d, %s)", round,
+                            t->round, coord_task_state_name(t->state));
+    size_t np = bf_net_num_params(t->global), nb = bf_net_num_buffers(t->global);
+    float *params = malloc(sizeof(float) * (np + 1)), *buffers = malloc(sizeof(float) * (nb + 1));
+    if (!params || !buffers || bf_msg_frame_f32(c->req, 0, params, np) || bf_msg_frame_f32(c->req, 1, buffers, nb) ||
+        !all_finite(params, np) || !all_finite(buffers, nb)) {
+        free(params), free(buffers);
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "update frames must hold %zu parameters and %zu buffers, all finite",
+                            np, nb);
+    }
+    free(p->params), free(p->buffers);
+    p->params = params;
+    p->buffers = buffers;
+    /* the weight is capped at the data the participant actually holds: claiming more buys nothing */
+    int64_t claimed = (int64_t)bf_msg_uint(c->req, "samples", 1);
+    p->upd_samples = claimed < p->samples ? claimed : p->samples;
+    if (p->upd_samples < 1) p->upd_samples = 1;
+    p->upd_loss = bf_msg_double(c->req, "loss", 0);
+    p->update_round = t->round;
+    if (c->s->o.verbose)
+        coord_log("task %s round %d: update from %.8s... (%lld samples, loss %.4f)", t->spec.id, t->round + 1, c->key,
+                  (long long)p->upd_samples, p->upd_loss);
+    return bf_msg_new("OK", c->id);
+}
+
+static bf_msg_t *h_assets(const ctx_t *c) {
+    coord_server_t *s = c->s;
+    bf_ledger_user_t u;
+    bf_err_t err;
+    bf_ledger_share_t *sh = NULL;
+    bf_ledger_reward_t *rw = NULL;
+    size_t nsh = 0, nrw = 0;
+    if (bf_ledger_user_get(s->ledger, c->user, &u, &err) || bf_ledger_user_shares(s->ledger, c->user, &sh, &nsh, &err) ||
+        bf_ledger_rewards(s->ledger, 0, c->user, &rw, &nrw, &err)) {
+        free(sh);
+        return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    }
+    bf_msg_t *r = bf_msg_new("ASSETS", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_map(pk, 6);
+    mp_kv_str(pk, "user", u.name);
+    mp_kv_money(pk, "cash", u.cash.posted);
+    mp_kv_money(pk, "cash_available", u.cash.available);
+    mp_kv_int(pk, "coins", u.coin.posted);
+    bf_mp_pack_str(pk, "shares");
+    msgpack_pack_array(pk, nsh);
+    for (size_t i = 0; i < nsh; i++) {
+        msgpack_pack_map(pk, 3);
+        mp_kv_int(pk, "task_ledger_id", sh[i].task_id);
+        mp_kv_int(pk, "ppm", sh[i].ppm);
+        mp_kv_money(pk, "received", sh[i].received);
+    }
+    bf_mp_pack_str(pk, "rewards");
+    msgpack_pack_array(pk, nrw);
+    for (size_t i = 0; i < nrw; i++) {
+        msgpack_pack_map(pk, 2);
+        mp_kv_int(pk, "task_ledger_id", rw[i].task_id);
+        mp_kv_money(pk, "amount", rw[i].amount);
+    }
+    mp_set(&m, r, "assets");
+    free(sh);
+    free(rw);
+    return r;
+}
+
+static bf_msg_t *h_history(const ctx_t *c) {
+    bf_ledger_entry_t *h = NULL;
+    size_t n = 0;
+    bf_err_t err;
+    if (bf_ledger_history(c->s->ledger, c->user, &h, &n, &err)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    size_t limit = (size_t)bf_msg_uint(c->req, "limit", 100);
+    size_t k = n < limit ? n : limit;
+    bf_msg_t *r = bf_msg_new("HISTORY", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_array(pk, k);
+    for (size_t i = 0; i < k; i++) {
+        const bf_ledger_entry_t *x = &h[n - 1 - i]; /* newest first */
+        int cash = x->currency == BF_LEDGER_CNY;
+        char a[32], b[32], d[32];
+        msgpack_pack_map(pk, 6);
+        mp_kv_int(pk, "time", x->created_at);
+        mp_kv_str(pk, "kind", x->code ? x->code : "");
+        mp_kv_str(pk, "currency", cash ? "CNY" : "COIN");
+        if (cash) {
+            money(a, x->amount), money(b, x->balance_before), money(d, x->balance_after);
+        } else {
+            snprintf(a, sizeof a, "%lld", (long long)x->amount);
+            snprintf(b, sizeof b, "%lld", (long long)x->balance_before);
+            snprintf(d, sizeof d, "%lld", (long long)x->balance_after);
+        }
+        mp_kv_str(pk, "amount", a);
+        mp_kv_str(pk, "before", b);
+        mp_kv_str(pk, "after", d);
+    }
+    mp_set(&m, r, "entries");
+    free(h);
+    return r;
+}
+
+static bf_msg_t *h_model_get(const ctx_t *c) {
+    coord_task_t *t = c->t;
+    if (t->state != COORD_TASK_COMPLETED) return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "the task has not completed");
+    int owner = !strcmp(t->spec.creator, c->key) ||
+                (t->spec.mode == BF_LEDGER_MODE_SHAREHOLDING && coord_part_find(t, c->key));
+    if (!owner) return bf_msg_error(c->id, BF_PROTO_FORBIDDEN, "only the task's owner may download its model");
+    char path[4096];
+    coord_checkpoint_path(c->s->o.home, t->spec.id, t->round - 1, path, sizeof path);
+    struct stat st;
+    if (stat(path, &st)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "model file missing");
+    uint8_t *b = NULL;
+    size_t n = 0;
+    bf_err_t err;
+    if (bf_file_read(path, BF_MODEL_FILE_MAX, &b, &n, &err))
+        return bf_msg_error(c->id, BF_PROTO_INTERNAL, "cannot read the model file");
+    char hex[65];
+    bf_sha256_hex(b, n, hex);
+    bf_msg_t *r = bf_msg_new("MODEL", c->id);
+    bf_msg_set_str(r, "task", t->spec.id);
+    bf_msg_set_str(r, "sha256", hex);
+    bf_msg_add_frame_owned(r, b, n);
+    return r;
+}
+
+/* PREDICT: who and which task are checked here; holding, classifying and settling happen on the
+ * prediction actor, which sends the job back with its reply (NULL return: handed over). */
+static bf_msg_t *h_predict(const ctx_t *c) {
+    const coord_task_t *t = c->t;
+    zframe_t **rid = c->rid;
+    bf_msg_t **req = c->reqp;
+    if (t->spec.mode == BF_LEDGER_MODE_REWARD)
+        return bf_msg_error(c->id, BF_PROTO_BAD_STATE,
+                            "task %s is a reward-mode task: its model belongs to its creator and is not offered for "
+                            "paid predictions (the owner downloads it with blockfed-client model download)",
+                            t->spec.id);
+    if (t->state != COORD_TASK_COMPLETED)
+        return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task %s is %s: its model is not online yet", t->spec.id,
+                            coord_task_state_name(t->state));
+    char payer[32];
+    snprintf(payer, sizeof payer, "%lld", (long long)c->user);
+    int *mine = zhashx_lookup(c->s->inflight, payer);
+    if ((mine && *mine >= MAX_INFLIGHT_PER_USER) || c->s->inflight_total >= MAX_INFLIGHT_TOTAL)
+        return bf_msg_error(c->id, BF_PROTO_RATE_LIMITED, "too many predictions in flight; retry when earlier ones are answered");
+    if (!mine && (mine = calloc(1, sizeof *mine))) zhashx_insert(c->s->inflight, payer, mine);
+    coord_predict_job_t *j = mine ? calloc(1, sizeof *j) : NULL;
+    if (!j) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "out of memory");
+    j->id = c->id;
+    j->payer = c->user;
+    j->ledger_task = t->ledger_id;
+    snprintf(j->task, sizeof j->task, "%s", t->spec.id);
+    coord_checkpoint_path(c->s->o.home, t->spec.id, t->round - 1, j->model_path, sizeof j->model_path);
+    snprintf(j->model_sha, sizeof j->model_sha, "%s", t->checkpoint_sha);
+    const char *request = bf_msg_str(*req, "request");
+    snprintf(j->request, sizeof j->request, "%s", request ? request : "");
+    j->base = t->spec.base_fee_cents;
+    j->per_image = t->spec.fee_cents;
+    j->rate_num = t->spec.rate_num;
+    j->rate_den = t->spec.rate_den;
+    j->rid = *rid, *rid = NULL;
+    j->req = *req, *req = NULL;
+    if (coord_predict_submit(c->s->predict, &j) == 0) {
+        ++*mine, c->s->inflight_total++;
+        return NULL;
+    }
+    *rid = j->rid, j->rid = NULL; /* not handed over: answer here */
+    *req = j->req, j->req = NULL;
+    coord_predict_job_free(&j);
+    return bf_msg_error(c->id, BF_PROTO_INTERNAL, "the prediction service is unavailable");
+}
+
+void coord_inflight_release(coord_server_t *s, int64_t payer) {
+    char key[32];
+    snprintf(key, sizeof key, "%lld", (long long)payer);
+    int *n = zhashx_lookup(s->inflight, key);
+    if (n && *n > 0) --*n;
+    if (s->inflight_total > 0) s->inflight_total--;
+}
+
+static bf_msg_t *h_ping(const ctx_t *c) { return bf_msg_new("PONG", c->id); }
+
+/* ---- the command table and its preamble ---------------------------------------------------- */
+
+typedef struct {
+    const char *type;
+    bf_msg_t *(*fn)(const ctx_t *);
+    int flags;
+} command_t;
+
+static const command_t commands[] = {
+    {"PING", h_ping, 0},
+    {"HELLO", h_hello, 0},
+    {"REGISTER", h_register, 0}, /* needs a key, not an account */
+    {"RECHARGE", h_recharge, NEED_USER},
+    {"TASK_CREATE", h_task_create, NEED_USER},
+    {"TASK_LIST", h_task_list, 0},
+    {"TASK_STATUS", h_task_status, NEED_TASK},
+    {"TASK_CANCEL", h_task_cancel, NEED_USER | NEED_TASK},
+    {"JOIN", h_join, NEED_USER | NEED_TASK},
+    {"LEAVE", h_leave, NEED_PART},
+    {"BLOCKS_BUY", h_blocks_buy, NEED_USER | NEED_TASK},
+    {"BLOCK_GET", h_block_get, NEED_PART},
+    {"ROUND_GET", h_round_get, NEED_PART},
+    {"UPDATE", h_update, NEED_PART},
+    {"ASSETS_GET", h_assets, NEED_USER},
+    {"HISTORY_GET", h_history, NEED_USER},
+    {"MODEL_GET", h_model_get, NEED_USER | NEED_TASK},
+    {"PREDICT", h_predict, NEED_USER | NEED_TASK | ASYNC},
+};
+
+static const command_t *command_of(const char *type) {
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(type, commands[i].type)) return &commands[i];
+    return NULL;
+}
+
+/* What the table's flags promise, checked once for every handler. */
+static bf_msg_t *preamble(ctx_t *c, int flags) {
+    if (flags & NEED_USER) {
+        if (!c->key) return bf_msg_error(c->id, BF_PROTO_UNAUTHORIZED, "no authenticated key on this connection");
+        if (!c->user) return bf_msg_error(c->id, BF_PROTO_UNAUTHORIZED, "this key has no account: register first");
+    }
+    if (flags & (NEED_TASK | NEED_PART)) c->t = coord_task_find(c->s, bf_msg_str(c->req, "task"));
+    if (flags & NEED_PART) {
+        c->p = c->t ? coord_part_find(c->t, c->key) : NULL;
+        if (!c->p) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "not a participant of this task");
+    } else if ((flags & NEED_TASK) && !c->t) {
+        return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no such task");
+    }
+    return NULL;
+}
+
+bf_msg_t *coord_handle(coord_server_t *s, bf_msg_t **req, zframe_t **rid, const char *key) {
+    ctx_t c = {.s = s, .req = *req, .id = bf_msg_id(*req), .key = key};
+    const char *type = bf_msg_type(*req);
+    if (!bf_proto_is_request(type)) return bf_msg_error(c.id, BF_PROTO_UNKNOWN_TYPE, "'%s' is a reply, not a request", type);
+    if (key) {
+        coord_touch(s, key);
+        c.user = user_of(s, key);
+    }
+    const command_t *cmd = command_of(type);
+    if (!cmd) return bf_msg_error(c.id, BF_PROTO_UNKNOWN_TYPE, "'%s' is not a request", type);
+    bf_msg_t *e = preamble(&c, cmd->flags);
+    if (e) return e;
+    if (cmd->flags & ASYNC) c.rid = rid, c.reqp = req;
+    bf_msg_t *r = cmd->fn(&c);
+    assert(r || (cmd->flags & ASYNC)); /* only an ASYNC handler hands a request over */
+    return r;
+}

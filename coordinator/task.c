@@ -1,0 +1,395 @@
+/* task.c: tasks and their participants, on the socket thread. A task's life (coord.h: the states
+ * and how each maps to the ledger's), its data blocks and who holds them, when a round closes
+ * (handed to the worker) and what happens when the worker gives it back (contributions, metrics,
+ * the next round), and the settlement that ends it: every ledger call carries an op id derived
+ * from the task id, so repeating one after a crash is harmless. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coord.h"
+
+#define SETTLE_MAX_VALUE 1e12 /* a cumulative Shapley value weighs at most this at settlement (int64 micro-units) */
+
+int coord_stored(int rc, const bf_err_t *err) {
+    if (rc) coord_log("state: %s", err->msg);
+    return rc;
+}
+
+/* ---- lookups and liveness ------------------------------------------------------------------ */
+
+coord_task_t *coord_task_find(coord_server_t *s, const char *id) {
+    for (int i = 0; id && i < s->ntasks; i++)
+        if (!strcmp(s->tasks[i]->spec.id, id)) return s->tasks[i];
+    return NULL;
+}
+
+coord_part_t *coord_part_find(coord_task_t *t, const char *key) {
+    for (int i = 0; key && i < t->nparts; i++)
+        if (!strcmp(t->parts[i].key, key)) return &t->parts[i];
+    return NULL;
+}
+
+coord_dataset_t *coord_dataset_find(coord_server_t *s, const char *name) {
+    for (int i = 0; i < s->nds; i++)
+        if (!strcmp(s->ds[i].name, name)) return &s->ds[i];
+    return NULL;
+}
+
+static int64_t last_seen(coord_server_t *s, const char *key) {
+    int64_t *v = zhashx_lookup(s->seen, key);
+    return v ? *v : 0;
+}
+
+void coord_touch(coord_server_t *s, const char *key) {
+    int64_t *v = zhashx_lookup(s->seen, key);
+    if (!v) {
+        v = malloc(sizeof *v);
+        if (!v) return;
+        zhashx_insert(s->seen, key, v);
+    }
+    *v = coord_now_ms();
+}
+
+int coord_is_live(coord_server_t *s, const coord_part_t *p) {
+    return !p->left && coord_now_ms() - last_seen(s, p->key) < s->o.liveness_ms;
+}
+
+
+/* ---- building and freeing ------------------------------------------------------------------ */
+
+static void free_part(coord_part_t *p) {
+    free(p->blocks);
+    free(p->params);
+    free(p->buffers);
+}
+
+void coord_task_free(coord_task_t **pt) {
+    coord_task_t *t = pt ? *pt : NULL;
+    if (!t) return;
+    for (int i = 0; i < t->nparts; i++) free_part(&t->parts[i]);
+    free(t->parts);
+    free(t->owner);
+    free(t->metrics);
+    bf_blocks_free(&t->blocks);
+    bf_dataset_free(&t->val);
+    free(t->recal_x);
+    bf_net_destroy(&t->global);
+    bf_net_destroy(&t->coalition);
+    bf_agg_destroy(&t->agg);
+    free(t);
+    *pt = NULL;
+}
+
+static int val_size(const coord_dataset_t *d) {
+    int cap = d->train.n / 10;
+    return COORD_VAL_SIZE < cap ? COORD_VAL_SIZE : cap;
+}
+
+/* The images aggregated models' BN statistics are re-estimated on: spread over every block of the
+ * task's training split (the coordinator holds it), so every block's label mix is represented;
+ * none for a model without BN, and at most RECAL_MAX_BYTES of them (large images: fewer). */
+#define RECAL_MAX_BYTES (64u << 20)
+static int recal_images(coord_task_t *t, int want) {
+    const bf_dataset_t *d = &t->ds->train;
+    size_t bytes = sizeof(float) * d->c * d->h * d->w;
+    if (want > (int)(RECAL_MAX_BYTES / bytes)) want = (int)(RECAL_MAX_BYTES / bytes);
+    if (want <= 0 || !bf_net_num_buffers(t->global)) return 0;
+    int32_t *idx = malloc(sizeof(int32_t) * want);
+    t->recal_x = malloc(bytes * want);
+    if (!idx || !t->recal_x) return free(idx), -1;
+    t->nrecal = bf_blocks_spread(&t->blocks, t->blocks.nblocks, want, idx);
+    bf_batch_fill(d, idx, t->nrecal, t->ds->mean, t->ds->std, NULL, t->recal_x, NULL);
+    free(idx);
+    return 0;
+}
+
+coord_task_t *coord_task_new(coord_server_t *s, const coord_task_spec_t *spec, int64_t ledger_id, bf_err_t *err) {
+    coord_dataset_t *d = coord_dataset_find(s, spec->dataset);
+    if (!d) return bf_err_set(err, "dataset '%s' is not served here", spec->dataset), NULL;
+    bf_agg_opts_t ao;
+    if (bf_agg_parse(spec->strategy, &ao, err)) return NULL;
+    if (ao.kind == BF_AGG_FEDPROX && spec->mu == 0) ao.mu = 0.01;
+    coord_task_t *t = calloc(1, sizeof *t);
+    if (!t) return bf_err_set(err, "out of memory"), NULL;
+    t->spec = *spec;
+    if (t->spec.value_images <= 0) t->spec.value_images = COORD_VALUE_IMAGES;
+    t->ledger_id = ledger_id;
+    t->state = COORD_TASK_WAITING;
+    t->ds = d;
+    if (bf_blocks_partition(&d->train, s->o.block_size, val_size(d), spec->partition, spec->seed, &t->blocks, err) ||
+        bf_dataset_subset(&d->train, t->blocks.val, t->blocks.nval, &t->val, err))
+        goto fail;
+    t->owner = malloc(sizeof(int32_t) * t->blocks.nblocks);
+    t->global = bf_net_new(spec->model, d->train.c, d->train.h, d->train.w, d->train.classes, 256, s->o.threads, err);
+    if (!t->owner || !t->global) goto fail;
+    for (int i = 0; i < t->blocks.nblocks; i++) t->owner[i] = -1;
+    bf_net_init(t->global, spec->seed);
+    t->agg = bf_agg_new(&ao, bf_net_num_params(t->global), bf_net_num_buffers(t->global));
+    t->agg_opts = ao;
+    t->coalition = bf_net_new(spec->model, d->train.c, d->train.h, d->train.w, d->train.classes, 256, s->o.threads, err);
+    if (!t->agg || !t->coalition || recal_images(t, s->o.bn_recalibrate)) goto fail;
+    /* The starting model's statistics as every aggregated model's will be: otherwise round 1's
+     * coalitions would all gain what re-estimation alone gives, a free rider returning the model
+     * unchanged included (the empty coalition keeps the initial 0 / 1 statistics). */
+    bf_net_recalibrate_bn(t->global, t->recal_x, t->nrecal);
+    return t;
+fail:
+    if (!err->msg[0]) bf_err_set(err, "out of memory");
+    coord_task_free(&t);
+    return NULL;
+}
+
+int coord_task_add(coord_server_t *s, coord_task_t *t) {
+    coord_task_t **n = realloc(s->tasks, sizeof *n * (s->ntasks + 1));
+    if (!n) return -1;
+    s->tasks = n;
+    s->tasks[s->ntasks++] = t;
+    return 0;
+}
+
+coord_part_t *coord_part_add(coord_task_t *t, const char *key, int64_t user_id, int own_data, int64_t samples) {
+    coord_part_t *n = realloc(t->parts, sizeof *n * (t->nparts + 1));
+    if (!n) return NULL;
+    t->parts = n;
+    coord_part_t *p = &t->parts[t->nparts++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->key, sizeof p->key, "%s", key);
+    p->user_id = user_id;
+    p->own_data = own_data;
+    p->samples = samples;
+    p->update_round = -1;
+    return p;
+}
+
+int coord_block_give(coord_task_t *t, coord_part_t *p, int32_t b) {
+    int32_t *n = realloc(p->blocks, sizeof *n * (p->nblocks + 1));
+    if (!n) return -1;
+    p->blocks = n;
+    p->blocks[p->nblocks++] = b;
+    t->owner[b] = (int32_t)(p - t->parts);
+    p->samples += t->blocks.block_size;
+    return 0;
+}
+
+int coord_blocks_free(const coord_task_t *t, int n, int32_t *out) {
+    int k = 0;
+    for (int b = 0; b < t->blocks.nblocks && k < n; b++)
+        if (t->owner[b] < 0) out[k++] = b;
+    return k;
+}
+
+int coord_blocks_assign(coord_server_t *s, coord_task_t *t, coord_part_t *p, int want, bf_err_t *err) {
+    int32_t pick[1000];
+    int k = coord_blocks_free(t, want < 1000 ? want : 1000, pick);
+    for (int i = 0; i < k; i++)
+        if (coord_block_give(t, p, pick[i])) return bf_err_set(err, "out of memory");
+    return k && coord_store_add_blocks(s->store, t->spec.id, p->key, pick, k, err) ? -1 : k;
+}
+
+/* ---- transitions --------------------------------------------------------------------------- */
+
+void coord_task_set_state(coord_server_t *s, coord_task_t *t, coord_task_state_t state) {
+    bf_err_t err;
+    t->state = state;
+    coord_stored(coord_store_set_progress(s->store, t->spec.id, state, t->round, t->checkpoint_sha, t->result_hash, &err),
+                 &err);
+}
+
+static void start_task(coord_server_t *s, coord_task_t *t) {
+    char op[160];
+    bf_err_t err;
+    snprintf(op, sizeof op, "start:%s", t->spec.id);
+    int rc = bf_ledger_start_task(s->ledger, op, t->ledger_id, &err);
+    if (rc != BF_LEDGER_OK && rc != BF_LEDGER_ESTATE) {
+        coord_log("task %s: cannot start: %s", t->spec.id, err.msg);
+        return;
+    }
+    t->round = 0;
+    t->round_start = coord_now_ms();
+    coord_task_set_state(s, t, COORD_TASK_RUNNING);
+    coord_log("task %s: started with %d participants, %d rounds", t->spec.id, t->nparts, t->spec.rounds);
+}
+
+/* Settlement weights: each participant's positive cumulative Shapley value, in millionths of an
+ * accuracy point (integers: the ledger splits exactly). A value <= 0 earns nothing. If nobody's
+ * value is positive (every update hurt or the model never moved), the documented rule is an equal
+ * split among the participants whose updates were accepted. */
+static size_t settlement_weights(const coord_task_t *t, int64_t *users, int64_t *weights) {
+    size_t n = 0;
+    for (int i = 0; i < t->nparts; i++) {
+        /* micro-units of value; capped so llround stays defined (a value is at most 100 per round,
+         * BF_LOSS_CAP, but this sum comes back from the database too); NaN counts nothing */
+        double v = t->parts[i].shapley;
+        int64_t w = v > 0 ? llround(fmin(v, SETTLE_MAX_VALUE) * 1e6) : 0;
+        if (w > 0) users[n] = t->parts[i].user_id, weights[n++] = w;
+    }
+    if (n) return n;
+    for (int i = 0; i < t->nparts; i++)
+        if (t->parts[i].contributed > 0) users[n] = t->parts[i].user_id, weights[n++] = 1;
+    return n;
+}
+
+/* Pays the pool out (reward) or allocates the shares and puts the model online (shareholding);
+ * a failure leaves the task RUNNING with every round done, retried at the next tick. */
+static void complete_task(coord_server_t *s, coord_task_t *t) {
+    char op[160];
+    bf_err_t err;
+    int64_t *users = calloc(t->nparts + 1, sizeof(int64_t)), *weights = calloc(t->nparts + 1, sizeof(int64_t));
+    if (!users || !weights) {
+        free(users), free(weights);
+        coord_log("task %s: settlement: out of memory (will retry)", t->spec.id);
+        return;
+    }
+    size_t n = settlement_weights(t, users, weights);
+    int rc = BF_LEDGER_OK;
+    if (n && t->spec.mode == BF_LEDGER_MODE_REWARD) {
+        snprintf(op, sizeof op, "settle:%s", t->spec.id);
+        rc = bf_ledger_settle_reward(s->ledger, op, t->ledger_id, n, users, weights, t->result_hash, &err);
+    } else if (n) {
+        snprintf(op, sizeof op, "shares:%s", t->spec.id);
+        rc = bf_ledger_allocate_shares(s->ledger, op, t->ledger_id, n, users, weights, t->result_hash, &err);
+        snprintf(op, sizeof op, "online:%s", t->spec.id);
+        if (rc == BF_LEDGER_OK) rc = bf_ledger_set_model_online(s->ledger, op, t->ledger_id, 1, &err);
+    }
+    free(users);
+    free(weights);
+    if (rc != BF_LEDGER_OK) {
+        coord_log("task %s: settlement failed: %s (will retry at restart)", t->spec.id, err.msg);
+        return;
+    }
+    coord_task_set_state(s, t, COORD_TASK_COMPLETED);
+    coord_log("task %s: completed after %d rounds; result hash %s", t->spec.id, t->round, t->result_hash);
+}
+
+int coord_task_cancel(coord_server_t *s, coord_task_t *t, bf_err_t *err) {
+    char op[160];
+    snprintf(op, sizeof op, "refund:%s", t->spec.id);
+    int rc = bf_ledger_refund_task(s->ledger, op, t->ledger_id, err);
+    if (rc != BF_LEDGER_OK) return rc;
+    coord_task_set_state(s, t, COORD_TASK_CANCELLED);
+    return BF_LEDGER_OK;
+}
+
+/* A task that did not gather its minimum participants in time is refunded (escrow back to its
+ * creator) and cancelled; the ledger op id makes a repeat after a crash harmless. */
+static void expire_task(coord_server_t *s, coord_task_t *t) {
+    bf_err_t err;
+    if (coord_task_cancel(s, t, &err) != BF_LEDGER_OK) {
+        coord_log("task %s: refund failed: %s", t->spec.id, err.msg);
+        return;
+    }
+    coord_log("task %s: fewer than %d participants after %d s: cancelled and refunded", t->spec.id, t->spec.min_clients,
+              s->o.start_deadline);
+}
+
+/* ---- rounds -------------------------------------------------------------------------------- */
+
+/* Closes the open round if everyone alive reported, or if its timeout passed with enough reports:
+ * the updates go to the worker and the task is AGGREGATING until it gives them back. */
+static void maybe_close_round(coord_server_t *s, coord_task_t *t) {
+    if (t->state != COORD_TASK_RUNNING) return;
+    int reported = 0, live_missing = 0;
+    for (int i = 0; i < t->nparts; i++) {
+        coord_part_t *p = &t->parts[i];
+        if (p->update_round == t->round) reported++;
+        else if (coord_is_live(s, p)) live_missing++;
+    }
+    int timed_out = coord_now_ms() - t->round_start > (int64_t)t->spec.round_timeout * 1000;
+    if (!reported || (live_missing && !timed_out)) return;
+    if (reported < t->spec.min_clients && (!timed_out || reported < t->spec.min_clients)) {
+        if (live_missing || reported < t->spec.min_clients) return;
+    }
+    coord_job_t *j = calloc(1, sizeof *j);
+    if (j) {
+        j->params = calloc(reported, sizeof(float *));
+        j->buffers = calloc(reported, sizeof(float *));
+        j->samples = calloc(reported, sizeof(int64_t));
+    }
+    if (!j || !j->params || !j->buffers || !j->samples) { /* the round stays open: tried again next tick */
+        coord_job_free(&j);
+        return;
+    }
+    j->t = t;
+    j->value = (t->round + 1) % s->o.value_every == 0 || t->round + 1 >= t->spec.rounds;
+    j->exact_max = s->o.shapley_exact_max;
+    j->budget = s->o.shapley_budget;
+    j->utility_loss = s->o.utility_loss;
+    for (int i = 0; i < t->nparts; i++) {
+        coord_part_t *p = &t->parts[i];
+        if (p->update_round != t->round) continue;
+        j->params[j->k] = p->params;
+        j->buffers[j->k] = p->buffers;
+        j->samples[j->k++] = p->upd_samples;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/checkpoints/%s", s->o.home, t->spec.id);
+    zsys_dir_create("%s", dir);
+    coord_checkpoint_path(s->o.home, t->spec.id, t->round, j->path, sizeof j->path);
+    t->state = COORD_TASK_AGGREGATING; /* in memory only: the store still says running */
+    if (coord_worker_submit(s->worker, j)) {
+        t->state = COORD_TASK_RUNNING;
+        coord_job_free(&j);
+    }
+}
+
+void coord_round_done(coord_server_t *s, coord_job_t *j) {
+    coord_task_t *t = j->t;
+    bf_err_t err;
+    t->state = COORD_TASK_RUNNING;
+    if (!j->ok) {
+        coord_log("task %s round %d: aggregation failed: %s; the round stays open", t->spec.id, t->round, j->err);
+        coord_job_free(&j);
+        return;
+    }
+    int64_t samples = 0;
+    for (int i = 0; i < j->k; i++) samples += j->samples[i];
+    for (int i = 0, k = 0; i < t->nparts; i++) {
+        coord_part_t *p = &t->parts[i];
+        if (p->update_round != t->round) continue;
+        p->contributed += p->upd_samples;
+        double v = j->phi ? j->phi[k] : 0;
+        p->shapley += v;
+        k++;
+        coord_stored(coord_store_add_contribution(s->store, t->spec.id, t->round, p->key, v, &err), &err);
+        if (s->o.verbose)
+            coord_log("task %s round %d: %.8s... Shapley %+.5f (cumulative %+.5f)", t->spec.id, t->round + 1, p->key, v,
+                      p->shapley);
+    }
+    coord_round_metric_t m = {j->k,       samples,    j->val_acc,
+                              j->val_loss, j->test_acc, (coord_now_ms() - t->round_start) / 1000.0};
+    coord_round_metric_t *n = realloc(t->metrics, sizeof *n * (t->nmetrics + 1));
+    if (n) t->metrics = n, t->metrics[t->nmetrics++] = m;
+    snprintf(t->checkpoint_sha, sizeof t->checkpoint_sha, "%s", j->sha);
+    coord_stored(coord_store_add_round(s->store, t->spec.id, t->round, j->k, samples, j->val_acc, j->val_loss, j->test_acc,
+                                       m.seconds, j->sha, &err),
+                 &err);
+    coord_log("task %s round %d/%d: %d participants, %lld samples, val acc %.4f loss %.4f, test acc %.4f, %.1f s "
+              "(aggregate+value+eval %.1f s, %d coalitions valued, %s)",
+              t->spec.id, t->round + 1, t->spec.rounds, j->k, (long long)samples, j->val_acc, j->val_loss, j->test_acc,
+              m.seconds, j->seconds, j->shapley_evals, j->estimator ? j->estimator : "not valued");
+    for (int i = 0; i < t->nparts; i++) { /* the updates are spent */
+        free(t->parts[i].params), free(t->parts[i].buffers);
+        t->parts[i].params = t->parts[i].buffers = NULL;
+    }
+    t->round++;
+    t->round_start = coord_now_ms();
+    if (t->round >= t->spec.rounds) snprintf(t->result_hash, sizeof t->result_hash, "%s", j->sha);
+    coord_task_set_state(s, t, COORD_TASK_RUNNING);
+    if (t->round >= t->spec.rounds) complete_task(s, t);
+    coord_job_free(&j);
+}
+
+void coord_task_tick(coord_server_t *s, coord_task_t *t) {
+    if (t->state == COORD_TASK_WAITING) {
+        int live = 0;
+        for (int k = 0; k < t->nparts; k++) live += coord_is_live(s, &t->parts[k]);
+        if (live >= t->spec.min_clients) start_task(s, t);
+        else if (t->spec.created_at && time(NULL) - t->spec.created_at > s->o.start_deadline) expire_task(s, t);
+    } else if (t->state == COORD_TASK_RUNNING && t->round >= t->spec.rounds) {
+        complete_task(s, t); /* a restart after the last round but before settlement */
+    } else {
+        maybe_close_round(s, t);
+    }
+}
