@@ -1,6 +1,9 @@
-/* bench_train.c: `blockfed-bench train [--json] [--seconds S] [--threads T] [--batch B]`
+/* bench_train.c: `blockfed-bench train [--json] [--seconds S] [--threads T] [--batch B] [--torch PATH]`
  * ResNet8 training images/s, batch inference images/s and single-image latency at 1x28x28 and
- * 3x32x32, with the OpenBLAS core in use. Random data: throughput does not depend on values. */
+ * 3x32x32, with the OpenBLAS core in use. Random data: throughput does not depend on values.
+ * --torch runs the project's PyTorch counterpart (scripts/torch_bench.py, over
+ * scripts/torch_models.py) after each shape, so both engines are measured on the same machine
+ * state and the ratios mean something on a noisy VM. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,8 +58,9 @@ static int measure(int C, int H, int W, int batch, int threads, double seconds, 
     return 0;
 }
 
-/* Runs the PyTorch reference (../shared/bench/torch_resnet8.py) for the same shape and reads its
- * JSON line; returns 0 and fills f on success. */
+/* Runs the PyTorch script (scripts/torch_bench.py's interface: --input CxHxW --batch --threads
+ * --seconds, one JSON line with "train_img_per_s", "infer_img_per_s" and "single_image_ms") for
+ * the same shape and reads that line; returns 0 and fills f on success. */
 static int measure_torch(const char *script, int C, int H, int W, int batch, int threads, double seconds, figures_t *f) {
     char cmd[1024], line[1024];
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' --input %dx%dx%d --batch %d --threads %d --seconds %g 2>/dev/null",
@@ -95,9 +99,11 @@ int bench_train_main(int argc, char **argv) {
         case 'T': torch = optarg; break;
         case 'h':
             printf("usage: blockfed-bench train [--json] [--seconds S=5] [--threads T=2] [--batch B=64]\n"
-                   "                            [--torch ../shared/bench/torch_resnet8.py]\n"
-                   "With --torch, runs the PyTorch reference right after each measurement (same shape,\n"
-                   "batch and threads) and prints both and the ratios.\n");
+                   "                            [--torch PATH]\n"
+                   "With --torch, runs the PyTorch reference PATH (the project's is scripts/torch_bench.py,\n"
+                   "run by /usr/bin/python3; needs python3-torch) right after each measurement (same\n"
+                   "shape, batch and threads) and prints both and the ratios, e.g. from the source tree:\n"
+                   "  build/tests/bench/blockfed-bench train --torch scripts/torch_bench.py\n");
             return 0;
         default: return 2;
         }
