@@ -141,8 +141,4 @@ int32_t bf_blocks_spread(const bf_blocks_t *b, int32_t nblocks, int32_t n, int32
 void bf_block_digest(int32_t n, int32_t c, int32_t h, int32_t w, const uint8_t *pixels, const uint8_t *labels,
                      char hex[65]);
 
-/* Gamma(shape, 1) and Dirichlet(alpha, ..., alpha) samples (Marsaglia-Tsang), seeded. */
-double bf_rng_gamma(bf_rng_t *r, double shape);
-void bf_rng_dirichlet(bf_rng_t *r, double alpha, int k, double *out);
-
 #endif

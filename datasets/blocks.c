@@ -1,33 +1,11 @@
 /* blocks.c: cutting a training split into data blocks (IID or Dirichlet label skew) and a
  * validation split, deterministically from a seed, and the digest blocks travel with. */
-#include <math.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bf_datasets.h"
-
-double bf_rng_gamma(bf_rng_t *r, double shape) {
-    if (shape < 1) { /* boost: Gamma(a) = Gamma(a+1) * U^(1/a) */
-        double u = bf_rng_uniform(r);
-        return bf_rng_gamma(r, shape + 1) * pow(u > 0 ? u : 1e-300, 1.0 / shape);
-    }
-    double d = shape - 1.0 / 3, c = 1.0 / sqrt(9 * d);
-    for (;;) {
-        double x = bf_rng_normal(r), v = 1 + c * x;
-        if (v <= 0) continue;
-        v = v * v * v;
-        double u = bf_rng_uniform(r);
-        if (u < 1 - 0.0331 * x * x * x * x || log(u > 0 ? u : 1e-300) < 0.5 * x * x + d * (1 - v + log(v))) return d * v;
-    }
-}
-
-void bf_rng_dirichlet(bf_rng_t *r, double alpha, int k, double *out) {
-    double s = 0;
-    for (int i = 0; i < k; i++) s += out[i] = bf_rng_gamma(r, alpha);
-    for (int i = 0; i < k; i++) out[i] = s > 0 ? out[i] / s : 1.0 / k;
-}
 
 void bf_blocks_free(bf_blocks_t *b) {
     if (!b) return;

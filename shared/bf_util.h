@@ -1,4 +1,5 @@
-/* bf_util.h: small things every BlockFed library needs: error reporting, a seeded RNG, logging.
+/* bf_util.h: small things every BlockFed library needs: error reporting, a seeded RNG and its
+ * distributions, a clock, whole-file reading, SHA-256.
  *
  * Errors: functions that can fail on untrusted input return 0 on success and -1 on failure, and
  * describe the failure in a caller-owned bf_err_t. Nothing here keeps global mutable state. */
@@ -34,6 +35,14 @@ float bf_rng_uniform(bf_rng_t *r);
 double bf_rng_normal(bf_rng_t *r);
 /* Fisher-Yates shuffle of n int32 values. */
 void bf_rng_shuffle(bf_rng_t *r, int32_t *v, size_t n);
+/* Gamma(shape, 1), shape > 0 (Marsaglia-Tsang; shape < 1 through Gamma(shape + 1) * U^(1/shape)).
+ * Each attempt draws one bf_rng_normal and, unless that already rejects it, one bf_rng_uniform;
+ * most attempts are accepted. shape < 1 draws one uniform first. The order of the draws is part
+ * of the contract: seeded data partitions (bf_blocks_partition) depend on it. */
+double bf_rng_gamma(bf_rng_t *r, double shape);
+/* Dirichlet(alpha, ..., alpha) over k >= 1 categories into out[0..k): k gamma draws in order,
+ * normalised to sum to 1 (all 1/k if every draw underflows to 0). alpha > 0. */
+void bf_rng_dirichlet(bf_rng_t *r, double alpha, int k, double *out);
 
 /* Monotonic wall clock in seconds. */
 double bf_now(void);

@@ -1,4 +1,5 @@
-/* util.c: error messages, the RNG, clocks and hashing shared by every BlockFed library. */
+/* util.c: error messages, the RNG and its distributions, clocks, file reading and hashing shared
+ * by every BlockFed library. */
 #include "bf_util.h"
 
 #include <errno.h>
@@ -98,6 +99,29 @@ void bf_rng_shuffle(bf_rng_t *r, int32_t *v, size_t n) {
         v[i - 1] = v[j];
         v[j] = t;
     }
+}
+
+/* Marsaglia and Tsang's squeeze-and-reject method; log(0) is avoided by clamping u to 1e-300. */
+double bf_rng_gamma(bf_rng_t *r, double shape) {
+    if (shape < 1) { /* boost: Gamma(a) = Gamma(a+1) * U^(1/a) */
+        double u = bf_rng_uniform(r);
+        return bf_rng_gamma(r, shape + 1) * pow(u > 0 ? u : 1e-300, 1.0 / shape);
+    }
+    double d = shape - 1.0 / 3, c = 1.0 / sqrt(9 * d);
+    for (;;) {
+        double x = bf_rng_normal(r), v = 1 + c * x;
+        if (v <= 0) continue;
+        v = v * v * v;
+        double u = bf_rng_uniform(r);
+        if (u < 1 - 0.0331 * x * x * x * x || log(u > 0 ? u : 1e-300) < 0.5 * x * x + d * (1 - v + log(v))) return d * v;
+    }
+}
+
+/* Normalised gammas; when every one underflows to 0 (tiny alpha), the uniform mix. */
+void bf_rng_dirichlet(bf_rng_t *r, double alpha, int k, double *out) {
+    double s = 0;
+    for (int i = 0; i < k; i++) s += out[i] = bf_rng_gamma(r, alpha);
+    for (int i = 0; i < k; i++) out[i] = s > 0 ? out[i] / s : 1.0 / k;
 }
 
 double bf_now(void) {

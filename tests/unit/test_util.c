@@ -1,5 +1,6 @@
-/* test_util.c: the RNG is reproducible and unbiased enough for shuffles and initialization;
- * error helpers format and prefix; SHA-256 matches the standard test vector. */
+/* test_util.c: the RNG is reproducible and unbiased enough for shuffles and initialization; the
+ * gamma sampler has the right mean and variance and Dirichlet draws are distributions; error
+ * helpers format and prefix; SHA-256 matches the standard test vector. */
 #include "bf_util.h"
 #include "test.h"
 
@@ -37,6 +38,36 @@ int main(void) {
     bf_rng_shuffle(&a, v, 100);
     for (int i = 0; i < 100; i++) seen[v[i]]++;
     for (int i = 0; i < 100; i++) CHECK(seen[i] == 1);
+
+    /* Gamma(k): mean k, variance k (200k samples, 5 standard errors) */
+    bf_rng_t r;
+    bf_rng_seed(&r, 1);
+    const double shapes[] = {0.3, 1.0, 2.5};
+    for (int t = 0; t < 3; t++) {
+        double s = 0, s2 = 0, k = shapes[t];
+        int n = 200000;
+        for (int i = 0; i < n; i++) {
+            double x = bf_rng_gamma(&r, k);
+            s += x, s2 += x * x;
+        }
+        double mean = s / n, var = s2 / n - mean * mean;
+        CHECK_MSG(fabs(mean - k) < 5 * sqrt(k / n), "gamma(%g) mean %.4f", k, mean);
+        CHECK_MSG(fabs(var - k) < 0.05 * k, "gamma(%g) variance %.4f", k, var);
+    }
+
+    /* Dirichlet(alpha): k non-negative shares summing to 1; mean share 1/k (50k draws). */
+    double share0 = 0, dir[10];
+    for (int i = 0; i < 50000; i++) {
+        bf_rng_dirichlet(&r, 0.5, 10, dir);
+        double sum = 0;
+        int neg = 0;
+        for (int k = 0; k < 10; k++) sum += dir[k], neg += dir[k] < 0;
+        if (neg || fabs(sum - 1) > 1e-12) CHECK_MSG(0, "draw %d: sum %.17g, %d negative", i, sum, neg);
+        share0 += dir[0];
+    }
+    CHECK_NEAR(share0 / 50000, 0.1, 0.005);
+    bf_rng_dirichlet(&r, 1e-300, 3, dir); /* every gamma underflows: the uniform mix */
+    CHECK(dir[0] == 1.0 / 3 && dir[1] == 1.0 / 3 && dir[2] == 1.0 / 3);
 
     bf_err_t err;
     CHECK(bf_err_set(&err, "bad %d", 7) == -1);
