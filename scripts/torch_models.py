@@ -135,21 +135,25 @@ def read_model_file(path):
     return doc, sd
 
 
-def load_model_file(model, path):
-    """Loads a model file's tensors into model by name; every name must match both ways
-    (num_batches_tracked aside). Returns the file's document."""
-    doc, sd = read_model_file(path)
+def _load_tensors(model, sd, path):
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError("%s: tensors missing %s, unexpected %s" % (path, missing, unexpected))
+
+
+def load_model_file(model, path):
+    """Loads a model file's tensors into model by name; every name must match both ways
+    (num_batches_tracked aside). Returns the file's document."""
+    doc, sd = read_model_file(path)
+    _load_tensors(model, sd, path)
     return doc
 
 
 def from_model_file(path):
     """The module a model file describes, its tensors loaded, in eval mode; and the document."""
-    doc, _ = read_model_file(path)
+    doc, sd = read_model_file(path)
     c, h, w = doc["input"]
     model = build(doc["arch"], c, h, w, len(doc["classes"]))
-    load_model_file(model, path)
+    _load_tensors(model, sd, path)
     return model.eval(), doc
