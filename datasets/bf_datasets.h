@@ -29,7 +29,7 @@ typedef struct {
     char class_names[BF_MAX_CLASSES][BF_MAX_CLASS_NAME];
 } bf_dataset_t;
 
-/* Loads split "train" or "test" from a directory, detecting the format:
+/* Loads split "train" or "test" from a directory, detecting the format (load.c):
  *  - IDX: {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (class names: Fashion-MNIST's when the
  *    directory name contains "fashion", else the digits "0".."9");
  *  - CIFAR-10 binary: data_batch_{1..5}.bin / test_batch.bin (also inside cifar-10-batches-bin/),
@@ -40,7 +40,7 @@ typedef struct {
 int bf_dataset_load(const char *dir, const char *split, int c, int h, int w, bf_dataset_t *out,
                     bf_err_t *err);
 
-/* The individual readers, for callers that know the format. */
+/* The individual readers (idx.c, cifar.c, imgfolder.c), for callers that know the format. */
 int bf_idx_load(const char *images_path, const char *labels_path, bf_dataset_t *out, bf_err_t *err);
 int bf_cifar10_load(const char *const *batch_paths, int nfiles, bf_dataset_t *out, bf_err_t *err);
 int bf_imgfolder_load(const char *dir, int c, int h, int w, bf_dataset_t *out, bf_err_t *err);
@@ -73,7 +73,7 @@ int bf_image_load(const char *path, int c, int h, int w, uint8_t *out, bf_err_t 
 /* Reads only the header: width, height and channels in the file. */
 int bf_image_info(const uint8_t *bytes, size_t n, int *w, int *h, int *c, bf_err_t *err);
 
-/* ---- Additions (datasets engineer): helpers the readers share and the engine may use. ---- */
+/* ---- Details of the functions above, and the helpers the readers share --------------------- */
 
 /* Precise behaviour of the functions above, for callers:
  *  - bf_dataset_load: when c/h/w are non-zero and differ from an IDX or CIFAR file's shape, the
