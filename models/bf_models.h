@@ -21,10 +21,11 @@
 /* ---- OpenBLAS kernels --------------------------------------------------------------------- */
 
 /* Debian's OpenBLAS 0.3.21 does not recognise recent Intel CPUs and falls back to SSE3
- * ("Prescott") kernels, 4x slower than its AVX-512 ones. Call first thing in main(): unless the user
- * set OPENBLAS_CORETYPE, if the detected core is a generic one and the CPU has AVX-512 (or AVX2),
- * it sets OPENBLAS_CORETYPE=SkylakeX (Haswell) and re-executes the program once, since OpenBLAS
- * reads the variable only while it loads. Returns normally when no re-exec is needed. */
+ * ("Prescott") kernels, several times slower than its AVX-512 ones. Call first thing in main():
+ * unless the user set OPENBLAS_CORETYPE, if the detected core is a generic one and the CPU has
+ * AVX-512 (or AVX2), it sets OPENBLAS_CORETYPE=SkylakeX (Haswell) and re-executes the program
+ * once, since OpenBLAS reads the variable only while it loads. Returns normally when no re-exec is
+ * needed. */
 void bf_blas_init(int argc, char **argv);
 /* The OpenBLAS core in use, e.g. "SkylakeX". */
 const char *bf_blas_corename(void);

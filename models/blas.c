@@ -1,9 +1,10 @@
 /* blas.c: make sure OpenBLAS runs its fast kernels on this CPU, single-threaded.
  *
  * Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) does not know recent Intel cores and picks its SSE3
- * "Prescott" kernels (OpenBLAS#4267, fixed after 0.3.21): sgemm runs 4x slower than with the
- * SkylakeX kernels, with the same results. OpenBLAS chooses its kernels when the library loads, so
- * the only portable fix from inside the program is to set OPENBLAS_CORETYPE and exec ourselves once. */
+ * "Prescott" kernels (fixed upstream after 0.3.21): sgemm runs several times slower than with the
+ * SkylakeX kernels, with the same results (docs/ENGINE.md). OpenBLAS chooses its kernels when the
+ * library loads, so the only portable fix from inside the program is to set OPENBLAS_CORETYPE and
+ * exec ourselves once. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>

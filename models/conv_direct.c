@@ -97,8 +97,9 @@ static __mmask16 tail_mask(size_t q0, size_t Q) {
 /* The 24 accumulators are named variables, not an array: GCC keeps an array of vectors in memory
  * and stores all of it after every tap, which made the kernel store-bound. The tile body is
  * inlined into one function per (vectors per tile, flipped taps) pair so the tap loop unrolls with
- * constant offsets and masks stay in mask registers (1.3-1.4x faster than a run-time tap loop), and
- * a map's last one or two vectors get a narrower tile instead of FMAs on masked-off lanes. */
+ * constant offsets and masks stay in mask registers (faster than a run-time tap loop:
+ * docs/ENGINE.md), and a map's last one or two vectors get a narrower tile instead of FMAs on
+ * masked-off lanes. */
 #define FOR_OC(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #define DECL(o) __m512 a##o##0 = _mm512_setzero_ps(), a##o##1 = a##o##0, a##o##2 = a##o##0;
 #define STEP(o)                                                 \
@@ -243,7 +244,7 @@ int bf_direct3x3_dw_ok(int OC) {
  * one run of n planes on the same pitch (rows H, H+1 and the two extra columns zero). Output
  * position q of image i then reads input q + tap offset inside image i's plane (the overhang of the
  * last rows meets zero dY), so one loop covers the whole slice and the lanes are reduced once per
- * slice, not once per image: for a 7x7 map that reduction was costing as much as the FMAs. */
+ * slice, not once per image: for a 7x7 map a per-image reduction costs as much as the FMAs. */
 static size_t run_floats(int n, int H, int W) { return (size_t)n * (H + 2) * (W + 2) + 2 * (size_t)(W + 2) + SLACK; }
 
 size_t bf_direct3x3_dw_scratch(int n, int C, int OC, int H, int W) { return (size_t)(C + OC) * run_floats(n, H, W); }

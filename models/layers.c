@@ -1,8 +1,9 @@
 /* layers.c: forward/backward pairs of every layer, over raw float* with explicit shapes.
  *
  * Each call works on a slice of n images (one thread's share of the batch); shapes are per image.
- * Convolutions are im2col + cblas_sgemm per image: the per-image column buffer stays in L2, which
- * measured faster here than one batch-wide GEMM (research notes, c_anchors.md §2.1). */
+ * Convolutions are im2col + cblas_sgemm per image (the per-image column buffer stays in L2; one
+ * GEMM over a group of images gained nothing measurable: docs/ENGINE.md), except the 3x3 stride-1
+ * ones the direct kernels of conv_direct.c take. */
 #include <assert.h>
 #include <cblas.h>
 #include <float.h>

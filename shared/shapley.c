@@ -1,4 +1,10 @@
-/* shapley.c: exact and layer-budgeted Shapley values (see bf_shapley.h). */
+/* shapley.c: the Shapley estimators of bf_shapley.h over a utility callback: exact (every
+ * coalition), the layer estimator (a budget of coalitions chosen by size, per-size player effects
+ * fitted across sizes) and the prediction surrogate (the layer estimator's coalitions' logits
+ * fitted per image, the predicted game valued, the misfit corrected with the layer estimator), plus
+ * bf_preds_utility, the one bounded utility of a model's logits every estimator scores with.
+ * Pure computation: no I/O, no threads, no state between calls. The method, its measured error and
+ * the choices behind its constants are in docs/SHAPLEY.md. */
 #include "bf_shapley.h"
 
 #include <math.h>
@@ -33,10 +39,10 @@ int bf_shapley_exact(int n, bf_utility_fn u, void *ctx, double *phi, bf_err_t *e
     return 0;
 }
 
-/* ---- the budgeted estimator (see bf_shapley.h for the method and its measured error) -------- */
+/* ---- the budgeted estimator (method: docs/SHAPLEY.md) --------------------------------------- */
 
-/* Ridge weights of the middle-layer fit, tuned on saved utility tables of real rounds
- * (blockfed-bench shapley --table): RIDGE_PLAYER and RIDGE_LINEAR pseudo-observations (at size 2)
+/* Ridge weights of the middle-layer fit, chosen on saved utility tables of real rounds
+ * (docs/SHAPLEY.md): RIDGE_PLAYER and RIDGE_LINEAR pseudo-observations (at size 2)
  * pull each player's two corrections toward 0; RIDGE_SHAPE (relative to the spread between the singleton and
  * leave-one-out effects) pulls the shared coefficient toward the 1/t prior. */
 #define RIDGE_PLAYER 1.0
@@ -163,10 +169,10 @@ static int spd_solve(int m, double *A, double *y) {
 
 /* How a player's effect moves from the leave-one-out layer (shape 0) toward the singletons'
  * (shape 1) as coalitions shrink. The preferred shape is 1/t: in a FedAvg coalition each member's
- * update is weighted 1/t, so to first order its effect on the model scales as 1/t; on real rounds
- * this shape fits the middle layers' effects to 0.7-3.6% of the values (a straight line in t: 1.8-7.5%).
- * The alternatives cover games of other kinds: linear in t (a quadratic game) and geometric
- * (saturating games, whose marginals shrink by a factor per added player). */
+ * update is weighted 1/t, so to first order its effect on the model scales as 1/t (how closely it
+ * and a straight line fit real rounds: docs/SHAPLEY.md). The alternatives cover games of other
+ * kinds: linear in t (a quadratic game) and geometric (saturating games, whose marginals shrink by
+ * a factor per added player). */
 #define SHAPES 5
 #define SHAPE_MARGIN 1.5 /* an alternative shape must fit this many times better than 1/t */
 
@@ -347,12 +353,10 @@ int bf_shapley_layers(int n, bf_utility_fn u, void *ctx, int budget, uint64_t se
     return 0;
 }
 
-/* ---- the prediction surrogate (see bf_shapley.h) -------------------------------------------- */
+/* ---- the prediction surrogate (contract: bf_shapley.h; method: docs/SHAPLEY.md) ------------- */
 
-/* Ridge of the surrogate's fits, relative to the mean diagonal of X^T X: tuned on the per-image
- * logits of every coalition of 11 real rounds (10 participants). With one fit for all sizes
- * 1e-3 .. 3e-2 were within 10% of each other; with one fit per size 1e-3 beat 3e-3 and 1e-2
- * (mean error under U = accuracy 3.9%, 4.0%, 4.5%; under -loss 2.9%, 2.9%, 3.1%). */
+/* Ridge of the surrogate's fits, relative to the mean diagonal of X^T X; it and the bandwidth were
+ * chosen on every coalition's logits of real rounds (docs/SHAPLEY.md). */
 #define SURROGATE_RIDGE 1e-3
 #define SURROGATE_BANDWIDTH 0.5 /* in coalition sizes: see surrogate_fit_size */
 #define SURROGATE_EXACT_MAXN 12 /* the surrogate game's values exactly (2^n of its coalitions) up to here */
@@ -430,10 +434,8 @@ static double record_utility(void *ctx, uint32_t S) {
  * (the one grand coalition as much as all the evaluated pairs), times exp(-|t' - t| / bandwidth):
  * a quadratic in the weights cannot follow the logits from the pairs to the grand coalition of a
  * model that is still far from converged (first rounds), so each size leans on the sizes next to
- * it. Measured on 11 real rounds (bf_shapley.h), against one fit for all sizes (bandwidth ->
- * infinity; both at ridge 1e-2): U = accuracy mean 7.6% -> 4.5%, worst round 20% -> 8.4%;
- * U = -loss mean 2.8% -> 3.1%, worst 8.8% either way. Bandwidth 0.5 beat 0.7 and 1 on those
- * rounds; larger bandwidths do better on smooth synthetic games (test_shapley_surrogate). */
+ * it (one fit for all sizes, bandwidth -> infinity, measured worse on real rounds: docs/SHAPLEY.md;
+ * larger bandwidths suit smooth synthetic games better, as in test_shapley_surrogate). */
 static int surrogate_fit_size(surr_t *s, int t, const int *count, int sizes, int rows, double *A, double *H) {
     int P = s->P, idx[MAXN * (MAXN + 3) / 2];
     double x[MAXN * (MAXN + 3) / 2];

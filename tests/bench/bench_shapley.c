@@ -1,16 +1,19 @@
-/* bench_shapley.c: `blockfed-bench shapley [--json] [--rounds R] [--split SPEC] [--save-table FILE]`
- *                  `blockfed-bench shapley --table FILE [--json]`
+/* bench_shapley.c: `blockfed-bench shapley [--json] [--rounds R] [--split SPEC] [--save-table FILE] ...`
+ *                  `blockfed-bench shapley --table FILE [--json] ...` (every flag: --help)
+ * The Shapley estimators against exact values on real federated rounds; what the figures mean,
+ * the ones measured so far and the commands that made them are in docs/SHAPLEY.md.
  * Ten participants, each with its own Fashion-MNIST block (--images, default 5,000), train one local
  * epoch of ResNet8 from the same global model, as in a federated round; the next round starts from
  * the FedAvg of all ten. The game is the coordinator's: U(S) = accuracy, or -loss, of the FedAvg of
- * S's updates on held-out images (--eval, default 2,000 = a task's default value_images); one
- * evaluation gives both. Every round evaluates all 2^10 coalitions once (a "utility table", the exact
+ * S's updates, its BN statistics re-estimated (--recalibrate; the initial model's too), on
+ * held-out images (--eval, default 2,000 = a task's default value_images); one evaluation gives
+ * both. Every round evaluates all 2^10 coalitions once (a "utility table", the exact
  * Shapley values' input), then runs the budgeted estimator on that table at several budgets and
  * seeds: relative L2 error and Spearman rank correlation against exact, mean and worst, per round
  * and on the values summed over the rounds (what settlement pays on). An estimator run on the
  * table sees the same numbers it would get from the live callback (evaluation is deterministic), so
- * --save-table FILE keeps the tables and --table FILE re-runs the estimator on them in
- * milliseconds instead of retraining.
+ * --save-table FILE keeps the tables (and every coalition's logits, FILE.preds) and --table FILE
+ * re-runs the estimator on them instead of retraining.
  * Time fraction: a round's valuation seconds / (local training + aggregation + valuation) seconds,
  * with local training = the slowest participant's epoch (participants train in parallel) and
  * valuation = evaluations x the mean seconds of one coalition evaluation measured over the table. */
@@ -515,7 +518,8 @@ static int usage(FILE *f) {
                "  estimator on saved tables (no training). The estimator is the coordinator's (surrogate, from\n"
                "  the coalitions' predictions; layers where FILE.preds is missing) or the layer estimator.\n"
                "  Every aggregated model's BatchNorm statistics are re-estimated on IMAGES training images\n"
-               "  spread over the participants' blocks, as the coordinator does (0: kept as averaged).\n",
+               "  spread over the participants' blocks, as the coordinator does (0: kept as averaged).\n"
+               "  What the figures mean and those measured so far: docs/SHAPLEY.md.\n",
             BF_BN_RECALIBRATE_IMAGES);
     return f == stdout ? 0 : 2;
 }
