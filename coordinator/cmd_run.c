@@ -78,7 +78,7 @@ int cmd_run_main(int argc, char **argv) {
     o.value_every = 1;
     o.bn_recalibrate = COORD_BN_RECALIBRATE_IMAGES;
     o.bind = "tcp://*:7700";
-    static char specs[COORD_MAX_DATASETS][4096];
+    char specs[COORD_MAX_DATASETS][4096]; /* the --dataset NAME=PATH texts o points into */
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

@@ -145,9 +145,6 @@ double bf_net_loss(bf_net_t *net, const float *x, const int32_t *y, int n);
  * with momentum=None. After averaging models the stored statistics no longer describe the
  * averaged model's activations. */
 void bf_net_recalibrate_bn(bf_net_t *net, const float *x, int n);
-/* Training images the coordinator re-estimates an aggregated model's BN statistics on by default
- * (5 forward batches of 256): measured on the first federated round of Fashion-MNIST ResNet8. */
-#define BF_BN_RECALIBRATE_IMAGES 1280
 /* Eval-mode forward (BN uses running statistics): writes n*classes logits. */
 void bf_net_predict(bf_net_t *net, const float *x, int n, float *logits);
 

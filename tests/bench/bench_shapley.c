@@ -35,6 +35,8 @@
 #define MAX_SEEDS 32
 #define MAX_GROUPS 8
 #define CLASSES 10
+/* the coordinator's default --bn-recalibrate: the bench values the game the coordinator plays */
+#define BENCH_BN_RECALIBRATE_IMAGES 1280
 
 /* Every coalition model's logits on the evaluation images (shared by a round's two tables). */
 typedef struct {
@@ -520,12 +522,12 @@ static int usage(FILE *f) {
                "  Every aggregated model's BatchNorm statistics are re-estimated on IMAGES training images\n"
                "  spread over the participants' blocks, as the coordinator does (0: kept as averaged).\n"
                "  What the figures mean and those measured so far: docs/SHAPLEY.md.\n",
-            BF_BN_RECALIBRATE_IMAGES);
+            BENCH_BN_RECALIBRATE_IMAGES);
     return f == stdout ? 0 : 2;
 }
 
 int bench_shapley_main(int argc, char **argv) {
-    int json = 0, layers = 0, recal = BF_BN_RECALIBRATE_IMAGES, eval = 2000, images = 5000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
+    int json = 0, layers = 0, recal = BENCH_BN_RECALIBRATE_IMAGES, eval = 2000, images = 5000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
     const char *split = "iid", *save = NULL, *load = NULL;
     uint64_t seed = 7;
     static const struct option opts[] = {

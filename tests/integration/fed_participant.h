@@ -10,6 +10,9 @@
 #include "bf_trainer.h"
 #include "fed_common.h"
 
+/* blockfed-coordinator run's default --bn-recalibrate (docs/COORDINATOR.md), restated here. */
+#define FED_BN_RECALIBRATE_IMAGES 1280
+
 
 static inline bf_msg_t *call(fed_client_t *c, bf_msg_t *req) { return fed_call(c, req); }
 
@@ -207,7 +210,7 @@ static inline void fed_finish(const char *coord, const char *home, part_t *p, in
 }
 
 /* How the coordinator re-estimates an aggregated model's BatchNorm statistics (run --bn-recalibrate,
- * default BF_BN_RECALIBRATE_IMAGES), restated independently of its code: the first images of its
+ * default FED_BN_RECALIBRATE_IMAGES), restated independently of its code: the first images of its
  * training split's blocks, spread evenly, normalized with the split's channel statistics, in
  * batches of 256 (its models' max_batch; the net given must have the same). */
 typedef struct {

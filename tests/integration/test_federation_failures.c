@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
     expect_ok(rep, "task create");
     bf_msg_destroy(&rep);
     for (int i = 0; i < 3; i++) join_and_fetch(&p[i], "t2");
-    const fed_recal_t rc = {spec + strlen("tiny="), "dirichlet:0.5", 100, BF_BN_RECALIBRATE_IMAGES, 1};
+    const fed_recal_t rc = {spec + strlen("tiny="), "dirichlet:0.5", 100, FED_BN_RECALIBRATE_IMAGES, 1};
 
     /* round 0: everyone */
     train_all(p, 3, "t2", 0);
