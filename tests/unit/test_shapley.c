@@ -8,7 +8,7 @@
  *    relative L2 error <= 9% with 32 evaluations and with 100 (measured <= 7.7% and <= 7.9%; 8 of
  *    the 10 games <= 3% with 100);
  *  - three real rounds (tests/fixtures/shapley_rounds_n10.h: 10 ResNet8 updates per round): the
- *    estimator's measured error on each (bf_shapley.h) with a margin, so a worse estimator fails,
+ *    estimator's measured error on each (docs/SHAPLEY.md) with a margin, so a worse estimator fails,
  *    and on the values summed over the three rounds (what settlement pays on);
  *  - the estimator evaluates each coalition at most once, within the budget, deterministically from
  *    its seed, and is exact once the budget covers all 2^n coalitions. */
@@ -168,7 +168,7 @@ int main(void) {
     }
 
     /* three real rounds: 10 ResNet8 updates, U = accuracy (tests/fixtures/shapley_rounds_n10.h);
-     * bounds = the worst measured over 5 seeds (bf_shapley.h) plus a margin, so a worse estimator
+     * bounds = the worst measured over 5 seeds (docs/SHAPLEY.md) plus a margin, so a worse estimator
      * fails; and the values summed over the rounds, which is what settlement pays on */
     const int rb[3] = {32, 50, 100};
     const double bound[3][3] = {{0.21, 0.16, 0.075}, {0.20, 0.13, 0.04}, {0.85, 0.42, 0.13}};
