@@ -1,4 +1,4 @@
-/* fuzz_proto: libFuzzer target for the wire-protocol decoder (issue 4).
+/* fuzz_proto: libFuzzer target for the wire-protocol decoder.
  *
  * Input format (also what `test_proto --write-seeds DIR` writes): a u16 little-endian header
  * length and that many header bytes, then for each payload frame a u24 little-endian length and
