@@ -1,5 +1,11 @@
-/* ledger_internal.h: what the ledger's .c files share and nobody else sees (the SQLite handle,
- * the statement cache, the per-operation frame, the account cache and the transfer encoding). */
+/* ledger_internal.h: what the ledger's .c files share and nobody else sees. The ledger is a stack of
+ * layers; each calls only the layers below it:
+ *   ledger_store.c, ledger_schema.c  storage: the handle, statements, accounts, transfers, hash chain
+ *   ledger_rcache.c                  the fee path's cache                          (calls storage)
+ *   ledger_tx.c                      op frame, idempotency, group commit   (calls the cache, storage)
+ *   ledger_query.c, ledger_ops.c, ledger_verify.c   the public API (bf_ledger.h), over all of the
+ *                                    above; ledger_ops.c also uses bf_ledger_user_find (query).
+ * First the types every layer uses, then one section per file naming what that file defines. */
 #ifndef BF_LEDGER_INTERNAL_H
 #define BF_LEDGER_INTERNAL_H
 
@@ -7,6 +13,8 @@
 #include <sqlite3.h>
 
 #include "bf_ledger.h"
+
+/* ==== Types and constants shared by every layer ================================================ */
 
 #define LEDGER_SCHEMA_VERSION 3
 
@@ -44,7 +52,7 @@ enum {
     OP_FEE_SETTLE,
 };
 
-/* Every cached statement; SQL text lives in ledger_db.c. */
+/* Every cached statement; SQL text lives in ledger_store.c. */
 enum {
     ST_BEGIN,
     ST_COMMIT,
@@ -100,18 +108,8 @@ typedef struct {
     int dirty;
 } ledger_acct_t;
 
-/* Cache of the fee path (task row, holders, payout state, payers), defined in ledger_ops.c. Valid
- * only inside one write transaction; see the comment there. */
+/* The fee path's cache, private to ledger_rcache.c. */
 struct ledger_rcache;
-/* Forgets everything (nothing may be pending: see ledger_rcache_flush). */
-void ledger_rcache_drop(bf_ledger_t *L);
-void ledger_rcache_free(bf_ledger_t *L);
-/* Writes pending task revenue figures (inside a group) to the tasks row. */
-int ledger_rcache_flush(bf_ledger_t *L, bf_err_t *err);
-/* At the start of an op, before its savepoint: any op but a fee op flushes and drops the cache. */
-int ledger_rcache_op_start(bf_ledger_t *L, int fee_op, bf_err_t *err);
-/* After an op failed and was rolled back to its savepoint: the cache as it was before the op. */
-void ledger_rcache_abort(bf_ledger_t *L);
 
 struct _bf_ledger_t {
     sqlite3 *db;
@@ -140,7 +138,7 @@ struct _bf_ledger_t {
     int32_t *gidx;
     size_t cap_gidx;
     int g_dirty;
-    struct ledger_rcache *rc;
+    struct ledger_rcache *rc; /* NULL until a fee op inside a group needs it */
 };
 
 /* The operation being executed: its key, fingerprint of its arguments and its ops row. */
@@ -164,35 +162,6 @@ typedef struct {
     int oom;
     unsigned char inl[128];
 } ledger_fp_t;
-void ledger_fp_i64(ledger_fp_t *f, int64_t v);
-void ledger_fp_str(ledger_fp_t *f, const char *s);
-void ledger_fp_bytes(ledger_fp_t *f, const void *b, size_t n);
-
-sqlite3_stmt *ledger_stmt(bf_ledger_t *L, int which);
-/* Steps a statement that returns no row (or whose rows are ignored) and resets it. */
-int ledger_exec_stmt(bf_ledger_t *L, sqlite3_stmt *s, bf_err_t *err);
-int ledger_sqlerr(bf_ledger_t *L, bf_err_t *err, const char *what);
-int64_t ledger_now(bf_ledger_t *L);
-void ledger_sha256(bf_ledger_t *L, const void *a, size_t na, const void *b, size_t nb,
-                   unsigned char out[32]);
-
-/* Op frame. ledger_op_start returns 1 if the op must run now, 0 if it was replayed (the recorded
- * rc is in *replay_rc), or a negative rc (conflict, busy, internal). ledger_op_finish records the
- * outcome, commits or rolls back, and returns the rc to hand to the caller. */
-int ledger_op_start(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, int *replay_rc,
-                    bf_err_t *err);
-int ledger_op_finish(bf_ledger_t *L, ledger_op_t *op, int rc, bf_err_t *err);
-
-/* Accounts. */
-ledger_acct_t *ledger_acct(bf_ledger_t *L, int64_t id, bf_err_t *err);
-/* Puts an account row read by another query into the op's cache (no-op if already cached). */
-ledger_acct_t *ledger_acct_seed(bf_ledger_t *L, const ledger_acct_t *row, bf_err_t *err);
-int ledger_acct_create(bf_ledger_t *L, int kind, int currency, int64_t owner, int64_t *id,
-                       bf_err_t *err);
-int ledger_acct_find(bf_ledger_t *L, int kind, int currency, int64_t owner, int64_t *id,
-                     bf_err_t *err);
-int64_t ledger_posted(const ledger_acct_t *a);
-int ledger_acct_restricted(int kind);
 
 typedef struct {
     int type, code;
@@ -200,16 +169,6 @@ typedef struct {
     int64_t pending_id, pending_amount; /* for post/void/expire */
     int64_t expires_at;
 } ledger_xfer_t;
-/* Applies a transfer to the cached accounts and appends its hash-chained row. */
-int ledger_transfer(bf_ledger_t *L, ledger_op_t *op, const ledger_xfer_t *x, int64_t *id,
-                    bf_err_t *err);
-/* A split: one posted transfer row debiting `debit` by the sum of amounts[] and crediting each of
- * the n distinct accounts[i] (none equal to debit, all amounts > 0) with amounts[i]. Stored as one
- * hash-chained row whose credit side is the legs blob (LEDGER_LEG_BYTES per leg). */
-int ledger_transfer_split(bf_ledger_t *L, ledger_op_t *op, int code, int64_t debit, size_t n,
-                          const int64_t *accounts, const int64_t *amounts, int64_t *id, bf_err_t *err);
-/* Inside a group: writes back the accounts the group has changed (before reading them by SQL). */
-int ledger_group_flush(bf_ledger_t *L, bf_err_t *err);
 
 /* Canonical encoding of a transfer row, hashed after the previous row's hash. */
 typedef struct {
@@ -226,6 +185,71 @@ typedef struct {
 typedef struct {
     int64_t account, amount, before, prev;
 } ledger_leg_t;
+
+/* A users row and a tasks row as the operations and the fee cache read them. */
+typedef struct {
+    int64_t id, cash, coin;
+    char pw[256];
+} ledger_user_row_t;
+
+typedef struct {
+    int64_t id, creator, usage_fee, reward_pool, total_revenue, fee_ppm, platform_paid;
+    int64_t escrow, clearing;
+    int mode, status, model_online;
+} ledger_task_row_t;
+
+/* ==== ledger_schema.c ========================================================================== */
+
+/* Migration i takes the schema from version i to i+1 (LEDGER_SCHEMA_VERSION entries). */
+extern const char *const ledger_migrations[];
+
+/* ==== ledger_store.c =========================================================================== */
+
+sqlite3_stmt *ledger_stmt(bf_ledger_t *L, int which);
+/* Steps a statement that returns no row (or whose rows are ignored) and resets it. */
+int ledger_exec_stmt(bf_ledger_t *L, sqlite3_stmt *s, bf_err_t *err);
+/* ledger_exec_stmt on the cached statement `which` (BEGIN, COMMIT, SAVEPOINT, ...). */
+int ledger_exec(bf_ledger_t *L, int which, bf_err_t *err);
+int ledger_sqlerr(bf_ledger_t *L, bf_err_t *err, const char *what);
+int64_t ledger_now(bf_ledger_t *L);
+void ledger_sha256(bf_ledger_t *L, const void *a, size_t na, const void *b, size_t nb,
+                   unsigned char out[32]);
+void ledger_hex(const unsigned char *b, size_t n, char *out);
+/* Meta key/value (integers). */
+int ledger_meta_get(bf_ledger_t *L, const char *key, int64_t *v, bf_err_t *err);
+/* Frees the handle and all it holds except the fee cache (see bf_ledger_close in ledger_tx.c). */
+void ledger_store_free(bf_ledger_t *L);
+
+/* Accounts. */
+ledger_acct_t *ledger_acct(bf_ledger_t *L, int64_t id, bf_err_t *err);
+/* Puts an account row read by another query into the op's cache (no-op if already cached). */
+ledger_acct_t *ledger_acct_seed(bf_ledger_t *L, const ledger_acct_t *row, bf_err_t *err);
+int ledger_acct_create(bf_ledger_t *L, int kind, int currency, int64_t owner, int64_t *id,
+                       bf_err_t *err);
+int ledger_acct_find(bf_ledger_t *L, int kind, int currency, int64_t owner, int64_t *id,
+                     bf_err_t *err);
+int64_t ledger_posted(const ledger_acct_t *a);
+int ledger_acct_restricted(int kind);
+/* At the end of a successful op: alone, its changed accounts are written now; inside a group they
+ * join the group's write-behind copies. */
+int ledger_acct_op_write(bf_ledger_t *L, bf_err_t *err);
+/* The group's write-behind copies: forgotten (group begin and end), written back (before SQL
+ * reads the accounts table or the group commits). */
+void ledger_acct_group_reset(bf_ledger_t *L);
+int ledger_acct_group_write(bf_ledger_t *L, bf_err_t *err);
+
+/* Rows. ENOTFOUND if there is no such user or task. */
+int ledger_user_row(bf_ledger_t *L, int64_t id, ledger_user_row_t *u, bf_err_t *err);
+int ledger_task_row(bf_ledger_t *L, int64_t id, ledger_task_row_t *t, bf_err_t *err);
+
+/* Applies a transfer to the cached accounts and appends its hash-chained row. */
+int ledger_transfer(bf_ledger_t *L, ledger_op_t *op, const ledger_xfer_t *x, int64_t *id,
+                    bf_err_t *err);
+/* A split: one posted transfer row debiting `debit` by the sum of amounts[] and crediting each of
+ * the n distinct accounts[i] (none equal to debit, all amounts > 0) with amounts[i]. Stored as one
+ * hash-chained row whose credit side is the legs blob (LEDGER_LEG_BYTES per leg). */
+int ledger_transfer_split(bf_ledger_t *L, ledger_op_t *op, int code, int64_t debit, size_t n,
+                          const int64_t *accounts, const int64_t *amounts, int64_t *id, bf_err_t *err);
 void ledger_leg_get(const unsigned char *legs, size_t i, ledger_leg_t *out);
 /* Payout state blob: n big-endian int64. */
 void ledger_put_be64(unsigned char *p, int64_t v);
@@ -233,9 +257,52 @@ int64_t ledger_get_be64(const unsigned char *p);
 void ledger_row_hash(bf_ledger_t *L, const unsigned char prev[32], const ledger_row_t *r,
                      const char *op_key, unsigned char out[32]);
 
-/* Meta key/value (integers). */
-int ledger_meta_get(bf_ledger_t *L, const char *key, int64_t *v, bf_err_t *err);
+/* ==== ledger_rcache.c ========================================================================== */
+/* The fee path's cache (task row, holders, payout state, payers). Valid only inside one write
+ * transaction; the op frame (ledger_tx.c) tells it where ops and transactions begin and end. */
 
-void ledger_hex(const unsigned char *b, size_t n, char *out);
+/* Forgets everything (nothing may be pending: see ledger_rcache_flush). */
+void ledger_rcache_drop(bf_ledger_t *L);
+void ledger_rcache_free(bf_ledger_t *L);
+/* Writes pending task revenue figures (inside a group) to the tasks row. */
+int ledger_rcache_flush(bf_ledger_t *L, bf_err_t *err);
+/* At the start of an op, before its savepoint: any op but a fee op flushes and drops the cache. */
+int ledger_rcache_op_start(bf_ledger_t *L, int fee_op, bf_err_t *err);
+/* After an op failed and was rolled back to its savepoint: the cache as it was before the op. */
+void ledger_rcache_abort(bf_ledger_t *L);
+/* A payer's cash account (cached inside a group). */
+int ledger_rcache_user_cash(bf_ledger_t *L, int64_t id, int64_t *cash, bf_err_t *err);
+/* The task row for the fee path; *cached points at the cache's copy (NULL outside a group). */
+int ledger_rcache_task(bf_ledger_t *L, int64_t id, ledger_task_row_t *t, ledger_task_row_t **cached,
+                      bf_err_t *err);
+/* Pays `amount` (already in the task's clearing account) to the task's shareholders and the
+ * platform as one split transfer; *t (and the cached copy tc, if any) get the new revenue figures. */
+int ledger_rcache_distribute(bf_ledger_t *L, ledger_op_t *op, ledger_task_row_t *t, ledger_task_row_t *tc,
+                             int64_t amount, bf_err_t *err);
+
+/* ==== ledger_tx.c ============================================================================== */
+
+void ledger_fp_i64(ledger_fp_t *f, int64_t v);
+void ledger_fp_str(ledger_fp_t *f, const char *s);
+void ledger_fp_bytes(ledger_fp_t *f, const void *b, size_t n);
+
+/* Op frame. ledger_op_start returns 1 if the op must run now, 0 if it was replayed (the recorded
+ * rc is in *replay_rc), or a negative rc (conflict, busy, internal). ledger_op_finish records the
+ * outcome, commits or rolls back, and returns the rc to hand to the caller. */
+int ledger_op_start(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, int *replay_rc,
+                    bf_err_t *err);
+int ledger_op_finish(bf_ledger_t *L, ledger_op_t *op, int rc, bf_err_t *err);
+/* An op's body: returns a bf_ledger_rc_t; any non-OK return undoes everything it did. */
+typedef int (*ledger_op_body_fn)(bf_ledger_t *L, ledger_op_t *op, const void *args, bf_err_t *err);
+/* Runs body once per op id, inside ledger_op_start/finish. *result gets op->result on success;
+ * *replayed (may be NULL) tells whether the outcome was recorded earlier. */
+int ledger_op_run(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, ledger_op_body_fn body,
+                  const void *args, int64_t *result, int *replayed, bf_err_t *err);
+/* Inside a group: writes back what the group has written behind (the fee cache's revenue figures,
+ * the accounts) before SQL reads the tables. A no-op outside a group. */
+int ledger_group_flush(bf_ledger_t *L, bf_err_t *err);
+
+/* ==== ledger_query.c, ledger_ops.c, ledger_verify.c ============================================ */
+/* These define only the bf_ledger_* functions of bf_ledger.h. */
 
 #endif

@@ -1,7 +1,9 @@
 /* ledger_ops.c: the operations the coordinator calls. Each one fingerprints its arguments, runs its
- * body inside the op frame (ledger_op_start/finish: idempotency, savepoint, recorded failures) and
+ * body inside the op frame (ledger_op_run: idempotency, savepoint, recorded failures) and
  * moves money only through ledger_transfer. Bodies return a bf_ledger_rc_t; any non-OK return
- * undoes everything the body did. */
+ * undoes everything the body did.
+ * Calls: ledger_tx.c (the frame), ledger_rcache.c (the fee path's task, payers and payout),
+ * ledger_store.c, and bf_ledger_user_find from ledger_query.c. */
 #include <assert.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -13,250 +15,12 @@
 
 #define PBKDF2_ITERATIONS 200000
 
-typedef int (*op_body_fn)(bf_ledger_t *L, ledger_op_t *op, const void *args, bf_err_t *err);
-
-/* Runs body once per op_id. *replayed (may be NULL) tells whether the outcome was recorded earlier. */
-static int run_op(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, op_body_fn body,
-                  const void *args, int64_t *result, int *replayed, bf_err_t *err) {
-    int replay_rc = 0;
-    if (replayed) *replayed = 0;
-    int rc = ledger_op_start(L, op, fp, &replay_rc, err);
-    if (rc == 0) {
-        if (replayed) *replayed = 1;
-        if (replay_rc == BF_LEDGER_OK && result) *result = op->result;
-        return replay_rc;
-    }
-    if (rc < 0) return rc;
-    rc = body(L, op, args, err);
-    rc = ledger_op_finish(L, op, rc, err);
-    if (rc == BF_LEDGER_OK && result) *result = op->result;
-    return rc;
-}
-
 /* ---- Rows the bodies read -------------------------------------------------------------------- */
-
-typedef struct {
-    int64_t id, cash, coin;
-    char pw[256];
-} user_row_t;
-
-typedef struct {
-    int64_t id, creator, usage_fee, reward_pool, total_revenue, fee_ppm, platform_paid;
-    int64_t escrow, clearing;
-    int mode, status, model_online;
-} task_row_t;
 
 typedef struct {
     int64_t id, task_id, payer, hold_transfer, held, captured, created_at, expires_at;
     int status;
 } usage_row_t;
-
-typedef struct {
-    int64_t user, ppm, cash;
-} holder_t;
-
-/* ---- The fee path's cache -------------------------------------------------------------------- */
-
-/* Inside a group, consecutive fee ops read the same task, holders, payout state and payers. They
- * are read once per transaction and kept here. A capture's new revenue figures (total revenue,
- * platform cut, what each holder has received) are kept here too and written to the tasks row
- * once: before the group commits, before any query on the handle, before any op that is not a fee
- * op (such an op drops the cache: it may change the task), or when a fee op moves on to another
- * task. Alone (outside a group) the row is written at once and the cache dies with the op.
- *
- * A fee op that fails is rolled back to its savepoint, which may undo a write made inside it; so
- * the first time an op changes the cached entry it snapshots it, and a failed op restores the
- * snapshot. */
-#define UCACHE_SLOTS 64
-typedef struct {
-    int task_valid;
-    task_row_t task;
-    int64_t holders_task; /* task whose holders and paid[] are loaded; 0: none */
-    size_t n;             /* holders; arrays hold n + 1 (the platform last) */
-    int dirty;            /* task.total_revenue/platform_paid and paid[] not yet in the tasks row */
-    holder_t *h;
-    int64_t *w, *keys, *paid;
-} rc_entry_t;
-
-struct ledger_rcache {
-    struct {
-        int64_t id, cash;
-    } users[UCACHE_SLOTS]; /* direct-mapped by id; id 0: empty */
-    rc_entry_t cur, snap;
-    int snap_valid; /* snap holds cur as it was when the current op started */
-    size_t cap;     /* of every array below and in cur and snap */
-    int64_t *add, *acct, *amt;
-    unsigned char *blob; /* payout state scratch, 8 n bytes */
-};
-
-static void entry_clear(rc_entry_t *e) {
-    e->task_valid = 0;
-    e->holders_task = 0;
-    e->n = 0;
-    e->dirty = 0;
-}
-
-static void entry_copy(rc_entry_t *dst, const rc_entry_t *src) {
-    dst->task_valid = src->task_valid;
-    dst->task = src->task;
-    dst->holders_task = src->holders_task;
-    dst->n = src->n;
-    dst->dirty = src->dirty;
-    if (!src->holders_task) return;
-    memcpy(dst->h, src->h, src->n * sizeof *src->h);
-    memcpy(dst->w, src->w, (src->n + 1) * sizeof *src->w);
-    memcpy(dst->keys, src->keys, (src->n + 1) * sizeof *src->keys);
-    memcpy(dst->paid, src->paid, (src->n + 1) * sizeof *src->paid);
-}
-
-void ledger_rcache_drop(bf_ledger_t *L) {
-    struct ledger_rcache *c = L->rc;
-    if (!c) return;
-    memset(c->users, 0, sizeof c->users);
-    entry_clear(&c->cur);
-    c->snap_valid = 0;
-}
-
-void ledger_rcache_free(bf_ledger_t *L) {
-    struct ledger_rcache *c = L->rc;
-    if (!c) return;
-    rc_entry_t *es[2] = {&c->cur, &c->snap};
-    for (int i = 0; i < 2; i++) {
-        free(es[i]->h);
-        free(es[i]->w);
-        free(es[i]->keys);
-        free(es[i]->paid);
-    }
-    free(c->add);
-    free(c->acct);
-    free(c->amt);
-    free(c->blob);
-    free(c);
-    L->rc = NULL;
-}
-
-static struct ledger_rcache *rcache(bf_ledger_t *L) {
-    if (!L->rc) L->rc = calloc(1, sizeof *L->rc);
-    return L->rc;
-}
-
-static int rcache_reserve(struct ledger_rcache *c, size_t n) {
-    if (n + 1 <= c->cap) return 0;
-    size_t cap = n + 1 < 16 ? 16 : n + 1;
-    int ok = 1;
-    rc_entry_t *es[2] = {&c->cur, &c->snap};
-    for (int k = 0; k < 2; k++) {
-        holder_t *h = realloc(es[k]->h, cap * sizeof *h);
-        if (h) es[k]->h = h;
-        else ok = 0;
-        int64_t **arr[] = {&es[k]->w, &es[k]->keys, &es[k]->paid};
-        for (size_t i = 0; i < sizeof arr / sizeof arr[0]; i++) {
-            int64_t *g = realloc(*arr[i], cap * sizeof **arr[i]);
-            if (g) *arr[i] = g;
-            else ok = 0;
-        }
-    }
-    int64_t **arr[] = {&c->add, &c->acct, &c->amt};
-    for (size_t i = 0; i < sizeof arr / sizeof arr[0]; i++) {
-        int64_t *g = realloc(*arr[i], cap * sizeof **arr[i]);
-        if (g) *arr[i] = g;
-        else ok = 0;
-    }
-    unsigned char *b = realloc(c->blob, 8 * cap);
-    if (b) c->blob = b;
-    else ok = 0;
-    if (!ok) return -1;
-    c->cap = cap;
-    return 0;
-}
-
-/* Before the current op first changes the cached entry. */
-static void rcache_snapshot(bf_ledger_t *L, struct ledger_rcache *c) {
-    if (!L->in_group || c->snap_valid) return;
-    entry_copy(&c->snap, &c->cur);
-    c->snap_valid = 1;
-}
-
-/* Writes the cached revenue figures of the task to its row. */
-static int rcache_write(bf_ledger_t *L, struct ledger_rcache *c, bf_err_t *err) {
-    rc_entry_t *e = &c->cur;
-    for (size_t i = 0; i < e->n; i++) ledger_put_be64(c->blob + 8 * i, e->paid[i]);
-    sqlite3_stmt *s = ledger_stmt(L, ST_TASK_SET_REVENUE);
-    if (!s) return ledger_sqlerr(L, err, "tasks");
-    sqlite3_bind_int64(s, 1, e->holders_task);
-    sqlite3_bind_int64(s, 2, e->task.total_revenue);
-    sqlite3_bind_int64(s, 3, e->paid[e->n]);
-    sqlite3_bind_blob(s, 4, c->blob, (int)(8 * e->n), SQLITE_STATIC);
-    int rc = ledger_exec_stmt(L, s, err);
-    if (!rc) e->dirty = 0;
-    return rc;
-}
-
-int ledger_rcache_flush(bf_ledger_t *L, bf_err_t *err) {
-    struct ledger_rcache *c = L->rc;
-    return c && c->cur.dirty ? rcache_write(L, c, err) : 0;
-}
-
-int ledger_rcache_op_start(bf_ledger_t *L, int fee_op, bf_err_t *err) {
-    struct ledger_rcache *c = L->rc;
-    if (!c) return 0;
-    c->snap_valid = 0;
-    if (fee_op) return 0;
-    int rc = ledger_rcache_flush(L, err);
-    ledger_rcache_drop(L);
-    return rc;
-}
-
-void ledger_rcache_abort(bf_ledger_t *L) {
-    struct ledger_rcache *c = L->rc;
-    if (!c) return;
-    if (L->in_group && c->snap_valid) entry_copy(&c->cur, &c->snap);
-    else if (!L->in_group) ledger_rcache_drop(L);
-    c->snap_valid = 0;
-}
-
-static int get_user(bf_ledger_t *L, int64_t id, user_row_t *u, bf_err_t *err) {
-    sqlite3_stmt *s = ledger_stmt(L, ST_USER_GET);
-    if (!s) return ledger_sqlerr(L, err, "users");
-    sqlite3_bind_int64(s, 1, id);
-    int step = sqlite3_step(s);
-    if (step == SQLITE_ROW) {
-        u->id = id;
-        const unsigned char *pw = sqlite3_column_text(s, 2);
-        snprintf(u->pw, sizeof u->pw, "%s", pw ? (const char *)pw : "");
-        u->cash = sqlite3_column_int64(s, 3);
-        u->coin = sqlite3_column_int64(s, 4);
-    }
-    sqlite3_reset(s);
-    if (step == SQLITE_ROW) return 0;
-    if (step == SQLITE_DONE) return bf_err_set(err, "unknown user %lld", (long long)id), BF_LEDGER_ENOTFOUND;
-    return ledger_sqlerr(L, err, "users");
-}
-
-static int get_task(bf_ledger_t *L, int64_t id, task_row_t *t, bf_err_t *err) {
-    sqlite3_stmt *s = ledger_stmt(L, ST_TASK_GET);
-    if (!s) return ledger_sqlerr(L, err, "tasks");
-    sqlite3_bind_int64(s, 1, id);
-    int step = sqlite3_step(s);
-    if (step == SQLITE_ROW) {
-        t->id = id;
-        t->creator = sqlite3_column_int64(s, 0);
-        t->mode = sqlite3_column_int(s, 2);
-        t->usage_fee = sqlite3_column_int64(s, 3);
-        t->reward_pool = sqlite3_column_int64(s, 4);
-        t->status = sqlite3_column_int(s, 5);
-        t->model_online = sqlite3_column_int(s, 6);
-        t->total_revenue = sqlite3_column_int64(s, 7);
-        t->fee_ppm = sqlite3_column_int64(s, 8);
-        t->platform_paid = sqlite3_column_int64(s, 9);
-        t->escrow = sqlite3_column_int64(s, 11);
-        t->clearing = sqlite3_column_int64(s, 12);
-    }
-    sqlite3_reset(s);
-    if (step == SQLITE_ROW) return 0;
-    if (step == SQLITE_DONE) return bf_err_set(err, "unknown task %lld", (long long)id), BF_LEDGER_ENOTFOUND;
-    return ledger_sqlerr(L, err, "tasks");
-}
 
 static int get_usage(bf_ledger_t *L, int64_t id, usage_row_t *u, bf_err_t *err) {
     sqlite3_stmt *s = ledger_stmt(L, ST_USAGE_GET);
@@ -278,48 +42,6 @@ static int get_usage(bf_ledger_t *L, int64_t id, usage_row_t *u, bf_err_t *err) 
     if (step == SQLITE_ROW) return 0;
     if (step == SQLITE_DONE) return bf_err_set(err, "unknown hold %lld", (long long)id), BF_LEDGER_ENOTFOUND;
     return ledger_sqlerr(L, err, "model_usage");
-}
-
-/* A payer's cash account: user rows never change once registered. */
-static int get_user_cash(bf_ledger_t *L, int64_t id, int64_t *cash, bf_err_t *err) {
-    struct ledger_rcache *c = L->in_group ? rcache(L) : NULL;
-    size_t slot = (size_t)((uint64_t)id % UCACHE_SLOTS);
-    if (c && id != 0 && c->users[slot].id == id) {
-        *cash = c->users[slot].cash;
-        return 0;
-    }
-    user_row_t u;
-    int rc = get_user(L, id, &u, err);
-    if (rc) return rc;
-    *cash = u.cash;
-    if (c) {
-        c->users[slot].id = id;
-        c->users[slot].cash = u.cash;
-    }
-    return 0;
-}
-
-/* The task row for the fee path; *cached points at the cache's copy (NULL outside a group). */
-static int get_task_fee(bf_ledger_t *L, int64_t id, task_row_t *t, task_row_t **cached, bf_err_t *err) {
-    struct ledger_rcache *c = L->in_group ? rcache(L) : NULL;
-    *cached = NULL;
-    if (c && c->cur.task_valid && c->cur.task.id == id) {
-        *t = c->cur.task;
-        *cached = &c->cur.task;
-        return 0;
-    }
-    int rc;
-    if (c) {
-        /* Moving on to another task: the previous one's revenue goes to its row first. */
-        rcache_snapshot(L, c);
-        if ((rc = ledger_rcache_flush(L, err))) return rc;
-        entry_clear(&c->cur);
-    }
-    if ((rc = get_task(L, id, t, err)) || !c) return rc;
-    c->cur.task = *t;
-    c->cur.task_valid = 1;
-    *cached = &c->cur.task;
-    return 0;
 }
 
 /* Compare-and-set of a task's status: exactly one row must change, or the transition is illegal. */
@@ -465,7 +187,7 @@ int bf_ledger_register_user(bf_ledger_t *self, const char *op_id, const char *na
     register_args_t a = {name, curve_key, password ? pw_hash : NULL};
     int replayed = 0;
     int64_t uid = 0;
-    int rc = run_op(self, &op, &fp, do_register, &a, &uid, &replayed, err);
+    int rc = ledger_op_run(self, &op, &fp, do_register, &a, &uid, &replayed, err);
     if (rc == BF_LEDGER_OK && replayed && password && bf_ledger_check_password(self, uid, password, err) != 1)
         return bf_err_set(err, "op id '%s' was already used with a different password", op_id),
                BF_LEDGER_ECONFLICT;
@@ -474,8 +196,8 @@ int bf_ledger_register_user(bf_ledger_t *self, const char *op_id, const char *na
 }
 
 int bf_ledger_check_password(bf_ledger_t *self, int64_t user_id, const char *password, bf_err_t *err) {
-    user_row_t u;
-    int rc = get_user(self, user_id, &u, err);
+    ledger_user_row_t u;
+    int rc = ledger_user_row(self, user_id, &u, err);
     if (rc) return rc;
     return u.pw[0] ? password_matches(u.pw, password) : 0;
 }
@@ -489,8 +211,8 @@ typedef struct {
 static int do_recharge(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
     const user_amount_args_t *a = argp;
     if (a->amount <= 0) return bf_err_set(err, "recharge amount must be positive"), BF_LEDGER_EINVAL;
-    user_row_t u;
-    int rc = get_user(L, a->user, &u, err);
+    ledger_user_row_t u;
+    int rc = ledger_user_row(L, a->user, &u, err);
     if (rc) return rc;
     return posted_transfer(L, op, CODE_RECHARGE, L->ext_cny, u.cash, a->amount, &op->result, err);
 }
@@ -504,7 +226,7 @@ int bf_ledger_recharge(bf_ledger_t *self, const char *op_id, int64_t user_id, in
     ledger_fp_i64(&fp, cents);
     ledger_op_t op = {.key = op_id, .kind = OP_RECHARGE};
     user_amount_args_t a = {user_id, cents};
-    return run_op(self, &op, &fp, do_recharge, &a, NULL, NULL, err);
+    return ledger_op_run(self, &op, &fp, do_recharge, &a, NULL, NULL, err);
 }
 
 static int do_spend(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
@@ -514,8 +236,8 @@ static int do_spend(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t 
     if (__builtin_mul_overflow(a->amount, BF_LEDGER_COINS_PER_BLOCK, &coins))
         return bf_err_set(err, "%lld blocks overflow the coin count", (long long)a->amount),
                BF_LEDGER_EOVERFLOW;
-    user_row_t u;
-    int rc = get_user(L, a->user, &u, err);
+    ledger_user_row_t u;
+    int rc = ledger_user_row(L, a->user, &u, err);
     if (rc) return rc;
     op->result = coins;
     return posted_transfer(L, op, CODE_SPEND_COINS, u.coin, L->rev_coin, coins, NULL, err);
@@ -530,7 +252,7 @@ int bf_ledger_spend_coins(bf_ledger_t *self, const char *op_id, int64_t user_id,
     ledger_fp_i64(&fp, blocks);
     ledger_op_t op = {.key = op_id, .kind = OP_SPEND};
     user_amount_args_t a = {user_id, blocks};
-    return run_op(self, &op, &fp, do_spend, &a, NULL, NULL, err);
+    return ledger_op_run(self, &op, &fp, do_spend, &a, NULL, NULL, err);
 }
 
 static int do_platform_fee(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
@@ -550,7 +272,7 @@ int bf_ledger_set_platform_fee(bf_ledger_t *self, const char *op_id, int64_t ppm
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, ppm);
     ledger_op_t op = {.key = op_id, .kind = OP_PLATFORM_FEE};
-    return run_op(self, &op, &fp, do_platform_fee, &ppm, NULL, NULL, err);
+    return ledger_op_run(self, &op, &fp, do_platform_fee, &ppm, NULL, NULL, err);
 }
 
 /* ---- Tasks ----------------------------------------------------------------------------------- */
@@ -573,10 +295,10 @@ static int do_create_task(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_
         return bf_err_set(err, "a reward task needs a positive reward pool"), BF_LEDGER_EINVAL;
     if (t->mode == BF_LEDGER_MODE_SHAREHOLDING && t->reward_pool != 0)
         return bf_err_set(err, "a shareholding task has no reward pool"), BF_LEDGER_EINVAL;
-    user_row_t u;
+    ledger_user_row_t u;
     int64_t fee_ppm, tid, escrow, clearing;
     int rc;
-    if ((rc = get_user(L, a->creator, &u, err)) || (rc = ledger_meta_get(L, "platform_fee_ppm", &fee_ppm, err)))
+    if ((rc = ledger_user_row(L, a->creator, &u, err)) || (rc = ledger_meta_get(L, "platform_fee_ppm", &fee_ppm, err)))
         return rc;
     sqlite3_stmt *s = ledger_stmt(L, ST_TASK_INSERT);
     if (!s) return ledger_sqlerr(L, err, "tasks");
@@ -618,24 +340,24 @@ int bf_ledger_create_task(bf_ledger_t *self, const char *op_id, int64_t creator_
     ledger_fp_i64(&fp, spec->usage_fee);
     ledger_op_t op = {.key = op_id, .kind = OP_CREATE_TASK};
     create_args_t a = {creator_id, spec};
-    return run_op(self, &op, &fp, do_create_task, &a, task_id, NULL, err);
+    return ledger_op_run(self, &op, &fp, do_create_task, &a, task_id, NULL, err);
 }
 
 static int do_start_task(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
-    task_row_t t;
-    int rc = get_task(L, *(const int64_t *)argp, &t, err);
+    ledger_task_row_t t;
+    int rc = ledger_task_row(L, *(const int64_t *)argp, &t, err);
     if (rc) return rc;
     return task_cas(L, op, t.id, BF_LEDGER_TASK_CREATED, BF_LEDGER_TASK_RUNNING, err);
 }
 
-static int task_op(bf_ledger_t *self, const char *op_id, int kind, int64_t task_id, op_body_fn body,
+static int task_op(bf_ledger_t *self, const char *op_id, int kind, int64_t task_id, ledger_op_body_fn body,
                    bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, task_id);
     ledger_op_t op = {.key = op_id, .kind = kind};
-    return run_op(self, &op, &fp, body, &task_id, NULL, NULL, err);
+    return ledger_op_run(self, &op, &fp, body, &task_id, NULL, NULL, err);
 }
 
 int bf_ledger_start_task(bf_ledger_t *self, const char *op_id, int64_t task_id, bf_err_t *err) {
@@ -643,15 +365,15 @@ int bf_ledger_start_task(bf_ledger_t *self, const char *op_id, int64_t task_id, 
 }
 
 static int do_refund_task(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
-    task_row_t t;
-    user_row_t u;
-    int rc = get_task(L, *(const int64_t *)argp, &t, err);
+    ledger_task_row_t t;
+    ledger_user_row_t u;
+    int rc = ledger_task_row(L, *(const int64_t *)argp, &t, err);
     if (rc) return rc;
     if (t.status != BF_LEDGER_TASK_CREATED && t.status != BF_LEDGER_TASK_RUNNING)
         return bf_err_set(err, "task %lld cannot be refunded in status %d", (long long)t.id, t.status),
                BF_LEDGER_ESTATE;
     if ((rc = task_cas(L, op, t.id, t.status, BF_LEDGER_TASK_REFUNDED, err)) ||
-        (rc = get_user(L, t.creator, &u, err)))
+        (rc = ledger_user_row(L, t.creator, &u, err)))
         return rc;
     ledger_acct_t *e = ledger_acct(L, t.escrow, err);
     if (!e) return BF_LEDGER_EINTERNAL;
@@ -672,10 +394,10 @@ typedef struct {
 
 static int do_join(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
     const task_user_args_t *a = argp;
-    task_row_t t;
-    user_row_t u;
+    ledger_task_row_t t;
+    ledger_user_row_t u;
     int rc;
-    if ((rc = get_task(L, a->task, &t, err)) || (rc = get_user(L, a->user, &u, err))) return rc;
+    if ((rc = ledger_task_row(L, a->task, &t, err)) || (rc = ledger_user_row(L, a->user, &u, err))) return rc;
     if (t.status != BF_LEDGER_TASK_CREATED && t.status != BF_LEDGER_TASK_RUNNING)
         return bf_err_set(err, "task %lld no longer accepts participants", (long long)t.id), BF_LEDGER_ESTATE;
     sqlite3_stmt *s = ledger_stmt(L, ST_PART_GET);
@@ -704,13 +426,13 @@ int bf_ledger_join_task(bf_ledger_t *self, const char *op_id, int64_t task_id, i
     ledger_fp_i64(&fp, user_id);
     ledger_op_t op = {.key = op_id, .kind = OP_JOIN_TASK};
     task_user_args_t a = {task_id, user_id, 0};
-    return run_op(self, &op, &fp, do_join, &a, NULL, NULL, err);
+    return ledger_op_run(self, &op, &fp, do_join, &a, NULL, NULL, err);
 }
 
 static int do_model_status(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
     const task_user_args_t *a = argp;
-    task_row_t t;
-    int rc = get_task(L, a->task, &t, err);
+    ledger_task_row_t t;
+    int rc = ledger_task_row(L, a->task, &t, err);
     if (rc) return rc;
     if (t.mode != BF_LEDGER_MODE_SHAREHOLDING || t.status != BF_LEDGER_TASK_COMPLETED)
         return bf_err_set(err, "task %lld has no completed shareholding model", (long long)t.id),
@@ -732,7 +454,7 @@ int bf_ledger_set_model_online(bf_ledger_t *self, const char *op_id, int64_t tas
     ledger_fp_i64(&fp, online ? 1 : 0);
     ledger_op_t op = {.key = op_id, .kind = OP_MODEL_STATUS};
     task_user_args_t a = {task_id, 0, online ? 1 : 0};
-    return run_op(self, &op, &fp, do_model_status, &a, NULL, NULL, err);
+    return ledger_op_run(self, &op, &fp, do_model_status, &a, NULL, NULL, err);
 }
 
 /* ---- Completion: reward split or share allocation -------------------------------------------- */
@@ -754,17 +476,17 @@ static int load_recipients(bf_ledger_t *L, const complete_args_t *a, int64_t *ca
         for (size_t j = 0; j < i; j++)
             if (a->users[j] == a->users[i])
                 return bf_err_set(err, "user %lld listed twice", (long long)a->users[i]), BF_LEDGER_EINVAL;
-        user_row_t u;
-        int rc = get_user(L, a->users[i], &u, err);
+        ledger_user_row_t u;
+        int rc = ledger_user_row(L, a->users[i], &u, err);
         if (rc) return rc;
         cash[i] = u.cash;
     }
     return 0;
 }
 
-static int complete_common(bf_ledger_t *L, ledger_op_t *op, const complete_args_t *a, task_row_t *t,
+static int complete_common(bf_ledger_t *L, ledger_op_t *op, const complete_args_t *a, ledger_task_row_t *t,
                            int64_t **cash, int64_t **parts, bf_err_t *err) {
-    int rc = get_task(L, a->task, t, err);
+    int rc = ledger_task_row(L, a->task, t, err);
     if (rc) return rc;
     if (t->mode != a->mode)
         return bf_err_set(err, "task %lld is not a %s task", (long long)t->id,
@@ -780,7 +502,7 @@ static int complete_common(bf_ledger_t *L, ledger_op_t *op, const complete_args_
 
 static int do_settle_reward(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
     const complete_args_t *a = argp;
-    task_row_t t;
+    ledger_task_row_t t;
     int64_t *cash = NULL, *parts = NULL;
     int rc = complete_common(L, op, a, &t, &cash, &parts, err);
     if (rc) goto done;
@@ -820,7 +542,7 @@ done:
 
 static int do_allocate_shares(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
     const complete_args_t *a = argp;
-    task_row_t t;
+    ledger_task_row_t t;
     int64_t *cash = NULL, *parts = NULL;
     int rc = complete_common(L, op, a, &t, &cash, &parts, err);
     if (rc) goto done;
@@ -847,7 +569,7 @@ done:
     return rc;
 }
 
-static int complete_op(bf_ledger_t *self, const char *op_id, int kind, op_body_fn body,
+static int complete_op(bf_ledger_t *self, const char *op_id, int kind, ledger_op_body_fn body,
                        const complete_args_t *a, bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
@@ -861,7 +583,7 @@ static int complete_op(bf_ledger_t *self, const char *op_id, int kind, op_body_f
     }
     ledger_fp_str(&fp, a->result_hash);
     ledger_op_t op = {.key = op_id, .kind = kind};
-    return run_op(self, &op, &fp, body, a, NULL, NULL, err);
+    return ledger_op_run(self, &op, &fp, body, a, NULL, NULL, err);
 }
 
 int bf_ledger_settle_reward(bf_ledger_t *self, const char *op_id, int64_t task_id, size_t n,
@@ -887,10 +609,10 @@ typedef struct {
 static int hold_body(bf_ledger_t *L, ledger_op_t *op, const fee_args_t *a, int64_t *hold_id, bf_err_t *err) {
     if (a->amount <= 0) return bf_err_set(err, "fee must be positive"), BF_LEDGER_EINVAL;
     if (a->timeout < 0) return bf_err_set(err, "negative hold timeout"), BF_LEDGER_EINVAL;
-    task_row_t t, *tc;
+    ledger_task_row_t t, *tc;
     int64_t cash;
     int rc;
-    if ((rc = get_task_fee(L, a->task, &t, &tc, err)) || (rc = get_user_cash(L, a->payer, &cash, err))) return rc;
+    if ((rc = ledger_rcache_task(L, a->task, &t, &tc, err)) || (rc = ledger_rcache_user_cash(L, a->payer, &cash, err))) return rc;
     if (t.mode != BF_LEDGER_MODE_SHAREHOLDING || t.status != BF_LEDGER_TASK_COMPLETED || !t.model_online)
         return bf_err_set(err, "task %lld has no online model", (long long)t.id), BF_LEDGER_ESTATE;
     int64_t expires = 0;
@@ -943,131 +665,9 @@ static int resolve_usage(bf_ledger_t *L, int64_t id, int status, int64_t capture
     return rc;
 }
 
-/* The task's holders in cash-account order, into the read cache; their accounts go straight into
- * the op's cache. */
-static int load_holders(bf_ledger_t *L, int64_t task, struct ledger_rcache *c, bf_err_t *err) {
-    sqlite3_stmt *s = ledger_stmt(L, ST_SHARES_OF_TASK);
-    if (!s) return ledger_sqlerr(L, err, "model_shareholdings");
-    sqlite3_bind_int64(s, 1, task);
-    size_t k = 0;
-    int rc = 0, step;
-    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        if (rcache_reserve(c, k + 1)) {
-            rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
-            break;
-        }
-        c->cur.h[k].user = sqlite3_column_int64(s, 0);
-        c->cur.h[k].ppm = sqlite3_column_int64(s, 1);
-        c->cur.h[k].cash = sqlite3_column_int64(s, 2);
-        ledger_acct_t row = {.id = c->cur.h[k].cash,
-                             .kind = sqlite3_column_int(s, 3),
-                             .currency = sqlite3_column_int(s, 4),
-                             .owner = sqlite3_column_int64(s, 5),
-                             .dp = sqlite3_column_int64(s, 6),
-                             .cp = sqlite3_column_int64(s, 7),
-                             .dpend = sqlite3_column_int64(s, 8),
-                             .cpend = sqlite3_column_int64(s, 9),
-                             .last = sqlite3_column_int64(s, 10)};
-        if (!ledger_acct_seed(L, &row, err)) {
-            rc = BF_LEDGER_EINTERNAL;
-            break;
-        }
-        k++;
-    }
-    sqlite3_reset(s);
-    if (rc) return rc;
-    if (step != SQLITE_DONE) return ledger_sqlerr(L, err, "model_shareholdings");
-    if (rcache_reserve(c, k)) return bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL;
-    c->cur.n = k;
-    return 0;
-}
-
-/* Reads what each of the n holders has received so far (tasks.payout_state; NULL: nothing yet). */
-static int load_payout_state(bf_ledger_t *L, int64_t task, size_t n, int64_t *paid, bf_err_t *err) {
-    sqlite3_stmt *s = ledger_stmt(L, ST_TASK_PAYOUT_STATE);
-    if (!s) return ledger_sqlerr(L, err, "tasks");
-    sqlite3_bind_int64(s, 1, task);
-    int rc = 0, step = sqlite3_step(s);
-    if (step == SQLITE_ROW) {
-        const unsigned char *b = sqlite3_column_blob(s, 0);
-        int nb = sqlite3_column_bytes(s, 0);
-        if (!b || nb == 0) {
-            for (size_t i = 0; i < n; i++) paid[i] = 0;
-        } else if ((size_t)nb != 8 * n) {
-            rc = (bf_err_set(err, "task %lld: payout state has %d bytes for %zu holders", (long long)task, nb, n),
-                  BF_LEDGER_EINTERNAL);
-        } else {
-            for (size_t i = 0; i < n; i++) paid[i] = ledger_get_be64(b + 8 * i);
-        }
-    } else {
-        rc = ledger_sqlerr(L, err, "tasks");
-    }
-    sqlite3_reset(s);
-    return rc;
-}
-
-/* Pays `amount` (already in the task's clearing account) to the shareholders and the platform so
- * that everyone's cumulative receipts track total_revenue * weight exactly to within one cent. The
- * payout is one split transfer: the clearing account debited once, one leg per payee. *t (and the
- * cached copy tc, if any) get the new revenue figures. */
-static int distribute(bf_ledger_t *L, ledger_op_t *op, task_row_t *t, task_row_t *tc, int64_t amount,
-                      bf_err_t *err) {
-    if (amount == 0) return 0;
-    struct ledger_rcache *c = rcache(L);
-    if (!c) return bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL;
-    rc_entry_t *e = &c->cur;
-    int rc;
-    rcache_snapshot(L, c);
-    if (e->holders_task != t->id) {
-        if ((rc = ledger_rcache_flush(L, err))) return rc;
-        e->holders_task = 0;
-        if ((rc = load_holders(L, t->id, c, err)) || (rc = load_payout_state(L, t->id, e->n, e->paid, err)))
-            return rc;
-        /* Holder weight ppm*(1e6 - platform ppm), platform weight platform_ppm*1e6: total 1e12. */
-        for (size_t i = 0; i < e->n; i++) {
-            e->w[i] = e->h[i].ppm * (BF_LEDGER_PPM - t->fee_ppm);
-            e->keys[i] = e->h[i].cash;
-        }
-        e->w[e->n] = t->fee_ppm * BF_LEDGER_PPM;
-        e->keys[e->n] = L->rev_cny;
-        e->paid[e->n] = t->platform_paid;
-        e->holders_task = t->id;
-    }
-    size_t n = e->n;
-    int64_t total_after;
-    if (__builtin_add_overflow(t->total_revenue, amount, &total_after))
-        return bf_err_set(err, "task revenue overflows"), BF_LEDGER_EOVERFLOW;
-    if (bf_money_apportion(n + 1, e->w, e->keys, e->paid, t->total_revenue, amount, c->add))
-        return bf_err_set(err, "task %lld: shares or payout state inconsistent", (long long)t->id), BF_LEDGER_EINTERNAL;
-    size_t legs = 0;
-    for (size_t i = 0; i <= n; i++) {
-        if (c->add[i] <= 0) continue;
-        c->acct[legs] = e->keys[i];
-        c->amt[legs++] = c->add[i];
-    }
-    if ((rc = ledger_transfer_split(L, op, CODE_FEE_PAYOUT, t->clearing, legs, c->acct, c->amt, NULL, err)))
-        return rc;
-    for (size_t i = 0; i <= n; i++) e->paid[i] += c->add[i];
-    t->total_revenue = total_after;
-    t->platform_paid = e->paid[n];
-    if (tc) {
-        tc->total_revenue = total_after;
-        tc->platform_paid = e->paid[n];
-    }
-    if (L->in_group && tc == &e->task) {
-        e->dirty = 1; /* written once, later (see the cache's comment) */
-        return 0;
-    }
-    /* Alone: written now, and the entry lives no longer than the op. */
-    e->task = *t;
-    rc = rcache_write(L, c, err);
-    entry_clear(e);
-    return rc;
-}
-
 static int capture_body(bf_ledger_t *L, ledger_op_t *op, int64_t hold_id, int64_t amount, bf_err_t *err) {
     usage_row_t u;
-    task_row_t t, *tc;
+    ledger_task_row_t t, *tc;
     int64_t cash;
     int rc;
     if ((rc = get_usage(L, hold_id, &u, err)) || (rc = check_open_hold(&u, op->now, err))) return rc;
@@ -1075,11 +675,11 @@ static int capture_body(bf_ledger_t *L, ledger_op_t *op, int64_t hold_id, int64_
     if (amount > u.held)
         return bf_err_set(err, "capture %lld exceeds hold %lld", (long long)amount, (long long)u.held),
                BF_LEDGER_EEXCEEDS_HOLD;
-    if ((rc = get_task_fee(L, u.task_id, &t, &tc, err)) || (rc = get_user_cash(L, u.payer, &cash, err))) return rc;
+    if ((rc = ledger_rcache_task(L, u.task_id, &t, &tc, err)) || (rc = ledger_rcache_user_cash(L, u.payer, &cash, err))) return rc;
     ledger_xfer_t x = {.type = XF_POST, .code = CODE_USAGE_FEE, .debit = cash, .credit = t.clearing,
                        .amount = amount, .pending_id = u.hold_transfer, .pending_amount = u.held};
     int64_t post_id;
-    if ((rc = ledger_transfer(L, op, &x, &post_id, err)) || (rc = distribute(L, op, &t, tc, amount, err)))
+    if ((rc = ledger_transfer(L, op, &x, &post_id, err)) || (rc = ledger_rcache_distribute(L, op, &t, tc, amount, err)))
         return rc;
     ledger_acct_t *c = ledger_acct(L, t.clearing, err);
     if (!c) return BF_LEDGER_EINTERNAL;
@@ -1103,7 +703,7 @@ int bf_ledger_fee_hold(bf_ledger_t *self, const char *op_id, int64_t task_id, in
     ledger_fp_i64(&fp, timeout_s);
     ledger_op_t op = {.key = op_id, .kind = OP_FEE_HOLD, .usage_result = 1};
     fee_args_t a = {task_id, payer_id, amount, timeout_s, 0};
-    return run_op(self, &op, &fp, do_fee_hold, &a, hold_id, NULL, err);
+    return ledger_op_run(self, &op, &fp, do_fee_hold, &a, hold_id, NULL, err);
 }
 
 static int do_fee_capture(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
@@ -1122,14 +722,14 @@ int bf_ledger_fee_capture(bf_ledger_t *self, const char *op_id, int64_t hold_id,
     ledger_fp_i64(&fp, amount);
     ledger_op_t op = {.key = op_id, .kind = OP_FEE_CAPTURE, .result0 = amount};
     fee_args_t a = {0, 0, amount, 0, hold_id};
-    return run_op(self, &op, &fp, do_fee_capture, &a, NULL, NULL, err);
+    return ledger_op_run(self, &op, &fp, do_fee_capture, &a, NULL, NULL, err);
 }
 
 /* Void (caller) and expire (sweep) differ only in the transfer type, the final status and whether
  * the hold must already be past its expiry. */
 static int release_hold(bf_ledger_t *L, ledger_op_t *op, int64_t hold_id, int expire, bf_err_t *err) {
     usage_row_t u;
-    task_row_t t, *tc;
+    ledger_task_row_t t, *tc;
     int64_t cash;
     int rc;
     if ((rc = get_usage(L, hold_id, &u, err))) return rc;
@@ -1140,7 +740,7 @@ static int release_hold(bf_ledger_t *L, ledger_op_t *op, int64_t hold_id, int ex
     } else if ((rc = check_open_hold(&u, op->now, err))) {
         return rc;
     }
-    if ((rc = get_task_fee(L, u.task_id, &t, &tc, err)) || (rc = get_user_cash(L, u.payer, &cash, err))) return rc;
+    if ((rc = ledger_rcache_task(L, u.task_id, &t, &tc, err)) || (rc = ledger_rcache_user_cash(L, u.payer, &cash, err))) return rc;
     ledger_xfer_t x = {.type = expire ? XF_EXPIRE : XF_VOID, .code = CODE_USAGE_FEE, .debit = cash,
                        .credit = t.clearing, .amount = u.held, .pending_id = u.hold_transfer,
                        .pending_amount = u.held};
@@ -1161,7 +761,7 @@ int bf_ledger_fee_void(bf_ledger_t *self, const char *op_id, int64_t hold_id, bf
     ledger_fp_i64(&fp, hold_id);
     ledger_op_t op = {.key = op_id, .kind = OP_FEE_VOID};
     fee_args_t a = {0, 0, 0, 0, hold_id};
-    return run_op(self, &op, &fp, do_fee_void, &a, NULL, NULL, err);
+    return ledger_op_run(self, &op, &fp, do_fee_void, &a, NULL, NULL, err);
 }
 
 /* ---- Settling a paid request: capture or void plus its usage record, one operation ------------ */
@@ -1206,35 +806,7 @@ int bf_ledger_fee_settle(bf_ledger_t *self, const char *op_id, int64_t hold_id, 
     ledger_fp_bytes(&fp, note->result, note->result_len);
     ledger_op_t op = {.key = op_id, .kind = OP_FEE_SETTLE, .result0 = amount};
     settle_args_t a = {hold_id, amount, note};
-    return run_op(self, &op, &fp, do_fee_settle, &a, NULL, NULL, err);
-}
-
-int bf_ledger_usage_note(bf_ledger_t *self, int64_t hold_id, int64_t *images, int64_t *classified,
-                         void **result, size_t *len, bf_err_t *err) {
-    bf_err_t e0;
-    if (!err) err = &e0;
-    if (result) *result = NULL;
-    if (len) *len = 0;
-    sqlite3_stmt *s = ledger_stmt(self, ST_USAGE_NOTE_GET);
-    if (!s) return ledger_sqlerr(self, err, "model_usage");
-    sqlite3_bind_int64(s, 1, hold_id);
-    int rc = 0, step = sqlite3_step(s);
-    if (step == SQLITE_ROW) {
-        if (images) *images = sqlite3_column_int64(s, 0);
-        if (classified) *classified = sqlite3_column_int64(s, 1);
-        const void *b = sqlite3_column_blob(s, 2);
-        size_t n = (size_t)sqlite3_column_bytes(s, 2);
-        if (result && b && n) {
-            if (!(*result = malloc(n))) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
-            else memcpy(*result, b, n), *len = n;
-        }
-    } else if (step == SQLITE_DONE) {
-        rc = (bf_err_set(err, "unknown hold %lld", (long long)hold_id), BF_LEDGER_ENOTFOUND);
-    } else {
-        rc = ledger_sqlerr(self, err, "model_usage");
-    }
-    sqlite3_reset(s);
-    return rc;
+    return ledger_op_run(self, &op, &fp, do_fee_settle, &a, NULL, NULL, err);
 }
 
 static int do_fee_charge(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
@@ -1255,7 +827,7 @@ int bf_ledger_fee_charge(bf_ledger_t *self, const char *op_id, int64_t task_id, 
     ledger_fp_i64(&fp, amount);
     ledger_op_t op = {.key = op_id, .kind = OP_FEE_CHARGE, .usage_result = 1};
     fee_args_t a = {task_id, payer_id, amount, 0, 0};
-    return run_op(self, &op, &fp, do_fee_charge, &a, hold_id, NULL, err);
+    return ledger_op_run(self, &op, &fp, do_fee_charge, &a, hold_id, NULL, err);
 }
 
 static int do_expire(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
@@ -1294,7 +866,7 @@ int bf_ledger_sweep_expired(bf_ledger_t *self, int64_t *n_expired, bf_err_t *err
         ledger_fp_t fp = {0};
         ledger_fp_i64(&fp, ids[i]);
         ledger_op_t op = {.key = key, .kind = OP_EXPIRE};
-        int r = run_op(self, &op, &fp, do_expire, &ids[i], NULL, NULL, err);
+        int r = ledger_op_run(self, &op, &fp, do_expire, &ids[i], NULL, NULL, err);
         if (r == BF_LEDGER_OK) {
             if (n_expired) (*n_expired)++;
         } else if (r == BF_LEDGER_EINTERNAL || r == BF_LEDGER_EBUSY) {

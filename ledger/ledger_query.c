@@ -1,5 +1,7 @@
 /* ledger_query.c: read-only views for the coordinator and the CLI. Each query is one SQL statement
- * (one consistent WAL snapshot) copied into plain C structs the caller owns. */
+ * (one consistent WAL snapshot) copied into plain C structs the caller owns.
+ * Calls: ledger_store.c, and ledger_group_flush (ledger_tx.c) so that inside a group what the
+ * group has written behind is in the tables before SQL reads them. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -356,6 +358,35 @@ int bf_ledger_usage(bf_ledger_t *self, int64_t task_id, bf_ledger_usage_t **out,
                     bf_err_t *err) {
     return collect(self, USAGE_SQL " WHERE task_id = ?1 ORDER BY id", 1, task_id, 0, sizeof **out,
                    usage_row, (void **)out, n, err);
+}
+
+/* The note bf_ledger_fee_settle stored with a hold; reads no account, so no group flush. */
+int bf_ledger_usage_note(bf_ledger_t *self, int64_t hold_id, int64_t *images, int64_t *classified,
+                         void **result, size_t *len, bf_err_t *err) {
+    bf_err_t e0;
+    if (!err) err = &e0;
+    if (result) *result = NULL;
+    if (len) *len = 0;
+    sqlite3_stmt *s = ledger_stmt(self, ST_USAGE_NOTE_GET);
+    if (!s) return ledger_sqlerr(self, err, "model_usage");
+    sqlite3_bind_int64(s, 1, hold_id);
+    int rc = 0, step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        if (images) *images = sqlite3_column_int64(s, 0);
+        if (classified) *classified = sqlite3_column_int64(s, 1);
+        const void *b = sqlite3_column_blob(s, 2);
+        size_t n = (size_t)sqlite3_column_bytes(s, 2);
+        if (result && b && n) {
+            if (!(*result = malloc(n))) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+            else memcpy(*result, b, n), *len = n;
+        }
+    } else if (step == SQLITE_DONE) {
+        rc = (bf_err_set(err, "unknown hold %lld", (long long)hold_id), BF_LEDGER_ENOTFOUND);
+    } else {
+        rc = ledger_sqlerr(self, err, "model_usage");
+    }
+    sqlite3_reset(s);
+    return rc;
 }
 
 /* The payout transfers of every captured usage: ids resolve_transfer+1 .. payouts_end of code

@@ -1,160 +1,24 @@
-/* ledger_db.c: the storage layer of the ledger. Opening and migrating the database, the statement
- * cache, transactions and the per-operation idempotency frame, the account cache, and the one
- * function that moves money (ledger_transfer) together with the hash chain it extends. */
+/* ledger_store.c: the storage layer of the ledger, the bottom of its stack. Opening and migrating
+ * the database (the migrations are in ledger_schema.c), the statement cache and its SQL, the
+ * handle's helpers (errors, clock, SHA-256), the account cache (the op's accounts and a group's
+ * write-behind copies), the user and task rows the layers above read, and the one function that
+ * moves money (ledger_transfer) together with the hash chain it extends.
+ * Calls: SQLite, OpenSSL and libbfshared only. Never the fee cache (ledger_rcache.c), the op frame
+ * (ledger_tx.c) or the operations, queries and checks above them: those layers drive storage, and
+ * whatever must happen around a transaction (the fee cache's flush, drop and rollback) is done by
+ * ledger_tx.c, which starts and ends them. */
 #include <assert.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "ledger_internal.h"
 
-/* ---- Schema ---------------------------------------------------------------------------------- */
+/* ---- Statements ------------------------------------------------------------------------------ */
 
-/* Migration i takes the schema from version i to i+1. Never edit a shipped migration: append one. */
-static const char *const migrations[] = {
-    /* 0 -> 1 */
-    "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;"
-    "INSERT INTO meta(key, value) VALUES('platform_fee_ppm', 0);"
-    "CREATE TABLE accounts("
-    "  id INTEGER PRIMARY KEY,"
-    "  kind INTEGER NOT NULL CHECK(kind BETWEEN 1 AND 6),"
-    "  currency INTEGER NOT NULL CHECK(currency IN (1, 2)),"
-    "  owner INTEGER NOT NULL,"
-    "  debits_posted INTEGER NOT NULL DEFAULT 0 CHECK(debits_posted >= 0),"
-    "  credits_posted INTEGER NOT NULL DEFAULT 0 CHECK(credits_posted >= 0),"
-    "  debits_pending INTEGER NOT NULL DEFAULT 0 CHECK(debits_pending >= 0),"
-    "  credits_pending INTEGER NOT NULL DEFAULT 0 CHECK(credits_pending >= 0),"
-    "  last_transfer INTEGER NOT NULL DEFAULT 0,"
-    "  UNIQUE(kind, currency, owner)) STRICT;"
-    "INSERT INTO accounts(kind, currency, owner) VALUES (5, 1, 0), (5, 2, 0), (6, 1, 0), (6, 2, 0);"
-    "CREATE TABLE users("
-    "  id INTEGER PRIMARY KEY,"
-    "  name TEXT NOT NULL UNIQUE CHECK(length(name) BETWEEN 1 AND 64),"
-    "  curve_public_key TEXT NOT NULL CHECK(length(curve_public_key) = 40),"
-    "  password_hash TEXT,"
-    "  cash_account INTEGER NOT NULL REFERENCES accounts(id) DEFERRABLE INITIALLY DEFERRED,"
-    "  coin_account INTEGER NOT NULL REFERENCES accounts(id) DEFERRABLE INITIALLY DEFERRED,"
-    "  created_at INTEGER NOT NULL) STRICT;"
-    "CREATE TABLE ops("
-    "  id INTEGER PRIMARY KEY,"
-    "  op_key TEXT NOT NULL UNIQUE,"
-    "  kind INTEGER NOT NULL,"
-    "  fingerprint BLOB NOT NULL,"
-    "  rc INTEGER NOT NULL,"
-    "  result INTEGER NOT NULL,"
-    "  message TEXT,"
-    "  created_at INTEGER NOT NULL) STRICT;"
-    /* The seed's "transactions": every movement, with both accounts' posted balance before and
-     * after, hash-chained in id order. debit_prev/credit_prev link each account's previous
-     * transfer (0: none), so an account's history is a walk from accounts.last_transfer; this
-     * replaces two secondary indexes that cost more than half of every insert. */
-    "CREATE TABLE transfers("
-    "  id INTEGER PRIMARY KEY,"
-    "  op INTEGER NOT NULL REFERENCES ops(id),"
-    "  type INTEGER NOT NULL CHECK(type BETWEEN 1 AND 5),"
-    "  code INTEGER NOT NULL,"
-    "  currency INTEGER NOT NULL CHECK(currency IN (1, 2)),"
-    "  debit_account INTEGER NOT NULL REFERENCES accounts(id),"
-    "  credit_account INTEGER NOT NULL REFERENCES accounts(id),"
-    "  amount INTEGER NOT NULL CHECK(amount >= 0),"
-    "  pending_id INTEGER REFERENCES transfers(id),"
-    "  expires_at INTEGER NOT NULL,"
-    "  created_at INTEGER NOT NULL,"
-    "  debit_before INTEGER NOT NULL, debit_after INTEGER NOT NULL,"
-    "  credit_before INTEGER NOT NULL, credit_after INTEGER NOT NULL,"
-    "  debit_prev INTEGER NOT NULL, credit_prev INTEGER NOT NULL,"
-    "  hash BLOB NOT NULL CHECK(length(hash) = 32)) STRICT;"
-    /* A hold resolves at most once: the database refuses a second post/void/expire outright. */
-    "CREATE UNIQUE INDEX transfers_resolution ON transfers(pending_id) WHERE pending_id IS NOT NULL;"
-    "CREATE TRIGGER transfers_no_update BEFORE UPDATE ON transfers"
-    "  BEGIN SELECT RAISE(ABORT, 'transfers are append-only'); END;"
-    "CREATE TRIGGER transfers_no_delete BEFORE DELETE ON transfers"
-    "  BEGIN SELECT RAISE(ABORT, 'transfers are append-only'); END;"
-    "CREATE TABLE tasks("
-    "  id INTEGER PRIMARY KEY,"
-    "  creator INTEGER NOT NULL REFERENCES users(id),"
-    "  name TEXT NOT NULL,"
-    "  payment_mode INTEGER NOT NULL CHECK(payment_mode IN (1, 2)),"
-    "  usage_fee INTEGER NOT NULL CHECK(usage_fee >= 0),"
-    "  reward_pool INTEGER NOT NULL CHECK(reward_pool >= 0),"
-    "  status INTEGER NOT NULL CHECK(status BETWEEN 1 AND 4),"
-    "  model_status INTEGER NOT NULL CHECK(model_status IN (0, 1)),"
-    "  total_revenue INTEGER NOT NULL CHECK(total_revenue >= 0),"
-    "  platform_fee_ppm INTEGER NOT NULL CHECK(platform_fee_ppm BETWEEN 0 AND 1000000),"
-    "  platform_paid INTEGER NOT NULL CHECK(platform_paid >= 0),"
-    "  payout_state BLOB,"
-    "  result_hash TEXT,"
-    "  escrow_account INTEGER NOT NULL REFERENCES accounts(id) DEFERRABLE INITIALLY DEFERRED,"
-    "  clearing_account INTEGER NOT NULL REFERENCES accounts(id) DEFERRABLE INITIALLY DEFERRED,"
-    "  created_at INTEGER NOT NULL,"
-    "  updated_at INTEGER NOT NULL) STRICT;"
-    /* Holders of a task in cash-account order (the payout tie-break order). What each has
-     * received so far is tasks.payout_state: one big-endian int64 per holder in this order, so a
-     * payout rewrites one row instead of one per holder. */
-    "CREATE TABLE model_shareholdings("
-    "  task_id INTEGER NOT NULL REFERENCES tasks(id),"
-    "  cash_account INTEGER NOT NULL REFERENCES accounts(id),"
-    "  user_id INTEGER NOT NULL REFERENCES users(id),"
-    "  weight INTEGER NOT NULL,"
-    "  ppm INTEGER NOT NULL CHECK(ppm BETWEEN 0 AND 1000000),"
-    "  PRIMARY KEY(task_id, cash_account)) STRICT, WITHOUT ROWID;"
-    "CREATE INDEX shareholdings_user ON model_shareholdings(user_id);"
-    /* One row per paid prediction: the hold and how it resolved. Payout transfers of a capture are
-     * the ids resolve_transfer+1 .. payouts_end (one operation appends them contiguously). */
-    "CREATE TABLE model_usage("
-    "  id INTEGER PRIMARY KEY,"
-    "  task_id INTEGER NOT NULL REFERENCES tasks(id),"
-    "  payer INTEGER NOT NULL REFERENCES users(id),"
-    "  hold_transfer INTEGER NOT NULL REFERENCES transfers(id),"
-    "  held INTEGER NOT NULL CHECK(held > 0),"
-    "  captured INTEGER NOT NULL CHECK(captured >= 0 AND captured <= held),"
-    "  status INTEGER NOT NULL CHECK(status BETWEEN 1 AND 4),"
-    "  created_at INTEGER NOT NULL,"
-    "  expires_at INTEGER NOT NULL,"
-    "  resolve_transfer INTEGER REFERENCES transfers(id),"
-    "  payouts_end INTEGER) STRICT;"
-    "CREATE INDEX usage_task ON model_usage(task_id);"
-    "CREATE INDEX usage_open ON model_usage(expires_at) WHERE status = 1 AND expires_at > 0;"
-    "CREATE VIEW revenue_distributions AS"
-    "  SELECT t.id AS transfer_id, u.id AS usage_id, u.task_id AS task_id, a.owner AS user_id,"
-    "         t.amount AS amount, t.created_at AS created_at"
-    "  FROM model_usage u JOIN transfers t ON t.id > u.resolve_transfer AND t.id <= u.payouts_end"
-    "  JOIN accounts a ON a.id = t.credit_account WHERE u.status = 2 AND t.code = 8;"
-    "CREATE TABLE reward_distributions("
-    "  id INTEGER PRIMARY KEY,"
-    "  task_id INTEGER NOT NULL REFERENCES tasks(id),"
-    "  user_id INTEGER NOT NULL REFERENCES users(id),"
-    "  weight INTEGER NOT NULL,"
-    "  amount INTEGER NOT NULL CHECK(amount >= 0),"
-    "  transfer INTEGER REFERENCES transfers(id)) STRICT;"
-    "CREATE INDEX rewards_task ON reward_distributions(task_id);"
-    "CREATE INDEX rewards_user ON reward_distributions(user_id);"
-    "CREATE TABLE participations("
-    "  task_id INTEGER NOT NULL REFERENCES tasks(id),"
-    "  user_id INTEGER NOT NULL REFERENCES users(id),"
-    "  joined_at INTEGER NOT NULL,"
-    "  PRIMARY KEY(task_id, user_id)) STRICT;"
-    "CREATE INDEX participations_user ON participations(user_id);",
-    /* 1 -> 2: what a paid request produced, stored with its usage record in the operation that
-     * resolves the hold (images asked for, images classified, the reply's results as sent). */
-    "ALTER TABLE model_usage ADD COLUMN images INTEGER NOT NULL DEFAULT 0 CHECK(images >= 0);"
-    "ALTER TABLE model_usage ADD COLUMN classified INTEGER NOT NULL DEFAULT 0"
-    "  CHECK(classified >= 0 AND classified <= images);"
-    "ALTER TABLE model_usage ADD COLUMN result BLOB;",
-    /* 2 -> 3: split transfers. A capture's payout to every holder (and the platform cut) is one
-     * hash-chained row: debit the clearing account, credit each leg of `legs` (n x 32 bytes:
-     * account, amount, balance before, previous transfer of that account, big-endian int64).
-     * Such a row has credit_account = debit_account and zero credit fields. The view
-     * revenue_distributions listed one row per payout transfer and cannot see legs:
-     * bf_ledger_revenues expands them instead. */
-    "ALTER TABLE transfers ADD COLUMN legs BLOB"
-    "  CHECK(legs IS NULL OR (length(legs) >= 32 AND length(legs) % 32 = 0));"
-    "DROP VIEW revenue_distributions;",
-};
-#define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
-_Static_assert(N_MIGRATIONS == LEDGER_SCHEMA_VERSION, "one migration per schema version");
-
+/* The SQL of every cached statement, prepared once per handle by ledger_stmt. */
 static const char *const sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -255,7 +119,7 @@ int ledger_exec_stmt(bf_ledger_t *L, sqlite3_stmt *s, bf_err_t *err) {
     return 0;
 }
 
-static int exec_simple(bf_ledger_t *L, int which, bf_err_t *err) {
+int ledger_exec(bf_ledger_t *L, int which, bf_err_t *err) {
     sqlite3_stmt *s = ledger_stmt(L, which);
     if (!s) return ledger_sqlerr(L, err, sql[which]);
     return ledger_exec_stmt(L, s, err);
@@ -324,7 +188,7 @@ int ledger_meta_get(bf_ledger_t *L, const char *key, int64_t *v, bf_err_t *err) 
     return ledger_sqlerr(L, err, "meta");
 }
 
-/* ---- Open, migrate, close -------------------------------------------------------------------- */
+/* ---- Open, migrate, free --------------------------------------------------------------------- */
 
 static int user_version(bf_ledger_t *L, int *v) {
     sqlite3_stmt *s;
@@ -354,7 +218,7 @@ static int migrate(bf_ledger_t *L, bf_err_t *err) {
         if (v == LEDGER_SCHEMA_VERSION) return sqlite3_exec(L->db, "COMMIT", NULL, NULL, NULL) ? -1 : 0;
         char bump[64];
         snprintf(bump, sizeof bump, "PRAGMA user_version = %d", v + 1);
-        if (sqlite3_exec(L->db, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
+        if (sqlite3_exec(L->db, ledger_migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
             sqlite3_exec(L->db, bump, NULL, NULL, NULL) != SQLITE_OK ||
             sqlite3_exec(L->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
             int r = ledger_sqlerr(L, err, "migration");
@@ -376,7 +240,7 @@ bf_ledger_t *bf_ledger_open(const char *path, bf_err_t *err) {
     L->clock = system_clock;
     if (sqlite3_open_v2(path, &L->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         bf_err_set(err, "opening %s: %s", path, L->db ? sqlite3_errmsg(L->db) : "out of memory");
-        bf_ledger_close(&L);
+        ledger_store_free(L);
         return NULL;
     }
     sqlite3_extended_result_codes(L->db, 1);
@@ -393,14 +257,14 @@ bf_ledger_t *bf_ledger_open(const char *path, bf_err_t *err) {
                      NULL, NULL, &msg) != SQLITE_OK) {
         bf_err_set(err, "configuring %s: %s", path, msg ? msg : "?");
         sqlite3_free(msg);
-        bf_ledger_close(&L);
+        ledger_store_free(L);
         return NULL;
     }
     L->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
     L->md = EVP_MD_CTX_new();
     if (!L->sha256 || !L->md) {
         bf_err_set(err, "OpenSSL SHA-256 unavailable");
-        bf_ledger_close(&L);
+        ledger_store_free(L);
         return NULL;
     }
     if (migrate(L, err) ||
@@ -409,15 +273,16 @@ bf_ledger_t *bf_ledger_open(const char *path, bf_err_t *err) {
         ledger_acct_find(L, BF_LEDGER_ACCT_PLATFORM_REVENUE, BF_LEDGER_CNY, 0, &L->rev_cny, err) ||
         ledger_acct_find(L, BF_LEDGER_ACCT_PLATFORM_REVENUE, BF_LEDGER_COIN, 0, &L->rev_coin, err)) {
         bf_err_prefix(err, "%s: ", path);
-        bf_ledger_close(&L);
+        ledger_store_free(L);
         return NULL;
     }
     return L;
 }
 
-void bf_ledger_close(bf_ledger_t **self_p) {
-    if (!self_p || !*self_p) return;
-    bf_ledger_t *L = *self_p;
+/* Everything of the handle but the fee cache, which bf_ledger_close (ledger_tx.c) frees first.
+ * bf_ledger_open's failure paths call this directly (no cache exists yet): storage does not call
+ * bf_ledger_close, which sits above it. */
+void ledger_store_free(bf_ledger_t *L) {
     if (L->db && !sqlite3_get_autocommit(L->db)) sqlite3_exec(L->db, "ROLLBACK", NULL, NULL, NULL);
     for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(L->st[i]);
     if (L->db) sqlite3_close(L->db);
@@ -426,18 +291,16 @@ void bf_ledger_close(bf_ledger_t **self_p) {
     free(L->acc);
     free(L->gacc);
     free(L->gidx);
-    ledger_rcache_free(L);
     free(L);
-    *self_p = NULL;
 }
 
-/* ---- Group commit ---------------------------------------------------------------------------- */
+/* ---- Accounts -------------------------------------------------------------------------------- */
 
 /* The group's account cache: accounts the group's committed ops have touched, with the counters
  * those ops left. Dirty entries are written back once, before the group commits (or before a
  * query on this handle reads the accounts table), instead of once per op. Another process cannot
  * write meanwhile: the group holds the write lock from BEGIN IMMEDIATE to COMMIT. */
-static void gmap_reset(bf_ledger_t *L) {
+void ledger_acct_group_reset(bf_ledger_t *L) {
     L->n_gacc = 0;
     L->g_dirty = 0;
     if (L->gidx) memset(L->gidx, 0xff, L->cap_gidx * sizeof *L->gidx);
@@ -509,10 +372,10 @@ static int write_account(bf_ledger_t *L, sqlite3_stmt *s, const ledger_acct_t *a
     return ledger_exec_stmt(L, s, err);
 }
 
-int ledger_group_flush(bf_ledger_t *L, bf_err_t *err) {
-    if (!L->in_group) return 0;
-    int rc0 = ledger_rcache_flush(L, err);
-    if (rc0 || !L->g_dirty) return rc0;
+/* Writes back the accounts the group has changed (ledger_group_flush, in ledger_tx.c, calls this
+ * after the fee cache's own write-back). */
+int ledger_acct_group_write(bf_ledger_t *L, bf_err_t *err) {
+    if (!L->g_dirty) return 0;
     sqlite3_stmt *s = ledger_stmt(L, ST_ACCT_UPDATE);
     if (!s) return ledger_sqlerr(L, err, "accounts");
     for (size_t i = 0; i < L->n_gacc; i++) {
@@ -526,250 +389,9 @@ int ledger_group_flush(bf_ledger_t *L, bf_err_t *err) {
     return 0;
 }
 
-int bf_ledger_group_begin(bf_ledger_t *self, bf_err_t *err) {
-    assert(!self->in_group && !self->in_op);
-    int rc = exec_simple(self, ST_BEGIN, err);
-    if (rc) return rc;
-    self->in_group = 1;
-    self->head_valid = 0;
-    self->next_usage = 0;
-    gmap_reset(self);
-    ledger_rcache_drop(self);
-    return 0;
-}
-
-int bf_ledger_group_commit(bf_ledger_t *self, bf_err_t *err) {
-    assert(self->in_group && !self->in_op);
-    int rc = ledger_group_flush(self, err);
-    if (!rc) rc = exec_simple(self, ST_COMMIT, err);
-    if (rc) bf_ledger_group_rollback(self);
-    self->in_group = 0;
-    self->head_valid = 0;
-    self->next_usage = 0;
-    gmap_reset(self);
-    ledger_rcache_drop(self);
-    return rc;
-}
-
-void bf_ledger_group_rollback(bf_ledger_t *self) {
-    if (!sqlite3_get_autocommit(self->db)) exec_simple(self, ST_ROLLBACK, NULL);
-    self->in_group = 0;
-    self->head_valid = 0;
-    self->next_usage = 0;
-    gmap_reset(self);
-    ledger_rcache_drop(self);
-}
-
-/* ---- Fingerprints and the op frame ----------------------------------------------------------- */
-
-static void fp_put(ledger_fp_t *f, const void *p, size_t n) {
-    if (f->oom) return;
-    if (!f->buf) {
-        f->buf = f->inl;
-        f->cap = sizeof f->inl;
-    }
-    if (f->len + n > f->cap) {
-        size_t cap = f->cap * 2;
-        while (cap < f->len + n) cap *= 2;
-        unsigned char *b = f->buf == f->inl ? malloc(cap) : realloc(f->buf, cap);
-        if (!b) {
-            f->oom = 1;
-            return;
-        }
-        if (f->buf == f->inl) memcpy(b, f->inl, f->len);
-        f->buf = b;
-        f->cap = cap;
-    }
-    memcpy(f->buf + f->len, p, n);
-    f->len += n;
-}
-
-static void fp_free(ledger_fp_t *f) {
-    if (f->buf != f->inl) free(f->buf);
-    f->buf = NULL;
-}
-
-void ledger_fp_i64(ledger_fp_t *f, int64_t v) {
-    unsigned char b[8];
-    for (int i = 0; i < 8; i++) b[i] = (unsigned char)((uint64_t)v >> (56 - 8 * i));
-    fp_put(f, b, 8);
-}
-
-void ledger_fp_bytes(ledger_fp_t *f, const void *b, size_t n) {
-    ledger_fp_i64(f, (int64_t)n);
-    if (n) fp_put(f, b, n);
-}
-
-void ledger_fp_str(ledger_fp_t *f, const char *s) {
-    /* NULL and "" differ: length -1 marks NULL. */
-    if (!s) {
-        ledger_fp_i64(f, -1);
-        return;
-    }
-    size_t n = strlen(s);
-    ledger_fp_i64(f, (int64_t)n);
-    fp_put(f, s, n);
-}
-
-static void drop_op_state(bf_ledger_t *L) {
-    L->n_acc = 0;
-    L->in_op = 0;
-}
-
-/* Ends the transaction the op opened: a savepoint inside a group, or the whole transaction. */
-static int end_tx(bf_ledger_t *L, int commit, bf_err_t *err) {
-    int rc = 0;
-    if (!commit) {
-        exec_simple(L, ST_ROLLBACK_TO, NULL);
-        L->head_valid = 0;
-        L->next_usage = 0;
-        ledger_rcache_abort(L);
-    }
-    if (!L->in_group) ledger_rcache_drop(L);
-    if (exec_simple(L, ST_RELEASE, err)) rc = BF_LEDGER_EINTERNAL;
-    if (!L->in_group) {
-        if (commit && !rc) {
-            rc = exec_simple(L, ST_COMMIT, err);
-            if (rc) exec_simple(L, ST_ROLLBACK, NULL);
-        } else if (!sqlite3_get_autocommit(L->db)) {
-            exec_simple(L, ST_ROLLBACK, NULL);
-        }
-        L->head_valid = 0;
-        L->next_usage = 0;
-    }
-    return rc;
-}
-
-static int insert_op_row(bf_ledger_t *L, ledger_op_t *op, int rc, const char *msg, bf_err_t *err) {
-    sqlite3_stmt *s = ledger_stmt(L, ST_OP_INSERT);
-    if (!s) return ledger_sqlerr(L, err, "ops");
-    sqlite3_bind_text(s, 1, op->key, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 2, op->kind);
-    sqlite3_bind_blob(s, 3, op->fp, 32, SQLITE_STATIC);
-    sqlite3_bind_int(s, 4, rc);
-    sqlite3_bind_int64(s, 5, op->result);
-    if (msg) sqlite3_bind_text(s, 6, msg, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(s, 7, op->now);
-    int r = ledger_exec_stmt(L, s, err);
-    if (!r) op->row = sqlite3_last_insert_rowid(L->db);
-    return r;
-}
-
-int ledger_op_start(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, int *replay_rc,
-                    bf_err_t *err) {
-    assert(!L->in_op);
-    size_t klen = op->key ? strlen(op->key) : 0;
-    if (klen == 0 || klen > BF_LEDGER_OP_ID_MAX) {
-        fp_free(fp);
-        return bf_err_set(err, "op id must be 1..%d bytes", BF_LEDGER_OP_ID_MAX), BF_LEDGER_EINVAL;
-    }
-    if (fp->oom) {
-        fp_free(fp);
-        return bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL;
-    }
-    ledger_sha256(L, fp->buf ? (const void *)fp->buf : "", fp->len, NULL, 0, op->fp);
-    fp_free(fp);
-
-    int rc;
-    if (!L->in_group) {
-        if ((rc = exec_simple(L, ST_BEGIN, err))) return rc;
-        L->head_valid = 0;
-        L->next_usage = 0;
-    }
-    /* Only fee operations keep the fee cache: every other op may change a task or its shares. Its
-     * pending writes go out here, before the savepoint, so no rollback of this op can undo them. */
-    int fee_op = op->kind == OP_FEE_HOLD || op->kind == OP_FEE_CAPTURE || op->kind == OP_FEE_VOID ||
-                 op->kind == OP_FEE_CHARGE || op->kind == OP_FEE_SETTLE || op->kind == OP_EXPIRE;
-    if ((rc = ledger_rcache_op_start(L, fee_op, err))) {
-        if (!L->in_group) exec_simple(L, ST_ROLLBACK, NULL);
-        return rc;
-    }
-    if ((rc = exec_simple(L, ST_SAVEPOINT, err))) {
-        if (!L->in_group) exec_simple(L, ST_ROLLBACK, NULL);
-        return rc;
-    }
-    L->in_op = 1;
-    L->n_acc = 0;
-    op->now = ledger_now(L);
-    op->result = 0;
-
-    /* A hold's result is the id of the usage row it will insert; knowing it now lets the op row be
-     * written once. Inside a write transaction nobody else inserts usage rows. */
-    if (op->usage_result) {
-        if (!L->next_usage) {
-            sqlite3_stmt *q = ledger_stmt(L, ST_USAGE_NEXT);
-            int step = q ? sqlite3_step(q) : SQLITE_ERROR;
-            if (step == SQLITE_ROW) L->next_usage = sqlite3_column_int64(q, 0);
-            if (q) sqlite3_reset(q);
-            if (step != SQLITE_ROW) {
-                rc = ledger_sqlerr(L, err, "model_usage");
-                end_tx(L, 0, NULL);
-                drop_op_state(L);
-                return rc;
-            }
-        }
-        op->result0 = L->next_usage;
-    }
-
-    /* A new id (the common case) is recorded by one insert; only a known id is read back. */
-    sqlite3_stmt *s = ledger_stmt(L, ST_OP_TRY_INSERT);
-    if (!s) {
-        rc = ledger_sqlerr(L, err, "ops");
-        end_tx(L, 0, NULL);
-        drop_op_state(L);
-        return rc;
-    }
-    sqlite3_bind_text(s, 1, op->key, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 2, op->kind);
-    sqlite3_bind_blob(s, 3, op->fp, 32, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 4, op->now);
-    sqlite3_bind_int64(s, 5, op->result0);
-    if ((rc = ledger_exec_stmt(L, s, err))) {
-        end_tx(L, 0, NULL);
-        drop_op_state(L);
-        return rc;
-    }
-    if (sqlite3_changes(L->db) == 1) {
-        op->row = sqlite3_last_insert_rowid(L->db);
-        return 1;
-    }
-    if (!(s = ledger_stmt(L, ST_OP_GET))) {
-        rc = ledger_sqlerr(L, err, "ops");
-        end_tx(L, 0, NULL);
-        drop_op_state(L);
-        return rc;
-    }
-    sqlite3_bind_text(s, 1, op->key, -1, SQLITE_STATIC);
-    int step = sqlite3_step(s);
-    if (step == SQLITE_ROW) {
-        /* Seen before: same arguments get the recorded outcome, different ones a conflict. */
-        const void *fpb = sqlite3_column_blob(s, 2);
-        int same = sqlite3_column_int(s, 1) == op->kind && sqlite3_column_bytes(s, 2) == 32 &&
-                   fpb && memcmp(fpb, op->fp, 32) == 0;
-        if (same) {
-            *replay_rc = sqlite3_column_int(s, 3);
-            op->result = sqlite3_column_int64(s, 4);
-            const unsigned char *m = sqlite3_column_text(s, 5);
-            if (*replay_rc != BF_LEDGER_OK) bf_err_set(err, "%s", m ? (const char *)m : "failed");
-        } else {
-            bf_err_set(err, "op id '%s' was already used with different arguments", op->key);
-        }
-        sqlite3_reset(s);
-        end_tx(L, 0, NULL);
-        drop_op_state(L);
-        return same ? 0 : BF_LEDGER_ECONFLICT;
-    }
-    sqlite3_reset(s);
-    rc = step == SQLITE_DONE ? (bf_err_set(err, "ops: op id '%s' neither inserted nor found", op->key), BF_LEDGER_EINTERNAL)
-                             : ledger_sqlerr(L, err, "ops");
-    end_tx(L, 0, NULL);
-    drop_op_state(L);
-    return rc;
-}
-
 /* At the end of a successful op: alone, its changed accounts are written now; inside a group they
  * join the group's cache and are written once before the group commits. */
-static int flush_accounts(bf_ledger_t *L, bf_err_t *err) {
+int ledger_acct_op_write(bf_ledger_t *L, bf_err_t *err) {
     if (L->in_group) {
         for (size_t i = 0; i < L->n_acc; i++) {
             int rc = gmap_put(L, &L->acc[i], err);
@@ -788,73 +410,6 @@ static int flush_accounts(bf_ledger_t *L, bf_err_t *err) {
     }
     return 0;
 }
-
-static int is_recorded_failure(int rc) {
-    return rc != BF_LEDGER_OK && rc != BF_LEDGER_EINTERNAL && rc != BF_LEDGER_EBUSY &&
-           rc != BF_LEDGER_ECONFLICT;
-}
-
-int ledger_op_finish(bf_ledger_t *L, ledger_op_t *op, int rc, bf_err_t *err) {
-    assert(L->in_op);
-    if (rc == BF_LEDGER_OK) {
-        sqlite3_stmt *s;
-        if (op->result != op->result0) {
-            if (!(s = ledger_stmt(L, ST_OP_SET_RESULT))) {
-                rc = ledger_sqlerr(L, err, "ops");
-            } else {
-                sqlite3_bind_int64(s, 1, op->row);
-                sqlite3_bind_int64(s, 2, op->result);
-                rc = ledger_exec_stmt(L, s, err);
-            }
-        }
-        if (rc == 0) rc = flush_accounts(L, err); /* last: inside a group it cannot be undone */
-        if (rc == 0) {
-            rc = end_tx(L, 1, err);
-            drop_op_state(L);
-            return rc;
-        }
-        /* Storage failed mid-op: fall through to a full rollback, nothing recorded. */
-        rc = BF_LEDGER_EINTERNAL;
-    }
-    ledger_rcache_abort(L);
-    if (is_recorded_failure(rc)) {
-        /* Undo everything the op did, then remember that this id failed and why, so a retry
-         * with the same id gets the same answer even if the world has changed since. */
-        char msg[sizeof err->msg];
-        snprintf(msg, sizeof msg, "%s", err->msg);
-        exec_simple(L, ST_ROLLBACK_TO, NULL);
-        L->head_valid = 0;
-        L->next_usage = 0;
-        op->result = 0;
-        int r = insert_op_row(L, op, rc, msg, NULL);
-        if (r == 0) r = end_tx(L, 1, NULL);
-        else end_tx(L, 0, NULL);
-        bf_err_set(err, "%s", msg);
-        drop_op_state(L);
-        return r == 0 ? rc : BF_LEDGER_EINTERNAL;
-    }
-    end_tx(L, 0, NULL);
-    drop_op_state(L);
-    return rc;
-}
-
-int bf_ledger_op_lookup(bf_ledger_t *self, const char *op_id, int *found, int *rc, int64_t *result,
-                        bf_err_t *err) {
-    sqlite3_stmt *s = ledger_stmt(self, ST_OP_GET);
-    if (!s) return ledger_sqlerr(self, err, "ops");
-    sqlite3_bind_text(s, 1, op_id, -1, SQLITE_STATIC);
-    int step = sqlite3_step(s);
-    *found = step == SQLITE_ROW;
-    if (*found) {
-        if (rc) *rc = sqlite3_column_int(s, 3);
-        if (result) *result = sqlite3_column_int64(s, 4);
-    }
-    sqlite3_reset(s);
-    if (step != SQLITE_ROW && step != SQLITE_DONE) return ledger_sqlerr(self, err, "ops");
-    return 0;
-}
-
-/* ---- Accounts -------------------------------------------------------------------------------- */
 
 int64_t ledger_posted(const ledger_acct_t *a) { return a->cp - a->dp; }
 
@@ -947,6 +502,51 @@ int ledger_acct_find(bf_ledger_t *L, int kind, int currency, int64_t owner, int6
                           (long long)owner),
                BF_LEDGER_ENOTFOUND;
     return ledger_sqlerr(L, err, "accounts");
+}
+
+/* ---- Rows the operations and the fee cache read ---------------------------------------------- */
+
+int ledger_user_row(bf_ledger_t *L, int64_t id, ledger_user_row_t *u, bf_err_t *err) {
+    sqlite3_stmt *s = ledger_stmt(L, ST_USER_GET);
+    if (!s) return ledger_sqlerr(L, err, "users");
+    sqlite3_bind_int64(s, 1, id);
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        u->id = id;
+        const unsigned char *pw = sqlite3_column_text(s, 2);
+        snprintf(u->pw, sizeof u->pw, "%s", pw ? (const char *)pw : "");
+        u->cash = sqlite3_column_int64(s, 3);
+        u->coin = sqlite3_column_int64(s, 4);
+    }
+    sqlite3_reset(s);
+    if (step == SQLITE_ROW) return 0;
+    if (step == SQLITE_DONE) return bf_err_set(err, "unknown user %lld", (long long)id), BF_LEDGER_ENOTFOUND;
+    return ledger_sqlerr(L, err, "users");
+}
+
+int ledger_task_row(bf_ledger_t *L, int64_t id, ledger_task_row_t *t, bf_err_t *err) {
+    sqlite3_stmt *s = ledger_stmt(L, ST_TASK_GET);
+    if (!s) return ledger_sqlerr(L, err, "tasks");
+    sqlite3_bind_int64(s, 1, id);
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        t->id = id;
+        t->creator = sqlite3_column_int64(s, 0);
+        t->mode = sqlite3_column_int(s, 2);
+        t->usage_fee = sqlite3_column_int64(s, 3);
+        t->reward_pool = sqlite3_column_int64(s, 4);
+        t->status = sqlite3_column_int(s, 5);
+        t->model_online = sqlite3_column_int(s, 6);
+        t->total_revenue = sqlite3_column_int64(s, 7);
+        t->fee_ppm = sqlite3_column_int64(s, 8);
+        t->platform_paid = sqlite3_column_int64(s, 9);
+        t->escrow = sqlite3_column_int64(s, 11);
+        t->clearing = sqlite3_column_int64(s, 12);
+    }
+    sqlite3_reset(s);
+    if (step == SQLITE_ROW) return 0;
+    if (step == SQLITE_DONE) return bf_err_set(err, "unknown task %lld", (long long)id), BF_LEDGER_ENOTFOUND;
+    return ledger_sqlerr(L, err, "tasks");
 }
 
 /* ---- Transfers and the hash chain ------------------------------------------------------------ */
