@@ -6,6 +6,7 @@
  *   worker.c    the aggregation actor: aggregation, BN re-estimation, checkpoints, the Shapley game
  *   predict.c   the prediction actor: paid predictions against the ledger
  *   store.c     the federation's durable state, HOME/coordinator.db
+ *   log.c       the log
  *
  * Threads: the socket thread owns server_t, every task_t and the ledger handle; the worker sees
  * only the coord_job_t it was handed and the model fields of that job's task (which the socket
@@ -88,6 +89,18 @@ static inline int coord_mode_parse(const char *name, bf_ledger_mode_t *out) {
     if (name && !strcmp(name, "reward")) return *out = BF_LEDGER_MODE_REWARD, 0;
     if (name && !strcmp(name, "shareholding")) return *out = BF_LEDGER_MODE_SHAREHOLDING, 0;
     return -1;
+}
+
+/* The ERROR code a ledger return code is answered with (INTERNAL for storage failures). */
+static inline bf_proto_code_t coord_ledger_code(int rc) {
+    return rc == BF_LEDGER_EFUNDS      ? BF_PROTO_INSUFFICIENT_FUNDS
+           : rc == BF_LEDGER_ESTATE    ? BF_PROTO_BAD_STATE
+           : rc == BF_LEDGER_EEXISTS   ? BF_PROTO_CONFLICT
+           : rc == BF_LEDGER_ECONFLICT ? BF_PROTO_CONFLICT
+           : rc == BF_LEDGER_ENOTFOUND ? BF_PROTO_NOT_FOUND
+           : rc == BF_LEDGER_EEXPIRED  ? BF_PROTO_BAD_STATE
+           : rc == BF_LEDGER_EINVAL    ? BF_PROTO_BAD_REQUEST
+                                       : BF_PROTO_INTERNAL;
 }
 
 /* ---- task specification, as TASK_CREATE carries it ------------------------------------------ */
@@ -204,6 +217,9 @@ typedef struct {
 
 /* Runs until SIGINT/SIGTERM; returns an exit status. */
 int coord_serve(const coord_opts_t *o);
+
+/* ---- log.c ---------------------------------------------------------------------------------- */
+
 /* A timestamped line on stdout (the coordinator's log). */
 void coord_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static inline int64_t coord_now_ms(void) { return zclock_mono(); }
@@ -216,8 +232,6 @@ static inline int64_t coord_now_ms(void) { return zclock_mono(); }
 bf_msg_t *coord_handle(coord_server_t *s, bf_msg_t **req, zframe_t **rid, const char *key);
 /* A PREDICT the actor answered no longer counts against its payer's in-flight limit. */
 void coord_inflight_release(coord_server_t *s, int64_t payer);
-/* The ERROR code a ledger return code is answered with (INTERNAL for storage failures). */
-bf_proto_code_t coord_ledger_code(int rc);
 
 /* ---- task.c --------------------------------------------------------------------------------- */
 

@@ -79,17 +79,6 @@ static int64_t user_of(coord_server_t *s, const char *key) {
     return id;
 }
 
-bf_proto_code_t coord_ledger_code(int rc) {
-    return rc == BF_LEDGER_EFUNDS      ? BF_PROTO_INSUFFICIENT_FUNDS
-           : rc == BF_LEDGER_ESTATE    ? BF_PROTO_BAD_STATE
-           : rc == BF_LEDGER_EEXISTS   ? BF_PROTO_CONFLICT
-           : rc == BF_LEDGER_ECONFLICT ? BF_PROTO_CONFLICT
-           : rc == BF_LEDGER_ENOTFOUND ? BF_PROTO_NOT_FOUND
-           : rc == BF_LEDGER_EEXPIRED  ? BF_PROTO_BAD_STATE
-           : rc == BF_LEDGER_EINVAL    ? BF_PROTO_BAD_REQUEST
-                                       : BF_PROTO_INTERNAL;
-}
-
 static bf_msg_t *ledger_error(uint64_t id, int rc, const bf_err_t *err) {
     return bf_msg_error(id, coord_ledger_code(rc), "%s", err->msg);
 }

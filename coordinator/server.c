@@ -7,30 +7,14 @@
  * and at start-up loads the datasets and restores every task from coordinator.db and its last
  * checkpoint. Identity is the CURVE key the connection authenticated with (bf_msg_user_id),
  * never a name in a message. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "coord.h"
 
 #define MAX_GARBAGE 50 /* malformed messages a peer may send before it is ignored */
 #define SWEEP_MS 10000 /* how often holds left by interrupted predictions are released */
-
-void coord_log(const char *fmt, ...) {
-    char ts[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
-    printf("%s ", ts);
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    fflush(stdout);
-}
 
 /* ---- the socket ---------------------------------------------------------------------------- */
 
