@@ -16,7 +16,7 @@ mkdir -p "$out"
 # shellcheck disable=SC2046
 clang -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
-  -Ishared tests/fuzz/fuzz_proto.c shared/proto.c shared/mp.c shared/util.c \
+  -Ishared -Iproto tests/fuzz/fuzz_proto.c proto/proto.c shared/mp.c shared/util.c shared/text.c \
   $(pkg-config --cflags --libs libczmq libzmq msgpack libssl libcrypto) -lm \
   -o "$out/fuzz_proto"
 
