@@ -1,4 +1,4 @@
-/* test_predict.c: paid predictions end to end (issue 6). A real coordinator (CURVE on loopback)
+/* test_predict.c: paid predictions end to end. A real coordinator (CURVE on loopback)
  * trains a small shareholding task with three in-process participants; then users pay for
  * predictions through blockfed-predict and through the protocol directly:
  *   - --model FILE and --task ID give identical results for the same model and images;

@@ -1,4 +1,4 @@
-/* test_ledger_predict.c: the ledger side of paid predictions (issue 6): the price formula, settling
+/* test_ledger_predict.c: the ledger side of paid predictions: the price formula, settling
  * a hold together with its usage record, and fee conservation over many random predictions with
  * random prices, image counts, failed images and shareholder sets.
  *
