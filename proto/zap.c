@@ -90,6 +90,9 @@ static void zap_actor(zsock_t *pipe, void *args) {
     }
     zhashx_destroy(&denied);
     zpoller_destroy(&poller);
+    /* Closing a socket frees its inproc endpoint only later, on libzmq's reaper thread; unbinding
+     * frees it now, so once zactor_destroy returns a new handler can bind it. */
+    zsock_unbind(h, "%s", ZAP_ENDPOINT);
     zsock_destroy(&h);
 }
 
