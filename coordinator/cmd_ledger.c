@@ -9,6 +9,7 @@
 #include "bf_ledger.h"
 #include "bf_text.h"
 #include "commands.h"
+#include "coord.h"
 
 static const char usage_text[] =
     "usage: blockfed-coordinator ledger verify   --home DIR [--json]\n"
@@ -20,7 +21,8 @@ static const char usage_text[] =
     "            escrow, shares, holds, payouts and rewards (see docs/LEDGER.md)\n"
     "  balances  posted / pending / available balance of every user and platform account\n"
     "  history   a user's transfers with balances before and after (USER: name or numeric id)\n"
-    "  shares    a task's shareholders (ppm) and what each has received\n"
+    "  shares    a task's shareholders (ppm) and what each has received (TASK: the id it was\n"
+    "            created with, or the ledger's task number)\n"
     "\n"
     "options:\n"
     "  --home DIR  coordinator home; the ledger is DIR/ledger.db (default: $BLOCKFED_HOME)\n"
@@ -281,15 +283,33 @@ static int do_history(bf_ledger_t *L, const opts_t *o) {
 
 /* ---- shares ---------------------------------------------------------------------------------- */
 
+/* TASK as the user knows it: the id given to `task create` (HOME/coordinator.db maps it to the
+ * ledger's number), or the ledger's number itself. 0 with *tid (and ref, the coordinator's id,
+ * "" if none) set, or an exit status. */
+static int resolve_task(const opts_t *o, int64_t *number, char ref[65], int64_t *tid) {
+    char path[4096];
+    bf_err_t err = {{0}};
+    if (parse_id(o->arg, number)) *number = 0;
+    snprintf(path, sizeof path, "%s/coordinator.db", o->home);
+    int rc = coord_store_task_ref(path, o->arg, *number, ref, tid, &err);
+    if (rc < 0) {
+        fprintf(stderr, "ledger: %s\n", err.msg);
+        return EXIT_RUNTIME;
+    }
+    if (rc == 0) return 0;
+    if (*number) return *tid = *number, 0;
+    fprintf(stderr, "ledger: no task '%s' (give the id it was created with, or the ledger's task number)\n", o->arg);
+    return EXIT_NOT_FOUND;
+}
+
 static int do_shares(bf_ledger_t *L, const opts_t *o) {
     bf_err_t err = {{0}};
-    int64_t tid;
+    int64_t tid = 0, number = 0;
+    char ref[65] = "";
     bf_ledger_task_t task;
-    if (parse_id(o->arg, &tid)) {
-        fprintf(stderr, "ledger shares: TASK must be a numeric task id\n");
-        return EXIT_USAGE;
-    }
-    int rc = bf_ledger_task_get(L, tid, &task, &err);
+    int rc = resolve_task(o, &number, ref, &tid);
+    if (rc) return rc;
+    rc = bf_ledger_task_get(L, tid, &task, &err);
     if (rc) {
         fprintf(stderr, "ledger shares: %s\n", err.msg);
         return rc == BF_LEDGER_ENOTFOUND ? EXIT_NOT_FOUND : EXIT_RUNTIME;
@@ -302,7 +322,9 @@ static int do_shares(bf_ledger_t *L, const opts_t *o) {
     }
     char b1[32];
     if (o->json) {
-        printf("{\"task\":{\"id\":%lld,\"name\":", (long long)tid);
+        printf("{\"task\":{\"id\":%lld,\"task_id\":", (long long)tid);
+        bf_json_cstring(stdout, ref);
+        printf(",\"name\":");
         bf_json_cstring(stdout, task.name);
         printf(",\"mode\":\"%s\",\"model_online\":%s,\"total_revenue_cents\":%lld,\"platform_fee_ppm\":%lld},"
                "\"shares\":[",
@@ -318,7 +340,7 @@ static int do_shares(bf_ledger_t *L, const opts_t *o) {
         }
         printf("]}\n");
     } else {
-        printf("task %lld '%s': %s, model %s, revenue %s\n", (long long)tid, task.name,
+        printf("task %s%s(ledger %lld) '%s': %s, model %s, revenue %s\n", ref, ref[0] ? " " : "", (long long)tid, task.name,
                task.mode == BF_LEDGER_MODE_REWARD ? "reward" : "shareholding",
                task.model_online ? "online" : "offline", fmt_cny(task.total_revenue, b1));
         printf("%-8s %-24s %12s %10s %14s\n", "user", "name", "weight", "ppm", "received");

@@ -136,6 +136,8 @@ typedef struct {
     int utility_loss;      /* 1: coalition utility = -validation loss; 0: validation accuracy */
     int bn_recalibrate;    /* training images every aggregated model's BN statistics are re-estimated
                               on (default COORD_BN_RECALIBRATE_IMAGES; 0: kept as averaged) */
+    int fault_before_settle; /* tests only (BLOCKFED_COORD_FAULT=before-settle): the process exits
+                                right after the last round is stored, before settlement */
 } coord_opts_t;
 
 /* ---- the coordinator's in-memory state (socket thread) --------------------------------------- */
@@ -338,9 +340,15 @@ int coord_store_leave(coord_store_t *s, const char *task, const char *key, bf_er
 int coord_store_add_round(coord_store_t *s, const char *task, int round, int participants, int64_t samples,
                           double val_acc, double val_loss, double test_acc, double seconds, const char *sha,
                           bf_err_t *err);
-/* A participant's Shapley value for one round. */
+/* A participant's Shapley value for one round and the samples its accepted update carried. */
 int coord_store_add_contribution(coord_store_t *s, const char *task, int round, const char *key, double value,
-                                 bf_err_t *err);
+                                 int64_t samples, bf_err_t *err);
+
+/* The task the user created as id, or else the one whose ledger number is number (> 0), in the
+ * coordinator.db at path, opened read-only: 0 with *id and *ledger_id set, 1 if no such task (or
+ * no database), -1 with err on a read failure. */
+int coord_store_task_ref(const char *path, const char *task, int64_t number, char id[65], int64_t *ledger_id,
+                         bf_err_t *err);
 
 /* Loading everything back at start (callbacks per row, tasks first). */
 typedef struct {
@@ -350,7 +358,7 @@ typedef struct {
     void (*block)(void *u, const char *task, const char *key, int32_t block);
     void (*round)(void *u, const char *task, int round, int participants, int64_t samples, double val_acc,
                   double val_loss, double test_acc, double seconds);
-    void (*contribution)(void *u, const char *task, int round, const char *key, double value);
+    void (*contribution)(void *u, const char *task, int round, const char *key, double value, int64_t samples);
 } coord_load_cb_t;
 int coord_store_load(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_err_t *err);
 

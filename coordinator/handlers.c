@@ -625,12 +625,34 @@ static bf_msg_t *h_history(const ctx_t *c) {
     return r;
 }
 
+/* 1 if user holds a positive share of the task in the ledger, 0 if not, -1 if the ledger failed. */
+static int holds_shares(coord_server_t *s, const coord_task_t *t, int64_t user) {
+    bf_ledger_share_t *sh = NULL;
+    size_t n = 0;
+    bf_err_t err;
+    if (bf_ledger_task_shares(s->ledger, t->ledger_id, &sh, &n, &err)) return -1;
+    int holds = 0;
+    for (size_t i = 0; i < n; i++) holds |= sh[i].user_id == user && sh[i].ppm > 0;
+    free(sh);
+    return holds;
+}
+
+/* Who may download a final model (docs/COORDINATOR.md): in reward mode the creator, who paid the
+ * pool for it; in shareholding mode its shareholders, who own it and earn every paid prediction
+ * of it, so a download by anyone else (a participant who earned 0 ppm included) would be a free
+ * copy of what the others sell. */
 static bf_msg_t *h_model_get(const ctx_t *c) {
     coord_task_t *t = c->t;
     if (t->state != COORD_TASK_COMPLETED) return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "the task has not completed");
-    int owner = !strcmp(t->spec.creator, c->key) ||
-                (t->spec.mode == BF_LEDGER_MODE_SHAREHOLDING && coord_part_find(t, c->key));
-    if (!owner) return bf_msg_error(c->id, BF_PROTO_FORBIDDEN, "only the task's owner may download its model");
+    if (t->spec.mode == BF_LEDGER_MODE_REWARD && strcmp(t->spec.creator, c->key))
+        return bf_msg_error(c->id, BF_PROTO_FORBIDDEN, "only the task's creator may download a reward task's model");
+    if (t->spec.mode == BF_LEDGER_MODE_SHAREHOLDING) {
+        int holds = holds_shares(c->s, t, c->user);
+        if (holds < 0) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "cannot read the task's shares");
+        if (!holds)
+            return bf_msg_error(c->id, BF_PROTO_FORBIDDEN,
+                                "only the task's shareholders may download its model (you hold no share of it)");
+    }
     char path[4096];
     coord_checkpoint_path(c->s->o.home, t->spec.id, t->round - 1, path, sizeof path);
     struct stat st;

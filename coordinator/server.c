@@ -185,11 +185,12 @@ static void on_round(void *u, const char *task, int round, int participants, int
     if (n) t->metrics = n, t->metrics[t->nmetrics++] = (coord_round_metric_t){participants, samples, va, vl, ta, secs};
 }
 
-static void on_contribution(void *u, const char *task, int round, const char *key, double value) {
+static void on_contribution(void *u, const char *task, int round, const char *key, double value, int64_t samples) {
     coord_task_t *t = coord_task_find(((load_t *)u)->s, task);
     coord_part_t *p = t ? coord_part_find(t, key) : NULL;
-    (void)round;
-    if (p) p->shapley += value;
+    /* a round stored but not yet counted as done (a crash in between) reopens: its rows are
+     * replaced when it closes again, so they must not count twice */
+    if (p && round < t->round) p->shapley += value, p->contributed += samples;
 }
 
 static int open_router(coord_server_t *s, bf_err_t *err) {

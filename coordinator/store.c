@@ -46,6 +46,9 @@ static const char *const migrations[] = {
     "ALTER TABLE task ADD COLUMN rate_den INTEGER NOT NULL DEFAULT 1;",
     /* 1 -> 2: the validation images a task's coalitions are scored on */
     "ALTER TABLE task ADD COLUMN value_images INTEGER NOT NULL DEFAULT 2000;",
+    /* 2 -> 3: the samples each accepted update carried, so a restart restores `contributed`
+     * (rows from before count 0) */
+    "ALTER TABLE contribution ADD COLUMN samples INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int migrate(sqlite3 *db) {
@@ -158,8 +161,44 @@ int coord_store_add_round(coord_store_t *s, const char *task, int round, int par
 }
 
 int coord_store_add_contribution(coord_store_t *s, const char *task, int round, const char *key, double value,
-                                 bf_err_t *err) {
-    return run(s, err, "INSERT OR REPLACE INTO contribution VALUES(?,?,?,?)", "titd", task, (int64_t)round, key, value);
+                                 int64_t samples, bf_err_t *err) {
+    return run(s, err, "INSERT OR REPLACE INTO contribution(task,round,key,value,samples) VALUES(?,?,?,?,?)", "titdi",
+               task, (int64_t)round, key, value, samples);
+}
+
+/* Read-only, for `ledger` subcommands: never creates or migrates the database. */
+int coord_store_task_ref(const char *path, const char *task, int64_t number, char id[65], int64_t *ledger_id,
+                         bf_err_t *err) {
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return 1; /* no coordinator.db beside the ledger: nothing to resolve */
+    }
+    /* the id the user created first: a task named "7" is task "7", not ledger task 7 */
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT id, ledger_id FROM task WHERE id=?1 OR ledger_id=?2 "
+                                "ORDER BY id=?1 DESC LIMIT 1",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        /* a home whose coordinator never ran has no task table yet */
+        sqlite3_close(db);
+        return 1;
+    }
+    sqlite3_bind_text(st, 1, task ? task : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, number > 0 ? number : -1);
+    rc = sqlite3_step(st);
+    int out = 1;
+    if (rc == SQLITE_ROW) {
+        snprintf(id, 65, "%s", (const char *)sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "");
+        *ledger_id = sqlite3_column_int64(st, 1);
+        out = 0;
+    } else if (rc != SQLITE_DONE) {
+        out = bf_err_set(err, "%s: %s", path, sqlite3_errmsg(db));
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return out;
 }
 
 static const char *col_text(sqlite3_stmt *st, int i) {
@@ -235,11 +274,12 @@ int coord_store_load(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_er
                   sqlite3_column_double(st, 4), sqlite3_column_double(st, 5), sqlite3_column_double(st, 6),
                   sqlite3_column_double(st, 7));
     sqlite3_finalize(st);
-    if (sqlite3_prepare_v2(s->db, "SELECT task,round,key,value FROM contribution ORDER BY task, round, key", -1, &st,
-                           NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db, "SELECT task,round,key,value,samples FROM contribution ORDER BY task, round, key", -1,
+                           &st, NULL) != SQLITE_OK)
         goto fail;
     while (sqlite3_step(st) == SQLITE_ROW)
-        cb->contribution(u, col_text(st, 0), sqlite3_column_int(st, 1), col_text(st, 2), sqlite3_column_double(st, 3));
+        cb->contribution(u, col_text(st, 0), sqlite3_column_int(st, 1), col_text(st, 2), sqlite3_column_double(st, 3),
+                         sqlite3_column_int64(st, 4));
     sqlite3_finalize(st);
     return 0;
 fail:

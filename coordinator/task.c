@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "coord.h"
 
@@ -352,7 +353,7 @@ void coord_round_done(coord_server_t *s, coord_job_t *j) {
         double v = j->phi ? j->phi[k] : 0;
         p->shapley += v;
         k++;
-        coord_stored(coord_store_add_contribution(s->store, t->spec.id, t->round, p->key, v, &err), &err);
+        coord_stored(coord_store_add_contribution(s->store, t->spec.id, t->round, p->key, v, p->upd_samples, &err), &err);
         if (s->o.verbose)
             coord_log("task %s round %d: %.8s... Shapley %+.5f (cumulative %+.5f)", t->spec.id, t->round + 1, p->key, v,
                       p->shapley);
@@ -377,6 +378,10 @@ void coord_round_done(coord_server_t *s, coord_job_t *j) {
     t->round_start = coord_now_ms();
     if (t->round >= t->spec.rounds) snprintf(t->result_hash, sizeof t->result_hash, "%s", j->sha);
     coord_task_set_state(s, t, COORD_TASK_RUNNING);
+    if (t->round >= t->spec.rounds && s->o.fault_before_settle) {
+        coord_log("task %s: fault injection: exiting before settlement", t->spec.id);
+        _exit(99);
+    }
     if (t->round >= t->spec.rounds) complete_task(s, t);
     coord_job_free(&j);
 }
