@@ -181,8 +181,8 @@ static bf_cli_outcome_t run_training(const train_args_t *a, bf_dataset_t *train,
     }
     if (!rc && bf_model_save(net, &meta, a->out, &err)) rc = bf_cli_fail("%s", err.msg);
     if (!rc) {
-        char hex[65];
-        bf_model_digest(net, hex);
+        char hex[65] = "?";
+        bf_model_digest(net, &meta, hex, &err);
         if (a->json)
             printf("{\"event\":\"done\",\"out\":\"%s\",\"sha256\":\"%s\",\"test_acc\":%.6f,\"train_seconds\":%.2f}\n",
                    a->out, hex, test_acc, total);

@@ -42,7 +42,7 @@ void bf_predictor_destroy(bf_predictor_t **p);
 
 int bf_predictor_classes(const bf_predictor_t *p);
 const char *bf_predictor_label(const bf_predictor_t *p, int k);
-/* SHA-256 of the model's tensors (the model file's digest). */
+/* The model's digest (bf_model_digest: what its version-2 file stores under sha256). */
 const char *bf_predictor_digest(const bf_predictor_t *p);
 const char *bf_predictor_arch(const bf_predictor_t *p);
 void bf_predictor_input(const bf_predictor_t *p, int *c, int *h, int *w);

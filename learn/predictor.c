@@ -27,7 +27,10 @@ static bf_predictor_t *finish(bf_net_t *net, const bf_model_meta_t *meta, bf_err
     }
     p->net = net;
     p->meta = *meta;
-    bf_model_digest(net, p->digest);
+    if (bf_model_digest(net, meta, p->digest, err)) {
+        bf_predictor_destroy(&p);
+        return NULL;
+    }
     bf_net_input(net, &p->c, &p->h, &p->w);
     p->classes = bf_net_classes(net);
     size_t pix = (size_t)p->c * p->h * p->w;

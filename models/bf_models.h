@@ -113,6 +113,15 @@ bf_net_t *bf_net_new(const char *arch, int C, int H, int W, int classes, int max
                      bf_err_t *err);
 void bf_net_destroy(bf_net_t **p);
 
+/* What bf_net_new would build for these arguments, computed without allocating it: the element
+ * counts of the parameter and buffer arrays and the bytes the network would take in all. A caller
+ * facing an untrusted shape (a model file) checks these first. */
+typedef struct {
+    size_t nparams, nbuffers, bytes;
+} bf_net_plan_t;
+int bf_net_plan(const char *arch, int C, int H, int W, int classes, int max_batch, int threads, bf_net_plan_t *plan,
+                bf_err_t *err);
+
 const char *bf_net_arch(const bf_net_t *net);
 void bf_net_input(const bf_net_t *net, int *C, int *H, int *W);
 int bf_net_classes(const bf_net_t *net);
@@ -218,17 +227,22 @@ typedef struct {
 } bf_model_meta_t;
 
 #define BF_MODEL_FILE_MAX ((size_t)256 << 20) /* bytes of a model file we accept */
+/* Bytes the network a model file declares may take for one image (bf_net_plan, batch 1, one
+ * thread), checked before it is built: ResNet8 needs 3.4 MiB at 3x32x32, 45 MiB at 3x128x128. */
+#define BF_MODEL_NET_MAX ((size_t)128 << 20)
 
 /* Serializes net + meta into a newly malloc'd buffer. */
 int bf_model_encode(bf_net_t *net, const bf_model_meta_t *meta, uint8_t **out, size_t *len, bf_err_t *err);
 int bf_model_save(bf_net_t *net, const bf_model_meta_t *meta, const char *path, bf_err_t *err);
-/* Validates everything (format, version, arch, input, names, shapes, byte lengths, digest) and
- * builds a new net with max_batch/threads as given. Returns NULL with err set on any problem. */
+/* Validates everything (format, version, digest, arch, input, names, shapes, byte lengths; the
+ * declared shape against the tensor bytes present and BF_MODEL_NET_MAX before anything is built)
+ * and builds a new net with max_batch/threads as given. Returns NULL with err set on any problem. */
 bf_net_t *bf_model_decode(const uint8_t *buf, size_t len, int max_batch, int threads,
                           bf_model_meta_t *meta, bf_err_t *err);
 bf_net_t *bf_model_load(const char *path, int max_batch, int threads, bf_model_meta_t *meta,
                         bf_err_t *err);
-/* SHA-256 over every tensor's little-endian float32 bytes, in name order (the model's digest). */
-void bf_model_digest(bf_net_t *net, char hex[65]);
+/* The model's digest, as its file (bf_model_encode, version 2) stores it under sha256: SHA-256 of
+ * every byte of the file before that entry, so of every field. */
+int bf_model_digest(bf_net_t *net, const bf_model_meta_t *meta, char hex[65], bf_err_t *err);
 
 #endif

@@ -1,9 +1,12 @@
 /* modelfile.c: the BlockFed model file (docs/MODEL_FORMAT.md): one msgpack map holding the
  * architecture, input shape, class names, preprocessing and every tensor as little-endian float32
- * under its PyTorch state_dict name, plus a SHA-256 over the tensor bytes in name order.
+ * under its PyTorch state_dict name, plus a SHA-256 of every byte before it (version 2; version 1
+ * files, whose digest covers the tensor bytes only, are still read and verified as they were).
  *
- * Loading trusts nothing: the bytes pass bf_mp_check before msgpack-c sees them, and every field is
- * checked against what the architecture expects before a single float is copied. */
+ * Loading trusts nothing: the bytes pass bf_mp_check before msgpack-c sees them, the declared shape
+ * is checked against the tensor bytes present and against BF_MODEL_NET_MAX before the network is
+ * built, and every field is checked against what the architecture expects before a single float is
+ * copied. */
 #include <errno.h>
 #include <math.h>
 #include <openssl/evp.h>
@@ -14,13 +17,18 @@
 
 #include "bf_models.h"
 #include "bf_mp.h"
+#include "bf_text.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "model files store little-endian float32; add byte swapping for this target"
 #endif
 
 #define FORMAT_NAME "blockfed-model"
-#define FORMAT_VERSION 1
+#define FORMAT_VERSION 2 /* written; 1 is still read */
+/* A version-2 file ends with its sha256 entry, exactly these 9 bytes (fixstr "sha256", then the
+ * str8 header of 64 bytes) and the 64 hex digits; the digest covers every byte before them. */
+static const uint8_t DIGEST_ENTRY[9] = {0xa6, 's', 'h', 'a', '2', '5', '6', 0xd9, 0x40};
+#define DIGEST_TAIL (sizeof DIGEST_ENTRY + 64)
 #define MAX_FILE_BYTES BF_MODEL_FILE_MAX
 
 static float *tensor_data(bf_net_t *net, const bf_tensor_view_t *v) {
@@ -39,7 +47,8 @@ static void sorted_views(const bf_net_t *net, int *order) {
         }
 }
 
-void bf_model_digest(bf_net_t *net, char hex[65]) {
+/* Version 1's digest: the tensor bytes in name order. */
+static void tensor_digest(bf_net_t *net, char hex[65]) {
     int order[256], n = bf_net_num_tensors(net);
     sorted_views(net, order);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -55,11 +64,16 @@ void bf_model_digest(bf_net_t *net, char hex[65]) {
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
 }
 
-int bf_model_encode(bf_net_t *net, const bf_model_meta_t *meta, uint8_t **out, size_t *len, bf_err_t *err) {
+/* The file's bytes and their digest (hex). */
+static int encode(bf_net_t *net, const bf_model_meta_t *meta, uint8_t **out, size_t *len, char hex[65], bf_err_t *err) {
     int C, H, W, order[256], n = bf_net_num_tensors(net);
     bf_net_input(net, &C, &H, &W);
     if (meta->classes != bf_net_classes(net))
         return bf_err_set(err, "model has %d classes but %d class names were given", bf_net_classes(net), meta->classes);
+    for (int i = 0; i < meta->classes; i++) /* what a reader would refuse is never written */
+        if (!bf_utf8_valid(meta->class_names[i], strnlen(meta->class_names[i], sizeof meta->class_names[i])) ||
+            strnlen(meta->class_names[i], sizeof meta->class_names[i]) >= sizeof meta->class_names[i])
+            return bf_err_set(err, "class name %d is not valid UTF-8 text", i);
     sorted_views(net, order);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
@@ -100,19 +114,32 @@ int bf_model_encode(bf_net_t *net, const bf_model_meta_t *meta, uint8_t **out, s
         bf_mp_pack_str(&pk, "data");
         msgpack_pack_bin_with_body(&pk, tensor_data(net, v), v->count * sizeof(float));
     }
-    char hex[65];
-    bf_model_digest(net, hex);
-    bf_mp_pack_str(&pk, "sha256");
-    bf_mp_pack_str(&pk, hex);
+    bf_sha256_hex(sb.data, sb.size, hex); /* everything written so far: every field */
+    msgpack_sbuffer_write(&sb, (const char *)DIGEST_ENTRY, sizeof DIGEST_ENTRY);
+    msgpack_sbuffer_write(&sb, hex, 64);
     *out = (uint8_t *)sb.data; /* ownership passes to the caller (free()) */
     *len = sb.size;
+    return 0;
+}
+
+int bf_model_encode(bf_net_t *net, const bf_model_meta_t *meta, uint8_t **out, size_t *len, bf_err_t *err) {
+    char hex[65];
+    return encode(net, meta, out, len, hex, err);
+}
+
+int bf_model_digest(bf_net_t *net, const bf_model_meta_t *meta, char hex[65], bf_err_t *err) {
+    uint8_t *buf;
+    size_t len;
+    if (encode(net, meta, &buf, &len, hex, err)) return -1;
+    free(buf);
     return 0;
 }
 
 int bf_model_save(bf_net_t *net, const bf_model_meta_t *meta, const char *path, bf_err_t *err) {
     uint8_t *buf;
     size_t len;
-    if (bf_model_encode(net, meta, &buf, &len, err)) return -1;
+    char hex[65];
+    if (encode(net, meta, &buf, &len, hex, err)) return -1;
     /* write to a temporary name and rename, so a crash never leaves half a model under path */
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -154,6 +181,10 @@ static int get_classes(const msgpack_object *root, bf_model_meta_t *meta, bf_err
         const msgpack_object *o = &cl->via.array.ptr[i];
         if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= sizeof meta->class_names[0])
             return bf_err_set(err, "class name %d must be a string shorter than %zu bytes", i, sizeof meta->class_names[0]);
+        /* text, as msgpack's str promises: a NUL would cut the label short, invalid UTF-8 is a
+         * corrupt byte (version 1's digest does not cover names) */
+        if (!bf_utf8_valid(o->via.str.ptr, o->via.str.size) || memchr(o->via.str.ptr, 0, o->via.str.size))
+            return bf_err_set(err, "class name %d is not valid UTF-8 text", i);
         memcpy(meta->class_names[i], o->via.str.ptr, o->via.str.size);
         meta->class_names[i][o->via.str.size] = 0;
     }
@@ -209,7 +240,50 @@ static int load_tensors(bf_net_t *net, const msgpack_object *root, bf_err_t *err
     return 0; /* equal counts and every expected name present: no unknown names either */
 }
 
-static bf_net_t *decode_root(const msgpack_object *root, int max_batch, int threads, bf_model_meta_t *meta, bf_err_t *err) {
+/* The bytes of every tensor's data in the file, counted before anything is built: what the declared
+ * shape needs must be there. Entries that are not {.., data: bin} count nothing (refused later). */
+static size_t data_bytes_present(const msgpack_object *root) {
+    const msgpack_object *tensors = bf_mp_get(root, "tensors");
+    size_t total = 0;
+    for (uint32_t i = 0; tensors && tensors->type == MSGPACK_OBJECT_MAP && i < tensors->via.map.size; i++) {
+        const msgpack_object *d = bf_mp_get(&tensors->via.map.ptr[i].val, "data");
+        if (d && d->type == MSGPACK_OBJECT_BIN) total += d->via.bin.size;
+    }
+    return total;
+}
+
+/* The declared architecture and shape, checked before bf_net_new allocates anything for them: the
+ * tensor bytes present must be exactly what it needs, and the network for one image must fit in
+ * BF_MODEL_NET_MAX (a few hundred bytes declaring a 512x512 input would otherwise cost ~700 MiB). */
+static int check_plan(const msgpack_object *root, const char *arch, int C, int H, int W, int classes, bf_err_t *err) {
+    bf_net_plan_t plan;
+    if (bf_net_plan(arch, C, H, W, classes, 1, 1, &plan, err)) return -1;
+    size_t need = (plan.nparams + plan.nbuffers) * sizeof(float), have = data_bytes_present(root);
+    if (have != need)
+        return bf_err_set(err, "the tensors hold %zu bytes of data; %s with input %dx%dx%d and %d classes needs %zu",
+                          have, arch, C, H, W, classes, need);
+    if (plan.bytes > BF_MODEL_NET_MAX)
+        return bf_err_set(err, "%s with input %dx%dx%d needs %.0f MiB for one image, more than the %zu MiB a model file may ask for",
+                          arch, C, H, W, (double)plan.bytes / (1 << 20), BF_MODEL_NET_MAX >> 20);
+    return 0;
+}
+
+/* Version 2: the file must end with the sha256 entry, and its digest covers every byte before. */
+static int check_file_digest(const uint8_t *buf, size_t len, const msgpack_object *root, bf_err_t *err) {
+    const msgpack_object_kv *last = root->via.map.size ? &root->via.map.ptr[root->via.map.size - 1] : NULL;
+    if (!last || !bf_mp_str_eq(&last->key, "sha256") || last->val.type != MSGPACK_OBJECT_STR ||
+        last->val.via.str.size != 64 || len < DIGEST_TAIL ||
+        memcmp(buf + len - DIGEST_TAIL, DIGEST_ENTRY, sizeof DIGEST_ENTRY))
+        return bf_err_set(err, "'sha256' must be the last entry, a string of 64 hex digits");
+    char want[65];
+    bf_sha256_hex(buf, len - DIGEST_TAIL, want);
+    if (memcmp(buf + len - 64, want, 64))
+        return bf_err_set(err, "sha256 mismatch: the file's contents do not match its digest (corrupt file)");
+    return 0;
+}
+
+static bf_net_t *decode_root(const uint8_t *buf, size_t len, const msgpack_object *root, int max_batch, int threads,
+                             bf_model_meta_t *meta, bf_err_t *err) {
     const char *s;
     size_t n;
     int64_t version;
@@ -217,8 +291,11 @@ static bf_net_t *decode_root(const msgpack_object *root, int max_batch, int thre
     if (!bf_mp_str_eq(bf_mp_get(root, "format"), FORMAT_NAME))
         return bf_err_set(err, "not a model file ('format' is not \"%s\")", FORMAT_NAME), NULL;
     if (bf_mp_get_int(root, "version", 0, INT32_MAX, &version, err)) return NULL;
-    if (version != FORMAT_VERSION)
-        return bf_err_set(err, "unsupported model file version %lld (this build reads %d)", (long long)version, FORMAT_VERSION), NULL;
+    if (version != 1 && version != FORMAT_VERSION)
+        return bf_err_set(err, "unsupported model file version %lld (this build reads 1 and %d)", (long long)version,
+                          FORMAT_VERSION), NULL;
+    /* the digest first: in version 2 it covers every field, so nothing below sees a corrupt byte */
+    if (version == 2 && check_file_digest(buf, len, root, err)) return NULL;
     char arch[16];
     if (bf_mp_get_str(root, "arch", &s, &n, err)) return NULL;
     if (n >= sizeof arch) return bf_err_set(err, "unknown architecture"), NULL;
@@ -231,14 +308,17 @@ static bf_net_t *decode_root(const msgpack_object *root, int max_batch, int thre
     const msgpack_object *pre = bf_mp_get(root, "preprocess");
     if (C > 4) return bf_err_set(err, "input has %d channels (at most 4)", C), NULL;
     if (get_floats(pre, "mean", C, meta->mean, 0, err) || get_floats(pre, "std", C, meta->std, 1, err)) return NULL;
+    if (check_plan(root, arch, C, H, W, meta->classes, err)) return NULL;
     bf_net_t *net = bf_net_new(arch, C, H, W, meta->classes, max_batch, threads, err);
     if (!net) return NULL;
-    char want[65];
     if (load_tensors(net, root, err) || bf_mp_get_str(root, "sha256", &s, &n, err)) goto fail;
-    bf_model_digest(net, want);
-    if (n != 64 || memcmp(s, want, 64)) {
-        bf_err_set(err, "sha256 mismatch: the tensors do not match the file's digest (corrupt file)");
-        goto fail;
+    if (version == 1) {
+        char want[65];
+        tensor_digest(net, want);
+        if (n != 64 || memcmp(s, want, 64)) {
+            bf_err_set(err, "sha256 mismatch: the tensors do not match the file's digest (corrupt file)");
+            goto fail;
+        }
     }
     return net;
 fail:
@@ -251,7 +331,7 @@ bf_net_t *bf_model_decode(const uint8_t *buf, size_t len, int max_batch, int thr
     msgpack_unpacked u;
     /* a model has ~100 tensors of a few fields each; 100k objects is far above any real file */
     if (bf_mp_parse(buf, len, 8, 100000, &u, err)) return NULL;
-    bf_net_t *net = decode_root(&u.data, max_batch, threads, meta, err);
+    bf_net_t *net = decode_root(buf, len, &u.data, max_batch, threads, meta, err);
     msgpack_unpacked_destroy(&u);
     return net;
 }

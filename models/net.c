@@ -291,8 +291,21 @@ static int allocate(bf_net_t *net) {
     return 0;
 }
 
-bf_net_t *bf_net_new(const char *arch, int C, int H, int W, int classes, int max_batch, int threads,
-                     bf_err_t *err) {
+/* Bytes allocate() takes for this built graph: the same arrays, counted instead of allocated (keep
+ * the two in step). */
+static size_t footprint(const bf_net_t *net) {
+    size_t T = (size_t)net->threads, B = (size_t)net->max_batch, f = 0;
+    f += (net->nparams + net->nbuffers + 1) * sizeof(float);
+    for (int s = 1; s < net->nslots; s++) f += 2 * B * slot_size(net, s) * sizeof(float);
+    f += (B * net->argmax_len + 1) * sizeof(int32_t);
+    f += T * (4 * sizeof(float *) + sizeof(double *) + sizeof(double) + sizeof(int));
+    f += T * ((net->nparams + net->scratch_len + 1 + 2 * (net->bn_channels + 1)) * sizeof(float) +
+              (4 * net->bn_channels + 1) * sizeof(double));
+    return f;
+}
+
+/* The graph of arch for this shape, every array still unallocated (NULL). */
+static bf_net_t *build(const char *arch, int C, int H, int W, int classes, int max_batch, int threads, bf_err_t *err) {
     if (!arch || (strcmp(arch, "resnet8") && strcmp(arch, "cnn"))) {
         bf_err_set(err, "unknown model architecture '%s' (expected resnet8 or cnn)", arch ? arch : "");
         return NULL;
@@ -323,6 +336,24 @@ bf_net_t *bf_net_new(const char *arch, int C, int H, int W, int classes, int max
         build_cnn(net);
     plan_accumulation(net);
     plan_eval_fusion(net);
+    return net;
+}
+
+int bf_net_plan(const char *arch, int C, int H, int W, int classes, int max_batch, int threads, bf_net_plan_t *plan,
+                bf_err_t *err) {
+    bf_net_t *net = build(arch, C, H, W, classes, max_batch, threads, err);
+    if (!net) return -1;
+    plan->nparams = net->nparams;
+    plan->nbuffers = net->nbuffers;
+    plan->bytes = footprint(net) + sizeof *net;
+    bf_net_destroy(&net);
+    return 0;
+}
+
+bf_net_t *bf_net_new(const char *arch, int C, int H, int W, int classes, int max_batch, int threads,
+                     bf_err_t *err) {
+    bf_net_t *net = build(arch, C, H, W, classes, max_batch, threads, err);
+    if (!net) return NULL;
     if (allocate(net)) {
         bf_net_destroy(&net);
         bf_err_set(err, "out of memory allocating the network for batch %d", max_batch);

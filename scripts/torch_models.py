@@ -122,12 +122,18 @@ def engine_tensors(model):
 
 def read_model_file(path):
     """A model file (docs/MODEL_FORMAT.md) as (document, state_dict of float32 tensors). Checks
-    the format name and version only; the C reader is the one that validates."""
+    the format name and version only (and a version-2 file's digest over its other bytes); the C
+    reader is the one that validates."""
+    import hashlib
     import msgpack
     with open(path, "rb") as f:
-        doc = msgpack.unpackb(f.read(), raw=False)
-    if doc.get("format") != "blockfed-model" or doc.get("version") != 1:
-        raise ValueError("%s: not a version 1 BlockFed model file" % path)
+        data = f.read()
+    doc = msgpack.unpackb(data, raw=False)
+    if doc.get("format") != "blockfed-model" or doc.get("version") not in (1, 2):
+        raise ValueError("%s: not a version 1 or 2 BlockFed model file" % path)
+    if doc["version"] == 2 and (data[-73:-64] != b"\xa6sha256\xd9\x40" or
+                                hashlib.sha256(data[:-73]).hexdigest() != data[-64:].decode("ascii", "replace")):
+        raise ValueError("%s: sha256 mismatch (corrupt file)" % path)
     sd = {}
     for name, t in doc["tensors"].items():
         data = t["data"]

@@ -48,7 +48,8 @@ void bf_rng_dirichlet(bf_rng_t *r, double alpha, int k, double *out);
 double bf_now(void);
 
 /* Reads a whole regular file of 1..max bytes into a malloc'ed buffer (*buf, *len); errors name
- * the file (missing, not a regular file, empty, too large, short read). */
+ * the file (missing, not a regular file, empty, too large, short read). A FIFO, socket, device or
+ * directory is refused at once, without waiting for a writer or reading a byte. */
 int bf_file_read(const char *path, size_t max, uint8_t **buf, size_t *len, bf_err_t *err);
 
 /* SHA-256 of a buffer, as 64 lowercase hex digits plus NUL (OpenSSL EVP). */

@@ -140,12 +140,23 @@ void bf_sha256_hex(const void *data, size_t n, char out[65]) {
 int bf_file_read(const char *path, size_t max, uint8_t **buf, size_t *len, bf_err_t *err) {
     *buf = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer, forever; a regular
+     * file ignores the flag, and anything else is refused below before a byte is read. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) return bf_err_set(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     int rc = 0;
     if (fstat(fd, &st) != 0) rc = bf_err_set(err, "%s: %s", path, strerror(errno));
-    else if (!S_ISREG(st.st_mode)) rc = bf_err_set(err, "%s: not a regular file", path);
+    else if (!S_ISREG(st.st_mode))
+        rc = bf_err_set(err, "%s: not a regular file (a %s)", path,
+                        S_ISDIR(st.st_mode)    ? "directory"
+                        : S_ISFIFO(st.st_mode) ? "FIFO"
+                        : S_ISSOCK(st.st_mode) ? "socket"
+                        : S_ISCHR(st.st_mode)  ? "character device"
+                        : S_ISBLK(st.st_mode)  ? "block device"
+                                               : "special file");
+    else if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) /* plain blocking reads from here on */
+        rc = bf_err_set(err, "%s: %s", path, strerror(errno));
     else if (st.st_size == 0) rc = bf_err_set(err, "%s: empty file", path);
     else if ((uint64_t)st.st_size > max)
         rc = bf_err_set(err, "%s: %lld bytes, more than the limit of %zu bytes (%.1f MiB)", path, (long long)st.st_size,
