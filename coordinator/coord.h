@@ -255,6 +255,10 @@ int coord_block_give(coord_task_t *t, coord_part_t *p, int32_t b);
 int coord_blocks_free(const coord_task_t *t, int n, int32_t *out);
 /* Gives p up to want free blocks and records them; returns how many, or -1 with err. */
 int coord_blocks_assign(coord_server_t *s, coord_task_t *t, coord_part_t *p, int want, bf_err_t *err);
+/* The most an own-data participant's update weighs in FedAvg (its declared samples are not
+ * verifiable): the samples of the task's largest block holder, or, with no block holder yet, what
+ * one JOIN hands out (blocks per join x block size). */
+int64_t coord_own_data_cap(const coord_server_t *s, const coord_task_t *t);
 /* Sets the task's state and stores it with its progress (logged if the store fails). */
 void coord_task_set_state(coord_server_t *s, coord_task_t *t, coord_task_state_t state);
 /* Refunds the pool and cancels a WAITING task; 0, or a ledger rc with err set. */

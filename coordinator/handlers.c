@@ -537,9 +537,14 @@ static bf_msg_t *h_update(const ctx_t *c) {
     free(p->params), free(p->buffers);
     p->params = params;
     p->buffers = buffers;
-    /* the weight is capped at the data the participant actually holds: claiming more buys nothing */
+    /* the weight is capped at the data the participant actually holds: claiming more buys nothing;
+     * declared own data cannot be checked, so it weighs at most what the largest block holder's does */
     int64_t claimed = (int64_t)bf_msg_uint(c->req, "samples", 1);
     p->upd_samples = claimed < p->samples ? claimed : p->samples;
+    if (p->own_data) {
+        int64_t cap = coord_own_data_cap(c->s, t);
+        if (p->upd_samples > cap) p->upd_samples = cap;
+    }
     if (p->upd_samples < 1) p->upd_samples = 1;
     p->upd_loss = bf_msg_double(c->req, "loss", 0);
     p->update_round = t->round;

@@ -189,6 +189,13 @@ int coord_blocks_assign(coord_server_t *s, coord_task_t *t, coord_part_t *p, int
     return k && coord_store_add_blocks(s->store, t->spec.id, p->key, pick, k, err) ? -1 : k;
 }
 
+int64_t coord_own_data_cap(const coord_server_t *s, const coord_task_t *t) {
+    int64_t cap = 0;
+    for (int i = 0; i < t->nparts; i++)
+        if (!t->parts[i].own_data && t->parts[i].samples > cap) cap = t->parts[i].samples;
+    return cap ? cap : (int64_t)s->o.blocks_per_join * t->blocks.block_size;
+}
+
 /* ---- transitions --------------------------------------------------------------------------- */
 
 void coord_task_set_state(coord_server_t *s, coord_task_t *t, coord_task_state_t state) {

@@ -38,6 +38,7 @@ typedef struct {
     size_t np, nb;
     int64_t samples;
     float poison; /* nonzero: the update sent is the trained one times this (a poisoner) */
+    int64_t claim; /* nonzero: the samples UPDATE claims instead of the data trained on */
 } part_t;
 
 /* JOIN, then every assigned block with its digest checked, concatenated into one dataset. */
@@ -120,7 +121,7 @@ static inline int train_round(part_t *p, const char *task, int expect_round) {
     bf_msg_t *u = fed_req(&p->c, "UPDATE");
     bf_msg_set_str(u, "task", task);
     bf_msg_set_uint(u, "round", (uint64_t)expect_round);
-    bf_msg_set_uint(u, "samples", (uint64_t)p->samples);
+    bf_msg_set_uint(u, "samples", (uint64_t)(p->claim ? p->claim : p->samples));
     bf_msg_set_double(u, "loss", pr.loss);
     bf_msg_add_f32(u, p->params, p->np);
     bf_msg_add_f32(u, p->buffers, p->nb);
