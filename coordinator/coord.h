@@ -32,6 +32,12 @@
 #define COORD_VALUE_IMAGES 2000   /* default validation images a coalition is scored on */
 #define COORD_BN_RECALIBRATE_IMAGES 1280 /* default training images BN statistics are re-estimated on */
 
+/* A buffer shared by the replies that send it (zero-copy frames): the socket thread makes it and
+ * libzmq's I/O thread may drop the last reference, hence the atomic count. */
+typedef struct coord_blob coord_blob_t;
+/* Drops one reference (handlers.c); the last one frees it. NULL is fine. */
+void coord_blob_unref(coord_blob_t *b);
+
 /* ---- task states and modes ----------------------------------------------------------------- */
 
 /* A task's life. WAITING (created, gathering min_clients live participants) -> RUNNING (a round
@@ -181,6 +187,8 @@ typedef struct {
     /* the model fields: the worker's while the task is AGGREGATING */
     bf_dataset_t val;
     bf_net_t *global;
+    coord_blob_t *round_model; /* global's parameters then buffers as sent in ROUND, encoded once */
+    int round_model_round;     /* the round it was encoded for (the global changes only between) */
     bf_agg_t *agg;
     bf_agg_opts_t agg_opts;
     bf_net_t *coalition;     /* scratch model for valuing coalitions */
@@ -209,7 +217,8 @@ typedef struct {
     coord_task_t **tasks;
     int ntasks;
     zhashx_t *seen;          /* CURVE key -> last message time (ms), as int64_t* */
-    zhashx_t *garbage;       /* routing id (hex) -> malformed message count */
+    zhashx_t *peers;         /* routing id (hex) -> its counters (server.c): garbage, queued replies */
+    int64_t last_forget;     /* ms: idle peers and stale seen keys were last expired */
     zhashx_t *users;         /* CURVE key -> user id (int64_t*): a key's account never changes */
     zhashx_t *inflight;      /* payer id (decimal) -> PREDICT requests queued or running (int*) */
     int inflight_total;
@@ -243,6 +252,8 @@ coord_dataset_t *coord_dataset_find(coord_server_t *s, const char *name);
 /* Liveness: a key's last message time; a participant is live if it has not left and was heard
  * from within the liveness window. */
 void coord_touch(coord_server_t *s, const char *key);
+/* Forgets keys not heard from within the liveness window (they are not live either way). */
+void coord_seen_sweep(coord_server_t *s);
 int coord_is_live(coord_server_t *s, const coord_part_t *p);
 /* The in-memory task: blocks from the seed, validation subset, aggregator, the seeded initial
  * global model with its BN statistics re-estimated (a resumed task replaces it). */

@@ -8,7 +8,7 @@
 #include <assert.h>
 #include <math.h>
 #include <msgpack.h>
-#include <openssl/rand.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,22 +62,12 @@ static void remember_user(coord_server_t *s, const char *key, int64_t id) {
     zhashx_update(s->users, key, v);
 }
 
-/* The registered user behind a CURVE key, or 0. Every request asks, so known keys come from a
- * cache; only a key not seen registered yet costs a scan of the ledger's users. */
+/* The registered user behind a CURVE key, or 0. Every user's key is loaded at start and REGISTER
+ * adds its own, so a key that is not in the index has no account: one hash lookup either way,
+ * whatever a stranger sends. */
 static int64_t user_of(coord_server_t *s, const char *key) {
-    if (!key) return 0;
-    int64_t *cached = zhashx_lookup(s->users, key);
-    if (cached) return *cached;
-    bf_ledger_user_t *users = NULL;
-    size_t n = 0;
-    bf_err_t err;
-    int64_t id = 0;
-    if (bf_ledger_users(s->ledger, &users, &n, &err) != 0) return 0;
-    for (size_t i = 0; i < n && !id; i++)
-        if (!strcmp(users[i].curve_key, key)) id = users[i].id;
-    free(users);
-    if (id) remember_user(s, key, id);
-    return id;
+    int64_t *id = key ? zhashx_lookup(s->users, key) : NULL;
+    return id ? *id : 0;
 }
 
 static bf_msg_t *ledger_error(uint64_t id, int rc, const bf_err_t *err) {
@@ -132,18 +122,9 @@ static bf_msg_t *user_result(const ctx_t *c, int64_t user) {
 static bf_msg_t *h_register(const ctx_t *c) {
     if (!c->key) return bf_msg_error(c->id, BF_PROTO_UNAUTHORIZED, "registration needs a CURVE key");
     const char *name = bf_msg_str(c->req, "name");
+    char op[96];
+    snprintf(op, sizeof op, "register:%s", c->key);
     bf_err_t err;
-    if (c->user) { /* the key is bound: the same name again is a retry, another name a conflict */
-        bf_ledger_user_t u;
-        if (bf_ledger_user_get(c->s->ledger, c->user, &u, &err)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
-        if (strcmp(u.name, name))
-            return bf_msg_error(c->id, BF_PROTO_CONFLICT, "this key is already registered under another name");
-        return user_result(c, c->user);
-    }
-    /* The op id names the key and the name: a refused name (taken) is recorded under its own id,
-     * so it binds nothing and the same key may register a free name next. */
-    char op[128];
-    snprintf(op, sizeof op, "register:%s:%s", c->key, name);
     int64_t uid = 0;
     int rc = bf_ledger_register_user(c->s->ledger, op, name, c->key, NULL, &uid, &err);
     if (rc == BF_LEDGER_ECONFLICT)
@@ -154,33 +135,13 @@ static bf_msg_t *h_register(const ctx_t *c) {
     return user_result(c, uid);
 }
 
-/* The ledger op id of a money-moving request (RECHARGE, BLOCKS_BUY, TASK_CREATE): the caller's
- * user id, the task it is about (scope, 0: none) and the `request` key the client chose. The
- * same key is the same operation, applied once, whichever connection or request id carries it;
- * a new key is a new one. Without a key (older clients) the request gets a fresh random id:
- * applied every time it is sent, so not safe to retry. */
-static int money_op(const ctx_t *c, const char *kind, int64_t scope, char op[BF_LEDGER_OP_ID_MAX + 1]) {
-    const char *request = bf_msg_str(c->req, "request");
-    char fresh[66];
-    if (!request) {
-        unsigned char b[32];
-        if (RAND_bytes(b, sizeof b) != 1) return -1;
-        fresh[0] = '~'; /* never a client's key: those are hex */
-        for (int i = 0; i < 32; i++) snprintf(fresh + 1 + 2 * i, 3, "%02x", b[i]);
-        request = fresh;
-    }
-    if (scope) snprintf(op, BF_LEDGER_OP_ID_MAX + 1, "%s:%lld:%lld:%s", kind, (long long)c->user, (long long)scope, request);
-    else snprintf(op, BF_LEDGER_OP_ID_MAX + 1, "%s:%lld:%s", kind, (long long)c->user, request);
-    return 0;
-}
-
 static bf_msg_t *h_recharge(const ctx_t *c) {
     int64_t cents;
     bf_err_t err;
     if (bf_money_parse_amount(bf_msg_str(c->req, "amount"), 2, &cents, &err) || cents <= 0)
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "amount: %s", cents <= 0 ? "must be positive" : err.msg);
-    char op[BF_LEDGER_OP_ID_MAX + 1];
-    if (money_op(c, "recharge", 0, op)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "no random bytes for an op id");
+    char op[128];
+    snprintf(op, sizeof op, "recharge:%s:%llu", c->key, (unsigned long long)c->id);
     int rc = bf_ledger_recharge(c->s->ledger, op, c->user, cents, &err);
     if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
     return user_result(c, c->user);
@@ -190,17 +151,6 @@ static int copy_field(const bf_msg_t *m, const char *k, char *dst, size_t cap) {
     const char *v = bf_msg_str(m, k);
     snprintf(dst, cap, "%s", v ? v : "");
     return v != NULL;
-}
-
-static bf_msg_t *created_reply(const ctx_t *c, const coord_task_t *t) {
-    bf_msg_t *r = bf_msg_new("OK", c->id);
-    mp_t m;
-    msgpack_packer *pk = mp_begin(&m);
-    msgpack_pack_map(pk, 2);
-    mp_kv_str(pk, "task", t->spec.id);
-    mp_kv_int(pk, "blocks", t->blocks.nblocks);
-    mp_set(&m, r, "result");
-    return r;
 }
 
 static bf_msg_t *h_task_create(const ctx_t *c) {
@@ -230,20 +180,7 @@ static bf_msg_t *h_task_create(const ctx_t *c) {
     if (coord_mode_parse(bf_msg_str(c->req, "mode"), &t.mode))
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "mode must be reward or shareholding");
     if (!coord_dataset_find(s, t.dataset)) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no dataset '%s' here", t.dataset);
-    if (!t.name[0]) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "name must not be empty");
-    char op[BF_LEDGER_OP_ID_MAX + 1];
-    if (money_op(c, "task", 0, op)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "no random bytes for an op id");
-    int found = 0, was = 0;
-    int64_t made = 0;
-    if (bf_ledger_op_lookup(s->ledger, op, &found, &was, &made, &err)) return ledger_error(c->id, BF_LEDGER_EINTERNAL, &err);
-    coord_task_t *have = coord_task_find(s, t.id);
-    if (have) { /* a retry of the create that made it is answered as that create was */
-        if (found && was == BF_LEDGER_OK && made == have->ledger_id && !strcmp(have->spec.creator, c->key))
-            return created_reply(c, have);
-        return bf_msg_error(c->id, BF_PROTO_CONFLICT, "task '%s' exists", t.id);
-    }
-    if (found && was == BF_LEDGER_OK) /* the key made another task: it names that create only */
-        return bf_msg_error(c->id, BF_PROTO_CONFLICT, "this request key already created another task");
+    if (coord_task_find(s, t.id)) return bf_msg_error(c->id, BF_PROTO_CONFLICT, "task '%s' exists", t.id);
     const char *fee = bf_msg_str(c->req, "fee"), *pool = bf_msg_str(c->req, "pool");
     if ((fee && bf_money_parse_amount(fee, 2, &t.fee_cents, &err)) || (pool && bf_money_parse_amount(pool, 2, &t.pool_cents, &err)))
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "fee/pool: %s", err.msg);
@@ -262,6 +199,8 @@ static bf_msg_t *h_task_create(const ctx_t *c) {
     coord_task_t *probe = coord_task_new(s, &t, 0, &err); /* validates partition, strategy, model vs data */
     if (!probe) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "%s", err.msg);
     bf_ledger_task_spec_t ls = {t.name, t.mode, t.pool_cents, t.fee_cents};
+    char op[160];
+    snprintf(op, sizeof op, "task:%s", t.id);
     int64_t lid = 0;
     int rc = bf_ledger_create_task(s->ledger, op, c->user, &ls, &lid, &err);
     if (rc != BF_LEDGER_OK) {
@@ -276,7 +215,14 @@ static bf_msg_t *h_task_create(const ctx_t *c) {
     }
     coord_log("task %s created by %.8s...: %s on %s, %d rounds, %s, %d blocks of %d", t.id, c->key, t.model, t.dataset,
               t.rounds, coord_mode_name(t.mode), probe->blocks.nblocks, probe->blocks.block_size);
-    return created_reply(c, probe);
+    bf_msg_t *r = bf_msg_new("OK", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_map(pk, 2);
+    mp_kv_str(pk, "task", t.id);
+    mp_kv_int(pk, "blocks", probe->blocks.nblocks);
+    mp_set(&m, r, "result");
+    return r;
 }
 
 static void pack_task_summary(msgpack_packer *pk, const coord_task_t *t) {
@@ -452,14 +398,11 @@ static bf_msg_t *h_blocks_buy(const ctx_t *c) {
     coord_part_t *p = coord_part_find(t, c->key);
     if (!p && (e = join_task(c, t, 0, 0, &p))) return e; /* buying blocks joins the task */
     int n = (int)bf_msg_uint(c->req, "n", 1);
-    char op[BF_LEDGER_OP_ID_MAX + 1];
-    bf_err_t err;
-    if (money_op(c, "buy", t->ledger_id, op)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "no random bytes for an op id");
-    int found = 0, was = 0;
-    if (bf_ledger_op_lookup(c->s->ledger, op, &found, &was, NULL, &err)) return ledger_error(c->id, BF_LEDGER_EINTERNAL, &err);
-    if (found && was == BF_LEDGER_OK) return joined_reply(c, t, p); /* a retry: paid and assigned already */
     int32_t pick[1000];
     if (coord_blocks_free(t, n, pick) < n) return bf_msg_error(c->id, BF_PROTO_CONFLICT, "fewer than %d free blocks left", n);
+    char op[192];
+    bf_err_t err;
+    snprintf(op, sizeof op, "buy:%s:%s:%llu", t->spec.id, c->key, (unsigned long long)c->id);
     int rc = bf_ledger_spend_coins(c->s->ledger, op, c->user, n, &err);
     if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
     if (coord_blocks_assign(c->s, t, p, n, &err) < 0) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
@@ -514,8 +457,56 @@ static void pack_floats(msgpack_packer *pk, const float *v, int n) {
     for (int i = 0; i < n; i++) msgpack_pack_float(pk, v[i]);
 }
 
+/* ---- the round's model, encoded once and shared by every ROUND reply ----------------------- */
+
+struct coord_blob {
+    atomic_int refs;
+    size_t len;
+    uint8_t data[];
+};
+
+void coord_blob_unref(coord_blob_t *b) {
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+}
+
+static void blob_release(void *data, void *hint) {
+    (void)data;
+    coord_blob_unref(hint);
+}
+
+static void f32_le(uint8_t *dst, const float *v, size_t n) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(dst, v, n * 4);
+#else
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        u = __builtin_bswap32(u);
+        memcpy(dst + 4 * i, &u, 4);
+    }
+#endif
+}
+
+/* The global model of t's open round as ROUND's two frames carry it: made on the round's first
+ * ROUND_GET, then shared, so N peers asking cost one copy, not N. The task keeps one reference. */
+static coord_blob_t *round_model(coord_task_t *t) {
+    if (t->round_model && t->round_model_round == t->round) return t->round_model;
+    coord_blob_unref(t->round_model);
+    t->round_model = NULL;
+    size_t np = bf_net_num_params(t->global), nb = bf_net_num_buffers(t->global);
+    coord_blob_t *b = malloc(sizeof *b + (np + nb) * 4);
+    if (!b) return NULL;
+    atomic_init(&b->refs, 1);
+    b->len = (np + nb) * 4;
+    f32_le(b->data, bf_net_params(t->global), np);
+    f32_le(b->data + np * 4, bf_net_buffers(t->global), nb);
+    t->round_model = b;
+    t->round_model_round = t->round;
+    return b;
+}
+
 static bf_msg_t *h_round_get(const ctx_t *c) {
-    const coord_task_t *t = c->t;
+    coord_task_t *t = c->t;
     coord_part_t *p = c->p;
     if (t->state == COORD_TASK_COMPLETED || t->state == COORD_TASK_CANCELLED) {
         bf_msg_t *r = bf_msg_new("DONE", c->id);
@@ -556,8 +547,15 @@ static bf_msg_t *h_round_get(const ctx_t *c) {
     bf_mp_pack_str(pk, "std");
     pack_floats(pk, t->ds->std, d->c);
     mp_set(&m, r, "preprocess");
-    bf_msg_add_f32(r, bf_net_params(t->global), bf_net_num_params(t->global));
-    bf_msg_add_f32(r, bf_net_buffers(t->global), bf_net_num_buffers(t->global));
+    coord_blob_t *b = round_model(c->t);
+    if (!b) {
+        bf_msg_destroy(&r);
+        return bf_msg_error(c->id, BF_PROTO_INTERNAL, "out of memory");
+    }
+    size_t np = bf_net_num_params(t->global) * 4, nb = bf_net_num_buffers(t->global) * 4;
+    atomic_fetch_add(&b->refs, 2); /* one per frame, released when libzmq has sent it */
+    bf_msg_add_frame_ref(r, b->data, np, blob_release, b);
+    bf_msg_add_frame_ref(r, b->data + np, nb, blob_release, b);
     return r;
 }
 
@@ -585,9 +583,14 @@ static bf_msg_t *h_update(const ctx_t *c) {
     free(p->params), free(p->buffers);
     p->params = params;
     p->buffers = buffers;
-    /* the weight is capped at the data the participant actually holds: claiming more buys nothing */
+    /* the weight is capped at the data the participant actually holds: claiming more buys nothing;
+     * declared own data cannot be checked, so it weighs at most what the largest block holder's does */
     int64_t claimed = (int64_t)bf_msg_uint(c->req, "samples", 1);
     p->upd_samples = claimed < p->samples ? claimed : p->samples;
+    if (p->own_data) {
+        int64_t cap = coord_own_data_cap(c->s, t);
+        if (p->upd_samples > cap) p->upd_samples = cap;
+    }
     if (p->upd_samples < 1) p->upd_samples = 1;
     p->upd_loss = bf_msg_double(c->req, "loss", 0);
     p->update_round = t->round;

@@ -9,53 +9,222 @@
  * never a name in a message. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "coord.h"
 
 #define MAX_GARBAGE 50 /* malformed messages a peer may send before it is ignored */
 #define SWEEP_MS 10000 /* how often holds left by interrupted predictions are released */
+/* What one peer may have queued and not yet read. An honest client asks and waits for the answer,
+ * so it has one reply in flight; a peer past these caps is not reading, and its replies are
+ * dropped instead of queued (the socket thread never blocks on a send). */
+#define PEER_MAX_QUEUED 64                 /* replies */
+#define PEER_MAX_BYTES (160u << 20)        /* their bytes (a model frame shared by many counts fully) */
+#define PEER_LARGE (64u << 10)             /* a reply this big or bigger counts as large ... */
+#define PEER_MAX_LARGE 2                   /* ... and a peer may have this many large ones queued */
+#define MAX_DROPPED 200    /* replies dropped for one peer before it is cut off like a garbage sender */
+#define PEER_IDLE_MS 300000 /* a peer silent this long with nothing queued is forgotten */
+#define PEER_MAX 65536     /* peers tracked at once; past it the idle ones are forgotten sooner */
+
+/* ---- peers --------------------------------------------------------------------------------- */
+
+/* One connection (routing id). The counters of queued replies are decremented by libzmq's I/O
+ * thread when it has written a frame out (the free function of a zero-copy frame), hence atomics
+ * and a reference count: the peers map holds one reference, every frame libzmq still holds one. */
+typedef struct {
+    atomic_int refs;
+    atomic_int queued;
+    atomic_llong bytes;
+    atomic_int large;
+    int garbage; /* malformed messages */
+    int dropped; /* replies dropped because the peer was over its caps */
+    int64_t last_ms;
+} peer_t;
+
+static int peer_cut_off(const peer_t *p) { return p->garbage >= MAX_GARBAGE || p->dropped >= MAX_DROPPED; }
+
+static void peer_unref(peer_t *p) {
+    if (p && atomic_fetch_sub(&p->refs, 1) == 1) free(p);
+}
+
+static void peer_destructor(void **v) {
+    peer_unref(*v);
+    *v = NULL;
+}
+
+/* Forgets peers silent for idle_ms with nothing queued; returns how many are left. */
+static size_t peers_sweep(coord_server_t *s, int64_t idle_ms) {
+    int64_t now = coord_now_ms();
+    zlistx_t *old = zlistx_new();
+    if (!old) return zhashx_size(s->peers);
+    zlistx_set_destructor(old, (zlistx_destructor_fn *)zstr_free);
+    for (peer_t *p = zhashx_first(s->peers); p; p = zhashx_next(s->peers))
+        if (now - p->last_ms > idle_ms && atomic_load(&p->queued) == 0)
+            zlistx_add_end(old, strdup((const char *)zhashx_cursor(s->peers)));
+    for (char *k = zlistx_first(old); k; k = zlistx_next(old)) zhashx_delete(s->peers, k);
+    zlistx_destroy(&old);
+    return zhashx_size(s->peers);
+}
+
+/* The peer behind a routing id, created on first contact; NULL if the table is full of peers
+ * that are all still active (then the message is not answered). */
+static peer_t *peer_of(coord_server_t *s, zframe_t *rid) {
+    char *hex = zframe_strhex(rid);
+    if (!hex) return NULL;
+    peer_t *p = zhashx_lookup(s->peers, hex);
+    if (!p && (zhashx_size(s->peers) < PEER_MAX || peers_sweep(s, SWEEP_MS) < PEER_MAX) && (p = calloc(1, sizeof *p))) {
+        atomic_init(&p->refs, 1);
+        zhashx_insert(s->peers, hex, p);
+    }
+    if (p) p->last_ms = coord_now_ms();
+    free(hex);
+    return p;
+}
+
+/* A reply libzmq holds: when its last frame is written out (or dropped with the connection), the
+ * peer's counters go down. */
+typedef struct {
+    peer_t *peer;
+    atomic_int frames;
+    size_t bytes;
+    int large;
+} inflight_t;
+
+typedef struct {
+    inflight_t *reply;
+    bf_msg_free_fn *release;
+    void *hint;
+} frame_hint_t;
+
+static void reply_done(inflight_t *r) {
+    atomic_fetch_sub(&r->peer->queued, 1);
+    atomic_fetch_sub(&r->peer->bytes, (long long)r->bytes);
+    atomic_fetch_sub(&r->peer->large, r->large);
+    peer_unref(r->peer);
+    free(r);
+}
+
+static void reply_frame_free(void *data, void *hint) {
+    frame_hint_t *h = hint;
+    inflight_t *r = h->reply;
+    h->release(data, h->hint);
+    free(h);
+    if (atomic_fetch_sub(&r->frames, 1) == 1) reply_done(r);
+}
+
+static void free_plain(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
 
 /* ---- the socket ---------------------------------------------------------------------------- */
 
+/* Hands [rid, header, payload...] to libzmq without copying the payload and without waiting: a
+ * peer whose queue is full (libzmq's EAGAIN under router_mandatory) or over its caps loses this
+ * reply. Returns 0 if queued, -1 if dropped. */
+static int send_frames(coord_server_t *s, zframe_t *rid, peer_t *peer, bf_msg_t *rep, uint8_t *hdr, size_t hlen) {
+    size_t n = bf_msg_frame_count(rep), total = hlen;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 0;
+        bf_msg_frame(rep, i, &len);
+        total += len;
+    }
+    int large = total >= PEER_LARGE;
+    if (atomic_load(&peer->queued) >= PEER_MAX_QUEUED || atomic_load(&peer->bytes) + (long long)total > PEER_MAX_BYTES ||
+        (large && atomic_load(&peer->large) >= PEER_MAX_LARGE)) {
+        free(hdr);
+        return -1;
+    }
+    void *sock = zsock_resolve(s->router);
+    if (zmq_send(sock, zframe_data(rid), zframe_size(rid), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        free(hdr); /* EAGAIN: its queue is full; EHOSTUNREACH: it is gone */
+        return -1;
+    }
+    /* From here libzmq takes every frame: after the routing id is accepted, a ROUTER does not
+     * refuse the rest of the message. */
+    inflight_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        free(hdr);
+        zmq_send(sock, "", 0, ZMQ_DONTWAIT); /* ends the started message; the peer drops it */
+        return -1;
+    }
+    r->peer = peer;
+    r->bytes = total;
+    r->large = large;
+    atomic_init(&r->frames, (int)n + 1);
+    atomic_fetch_add(&peer->refs, 1);
+    atomic_fetch_add(&peer->queued, 1);
+    atomic_fetch_add(&peer->bytes, (long long)total);
+    atomic_fetch_add(&peer->large, large);
+    for (size_t i = 0; i <= n; i++) {
+        void *data = hdr, *hint = NULL;
+        size_t len = hlen;
+        bf_msg_free_fn *release = free_plain;
+        frame_hint_t *h = malloc(sizeof *h);
+        zmq_msg_t msg;
+        if (i > 0 && bf_msg_frame_take(rep, i - 1, &data, &len, &release, &hint)) data = NULL;
+        if (!data || !h || zmq_msg_init_data(&msg, data, len, reply_frame_free, h)) {
+            /* out of memory: the frame goes out empty (the peer rejects the reply) */
+            if (data) release(data, hint);
+            free(h);
+            zmq_msg_init(&msg);
+            zmq_send(sock, "", 0, i < n ? ZMQ_SNDMORE | ZMQ_DONTWAIT : ZMQ_DONTWAIT);
+            zmq_msg_close(&msg);
+            if (atomic_fetch_sub(&r->frames, 1) == 1) reply_done(r);
+            continue;
+        }
+        *h = (frame_hint_t){r, release, hint};
+        if (zmq_msg_send(&msg, sock, i < n ? ZMQ_SNDMORE | ZMQ_DONTWAIT : ZMQ_DONTWAIT) < 0) zmq_msg_close(&msg);
+    }
+    return 0;
+}
+
 static void send_reply(coord_server_t *s, zframe_t **rid, bf_msg_t *rep) {
     bf_err_t err;
-    zmsg_t *out = rep ? bf_msg_encode(rep, &err) : NULL;
-    if (!out) { /* a handler built something invalid: a bug, answered as INTERNAL */
-        bf_msg_t *e = bf_msg_error(rep ? bf_msg_id(rep) : 0, BF_PROTO_INTERNAL, "reply failed validation");
+    size_t hlen = 0;
+    bf_msg_t *e = NULL;
+    uint8_t *hdr = rep ? bf_msg_encode_header(rep, &hlen, &err) : NULL;
+    if (!hdr) { /* a handler built something invalid: a bug, answered as INTERNAL */
+        e = bf_msg_error(rep ? bf_msg_id(rep) : 0, BF_PROTO_INTERNAL, "reply failed validation");
         coord_log("internal: reply %s failed validation: %s", rep ? bf_msg_type(rep) : "?", rep ? err.msg : "no reply");
-        out = bf_msg_encode(e, &err);
-        bf_msg_destroy(&e);
+        hdr = e ? bf_msg_encode_header(e, &hlen, &err) : NULL;
+        rep = e;
     }
-    if (out) {
-        zmsg_prepend(out, rid);
-        zmsg_send(&out, s->router);
-        zmsg_destroy(&out);
-    }
+    peer_t *peer = *rid ? peer_of(s, *rid) : NULL;
+    if (hdr && peer && send_frames(s, *rid, peer, rep, hdr, hlen) && !peer_cut_off(peer)) peer->dropped++;
+    else if (hdr && !peer) free(hdr);
+    bf_msg_destroy(&e);
     zframe_destroy(rid);
 }
 
 /* Counts malformed messages per connection; past MAX_GARBAGE the peer gets no more answers and
  * its key may not connect again. */
 static int garbage(coord_server_t *s, zframe_t *rid, const char *key) {
-    char *hex = zframe_strhex(rid);
-    int *n = zhashx_lookup(s->garbage, hex);
-    if (!n && (n = calloc(1, sizeof *n))) zhashx_insert(s->garbage, hex, n);
-    int count = n ? ++*n : 0;
+    peer_t *p = peer_of(s, rid);
+    int count = p ? ++p->garbage : MAX_GARBAGE + 1;
     if (count == MAX_GARBAGE) {
-        coord_log("peer %s (key %.8s...) sent %d malformed messages: ignored from now on, its key refused", hex,
-              key ? key : "none", count);
+        char *hex = zframe_strhex(rid);
+        coord_log("peer %s (key %.8s...) sent %d malformed messages: ignored from now on, its key refused",
+                  hex ? hex : "?", key ? key : "none", count);
+        free(hex);
         bf_proto_zap_deny(s->zap, key);
     }
-    free(hex);
     return count;
 }
 
-static int ignored(coord_server_t *s, zframe_t *rid) {
-    char *hex = zframe_strhex(rid);
-    int *n = zhashx_lookup(s->garbage, hex);
-    free(hex);
-    return n && *n >= MAX_GARBAGE;
+static int ignored(coord_server_t *s, zframe_t *rid, const char *key) {
+    peer_t *p = peer_of(s, rid);
+    if (!p) return 1;
+    if (p->dropped == MAX_DROPPED) { /* cut off once, on its next message, which names its key */
+        p->dropped++;
+        char *hex = zframe_strhex(rid);
+        coord_log("peer %s (key %.8s...) does not read its replies (%d dropped): ignored from now on, its key refused",
+                  hex ? hex : "?", key ? key : "none", MAX_DROPPED);
+        free(hex);
+        bf_proto_zap_deny(s->zap, key);
+    }
+    return peer_cut_off(p);
 }
 
 /* A prediction came back from the actor: answer it and release its in-flight slot. */
@@ -64,23 +233,77 @@ static void predict_done(coord_server_t *s, coord_predict_job_t *j) {
     send_reply(s, &j->rid, j->rep);
 }
 
-static void handle_message(coord_server_t *s) {
-    zmsg_t *z = zmsg_recv(s->router);
-    if (!z) return;
-    zframe_t *rid = zmsg_pop(z);
-    if (!rid || ignored(s, rid)) {
-        zframe_destroy(&rid);
-        zmsg_destroy(&z);
-        return;
+/* Receives one message frame by frame, keeping at most what its type may carry: the header says
+ * the type, and once the payload passes bf_proto_max_payload (or the frame count its limit) the
+ * rest is read and dropped frame by frame, so an oversized message is never held whole here.
+ * NULL if nothing arrived; *too_large set when frames were dropped (the rest is returned so that
+ * the caller can answer with the request id). */
+static zmsg_t *recv_capped(coord_server_t *s, zframe_t **rid, int *too_large) {
+    *too_large = 0;
+    *rid = zframe_recv(s->router);
+    zmsg_t *z = *rid && zsock_rcvmore(s->router) ? zmsg_new() : NULL;
+    if (!z) {
+        while (zsock_rcvmore(s->router)) {
+            zframe_t *f = zframe_recv(s->router);
+            zframe_destroy(&f);
+        }
+        zframe_destroy(rid);
+        return NULL;
     }
+    size_t cap = 0, total = 0, nframes = 0;
+    while (1) {
+        int more = zsock_rcvmore(s->router);
+        if (!more) break;
+        zframe_t *f = zframe_recv(s->router);
+        if (!f) break;
+        if (nframes == 0) cap = bf_proto_max_payload(zframe_data(f), zframe_size(f));
+        else total += zframe_size(f);
+        nframes++;
+        if (nframes > 1 && (total > cap || nframes > BF_PROTO_MAX_FRAMES)) {
+            *too_large = 1;
+            zframe_destroy(&f);
+        } else {
+            zmsg_append(z, &f);
+        }
+    }
+    return z;
+}
+
+static void handle_message(coord_server_t *s) {
+    int too_large;
+    zframe_t *rid = NULL;
+    zmsg_t *z = recv_capped(s, &rid, &too_large);
+    if (!z) return;
     bf_proto_reject_t rej;
     bf_err_t err;
     char key[41] = "";
     const char *uid = zmsg_first(z) ? zframe_meta(zmsg_first(z), "User-Id") : NULL;
     if (uid) snprintf(key, sizeof key, "%s", uid);
-    bf_msg_t *req = bf_msg_decode(&z, &rej, &err);
+    if (ignored(s, rid, key[0] ? key : NULL)) {
+        zframe_destroy(&rid);
+        zmsg_destroy(&z);
+        return;
+    }
+    bf_msg_t *req = NULL;
+    if (too_large) {
+        /* what was kept is cut short: decode only for the request id */
+        zframe_t *h = zmsg_pop(z);
+        zmsg_destroy(&z);
+        z = zmsg_new();
+        zmsg_append(z, &h);
+        bf_msg_t *head = bf_msg_decode(&z, &rej, &err);
+        rej = (bf_proto_reject_t){BF_PROTO_TOO_LARGE, head ? bf_msg_id(head) : rej.id, head ? 1 : rej.has_id};
+        bf_err_set(&err, "message over the size allowed for its type (%u MiB at most)", BF_PROTO_MAX_MESSAGE >> 20);
+        bf_msg_destroy(&head);
+    } else {
+        req = bf_msg_decode(&z, &rej, &err);
+    }
     if (!req) {
-        if (garbage(s, rid, key[0] ? key : NULL) <= MAX_GARBAGE) send_reply(s, &rid, bf_msg_error_reject(&rej, &err));
+        if (garbage(s, rid, key[0] ? key : NULL) <= MAX_GARBAGE) {
+            bf_msg_t *e = bf_msg_error_reject(&rej, &err);
+            send_reply(s, &rid, e);
+            bf_msg_destroy(&e);
+        }
         zframe_destroy(&rid);
         return;
     }
@@ -201,7 +424,7 @@ static int open_router(coord_server_t *s, bf_err_t *err) {
     zsock_set_router_mandatory(s->router, 1);
     zsock_set_heartbeat_ivl(s->router, 5000);
     zsock_set_heartbeat_timeout(s->router, 30000);
-    zsock_set_sndhwm(s->router, 10000);
+    zsock_set_sndhwm(s->router, 1000); /* libzmq's own cap; the per-peer caps above come first */
     zsock_set_rcvhwm(s->router, 10000);
     if (!s->o.insecure) {
         snprintf(path, sizeof path, "%s/server.cert_secret", s->o.home);
@@ -231,7 +454,31 @@ static void tick(coord_server_t *s) {
         if (bf_ledger_sweep_expired(s->ledger, &n, &err)) coord_log("ledger: sweeping expired holds: %s", err.msg);
         else if (n) coord_log("ledger: released %lld expired prediction hold(s)", (long long)n);
     }
+    if (coord_now_ms() - s->last_forget > SWEEP_MS) { /* bounded maps: idle peers and keys expire */
+        s->last_forget = coord_now_ms();
+        peers_sweep(s, PEER_IDLE_MS);
+        coord_seen_sweep(s);
+    }
     for (int i = 0; i < s->ntasks; i++) coord_task_tick(s, s->tasks[i]);
+}
+
+/* Every user's key, once: a request from a key that is not here has no account, so it costs one
+ * hash lookup, never a scan of the ledger's users (REGISTER adds its key). */
+static int load_users(coord_server_t *s, bf_err_t *err) {
+    bf_ledger_user_t *users = NULL;
+    size_t n = 0;
+    if (bf_ledger_users(s->ledger, &users, &n, err)) return -1;
+    for (size_t i = 0; i < n; i++) {
+        int64_t *v = malloc(sizeof *v);
+        if (!v) {
+            free(users);
+            return bf_err_set(err, "out of memory");
+        }
+        *v = users[i].id;
+        zhashx_update(s->users, users[i].curve_key, v);
+    }
+    free(users);
+    return 0;
 }
 
 /* zhashx values are malloc'ed scalars */
@@ -255,21 +502,21 @@ int coord_serve(const coord_opts_t *o) {
     char path[4096];
     int rc = 3;
     s.seen = zhashx_new();
-    s.garbage = zhashx_new();
+    s.peers = zhashx_new();
     s.users = zhashx_new();
     s.inflight = zhashx_new();
-    if (!s.seen || !s.garbage || !s.users || !s.inflight) {
+    if (!s.seen || !s.peers || !s.users || !s.inflight) {
         bf_err_set(&err, "out of memory");
         goto out;
     }
     zhashx_set_destructor(s.users, free_value);
     zhashx_set_destructor(s.inflight, free_value);
     zhashx_set_destructor(s.seen, free_value);
-    zhashx_set_destructor(s.garbage, free_value);
+    zhashx_set_destructor(s.peers, peer_destructor);
     snprintf(path, sizeof path, "%s/ledger.db", o->home);
     if (!(s.ledger = bf_ledger_open(path, &err))) goto out;
     snprintf(path, sizeof path, "%s/coordinator.db", o->home);
-    if (!(s.store = coord_store_open(path, &err)) || load_datasets(&s, &err)) goto out;
+    if (!(s.store = coord_store_open(path, &err)) || load_users(&s, &err) || load_datasets(&s, &err)) goto out;
     load_t l = {&s, {{0}}};
     coord_load_cb_t cb = {on_task, on_part, on_block, on_round, on_contribution};
     if (coord_store_load(s.store, &cb, &l, &err) || open_router(&s, &err)) goto out;
@@ -305,7 +552,7 @@ out:
     free(s.tasks);
     for (int i = 0; i < s.nds; i++) bf_dataset_free(&s.ds[i].train), bf_dataset_free(&s.ds[i].test);
     zhashx_destroy(&s.seen);
-    zhashx_destroy(&s.garbage);
+    zhashx_destroy(&s.peers);
     zhashx_destroy(&s.users);
     zhashx_destroy(&s.inflight);
     coord_store_close(&s.store);

@@ -53,6 +53,17 @@ void coord_touch(coord_server_t *s, const char *key) {
     *v = coord_now_ms();
 }
 
+void coord_seen_sweep(coord_server_t *s) {
+    int64_t now = coord_now_ms();
+    zlistx_t *old = zlistx_new();
+    if (!old) return;
+    zlistx_set_destructor(old, (zlistx_destructor_fn *)zstr_free);
+    for (int64_t *v = zhashx_first(s->seen); v; v = zhashx_next(s->seen))
+        if (now - *v >= s->o.liveness_ms) zlistx_add_end(old, strdup((const char *)zhashx_cursor(s->seen)));
+    for (char *k = zlistx_first(old); k; k = zlistx_next(old)) zhashx_delete(s->seen, k);
+    zlistx_destroy(&old);
+}
+
 int coord_is_live(coord_server_t *s, const coord_part_t *p) {
     return !p->left && coord_now_ms() - last_seen(s, p->key) < s->o.liveness_ms;
 }
@@ -76,6 +87,7 @@ void coord_task_free(coord_task_t **pt) {
     bf_blocks_free(&t->blocks);
     bf_dataset_free(&t->val);
     free(t->recal_x);
+    coord_blob_unref(t->round_model);
     bf_net_destroy(&t->global);
     bf_net_destroy(&t->coalition);
     bf_agg_destroy(&t->agg);

@@ -82,6 +82,7 @@
 #define BF_PROTO_MAX_DEPTH 8             /* msgpack nesting depth of the header (the map is level 1) */
 #define BF_PROTO_MAX_OBJECTS 100000      /* msgpack objects in the header */
 #define BF_PROTO_MAX_IMAGE (16u << 20)   /* bytes of one encoded image in PREDICT */
+#define BF_PROTO_MAX_MESSAGE (128u << 20) /* payload bytes of one whole message (two full frames) */
 
 /* ERROR codes. On the wire they travel as their names (bf_proto_code_name). */
 typedef enum {
@@ -151,6 +152,16 @@ int bf_msg_add_frame(bf_msg_t *m, const void *data, size_t len);
 int bf_msg_add_frame_owned(bf_msg_t *m, void *data, size_t len);
 /* n floats as one little-endian f32 frame (copies). */
 int bf_msg_add_f32(bf_msg_t *m, const float *v, size_t n);
+/* A frame over memory shared with others (zero-copy: one encoded model sent to many peers). m
+ * does not copy data; release(data, hint) is called exactly once when m no longer needs it (on
+ * destroy, at once if the frame is refused, or by whoever took it with bf_msg_frame_take). */
+typedef void(bf_msg_free_fn)(void *data, void *hint);
+int bf_msg_add_frame_ref(bf_msg_t *m, const void *data, size_t len, bf_msg_free_fn *release, void *hint);
+/* Hands frame i's buffer to the caller for a zero-copy send (zmq_msg_init_data takes exactly
+ * this pair): the caller must call (*release)(*data, *hint) once. The frame keeps its length
+ * (bf_msg_encode_header still works) but has no data any more: take frames after encoding the
+ * header. -1 if i is out of range or memory runs out. */
+int bf_msg_frame_take(bf_msg_t *m, size_t i, void **data, size_t *len, bf_msg_free_fn **release, void **hint);
 
 /* ---- reading (a decoded, validated message, or one being built) --------------------------- */
 
@@ -196,6 +207,12 @@ bf_msg_t *bf_msg_decode_bytes(const uint8_t *header, size_t hlen, const uint8_t 
 bf_msg_t *bf_msg_error(uint64_t id, bf_proto_code_t code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The ERROR reply for a rejected decode (echoes rej->id when known, else id 0). */
 bf_msg_t *bf_msg_error_reject(const bf_proto_reject_t *rej, const bf_err_t *err);
+
+/* The most payload bytes (all frames after the header) a message of the type named in this
+ * header may carry: frames allowed x the per-frame cap of the type, at most BF_PROTO_MAX_MESSAGE;
+ * 0 for a type without payload frames or a header that does not parse. For a receiver that reads
+ * a message frame by frame and stops keeping frames once the cap is passed. */
+size_t bf_proto_max_payload(const uint8_t *header, size_t hlen);
 
 /* 1 for a request type (client -> coordinator), 0 for a reply type or an unknown name. */
 int bf_proto_is_request(const char *type);

@@ -75,20 +75,20 @@ static const schema_t schemas[] = {
     {"HELLO", 1, 0, 0, FR_BYTES, NULL, {{0}}},
     {"PING", 1, 0, 0, FR_BYTES, NULL, {{0}}},
     {"REGISTER", 1, 0, 0, FR_BYTES, NULL, {F_NAME_MAX("name", 32)}},
-    {"RECHARGE", 1, 0, 0, FR_BYTES, NULL, {F_TEXT("amount", 24), F_HEX64_OPT("request")}},
+    {"RECHARGE", 1, 0, 0, FR_BYTES, NULL, {F_TEXT("amount", 24)}},
     {"TASK_CREATE", 1, 0, 0, FR_BYTES, NULL,
      {F_NAME("task"), F_TEXT("name", 128), F_TEXT_OPT("description", 1024), F_TEXT("model", 16), F_NAME("dataset"),
       F_UINT("rounds", 1, 10000), F_TEXT("mode", 16), F_TEXT_OPT("fee", 24), F_TEXT_OPT("pool", 24),
       F_UINT("min_clients", 1, 10000), F_UINT("local_epochs", 1, 100), F_UINT("batch", 1, 1024),
       F_FLOAT_LO_OPEN("lr", 0, 10), F_UINT("round_timeout", 1, 86400), F_TEXT("partition", 32), F_TEXT("strategy", 32),
       F_FLOAT_OPT("mu", 0, 100), F_U64_OPT("seed"), F_TEXT_OPT("base_fee", 24), F_TEXT_OPT("rate", 41),
-      F_UINT_OPT("value_images", 100, 100000), F_HEX64_OPT("request")}},
+      F_UINT_OPT("value_images", 100, 100000)}},
     {"TASK_LIST", 1, 0, 0, FR_BYTES, NULL, {{0}}},
     {"TASK_STATUS", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task")}},
     {"TASK_CANCEL", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task")}},
     {"JOIN", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task"), F_BOOL("own_data"), F_UINT_OPT("samples", 0, 1000000000)}},
     {"LEAVE", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task")}},
-    {"BLOCKS_BUY", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task"), F_UINT("n", 1, 1000), F_HEX64_OPT("request")}},
+    {"BLOCKS_BUY", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task"), F_UINT("n", 1, 1000)}},
     {"BLOCK_GET", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task"), F_UINT("block", 0, 10000000)}},
     {"ROUND_GET", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task")}},
     {"UPDATE", 1, 2, 2, FR_F32, NULL,
@@ -146,6 +146,8 @@ typedef struct {
     uint8_t *data; /* NULL for an empty owned frame */
     size_t len;
     zframe_t *zf;  /* decoded from czmq: the frame that owns data */
+    bf_msg_free_fn *release; /* a shared frame (bf_msg_add_frame_ref): release(data, hint) */
+    void *hint;
 } frame_t;
 
 struct bf_msg {
@@ -290,6 +292,7 @@ static void slot_clear(slot_t *sl) {
 
 static void frame_clear(frame_t *f) {
     if (f->zf) zframe_destroy(&f->zf);
+    else if (f->release) f->release(f->data, f->hint);
     else free(f->data);
     memset(f, 0, sizeof *f);
 }
@@ -455,8 +458,60 @@ int bf_msg_add_frame_owned(bf_msg_t *m, void *data, size_t len) {
         free(data);
         return -1;
     }
-    m->fr[m->nfr++] = (frame_t){data, len, NULL};
+    m->fr[m->nfr++] = (frame_t){data, len, NULL, NULL, NULL};
     return 0;
+}
+
+int bf_msg_add_frame_ref(bf_msg_t *m, const void *data, size_t len, bf_msg_free_fn *release, void *hint) {
+    if (frame_ok(m, len)) {
+        release((void *)data, hint);
+        return -1;
+    }
+    m->fr[m->nfr++] = (frame_t){(uint8_t *)data, len, NULL, release, hint};
+    return 0;
+}
+
+static void free_owned(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+static void free_zframe(void *data, void *hint) {
+    (void)data;
+    zframe_t *f = hint;
+    zframe_destroy(&f);
+}
+
+int bf_msg_frame_take(bf_msg_t *m, size_t i, void **data, size_t *len, bf_msg_free_fn **release, void **hint) {
+    if (i >= m->nfr) return -1;
+    frame_t *f = &m->fr[i];
+    *data = f->data;
+    *len = f->len;
+    if (f->zf) *release = free_zframe, *hint = f->zf;
+    else if (f->release) *release = f->release, *hint = f->hint;
+    else *release = free_owned, *hint = NULL;
+    if (!*data) { /* an empty frame still needs a buffer to hand over */
+        if (f->zf) zframe_destroy(&f->zf);
+        if (!(*data = malloc(1))) return -1;
+        *release = free_owned, *hint = NULL;
+    }
+    /* the frame keeps its length (for a later encode of the header) but no longer its buffer */
+    f->zf = NULL, f->release = NULL, f->hint = NULL, f->data = NULL;
+    return 0;
+}
+
+size_t bf_proto_max_payload(const uint8_t *header, size_t hlen) {
+    msgpack_unpacked u;
+    bf_err_t err;
+    if (hlen > BF_PROTO_MAX_HEADER || bf_mp_parse(header, hlen, BF_PROTO_MAX_DEPTH, BF_PROTO_MAX_OBJECTS, &u, &err))
+        return 0;
+    const msgpack_object *t = u.data.type == MSGPACK_OBJECT_MAP ? bf_mp_get(&u.data, "type") : NULL;
+    const schema_t *s = t && t->type == MSGPACK_OBJECT_STR ? find_schema(t->via.str.ptr, t->via.str.size) : NULL;
+    msgpack_unpacked_destroy(&u);
+    if (!s) return 0;
+    size_t per = s->check == check_image_frames ? BF_PROTO_MAX_IMAGE : BF_PROTO_MAX_FRAME;
+    size_t cap = (size_t)s->fmax * per;
+    return cap < BF_PROTO_MAX_MESSAGE ? cap : BF_PROTO_MAX_MESSAGE;
 }
 
 int bf_msg_add_frame(bf_msg_t *m, const void *data, size_t len) {
@@ -466,7 +521,7 @@ int bf_msg_add_frame(bf_msg_t *m, const void *data, size_t len) {
         if (!(copy = malloc(len))) return set_fail(m, "frame", &(bf_err_t){"out of memory"});
         memcpy(copy, data, len);
     }
-    m->fr[m->nfr++] = (frame_t){copy, len, NULL};
+    m->fr[m->nfr++] = (frame_t){copy, len, NULL, NULL, NULL};
     return 0;
 }
 
@@ -491,7 +546,7 @@ int bf_msg_add_f32(bf_msg_t *m, const float *v, size_t n) {
         if (!(buf = malloc(n * 4))) return set_fail(m, "frame", &(bf_err_t){"out of memory"});
         f32_le_copy(buf, v, n);
     }
-    m->fr[m->nfr++] = (frame_t){buf, n * 4, NULL};
+    m->fr[m->nfr++] = (frame_t){buf, n * 4, NULL, NULL, NULL};
     return 0;
 }
 
@@ -686,9 +741,14 @@ static int check_sizes(size_t hlen, const size_t *flens, size_t nframes, bf_prot
         return bf_err_set(err, "message has %zu frames, at most %d allowed", nframes + 1, BF_PROTO_MAX_FRAMES);
     if (hlen > BF_PROTO_MAX_HEADER)
         return bf_err_set(err, "header frame has %zu bytes, at most %u allowed", hlen, BF_PROTO_MAX_HEADER);
-    for (size_t i = 0; i < nframes; i++)
+    size_t total = 0;
+    for (size_t i = 0; i < nframes; i++) {
         if (flens[i] > BF_PROTO_MAX_FRAME)
             return bf_err_set(err, "payload frame %zu has %zu bytes, at most %u allowed", i, flens[i], BF_PROTO_MAX_FRAME);
+        total += flens[i];
+    }
+    if (total > BF_PROTO_MAX_MESSAGE)
+        return bf_err_set(err, "payload of %zu bytes, at most %u allowed in one message", total, BF_PROTO_MAX_MESSAGE);
     reject(rej, BF_PROTO_BAD_REQUEST);
     return 0;
 }
@@ -739,7 +799,7 @@ bf_msg_t *bf_msg_decode_bytes(const uint8_t *header, size_t hlen, const uint8_t 
             return NULL;
         }
         if (flens[i]) memcpy(copy, frames[i], flens[i]);
-        m->fr[m->nfr++] = (frame_t){copy, flens[i], NULL};
+        m->fr[m->nfr++] = (frame_t){copy, flens[i], NULL, NULL, NULL};
     }
     return m;
 }
@@ -772,7 +832,7 @@ bf_msg_t *bf_msg_decode(zmsg_t **zm, bf_proto_reject_t *rej, bf_err_t *err) {
         zframe_t *f = zmsg_pop(z);
         zframe_destroy(&f);
         /* Payload frames change owner, not place: a 64 MiB frame is never copied. */
-        while ((f = zmsg_pop(z))) m->fr[m->nfr++] = (frame_t){zframe_data(f), zframe_size(f), f};
+        while ((f = zmsg_pop(z))) m->fr[m->nfr++] = (frame_t){zframe_data(f), zframe_size(f), f, NULL, NULL};
     }
     zmsg_destroy(&z);
     return m;

@@ -1,0 +1,227 @@
+/* test_open_coordinator.c: no peer can stall the coordinator or make it hold much memory.
+ *   1. A peer that asks for a ResNet8 round 300 times and never reads: the coordinator's memory
+ *      stays within 50 MB of what it was (the round's model is encoded once and shared, and a
+ *      peer has at most a few large replies queued).
+ *   2. A peer that sends 100,000 TASK_STATUS and never reads (30,000 fill loopback's buffers on a
+ *      quiet machine; more make sure): an honest client still gets every
+ *      PING answered while it floods and after it leaves; the flooder is cut off (its key cannot
+ *      connect again); the coordinator's memory stays within 100 MB.
+ *   3. A message over what its type may carry (UPDATE with 8 frames of 20 MiB) is refused as
+ *      TOO_LARGE, not after being held whole.
+ * PING latencies and memory are printed as figures (docs/COORDINATOR.md), not asserted.
+ * usage: test_open_coordinator COORDINATOR */
+#include "fed_participant.h"
+
+#define ENDPOINT "tcp://127.0.0.1:27741"
+#define FLOOD 100000
+#define ROUND_GETS 300
+
+static long rss_kb(pid_t pid) {
+    char path[64], line[256];
+    long kb = -1;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6);
+    if (f) fclose(f);
+    return kb;
+}
+
+/* A DEALER that reads as little as libzmq lets it: one queued message, a tiny kernel buffer. */
+static zsock_t *deaf_socket(zcert_t *cert, const char *server_key) {
+    zsock_t *s = zsock_new(ZMQ_DEALER);
+    zsock_set_rcvhwm(s, 1);
+    zsock_set_rcvbuf(s, 4096);
+    zsock_set_sndhwm(s, 100);  /* sends keep pace with what the coordinator reads ... */
+    zsock_set_sndtimeo(s, 20000); /* ... and one it no longer reads fails them */
+    zcert_apply(cert, s);
+    zsock_set_curve_serverkey(s, server_key);
+    zsock_connect(s, "%s", ENDPOINT);
+    return s;
+}
+
+static int send_req(zsock_t *s, bf_msg_t *m) {
+    bf_err_t err;
+    zmsg_t *z = bf_msg_encode(m, &err);
+    bf_msg_destroy(&m);
+    int rc = z ? zmsg_send(&z, s) : -1;
+    zmsg_destroy(&z);
+    return rc;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One PING: its round trip in ms, or -1 if it went unanswered (20 s). */
+static double ping_ms(fed_client_t *c) {
+    int64_t t0 = zclock_usecs();
+    bf_msg_t *rep = call(c, fed_req(c, "PING"));
+    int ok = fed_is(rep, "PONG");
+    bf_msg_destroy(&rep);
+    return ok ? (double)(zclock_usecs() - t0) / 1000.0 : -1;
+}
+
+static double p99(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return fprintf(stderr, "usage: test_open_coordinator COORDINATOR\n"), 2;
+    zsys_init();
+    zsys_set_logstream(NULL);
+    char home[600], spec[700], key[41];
+    CHECK(fed_prepare(argv[1], "fedopen", 600, 100, 11, home, sizeof home, spec, sizeof spec, key) == 0);
+    const char *extra[] = {"--block-size", "100", NULL};
+    pid_t coord = fed_start(argv[1], home, ENDPOINT, spec, extra);
+
+    fed_client_t a;
+    fed_client_open(&a, ENDPOINT, key);
+    reg(&a, "alice");
+    bf_msg_t *r = fed_req(&a, "RECHARGE");
+    bf_msg_set_str(r, "amount", "10.00");
+    bf_msg_t *rep = call(&a, r);
+    expect_ok(rep, "recharge");
+    bf_msg_destroy(&rep);
+    r = fed_req(&a, "TASK_CREATE");
+    bf_msg_set_str(r, "task", "big"), bf_msg_set_str(r, "name", "big"), bf_msg_set_str(r, "model", "resnet8");
+    bf_msg_set_str(r, "dataset", "tiny"), bf_msg_set_uint(r, "rounds", 2), bf_msg_set_str(r, "mode", "reward");
+    bf_msg_set_str(r, "pool", "4.00"), bf_msg_set_uint(r, "min_clients", 1), bf_msg_set_uint(r, "local_epochs", 1);
+    bf_msg_set_uint(r, "batch", 32), bf_msg_set_double(r, "lr", 0.05), bf_msg_set_uint(r, "round_timeout", 600);
+    bf_msg_set_str(r, "partition", "iid"), bf_msg_set_str(r, "strategy", "fedavg");
+    rep = call(&a, r);
+    expect_ok(rep, "task create");
+    bf_msg_destroy(&rep);
+    r = fed_req(&a, "JOIN");
+    bf_msg_set_str(r, "task", "big");
+    bf_msg_set_bool(r, "own_data", 0);
+    rep = call(&a, r);
+    CHECK_MSG(fed_is(rep, "JOINED"), "join: %s", rep ? bf_msg_type(rep) : "timeout");
+    bf_msg_destroy(&rep);
+    for (int i = 0; i < 100 && !fed_is(rep, "ROUND"); i++) { /* the task starts on the next tick */
+        bf_msg_destroy(&rep);
+        zclock_sleep(100);
+        r = fed_req(&a, "ROUND_GET");
+        bf_msg_set_str(r, "task", "big");
+        rep = call(&a, r);
+    }
+    size_t model_bytes = 0;
+    if (fed_is(rep, "ROUND")) bf_msg_frame(rep, 0, &model_bytes);
+    CHECK_MSG(fed_is(rep, "ROUND"), "round 1 never opened");
+    bf_msg_destroy(&rep);
+
+    /* 1. amplification: alice's key on a second connection that never reads */
+    long kb0 = rss_kb(coord);
+    zsock_t *amp = deaf_socket(a.cert, key);
+    for (int i = 0; i < ROUND_GETS; i++) {
+        bf_msg_t *g = bf_msg_new("ROUND_GET", (uint64_t)i + 1);
+        bf_msg_set_str(g, "task", "big");
+        send_req(amp, g);
+    }
+    CHECK(ping_ms(&a) >= 0); /* the coordinator has read all of them once this is answered */
+    zclock_sleep(500);
+    long kb1 = rss_kb(coord);
+    printf("figure: %d unread ROUND_GETs (model frame %zu bytes): coordinator memory %+.1f MB\n", ROUND_GETS, model_bytes,
+           (kb1 - kb0) / 1024.0);
+    CHECK_MSG(kb1 - kb0 < 50 * 1024, "memory grew by %ld kB", kb1 - kb0);
+    zsock_set_linger(amp, 0);
+    zsock_destroy(&amp);
+
+    /* 2. the flood: 1,000 TASK_STATUS at a time, an honest PING timed between bursts */
+    zcert_t *fcert = zcert_new();
+    zsock_t *flood = deaf_socket(fcert, key);
+    double during[FLOOD / 1000], after[200];
+    int nd = 0, unanswered = 0;
+    long kb2 = rss_kb(coord), kbmax = kb2;
+    for (int i = 0; i < FLOOD; i++) {
+        bf_msg_t *s = bf_msg_new("TASK_STATUS", (uint64_t)i + 1);
+        bf_msg_set_str(s, "task", "big");
+        if (send_req(flood, s)) {
+            unanswered++; /* the coordinator stopped reading */
+            break;
+        }
+        if ((i + 1) % 1000 == 0) {
+            double ms = ping_ms(&a);
+            if (ms < 0) { /* stalled: no use flooding on */
+                unanswered++;
+                break;
+            }
+            during[nd++] = ms;
+            long kb = rss_kb(coord);
+            if (kb > kbmax) kbmax = kb;
+        }
+    }
+    CHECK_MSG(unanswered == 0, "%d PINGs unanswered during the flood", unanswered);
+    zsock_set_linger(flood, 0);
+    zsock_destroy(&flood);
+    int na = 0;
+    for (int i = 0; i < 200; i++) {
+        double ms = ping_ms(&a);
+        if (ms < 0) {
+            unanswered++;
+            break;
+        }
+        after[na++] = ms;
+    }
+    CHECK_MSG(unanswered == 0, "%d PINGs unanswered after the flood", unanswered);
+    long kb3 = rss_kb(coord);
+    if (kb3 > kbmax) kbmax = kb3;
+    printf("figure: PING p99 %.2f ms during a %d TASK_STATUS flood (%d samples), %.2f ms after it (%d samples); "
+           "coordinator memory %+.1f MB at most\n",
+           nd ? p99(during, nd) : -1.0, FLOOD, nd, na ? p99(after, na) : -1.0, na, (kbmax - kb2) / 1024.0);
+    CHECK_MSG(kbmax - kb2 < 100 * 1024, "memory grew by %ld kB", kbmax - kb2);
+
+    /* the flooder was cut off: its key may not connect again */
+    fed_client_t f2;
+    fed_client_open(&f2, ENDPOINT, key);
+    zcert_destroy(&f2.cert);
+    f2.cert = fcert;
+    zsock_destroy(&f2.sock);
+    f2.sock = zsock_new(ZMQ_DEALER);
+    zcert_apply(fcert, f2.sock);
+    zsock_set_curve_serverkey(f2.sock, key);
+    zsock_set_rcvtimeo(f2.sock, 3000);
+    zsock_connect(f2.sock, "%s", ENDPOINT);
+    rep = call(&f2, fed_req(&f2, "PING"));
+    CHECK_MSG(!rep, "the flooder's key still gets answers");
+    bf_msg_destroy(&rep);
+    fed_client_close(&f2);
+
+    /* 3. a whole message over its type's cap */
+    size_t big = 20u << 20;
+    uint8_t *junk = calloc(1, big);
+    CHECK(junk != NULL);
+    bf_err_t err;
+    /* a header that says UPDATE: hand-built, the encoder would refuse it */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 7);
+    bf_mp_pack_str(&pk, "v"), msgpack_pack_uint64(&pk, 1);
+    bf_mp_pack_str(&pk, "type"), bf_mp_pack_str(&pk, "UPDATE");
+    bf_mp_pack_str(&pk, "id"), msgpack_pack_uint64(&pk, 78);
+    bf_mp_pack_str(&pk, "task"), bf_mp_pack_str(&pk, "big");
+    bf_mp_pack_str(&pk, "round"), msgpack_pack_uint64(&pk, 0);
+    bf_mp_pack_str(&pk, "samples"), msgpack_pack_uint64(&pk, 100);
+    bf_mp_pack_str(&pk, "loss"), msgpack_pack_double(&pk, 1.0);
+    zmsg_t *z = zmsg_new();
+    zmsg_addmem(z, sb.data, sb.size);
+    for (int i = 0; i < 8; i++) zmsg_addmem(z, junk, big);
+    zmsg_send(&z, a.sock);
+    msgpack_sbuffer_destroy(&sb);
+    free(junk);
+    rep = NULL;
+    zmsg_t *in = zmsg_recv(a.sock);
+    rep = in ? bf_msg_decode(&in, NULL, &err) : NULL;
+    CHECK_MSG(rep && bf_msg_id(rep) == 78 && !strcmp(fed_code(rep), "TOO_LARGE"), "oversized UPDATE: %s %s",
+              rep ? fed_code(rep) : "no reply", rep && fed_is(rep, "ERROR") ? bf_msg_str(rep, "message") : "");
+    bf_msg_destroy(&rep);
+    CHECK(ping_ms(&a) >= 0);
+
+    fed_client_close(&a);
+    fed_stop(coord, SIGTERM);
+    return bf_test_done("test_open_coordinator");
+}
