@@ -40,18 +40,30 @@ void coord_blob_unref(coord_blob_t *b);
 
 /* ---- task states and modes ----------------------------------------------------------------- */
 
-/* A task's life. WAITING (created, gathering min_clients live participants) -> RUNNING (a round
- * is open) <-> AGGREGATING (the round is closed and on the worker; in memory only, stored as
- * RUNNING) -> COMPLETED (every round done and settled); WAITING -> CANCELLED (the creator
- * cancelled, or the start deadline passed; the pool is refunded). A task RUNNING with every round
- * done has not been settled yet (a crash between the two): it settles at the next tick.
- * Strings appear only in the store and on the wire (coord_task_state_name). */
+/* A task's life (docs/COORDINATOR.md has the same table):
+ *   WAITING -> RUNNING      min_clients participants are live (the ledger task starts)
+ *   WAITING -> CANCELLED    the creator cancelled, or --start-deadline passed: the pool is refunded
+ *   RUNNING -> AGGREGATING  the open round closed (every live participant reported, or its timeout
+ *                           passed with min_clients reports): the updates are on the worker; in
+ *                           memory only, stored as RUNNING (a restart reopens the round)
+ *   AGGREGATING -> RUNNING  the worker gave the round back (the next round opens; a failed
+ *                           aggregation reopens the same round)
+ *   RUNNING -> COMPLETED    every round done and settled: reward pool paid out, or shares allocated
+ *                           and the model online. RUNNING with every round done has not been
+ *                           settled yet (a crash between the two): it settles at the next tick
+ *   RUNNING -> FAILED       the open round still has fewer than min_clients reports one more round
+ *                           timeout after its own (twice round_timeout since it opened): a reward
+ *                           pool is refunded in full, a shareholding task allocates nothing and
+ *                           never goes online; ROUND_GET and JOIN answer BAD_STATE saying why
+ * COMPLETED, CANCELLED and FAILED are final. Strings appear only in the store and on the wire
+ * (coord_task_state_name). */
 typedef enum {
     COORD_TASK_WAITING,
     COORD_TASK_RUNNING,
     COORD_TASK_AGGREGATING,
     COORD_TASK_COMPLETED,
     COORD_TASK_CANCELLED,
+    COORD_TASK_FAILED,
 } coord_task_state_t;
 
 static inline const char *coord_task_state_name(coord_task_state_t s) {
@@ -61,13 +73,14 @@ static inline const char *coord_task_state_name(coord_task_state_t s) {
     case COORD_TASK_AGGREGATING: return "aggregating";
     case COORD_TASK_COMPLETED: return "completed";
     case COORD_TASK_CANCELLED: return "cancelled";
+    case COORD_TASK_FAILED: return "failed";
     }
     return "?";
 }
 
 /* 0 and *out set, or -1 for a name that is no state. */
 static inline int coord_task_state_parse(const char *name, coord_task_state_t *out) {
-    for (int s = COORD_TASK_WAITING; s <= COORD_TASK_CANCELLED; s++)
+    for (int s = COORD_TASK_WAITING; s <= COORD_TASK_FAILED; s++)
         if (name && !strcmp(name, coord_task_state_name((coord_task_state_t)s))) return *out = (coord_task_state_t)s, 0;
     return -1;
 }
@@ -82,7 +95,8 @@ static inline bf_ledger_task_status_t coord_task_ledger_status(coord_task_state_
     case COORD_TASK_RUNNING:
     case COORD_TASK_AGGREGATING: return BF_LEDGER_TASK_RUNNING;
     case COORD_TASK_COMPLETED: return BF_LEDGER_TASK_COMPLETED;
-    case COORD_TASK_CANCELLED: return BF_LEDGER_TASK_REFUNDED;
+    case COORD_TASK_CANCELLED:
+    case COORD_TASK_FAILED: return BF_LEDGER_TASK_REFUNDED;
     }
     return BF_LEDGER_TASK_CREATED;
 }
@@ -274,7 +288,9 @@ int64_t coord_own_data_cap(const coord_server_t *s, const coord_task_t *t);
 void coord_task_set_state(coord_server_t *s, coord_task_t *t, coord_task_state_t state);
 /* Refunds the pool and cancels a WAITING task; 0, or a ledger rc with err set. */
 int coord_task_cancel(coord_server_t *s, coord_task_t *t, bf_err_t *err);
-/* Per-task periodic work: start, expire, close a round, settle after a restart. */
+/* Why a FAILED task failed, for the replies that refuse it. */
+void coord_task_fail_reason(const coord_task_t *t, char *buf, size_t cap);
+/* Per-task periodic work: start, expire, close a round or fail it, settle after a restart. */
 void coord_task_tick(coord_server_t *s, coord_task_t *t);
 /* Takes back a round the worker finished: contributions, metrics, next round, settlement. */
 void coord_round_done(coord_server_t *s, coord_job_t *j);

@@ -367,6 +367,11 @@ static int joinable(const coord_task_t *t) {
 
 static bf_msg_t *h_join(const ctx_t *c) {
     coord_task_t *t = c->t;
+    if (t->state == COORD_TASK_FAILED) {
+        char why[512];
+        coord_task_fail_reason(t, why, sizeof why);
+        return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "%s", why);
+    }
     if (!joinable(t)) return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "task is %s", coord_task_state_name(t->state));
     coord_part_t *p = coord_part_find(t, c->key);
     bf_err_t err;
@@ -508,6 +513,11 @@ static coord_blob_t *round_model(coord_task_t *t) {
 static bf_msg_t *h_round_get(const ctx_t *c) {
     coord_task_t *t = c->t;
     coord_part_t *p = c->p;
+    if (t->state == COORD_TASK_FAILED) { /* not DONE: a participant's join must not end as a success */
+        char why[512];
+        coord_task_fail_reason(t, why, sizeof why);
+        return bf_msg_error(c->id, BF_PROTO_BAD_STATE, "%s", why);
+    }
     if (t->state == COORD_TASK_COMPLETED || t->state == COORD_TASK_CANCELLED) {
         bf_msg_t *r = bf_msg_new("DONE", c->id);
         bf_msg_set_str(r, "task", t->spec.id);

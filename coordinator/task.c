@@ -304,6 +304,36 @@ static void expire_task(coord_server_t *s, coord_task_t *t) {
               s->o.start_deadline);
 }
 
+void coord_task_fail_reason(const coord_task_t *t, char *buf, size_t cap) {
+    snprintf(buf, cap,
+             "task %s failed: round %d got fewer than %d updates within twice its %d s timeout (participants "
+             "stopped reporting); %s",
+             t->spec.id, t->round + 1, t->spec.min_clients, t->spec.round_timeout,
+             t->spec.mode == BF_LEDGER_MODE_REWARD ? "the pool was refunded to the creator"
+                                                   : "no shares were allocated and the model is not online");
+}
+
+/* A round that cannot close: the ledger task is refunded (a reward pool back to its creator in
+ * full; a shareholding task has nothing in escrow and allocates nothing), then the task is FAILED.
+ * The refund's op id is the one a cancel would use: a task is refunded once, whichever way. */
+static void fail_task(coord_server_t *s, coord_task_t *t) {
+    char op[160], why[512];
+    bf_err_t err;
+    snprintf(op, sizeof op, "refund:%s", t->spec.id);
+    int rc = bf_ledger_refund_task(s->ledger, op, t->ledger_id, &err);
+    if (rc != BF_LEDGER_OK) {
+        coord_log("task %s: refund of the failed task failed: %s (will retry)", t->spec.id, err.msg);
+        return;
+    }
+    for (int i = 0; i < t->nparts; i++) { /* the updates of the round are never used */
+        free(t->parts[i].params), free(t->parts[i].buffers);
+        t->parts[i].params = t->parts[i].buffers = NULL;
+    }
+    coord_task_set_state(s, t, COORD_TASK_FAILED);
+    coord_task_fail_reason(t, why, sizeof why);
+    coord_log("%s", why);
+}
+
 /* ---- rounds -------------------------------------------------------------------------------- */
 
 /* Closes the open round if everyone alive reported, or if its timeout passed with enough reports:
@@ -316,7 +346,13 @@ static void maybe_close_round(coord_server_t *s, coord_task_t *t) {
         if (p->update_round == t->round) reported++;
         else if (coord_is_live(s, p)) live_missing++;
     }
-    int timed_out = coord_now_ms() - t->round_start > (int64_t)t->spec.round_timeout * 1000;
+    int64_t elapsed = coord_now_ms() - t->round_start;
+    int timed_out = elapsed > (int64_t)t->spec.round_timeout * 1000;
+    /* one more timeout for the missing to come back, then the task cannot go on */
+    if (reported < t->spec.min_clients && elapsed > 2 * (int64_t)t->spec.round_timeout * 1000) {
+        fail_task(s, t);
+        return;
+    }
     if (!reported || (live_missing && !timed_out)) return;
     if (reported < t->spec.min_clients && (!timed_out || reported < t->spec.min_clients)) {
         if (live_missing || reported < t->spec.min_clients) return;
