@@ -11,7 +11,8 @@
  * Lazy Pirate (zguide ch. 4): a DEALER that lost its peer keeps queueing, and a reply may never
  * come; so on a timeout bf_conn_call closes the socket, waits (1 s doubling up to 30 s by
  * default), opens a new one and sends the same request again. Only idempotent requests may be
- * retried this way (a RECHARGE sent twice could be applied twice).
+ * retried this way: a money-moving request is, because it carries its `request` key
+ * (bf_conn_request_key) and the coordinator applies a key once.
  *
  * Every reply goes through bf_msg_decode: a coordinator that sends garbage gets an error, never
  * a crash. Replies of a request type are refused too.
@@ -73,6 +74,11 @@ int bf_conn_heartbeat_start(bf_conn_t *c, bf_err_t *err);
 void bf_conn_heartbeat_stop(bf_conn_t *c);
 /* PONGs the heartbeat actor received so far (asks the actor; 0 when it is not running). */
 int bf_conn_heartbeat_pongs(bf_conn_t *c);
+
+/* A fresh `request` key for a money-moving request (RECHARGE, BLOCKS_BUY, TASK_CREATE, PREDICT):
+ * 64 lowercase hex characters from OpenSSL's RAND. The coordinator applies one key once, so a
+ * command draws one key and sends it again only when it retries that same request. */
+int bf_conn_request_key(char out[65], bf_err_t *err);
 
 /* Sleeps ms in small slices; -1 as soon as zsys_interrupted is set. */
 int bf_conn_nap(int ms);

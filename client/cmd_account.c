@@ -22,13 +22,14 @@ static const char register_help[] =
     "\n"
     "Creates the profile (DIR, mode 0700) with a new CURVE key pair, and registers USER with the\n"
     "coordinator under that key. New users get 100 coins and 0 yuan. Running it again for the\n"
-    "same user is harmless.\n"
+    "same user is harmless; after a refusal (name taken) the same key may register another name.\n"
     "\n"
     "  --coordinator ENDPOINT  e.g. tcp://coordinator.example.org:7700 (required)\n"
     "  --server-key KEY        the coordinator's public key, 40 characters of Z85, as printed by\n"
     "                          'blockfed-coordinator init' (required unless --insecure)\n"
     "  --insecure              plain TCP without CURVE (loopback endpoints only; for tests)\n"
-    "  --force                 replace a profile that belongs to another user (new key pair)\n"
+    "  --force                 start over with a new key pair (replaces the profile's; needed\n"
+    "                          when the profile belongs to another user)\n"
     "  --json                  print the result as JSON\n"
     "  --home DIR              profile directory (default $BLOCKFED_HOME, else ~/.blockfed)\n"
     "  --timeout S             seconds to wait for a reply (default 10)\n"
@@ -98,6 +99,7 @@ static bf_cli_outcome_t prepare_profile(const register_args_t *a, const char *ho
                                     "replace it with a new key pair", home, old.user), CLIENT_USAGE;
             reuse_key = !old.registered;
         }
+        if (a->force) reuse_key = 0; /* --force always means a new key pair */
     }
     *p = (bf_profile_t){.insecure = a->insecure};
     snprintf(p->home, sizeof p->home, "%s", home);
@@ -192,9 +194,12 @@ bf_cli_outcome_t bf_cmd_recharge(int argc, char **argv, bf_cli_ctx_t *ctx) {
     if (!rc && optind + 1 != argc) rc = bf_cli_error("recharge takes exactly one AMOUNT");
     if (!rc && bf_check_amount(argv[optind], &err)) rc = bf_cli_error("%s", err.msg);
     if (rc) return usage_fail("recharge");
+    /* one key for this command: its retries (same key) are applied once, the next command is new */
+    char key[65];
+    if (bf_conn_request_key(key, &err)) return bf_cli_fail("%s", err.msg);
     bf_msg_t *req = bf_msg_new("RECHARGE", 0);
-    if (req && bf_msg_set_str(req, "amount", argv[optind])) bf_msg_destroy(&req);
-    return bf_cli_simple(ctx, req, "OK", "result", 0, json);
+    if (req && (bf_msg_set_str(req, "amount", argv[optind]) || bf_msg_set_str(req, "request", key))) bf_msg_destroy(&req);
+    return bf_cli_simple(ctx, req, "OK", "result", 1, json);
 }
 
 static const char assets_help[] =

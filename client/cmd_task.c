@@ -193,7 +193,14 @@ static bf_cli_outcome_t task_create(int argc, char **argv, bf_cli_ctx_t *ctx) {
         bf_msg_destroy(&m);
         return usage_fail("task create");
     }
-    return bf_cli_simple(ctx, m, "OK", "result", 0, json);
+    /* a request key makes the create (and its pool's escrow) safe to retry: applied once */
+    char key[65];
+    bf_err_t err;
+    if (bf_conn_request_key(key, &err) || bf_msg_set_str(m, "request", key)) {
+        bf_msg_destroy(&m);
+        return bf_cli_fail("cannot build TASK_CREATE");
+    }
+    return bf_cli_simple(ctx, m, "OK", "result", 1, json);
 }
 
 /* ---- task list / status / cancel, leave, blocks buy ---------------------------------------- */
@@ -285,15 +292,18 @@ bf_cli_outcome_t bf_cmd_blocks(int argc, char **argv, bf_cli_ctx_t *ctx) {
     if (args) return parse_ended(args);
     long long n;
     if (bf_cli_int(argv[optind + 2], 1, 1000, &n, "N")) return usage_fail("blocks buy");
+    char key[65]; /* one purchase per command: its retries carry the same key and pay once */
+    bf_err_t err;
+    if (bf_conn_request_key(key, &err)) return bf_cli_fail("%s", err.msg);
     bf_msg_t *m = task_msg("BLOCKS_BUY", argv[optind + 1]);
-    if (m && bf_msg_set_uint(m, "n", (uint64_t)n)) bf_msg_destroy(&m);
+    if (m && (bf_msg_set_uint(m, "n", (uint64_t)n) || bf_msg_set_str(m, "request", key))) bf_msg_destroy(&m);
     if (!m) return bf_cli_fail("out of memory");
     /* JOINED carries blocks and block_size at the top level: show them as one map */
     bf_profile_t p;
     bf_conn_t *conn;
     bf_msg_t *reply = NULL;
     bf_cli_outcome_t rc = bf_cli_open(ctx, &p, &conn);
-    if (!rc) rc = bf_cli_roundtrip(ctx, conn, &m, "JOINED", 0, &reply);
+    if (!rc) rc = bf_cli_roundtrip(ctx, conn, &m, "JOINED", 1, &reply);
     if (!rc) {
         const msgpack_object *blocks = bf_msg_any(reply, "blocks");
         if (json) {

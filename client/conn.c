@@ -5,6 +5,7 @@
  * round trains. */
 #include "bf_conn.h"
 
+#include <openssl/rand.h>
 #include <string.h>
 
 #include "bf_mp.h"
@@ -117,6 +118,13 @@ int bf_conn_reconnect(bf_conn_t *c, bf_err_t *err) {
     c->reconnects++;
     c->sock = open_socket(&c->cfg, 1000);
     if (!c->sock) return bf_err_set(err, "cannot reconnect to %s: %s", c->cfg.endpoint, zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+int bf_conn_request_key(char out[65], bf_err_t *err) {
+    unsigned char b[32];
+    if (RAND_bytes(b, sizeof b) != 1) return bf_err_set(err, "no random bytes for a request key");
+    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
     return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <assert.h>
 #include <math.h>
 #include <msgpack.h>
+#include <openssl/rand.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 #include <stdio.h>
@@ -122,9 +123,18 @@ static bf_msg_t *user_result(const ctx_t *c, int64_t user) {
 static bf_msg_t *h_register(const ctx_t *c) {
     if (!c->key) return bf_msg_error(c->id, BF_PROTO_UNAUTHORIZED, "registration needs a CURVE key");
     const char *name = bf_msg_str(c->req, "name");
-    char op[96];
-    snprintf(op, sizeof op, "register:%s", c->key);
     bf_err_t err;
+    if (c->user) { /* the key is bound: the same name again is a retry, another name a conflict */
+        bf_ledger_user_t u;
+        if (bf_ledger_user_get(c->s->ledger, c->user, &u, &err)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+        if (strcmp(u.name, name))
+            return bf_msg_error(c->id, BF_PROTO_CONFLICT, "this key is already registered under another name");
+        return user_result(c, c->user);
+    }
+    /* The op id names the key and the name: a refused name (taken) is recorded under its own id,
+     * so it binds nothing and the same key may register a free name next. */
+    char op[128];
+    snprintf(op, sizeof op, "register:%s:%s", c->key, name);
     int64_t uid = 0;
     int rc = bf_ledger_register_user(c->s->ledger, op, name, c->key, NULL, &uid, &err);
     if (rc == BF_LEDGER_ECONFLICT)
@@ -135,13 +145,33 @@ static bf_msg_t *h_register(const ctx_t *c) {
     return user_result(c, uid);
 }
 
+/* The ledger op id of a money-moving request (RECHARGE, BLOCKS_BUY, TASK_CREATE): the caller's
+ * user id, the task it is about (scope, 0: none) and the `request` key the client chose. The
+ * same key is the same operation, applied once, whichever connection or request id carries it;
+ * a new key is a new one. Without a key (older clients) the request gets a fresh random id:
+ * applied every time it is sent, so not safe to retry. */
+static int money_op(const ctx_t *c, const char *kind, int64_t scope, char op[BF_LEDGER_OP_ID_MAX + 1]) {
+    const char *request = bf_msg_str(c->req, "request");
+    char fresh[66];
+    if (!request) {
+        unsigned char b[32];
+        if (RAND_bytes(b, sizeof b) != 1) return -1;
+        fresh[0] = '~'; /* never a client's key: those are hex */
+        for (int i = 0; i < 32; i++) snprintf(fresh + 1 + 2 * i, 3, "%02x", b[i]);
+        request = fresh;
+    }
+    if (scope) snprintf(op, BF_LEDGER_OP_ID_MAX + 1, "%s:%lld:%lld:%s", kind, (long long)c->user, (long long)scope, request);
+    else snprintf(op, BF_LEDGER_OP_ID_MAX + 1, "%s:%lld:%s", kind, (long long)c->user, request);
+    return 0;
+}
+
 static bf_msg_t *h_recharge(const ctx_t *c) {
     int64_t cents;
     bf_err_t err;
     if (bf_money_parse_amount(bf_msg_str(c->req, "amount"), 2, &cents, &err) || cents <= 0)
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "amount: %s", cents <= 0 ? "must be positive" : err.msg);
-    char op[128];
-    snprintf(op, sizeof op, "recharge:%s:%llu", c->key, (unsigned long long)c->id);
+    char op[BF_LEDGER_OP_ID_MAX + 1];
+    if (money_op(c, "recharge", 0, op)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "no random bytes for an op id");
     int rc = bf_ledger_recharge(c->s->ledger, op, c->user, cents, &err);
     if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
     return user_result(c, c->user);
@@ -151,6 +181,17 @@ static int copy_field(const bf_msg_t *m, const char *k, char *dst, size_t cap) {
     const char *v = bf_msg_str(m, k);
     snprintf(dst, cap, "%s", v ? v : "");
     return v != NULL;
+}
+
+static bf_msg_t *created_reply(const ctx_t *c, const coord_task_t *t) {
+    bf_msg_t *r = bf_msg_new("OK", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_map(pk, 2);
+    mp_kv_str(pk, "task", t->spec.id);
+    mp_kv_int(pk, "blocks", t->blocks.nblocks);
+    mp_set(&m, r, "result");
+    return r;
 }
 
 static bf_msg_t *h_task_create(const ctx_t *c) {
@@ -180,7 +221,20 @@ static bf_msg_t *h_task_create(const ctx_t *c) {
     if (coord_mode_parse(bf_msg_str(c->req, "mode"), &t.mode))
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "mode must be reward or shareholding");
     if (!coord_dataset_find(s, t.dataset)) return bf_msg_error(c->id, BF_PROTO_NOT_FOUND, "no dataset '%s' here", t.dataset);
-    if (coord_task_find(s, t.id)) return bf_msg_error(c->id, BF_PROTO_CONFLICT, "task '%s' exists", t.id);
+    if (!t.name[0]) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "name must not be empty");
+    char op[BF_LEDGER_OP_ID_MAX + 1];
+    if (money_op(c, "task", 0, op)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "no random bytes for an op id");
+    int found = 0, was = 0;
+    int64_t made = 0;
+    if (bf_ledger_op_lookup(s->ledger, op, &found, &was, &made, &err)) return ledger_error(c->id, BF_LEDGER_EINTERNAL, &err);
+    coord_task_t *have = coord_task_find(s, t.id);
+    if (have) { /* a retry of the create that made it is answered as that create was */
+        if (found && was == BF_LEDGER_OK && made == have->ledger_id && !strcmp(have->spec.creator, c->key))
+            return created_reply(c, have);
+        return bf_msg_error(c->id, BF_PROTO_CONFLICT, "task '%s' exists", t.id);
+    }
+    if (found && was == BF_LEDGER_OK) /* the key made another task: it names that create only */
+        return bf_msg_error(c->id, BF_PROTO_CONFLICT, "this request key already created another task");
     const char *fee = bf_msg_str(c->req, "fee"), *pool = bf_msg_str(c->req, "pool");
     if ((fee && bf_money_parse_amount(fee, 2, &t.fee_cents, &err)) || (pool && bf_money_parse_amount(pool, 2, &t.pool_cents, &err)))
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "fee/pool: %s", err.msg);
@@ -199,8 +253,6 @@ static bf_msg_t *h_task_create(const ctx_t *c) {
     coord_task_t *probe = coord_task_new(s, &t, 0, &err); /* validates partition, strategy, model vs data */
     if (!probe) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "%s", err.msg);
     bf_ledger_task_spec_t ls = {t.name, t.mode, t.pool_cents, t.fee_cents};
-    char op[160];
-    snprintf(op, sizeof op, "task:%s", t.id);
     int64_t lid = 0;
     int rc = bf_ledger_create_task(s->ledger, op, c->user, &ls, &lid, &err);
     if (rc != BF_LEDGER_OK) {
@@ -215,14 +267,7 @@ static bf_msg_t *h_task_create(const ctx_t *c) {
     }
     coord_log("task %s created by %.8s...: %s on %s, %d rounds, %s, %d blocks of %d", t.id, c->key, t.model, t.dataset,
               t.rounds, coord_mode_name(t.mode), probe->blocks.nblocks, probe->blocks.block_size);
-    bf_msg_t *r = bf_msg_new("OK", c->id);
-    mp_t m;
-    msgpack_packer *pk = mp_begin(&m);
-    msgpack_pack_map(pk, 2);
-    mp_kv_str(pk, "task", t.id);
-    mp_kv_int(pk, "blocks", probe->blocks.nblocks);
-    mp_set(&m, r, "result");
-    return r;
+    return created_reply(c, probe);
 }
 
 static void pack_task_summary(msgpack_packer *pk, const coord_task_t *t) {
@@ -403,11 +448,14 @@ static bf_msg_t *h_blocks_buy(const ctx_t *c) {
     coord_part_t *p = coord_part_find(t, c->key);
     if (!p && (e = join_task(c, t, 0, 0, &p))) return e; /* buying blocks joins the task */
     int n = (int)bf_msg_uint(c->req, "n", 1);
+    char op[BF_LEDGER_OP_ID_MAX + 1];
+    bf_err_t err;
+    if (money_op(c, "buy", t->ledger_id, op)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "no random bytes for an op id");
+    int found = 0, was = 0;
+    if (bf_ledger_op_lookup(c->s->ledger, op, &found, &was, NULL, &err)) return ledger_error(c->id, BF_LEDGER_EINTERNAL, &err);
+    if (found && was == BF_LEDGER_OK) return joined_reply(c, t, p); /* a retry: paid and assigned already */
     int32_t pick[1000];
     if (coord_blocks_free(t, n, pick) < n) return bf_msg_error(c->id, BF_PROTO_CONFLICT, "fewer than %d free blocks left", n);
-    char op[192];
-    bf_err_t err;
-    snprintf(op, sizeof op, "buy:%s:%s:%llu", t->spec.id, c->key, (unsigned long long)c->id);
     int rc = bf_ledger_spend_coins(c->s->ledger, op, c->user, n, &err);
     if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
     if (coord_blocks_assign(c->s, t, p, n, &err) < 0) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
