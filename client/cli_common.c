@@ -15,9 +15,12 @@
 #define IDEMPOTENT_RETRIES 2 /* Lazy Pirate: three attempts in all */
 
 static void vsay(const char *fmt, va_list ap) {
-    /* The program name (blockfed-client, blockfed-predict), so messages say who speaks. */
+    /* The program name (blockfed-client, blockfed-predict), so messages say who speaks. A message
+     * may quote the coordinator, a file or an argument: it reaches the terminal sanitised. */
+    char msg[2048];
+    vsnprintf(msg, sizeof msg, fmt, ap);
     fprintf(stderr, "%s: ", program_invocation_short_name);
-    vfprintf(stderr, fmt, ap);
+    bf_render_string(stderr, msg);
     fprintf(stderr, "\n");
 }
 
@@ -82,11 +85,7 @@ bf_cli_outcome_t bf_cli_open(const bf_cli_ctx_t *ctx, bf_profile_t *p, bf_conn_t
 }
 
 /* The coordinator's text, safe for a terminal. */
-static void clean(const char *in, char *out, size_t n) {
-    size_t i = 0;
-    for (; in && in[i] && i + 1 < n; i++) out[i] = (unsigned char)in[i] < 0x20 || in[i] == 0x7f ? '?' : in[i];
-    out[i] = 0;
-}
+static void clean(const char *in, char *out, size_t n) { bf_render_clean(out, n, in, in ? strlen(in) : 0); }
 
 bf_cli_outcome_t bf_cli_roundtrip(const bf_cli_ctx_t *ctx, bf_conn_t *conn, bf_msg_t **req, const char *expect,
                                   int idempotent, bf_msg_t **reply) {

@@ -18,6 +18,7 @@
 
 #include "bf_blockcache.h"
 #include "bf_mp.h"
+#include "bf_render.h"
 #include "bf_trainer.h"
 #include "client.h"
 
@@ -104,10 +105,12 @@ static void say(const join_t *j, const char *fmt, ...) {
     (void)j;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "blockfed-client: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    char msg[2048]; /* may quote the coordinator: sanitised for the terminal (bf_render.h) */
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    fprintf(stderr, "blockfed-client: ");
+    bf_render_string(stderr, msg);
+    fprintf(stderr, "\n");
 }
 
 /* ---- requests ---------------------------------------------------------------------------- */

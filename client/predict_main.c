@@ -276,16 +276,25 @@ static void print_json(const opts_t *o, const result_t *res, const bill_t *bill)
     printf("}\n");
 }
 
+/* Labels, errors and the balance come from a model file or the coordinator, image names from the
+ * command line: every one is printed through the terminal sanitiser (bf_render.h). */
 static void print_text(const opts_t *o, const result_t *res, const bill_t *bill) {
     for (int i = 0; i < o->nimages; i++) {
-        printf("%s:", o->images[i]);
-        if (res[i].error[0]) printf(" error: %s", res[i].error);
-        for (int k = 0; k < res[i].k; k++) printf("%s %s %.4f", k ? "," : "", res[i].label[k], res[i].p[k]);
+        bf_render_string(stdout, o->images[i]);
+        printf(":");
+        if (res[i].error[0]) printf(" error: "), bf_render_string(stdout, res[i].error);
+        for (int k = 0; k < res[i].k; k++) {
+            printf("%s ", k ? "," : "");
+            bf_render_string(stdout, res[i].label[k]);
+            printf(" %.4f", res[i].p[k]);
+        }
         printf("\n");
     }
     if (o->task) {
         char fee[32];
-        printf("fee %s, balance %s\n", bf_money_format_amount(bill->fee, 2, fee), bill->balance[0] ? bill->balance : "?");
+        printf("fee %s, balance ", bf_money_format_amount(bill->fee, 2, fee));
+        bf_render_string(stdout, bill->balance[0] ? bill->balance : "?");
+        printf("\n");
     }
 }
 

@@ -1,6 +1,7 @@
 /* render.c: msgpack values as JSON or as readable text (bf_render.h). String escaping and UTF-8
- * validation are bf_text.h's; what stays here is the layout and the terminal sanitising (control
- * characters and invalid UTF-8 shown as '?'). */
+ * validation are bf_text.h's; what stays here is the layout and the terminal sanitising (C0 and C1
+ * control characters, DEL and invalid UTF-8 shown as '?'), which every string the client programs
+ * print from the network or a file goes through. */
 #include "bf_render.h"
 
 #include <math.h>
@@ -93,19 +94,43 @@ void bf_render_json(FILE *f, const msgpack_object *o) { json_value(f, o, 0); }
 
 /* ---- text -------------------------------------------------------------------------------- */
 
-/* A string for a terminal: control characters and invalid UTF-8 become '?'. */
+/* Length of the character at s (n >= 1 bytes readable) when a terminal may show it as it is, else
+ * 0 with *skip the bytes one '?' stands for: C0 controls, DEL, C1 controls (U+0080..U+009F, UTF-8
+ * C2 80..C2 9F: U+009B is a CSI on terminals that take 8-bit controls) and each byte that does not
+ * start valid UTF-8. */
+static size_t printable(const unsigned char *s, size_t n, size_t *skip) {
+    size_t len = bf_utf8_len(s, n);
+    *skip = len ? len : 1;
+    if (!len || s[0] < 0x20 || s[0] == 0x7f || (len == 2 && s[0] == 0xc2 && s[1] <= 0x9f)) return 0;
+    return len;
+}
+
+/* A string for a terminal. */
 static void text_string(FILE *f, const char *p, size_t n) {
     const unsigned char *s = (const unsigned char *)p;
-    for (size_t i = 0; i < n;) {
-        size_t len = bf_utf8_len(s + i, n - i);
-        if (!len || s[i] < 0x20 || s[i] == 0x7f) {
-            fputc('?', f);
-            i += len ? len : 1;
-        } else {
-            fwrite(s + i, 1, len, f);
-            i += len;
-        }
+    for (size_t i = 0, skip; i < n; i += skip) {
+        size_t len = printable(s + i, n - i, &skip);
+        if (len) fwrite(s + i, 1, len, f);
+        else fputc('?', f);
     }
+}
+
+void bf_render_string(FILE *f, const char *s) {
+    if (s) text_string(f, s, strlen(s));
+}
+
+void bf_render_clean(char *out, size_t cap, const char *in, size_t n) {
+    const unsigned char *s = (const unsigned char *)in;
+    size_t o = 0;
+    if (!cap) return;
+    for (size_t i = 0, skip; in && i < n; i += skip) {
+        size_t len = printable(s + i, n - i, &skip), w = len ? len : 1;
+        if (o + w >= cap) break; /* whole characters only */
+        if (len) memcpy(out + o, s + i, len);
+        else out[o] = '?';
+        o += w;
+    }
+    out[o] = 0;
 }
 
 static int is_scalar(const msgpack_object *o) {

@@ -19,7 +19,8 @@ size_t bf_utf8_len(const uint8_t *p, size_t n);
 int bf_utf8_valid(const char *s, size_t n);
 
 /* Writes s[0..n) as a JSON (RFC 8259) string literal, quotes included: '"' and '\' escaped,
- * \n \r \t \b \f in their short forms, other control characters (and DEL) as \u00XX, and every
+ * \n \r \t \b \f in their short forms, other C0 controls, DEL and the C1 controls U+0080..U+009F
+ * as \u00XX (the same JSON value, but nothing a terminal showing the output acts on), and every
  * byte that does not start a valid UTF-8 sequence as \ufffd (U+FFFD), so the output is valid
  * JSON and valid UTF-8 whatever the input. */
 void bf_json_string(FILE *f, const char *s, size_t n);

@@ -58,6 +58,8 @@ void bf_json_string(FILE *f, const char *s, size_t n) {
         else if (c == '\b') fputs("\\b", f);
         else if (c == '\f') fputs("\\f", f);
         else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
+        else if (len == 2 && c == 0xc2 && p[i + 1] <= 0x9f) /* C1 control: same JSON, inert on a terminal */
+            fprintf(f, "\\u%04x", p[i + 1]);
         else fwrite(p + i, 1, len, f);
         i += len;
     }

@@ -1,5 +1,6 @@
 /* test_client_render.c: the msgpack -> JSON / text printer: escaping (quotes, control
- * characters, invalid UTF-8), nesting, binary, non-finite floats, tables, terminal safety. */
+ * characters, invalid UTF-8), nesting, binary, non-finite floats, tables, terminal safety (C0, C1
+ * and DEL replaced, in the renderer and in bf_render_string / bf_render_clean). */
 #include <stdlib.h>
 
 #include "bf_render.h"
@@ -73,6 +74,38 @@ static void test_escaping(void) {
     free(t);
 }
 
+/* C1 controls (U+0080..U+009F as UTF-8: C2 80..C2 9F; U+009B is CSI) are controls too; U+00A0
+ * and above are text. */
+static void pack_c1(msgpack_packer *pk) {
+    const char s[] = "a\xc2\x9b" "2J\xc2\x80" "b\xc2\x9f" "c\xc2\xa0\xc3\xa9";
+    msgpack_pack_map(pk, 1);
+    msgpack_pack_str_with_body(pk, "k\xc2\x85", 3);
+    msgpack_pack_str_with_body(pk, s, sizeof s - 1);
+}
+
+static void test_c1(void) {
+    char *t = render(pack_c1, 0);
+    CHECK_MSG(t && !strcmp(t, "k?: a?2J?b?c\xc2\xa0\xc3\xa9\n"), "got %s", t ? t : "(null)");
+    free(t);
+    char *j = render(pack_c1, 1);
+    CHECK_MSG(j && !strcmp(j, "{\"k\\u0085\":\"a\\u009b2J\\u0080b\\u009fc\xc2\xa0\xc3\xa9\"}"), "got %s", j ? j : "(null)");
+    free(j);
+    /* one string, printed or copied: the same rules; a copy is cut at a character boundary */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    bf_render_string(f, "x\x1b[2J\xc2\x9by\x7f\xff\xc3\xa9");
+    bf_render_string(f, NULL);
+    fclose(f);
+    CHECK_MSG(buf && !strcmp(buf, "x?[2J?y??\xc3\xa9"), "got %s", buf ? buf : "(null)");
+    free(buf);
+    char out[8];
+    bf_render_clean(out, sizeof out, "ab\xc2\x9b\x01\xc3\xa9\xc3\xa9xyz", 12);
+    CHECK_MSG(!strcmp(out, "ab??\xc3\xa9"), "got %s", out); /* 6 bytes: the next é does not fit in 7 */
+    bf_render_clean(out, sizeof out, NULL, 0);
+    CHECK(out[0] == 0);
+}
+
 static void pack_table(msgpack_packer *pk) {
     msgpack_pack_map(pk, 3);
     str(pk, "user"), str(pk, "alice");
@@ -133,5 +166,6 @@ int main(void) {
     test_escaping();
     test_text();
     test_misc();
+    test_c1();
     return bf_test_done("test_client_render");
 }

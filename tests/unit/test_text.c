@@ -109,13 +109,14 @@ static void test_json(void) {
     /* valid multi-byte text passes through unchanged */
     expect_json("\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e\xf4\x8f\xbf\xbf", 13,
                 "\"\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e\xf4\x8f\xbf\xbf\"");
-    /* one U+FFFD per byte that does not start a valid sequence; C1 controls stay as UTF-8 text */
+    /* one U+FFFD per byte that does not start a valid sequence; C1 controls escaped like C0 */
     expect_json("\xc0\x80", 2, "\"\\ufffd\\ufffd\"");
     expect_json("\xed\xa0\x80x", 4, "\"\\ufffd\\ufffd\\ufffdx\"");
     expect_json("\xf4\x90\x80\x80", 4, "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");
     expect_json("ab\xe2\x82", 4, "\"ab\\ufffd\\ufffd\"");
     expect_json("\xff\xc3\xa9", 3, "\"\\ufffd\xc3\xa9\"");
-    expect_json("\xc2\x85", 2, "\"\xc2\x85\"");
+    expect_json("\xc2\x85", 2, "\"\\u0085\"");
+    expect_json("a\xc2\x9b" "2J\xc2\x80\xc2\x9f\xc2\xa0", 11, "\"a\\u009b2J\\u0080\\u009f\xc2\xa0\"");
     /* only n bytes are read */
     expect_json("abc\"def", 3, "\"abc\"");
 
