@@ -25,7 +25,8 @@ static const char usage_text[] =
     "  --insecure           no CURVE (plain TCP): refused unless the endpoint is loopback\n"
     "  --liveness S         a participant silent for S seconds is not waited for (default 15)\n"
     "  --threads T          threads for aggregation/evaluation (default 1)\n"
-    "  --block-size N       images per data block (default 1000)\n"
+    "  --block-size N       images per data block (default: enough blocks for min_clients x\n"
+    "                       blocks-per-join joiners, at most 1000 images each)\n"
     "  --blocks-per-join N  blocks a participant gets when it joins (default 5); more with\n"
     "                       `blockfed-client blocks buy` (10 coins each)\n"
     "  --start-deadline S   a task without its minimum participants after S seconds is\n"
@@ -125,6 +126,7 @@ int cmd_run_main(int argc, char **argv) {
         o.shapley_exact_max < 0 || o.shapley_exact_max > 20 || o.shapley_budget < 2 || o.shapley_budget > 1000000 ||
         o.value_every < 1 || o.value_every > 10000 || o.bn_recalibrate < 0 || o.bn_recalibrate > 100000)
         return fputs(usage_text, stderr), EXIT_USAGE;
+    o.block_size_auto = o.block_size == 0; /* task.c: the default adapts to each task */
     if (o.insecure && !loopback(o.bind))
         return fprintf(stderr, "blockfed-coordinator: --insecure is refused for %s: plain TCP only on loopback\n", o.bind),
                EXIT_USAGE;

@@ -147,6 +147,7 @@ typedef struct {
     int threads;        /* evaluation threads */
     int verbose;
     int block_size;     /* images per data block (default COORD_BLOCK_SIZE) */
+    int block_size_auto;/* --block-size not given: each task's adapts to its data and min_clients */
     int blocks_per_join;/* blocks a participant gets on JOIN (default COORD_BLOCKS_PER_JOIN) */
     int start_deadline; /* seconds a task may wait for its minimum participants before it is
                            refunded (default 86400) */
@@ -278,6 +279,10 @@ coord_part_t *coord_part_add(coord_task_t *t, const char *key, int64_t user_id, 
 int coord_block_give(coord_task_t *t, coord_part_t *p, int32_t b);
 /* Up to n free blocks, lowest numbers first (deterministic); returns how many. */
 int coord_blocks_free(const coord_task_t *t, int n, int32_t *out);
+/* How many free blocks a new participant without own data gets on JOIN now: blocks per join, but
+ * before the task starts at most its fair part of the free blocks (free / participants still
+ * expected to reach min_clients, at least 1); 0 when none is free. */
+int coord_join_blocks(const coord_server_t *s, const coord_task_t *t);
 /* Gives p up to want free blocks and records them; returns how many, or -1 with err. */
 int coord_blocks_assign(coord_server_t *s, coord_task_t *t, coord_part_t *p, int want, bf_err_t *err);
 /* The most an own-data participant's update weighs in FedAvg (its declared samples are not

@@ -390,6 +390,12 @@ static bf_msg_t *join_task(const ctx_t *c, coord_task_t *t, int own, int64_t dec
     coord_server_t *s = c->s;
     bf_err_t err;
     if (own && declared < 1) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "own data needs samples >= 1");
+    /* a participant with no data could never report: refused before anything is recorded */
+    int want = own ? 0 : coord_join_blocks(s, t);
+    if (!own && want < 1)
+        return bf_msg_error(c->id, BF_PROTO_BAD_STATE,
+                            "task %s has no free data block left: join with your own data (blockfed-client join --data)",
+                            t->spec.id);
     char op[192];
     snprintf(op, sizeof op, "join:%s:%s", t->spec.id, c->key);
     int rc = bf_ledger_join_task(s->ledger, op, t->ledger_id, c->user, &err);
@@ -398,7 +404,7 @@ static bf_msg_t *join_task(const ctx_t *c, coord_task_t *t, int own, int64_t dec
     if (!p ||
         coord_stored(coord_store_add_participant(s->store, t->spec.id, c->key, c->user, own, own ? declared : 0, &err), &err))
         return bf_msg_error(c->id, BF_PROTO_INTERNAL, "cannot record the participant");
-    if (!own && coord_blocks_assign(s, t, p, s->o.blocks_per_join, &err) < 0)
+    if (!own && coord_blocks_assign(s, t, p, want, &err) < 0)
         return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
     coord_log("task %s: %.8s... joined with %d blocks (%lld images)%s", t->spec.id, c->key, p->nblocks,
               (long long)p->samples, own ? " of its own data" : "");

@@ -118,6 +118,18 @@ static int recal_images(coord_task_t *t, int want) {
     return 0;
 }
 
+/* A task's block size. Given --block-size, that; by default enough blocks for every expected
+ * participant to get a whole JOIN's worth (min_clients x blocks per join), at most
+ * COORD_BLOCK_SIZE images each: a small dataset gets small blocks instead of a first joiner
+ * taking all of them. A function of the dataset, the spec and the options only, so a restart cuts
+ * the same blocks. */
+static int block_size(const coord_server_t *s, const coord_dataset_t *d, const coord_task_spec_t *spec) {
+    if (!s->o.block_size_auto) return s->o.block_size;
+    int64_t want = (int64_t)(spec->min_clients > 0 ? spec->min_clients : 1) * s->o.blocks_per_join;
+    int64_t bs = (d->train.n - val_size(d)) / (want > 0 ? want : 1);
+    return bs < 1 ? 1 : bs > COORD_BLOCK_SIZE ? COORD_BLOCK_SIZE : (int)bs;
+}
+
 coord_task_t *coord_task_new(coord_server_t *s, const coord_task_spec_t *spec, int64_t ledger_id, bf_err_t *err) {
     coord_dataset_t *d = coord_dataset_find(s, spec->dataset);
     if (!d) return bf_err_set(err, "dataset '%s' is not served here", spec->dataset), NULL;
@@ -131,7 +143,7 @@ coord_task_t *coord_task_new(coord_server_t *s, const coord_task_spec_t *spec, i
     t->ledger_id = ledger_id;
     t->state = COORD_TASK_WAITING;
     t->ds = d;
-    if (bf_blocks_partition(&d->train, s->o.block_size, val_size(d), spec->partition, spec->seed, &t->blocks, err) ||
+    if (bf_blocks_partition(&d->train, block_size(s, d, spec), val_size(d), spec->partition, spec->seed, &t->blocks, err) ||
         bf_dataset_subset(&d->train, t->blocks.val, t->blocks.nval, &t->val, err))
         goto fail;
     t->owner = malloc(sizeof(int32_t) * t->blocks.nblocks);
@@ -191,6 +203,19 @@ int coord_blocks_free(const coord_task_t *t, int n, int32_t *out) {
     for (int b = 0; b < t->blocks.nblocks && k < n; b++)
         if (t->owner[b] < 0) out[k++] = b;
     return k;
+}
+
+int coord_join_blocks(const coord_server_t *s, const coord_task_t *t) {
+    int nfree = 0;
+    for (int b = 0; b < t->blocks.nblocks; b++) nfree += t->owner[b] < 0;
+    int want = s->o.blocks_per_join;
+    if (t->state == COORD_TASK_WAITING) { /* leave enough for the participants still expected */
+        int expected = t->spec.min_clients - t->nparts;
+        int fair = nfree / (expected > 1 ? expected : 1);
+        if (fair < 1) fair = 1;
+        if (want > fair) want = fair;
+    }
+    return want < nfree ? want : nfree;
 }
 
 int coord_blocks_assign(coord_server_t *s, coord_task_t *t, coord_part_t *p, int want, bf_err_t *err) {
