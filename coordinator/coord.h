@@ -31,6 +31,9 @@
 #define COORD_VAL_SIZE 5000       /* validation images the coordinator keeps (capped at 10% of train) */
 #define COORD_VALUE_IMAGES 2000   /* default validation images a coalition is scored on */
 #define COORD_BN_RECALIBRATE_IMAGES 1280 /* default training images BN statistics are re-estimated on */
+/* An UPDATE value's bound: a trained model's parameters and BN statistics are orders of magnitude
+ * below, while values near FLT_MAX make every sum, and so the aggregate, overflow */
+#define COORD_UPDATE_MAX_ABS 1e6f
 
 /* A buffer shared by the replies that send it (zero-copy frames): the socket thread makes it and
  * libzmq's I/O thread may drop the last reference, hence the atomic count. */
@@ -318,6 +321,7 @@ struct coord_job {
     double *phi;           /* Shapley value of each of the k updates this round */
     int shapley_evals;
     const char *estimator; /* how the round was valued: "exact", "surrogate", "layers", "truncated" */
+    int kept_previous;     /* the aggregate was not finite: the global model stayed as it was */
     double val_acc, val_loss, test_acc, seconds;
 };
 

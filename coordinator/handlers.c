@@ -623,9 +623,10 @@ static bf_msg_t *h_round_get(const ctx_t *c) {
     return r;
 }
 
-static int all_finite(const float *v, size_t n) {
+/* 1 if every value is finite and within +-COORD_UPDATE_MAX_ABS (NaN fails the comparison too) */
+static int all_bounded(const float *v, size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i])) return 0;
+        if (!(fabsf(v[i]) <= COORD_UPDATE_MAX_ABS)) return 0;
     return 1;
 }
 
@@ -639,10 +640,11 @@ static bf_msg_t *h_update(const ctx_t *c) {
     size_t np = bf_net_num_params(t->global), nb = bf_net_num_buffers(t->global);
     float *params = malloc(sizeof(float) * (np + 1)), *buffers = malloc(sizeof(float) * (nb + 1));
     if (!params || !buffers || bf_msg_frame_f32(c->req, 0, params, np) || bf_msg_frame_f32(c->req, 1, buffers, nb) ||
-        !all_finite(params, np) || !all_finite(buffers, nb)) {
+        !all_bounded(params, np) || !all_bounded(buffers, nb)) {
         free(params), free(buffers);
-        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "update frames must hold %zu parameters and %zu buffers, all finite",
-                            np, nb);
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST,
+                            "update frames must hold %zu parameters and %zu buffers, all finite and within +-%g", np, nb,
+                            (double)COORD_UPDATE_MAX_ABS);
     }
     free(p->params), free(p->buffers);
     p->params = params;

@@ -20,6 +20,7 @@
  * path left pending can never lock money forever. Idempotency: ledger op ids derive from the
  * payer and the request id the client chose, so a retried request is answered from its usage
  * record and never charged twice. */
+#include <math.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,9 +119,14 @@ static void classify(bf_predictor_t *p, work_t *w) {
         const uint8_t *img = bf_msg_frame(req, i, &len);
         bf_err_t err;
         msgpack_pack_map(&pk, 1);
-        if (bf_predictor_run(p, img, len, probs, &err)) {
+        int finite = 1;
+        if (bf_predictor_run(p, img, len, probs, &err) == 0)
+            for (int k = 0; k < classes; k++) finite &= isfinite(probs[k]) != 0;
+        else
+            finite = -1;
+        if (finite != 1) { /* a failed image: not counted, so not charged */
             bf_mp_pack_str(&pk, "error");
-            bf_mp_pack_str(&pk, err.msg);
+            bf_mp_pack_str(&pk, finite < 0 ? err.msg : "the model's output for this image is not finite");
             continue;
         }
         w->classified++;

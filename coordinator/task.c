@@ -438,6 +438,9 @@ void coord_round_done(coord_server_t *s, coord_job_t *j) {
             coord_log("task %s round %d: %.8s... Shapley %+.5f (cumulative %+.5f)", t->spec.id, t->round + 1, p->key, v,
                       p->shapley);
     }
+    if (j->kept_previous)
+        coord_log("task %s round %d: the aggregated model was not finite; the round keeps the model it started from",
+                  t->spec.id, t->round + 1);
     coord_round_metric_t m = {j->k,       samples,    j->val_acc,
                               j->val_loss, j->test_acc, (coord_now_ms() - t->round_start) / 1000.0};
     coord_round_metric_t *n = realloc(t->metrics, sizeof *n * (t->nmetrics + 1));

@@ -106,9 +106,29 @@ static void coalition_model(game_t *g, uint32_t S) {
     }
 }
 
+static int finite_all(const float *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return 0;
+    return 1;
+}
+
+static int net_finite(bf_net_t *net) {
+    return finite_all(bf_net_params(net), bf_net_num_params(net)) &&
+           finite_all(bf_net_buffers(net), bf_net_num_buffers(net));
+}
+
+/* A coalition model that is not finite is never run: it scores what the worst model does (every
+ * image wrong, each at the loss cap) instead of whatever NaN logits would happen to give. */
 static void coalition_predict(game_t *g, uint32_t S, float *out) {
     coalition_model(g, S);
-    bf_net_predict(g->j->t->coalition, g->x, g->preds.images, out);
+    bf_net_t *net = g->j->t->coalition;
+    if (net_finite(net)) {
+        bf_net_predict(net, g->x, g->preds.images, out);
+        return;
+    }
+    int K = g->preds.classes;
+    for (int i = 0; i < g->preds.images; i++)
+        for (int k = 0; k < K; k++) out[(size_t)i * K + k] = k == g->labels[i] ? -2 * BF_LOSS_CAP : 0;
 }
 
 /* U(S): accuracy (or -loss) of S's coalition model's predictions on the valuation images, scored
@@ -200,14 +220,36 @@ static void run_job(coord_job_t *j) {
     bf_err_t err = {{0}};
     double t0 = bf_now();
     value_round(j); /* before the global model moves: coalitions start from it */
+    /* the model before the round, kept in case the aggregate is not finite */
+    size_t np = bf_net_num_params(t->global), nb = bf_net_num_buffers(t->global), ns = 0;
+    const float *state0 = bf_agg_state(t->agg, &ns);
+    float *keep = malloc(sizeof(float) * (np + nb + ns + 1));
+    if (!keep) {
+        snprintf(j->err, sizeof j->err, "out of memory");
+        return;
+    }
+    memcpy(keep, bf_net_params(t->global), sizeof(float) * np);
+    memcpy(keep + np, bf_net_buffers(t->global), sizeof(float) * nb);
+    if (state0) memcpy(keep + np + nb, state0, sizeof(float) * ns);
     if (bf_agg_apply(t->agg, bf_net_params(t->global), bf_net_buffers(t->global), j->params, j->buffers, j->samples, j->k,
                      &err)) {
         snprintf(j->err, sizeof j->err, "%s", err.msg);
+        free(keep);
         return;
     }
     /* Averaged BN statistics do not describe the averaged model's activations (after the first
      * round from a random start, accuracy 0.37 averaged vs 0.69 re-estimated: docs/SHAPLEY.md). */
     bf_net_recalibrate_bn(t->global, t->recal_x, t->nrecal);
+    if (!net_finite(t->global)) {
+        /* bounded updates can still overflow together (or in the BN statistics): such a model is
+         * never sent, checkpointed or sold; the round ends with the model it started from */
+        memcpy(bf_net_params(t->global), keep, sizeof(float) * np);
+        memcpy(bf_net_buffers(t->global), keep + np, sizeof(float) * nb);
+        float *state = bf_agg_state(t->agg, &ns);
+        if (state) memcpy(state, keep + np + nb, sizeof(float) * ns);
+        j->kept_previous = 1;
+    }
+    free(keep);
     bf_evaluate(t->global, &t->val, t->ds->mean, t->ds->std, 0, &j->val_loss, &j->val_acc);
     double test_loss;
     bf_evaluate(t->global, &t->ds->test, t->ds->mean, t->ds->std, 0, &test_loss, &j->test_acc);

@@ -12,7 +12,7 @@ int main(int argc, char **argv) {
     zsys_init();
     zsys_set_logstream(NULL);
     char home[600], spec[700], key[41];
-    CHECK(fed_prepare(argv[1], "owd", 900, 100, 31, home, sizeof home, spec, sizeof spec, key) == 0);
+    CHECK(fed_prepare(argv[1], "owd", 1100, 100, 31, home, sizeof home, spec, sizeof spec, key) == 0);
     const char *extra[] = {"--block-size", "100", "--blocks-per-join", "3", "--liveness", "10",
                            "--bn-recalibrate", "0", NULL};
     pid_t coord = fed_start(argv[1], home, ENDPOINT, spec, extra);

@@ -1,6 +1,7 @@
-/* test_poisoned_federation.c: a participant whose update is finite but huge (every parameter
- * x 1e30), valued by validation loss, with a real coordinator process: any coalition model with it
- * overflows to inf / NaN logits. The coordinator must keep serving, value both rounds with finite
+/* test_poisoned_federation.c: a participant whose update is finite and as large as the coordinator
+ * accepts (every parameter x -1e4; values beyond +-1e6 are refused, test_nonfinite; a positive
+ * factor would be undone by BatchNorm's scale invariance), valued by validation loss, with a real
+ * coordinator process: any coalition model with it is garbage (huge or non-finite logits). The coordinator must keep serving, value both rounds with finite
  * numbers, give the poisoner the lowest cumulative value and no reward, and split the pool among
  * the others to the cent. The median strategy keeps the global model sane, so the honest
  * participants can train the second round. Run with "surrogate" for the budgeted estimator's path
@@ -35,7 +36,7 @@ int main(int argc, char **argv) {
         reg(&p[i].c, names[i]);
         join_and_fetch(&p[i], "p");
     }
-    p[0].poison = 1e30f;
+    p[0].poison = -1e4f;
     for (int round = 0; round < 2; round++)
         for (int i = 0; i < 4; i++) train_round(&p[i], "p", round);
     fed_wait_done(&p[1].c, "p");
