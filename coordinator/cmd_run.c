@@ -31,6 +31,8 @@ static const char usage_text[] =
     "                       `blockfed-client blocks buy` (10 coins each)\n"
     "  --start-deadline S   a task without its minimum participants after S seconds is\n"
     "                       cancelled and its pool refunded (default 86400)\n"
+    "  --max-open-tasks N   tasks one user may have waiting or running at once (default 8,\n"
+    "                       1..10000)\n"
     "  --shapley-exact-max N  exact Shapley values up to N participants per round (default 10,\n"
     "                       at most 20: 2^N coalition evaluations), the budgeted estimator above\n"
     "  --shapley-budget B   coalition evaluations per round for the estimator (default 100)\n"
@@ -69,7 +71,8 @@ int cmd_run_main(int argc, char **argv) {
         {"start-deadline", required_argument, 0, 'D'},
         {"shapley-exact-max", required_argument, 0, 'X'}, {"shapley-budget", required_argument, 0, 'S'},
         {"value-every", required_argument, 0, 'K'}, {"utility", required_argument, 0, 'U'},
-        {"bn-recalibrate", required_argument, 0, 'R'},
+        {"bn-recalibrate", required_argument, 0, 'R'}, {"max-open-tasks", required_argument, 0, 'M'},
+        {"recharge", required_argument, 0, 'r'},
         {0, 0, 0, 0}};
     coord_opts_t o;
     memset(&o, 0, sizeof o);
@@ -112,6 +115,7 @@ int cmd_run_main(int argc, char **argv) {
         case 'S': o.shapley_budget = arg_int(optarg); break;
         case 'K': o.value_every = arg_int(optarg); break;
         case 'R': o.bn_recalibrate = arg_int(optarg); break;
+        case 'M': o.max_open_tasks = arg_int(optarg) == 0 ? -1 : arg_int(optarg); break;
         case 'U':
             if (strcmp(optarg, "accuracy") && strcmp(optarg, "loss"))
                 return fprintf(stderr, "blockfed-coordinator: --utility is accuracy or loss\n"), EXIT_USAGE;
@@ -124,7 +128,8 @@ int cmd_run_main(int argc, char **argv) {
     if (!o.home || optind < argc || o.liveness_ms < 0 || o.threads < 0 || o.threads > 64 || o.block_size < 0 ||
         o.block_size > 1000000 || o.blocks_per_join < 0 || o.blocks_per_join > 1000 || o.start_deadline < 0 ||
         o.shapley_exact_max < 0 || o.shapley_exact_max > 20 || o.shapley_budget < 2 || o.shapley_budget > 1000000 ||
-        o.value_every < 1 || o.value_every > 10000 || o.bn_recalibrate < 0 || o.bn_recalibrate > 100000)
+        o.value_every < 1 || o.value_every > 10000 || o.bn_recalibrate < 0 || o.bn_recalibrate > 100000 ||
+        o.max_open_tasks < 0 || o.max_open_tasks > 10000)
         return fputs(usage_text, stderr), EXIT_USAGE;
     o.block_size_auto = o.block_size == 0; /* task.c: the default adapts to each task */
     if (o.insecure && !loopback(o.bind))

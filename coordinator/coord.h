@@ -28,6 +28,7 @@
 #define COORD_MAX_DATASETS 16
 #define COORD_BLOCK_SIZE 1000     /* images per data block */
 #define COORD_BLOCKS_PER_JOIN 5   /* blocks a participant gets when it joins */
+#define COORD_MAX_OPEN_TASKS 8    /* tasks one user may have waiting or running at once */
 #define COORD_VAL_SIZE 5000       /* validation images the coordinator keeps (capped at 10% of train) */
 #define COORD_VALUE_IMAGES 2000   /* default validation images a coalition is scored on */
 #define COORD_BN_RECALIBRATE_IMAGES 1280 /* default training images BN statistics are re-estimated on */
@@ -154,6 +155,7 @@ typedef struct {
     int blocks_per_join;/* blocks a participant gets on JOIN (default COORD_BLOCKS_PER_JOIN) */
     int start_deadline; /* seconds a task may wait for its minimum participants before it is
                            refunded (default 86400) */
+    int max_open_tasks; /* tasks one user may have waiting or running (default COORD_MAX_OPEN_TASKS) */
     int shapley_exact_max; /* exact Shapley up to this many updates per round (default 10) */
     int shapley_budget;    /* coalition evaluations per round for the estimator (default 100) */
     int value_every;       /* value every K rounds, and the last (default 1) */
@@ -273,6 +275,8 @@ void coord_touch(coord_server_t *s, const char *key);
 /* Forgets keys not heard from within the liveness window (they are not live either way). */
 void coord_seen_sweep(coord_server_t *s);
 int coord_is_live(coord_server_t *s, const coord_part_t *p);
+/* Tasks created by this key that are not over yet (waiting, running or aggregating). */
+int coord_open_tasks(const coord_server_t *s, const char *key);
 /* The in-memory task: blocks from the seed, validation subset, aggregator, the seeded initial
  * global model with its BN statistics re-estimated (a resumed task replaces it). */
 coord_task_t *coord_task_new(coord_server_t *s, const coord_task_spec_t *spec, int64_t ledger_id, bf_err_t *err);

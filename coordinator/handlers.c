@@ -250,6 +250,10 @@ static bf_msg_t *h_task_create(const ctx_t *c) {
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "a reward task needs a positive --pool");
     if (t.mode == BF_LEDGER_MODE_SHAREHOLDING && t.pool_cents)
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "a shareholding task has no pool (it earns usage fees)");
+    /* a task costs its model and data views until it ends: no user may pile them up */
+    if (coord_open_tasks(s, c->key) >= s->o.max_open_tasks)
+        return bf_msg_error(c->id, BF_PROTO_RATE_LIMITED, "you have %d open tasks, the most allowed here: wait for one to end",
+                            s->o.max_open_tasks);
     coord_task_t *probe = coord_task_new(s, &t, 0, &err); /* validates partition, strategy, model vs data */
     if (!probe) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "%s", err.msg);
     bf_ledger_task_spec_t ls = {t.name, t.mode, t.pool_cents, t.fee_cents};

@@ -496,6 +496,7 @@ int coord_serve(const coord_opts_t *o) {
     if (s.o.block_size <= 0) s.o.block_size = COORD_BLOCK_SIZE;
     if (s.o.blocks_per_join <= 0) s.o.blocks_per_join = COORD_BLOCKS_PER_JOIN;
     if (s.o.start_deadline <= 0) s.o.start_deadline = 86400;
+    if (s.o.max_open_tasks <= 0) s.o.max_open_tasks = COORD_MAX_OPEN_TASKS;
     if (s.o.value_every <= 0) s.o.value_every = 1;
     if (s.o.shapley_budget <= 0) s.o.shapley_budget = 100;
     bf_err_t err = {{0}};

@@ -64,6 +64,15 @@ void coord_seen_sweep(coord_server_t *s) {
     zlistx_destroy(&old);
 }
 
+int coord_open_tasks(const coord_server_t *s, const char *key) {
+    int n = 0;
+    for (int i = 0; i < s->ntasks; i++) {
+        const coord_task_t *t = s->tasks[i];
+        if (!strcmp(t->spec.creator, key) && t->state != COORD_TASK_COMPLETED && t->state != COORD_TASK_CANCELLED) n++;
+    }
+    return n;
+}
+
 int coord_is_live(coord_server_t *s, const coord_part_t *p) {
     return !p->left && coord_now_ms() - last_seen(s, p->key) < s->o.liveness_ms;
 }

@@ -8,8 +8,13 @@
  *      connect again); the coordinator's memory stays within 100 MB.
  *   3. A message over what its type may carry (UPDATE with 8 frames of 20 MiB) is refused as
  *      TOO_LARGE, not after being held whole.
+ *   4. A user may have 8 open tasks (the default --max-open-tasks): the 9th create is refused
+ *      with RATE_LIMITED; tasks created by several users while another client PINGs give the
+ *      PING latency figure (BF_OPEN_CREATES, default 17; the documented figure is for 50).
  * PING latencies and memory are printed as figures (docs/COORDINATOR.md), not asserted.
  * usage: test_open_coordinator COORDINATOR */
+#include <pthread.h>
+
 #include "fed_participant.h"
 
 #define ENDPOINT "tcp://127.0.0.1:27741"
@@ -66,6 +71,37 @@ static double ping_ms(fed_client_t *c) {
 static double p99(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return v[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
+}
+
+static bf_msg_t *create_req(fed_client_t *c, const char *id) {
+    bf_msg_t *r = fed_req(c, "TASK_CREATE");
+    bf_msg_set_str(r, "task", id), bf_msg_set_str(r, "name", id), bf_msg_set_str(r, "model", "resnet8");
+    bf_msg_set_str(r, "dataset", "tiny"), bf_msg_set_uint(r, "rounds", 2), bf_msg_set_str(r, "mode", "shareholding");
+    bf_msg_set_uint(r, "min_clients", 2), bf_msg_set_uint(r, "local_epochs", 1), bf_msg_set_uint(r, "batch", 32);
+    bf_msg_set_double(r, "lr", 0.05), bf_msg_set_uint(r, "round_timeout", 600), bf_msg_set_str(r, "partition", "iid");
+    bf_msg_set_str(r, "strategy", "fedavg");
+    return r;
+}
+
+typedef struct {
+    const char *key;
+    volatile int stop;
+    double ms[20000];
+    int n, unanswered;
+} pinger_t;
+
+/* PINGs one after another on its own connection until told to stop. */
+static void *pinger(void *arg) {
+    pinger_t *pg = arg;
+    fed_client_t c;
+    fed_client_open(&c, ENDPOINT, pg->key);
+    while (!pg->stop && pg->n < 20000) {
+        double ms = ping_ms(&c);
+        if (ms < 0) pg->unanswered++;
+        else pg->ms[pg->n++] = ms;
+    }
+    fed_client_close(&c);
+    return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -220,6 +256,48 @@ int main(int argc, char **argv) {
               rep ? fed_code(rep) : "no reply", rep && fed_is(rep, "ERROR") ? bf_msg_str(rep, "message") : "");
     bf_msg_destroy(&rep);
     CHECK(ping_ms(&a) >= 0);
+
+    /* 4. open tasks per user, and PING while 50 tasks are created */
+    pinger_t *pg = calloc(1, sizeof *pg);
+    pg->key = key;
+    pthread_t th;
+    pthread_create(&th, NULL, pinger, pg);
+    /* 17 by default (two users at the limit, one more): each task holds tens of MB until the
+     * socket thread stops building networks for waiting tasks; BF_OPEN_CREATES=50 for the figure */
+    int creates = getenv("BF_OPEN_CREATES") ? atoi(getenv("BF_OPEN_CREATES")) : 17;
+    int made = 0, refused = 0;
+    int64_t t0 = zclock_usecs();
+    for (int u = 0; made < creates; u++) {
+        fed_client_t c;
+        char name[32], id[32];
+        fed_client_open(&c, ENDPOINT, key);
+        snprintf(name, sizeof name, "maker%d", u);
+        reg(&c, name);
+        for (int k = 0; k < 9 && made < creates; k++) {
+            snprintf(id, sizeof id, "t%d-%d", u, k);
+            rep = call(&c, create_req(&c, id));
+            if (k < 8) {
+                CHECK_MSG(rep && !fed_is(rep, "ERROR"), "create %s: %s", id, rep ? fed_code(rep) : "timeout");
+                made++;
+            } else {
+                CHECK_MSG(!strcmp(fed_code(rep), "RATE_LIMITED"), "the 9th open task of %s: %s", name,
+                          rep ? bf_msg_type(rep) : "timeout");
+                refused += !strcmp(fed_code(rep), "RATE_LIMITED");
+            }
+            bf_msg_destroy(&rep);
+        }
+        fed_client_close(&c);
+    }
+    double secs = (double)(zclock_usecs() - t0) / 1e6;
+    pg->stop = 1;
+    pthread_join(th, NULL);
+    CHECK(refused > 0 && pg->unanswered == 0);
+    double worst = 0;
+    for (int i = 0; i < pg->n; i++) worst = pg->ms[i] > worst ? pg->ms[i] : worst;
+    printf("figure: %d ResNet8 tasks created in %.1f s (%d creates refused at 8 open tasks per user): PING p99 %.1f ms, "
+           "max %.1f ms (%d samples); coordinator memory %.1f MB\n",
+           made, secs, refused, pg->n ? p99(pg->ms, pg->n) : -1.0, worst, pg->n, rss_kb(coord) / 1024.0);
+    free(pg);
 
     fed_client_close(&a);
     fed_stop(coord, SIGTERM);
