@@ -33,6 +33,8 @@ static const char usage_text[] =
     "                       cancelled and its pool refunded (default 86400)\n"
     "  --max-open-tasks N   tasks one user may have waiting or running at once (default 8,\n"
     "                       1..10000)\n"
+    "  --forget-after S     a connection silent for S seconds with no reply queued is forgotten\n"
+    "                       (its counters of malformed and dropped messages; default 300)\n"
     "  --shapley-exact-max N  exact Shapley values up to N participants per round (default 10,\n"
     "                       at most 20: 2^N coalition evaluations), the budgeted estimator above\n"
     "  --shapley-budget B   coalition evaluations per round for the estimator (default 100)\n"
@@ -43,9 +45,6 @@ static const char usage_text[] =
     "                       global model and each coalition's) on N training images spread over\n"
     "                       the task's blocks (default 1280, at most 64 MB of them; 0: keep\n"
     "                       the averaged statistics)\n"
-    "  --recharge MODE      how money comes in: operator (only `blockfed-coordinator ledger\n"
-    "                       deposit`; RECHARGE is refused) or open:MAX (self-service RECHARGE,\n"
-    "                       at most MAX yuan per user per UTC day; default open:10000)\n"
     "  --verbose            log every update too\n"
     "\n"
     "exit status: 0 stopped by a signal, 2 usage error, 3 could not start (home, datasets, bind)\n";
@@ -75,7 +74,7 @@ int cmd_run_main(int argc, char **argv) {
         {"shapley-exact-max", required_argument, 0, 'X'}, {"shapley-budget", required_argument, 0, 'S'},
         {"value-every", required_argument, 0, 'K'}, {"utility", required_argument, 0, 'U'},
         {"bn-recalibrate", required_argument, 0, 'R'}, {"max-open-tasks", required_argument, 0, 'M'},
-        {"recharge", required_argument, 0, 'r'},
+        {"forget-after", required_argument, 0, 'F'},
         {"recharge", required_argument, 0, 'r'},
         {0, 0, 0, 0}};
     coord_opts_t o;
@@ -86,7 +85,6 @@ int cmd_run_main(int argc, char **argv) {
     o.value_every = 1;
     o.bn_recalibrate = COORD_BN_RECALIBRATE_IMAGES;
     o.bind = "tcp://*:7700";
-    o.recharge_max_cents = COORD_RECHARGE_OPEN_MAX_CENTS;
     /* a crash at the one point the tests cannot hit with a signal (docs/COORDINATOR.md) */
     const char *fault = getenv("BLOCKFED_COORD_FAULT");
     o.fault_before_settle = fault && !strcmp(fault, "before-settle");
@@ -121,21 +119,12 @@ int cmd_run_main(int argc, char **argv) {
         case 'K': o.value_every = arg_int(optarg); break;
         case 'R': o.bn_recalibrate = arg_int(optarg); break;
         case 'M': o.max_open_tasks = arg_int(optarg) == 0 ? -1 : arg_int(optarg); break;
+        case 'F': o.forget_ms = arg_int(optarg) == 0 || arg_int(optarg) > 86400 ? -1 : arg_int(optarg) * 1000; break;
         case 'U':
             if (strcmp(optarg, "accuracy") && strcmp(optarg, "loss"))
                 return fprintf(stderr, "blockfed-coordinator: --utility is accuracy or loss\n"), EXIT_USAGE;
             o.utility_loss = !strcmp(optarg, "loss");
             break;
-        case 'r': {
-            bf_err_t err;
-            o.recharge_operator = !strcmp(optarg, "operator");
-            if (!o.recharge_operator && (strncmp(optarg, "open:", 5) ||
-                                         bf_money_parse_amount(optarg + 5, 2, &o.recharge_max_cents, &err) ||
-                                         o.recharge_max_cents <= 0))
-                return fprintf(stderr, "blockfed-coordinator: --recharge is operator or open:MAX (MAX yuan > 0)\n"),
-                       EXIT_USAGE;
-            break;
-        }
         case 'h': return fputs(usage_text, stdout), EXIT_OK;
         default: return fputs(usage_text, stderr), EXIT_USAGE;
         }
@@ -144,7 +133,7 @@ int cmd_run_main(int argc, char **argv) {
         o.block_size > 1000000 || o.blocks_per_join < 0 || o.blocks_per_join > 1000 || o.start_deadline < 0 ||
         o.shapley_exact_max < 0 || o.shapley_exact_max > 20 || o.shapley_budget < 2 || o.shapley_budget > 1000000 ||
         o.value_every < 1 || o.value_every > 10000 || o.bn_recalibrate < 0 || o.bn_recalibrate > 100000 ||
-        o.max_open_tasks < 0 || o.max_open_tasks > 10000)
+        o.max_open_tasks < 0 || o.max_open_tasks > 10000 || o.forget_ms < 0)
         return fputs(usage_text, stderr), EXIT_USAGE;
     o.block_size_auto = o.block_size == 0; /* task.c: the default adapts to each task */
     if (o.insecure && !loopback(o.bind))

@@ -29,6 +29,7 @@
 #define COORD_BLOCK_SIZE 1000     /* images per data block */
 #define COORD_BLOCKS_PER_JOIN 5   /* blocks a participant gets when it joins */
 #define COORD_MAX_OPEN_TASKS 8    /* tasks one user may have waiting or running at once */
+#define COORD_FORGET_MS 300000    /* a silent connection's counters are kept this long */
 #define COORD_VAL_SIZE 5000       /* validation images the coordinator keeps (capped at 10% of train) */
 #define COORD_VALUE_IMAGES 2000   /* default validation images a coalition is scored on */
 #define COORD_BN_RECALIBRATE_IMAGES 1280 /* default training images BN statistics are re-estimated on */
@@ -124,7 +125,6 @@ static inline bf_proto_code_t coord_ledger_code(int rc) {
            : rc == BF_LEDGER_ENOTFOUND ? BF_PROTO_NOT_FOUND
            : rc == BF_LEDGER_EEXPIRED  ? BF_PROTO_BAD_STATE
            : rc == BF_LEDGER_EINVAL    ? BF_PROTO_BAD_REQUEST
-           : rc == BF_LEDGER_EOVERFLOW ? BF_PROTO_LIMIT /* a refusal, not a failure */
                                        : BF_PROTO_INTERNAL;
 }
 
@@ -157,15 +157,14 @@ typedef struct {
     int start_deadline; /* seconds a task may wait for its minimum participants before it is
                            refunded (default 86400) */
     int max_open_tasks; /* tasks one user may have waiting or running (default COORD_MAX_OPEN_TASKS) */
+    int forget_ms;      /* a connection silent this long with nothing queued is forgotten (default
+                           COORD_FORGET_MS) */
     int shapley_exact_max; /* exact Shapley up to this many updates per round (default 10) */
     int shapley_budget;    /* coalition evaluations per round for the estimator (default 100) */
     int value_every;       /* value every K rounds, and the last (default 1) */
     int utility_loss;      /* 1: coalition utility = -validation loss; 0: validation accuracy */
     int bn_recalibrate;    /* training images every aggregated model's BN statistics are re-estimated
                               on (default COORD_BN_RECALIBRATE_IMAGES; 0: kept as averaged) */
-    int recharge_operator;   /* --recharge operator: money enters only by `ledger deposit` */
-#define COORD_RECHARGE_OPEN_MAX_CENTS 1000000 /* default --recharge open:10000 (yuan a day) */
-    int64_t recharge_max_cents; /* --recharge open:MAX: self-service cents per user per UTC day */
     int fault_before_settle; /* tests only (BLOCKFED_COORD_FAULT=before-settle): the process exits
                                 right after the last round is stored, before settlement */
 } coord_opts_t;
@@ -276,8 +275,9 @@ coord_dataset_t *coord_dataset_find(coord_server_t *s, const char *name);
 /* Liveness: a key's last message time; a participant is live if it has not left and was heard
  * from within the liveness window. */
 void coord_touch(coord_server_t *s, const char *key);
-/* Forgets keys not heard from within the liveness window (they are not live either way). */
-void coord_seen_sweep(coord_server_t *s);
+/* Forgets keys not heard from within the liveness window (they are not live either way); returns
+ * how many. */
+int coord_seen_sweep(coord_server_t *s);
 int coord_is_live(coord_server_t *s, const coord_part_t *p);
 /* Tasks created by this key that are not over yet (waiting, running or aggregating). */
 int coord_open_tasks(const coord_server_t *s, const char *key);

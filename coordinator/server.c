@@ -24,7 +24,6 @@
 #define PEER_LARGE (64u << 10)             /* a reply this big or bigger counts as large ... */
 #define PEER_MAX_LARGE 2                   /* ... and a peer may have this many large ones queued */
 #define MAX_DROPPED 200    /* replies dropped for one peer before it is cut off like a garbage sender */
-#define PEER_IDLE_MS 300000 /* a peer silent this long with nothing queued is forgotten */
 #define PEER_MAX 65536     /* peers tracked at once; past it the idle ones are forgotten sooner */
 
 /* ---- peers --------------------------------------------------------------------------------- */
@@ -454,10 +453,14 @@ static void tick(coord_server_t *s) {
         if (bf_ledger_sweep_expired(s->ledger, &n, &err)) coord_log("ledger: sweeping expired holds: %s", err.msg);
         else if (n) coord_log("ledger: released %lld expired prediction hold(s)", (long long)n);
     }
-    if (coord_now_ms() - s->last_forget > SWEEP_MS) { /* bounded maps: idle peers and keys expire */
+    /* bounded maps: idle connections (--forget-after) and keys past the liveness window expire */
+    if (coord_now_ms() - s->last_forget > (s->o.forget_ms < SWEEP_MS ? s->o.forget_ms : SWEEP_MS)) {
         s->last_forget = coord_now_ms();
-        peers_sweep(s, PEER_IDLE_MS);
-        coord_seen_sweep(s);
+        size_t before = zhashx_size(s->peers), left = peers_sweep(s, s->o.forget_ms);
+        int keys = coord_seen_sweep(s);
+        if (before > left || keys)
+            coord_log("forgot %zu idle connection(s) and %d key(s) not heard from; %zu connection(s) and %zu key(s) tracked",
+                      before - left, keys, left, zhashx_size(s->seen));
     }
     for (int i = 0; i < s->ntasks; i++) coord_task_tick(s, s->tasks[i]);
 }
@@ -497,6 +500,7 @@ int coord_serve(const coord_opts_t *o) {
     if (s.o.blocks_per_join <= 0) s.o.blocks_per_join = COORD_BLOCKS_PER_JOIN;
     if (s.o.start_deadline <= 0) s.o.start_deadline = 86400;
     if (s.o.max_open_tasks <= 0) s.o.max_open_tasks = COORD_MAX_OPEN_TASKS;
+    if (s.o.forget_ms <= 0) s.o.forget_ms = COORD_FORGET_MS;
     if (s.o.value_every <= 0) s.o.value_every = 1;
     if (s.o.shapley_budget <= 0) s.o.shapley_budget = 100;
     bf_err_t err = {{0}};

@@ -53,15 +53,17 @@ void coord_touch(coord_server_t *s, const char *key) {
     *v = coord_now_ms();
 }
 
-void coord_seen_sweep(coord_server_t *s) {
+int coord_seen_sweep(coord_server_t *s) {
     int64_t now = coord_now_ms();
     zlistx_t *old = zlistx_new();
-    if (!old) return;
+    if (!old) return 0;
     zlistx_set_destructor(old, (zlistx_destructor_fn *)zstr_free);
     for (int64_t *v = zhashx_first(s->seen); v; v = zhashx_next(s->seen))
         if (now - *v >= s->o.liveness_ms) zlistx_add_end(old, strdup((const char *)zhashx_cursor(s->seen)));
     for (char *k = zlistx_first(old); k; k = zlistx_next(old)) zhashx_delete(s->seen, k);
+    int n = (int)zlistx_size(old);
     zlistx_destroy(&old);
+    return n;
 }
 
 int coord_open_tasks(const coord_server_t *s, const char *key) {
