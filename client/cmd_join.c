@@ -574,7 +574,8 @@ static int fatal_code(bf_proto_code_t code) {
     case BF_PROTO_FORBIDDEN:
     case BF_PROTO_UNAUTHORIZED:
     case BF_PROTO_BAD_REQUEST:
-    case BF_PROTO_UNKNOWN_TYPE: return 1;
+    case BF_PROTO_UNKNOWN_TYPE:
+    case BF_PROTO_LIMIT: return 1;
     case BF_PROTO_CONFLICT:
     case BF_PROTO_INSUFFICIENT_FUNDS:
     case BF_PROTO_STALE:

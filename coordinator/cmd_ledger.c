@@ -1,5 +1,6 @@
-/* cmd_ledger.c: `blockfed-coordinator ledger verify|balances|history|shares`. Read-only views of
- * HOME/ledger.db for operators and auditors, as text or JSON. */
+/* cmd_ledger.c: `blockfed-coordinator ledger verify|balances|history|shares|deposit`. Read-only
+ * views of HOME/ledger.db for operators and auditors, as text or JSON, and the operator's one
+ * write: a deposit of money received outside the platform, idempotent on its external reference. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@ static const char usage_text[] =
     "       blockfed-coordinator ledger balances --home DIR [--json]\n"
     "       blockfed-coordinator ledger history USER --home DIR [--json]\n"
     "       blockfed-coordinator ledger shares TASK --home DIR [--json]\n"
+    "       blockfed-coordinator ledger deposit USER AMOUNT --ref REF --home DIR [--json]\n"
     "\n"
     "  verify    replay every transfer and check the hash chain, cached balances, double entry,\n"
     "            escrow, shares, holds, payouts and rewards (see docs/LEDGER.md)\n"
@@ -23,6 +25,10 @@ static const char usage_text[] =
     "  history   a user's transfers with balances before and after (USER: name or numeric id)\n"
     "  shares    a task's shareholders (ppm) and what each has received (TASK: the id it was\n"
     "            created with, or the ledger's task number)\n"
+    "  deposit   credit AMOUNT yuan received outside the platform to USER's cash (the way money\n"
+    "            enters under `run --recharge operator`). REF (1..100 printable characters, no\n"
+    "            spaces) is the payment's external reference: the same REF again changes nothing,\n"
+    "            the same REF with another user or amount is refused\n"
     "\n"
     "options:\n"
     "  --home DIR  coordinator home; the ledger is DIR/ledger.db (default: $BLOCKFED_HOME)\n"
@@ -31,7 +37,7 @@ static const char usage_text[] =
     "\n"
     "exit status:\n"
     "  0  success (verify: every invariant holds)\n"
-    "  1  verify found at least one violation\n"
+    "  1  verify found at least one violation; deposit refused (REF used otherwise, overflow)\n"
     "  2  usage error\n"
     "  3  the ledger could not be opened or read\n"
     "  4  the named user or task does not exist\n"
@@ -41,6 +47,7 @@ typedef struct {
     const char *home;
     int json;
     const char *arg; /* USER or TASK */
+    const char *amount, *ref; /* deposit */
 } opts_t;
 
 static int parse(int argc, char **argv, int want_arg, opts_t *o) {
@@ -48,6 +55,7 @@ static int parse(int argc, char **argv, int want_arg, opts_t *o) {
         {"home", required_argument, NULL, 'H'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
+        {"ref", required_argument, NULL, 'r'},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
@@ -59,16 +67,27 @@ static int parse(int argc, char **argv, int want_arg, opts_t *o) {
         switch (c) {
         case 'H': o->home = optarg; break;
         case 'j': o->json = 1; break;
+        case 'r': o->ref = optarg; break;
         case 'h': fputs(usage_text, stdout); return -1;
         default: fputs(usage_text, stderr); return EXIT_USAGE;
         }
     }
     if (want_arg) {
         if (optind >= argc) {
-            fprintf(stderr, "ledger %s: missing %s\n", argv[0], want_arg == 1 ? "USER" : "TASK");
+            fprintf(stderr, "ledger %s: missing %s\n", argv[0], want_arg == 2 ? "TASK" : "USER");
             return EXIT_USAGE;
         }
         o->arg = argv[optind++];
+    }
+    if (want_arg == 3) { /* deposit: USER AMOUNT --ref REF */
+        if (optind >= argc || !o->ref) {
+            fprintf(stderr, "ledger deposit: USER AMOUNT --ref REF are required\n");
+            return EXIT_USAGE;
+        }
+        o->amount = argv[optind++];
+    } else if (o->ref) {
+        fprintf(stderr, "ledger %s: --ref belongs to deposit\n", argv[0]);
+        return EXIT_USAGE;
     }
     if (optind < argc) {
         fprintf(stderr, "ledger %s: unexpected argument '%s'\n", argv[0], argv[optind]);
@@ -355,6 +374,59 @@ static int do_shares(bf_ledger_t *L, const opts_t *o) {
     return EXIT_OK;
 }
 
+/* ---- deposit --------------------------------------------------------------------------------- */
+
+static int valid_ref(const char *r) {
+    size_t n = strlen(r);
+    for (size_t i = 0; i < n; i++)
+        if (r[i] <= ' ' || r[i] >= 0x7f) return 0;
+    return n >= 1 && n <= 100;
+}
+
+static int do_deposit(bf_ledger_t *L, const opts_t *o) {
+    bf_err_t err = {{0}};
+    int64_t uid, cents;
+    if (!valid_ref(o->ref)) {
+        fprintf(stderr, "ledger deposit: --ref must be 1..100 printable characters without spaces\n");
+        return EXIT_USAGE;
+    }
+    if (bf_money_parse_amount(o->amount, 2, &cents, &err) || cents <= 0) {
+        fprintf(stderr, "ledger deposit: AMOUNT must be a positive amount of yuan with at most 2 decimals\n");
+        return EXIT_USAGE;
+    }
+    bf_ledger_user_t user;
+    if ((bf_ledger_user_find(L, o->arg, &uid, &err) != 0 && parse_id(o->arg, &uid) != 0) ||
+        bf_ledger_user_get(L, uid, &user, &err) != 0) {
+        fprintf(stderr, "ledger deposit: unknown user '%s'\n", o->arg);
+        return EXIT_NOT_FOUND;
+    }
+    /* the op id is the external reference alone: a payment is credited once, whoever repeats it */
+    char op[BF_LEDGER_OP_ID_MAX + 1];
+    snprintf(op, sizeof op, "deposit:%s", o->ref);
+    int rc = bf_ledger_recharge(L, op, uid, cents, &err);
+    if (rc == BF_LEDGER_ECONFLICT || rc == BF_LEDGER_EOVERFLOW) {
+        fprintf(stderr, "ledger deposit: refused: %s\n",
+                rc == BF_LEDGER_ECONFLICT ? "this --ref was used for another deposit (user or amount)" : err.msg);
+        return EXIT_CHECK_FAILED;
+    }
+    if (rc || bf_ledger_user_get(L, uid, &user, &err)) {
+        fprintf(stderr, "ledger deposit: %s\n", err.msg);
+        return EXIT_RUNTIME;
+    }
+    char a[32], b[32];
+    if (o->json) {
+        printf("{\"user\":");
+        bf_json_cstring(stdout, user.name);
+        printf(",\"ref\":");
+        bf_json_cstring(stdout, o->ref);
+        printf(",\"amount_cents\":%lld,\"cash_cents\":%lld}\n", (long long)cents, (long long)user.cash.posted);
+    } else {
+        printf("deposited %s to %s (ref %s); cash now %s\n", fmt_cny(cents, a), user.name, o->ref,
+               fmt_cny(user.cash.posted, b));
+    }
+    return EXIT_OK;
+}
+
 int cmd_ledger_main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(usage_text, argc < 2 ? stderr : stdout);
@@ -362,13 +434,14 @@ int cmd_ledger_main(int argc, char **argv) {
     }
     static const struct {
         const char *name;
-        int want_arg; /* 0 none, 1 USER, 2 TASK */
+        int want_arg; /* 0 none, 1 USER, 2 TASK, 3 USER AMOUNT (deposit) */
         int (*run)(bf_ledger_t *, const opts_t *);
     } subs[] = {
         {"verify", 0, do_verify},
         {"balances", 0, do_balances},
         {"history", 1, do_history},
         {"shares", 2, do_shares},
+        {"deposit", 3, do_deposit},
     };
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         if (strcmp(argv[1], subs[i].name)) continue;

@@ -45,6 +45,9 @@ static const char usage_text[] =
     "                       global model and each coalition's) on N training images spread over\n"
     "                       the task's blocks (default 1280, at most 64 MB of them; 0: keep\n"
     "                       the averaged statistics)\n"
+    "  --recharge MODE      how money comes in: operator (only `blockfed-coordinator ledger\n"
+    "                       deposit`; RECHARGE is refused) or open:MAX (self-service RECHARGE,\n"
+    "                       at most MAX yuan per user per UTC day; default open:10000)\n"
     "  --verbose            log every update too\n"
     "\n"
     "exit status: 0 stopped by a signal, 2 usage error, 3 could not start (home, datasets, bind)\n";
@@ -76,6 +79,7 @@ int cmd_run_main(int argc, char **argv) {
         {"bn-recalibrate", required_argument, 0, 'R'}, {"max-open-tasks", required_argument, 0, 'M'},
         {"forget-after", required_argument, 0, 'F'},
         {"recharge", required_argument, 0, 'r'},
+        {"recharge", required_argument, 0, 'r'},
         {0, 0, 0, 0}};
     coord_opts_t o;
     memset(&o, 0, sizeof o);
@@ -85,6 +89,7 @@ int cmd_run_main(int argc, char **argv) {
     o.value_every = 1;
     o.bn_recalibrate = COORD_BN_RECALIBRATE_IMAGES;
     o.bind = "tcp://*:7700";
+    o.recharge_max_cents = COORD_RECHARGE_OPEN_MAX_CENTS;
     /* a crash at the one point the tests cannot hit with a signal (docs/COORDINATOR.md) */
     const char *fault = getenv("BLOCKFED_COORD_FAULT");
     o.fault_before_settle = fault && !strcmp(fault, "before-settle");
@@ -125,6 +130,16 @@ int cmd_run_main(int argc, char **argv) {
                 return fprintf(stderr, "blockfed-coordinator: --utility is accuracy or loss\n"), EXIT_USAGE;
             o.utility_loss = !strcmp(optarg, "loss");
             break;
+        case 'r': {
+            bf_err_t err;
+            o.recharge_operator = !strcmp(optarg, "operator");
+            if (!o.recharge_operator && (strncmp(optarg, "open:", 5) ||
+                                         bf_money_parse_amount(optarg + 5, 2, &o.recharge_max_cents, &err) ||
+                                         o.recharge_max_cents <= 0))
+                return fprintf(stderr, "blockfed-coordinator: --recharge is operator or open:MAX (MAX yuan > 0)\n"),
+                       EXIT_USAGE;
+            break;
+        }
         case 'h': return fputs(usage_text, stdout), EXIT_OK;
         default: return fputs(usage_text, stderr), EXIT_USAGE;
         }

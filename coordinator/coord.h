@@ -125,6 +125,7 @@ static inline bf_proto_code_t coord_ledger_code(int rc) {
            : rc == BF_LEDGER_ENOTFOUND ? BF_PROTO_NOT_FOUND
            : rc == BF_LEDGER_EEXPIRED  ? BF_PROTO_BAD_STATE
            : rc == BF_LEDGER_EINVAL    ? BF_PROTO_BAD_REQUEST
+           : rc == BF_LEDGER_EOVERFLOW ? BF_PROTO_LIMIT /* a refusal, not a failure */
                                        : BF_PROTO_INTERNAL;
 }
 
@@ -165,6 +166,9 @@ typedef struct {
     int utility_loss;      /* 1: coalition utility = -validation loss; 0: validation accuracy */
     int bn_recalibrate;    /* training images every aggregated model's BN statistics are re-estimated
                               on (default COORD_BN_RECALIBRATE_IMAGES; 0: kept as averaged) */
+    int recharge_operator;   /* --recharge operator: money enters only by `ledger deposit` */
+#define COORD_RECHARGE_OPEN_MAX_CENTS 1000000 /* default --recharge open:10000 (yuan a day) */
+    int64_t recharge_max_cents; /* --recharge open:MAX: self-service cents per user per UTC day */
     int fault_before_settle; /* tests only (BLOCKFED_COORD_FAULT=before-settle): the process exits
                                 right after the last round is stored, before settlement */
 } coord_opts_t;

@@ -165,13 +165,41 @@ static int money_op(const ctx_t *c, const char *kind, int64_t scope, char op[BF_
     return 0;
 }
 
+/* The caller's self-service recharges since the UTC day began, saturating at INT64_MAX. Only
+ * RECHARGE's op ids ("recharge:...") count: an operator's deposits are not self-service. */
+static int recharged_today(const ctx_t *c, int64_t *sum, bf_err_t *err) {
+    bf_ledger_entry_t *h = NULL;
+    size_t n = 0;
+    if (bf_ledger_history(c->s->ledger, c->user, &h, &n, err)) return -1;
+    int64_t now = (int64_t)time(NULL), day = now - now % 86400;
+    *sum = 0;
+    for (size_t i = 0; i < n; i++)
+        if (h[i].created_at >= day && h[i].amount > 0 && h[i].code && !strcmp(h[i].code, "recharge") &&
+            !strncmp(h[i].op_id, "recharge:", 9))
+            *sum = h[i].amount > INT64_MAX - *sum ? INT64_MAX : *sum + h[i].amount;
+    free(h);
+    return 0;
+}
+
 static bf_msg_t *h_recharge(const ctx_t *c) {
-    int64_t cents;
+    int64_t cents = 0;
     bf_err_t err;
-    if (bf_money_parse_amount(bf_msg_str(c->req, "amount"), 2, &cents, &err) || cents <= 0)
-        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "amount: %s", cents <= 0 ? "must be positive" : err.msg);
+    if (c->s->o.recharge_operator)
+        return bf_msg_error(c->id, BF_PROTO_FORBIDDEN, "self-service recharge is off on this coordinator: money comes in "
+                                                       "through its operator (blockfed-coordinator ledger deposit)");
+    int bad = bf_money_parse_amount(bf_msg_str(c->req, "amount"), 2, &cents, &err);
+    if (bad || cents <= 0) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "amount: %s", bad ? err.msg : "must be positive");
     char op[BF_LEDGER_OP_ID_MAX + 1];
     if (money_op(c, "recharge", 0, op)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "no random bytes for an op id");
+    int found = 0;
+    int64_t today = 0, max = c->s->o.recharge_max_cents;
+    if (bf_ledger_op_lookup(c->s->ledger, op, &found, NULL, NULL, &err) || (!found && recharged_today(c, &today, &err)))
+        return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    if (!found && cents > max - (today < max ? today : max)) { /* a retry (found) is answered as it was */
+        char m[32], left[32];
+        money(m, max), money(left, today < max ? max - today : 0);
+        return bf_msg_error(c->id, BF_PROTO_LIMIT, "a user may recharge at most %s a day here; %s left today", m, left);
+    }
     int rc = bf_ledger_recharge(c->s->ledger, op, c->user, cents, &err);
     if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
     return user_result(c, c->user);

@@ -98,6 +98,7 @@ typedef enum {
     BF_PROTO_BAD_STATE,          /* valid request, wrong moment (task not running, not joined) */
     BF_PROTO_RATE_LIMITED,       /* too many requests / too much garbage from this peer */
     BF_PROTO_INTERNAL,           /* the coordinator failed; the request may be retried */
+    BF_PROTO_LIMIT,              /* over a documented limit (a daily recharge cap, an amount too large) */
     BF_PROTO_CODE_COUNT
 } bf_proto_code_t;
 

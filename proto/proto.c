@@ -126,7 +126,7 @@ static const schema_t schemas[] = {
 
 static const char *const code_names[BF_PROTO_CODE_COUNT] = {
     "BAD_REQUEST", "UNKNOWN_TYPE", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND", "CONFLICT",
-    "INSUFFICIENT_FUNDS", "STALE", "TOO_LARGE", "BAD_STATE", "RATE_LIMITED", "INTERNAL"};
+    "INSUFFICIENT_FUNDS", "STALE", "TOO_LARGE", "BAD_STATE", "RATE_LIMITED", "INTERNAL", "LIMIT"};
 
 /* ---- the message ------------------------------------------------------------------------- */
 

@@ -4,7 +4,11 @@
  * `request` key. 1,000 recharges in a row are all applied; one RECHARGE and one TASK_CREATE sent
  * twice with the same key (on two connections) are applied once; `blocks buy` three times costs
  * three times; a refused TASK_CREATE (no funds, empty name, a stranger's attempt) leaves the task
- * id free; a refused register binds nothing, and `register --force` makes a new key pair. */
+ * id free; a refused register binds nothing, and `register --force` makes a new key pair. Then
+ * the coordinator is restarted on the same home with each `--recharge` mode: `operator` refuses
+ * RECHARGE and takes money in by `ledger deposit` (once per --ref); `open:MAX` caps a user's
+ * self-service recharges per day with LIMIT, and an overflow of the platform's external account
+ * is LIMIT too, after which others still recharge. */
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,7 +21,7 @@
 #define RECHARGES 1000
 
 static const char *client, *coordinator;
-static char tmp[512], out_path[700], ep[64], server_key[64];
+static char tmp[512], out_path[700], ep[64], server_key[64], chome[600], cerr[600], dataset[700];
 
 static void put_be32(FILE *f, uint32_t v) {
     uint8_t b[4] = {v >> 24, v >> 16, v >> 8, v};
@@ -216,13 +220,86 @@ static void test_register(const char *tmpdir) {
     CHECK(strstr(bf_slurp(out_path), "registered user frank") != NULL);
 }
 
+/* blockfed-coordinator run on chome and ep, with --recharge MODE unless NULL. */
+static pid_t start_coordinator(const char *recharge) {
+    char *cargv[] = {(char *)coordinator, "run", "--home", chome, "--bind", ep, "--dataset", dataset, "--block-size", "100",
+                     "--blocks-per-join", "1", recharge ? "--recharge" : NULL, (char *)recharge, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, cerr, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    pid_t pid = -1;
+    if (posix_spawn(&pid, coordinator, &fa, NULL, cargv, environ)) pid = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+}
+
+static void stop_coordinator(pid_t pid) {
+    int st;
+    kill(pid, SIGTERM);
+    waitpid(pid, &st, 0);
+}
+
+static int deposit(const char *user, const char *amount, const char *ref) {
+    return bf_spawn(coordinator, (const char *const[]){"ledger", "deposit", user, amount, "--ref", ref, "--home", chome, NULL},
+                    out_path, 0);
+}
+
+static void test_recharge_modes(const char *alice, const char *bob, const char *carol) {
+    char type[64], key[65];
+    bf_err_t err;
+    /* operator: no self-service; a deposit is credited once per external reference */
+    pid_t pid = start_coordinator("operator");
+    double a0 = cash_of(alice), b0 = cash_of(bob);
+    CHECK_MSG(cli(alice, (const char *const[]){"recharge", "1", NULL}) == 1, "operator mode took a self-service recharge");
+    CHECK(bf_conn_request_key(key, &err) == 0);
+    CHECK_MSG(!strcmp(send_once(alice, recharge_msg("1.00", key), type, sizeof type), "FORBIDDEN"), "operator: %s", type);
+    CHECK(cash_of(alice) == a0);
+    CHECK(deposit("bob", "12.34", "PAY-0001") == 0);
+    CHECK(deposit("bob", "12.34", "PAY-0001") == 0); /* the same payment reported twice */
+    CHECK_MSG(cash_of(bob) - b0 > 12.339 && cash_of(bob) - b0 < 12.341, "bob got %.2f for one deposit of 12.34",
+              cash_of(bob) - b0);
+    CHECK(deposit("bob", "50", "PAY-0001") == 1);   /* the reference names another deposit */
+    CHECK(deposit("alice", "12.34", "PAY-0001") == 1);
+    CHECK(deposit("nobody", "1", "PAY-0002") == 4);
+    CHECK(deposit("bob", "-1", "PAY-0003") == 2);
+    CHECK(deposit("bob", "1", "has space") == 2);
+    CHECK(cash_of(alice) == a0 && cash_of(bob) - b0 < 12.341);
+    stop_coordinator(pid);
+
+    /* open:5: at most 5.00 of self-service a day per user (deposits do not count), then LIMIT */
+    pid = start_coordinator("open:5");
+    double c0 = cash_of(carol);
+    CHECK(cli(carol, (const char *const[]){"recharge", "3", NULL}) == 0);
+    CHECK(cli(carol, (const char *const[]){"recharge", "3", NULL}) == 1);
+    CHECK(bf_conn_request_key(key, &err) == 0);
+    CHECK_MSG(!strcmp(send_once(carol, recharge_msg("2.01", key), type, sizeof type), "LIMIT"), "over the day's cap: %s", type);
+    CHECK(cli(carol, (const char *const[]){"recharge", "2", NULL}) == 0);
+    CHECK_MSG(cash_of(carol) - c0 == 5, "carol recharged %.2f under a cap of 5.00", cash_of(carol) - c0);
+    CHECK(cli(bob, (const char *const[]){"recharge", "1", NULL}) == 1); /* bob recharged 20 today */
+    stop_coordinator(pid);
+
+    /* an overflow of the platform's external account is a refusal (LIMIT), and others go on */
+    pid = start_coordinator("open:90000000000000000");
+    CHECK(bf_conn_request_key(key, &err) == 0);
+    CHECK_MSG(!strcmp(send_once(alice, recharge_msg("60000000000000000", key), type, sizeof type), "OK"), "huge: %s", type);
+    CHECK(bf_conn_request_key(key, &err) == 0);
+    CHECK_MSG(!strcmp(send_once(bob, recharge_msg("60000000000000000", key), type, sizeof type), "LIMIT"), "overflow: %s",
+              type);
+    c0 = cash_of(carol);
+    CHECK(cli(carol, (const char *const[]){"recharge", "1", NULL}) == 0);
+    CHECK(cash_of(carol) - c0 == 1);
+    stop_coordinator(pid);
+    CHECK(bf_spawn(coordinator, (const char *const[]){"ledger", "verify", "--home", chome, NULL}, out_path, 0) == 0);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return fprintf(stderr, "usage: test_money_cli CLIENT COORDINATOR\n"), 2;
     client = argv[1], coordinator = argv[2];
     snprintf(tmp, sizeof tmp, "%s/money_cli_%d", bf_test_tmpdir(), (int)getpid());
     mkdir(tmp, 0700);
     snprintf(out_path, sizeof out_path, "%s/out.txt", tmp);
-    char data[600], chome[600], alice[600], bob[600], carol[600], cerr[600], dataset[700];
+    char data[600], alice[600], bob[600], carol[600];
     snprintf(data, sizeof data, "%s/toy", tmp);
     mkdir(data, 0755);
     write_split(data, "train", 1600);
@@ -239,15 +316,8 @@ int main(int argc, char **argv) {
     if (k) snprintf(server_key, sizeof server_key, "%.40s", k + 19);
     CHECK_MSG(strlen(server_key) == 40, "no key in init output");
     snprintf(dataset, sizeof dataset, "toy=%s", data);
-    char *cargv[] = {(char *)coordinator, "run", "--home", chome, "--bind", ep, "--dataset", dataset,
-                     "--block-size", "100", "--blocks-per-join", "1", NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, cerr, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t cpid = -1;
-    CHECK(posix_spawn(&cpid, coordinator, &fa, NULL, cargv, environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
+    pid_t cpid = start_coordinator(NULL); /* the default: open:10000 */
+    CHECK(cpid > 0);
 
     CHECK(register_user(alice, "alice") == 0);
     CHECK(register_user(bob, "bob") == 0);
@@ -257,9 +327,7 @@ int main(int argc, char **argv) {
     test_create_retry(alice);
     test_blocks_buy(alice);
     test_refused_create(bob, carol, alice);
-
-    kill(cpid, SIGTERM);
-    int st;
-    waitpid(cpid, &st, 0);
+    stop_coordinator(cpid);
+    test_recharge_modes(alice, bob, carol);
     return bf_test_done("test_money_cli");
 }
