@@ -79,7 +79,6 @@ int cmd_run_main(int argc, char **argv) {
         {"bn-recalibrate", required_argument, 0, 'R'}, {"max-open-tasks", required_argument, 0, 'M'},
         {"forget-after", required_argument, 0, 'F'},
         {"recharge", required_argument, 0, 'r'},
-        {"recharge", required_argument, 0, 'r'},
         {0, 0, 0, 0}};
     coord_opts_t o;
     memset(&o, 0, sizeof o);
