@@ -215,7 +215,7 @@ typedef struct {
     bf_dataset_t val;
     bf_net_t *global;
     coord_blob_t *round_model; /* global's parameters then buffers as sent in ROUND, encoded once */
-    int round_model_round;     /* the round it was encoded for (the global changes only between) */
+    int round_model_round;     /* the round it was encoded for; dropped when the round goes to the worker */
     bf_agg_t *agg;
     bf_agg_opts_t agg_opts;
     bf_net_t *coalition;     /* scratch model for valuing coalitions */

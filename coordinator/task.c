@@ -420,6 +420,9 @@ static void maybe_close_round(coord_server_t *s, coord_task_t *t) {
     zsys_dir_create("%s", dir);
     coord_checkpoint_path(s->o.home, t->spec.id, t->round, j->path, sizeof j->path);
     t->state = COORD_TASK_AGGREGATING; /* in memory only: the store still says running */
+    /* the worker may change the global model: the encoded copy goes (replies in flight keep theirs) */
+    coord_blob_unref(t->round_model);
+    t->round_model = NULL;
     if (coord_worker_submit(s->worker, j)) {
         t->state = COORD_TASK_RUNNING;
         coord_job_free(&j);
