@@ -660,6 +660,60 @@ static void test_frame_rejections(void) {
     bf_msg_destroy(&ping), bf_msg_destroy(&up), bf_msg_destroy(&pred), bf_msg_destroy(&blk), bf_msg_destroy(&mdl);
 }
 
+/* Shared frames are released exactly once, whoever ends up holding them; a taken frame's header
+ * still encodes; the whole-message cap per type comes from the header alone. */
+static void count_release(void *data, void *hint) {
+    (void)data;
+    ++*(int *)hint;
+}
+
+static void test_shared_frames_and_caps(void) {
+    static const uint8_t model[16] = {1, 2, 3, 4};
+    int released = 0;
+    bf_msg_t *m = sample("PREDICT", 0); /* frame 0: its own copy */
+    CHECK(bf_msg_add_frame_ref(m, model, 8, count_release, &released) == 0);
+    CHECK(bf_msg_add_frame_ref(m, model + 8, 8, count_release, &released) == 0);
+    CHECK(bf_msg_add_frame_ref(m, model, (size_t)BF_PROTO_MAX_FRAME + 1, count_release, &released) == -1 && released == 1);
+    size_t len = 0;
+    CHECK(bf_msg_frame(m, 2, &len) == model + 8 && len == 8);
+    bf_msg_destroy(&m);
+    CHECK(released == 3);
+    m = sample("PREDICT", 0);
+    released = 0;
+    bf_msg_add_frame_ref(m, model, 8, count_release, &released);
+    bf_err_t err;
+    size_t hlen = 0;
+    uint8_t *h = bf_msg_encode_header(m, &hlen, &err);
+    CHECK(h != NULL);
+    void *data, *hint;
+    bf_msg_free_fn *rel;
+    CHECK(bf_msg_frame_take(m, 1, &data, &len, &rel, &hint) == 0 && data == model && len == 8 && hint == &released);
+    rel(data, hint);
+    CHECK(bf_msg_frame_take(m, 0, &data, &len, &rel, &hint) == 0 && len == 8 && !memcmp(data, "\x89PNG", 4));
+    rel(data, hint); /* the message's own copy, freed by its release */
+    CHECK(bf_msg_frame_take(m, 2, &data, &len, &rel, &hint) == -1);
+    uint8_t *h2 = bf_msg_encode_header(m, &len, &err); /* lengths are kept */
+    CHECK(h2 && len == hlen && !memcmp(h, h2, hlen));
+    free(h), free(h2);
+    bf_msg_destroy(&m);
+    CHECK(released == 1);
+    /* caps per type, from the header alone */
+    const struct {
+        const char *type;
+        size_t cap;
+    } caps[] = {{"PING", 0}, {"TASK_STATUS", 0}, {"UPDATE", BF_PROTO_MAX_MESSAGE}, {"PREDICT", BF_PROTO_MAX_MESSAGE},
+                {"MODEL", BF_PROTO_MAX_FRAME}};
+    for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) {
+        bf_msg_t *s = sample(caps[i].type, 0);
+        buf_t b = header_of(s);
+        CHECK_MSG(bf_proto_max_payload(b.p, b.n) == caps[i].cap, "%s: cap %zu", caps[i].type,
+                  bf_proto_max_payload(b.p, b.n));
+        free(b.p);
+        bf_msg_destroy(&s);
+    }
+    CHECK(bf_proto_max_payload((const uint8_t *)"\xc1", 1) == 0);
+}
+
 /* Setters refuse at once; encode reports the first refusal and never sends what decode rejects. */
 static void test_setters_and_encode(void) {
     bf_err_t err;
@@ -778,6 +832,7 @@ int main(int argc, char **argv) {
     test_field_rejections();
     test_frame_rejections();
     test_setters_and_encode();
+    test_shared_frames_and_caps();
     printf("test_proto: %d rejection cases; codec %.2f s\n", rejections, bf_now() - t0);
     return bf_test_done("test_proto");
 }
