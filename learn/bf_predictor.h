@@ -49,7 +49,8 @@ void bf_predictor_input(const bf_predictor_t *p, int *c, int *h, int *w);
 
 /* Classifies one encoded image: probs[bf_predictor_classes(p)] receives the probabilities.
  * Returns 0, or -1 with err describing why the image could not be used (empty, truncated, too
- * large, unknown format, ...); the predictor stays usable either way. */
+ * large, unknown format, or a model output that is not finite: then no probability is valid);
+ * the predictor stays usable either way. */
 int bf_predictor_run(bf_predictor_t *p, const uint8_t *image, size_t len, double *probs, bf_err_t *err);
 
 /* The indices of the k largest probabilities in descending order, ties to the smaller index;

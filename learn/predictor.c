@@ -90,6 +90,10 @@ int bf_predictor_run(bf_predictor_t *p, const uint8_t *image, size_t len, double
     for (int k = 1; k < p->classes; k++) mx = p->logits[k] > mx ? p->logits[k] : mx;
     for (int k = 0; k < p->classes; k++) sum += probs[k] = exp((double)p->logits[k] - mx);
     for (int k = 0; k < p->classes; k++) probs[k] /= sum;
+    /* A model of huge (finite) weights overflows to inf or NaN logits: that is no answer, and a
+     * paid prediction must not be sold on it. */
+    for (int k = 0; k < p->classes; k++)
+        if (!isfinite(probs[k])) return bf_err_set(err, "the model's output for this image is not finite");
     return 0;
 }
 

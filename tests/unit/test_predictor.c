@@ -18,11 +18,14 @@
 
 static const float MEAN = 0.3f, STD = 0.25f;
 
-static uint8_t *model_bytes(size_t *len) {
+/* scale != 1 multiplies every parameter: 3e38 keeps them finite but overflows the logits */
+static uint8_t *model_bytes_scaled(size_t *len, float scale) {
     bf_err_t err;
     bf_net_t *net = bf_net_new("cnn", C, H, W, K, 1, 1, &err);
     CHECK_MSG(net != NULL, "%s", err.msg);
     bf_net_init(net, 7);
+    float *w = bf_net_params(net);
+    for (size_t i = 0; scale != 1 && i < bf_net_num_params(net); i++) w[i] = w[i] > 0 ? scale : -scale;
     bf_model_meta_t meta = {.classes = K, .channels = C, .mean = {MEAN}, .std = {STD}};
     for (int k = 0; k < K; k++) snprintf(meta.class_names[k], sizeof meta.class_names[k], "quadrant-%d", k);
     uint8_t *b = NULL;
@@ -30,6 +33,8 @@ static uint8_t *model_bytes(size_t *len) {
     bf_net_destroy(&net);
     return b;
 }
+
+static uint8_t *model_bytes(size_t *len) { return model_bytes_scaled(len, 1); }
 
 /* The reference: decode with the documented conversion, normalize in double, a separate net
  * decoded from the same bytes, softmax in long double. */
@@ -137,6 +142,20 @@ static void test_predictions(void) {
     CHECK(bf_predictor_load("/nonexistent/model.bfm", 1, &err) == NULL && strstr(err.msg, "nonexistent"));
 }
 
+/* A model whose outputs overflow gives no probabilities: refused like a bad image, not -nan. */
+static void test_nonfinite_output(void) {
+    size_t mlen, n;
+    uint8_t *model = model_bytes_scaled(&mlen, 3e38f);
+    bf_err_t err;
+    bf_predictor_t *p = bf_predictor_new(model, mlen, 1, &err);
+    CHECK_MSG(p != NULL, "%s", err.msg);
+    uint8_t *img = ti_encode('p', 1, W, H, 1, 5, &n);
+    if (p && img) expect_refused(p, img, n, "overflowing model", "not finite");
+    free(img);
+    bf_predictor_destroy(&p);
+    free(model);
+}
+
 static void test_topk(void) {
     double pr[5] = {0.1, 0.3, 0.3, 0.05, 0.25};
     int idx[5] = {-1, -1, -1, -1, -1};
@@ -151,5 +170,6 @@ static void test_topk(void) {
 int main(void) {
     test_topk();
     test_predictions();
+    test_nonfinite_output();
     return bf_test_done("test_predictor");
 }
