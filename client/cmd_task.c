@@ -52,6 +52,8 @@ static const char create_help[] =
     "  --seed N              data partition and initialization seed\n"
     "  --value-images N      validation images each coalition is scored on when valuing updates\n"
     "                        with Shapley values (100..100000, default 2000)\n"
+    "  --own-data-cap N      the most an update from a participant training on its own data\n"
+    "                        weighs, in samples (1..10^9; default: the largest block holder's)\n"
     "  --json                print the result as JSON\n"
     "\n"
     "exit status: 0 created, 1 runtime or coordinator error, 2 usage error\n";
@@ -115,6 +117,9 @@ static bf_cli_args_t create_opt(bf_msg_t *m, int c, const char *v) {
     case 'V':
         if (bf_cli_int(v, 100, 100000, &n, "--value-images")) return CLIENT_ARGS_BAD;
         return set(bf_msg_set_uint(m, "value_images", (uint64_t)n));
+    case 'O':
+        if (bf_cli_int(v, 1, 1000000000, &n, "--own-data-cap")) return CLIENT_ARGS_BAD;
+        return set(bf_msg_set_uint(m, "own_data_cap", (uint64_t)n));
     case 'c':
         if (bf_cli_int(v, 1, 10000, &n, "--min-clients")) return CLIENT_ARGS_BAD;
         return set(bf_msg_set_uint(m, "min_clients", (uint64_t)n));
@@ -164,7 +169,7 @@ static bf_cli_outcome_t task_create(int argc, char **argv, bf_cli_ctx_t *ctx) {
         {"mu", required_argument, 0, 'u'},           {"seed", required_argument, 0, 's'},
         {"json", no_argument, 0, 'j'},               {"help", no_argument, 0, 'h'},
         {"base-fee", required_argument, 0, 'B'},     {"rate", required_argument, 0, 'R'},
-        {"value-images", required_argument, 0, 'V'},
+        {"value-images", required_argument, 0, 'V'}, {"own-data-cap", required_argument, 0, 'O'},
         BF_CLI_COMMON_OPTS,                          {0, 0, 0, 0}};
     bf_msg_t *m = bf_msg_new("TASK_CREATE", 0);
     if (!m) return bf_cli_fail("out of memory");

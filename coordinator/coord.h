@@ -37,11 +37,14 @@
  * below, while values near FLT_MAX make every sum, and so the aggregate, overflow */
 #define COORD_UPDATE_MAX_ABS 1e6f
 
-/* A buffer shared by the replies that send it (zero-copy frames): the socket thread makes it and
- * libzmq's I/O thread may drop the last reference, hence the atomic count. */
+/* A buffer shared by the replies that send it (zero-copy frames): the worker makes it, the socket
+ * thread hands it to libzmq, whose I/O thread may drop the last reference, hence the atomic count. */
 typedef struct coord_blob coord_blob_t;
 /* Drops one reference (handlers.c); the last one frees it. NULL is fine. */
 void coord_blob_unref(coord_blob_t *b);
+/* A net's parameters then buffers as ROUND's two frames carry them (little-endian float32), with
+ * one reference; NULL if out of memory. Touches nothing but net, so the worker may call it. */
+coord_blob_t *coord_blob_of_model(bf_net_t *net);
 
 /* ---- task states and modes ----------------------------------------------------------------- */
 
@@ -53,6 +56,9 @@ void coord_blob_unref(coord_blob_t *b);
  *                           memory only, stored as RUNNING (a restart reopens the round)
  *   AGGREGATING -> RUNNING  the worker gave the round back (the next round opens; a failed
  *                           aggregation reopens the same round)
+ *   A RUNNING task's model exists only while it trains: the worker builds it when the task starts
+ *   or is restored (seeded start, or the last checkpoint), and it is freed when the task ends.
+ *   Until it is built no round is open to ROUND_GET (WAIT), though UPDATEs are taken.
  *   RUNNING -> COMPLETED    every round done and settled: reward pool paid out, or shares allocated
  *                           and the model online. RUNNING with every round done has not been
  *                           settled yet (a crash between the two): it settles at the next tick
@@ -137,6 +143,7 @@ typedef struct {
     int64_t fee_cents, pool_cents;
     int64_t base_fee_cents, rate_num, rate_den; /* paid use: price = ceil((base + fee*images) * num/den) */
     int value_images;   /* validation images a coalition is scored on (default COORD_VALUE_IMAGES) */
+    int64_t own_data_cap; /* the most an own-data update weighs, in samples (0: coord_own_data_cap's default) */
     int rounds, min_clients, local_epochs, batch, round_timeout;
     double lr, mu;
     uint64_t seed;
@@ -211,11 +218,11 @@ typedef struct {
     coord_dataset_t *ds;
     bf_blocks_t blocks;
     int32_t *owner;          /* per block: participant index, -1 free */
-    /* the model fields: the worker's while the task is AGGREGATING */
+    /* the model fields: NULL until the worker builds them for a running task, the worker's while
+     * it builds them or the task is AGGREGATING, freed when the task ends */
     bf_dataset_t val;
     bf_net_t *global;
-    coord_blob_t *round_model; /* global's parameters then buffers as sent in ROUND, encoded once */
-    int round_model_round;     /* the round it was encoded for; dropped when the round goes to the worker */
+    coord_blob_t *round_model; /* the open round's global model as ROUND sends it, made by the worker */
     bf_agg_t *agg;
     bf_agg_opts_t agg_opts;
     bf_net_t *coalition;     /* scratch model for valuing coalitions */
@@ -227,6 +234,9 @@ typedef struct {
     coord_round_metric_t *metrics;
     int nmetrics;
     char checkpoint_sha[65], result_hash[65];
+    size_t np, nb;           /* parameter and buffer counts of the task's model (bf_net_plan) */
+    int building;            /* the worker is building the model fields (they are its meanwhile) */
+    int64_t build_after;     /* ms: a failed build is retried no sooner */
 } coord_task_t;
 
 typedef struct coord_store coord_store_t;
@@ -285,10 +295,12 @@ int coord_seen_sweep(coord_server_t *s);
 int coord_is_live(coord_server_t *s, const coord_part_t *p);
 /* Tasks created by this key that are not over yet (waiting, running or aggregating). */
 int coord_open_tasks(const coord_server_t *s, const char *key);
-/* The in-memory task: blocks from the seed, validation subset, aggregator, the seeded initial
- * global model with its BN statistics re-estimated (a resumed task replaces it). */
+/* The in-memory task: its spec checked (dataset, strategy, model against the data), blocks cut
+ * from the seed; no model (the worker builds it when the task starts: coord_job_t.build). */
 coord_task_t *coord_task_new(coord_server_t *s, const coord_task_spec_t *spec, int64_t ledger_id, bf_err_t *err);
 void coord_task_free(coord_task_t **t);
+/* Frees the model fields (not while the worker holds them): the task has ended, or its build failed. */
+void coord_task_release_model(coord_task_t *t);
 int coord_task_add(coord_server_t *s, coord_task_t *t);
 coord_part_t *coord_part_add(coord_task_t *t, const char *key, int64_t user_id, int own_data, int64_t samples);
 int coord_block_give(coord_task_t *t, coord_part_t *p, int32_t b);
@@ -301,8 +313,9 @@ int coord_join_blocks(const coord_server_t *s, const coord_task_t *t);
 /* Gives p up to want free blocks and records them; returns how many, or -1 with err. */
 int coord_blocks_assign(coord_server_t *s, coord_task_t *t, coord_part_t *p, int want, bf_err_t *err);
 /* The most an own-data participant's update weighs in FedAvg (its declared samples are not
- * verifiable): the samples of the task's largest block holder, or, with no block holder yet, what
- * one JOIN hands out (blocks per join x block size). */
+ * verifiable): the task's own_data_cap if its creator set one, else the samples of the task's
+ * largest block holder, or, with no block holder yet, what one JOIN hands out (blocks per join x
+ * block size). */
 int64_t coord_own_data_cap(const coord_server_t *s, const coord_task_t *t);
 /* Sets the task's state and stores it with its progress (logged if the store fails). */
 void coord_task_set_state(coord_server_t *s, coord_task_t *t, coord_task_state_t state);
@@ -312,21 +325,26 @@ int coord_task_cancel(coord_server_t *s, coord_task_t *t, bf_err_t *err);
 void coord_task_fail_reason(const coord_task_t *t, char *buf, size_t cap);
 /* Per-task periodic work: start, expire, close a round or fail it, settle after a restart. */
 void coord_task_tick(coord_server_t *s, coord_task_t *t);
-/* Takes back a round the worker finished: contributions, metrics, next round, settlement. */
-void coord_round_done(coord_server_t *s, coord_job_t *j);
+/* Takes back a job the worker finished: a built model opens the task's round; a closed round gives
+ * contributions, metrics, the next round, settlement. */
+void coord_job_done(coord_server_t *s, coord_job_t *j);
 /* Logs a failed coord_store_* call; returns rc. */
 int coord_stored(int rc, const bf_err_t *err);
 
 /* ---- worker.c: the aggregation actor -------------------------------------------------------- */
 
-/* A closed round handed to the worker; the worker fills the results. */
+/* A job handed to the worker, which fills the results: a closed round, or (build) the model fields
+ * of a task that starts or resumes. */
 struct coord_job {
     coord_task_t *t;
+    int build;            /* build t's model: seeded when path is "", else from checkpoint path */
+    char expect_sha[65];  /* build: the checkpoint's recorded digest */
+    int threads, recal;   /* build: evaluation threads, BN re-estimation images wanted */
     int k;
     const float **params, **buffers;
     int64_t *samples;
     int value, exact_max, budget, utility_loss; /* valuation: this round?, exact up to, estimator budget */
-    char path[4096];                            /* the checkpoint to write */
+    char path[4096];                            /* the checkpoint to write (build: to read) */
     /* results */
     int ok;
     char err[4600], sha[65];
@@ -335,10 +353,13 @@ struct coord_job {
     const char *estimator; /* how the round was valued: "exact", "surrogate", "layers", "truncated" */
     int kept_previous;     /* the aggregate was not finite: the global model stayed as it was */
     double val_acc, val_loss, test_acc, seconds;
+    coord_blob_t *round_model; /* the global model for the next round's ROUND replies (one reference) */
+    char note[256];            /* build: something the socket thread should log */
 };
 
-/* The actor. Pipe protocol: "JOB" + coord_job_t* -> the same pointer back once the round is
- * aggregated, valued, evaluated and checkpointed (j->ok, or j->err); one job at a time, in order.
+/* The actor. Pipe protocol: "JOB" + coord_job_t* -> the same pointer back once the model is built,
+ * or the round aggregated, valued, evaluated and checkpointed (j->ok, or j->err); one job at a
+ * time, in order.
  * "$TERM" ends it. */
 zactor_t *coord_worker_new(void);
 int coord_worker_submit(zactor_t *w, coord_job_t *j);

@@ -243,6 +243,7 @@ static bf_msg_t *h_task_create(const ctx_t *c) {
     t.mu = bf_msg_double(c->req, "mu", 0);
     t.seed = bf_msg_uint(c->req, "seed", 1);
     t.value_images = (int)bf_msg_uint(c->req, "value_images", COORD_VALUE_IMAGES);
+    t.own_data_cap = (int64_t)bf_msg_uint(c->req, "own_data_cap", 0);
     bf_err_t err;
     if (strcmp(t.model, "resnet8") && strcmp(t.model, "cnn"))
         return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "model must be resnet8 or cnn");
@@ -337,7 +338,7 @@ static bf_msg_t *h_task_status(const ctx_t *c) {
     bf_msg_t *r = bf_msg_new("STATUS", c->id);
     mp_t m;
     msgpack_packer *pk = mp_begin(&m);
-    msgpack_pack_map(pk, 22);
+    msgpack_pack_map(pk, 23);
     mp_kv_str(pk, "task", t->spec.id);
     mp_kv_str(pk, "name", t->spec.name);
     mp_kv_str(pk, "description", t->spec.description);
@@ -357,6 +358,7 @@ static bf_msg_t *h_task_status(const ctx_t *c) {
     snprintf(rate, sizeof rate, "%lld/%lld", (long long)t->spec.rate_num, (long long)t->spec.rate_den);
     mp_kv_str(pk, "rate", rate);
     mp_kv_int(pk, "value_images", t->spec.value_images);
+    mp_kv_int(pk, "own_data_cap", coord_own_data_cap(c->s, t));
     int nfree = 0;
     for (int b = 0; b < t->blocks.nblocks; b++) nfree += t->owner[b] < 0;
     mp_kv_int(pk, "blocks_free", nfree);
@@ -578,21 +580,14 @@ static void f32_le(uint8_t *dst, const float *v, size_t n) {
 #endif
 }
 
-/* The global model of t's open round as ROUND's two frames carry it: made on the round's first
- * ROUND_GET, then shared, so N peers asking cost one copy, not N. The task keeps one reference. */
-static coord_blob_t *round_model(coord_task_t *t) {
-    if (t->round_model && t->round_model_round == t->round) return t->round_model;
-    coord_blob_unref(t->round_model);
-    t->round_model = NULL;
-    size_t np = bf_net_num_params(t->global), nb = bf_net_num_buffers(t->global);
+coord_blob_t *coord_blob_of_model(bf_net_t *net) {
+    size_t np = bf_net_num_params(net), nb = bf_net_num_buffers(net);
     coord_blob_t *b = malloc(sizeof *b + (np + nb) * 4);
     if (!b) return NULL;
     atomic_init(&b->refs, 1);
     b->len = (np + nb) * 4;
-    f32_le(b->data, bf_net_params(t->global), np);
-    f32_le(b->data + np * 4, bf_net_buffers(t->global), nb);
-    t->round_model = b;
-    t->round_model_round = t->round;
+    f32_le(b->data, bf_net_params(net), np);
+    f32_le(b->data + np * 4, bf_net_buffers(net), nb);
     return b;
 }
 
@@ -614,6 +609,8 @@ static bf_msg_t *h_round_get(const ctx_t *c) {
     /* while AGGREGATING the global model is the worker's */
     if (t->state == COORD_TASK_AGGREGATING || p->update_round == t->round)
         return wait_reply(c->id, 500, "waiting for the round to close");
+    coord_blob_t *b = t->round_model; /* made by the worker with the model: none while it builds */
+    if (!b) return wait_reply(c->id, 500, "preparing the task's model");
     p->left = 0;
     bf_msg_t *r = bf_msg_new("ROUND", c->id);
     const bf_dataset_t *d = &t->ds->train;
@@ -643,12 +640,7 @@ static bf_msg_t *h_round_get(const ctx_t *c) {
     bf_mp_pack_str(pk, "std");
     pack_floats(pk, t->ds->std, d->c);
     mp_set(&m, r, "preprocess");
-    coord_blob_t *b = round_model(c->t);
-    if (!b) {
-        bf_msg_destroy(&r);
-        return bf_msg_error(c->id, BF_PROTO_INTERNAL, "out of memory");
-    }
-    size_t np = bf_net_num_params(t->global) * 4, nb = bf_net_num_buffers(t->global) * 4;
+    size_t np = t->np * 4, nb = t->nb * 4;
     atomic_fetch_add(&b->refs, 2); /* one per frame, released when libzmq has sent it */
     bf_msg_add_frame_ref(r, b->data, np, blob_release, b);
     bf_msg_add_frame_ref(r, b->data + np, nb, blob_release, b);
@@ -669,7 +661,7 @@ static bf_msg_t *h_update(const ctx_t *c) {
     if (t->state != COORD_TASK_RUNNING || round != t->round || p->update_round == t->round)
         return bf_msg_error(c->id, BF_PROTO_STALE, "round %d is not open for an update from you (open: %d, %s)", round,
                             t->round, coord_task_state_name(t->state));
-    size_t np = bf_net_num_params(t->global), nb = bf_net_num_buffers(t->global);
+    size_t np = t->np, nb = t->nb;
     float *params = malloc(sizeof(float) * (np + 1)), *buffers = malloc(sizeof(float) * (nb + 1));
     if (!params || !buffers || bf_msg_frame_f32(c->req, 0, params, np) || bf_msg_frame_f32(c->req, 1, buffers, nb) ||
         !all_bounded(params, np) || !all_bounded(buffers, nb)) {

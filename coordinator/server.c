@@ -360,24 +360,7 @@ static void on_task(void *u, const coord_task_spec_t *spec, int64_t ledger_id, c
     t->round_start = coord_now_ms();
     snprintf(t->checkpoint_sha, sizeof t->checkpoint_sha, "%s", sha);
     snprintf(t->result_hash, sizeof t->result_hash, "%s", result);
-    if (round > 0) { /* resume from the last completed round's checkpoint, verified by its digest */
-        char path[4096], hex[65];
-        coord_checkpoint_path(l->s->o.home, spec->id, round - 1, path, sizeof path);
-        coord_file_sha(path, hex);
-        bf_model_meta_t meta;
-        bf_net_t *net = strcmp(hex, sha) ? NULL : bf_model_load(path, 256, l->s->o.threads, &meta, &err);
-        if (!net) {
-            coord_log("task %s: checkpoint %s missing or corrupt; not restored", spec->id, path);
-            coord_task_free(&t);
-            return;
-        }
-        bf_net_destroy(&t->global);
-        t->global = net;
-        size_t len;
-        float *state = bf_agg_state(t->agg, &len);
-        if (state && coord_agg_state_read(path, state, len))
-            coord_log("task %s: aggregator state missing beside %s; its momentum restarts from zero", spec->id, path);
-    }
+    /* a running task's model is built on the worker at its first tick (coord_task_tick) */
     if (coord_task_add(l->s, t)) coord_task_free(&t);
     else coord_log("task %s restored: %s, %d/%d rounds done", spec->id, coord_task_state_name(state), round, spec->rounds);
 }
@@ -536,7 +519,7 @@ int coord_serve(const coord_opts_t *o) {
         if (which == s.router) handle_message(&s);
         else if (which == s.worker) {
             coord_job_t *j = coord_worker_recv(s.worker);
-            if (j) coord_round_done(&s, j);
+            if (j) coord_job_done(&s, j);
         } else if (which == s.predict) {
             coord_predict_job_t *j = coord_predict_recv(s.predict);
             if (j) predict_done(&s, j);

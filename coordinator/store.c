@@ -49,6 +49,8 @@ static const char *const migrations[] = {
     /* 2 -> 3: the samples each accepted update carried, so a restart restores `contributed`
      * (rows from before count 0) */
     "ALTER TABLE contribution ADD COLUMN samples INTEGER NOT NULL DEFAULT 0;",
+    /* 3 -> 4: the creator's cap on an own-data update's weight (0: the default rule) */
+    "ALTER TABLE task ADD COLUMN own_data_cap INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int migrate(sqlite3 *db) {
@@ -112,12 +114,12 @@ static int run(coord_store_t *s, bf_err_t *err, const char *sql, const char *fmt
 int coord_store_add_task(coord_store_t *s, const coord_task_spec_t *t, int64_t ledger_id, bf_err_t *err) {
     return run(s, err,
                "INSERT INTO task VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'waiting',0,'','',"
-               "(SELECT COUNT(*) FROM task), unixepoch(),?,?,?,?)",
-               "ti" "tttttttt" "iiiiiii" "dd" "i" "iiii", /* one letter per parameter: t text, i int64, d double */
+               "(SELECT COUNT(*) FROM task), unixepoch(),?,?,?,?,?)",
+               "ti" "tttttttt" "iiiiiii" "dd" "i" "iiiii", /* one letter per parameter: t text, i int64, d double */
                t->id, ledger_id, t->creator, t->name, t->description, t->model, t->dataset, coord_mode_name(t->mode), t->partition,
                t->strategy, t->fee_cents, t->pool_cents, (int64_t)t->rounds, (int64_t)t->min_clients,
                (int64_t)t->local_epochs, (int64_t)t->batch, (int64_t)t->round_timeout, t->lr, t->mu, (int64_t)t->seed,
-               t->base_fee_cents, t->rate_num, t->rate_den, (int64_t)t->value_images);
+               t->base_fee_cents, t->rate_num, t->rate_den, (int64_t)t->value_images, t->own_data_cap);
 }
 
 int coord_store_set_progress(coord_store_t *s, const char *task, coord_task_state_t state, int round,
@@ -245,6 +247,7 @@ static int load_tasks(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_e
         t.rate_num = sqlite3_column_int64(st, 27);
         t.rate_den = sqlite3_column_int64(st, 28);
         t.value_images = sqlite3_column_int(st, 29);
+        t.own_data_cap = sqlite3_column_int64(st, 30);
         cb->task(u, &t, ledger_id, state, sqlite3_column_int(st, 21), col_text(st, 22), col_text(st, 23));
     }
     if (sqlite3_finalize(st) != SQLITE_OK) return bf_err_set(err, "state: %s", sqlite3_errmsg(s->db));

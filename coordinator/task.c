@@ -70,7 +70,9 @@ int coord_open_tasks(const coord_server_t *s, const char *key) {
     int n = 0;
     for (int i = 0; i < s->ntasks; i++) {
         const coord_task_t *t = s->tasks[i];
-        if (!strcmp(t->spec.creator, key) && t->state != COORD_TASK_COMPLETED && t->state != COORD_TASK_CANCELLED) n++;
+        if (!strcmp(t->spec.creator, key) && t->state != COORD_TASK_COMPLETED && t->state != COORD_TASK_CANCELLED &&
+            t->state != COORD_TASK_FAILED)
+            n++;
     }
     return n;
 }
@@ -96,37 +98,26 @@ void coord_task_free(coord_task_t **pt) {
     free(t->owner);
     free(t->metrics);
     bf_blocks_free(&t->blocks);
+    coord_task_release_model(t);
+    free(t);
+    *pt = NULL;
+}
+
+void coord_task_release_model(coord_task_t *t) {
     bf_dataset_free(&t->val);
     free(t->recal_x);
+    t->recal_x = NULL;
+    t->nrecal = 0;
     coord_blob_unref(t->round_model);
+    t->round_model = NULL;
     bf_net_destroy(&t->global);
     bf_net_destroy(&t->coalition);
     bf_agg_destroy(&t->agg);
-    free(t);
-    *pt = NULL;
 }
 
 static int val_size(const coord_dataset_t *d) {
     int cap = d->train.n / 10;
     return COORD_VAL_SIZE < cap ? COORD_VAL_SIZE : cap;
-}
-
-/* The images aggregated models' BN statistics are re-estimated on: spread over every block of the
- * task's training split (the coordinator holds it), so every block's label mix is represented;
- * none for a model without BN, and at most RECAL_MAX_BYTES of them (large images: fewer). */
-#define RECAL_MAX_BYTES (64u << 20)
-static int recal_images(coord_task_t *t, int want) {
-    const bf_dataset_t *d = &t->ds->train;
-    size_t bytes = sizeof(float) * d->c * d->h * d->w;
-    if (want > (int)(RECAL_MAX_BYTES / bytes)) want = (int)(RECAL_MAX_BYTES / bytes);
-    if (want <= 0 || !bf_net_num_buffers(t->global)) return 0;
-    int32_t *idx = malloc(sizeof(int32_t) * want);
-    t->recal_x = malloc(bytes * want);
-    if (!idx || !t->recal_x) return free(idx), -1;
-    t->nrecal = bf_blocks_spread(&t->blocks, t->blocks.nblocks, want, idx);
-    bf_batch_fill(d, idx, t->nrecal, t->ds->mean, t->ds->std, NULL, t->recal_x, NULL);
-    free(idx);
-    return 0;
 }
 
 /* A task's block size. Given --block-size, that; by default enough blocks for every expected
@@ -147,6 +138,9 @@ coord_task_t *coord_task_new(coord_server_t *s, const coord_task_spec_t *spec, i
     bf_agg_opts_t ao;
     if (bf_agg_parse(spec->strategy, &ao, err)) return NULL;
     if (ao.kind == BF_AGG_FEDPROX && spec->mu == 0) ao.mu = 0.01;
+    bf_net_plan_t plan; /* the model against the data, without building it */
+    if (bf_net_plan(spec->model, d->train.c, d->train.h, d->train.w, d->train.classes, 256, s->o.threads, &plan, err))
+        return NULL;
     coord_task_t *t = calloc(1, sizeof *t);
     if (!t) return bf_err_set(err, "out of memory"), NULL;
     t->spec = *spec;
@@ -154,22 +148,14 @@ coord_task_t *coord_task_new(coord_server_t *s, const coord_task_spec_t *spec, i
     t->ledger_id = ledger_id;
     t->state = COORD_TASK_WAITING;
     t->ds = d;
-    if (bf_blocks_partition(&d->train, block_size(s, d, spec), val_size(d), spec->partition, spec->seed, &t->blocks, err) ||
-        bf_dataset_subset(&d->train, t->blocks.val, t->blocks.nval, &t->val, err))
+    t->agg_opts = ao;
+    t->np = plan.nparams;
+    t->nb = plan.nbuffers;
+    if (bf_blocks_partition(&d->train, block_size(s, d, spec), val_size(d), spec->partition, spec->seed, &t->blocks, err))
         goto fail;
     t->owner = malloc(sizeof(int32_t) * t->blocks.nblocks);
-    t->global = bf_net_new(spec->model, d->train.c, d->train.h, d->train.w, d->train.classes, 256, s->o.threads, err);
-    if (!t->owner || !t->global) goto fail;
+    if (!t->owner) goto fail;
     for (int i = 0; i < t->blocks.nblocks; i++) t->owner[i] = -1;
-    bf_net_init(t->global, spec->seed);
-    t->agg = bf_agg_new(&ao, bf_net_num_params(t->global), bf_net_num_buffers(t->global));
-    t->agg_opts = ao;
-    t->coalition = bf_net_new(spec->model, d->train.c, d->train.h, d->train.w, d->train.classes, 256, s->o.threads, err);
-    if (!t->agg || !t->coalition || recal_images(t, s->o.bn_recalibrate)) goto fail;
-    /* The starting model's statistics as every aggregated model's will be: otherwise round 1's
-     * coalitions would all gain what re-estimation alone gives, a free rider returning the model
-     * unchanged included (the empty coalition keeps the initial 0 / 1 statistics). */
-    bf_net_recalibrate_bn(t->global, t->recal_x, t->nrecal);
     return t;
 fail:
     if (!err->msg[0]) bf_err_set(err, "out of memory");
@@ -238,6 +224,7 @@ int coord_blocks_assign(coord_server_t *s, coord_task_t *t, coord_part_t *p, int
 }
 
 int64_t coord_own_data_cap(const coord_server_t *s, const coord_task_t *t) {
+    if (t->spec.own_data_cap > 0) return t->spec.own_data_cap;
     int64_t cap = 0;
     for (int i = 0; i < t->nparts; i++)
         if (!t->parts[i].own_data && t->parts[i].samples > cap) cap = t->parts[i].samples;
@@ -365,6 +352,7 @@ static void fail_task(coord_server_t *s, coord_task_t *t) {
         free(t->parts[i].params), free(t->parts[i].buffers);
         t->parts[i].params = t->parts[i].buffers = NULL;
     }
+    coord_task_release_model(t);
     coord_task_set_state(s, t, COORD_TASK_FAILED);
     coord_task_fail_reason(t, why, sizeof why);
     coord_log("%s", why);
@@ -375,7 +363,7 @@ static void fail_task(coord_server_t *s, coord_task_t *t) {
 /* Closes the open round if everyone alive reported, or if its timeout passed with enough reports:
  * the updates go to the worker and the task is AGGREGATING until it gives them back. */
 static void maybe_close_round(coord_server_t *s, coord_task_t *t) {
-    if (t->state != COORD_TASK_RUNNING) return;
+    if (t->state != COORD_TASK_RUNNING || !t->round_model) return; /* no round open before the model is built */
     int reported = 0, live_missing = 0;
     for (int i = 0; i < t->nparts; i++) {
         coord_part_t *p = &t->parts[i];
@@ -420,19 +408,69 @@ static void maybe_close_round(coord_server_t *s, coord_task_t *t) {
     zsys_dir_create("%s", dir);
     coord_checkpoint_path(s->o.home, t->spec.id, t->round, j->path, sizeof j->path);
     t->state = COORD_TASK_AGGREGATING; /* in memory only: the store still says running */
-    /* the worker may change the global model: the encoded copy goes (replies in flight keep theirs) */
-    coord_blob_unref(t->round_model);
-    t->round_model = NULL;
     if (coord_worker_submit(s->worker, j)) {
         t->state = COORD_TASK_RUNNING;
         coord_job_free(&j);
     }
 }
 
-void coord_round_done(coord_server_t *s, coord_job_t *j) {
+/* A running task without its model (just started, restored, or left without one by a failure) gets
+ * it built on the worker: from
+ * the seed, or from the last completed round's checkpoint, checked against its recorded digest. */
+static void build_model(coord_server_t *s, coord_task_t *t) {
+    if (t->building || coord_now_ms() < t->build_after) return;
+    coord_task_release_model(t); /* whatever is left of a failed build or round */
+    coord_job_t *j = calloc(1, sizeof *j);
+    if (!j) return;
+    j->t = t;
+    j->build = 1;
+    j->threads = s->o.threads;
+    j->recal = s->o.bn_recalibrate;
+    if (t->round > 0) {
+        coord_checkpoint_path(s->o.home, t->spec.id, t->round - 1, j->path, sizeof j->path);
+        snprintf(j->expect_sha, sizeof j->expect_sha, "%s", t->checkpoint_sha);
+    }
+    t->building = 1;
+    if (coord_worker_submit(s->worker, j)) {
+        t->building = 0;
+        coord_job_free(&j);
+    }
+}
+
+#define BUILD_RETRY_MS 60000 /* a task whose model could not be built tries again after this */
+
+static void build_done(coord_server_t *s, coord_job_t *j) {
+    coord_task_t *t = j->t;
+    t->building = 0;
+    if (j->note[0]) coord_log("task %s: %s", t->spec.id, j->note);
+    if (!j->ok) {
+        coord_task_release_model(t);
+        t->build_after = coord_now_ms() + BUILD_RETRY_MS;
+        coord_log("task %s: cannot build its model: %s (retried in %d s)", t->spec.id, j->err, BUILD_RETRY_MS / 1000);
+    } else {
+        coord_blob_unref(t->round_model);
+        t->round_model = j->round_model;
+        j->round_model = NULL;
+        t->round_start = coord_now_ms(); /* the round opens now */
+        if (s->o.verbose) coord_log("task %s: model ready (%.1f s), round %d open", t->spec.id, j->seconds, t->round + 1);
+    }
+    coord_job_free(&j);
+}
+
+static void round_done(coord_server_t *s, coord_job_t *j);
+
+void coord_job_done(coord_server_t *s, coord_job_t *j) {
+    if (j->build) build_done(s, j);
+    else round_done(s, j);
+}
+
+static void round_done(coord_server_t *s, coord_job_t *j) {
     coord_task_t *t = j->t;
     bf_err_t err;
     t->state = COORD_TASK_RUNNING;
+    coord_blob_unref(t->round_model); /* the model of the round that goes on (the next, or this one again) */
+    t->round_model = j->round_model;
+    j->round_model = NULL;
     if (!j->ok) {
         coord_log("task %s round %d: aggregation failed: %s; the round stays open", t->spec.id, t->round, j->err);
         coord_job_free(&j);
@@ -473,7 +511,10 @@ void coord_round_done(coord_server_t *s, coord_job_t *j) {
     }
     t->round++;
     t->round_start = coord_now_ms();
-    if (t->round >= t->spec.rounds) snprintf(t->result_hash, sizeof t->result_hash, "%s", j->sha);
+    if (t->round >= t->spec.rounds) { /* the model has done its work: the checkpoint is the result */
+        snprintf(t->result_hash, sizeof t->result_hash, "%s", j->sha);
+        coord_task_release_model(t);
+    }
     coord_task_set_state(s, t, COORD_TASK_RUNNING);
     if (t->round >= t->spec.rounds && s->o.fault_before_settle) {
         coord_log("task %s: fault injection: exiting before settlement", t->spec.id);
@@ -491,6 +532,8 @@ void coord_task_tick(coord_server_t *s, coord_task_t *t) {
         else if (t->spec.created_at && time(NULL) - t->spec.created_at > s->o.start_deadline) expire_task(s, t);
     } else if (t->state == COORD_TASK_RUNNING && t->round >= t->spec.rounds) {
         complete_task(s, t); /* a restart after the last round but before settlement */
+    } else if (t->state == COORD_TASK_RUNNING && !t->round_model) {
+        build_model(s, t);
     } else {
         maybe_close_round(s, t);
     }

@@ -1,9 +1,12 @@
-/* worker.c: the aggregation actor. For each closed round the socket thread hands over, it values
+/* worker.c: the aggregation actor. It builds a task's model fields when the task starts or is
+ * restored (so no socket-thread work is O(model)), and for each closed round the socket thread
+ * hands over, it values
  * the round's updates (the Shapley game below, before the global model moves: every coalition
  * starts from the round's starting model), aggregates them into the new global model with the
  * task's strategy, re-estimates its BatchNorm statistics, evaluates it on the validation and test
  * images, and writes the checkpoint (plus the strategy's server state) whose SHA-256 the round
- * records. It sees only its coord_job_t and the model fields of the job's task; it never touches
+ * records, then encodes the model the next round sends. It sees only its coord_job_t and the model
+ * fields of the job's task (and its immutable spec, data and blocks); it never touches
  * the ledger, the state store or the socket, so the socket thread keeps answering while it works.
  *
  * The game: U(S) is the accuracy (or -loss, per-image loss capped) on the task's validation
@@ -270,6 +273,74 @@ static void run_job(coord_job_t *j) {
     j->ok = 1;
 }
 
+/* ---- building a task's model fields ------------------------------------------------------- */
+
+/* The images aggregated models' BN statistics are re-estimated on: spread over every block of the
+ * task's training split (the coordinator holds it), so every block's label mix is represented;
+ * none for a model without BN, and at most RECAL_MAX_BYTES of them (large images: fewer). */
+#define RECAL_MAX_BYTES (64u << 20)
+static int recal_images(coord_task_t *t, int want) {
+    const bf_dataset_t *d = &t->ds->train;
+    size_t bytes = sizeof(float) * d->c * d->h * d->w;
+    if (want > (int)(RECAL_MAX_BYTES / bytes)) want = (int)(RECAL_MAX_BYTES / bytes);
+    if (want <= 0 || !t->nb) return 0;
+    int32_t *idx = malloc(sizeof(int32_t) * want);
+    t->recal_x = malloc(bytes * want);
+    if (!idx || !t->recal_x) return free(idx), -1;
+    t->nrecal = bf_blocks_spread(&t->blocks, t->blocks.nblocks, want, idx);
+    bf_batch_fill(d, idx, t->nrecal, t->ds->mean, t->ds->std, NULL, t->recal_x, NULL);
+    free(idx);
+    return 0;
+}
+
+/* The global model a resumed task goes on from: the checkpoint at j->path, if its digest is the
+ * one recorded and it is the task's architecture. */
+static bf_net_t *resume_model(coord_job_t *j, bf_err_t *err) {
+    coord_task_t *t = j->t;
+    char hex[65];
+    coord_file_sha(j->path, hex);
+    if (strcmp(hex, j->expect_sha)) return bf_err_set(err, "checkpoint %s missing or corrupt", j->path), NULL;
+    bf_model_meta_t meta;
+    bf_net_t *net = bf_model_load(j->path, 256, j->threads, &meta, err);
+    if (net && (strcmp(bf_net_arch(net), t->spec.model) || bf_net_num_params(net) != t->np ||
+                bf_net_num_buffers(net) != t->nb)) {
+        bf_err_set(err, "checkpoint %s is not a %s of this task's shape", j->path, t->spec.model);
+        bf_net_destroy(&net);
+    }
+    return net;
+}
+
+static void build_job(coord_job_t *j) {
+    coord_task_t *t = j->t;
+    const bf_dataset_t *d = &t->ds->train;
+    bf_err_t err = {{0}};
+    double t0 = bf_now();
+    if (bf_dataset_subset(d, t->blocks.val, t->blocks.nval, &t->val, &err)) goto fail;
+    t->global = j->path[0] ? resume_model(j, &err) : bf_net_new(t->spec.model, d->c, d->h, d->w, d->classes, 256, j->threads, &err);
+    if (!t->global) goto fail;
+    t->coalition = bf_net_new(t->spec.model, d->c, d->h, d->w, d->classes, 256, j->threads, &err);
+    t->agg = bf_agg_new(&t->agg_opts, t->np, t->nb);
+    if (!t->coalition || !t->agg || recal_images(t, j->recal)) goto fail;
+    if (!j->path[0]) {
+        bf_net_init(t->global, t->spec.seed);
+        /* The starting model's statistics as every aggregated model's will be: otherwise round 1's
+         * coalitions would all gain what re-estimation alone gives, a free rider returning the
+         * model unchanged included (the empty coalition keeps the initial 0 / 1 statistics). */
+        bf_net_recalibrate_bn(t->global, t->recal_x, t->nrecal);
+    } else {
+        size_t len;
+        float *state = bf_agg_state(t->agg, &len);
+        if (state && coord_agg_state_read(j->path, state, len))
+            snprintf(j->note, sizeof j->note, "aggregator state missing beside the checkpoint; its momentum restarts from zero");
+    }
+    if (!(j->round_model = coord_blob_of_model(t->global))) goto fail;
+    j->seconds = bf_now() - t0;
+    j->ok = 1;
+    return;
+fail:
+    snprintf(j->err, sizeof j->err, "%s", err.msg[0] ? err.msg : "out of memory");
+}
+
 /* The pipe protocol (coord.h): "JOB" + pointer, answered with the same pointer when done. */
 static void worker_actor(zsock_t *pipe, void *args) {
     (void)args;
@@ -280,7 +351,15 @@ static void worker_actor(zsock_t *pipe, void *args) {
         if (zsock_recv(pipe, "sp", &cmd, &p) < 0) break;
         int term = !cmd || !strcmp(cmd, "$TERM");
         if (!term && p) {
-            run_job(p);
+            coord_job_t *j = p;
+            if (j->build) {
+                build_job(j);
+            } else {
+                run_job(j);
+                /* the model the round that goes on sends: the next one's, or this one's again */
+                if (j->t->global && (!j->ok || j->t->round + 1 < j->t->spec.rounds))
+                    j->round_model = coord_blob_of_model(j->t->global);
+            }
             zsock_send(pipe, "p", p);
         }
         zstr_free(&cmd);
@@ -304,6 +383,7 @@ void coord_job_free(coord_job_t **pj) {
     free(j->buffers);
     free(j->samples);
     free(j->phi);
+    coord_blob_unref(j->round_model);
     free(j);
     *pj = NULL;
 }

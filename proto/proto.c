@@ -82,7 +82,7 @@ static const schema_t schemas[] = {
       F_UINT("min_clients", 1, 10000), F_UINT("local_epochs", 1, 100), F_UINT("batch", 1, 1024),
       F_FLOAT_LO_OPEN("lr", 0, 10), F_UINT("round_timeout", 1, 86400), F_TEXT("partition", 32), F_TEXT("strategy", 32),
       F_FLOAT_OPT("mu", 0, 100), F_U64_OPT("seed"), F_TEXT_OPT("base_fee", 24), F_TEXT_OPT("rate", 41),
-      F_UINT_OPT("value_images", 100, 100000), F_HEX64_OPT("request")}},
+      F_UINT_OPT("value_images", 100, 100000), F_UINT_OPT("own_data_cap", 1, 1000000000), F_HEX64_OPT("request")}},
     {"TASK_LIST", 1, 0, 0, FR_BYTES, NULL, {{0}}},
     {"TASK_STATUS", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task")}},
     {"TASK_CANCEL", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task")}},
