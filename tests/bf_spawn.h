@@ -3,9 +3,13 @@
 #define BF_TEST_SPAWN_H
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 extern char **environ;
 
@@ -31,6 +35,48 @@ static inline int bf_spawn(const char *prog, const char *const *args, const char
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* Starts prog with args (as bf_spawn) in the background, its stdout and stderr into log; its pid,
+ * or -1. */
+static inline pid_t bf_spawn_bg(const char *prog, const char *const *args, const char *log) {
+    char *argv[64];
+    int n = 0;
+    argv[n++] = (char *)prog;
+    while (n < 63 && args[n - 1]) argv[n] = (char *)args[n - 1], n++;
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid = -1;
+    if (posix_spawn(&pid, prog, &fa, NULL, argv, environ)) pid = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+}
+
+static inline double bf_spawn_clock(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The exit status of pid within seconds, or -1 (then it is killed). */
+static inline int bf_spawn_wait(pid_t pid, double seconds) {
+    int status = 0;
+    for (double t0 = bf_spawn_clock(); bf_spawn_clock() - t0 < seconds; usleep(100000))
+        if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+/* 0 once path exists, -1 if it does not within seconds. */
+static inline int bf_wait_file(const char *path, double seconds) {
+    struct stat st;
+    for (double t0 = bf_spawn_clock(); bf_spawn_clock() - t0 < seconds; usleep(100000))
+        if (stat(path, &st) == 0) return 0;
+    return -1;
+}
+
 /* The whole file as a NUL-terminated string in a static buffer (64 KiB at most). */
 static inline char *bf_slurp(const char *path) {
     static char buf[1 << 16];
@@ -39,6 +85,22 @@ static inline char *bf_slurp(const char *path) {
     if (f) fclose(f);
     buf[n] = 0;
     return buf;
+}
+
+/* Runs prog --home DIR/USER rest... (foreground, stdout and stderr into DIR/USER.cli, printed if
+ * it fails); its exit status. */
+static inline int bf_spawn_user(const char *prog, const char *dir, const char *user, const char *const *rest) {
+    const char *args[32] = {"--home", NULL};
+    char home[700], out[700];
+    snprintf(home, sizeof home, "%s/%s", dir, user);
+    snprintf(out, sizeof out, "%s/%s.cli", dir, user);
+    args[1] = home;
+    int n = 2;
+    for (int i = 0; rest[i] && n < 31; i++) args[n++] = rest[i];
+    args[n] = NULL;
+    int rc = bf_spawn(prog, args, out, 1);
+    if (rc) fprintf(stderr, "%s %s: exit %d: %s\n", user, rest[0], rc, bf_slurp(out));
+    return rc;
 }
 
 #endif

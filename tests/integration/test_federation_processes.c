@@ -7,8 +7,6 @@
  *  - the coordinator is SIGKILLed mid-round and restarted on the same home: the two remaining
  *    clients reconnect by themselves and the task finishes (both exit 0 with the result hash);
  *  - the ledger verifies. usage: test_federation_processes COORDINATOR CLIENT */
-#include <spawn.h>
-
 #include "fed_common.h"
 #include "bf_models.h"
 
@@ -17,42 +15,7 @@
 static const char *coord, *client;
 static char tmp[600];
 
-static pid_t bg(const char *prog, const char *const *args, const char *log) {
-    char *argv[40];
-    int n = 0;
-    argv[n++] = (char *)prog;
-    while (n < 39 && args[n - 1]) argv[n] = (char *)args[n - 1], n++;
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid = -1;
-    if (posix_spawn(&pid, prog, &fa, NULL, argv, environ)) pid = -1;
-    posix_spawn_file_actions_destroy(&fa);
-    return pid;
-}
-
-static int cli(const char *user, const char *const *rest) {
-    const char *args[32] = {"--home", NULL};
-    char home[700], out[700];
-    snprintf(home, sizeof home, "%s/%s", tmp, user);
-    snprintf(out, sizeof out, "%s/%s.cli", tmp, user);
-    args[1] = home;
-    int n = 2;
-    for (int i = 0; rest[i] && n < 31; i++) args[n++] = rest[i];
-    args[n] = NULL;
-    int rc = bf_spawn(client, args, out, 1);
-    if (rc) fprintf(stderr, "%s %s: exit %d: %s\n", user, rest[0], rc, bf_slurp(out));
-    return rc;
-}
-
-static int wait_file(const char *path, double seconds) {
-    struct stat st;
-    for (double t0 = bf_now(); bf_now() - t0 < seconds; zclock_sleep(100))
-        if (stat(path, &st) == 0) return 0;
-    return -1;
-}
+static int cli(const char *user, const char *const *rest) { return bf_spawn_user(client, tmp, user, rest); }
 
 static bf_net_t *load(const char *path) {
     bf_err_t err;
@@ -124,22 +87,22 @@ int main(int argc, char **argv) {
         snprintf(jl, sizeof jl, "%s/%s.join", tmp, users[i]);
         mkdir(upd, 0755);
         const char *ja[] = {"--home", h, "join", "t", "--threads", "1", "--quiet", "--save-updates", upd, NULL};
-        jp[i] = bg(client, ja, jl);
+        jp[i] = bf_spawn_bg(client, ja, jl);
     }
     char ck[900], f[900];
     snprintf(ck, sizeof ck, "%s/checkpoints/t/round-0000.bfm", home);
-    CHECK_MSG(wait_file(ck, 60) == 0, "round 0 never closed");
+    CHECK_MSG(bf_wait_file(ck, 60) == 0, "round 0 never closed");
     zclock_sleep(300); /* the worker writes the file, then the coordinator records it */
     check_mean(ck, users, 3, 0);
 
     /* carol dies as soon as she has the next round */
     snprintf(f, sizeof f, "%s/carol-updates/round-0.bfm", tmp);
-    CHECK(wait_file(f, 30) == 0);
+    CHECK(bf_wait_file(f, 30) == 0);
     zclock_sleep(200);
     kill(jp[2], SIGKILL);
     waitpid(jp[2], NULL, 0);
     snprintf(ck, sizeof ck, "%s/checkpoints/t/round-0001.bfm", home);
-    CHECK_MSG(wait_file(ck, 60) == 0, "round 1 never closed after carol died");
+    CHECK_MSG(bf_wait_file(ck, 60) == 0, "round 1 never closed after carol died");
     zclock_sleep(300);
     snprintf(f, sizeof f, "%s/carol-updates/round-1.bfm", tmp);
     struct stat st;
@@ -152,7 +115,7 @@ int main(int argc, char **argv) {
 
     /* the coordinator dies during round 2 and comes back */
     snprintf(f, sizeof f, "%s/alice-updates/round-2.bfm", tmp);
-    CHECK(wait_file(f, 60) == 0);
+    CHECK(bf_wait_file(f, 60) == 0);
     fed_stop(cp, SIGKILL);
     zclock_sleep(500);
     cp = fed_start(coord, home, EP, spec, extra);

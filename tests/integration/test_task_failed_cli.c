@@ -4,8 +4,6 @@
  * two waiting joins exit 1 with a message saying the task failed and why (not 0, not forever).
  * A fourth user's join, with no block left and no data of its own, exits 1 at once, saying so.
  * usage: test_task_failed_cli COORDINATOR CLIENT */
-#include <spawn.h>
-
 #include "fed_common.h"
 
 #define EP "tcp://127.0.0.1:27768"
@@ -13,52 +11,7 @@
 static const char *coord, *client;
 static char tmp[600];
 
-static pid_t bg(const char *prog, const char *const *args, const char *log) {
-    char *argv[40];
-    int n = 0;
-    argv[n++] = (char *)prog;
-    while (n < 39 && args[n - 1]) argv[n] = (char *)args[n - 1], n++;
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid = -1;
-    if (posix_spawn(&pid, prog, &fa, NULL, argv, environ)) pid = -1;
-    posix_spawn_file_actions_destroy(&fa);
-    return pid;
-}
-
-static int cli(const char *user, const char *const *rest) {
-    const char *args[32] = {"--home", NULL};
-    char home[700], out[700];
-    snprintf(home, sizeof home, "%s/%s", tmp, user);
-    snprintf(out, sizeof out, "%s/%s.cli", tmp, user);
-    args[1] = home;
-    int n = 2;
-    for (int i = 0; rest[i] && n < 31; i++) args[n++] = rest[i];
-    args[n] = NULL;
-    int rc = bf_spawn(client, args, out, 1);
-    if (rc) fprintf(stderr, "%s %s: exit %d: %s\n", user, rest[0], rc, bf_slurp(out));
-    return rc;
-}
-
-static int wait_file(const char *path, double seconds) {
-    struct stat st;
-    for (double t0 = bf_now(); bf_now() - t0 < seconds; zclock_sleep(100))
-        if (stat(path, &st) == 0) return 0;
-    return -1;
-}
-
-/* The exit status of pid within seconds, or -1 (then it is killed). */
-static int wait_exit(pid_t pid, double seconds) {
-    int status = 0;
-    for (double t0 = bf_now(); bf_now() - t0 < seconds; zclock_sleep(100))
-        if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-}
+static int cli(const char *user, const char *const *rest) { return bf_spawn_user(client, tmp, user, rest); }
 
 int main(int argc, char **argv) {
     if (argc < 3) return fprintf(stderr, "usage: test_task_failed_cli COORDINATOR CLIENT\n"), 2;
@@ -95,11 +48,11 @@ int main(int argc, char **argv) {
         snprintf(jl, sizeof jl, "%s/%s.join", tmp, users[i]);
         mkdir(upd, 0755);
         const char *ja[] = {"--home", h, "join", "t", "--threads", "1", "--quiet", "--save-updates", upd, NULL};
-        jp[i] = bg(client, ja, jl);
+        jp[i] = bf_spawn_bg(client, ja, jl);
     }
     char ck[900];
     snprintf(ck, sizeof ck, "%s/checkpoints/t/round-0000.bfm", home);
-    CHECK_MSG(wait_file(ck, 60) == 0, "round 1 never closed");
+    CHECK_MSG(bf_wait_file(ck, 60) == 0, "round 1 never closed");
     kill(jp[2], SIGKILL);
     waitpid(jp[2], NULL, 0);
 
@@ -108,11 +61,11 @@ int main(int argc, char **argv) {
     snprintf(h, sizeof h, "%s/dave", tmp);
     snprintf(jl, sizeof jl, "%s/dave.join", tmp);
     const char *ja[] = {"--home", h, "join", "t", "--quiet", NULL};
-    int rc = wait_exit(bg(client, ja, jl), 60);
+    int rc = bf_spawn_wait(bf_spawn_bg(client, ja, jl), 60);
     CHECK_MSG(rc == 1 && strstr(bf_slurp(jl), "no free data block"), "dave's join: exit %d: %s", rc, bf_slurp(jl));
 
     for (int i = 0; i < 2; i++) {
-        rc = wait_exit(jp[i], 90);
+        rc = bf_spawn_wait(jp[i], 90);
         snprintf(log, sizeof log, "%s/%s.join", tmp, users[i]);
         CHECK_MSG(rc == 1 && strstr(bf_slurp(log), "task t failed: round"), "%s's join: exit %d: %s", users[i], rc,
                   bf_slurp(log));
