@@ -92,4 +92,10 @@ int coord_webauth_token_revoke(coord_webauth_t *a, const char *key, int64_t id, 
  * HOME/operator.token, mode 0600). */
 int coord_webauth_operator_new(coord_webauth_t *a, char token_out[COORD_TOKEN_MAX], bf_err_t *err);
 
+/* ---- tests ----
+ * The clock a handle reads (unix seconds; ctx is passed back), so a test can step past session
+ * expiry and the failed-login window without sleeping; NULL restores the system clock. */
+typedef int64_t (*coord_webauth_clock_fn)(void *ctx);
+void coord_webauth_set_clock(coord_webauth_t *a, coord_webauth_clock_fn now, void *ctx);
+
 #endif
