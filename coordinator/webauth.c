@@ -57,6 +57,7 @@ struct coord_webauth {
     coord_webauth_clock_fn now;
     void *now_ctx;
     uint8_t dummy_salt[SALT_LEN];
+    EVP_MD *sha256; /* fetched once: an implicit fetch per digest would double a cached resolve's cost */
     slot_t cache[CACHE_SLOTS];
 };
 
@@ -114,8 +115,8 @@ coord_webauth_t *coord_webauth_open(const char *path, bf_err_t *err) {
     int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0) close(fd);
     bf_err_t e = {{0}};
-    if (RAND_bytes(a->dummy_salt, SALT_LEN) != 1) {
-        bf_err_set(err, "%s: no random bytes", path);
+    if (RAND_bytes(a->dummy_salt, SALT_LEN) != 1 || !(a->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL))) {
+        bf_err_set(err, "%s: OpenSSL has no random bytes or no SHA-256", path);
         coord_webauth_close(&a);
         return NULL;
     }
@@ -135,6 +136,7 @@ void coord_webauth_close(coord_webauth_t **p) {
     if (!p || !*p) return;
     coord_webauth_t *a = *p;
     sqlite3_close(a->db);
+    EVP_MD_free(a->sha256);
     pthread_mutex_destroy(&a->mu);
     OPENSSL_cleanse(a, sizeof *a); /* the cache holds CSRF tokens */
     free(a);
@@ -245,9 +247,9 @@ static int key_ok(const char *k) {
 
 /* ---- tokens ---- */
 
-static void sha256(const void *p, size_t n, uint8_t out[32]) {
+static void sha256(const coord_webauth_t *a, const void *p, size_t n, uint8_t out[32]) {
     unsigned len = 32;
-    if (EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) != 1) memset(out, 0, 32); /* never for SHA-256 */
+    if (EVP_Digest(p, n, out, &len, a->sha256, NULL) != 1) memset(out, 0, 32); /* never for SHA-256 */
 }
 
 /* TOKEN_RAW random bytes as prefix + base64url without padding into out[COORD_TOKEN_MAX]. */
@@ -276,7 +278,7 @@ static const char *kind_name(coord_cred_kind_t k) {
 }
 
 /* A presented token's kind and SHA-256; -1 if it is no well-formed token of ours. */
-static int token_parse(const char *t, coord_cred_kind_t *kind, uint8_t sha[32]) {
+static int token_parse(const coord_webauth_t *a, const char *t, coord_cred_kind_t *kind, uint8_t sha[32]) {
     if (!t || strnlen(t, COORD_TOKEN_MAX) != TOKEN_LEN) return -1;
     if (!strncmp(t, "bfs_", 4)) *kind = COORD_CRED_SESSION;
     else if (!strncmp(t, "bft_", 4)) *kind = COORD_CRED_API;
@@ -287,14 +289,15 @@ static int token_parse(const char *t, coord_cred_kind_t *kind, uint8_t sha[32]) 
         if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
             return -1;
     }
-    sha256(t, TOKEN_LEN, sha);
+    sha256(a, t, TOKEN_LEN, sha);
     return 0;
 }
 
 /* A new token of this kind in token_out and its hash in sha. */
-static int token_make(coord_cred_kind_t kind, char token_out[COORD_TOKEN_MAX], uint8_t sha[32], bf_err_t *err) {
+static int token_make(const coord_webauth_t *a, coord_cred_kind_t kind, char token_out[COORD_TOKEN_MAX],
+                      uint8_t sha[32], bf_err_t *err) {
     if (random_text(kind_prefix(kind), token_out)) return bf_err_set(err, "web credentials: no random bytes");
-    sha256(token_out, strlen(token_out), sha);
+    sha256(a, token_out, strlen(token_out), sha);
     return 0;
 }
 
@@ -471,7 +474,7 @@ static int login_finish(coord_webauth_t *a, const char *username, const attempt_
     int64_t now = now_s(a);
     uint8_t sha[32];
     memset(cred, 0, sizeof *cred);
-    if (token_make(COORD_CRED_SESSION, token_out, sha, err)) return -1;
+    if (token_make(a, COORD_CRED_SESSION, token_out, sha, err)) return -1;
     if (random_text("", cred->csrf)) return bf_err_set(err, "web credentials: no random bytes");
     cred->kind = COORD_CRED_SESSION;
     memcpy(cred->key, t->key, sizeof cred->key);
@@ -535,7 +538,7 @@ int coord_webauth_login(coord_webauth_t *a, const char *username, const char *pa
 int coord_webauth_resolve(coord_webauth_t *a, const char *token, coord_cred_t *cred, bf_err_t *err) {
     coord_cred_kind_t kind;
     uint8_t sha[32];
-    if (token_parse(token, &kind, sha)) return COORD_WA_BAD;
+    if (token_parse(a, token, &kind, sha)) return COORD_WA_BAD;
     pthread_mutex_lock(&a->mu);
     int64_t now = now_s(a);
     slot_t *s = slot_of(a, sha);
@@ -565,7 +568,7 @@ int coord_webauth_resolve(coord_webauth_t *a, const char *token, coord_cred_t *c
 int coord_webauth_logout(coord_webauth_t *a, const char *token, bf_err_t *err) {
     coord_cred_kind_t kind;
     uint8_t sha[32];
-    if (token_parse(token, &kind, sha) || kind != COORD_CRED_SESSION) return COORD_WA_BAD;
+    if (token_parse(a, token, &kind, sha) || kind != COORD_CRED_SESSION) return COORD_WA_BAD;
     pthread_mutex_lock(&a->mu);
     int64_t now = now_s(a);
     slot_t *s = slot_of(a, sha);
@@ -589,7 +592,7 @@ int coord_webauth_token_new(coord_webauth_t *a, const char *key, const char *nam
         return bf_err_set(err, "a token name is at most %d bytes of UTF-8", NAME_MAX_BYTES);
     if (!key_ok(key)) return COORD_WA_BAD;
     uint8_t sha[32];
-    if (token_make(COORD_CRED_API, token_out, sha, err)) return -1;
+    if (token_make(a, COORD_CRED_API, token_out, sha, err)) return -1;
     pthread_mutex_lock(&a->mu);
     int64_t now = now_s(a);
     int64_t have = scalar(a, err, "SELECT COUNT(*) FROM accounts WHERE key = ?", "t", key);
@@ -670,7 +673,7 @@ int coord_webauth_token_revoke(coord_webauth_t *a, const char *key, int64_t id, 
 
 int coord_webauth_operator_new(coord_webauth_t *a, char token_out[COORD_TOKEN_MAX], bf_err_t *err) {
     uint8_t sha[32];
-    if (token_make(COORD_CRED_OPERATOR, token_out, sha, err)) return -1;
+    if (token_make(a, COORD_CRED_OPERATOR, token_out, sha, err)) return -1;
     pthread_mutex_lock(&a->mu);
     int64_t now = now_s(a);
     int rc = begin(a, err);
