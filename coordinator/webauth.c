@@ -437,18 +437,20 @@ typedef struct {
 static int login_begin(coord_webauth_t *a, const char *username, const char *addr, attempt_t *t, bf_err_t *err) {
     int64_t now = now_s(a), since = now - COORD_LOGIN_WINDOW_S;
     const char *count = "SELECT COUNT(*) FROM login_failures WHERE scope = ? AND subject = ? AND at > ?";
+    const char *add = "INSERT INTO login_failures(scope, subject, at) VALUES(?, ?, ?)";
+    if (begin(a, err)) return -1; /* the check and the count in one step, also across processes */
     int64_t nu = username ? scalar(a, err, count, "tti", "user", username, since) : 0;
     int64_t na = nu < 0 ? -1 : scalar(a, err, count, "tti", "addr", addr, since);
-    if (nu < 0 || na < 0) return -1;
-    if (nu >= COORD_LOGIN_FAILS || na >= COORD_LOGIN_FAILS) return COORD_WA_LIMITED;
-    if (begin(a, err)) return -1;
-    const char *add = "INSERT INTO login_failures(scope, subject, at) VALUES(?, ?, ?)";
-    int rc = run(a, err, "DELETE FROM login_failures WHERE at <= ?", "i", since) < 0 ||
-                     (username && run(a, err, add, "tti", "user", username, now) < 0) ||
-                     run(a, err, add, "tti", "addr", addr, now) < 0
-                 ? -1
-                 : 0;
+    int rc = nu < 0 || na < 0 ? -1 : nu >= COORD_LOGIN_FAILS || na >= COORD_LOGIN_FAILS ? COORD_WA_LIMITED : 0;
+    if (rc == 0 && (run(a, err, "DELETE FROM login_failures WHERE at <= ?", "i", since) < 0 ||
+                    (username && run(a, err, add, "tti", "user", username, now) < 0) ||
+                    run(a, err, add, "tti", "addr", addr, now) < 0))
+        rc = -1;
     t->addr_row = sqlite3_last_insert_rowid(a->db);
+    if (rc == COORD_WA_LIMITED) {
+        sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
     if (end(a, rc, err)) return -1;
     if (!username) return COORD_WA_OK;
     sqlite3_stmt *st = prep(a, err, "SELECT salt, iter, hash, key FROM accounts WHERE username = ?", "t", username);
@@ -548,7 +550,7 @@ int coord_webauth_resolve(coord_webauth_t *a, const char *token, coord_cred_t *c
         slot_drop(s);
         rc = COORD_WA_BAD;
     }
-    if (rc == COORD_WA_OK && now - s->touched >= TOUCH_S) {
+    if (rc == COORD_WA_OK && (now - s->touched >= TOUCH_S || now < s->touched)) {
         /* also notices a revocation by another process */
         int n = run(a, err, "UPDATE credentials SET last_used_at = ? WHERE id = ? AND revoked_at = 0", "ii", now, s->id);
         if (n < 0) {
