@@ -32,6 +32,8 @@ static const struct {
     {"assets", "balances and shares", bf_cmd_assets},
     {"history", "ledger entries of the account, newest first", bf_cmd_history},
     {"model", "model download TASK --out FILE: the task's global model", bf_cmd_model},
+    {"password", "set the password for the HTTPS API (read from stdin)", bf_cmd_password},
+    {"token", "token create NAME: an API token for the HTTPS API", bf_cmd_token},
 };
 
 static bf_cli_outcome_t usage(FILE *f) {

@@ -1,6 +1,10 @@
 /* cmd_init.c: `blockfed-coordinator init --home DIR`: the ledger database, the coordinator's CURVE
- * certificate and the federation state, created once; prints the public key participants need. */
+ * certificate, the federation state, the HTTPS API's certificate and the operator's credential,
+ * created once; prints the public key participants need. Also `routes`, the API's route list. */
 #include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <unistd.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -11,22 +15,59 @@
 #include "coord.h"
 
 static const char usage_text[] =
-    "usage: blockfed-coordinator init --home DIR [--force]\n"
+    "usage: blockfed-coordinator init --home DIR [--http-name NAME]...\n"
     "\n"
     "Creates DIR (mode 0700) with the ledger (ledger.db), the federation state (coordinator.db) and\n"
     "the coordinator's CURVE certificate (server.cert, server.cert_secret; czmq zcert files), then\n"
     "prints the certificate's public key: hand it to every participant (blockfed-client register\n"
-    "--server-key KEY), over a channel you trust. Running init again keeps the existing key.\n"
+    "--server-key KEY), over a channel you trust. For the HTTPS API (run --http) it writes a\n"
+    "self-signed certificate (https.crt; https.key, mode 0600) for localhost, 127.0.0.1 and each\n"
+    "--http-name (a host name or IP address clients use), the web credentials (web.db) and the\n"
+    "operator's credential (operator.token, mode 0600). Running init again keeps what exists;\n"
+    "--http-name writes a new certificate.\n"
     "\n"
     "exit status: 0 ready, 2 usage error, 3 could not create the files\n";
 
+/* The operator's credential, made once: HOME/operator.token (0600) holds it, web.db its hash. */
+static int operator_token(const char *home, bf_err_t *err) {
+    char path[4096], token[COORD_TOKEN_MAX];
+    snprintf(path, sizeof path, "%s/operator.token", home);
+    struct stat st;
+    if (stat(path, &st) == 0) return 0;
+    snprintf(path, sizeof path, "%s/web.db", home);
+    coord_webauth_t *a = coord_webauth_open(path, err);
+    int rc = a ? coord_webauth_operator_new(a, token, err) : -1;
+    coord_webauth_close(&a);
+    if (rc) return -1;
+    snprintf(path, sizeof path, "%s/operator.token", home);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    int ok = f && fprintf(f, "%s\n", token) > 0;
+    if (f) ok = fclose(f) == 0 && ok;
+    else if (fd >= 0) close(fd);
+    OPENSSL_cleanse(token, sizeof token);
+    return ok ? 0 : bf_err_set(err, "cannot write %s", path);
+}
+
+int cmd_routes_main(int argc, char **argv) {
+    (void)argv;
+    if (argc > 1) return fputs("usage: blockfed-coordinator routes\n", stderr), EXIT_USAGE;
+    coord_http_routes(stdout);
+    return EXIT_OK;
+}
+
 int cmd_init_main(int argc, char **argv) {
-    static const struct option opts[] = {{"home", required_argument, 0, 'H'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"home", required_argument, 0, 'H'},
+                                         {"http-name", required_argument, 0, 'N'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *home = getenv("BLOCKFED_HOME");
-    int c;
+    const char *names[16];
+    int c, nnames = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'H') home = optarg;
+        else if (c == 'N' && nnames < 16) names[nnames++] = optarg;
         else if (c == 'h') return fputs(usage_text, stdout), EXIT_OK;
         else return fputs(usage_text, stderr), EXIT_USAGE;
     }
@@ -53,6 +94,16 @@ int cmd_init_main(int argc, char **argv) {
             return fprintf(stderr, "blockfed-coordinator: cannot write %s\n", path), EXIT_RUNTIME;
         }
         chmod(secret, 0600);
+    }
+    snprintf(path, sizeof path, "%s/https.crt", home);
+    struct stat sb;
+    if ((nnames || stat(path, &sb) != 0) && coord_tls_selfsigned(home, names, nnames, &err)) {
+        zcert_destroy(&cert);
+        return fprintf(stderr, "blockfed-coordinator: %s\n", err.msg), EXIT_RUNTIME;
+    }
+    if (operator_token(home, &err)) {
+        zcert_destroy(&cert);
+        return fprintf(stderr, "blockfed-coordinator: %s\n", err.msg), EXIT_RUNTIME;
     }
     printf("coordinator home: %s\nserver public key: %s\n", home, zcert_public_txt(cert));
     zcert_destroy(&cert);

@@ -48,6 +48,12 @@ static const char usage_text[] =
     "  --recharge MODE      how money comes in: operator (only `blockfed-coordinator ledger\n"
     "                       deposit`; RECHARGE is refused) or open:MAX (self-service RECHARGE,\n"
     "                       at most MAX yuan per user per UTC day; default open:10000)\n"
+    "  --http ADDR:PORT     also serve the HTTPS JSON API there (docs/HTTP_API.md), e.g.\n"
+    "                       127.0.0.1:8443 or 0.0.0.0:8443; off unless given\n"
+    "  --tls-cert FILE, --tls-key FILE  the API's certificate and key (PEM; default\n"
+    "                       HOME/https.crt and HOME/https.key, written by init)\n"
+    "  --http-insecure      plain HTTP instead of HTTPS: refused unless ADDR is loopback\n"
+    "  --metrics-public     serve /metrics without the operator's credential\n"
     "  --verbose            log every update too\n"
     "\n"
     "exit status: 0 stopped by a signal, 2 usage error, 3 could not start (home, datasets, bind)\n";
@@ -79,6 +85,9 @@ int cmd_run_main(int argc, char **argv) {
         {"bn-recalibrate", required_argument, 0, 'R'}, {"max-open-tasks", required_argument, 0, 'M'},
         {"forget-after", required_argument, 0, 'F'},
         {"recharge", required_argument, 0, 'r'},
+        {"http", required_argument, 0, 'W'}, {"http-insecure", no_argument, 0, 'I'},
+        {"tls-cert", required_argument, 0, 'C'}, {"tls-key", required_argument, 0, 'k'},
+        {"metrics-public", no_argument, 0, 'P'},
         {0, 0, 0, 0}};
     coord_opts_t o;
     memset(&o, 0, sizeof o);
@@ -139,6 +148,11 @@ int cmd_run_main(int argc, char **argv) {
                        EXIT_USAGE;
             break;
         }
+        case 'W': o.http = optarg; break;
+        case 'I': o.http_insecure = 1; break;
+        case 'C': o.tls_cert = optarg; break;
+        case 'k': o.tls_key = optarg; break;
+        case 'P': o.metrics_public = 1; break;
         case 'h': return fputs(usage_text, stdout), EXIT_OK;
         default: return fputs(usage_text, stderr), EXIT_USAGE;
         }
@@ -147,7 +161,8 @@ int cmd_run_main(int argc, char **argv) {
         o.block_size > 1000000 || o.blocks_per_join < 0 || o.blocks_per_join > 1000 || o.start_deadline < 0 ||
         o.shapley_exact_max < 0 || o.shapley_exact_max > 20 || o.shapley_budget < 2 || o.shapley_budget > 1000000 ||
         o.value_every < 1 || o.value_every > 10000 || o.bn_recalibrate < 0 || o.bn_recalibrate > 100000 ||
-        o.max_open_tasks < 0 || o.max_open_tasks > 10000 || o.forget_ms < 0)
+        o.max_open_tasks < 0 || o.max_open_tasks > 10000 || o.forget_ms < 0 ||
+        ((o.http_insecure || o.tls_cert || o.tls_key || o.metrics_public) && !o.http))
         return fputs(usage_text, stderr), EXIT_USAGE;
     o.block_size_auto = o.block_size == 0; /* task.c: the default adapts to each task */
     if (o.insecure && !loopback(o.bind))

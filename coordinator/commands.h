@@ -8,6 +8,7 @@
 int cmd_ledger_main(int argc, char **argv);
 int cmd_init_main(int argc, char **argv);
 int cmd_run_main(int argc, char **argv);
+int cmd_routes_main(int argc, char **argv);
 
 /* Exit statuses shared by every subcommand. */
 enum {

@@ -24,6 +24,7 @@
 #include "bf_models.h"
 #include "bf_proto.h"
 #include "bf_util.h"
+#include "webauth.h"
 
 #define COORD_MAX_DATASETS 16
 #define COORD_BLOCK_SIZE 1000     /* images per data block */
@@ -176,6 +177,10 @@ typedef struct {
     int recharge_operator;   /* --recharge operator: money enters only by `ledger deposit` */
 #define COORD_RECHARGE_OPEN_MAX_CENTS 1000000 /* default --recharge open:10000 (yuan a day) */
     int64_t recharge_max_cents; /* --recharge open:MAX: self-service cents per user per UTC day */
+    const char *http;        /* --http ADDR:PORT: serve the HTTPS API there (NULL: off) */
+    int http_insecure;       /* --http-insecure: plain HTTP, loopback only */
+    const char *tls_cert, *tls_key; /* PEM files (default HOME/https.crt, HOME/https.key) */
+    int metrics_public;      /* --metrics-public: /metrics without the operator credential */
     int fault_before_settle; /* tests only (BLOCKFED_COORD_FAULT=before-settle): the process exits
                                 right after the last round is stored, before settlement */
 } coord_opts_t;
@@ -242,11 +247,19 @@ typedef struct {
 typedef struct coord_store coord_store_t;
 typedef struct coord_job coord_job_t;
 
+/* How a request reached the socket thread: the ROUTER (ZeroMQ + CURVE), or the HTTP bridge, an
+ * inproc socket the HTTPS API's threads send the same requests on (http.c), each with the key of
+ * the account its credential resolved to. */
+typedef enum { COORD_VIA_ZMQ, COORD_VIA_HTTP } coord_via_t;
+
 typedef struct {
     coord_opts_t o;
     bf_ledger_t *ledger;
     coord_store_t *store;
     zsock_t *router;
+    zsock_t *bridge;         /* the HTTP bridge's inproc ROUTER (NULL without --http) */
+    struct coord_http *http; /* the HTTPS API (http.c), NULL without --http */
+    coord_webauth_t *webauth; /* web credentials, HOME/web.db (webauth.h) */
     zactor_t *zap, *worker, *predict;
     int64_t last_sweep;      /* ms: expired prediction holds are released every COORD_SWEEP_MS */
     coord_dataset_t ds[COORD_MAX_DATASETS];
@@ -274,12 +287,31 @@ static inline int64_t coord_now_ms(void) { return zclock_mono(); }
 
 /* ---- handlers.c ----------------------------------------------------------------------------- */
 
-/* Answers one decoded request from the connection authenticated as key (NULL: none). Returns the
- * reply to send, or NULL when the request was handed to the prediction actor, which answers it
- * later (then *req and *rid were taken). Never sends anything itself. */
-bf_msg_t *coord_handle(coord_server_t *s, bf_msg_t **req, zframe_t **rid, const char *key);
+/* Answers one decoded request from the connection authenticated as key (NULL: none), which came
+ * by via. Returns the reply to send, or NULL when the request was handed to the prediction actor,
+ * which answers it later (then *req and *rid were taken). Never sends anything itself. */
+bf_msg_t *coord_handle(coord_server_t *s, bf_msg_t **req, zframe_t **rid, const char *key, coord_via_t via);
 /* A PREDICT the actor answered no longer counts against its payer's in-flight limit. */
 void coord_inflight_release(coord_server_t *s, int64_t payer);
+
+/* ---- http.c: the HTTPS API ------------------------------------------------------------------- */
+
+#define COORD_HTTP_BRIDGE "inproc://blockfed-http"
+typedef struct coord_http coord_http_t;
+/* Starts the HTTPS API on o->http with TLS from o->tls_cert / o->tls_key (or plain HTTP on
+ * loopback with o->http_insecure); its threads authenticate each request with auth and send it to
+ * the socket thread on COORD_HTTP_BRIDGE. NULL with err if it cannot listen. */
+coord_http_t *coord_http_start(const coord_opts_t *o, coord_webauth_t *auth, bf_err_t *err);
+void coord_http_stop(coord_http_t **p);
+/* Every route the API serves, "METHOD PATH" a line (`blockfed-coordinator routes`). */
+void coord_http_routes(FILE *out);
+
+/* ---- tls.c ---------------------------------------------------------------------------------- */
+
+#define COORD_TLS_DAYS 825 /* the self-signed certificate's validity */
+/* Writes HOME/https.key (0600) and HOME/https.crt, self-signed for localhost, 127.0.0.1 and the n
+ * names (host names or IP addresses). 0, or -1 with err. */
+int coord_tls_selfsigned(const char *home, const char *const *names, int n, bf_err_t *err);
 
 /* ---- task.c --------------------------------------------------------------------------------- */
 
@@ -379,6 +411,7 @@ int coord_agg_state_read(const char *checkpoint, float *v, size_t n);
  * prediction actor, sent back to the socket thread with its reply. */
 typedef struct {
     zframe_t *rid;     /* routing id of the requester, for the reply */
+    coord_via_t via;   /* and the socket it is on */
     bf_msg_t *req;     /* the request; its frames are the images */
     uint64_t id;
     int64_t payer, ledger_task;

@@ -8,6 +8,7 @@
 #include <assert.h>
 #include <math.h>
 #include <msgpack.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -87,6 +88,7 @@ typedef struct {
     coord_part_t *p;    /* the caller as its participant; set when NEED_PART */
     zframe_t **rid;     /* ASYNC only: the requester's routing id and the request, to hand over */
     bf_msg_t **reqp;
+    coord_via_t via;    /* the transport the request came by (an ASYNC reply goes back by it) */
 } ctx_t;
 
 enum {
@@ -705,10 +707,11 @@ static bf_msg_t *h_assets(const ctx_t *c) {
     bf_msg_t *r = bf_msg_new("ASSETS", c->id);
     mp_t m;
     msgpack_packer *pk = mp_begin(&m);
-    msgpack_pack_map(pk, 6);
+    msgpack_pack_map(pk, 7);
     mp_kv_str(pk, "user", u.name);
     mp_kv_money(pk, "cash", u.cash.posted);
     mp_kv_money(pk, "cash_available", u.cash.available);
+    mp_kv_money(pk, "cash_held", u.cash.posted - u.cash.available); /* by predictions in flight */
     mp_kv_int(pk, "coins", u.coin.posted);
     bf_mp_pack_str(pk, "shares");
     msgpack_pack_array(pk, nsh);
@@ -737,17 +740,23 @@ static bf_msg_t *h_history(const ctx_t *c) {
     bf_err_t err;
     if (bf_ledger_history(c->s->ledger, c->user, &h, &n, &err)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
     size_t limit = (size_t)bf_msg_uint(c->req, "limit", 100);
-    size_t k = n < limit ? n : limit;
+    /* entries are numbered 1.. in the user's history (seq); a page ends before `before` */
+    uint64_t before = bf_msg_uint(c->req, "before", 0);
+    size_t top = before && before - 1 < n ? (size_t)(before - 1) : n; /* entries 1..top are eligible */
+    size_t k = top < limit ? top : limit;
     bf_msg_t *r = bf_msg_new("HISTORY", c->id);
     mp_t m;
     msgpack_packer *pk = mp_begin(&m);
     msgpack_pack_array(pk, k);
     for (size_t i = 0; i < k; i++) {
-        const bf_ledger_entry_t *x = &h[n - 1 - i]; /* newest first */
+        const bf_ledger_entry_t *x = &h[top - 1 - i]; /* newest first */
         int cash = x->currency == BF_LEDGER_CNY;
         char a[32], b[32], d[32];
-        msgpack_pack_map(pk, 6);
+        msgpack_pack_map(pk, 8);
+        mp_kv_int(pk, "seq", (int64_t)(top - i));
         mp_kv_int(pk, "time", x->created_at);
+        /* posted | pending (a hold: the posted balance is unchanged) | post | void | expire */
+        mp_kv_str(pk, "type", x->type ? x->type : "");
         mp_kv_str(pk, "kind", x->code ? x->code : "");
         mp_kv_str(pk, "currency", cash ? "CNY" : "COIN");
         if (cash) {
@@ -846,6 +855,7 @@ static bf_msg_t *h_predict(const ctx_t *c) {
     j->per_image = t->spec.fee_cents;
     j->rate_num = t->spec.rate_num;
     j->rate_den = t->spec.rate_den;
+    j->via = c->via;
     j->rid = *rid, *rid = NULL;
     j->req = *req, *req = NULL;
     if (coord_predict_submit(c->s->predict, &j) == 0) {
@@ -867,6 +877,53 @@ void coord_inflight_release(coord_server_t *s, int64_t payer) {
 }
 
 static bf_msg_t *h_ping(const ctx_t *c) { return bf_msg_new("PONG", c->id); }
+
+/* n bytes from 2n lowercase hex digits; 0, or -1. */
+static int unhex(const char *s, uint8_t *out, size_t n) {
+    if (!s || strlen(s) != 2 * n) return -1;
+    for (size_t i = 0; i < 2 * n; i++) {
+        int v = s[i] >= '0' && s[i] <= '9' ? s[i] - '0' : s[i] >= 'a' && s[i] <= 'f' ? s[i] - 'a' + 10 : -1;
+        if (v < 0) return -1;
+        out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | v : v << 4);
+    }
+    return 0;
+}
+
+/* The account's password for the HTTPS API, as a hash the client derived (PBKDF2-HMAC-SHA256 of
+ * the password with its salt): the password never leaves the client, and the socket thread does
+ * not spend the derivation's time. */
+static bf_msg_t *h_password_set(const ctx_t *c) {
+    uint8_t salt[16], hash[32];
+    bf_ledger_user_t u;
+    bf_err_t err;
+    if (unhex(bf_msg_str(c->req, "salt"), salt, sizeof salt) || unhex(bf_msg_str(c->req, "hash"), hash, sizeof hash))
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "salt is 16 bytes and hash 32 bytes, in lowercase hex");
+    if (bf_ledger_user_get(c->s->ledger, c->user, &u, &err)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    int rc = coord_webauth_set_hash(c->s->webauth, u.name, c->key, salt, (int)bf_msg_uint(c->req, "iterations", 0), hash, &err);
+    if (rc == COORD_WA_WEAK) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "at least %d PBKDF2 iterations", COORD_PBKDF2_ITER);
+    if (rc) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    return bf_msg_new("OK", c->id);
+}
+
+static bf_msg_t *h_token_create(const ctx_t *c) {
+    char token[COORD_TOKEN_MAX];
+    int64_t id;
+    bf_err_t err;
+    const char *name = bf_msg_str(c->req, "name");
+    if (!name || !name[0]) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "a token needs a name");
+    if (coord_webauth_token_new(c->s->webauth, c->key, name, token, &id, &err))
+        return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    bf_msg_t *r = bf_msg_new("OK", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_map(pk, 3);
+    mp_kv_int(pk, "id", id);
+    mp_kv_str(pk, "name", name);
+    mp_kv_str(pk, "token", token);
+    mp_set(&m, r, "result");
+    OPENSSL_cleanse(token, sizeof token);
+    return r;
+}
 
 /* ---- the command table and its preamble ---------------------------------------------------- */
 
@@ -895,6 +952,8 @@ static const command_t commands[] = {
     {"HISTORY_GET", h_history, NEED_USER},
     {"MODEL_GET", h_model_get, NEED_USER | NEED_TASK},
     {"PREDICT", h_predict, NEED_USER | NEED_TASK | ASYNC},
+    {"PASSWORD_SET", h_password_set, NEED_USER},
+    {"TOKEN_CREATE", h_token_create, NEED_USER},
 };
 
 static const command_t *command_of(const char *type) {
@@ -919,8 +978,8 @@ static bf_msg_t *preamble(ctx_t *c, int flags) {
     return NULL;
 }
 
-bf_msg_t *coord_handle(coord_server_t *s, bf_msg_t **req, zframe_t **rid, const char *key) {
-    ctx_t c = {.s = s, .req = *req, .id = bf_msg_id(*req), .key = key};
+bf_msg_t *coord_handle(coord_server_t *s, bf_msg_t **req, zframe_t **rid, const char *key, coord_via_t via) {
+    ctx_t c = {.s = s, .req = *req, .id = bf_msg_id(*req), .key = key, .via = via};
     const char *type = bf_msg_type(*req);
     if (!bf_proto_is_request(type)) return bf_msg_error(c.id, BF_PROTO_UNKNOWN_TYPE, "'%s' is a reply, not a request", type);
     if (key) {

@@ -14,6 +14,7 @@ static const struct {
     {"init", cmd_init_main, "create a coordinator home: ledger, state, CURVE certificate"},
     {"run", cmd_run_main, "serve accounts, tasks and training rounds"},
     {"ledger", cmd_ledger_main, "inspect and verify the ledger (verify, balances, history, shares)"},
+    {"routes", cmd_routes_main, "list the HTTPS API's routes (METHOD PATH)"},
 };
 
 static int usage(FILE *f) {

@@ -179,7 +179,26 @@ static int send_frames(coord_server_t *s, zframe_t *rid, peer_t *peer, bf_msg_t 
     return 0;
 }
 
-static void send_reply(coord_server_t *s, zframe_t **rid, bf_msg_t *rep) {
+/* A reply to the HTTP bridge: [rid, header, payload...] copied and sent without waiting (the HTTP
+ * thread waits for it; one that gave up has closed its socket, and the reply is dropped). */
+static void send_bridge(coord_server_t *s, zframe_t *rid, const bf_msg_t *rep) {
+    bf_err_t err;
+    zmsg_t *z = s->bridge && rep ? bf_msg_encode(rep, &err) : NULL;
+    if (!z) return;
+    zmsg_prepend(z, &(zframe_t *){zframe_dup(rid)});
+    void *sock = zsock_resolve(s->bridge);
+    size_t n = zmsg_size(z), i = 0;
+    for (zframe_t *f = zmsg_first(z); f; f = zmsg_next(z), i++)
+        if (zmq_send(sock, zframe_data(f), zframe_size(f), (i + 1 < n ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0) break;
+    zmsg_destroy(&z);
+}
+
+static void send_reply(coord_server_t *s, coord_via_t via, zframe_t **rid, bf_msg_t *rep) {
+    if (via == COORD_VIA_HTTP) {
+        if (*rid) send_bridge(s, *rid, rep);
+        zframe_destroy(rid);
+        return;
+    }
     bf_err_t err;
     size_t hlen = 0;
     bf_msg_t *e = NULL;
@@ -229,7 +248,7 @@ static int ignored(coord_server_t *s, zframe_t *rid, const char *key) {
 /* A prediction came back from the actor: answer it and release its in-flight slot. */
 static void predict_done(coord_server_t *s, coord_predict_job_t *j) {
     coord_inflight_release(s, j->payer);
-    send_reply(s, &j->rid, j->rep);
+    send_reply(s, j->via, &j->rid, j->rep);
 }
 
 /* Receives one message frame by frame, keeping at most what its type may carry: the header says
@@ -300,7 +319,7 @@ static void handle_message(coord_server_t *s) {
     if (!req) {
         if (garbage(s, rid, key[0] ? key : NULL) <= MAX_GARBAGE) {
             bf_msg_t *e = bf_msg_error_reject(&rej, &err);
-            send_reply(s, &rid, e);
+            send_reply(s, COORD_VIA_ZMQ, &rid, e);
             bf_msg_destroy(&e);
         }
         zframe_destroy(&rid);
@@ -315,8 +334,36 @@ static void handle_message(coord_server_t *s) {
         insecure_key[40] = 0;
         who = insecure_key;
     }
-    bf_msg_t *rep = coord_handle(s, &req, &rid, who);
-    if (rep) send_reply(s, &rid, rep); /* else the prediction actor answers */
+    bf_msg_t *rep = coord_handle(s, &req, &rid, who, COORD_VIA_ZMQ);
+    if (rep) send_reply(s, COORD_VIA_ZMQ, &rid, rep); /* else the prediction actor answers */
+    bf_msg_destroy(&rep);
+    bf_msg_destroy(&req);
+    zframe_destroy(&rid);
+}
+
+/* One request from the HTTP bridge: [rid, key, header, payload...]. The key is the account the
+ * HTTP thread resolved the caller's credential to ("" for none); only this process's HTTP threads
+ * can reach the inproc socket, so it is the same authenticated identity a CURVE handshake gives.
+ * The request is decoded and answered exactly as one from the ROUTER. */
+static void handle_bridge(coord_server_t *s) {
+    zmsg_t *z = zmsg_recv(s->bridge);
+    zframe_t *rid = z ? zmsg_pop(z) : NULL, *kf = z ? zmsg_pop(z) : NULL;
+    char key[41] = "";
+    if (kf && zframe_size(kf) == 40) memcpy(key, zframe_data(kf), 40);
+    zframe_destroy(&kf);
+    bf_proto_reject_t rej;
+    bf_err_t err;
+    bf_msg_t *req = rid ? bf_msg_decode(&z, &rej, &err) : NULL;
+    zmsg_destroy(&z);
+    if (!req) {
+        bf_msg_t *e = rid ? bf_msg_error_reject(&rej, &err) : NULL;
+        if (e) send_reply(s, COORD_VIA_HTTP, &rid, e);
+        bf_msg_destroy(&e);
+        zframe_destroy(&rid);
+        return;
+    }
+    bf_msg_t *rep = coord_handle(s, &req, &rid, key[0] ? key : NULL, COORD_VIA_HTTP);
+    if (rep) send_reply(s, COORD_VIA_HTTP, &rid, rep);
     bf_msg_destroy(&rep);
     bf_msg_destroy(&req);
     zframe_destroy(&rid);
@@ -396,6 +443,17 @@ static void on_contribution(void *u, const char *task, int round, const char *ke
     /* a round stored but not yet counted as done (a crash in between) reopens: its rows are
      * replaced when it closes again, so they must not count twice */
     if (p && round < t->round) p->shapley += value, p->contributed += samples;
+}
+
+/* The HTTPS API: the bridge's inproc ROUTER (this thread's end), then the HTTP server's threads. */
+static int start_http(coord_server_t *s, bf_err_t *err) {
+    s->bridge = zsock_new(ZMQ_ROUTER);
+    if (!s->bridge) return bf_err_set(err, "cannot make the HTTP bridge socket");
+    zsock_set_router_mandatory(s->bridge, 1);
+    zsock_set_sndhwm(s->bridge, 0);
+    zsock_set_rcvhwm(s->bridge, 0);
+    if (zsock_bind(s->bridge, "%s", COORD_HTTP_BRIDGE) < 0) return bf_err_set(err, "cannot bind %s", COORD_HTTP_BRIDGE);
+    return (s->http = coord_http_start(&s->o, s->webauth, err)) ? 0 : -1;
 }
 
 static int open_router(coord_server_t *s, bf_err_t *err) {
@@ -505,6 +563,8 @@ int coord_serve(const coord_opts_t *o) {
     if (!(s.ledger = bf_ledger_open(path, &err))) goto out;
     snprintf(path, sizeof path, "%s/coordinator.db", o->home);
     if (!(s.store = coord_store_open(path, &err)) || load_users(&s, &err) || load_datasets(&s, &err)) goto out;
+    snprintf(path, sizeof path, "%s/web.db", o->home);
+    if (!(s.webauth = coord_webauth_open(path, &err))) goto out;
     load_t l = {&s, {{0}}};
     coord_load_cb_t cb = {on_task, on_part, on_block, on_round, on_contribution};
     if (coord_store_load(s.store, &cb, &l, &err) || open_router(&s, &err)) goto out;
@@ -513,10 +573,13 @@ int coord_serve(const coord_opts_t *o) {
     s.worker = coord_worker_new();
     snprintf(path, sizeof path, "%s/ledger.db", o->home);
     s.predict = coord_predict_new(path);
+    if (o->http && start_http(&s, &err)) goto out;
     zpoller_t *poller = zpoller_new(s.router, s.worker, s.predict, NULL);
+    if (s.bridge) zpoller_add(poller, s.bridge);
     while (!zsys_interrupted) {
         void *which = zpoller_wait(poller, 200);
         if (which == s.router) handle_message(&s);
+        else if (which && which == s.bridge) handle_bridge(&s);
         else if (which == s.worker) {
             coord_job_t *j = coord_worker_recv(s.worker);
             if (j) coord_job_done(&s, j);
@@ -532,6 +595,9 @@ int coord_serve(const coord_opts_t *o) {
     rc = 0;
 out:
     if (rc) fprintf(stderr, "blockfed-coordinator: %s\n", err.msg);
+    coord_http_stop(&s.http); /* its threads first: they wait on the bridge */
+    zsock_destroy(&s.bridge);
+    coord_webauth_close(&s.webauth);
     zactor_destroy(&s.worker);
     zactor_destroy(&s.predict);
     zactor_destroy(&s.zap);

@@ -94,10 +94,14 @@ static const schema_t schemas[] = {
     {"UPDATE", 1, 2, 2, FR_F32, NULL,
      {F_NAME("task"), F_UINT("round", 0, 1000000), F_UINT("samples", 1, 1000000000), F_FLOAT("loss", 0, 1e6)}},
     {"ASSETS_GET", 1, 0, 0, FR_BYTES, NULL, {{0}}},
-    {"HISTORY_GET", 1, 0, 0, FR_BYTES, NULL, {F_UINT_OPT("limit", 1, 10000)}},
+    {"HISTORY_GET", 1, 0, 0, FR_BYTES, NULL, {F_UINT_OPT("limit", 1, 10000), F_U64_OPT("before")}},
     {"MODEL_GET", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task")}},
     {"PREDICT", 1, 1, 64, FR_BYTES, check_image_frames,
      {F_NAME("task"), F_UINT("top", 1, 256), F_HEX64_OPT("request")}},
+    /* web credentials of the account (docs/HTTP_API.md): a PBKDF2 hash the client derived, an API token */
+    {"PASSWORD_SET", 1, 0, 0, FR_BYTES, NULL,
+     {F_TEXT("salt", 32), F_UINT("iterations", 600000, 100000000), F_HEX64("hash")}},
+    {"TOKEN_CREATE", 1, 0, 0, FR_BYTES, NULL, {F_TEXT("name", 64)}},
     /* replies: coordinator -> client */
     {"WELCOME", 0, 0, 0, FR_BYTES, NULL, {F_TEXT("server", 64), F_TEXT_OPT("user", 32)}},
     {"PONG", 0, 0, 0, FR_BYTES, NULL, {{0}}},

@@ -3,8 +3,9 @@
 # Fashion-MNIST; three trainers with unequal data (20, 15 and 10 blocks of 1,000 images, the extra
 # blocks bought with coins) train a shareholding ResNet8 task with FedAvg; per-round accuracy is
 # shown as it happens, then the final accuracy, the shares (by Shapley value), paid predictions by
-# a fourth user (each fee paid out to the shareholders), the same prediction locally from the
-# downloaded model, and the ledger state, verified.
+# a fourth user (each fee paid out to the shareholders), one more by a web user over the HTTPS API
+# with curl alone, the same prediction locally from the downloaded model, and the ledger state,
+# verified.
 # Usage: scripts/federation.sh [ROUNDS]   (needs a build: scripts/main.sh builds first)
 # BLOCKFED_COORD_OPTS: more `blockfed-coordinator run` options, e.g. "--bn-recalibrate 0".
 set -euo pipefail
@@ -15,6 +16,7 @@ CLIENT=build/client/blockfed-client
 PREDICT=build/client/blockfed-predict
 PORT=${BLOCKFED_PORT:-27700}
 EP=tcp://127.0.0.1:$PORT
+HTTP=127.0.0.1:$((PORT + 1))
 WORK=$(mktemp -d /tmp/blockfed-federation-XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -24,7 +26,7 @@ echo "== work directory: $WORK"
 $COORD init --home "$WORK/coordinator" | tee "$WORK/init.txt"
 KEY=$(sed -n 's/^server public key: //p' "$WORK/init.txt")
 $COORD run --home "$WORK/coordinator" --bind "$EP" --dataset fashion-mnist=/usr/share/datasets/fashion-mnist \
-  --threads 2 --blocks-per-join 10 ${BLOCKFED_COORD_OPTS:-} > "$WORK/coordinator.log" 2>&1 &
+  --threads 2 --blocks-per-join 10 --http "$HTTP" ${BLOCKFED_COORD_OPTS:-} > "$WORK/coordinator.log" 2>&1 &
 pids+=($!)
 # show the coordinator's round summaries as they come
 tail -n +1 -f "$WORK/coordinator.log" | grep --line-buffered -E 'round [0-9]+/|completed|started' &
@@ -65,6 +67,15 @@ echo "== dave pays for predictions (price: 0.01 + 0.05 per image)"
 $CLIENT --home "$WORK/dave" register dave --coordinator "$EP" --server-key "$KEY" > /dev/null
 $CLIENT --home "$WORK/dave" recharge 1.00 > /dev/null
 $PREDICT --home "$WORK/dave" --task fmnist --top 2 "${imgs[@]}"
+echo "== erin pays for one prediction over the HTTPS API, with curl alone"
+API="https://$HTTP/api/v1"
+C=(curl -sS --fail-with-body --cacert "$WORK/coordinator/https.crt")
+"${C[@]}" -X POST "$API/auth/register" -d '{"username":"erin","password":"erin password"}' > /dev/null
+TOKEN=$("${C[@]}" -X POST "$API/auth/login" -d '{"username":"erin","password":"erin password"}' | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+"${C[@]}" -X POST "$API/account/recharge" -H "Authorization: Bearer $TOKEN" -d '{"amount":"1.00"}' > /dev/null
+"${C[@]}" -X POST "$API/tasks/fmnist/predict?top=2" -H "Authorization: Bearer $TOKEN" -H 'Idempotency-Key: erin-1' \
+  -F "image=@${imgs[0]}"
+echo
 echo "== the same images locally, from the model alice downloads (no fee)"
 $CLIENT --home "$WORK/alice" model download fmnist --out "$WORK/fmnist.bfm" > /dev/null
 $PREDICT --model "$WORK/fmnist.bfm" --top 2 "${imgs[@]}"
