@@ -11,6 +11,7 @@ int bench_ledger_main(int argc, char **argv) __attribute__((weak));
 int bench_fed_main(int argc, char **argv) __attribute__((weak));
 int bench_shapley_main(int argc, char **argv) __attribute__((weak));
 int bench_predict_main(int argc, char **argv) __attribute__((weak));
+int bench_webauth_main(int argc, char **argv) __attribute__((weak));
 
 static const struct {
     const char *name;
@@ -22,6 +23,7 @@ static const struct {
     {"fed", bench_fed_main, "coordinator round latency, CPU and memory with N simulated clients"},
     {"shapley", bench_shapley_main, "Shapley estimator vs exact on real ResNet8 updates (n=10)"},
     {"predict", bench_predict_main, "paid predictions over CURVE: latency, throughput, payout to 10 holders"},
+    {"webauth", bench_webauth_main, "web credentials: PBKDF2, failed logins, token resolves (cached, first)"},
 };
 
 static int usage(FILE *f) {
