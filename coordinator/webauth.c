@@ -551,8 +551,11 @@ int coord_webauth_resolve(coord_webauth_t *a, const char *token, coord_cred_t *c
         rc = COORD_WA_BAD;
     }
     if (rc == COORD_WA_OK && (now - s->touched >= TOUCH_S || now < s->touched)) {
-        /* also notices a revocation by another process */
+        /* also notices a revocation by another process. Bookkeeping, so no fsync of its own under
+         * the mutex (WAL at synchronous=NORMAL): the next FULL commit makes it durable too. */
+        sqlite3_exec(a->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
         int n = run(a, err, "UPDATE credentials SET last_used_at = ? WHERE id = ? AND revoked_at = 0", "ii", now, s->id);
+        sqlite3_exec(a->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
         if (n < 0) {
             rc = -1;
         } else if (n == 0) {

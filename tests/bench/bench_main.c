@@ -12,6 +12,7 @@ int bench_fed_main(int argc, char **argv) __attribute__((weak));
 int bench_shapley_main(int argc, char **argv) __attribute__((weak));
 int bench_predict_main(int argc, char **argv) __attribute__((weak));
 int bench_web_main(int argc, char **argv) __attribute__((weak));
+int bench_webauth_main(int argc, char **argv) __attribute__((weak));
 
 static const struct {
     const char *name;
@@ -24,6 +25,7 @@ static const struct {
     {"shapley", bench_shapley_main, "Shapley estimator vs exact on real ResNet8 updates (n=10)"},
     {"predict", bench_predict_main, "paid predictions over CURVE: latency, throughput, payout to 10 holders"},
     {"web", bench_web_main, "paid predictions over HTTPS beside ZeroMQ: latency, throughput, 10 holders"},
+    {"webauth", bench_webauth_main, "web credentials: PBKDF2, failed logins, token resolves (cached, first)"},
 };
 
 static int usage(FILE *f) {

@@ -392,6 +392,13 @@ int main(void) {
         free(buf);
     }
 
+    /* a file from a newer schema is refused, not migrated backwards */
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK && sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    a = coord_webauth_open(path, &err);
+    CHECK(a == NULL && strstr(err.msg, "newer") != NULL);
+    coord_webauth_close(&a);
+
     printf("test_webauth: one PBKDF2-HMAC-SHA256 derivation (%d iterations) %.0f ms; login known user, wrong "
            "password %.0f ms, unknown user %.0f ms; cached resolve %.0f ns; two concurrent logins %.0f ms with %ld "
            "resolves beside them; whole test %.1f s\n",
