@@ -905,6 +905,40 @@ static bf_msg_t *h_password_set(const ctx_t *c) {
     return bf_msg_new("OK", c->id);
 }
 
+/* Gauges of the coordinator's state for the HTTPS API's /metrics (an operator route); refused on
+ * the ROUTER, where there is no operator. */
+static bf_msg_t *h_stats(const ctx_t *c) {
+    const coord_server_t *s = c->s;
+    if (c->via != COORD_VIA_HTTP) return bf_msg_error(c->id, BF_PROTO_FORBIDDEN, "the coordinator's gauges are the operator's");
+    int64_t by_state[COORD_TASK_FAILED + 1] = {0}, rounds = 0, live = 0, parts = 0;
+    for (int i = 0; i < s->ntasks; i++) {
+        const coord_task_t *t = s->tasks[i];
+        by_state[t->state]++;
+        rounds += t->round;
+        for (int k = 0; k < t->nparts; k++) {
+            parts++;
+            if (t->state == COORD_TASK_RUNNING || t->state == COORD_TASK_AGGREGATING)
+                live += coord_is_live((coord_server_t *)s, &t->parts[k]);
+        }
+    }
+    bf_msg_t *r = bf_msg_new("OK", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_map(pk, 7);
+    bf_mp_pack_str(pk, "tasks");
+    msgpack_pack_map(pk, COORD_TASK_FAILED + 1);
+    for (int st = COORD_TASK_WAITING; st <= COORD_TASK_FAILED; st++)
+        mp_kv_int(pk, coord_task_state_name((coord_task_state_t)st), by_state[st]);
+    mp_kv_int(pk, "rounds", rounds);
+    mp_kv_int(pk, "participants", parts);
+    mp_kv_int(pk, "participants_live", live);
+    mp_kv_int(pk, "predictions_in_flight", s->inflight_total);
+    mp_kv_int(pk, "connections", (int64_t)zhashx_size(s->peers));
+    mp_kv_int(pk, "users", (int64_t)zhashx_size(s->users));
+    mp_set(&m, r, "result");
+    return r;
+}
+
 static bf_msg_t *h_token_create(const ctx_t *c) {
     char token[COORD_TOKEN_MAX];
     int64_t id;
@@ -954,6 +988,7 @@ static const command_t commands[] = {
     {"PREDICT", h_predict, NEED_USER | NEED_TASK | ASYNC},
     {"PASSWORD_SET", h_password_set, NEED_USER},
     {"TOKEN_CREATE", h_token_create, NEED_USER},
+    {"STATS_GET", h_stats, 0},
 };
 
 static const command_t *command_of(const char *type) {

@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "bf_money.h"
+#include "bf_mp.h"
 #include "bf_text.h"
 #include "coord.h"
 #include "openapi_json.h"
@@ -993,6 +994,33 @@ static void r_metrics(hctx_t *c) {
     OUT("blockfed_predict_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
     OUT("blockfed_predict_seconds_sum %.6f\nblockfed_predict_seconds_count %llu\n",
         atomic_load(&h->predict_sum_us) / 1e6, atomic_load(&h->predict_count));
+    bf_msg_t *rep = bridge_call(h, NULL, new_req(h, "STATS_GET"));
+    const msgpack_object *st = rep && !strcmp(bf_msg_type(rep), "OK") ? bf_msg_any(rep, "result") : NULL;
+    const msgpack_object *tasks = st ? bf_mp_get(st, "tasks") : NULL;
+    if (tasks && tasks->type == MSGPACK_OBJECT_MAP) {
+        OUT("# HELP blockfed_tasks Tasks by state.\n# TYPE blockfed_tasks gauge\n");
+        for (uint32_t i = 0; i < tasks->via.map.size; i++) {
+            const msgpack_object_kv *kv = &tasks->via.map.ptr[i];
+            if (kv->key.type == MSGPACK_OBJECT_STR && kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                OUT("blockfed_tasks{state=\"%.*s\"} %llu\n", (int)kv->key.via.str.size, kv->key.via.str.ptr,
+                    (unsigned long long)kv->val.via.u64);
+        }
+    }
+    static const struct {
+        const char *field, *name, *type, *help;
+    } gauges[] = {{"rounds", "blockfed_rounds_total", "counter", "Rounds completed over every task."},
+                  {"participants", "blockfed_participants", "gauge", "Participants of every task."},
+                  {"participants_live", "blockfed_participants_live", "gauge", "Participants of running tasks heard from within the liveness window."},
+                  {"predictions_in_flight", "blockfed_predictions_in_flight", "gauge", "Paid predictions queued or running."},
+                  {"connections", "blockfed_connections", "gauge", "ZeroMQ connections tracked."},
+                  {"users", "blockfed_users", "gauge", "Registered users."}};
+    for (size_t i = 0; st && i < sizeof gauges / sizeof gauges[0]; i++) {
+        const msgpack_object *v = bf_mp_get(st, gauges[i].field);
+        if (v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            OUT("# HELP %s %s\n# TYPE %s %s\n%s %llu\n", gauges[i].name, gauges[i].help, gauges[i].name, gauges[i].type,
+                gauges[i].name, (unsigned long long)v->via.u64);
+    }
+    bf_msg_destroy(&rep);
 #undef OUT
     if (n >= cap) n = cap - 1;
     struct MHD_Response *resp = MHD_create_response_from_buffer(n, t, MHD_RESPMEM_MUST_FREE);

@@ -102,6 +102,8 @@ static const schema_t schemas[] = {
     {"PASSWORD_SET", 1, 0, 0, FR_BYTES, NULL,
      {F_TEXT("salt", 32), F_UINT("iterations", 600000, 100000000), F_HEX64("hash")}},
     {"TOKEN_CREATE", 1, 0, 0, FR_BYTES, NULL, {F_TEXT("name", 64)}},
+    /* the coordinator's gauges for /metrics: answered only on the HTTP bridge (operator route) */
+    {"STATS_GET", 1, 0, 0, FR_BYTES, NULL, {{0}}},
     /* replies: coordinator -> client */
     {"WELCOME", 0, 0, 0, FR_BYTES, NULL, {F_TEXT("server", 64), F_TEXT_OPT("user", 32)}},
     {"PONG", 0, 0, 0, FR_BYTES, NULL, {{0}}},

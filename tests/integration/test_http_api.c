@@ -354,6 +354,10 @@ int main(int argc, char **argv) {
     CHECK_MSG(cJSON_GetArraySize(j) == 1 && !strcmp(jstr(cJSON_GetArrayItem(j, 0), "task"), "h1"), "participations %s", r.body);
     cJSON_Delete(j), done(&r);
 
+    rep = call(&p[0].c, fed_req(&p[0].c, "STATS_GET")); /* the gauges are the operator's, not on the ROUTER */
+    CHECK_MSG(!strcmp(fed_code(rep), "FORBIDDEN"), "STATS_GET over CURVE: %s", rep ? bf_msg_type(rep) : "timeout");
+    bf_msg_destroy(&rep);
+
     /* paid prediction: two PNGs as multipart; a retry with the same key is charged once */
     double holders0 = 0;
     for (int i = 0; i < 2; i++) holders0 += fed_cash_cents(&p[i].c);
@@ -452,7 +456,9 @@ int main(int argc, char **argv) {
     opt_t op = {.bearer = otoken};
     r = http("GET", "/metrics", NULL, &op);
     EXPECT(r, 200, "metrics with the operator token");
-    CHECK_MSG(strstr(r.body, "blockfed_http_requests_total{") && strstr(r.body, "blockfed_predict_seconds_count "),
+    CHECK_MSG(strstr(r.body, "blockfed_http_requests_total{") && strstr(r.body, "blockfed_predict_seconds_count ") &&
+                  strstr(r.body, "blockfed_tasks{state=\"completed\"} 1\n") && strstr(r.body, "blockfed_rounds_total 1\n") &&
+                  strstr(r.body, "blockfed_participants 2\n"),
               "metrics %s", r.body);
     done(&r);
     r = http("GET", "/api/v1/operator/ledger/verify", NULL, &op);
