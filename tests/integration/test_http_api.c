@@ -11,9 +11,10 @@
  *   - bad input changes nothing: unknown fields, wrong kinds, malformed and oversized JSON, hostile
  *     multipart (another field, 65 images), a corrupt image;
  *   - a CLI user sets a password over CURVE (a hash it derived) and logs in over HTTPS; an API
- *     token made over CURVE opens the API;
+ *     token made over CURVE opens the API; the same with the programs: `blockfed-client password`
+ *     (the password on stdin) and `blockfed-client token create`;
  *   - /metrics needs the operator's token; every route the server lists is in openapi.json.
- * usage: test_http_api COORDINATOR */
+ * usage: test_http_api COORDINATOR CLIENT */
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -27,6 +28,25 @@
 #define BASE "https://" HTTP_ADDR
 
 static char cafile[700];
+
+/* prog args... with stdin from in and stdout+stderr into out; its exit status. */
+static int run_with_stdin(const char *prog, const char *const *args, const char *in, const char *out) {
+    char *argv[32];
+    int n = 0;
+    argv[n++] = (char *)prog;
+    while (n < 31 && args[n - 1]) argv[n] = (char *)args[n - 1], n++;
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, in, O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid;
+    int st = -1;
+    if (posix_spawn(&pid, prog, &fa, NULL, argv, environ) == 0) waitpid(pid, &st, 0);
+    posix_spawn_file_actions_destroy(&fa);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
 
 typedef struct {
     long status;
@@ -172,8 +192,8 @@ static void *read_events(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) return fprintf(stderr, "usage: test_http_api COORDINATOR\n"), 2;
-    const char *coord = argv[1];
+    if (argc < 3) return fprintf(stderr, "usage: test_http_api COORDINATOR CLIENT\n"), 2;
+    const char *coord = argv[1], *client = argv[2];
     zsys_init();
     zsys_set_logstream(NULL);
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -352,6 +372,32 @@ int main(int argc, char **argv) {
     j = js(&r);
     EXPECT(r, 200, "alice's participations with a token made over CURVE");
     CHECK_MSG(cJSON_GetArraySize(j) == 1 && !strcmp(jstr(cJSON_GetArrayItem(j, 0), "task"), "h1"), "participations %s", r.body);
+    cJSON_Delete(j), done(&r);
+
+    /* carl, with the programs: register, password from stdin, a token */
+    char chome[700], cin[720], cout[720];
+    snprintf(chome, sizeof chome, "%s-carl", home);
+    snprintf(cin, sizeof cin, "%s.in", chome);
+    snprintf(cout, sizeof cout, "%s.out", chome);
+    FILE *pf = fopen(cin, "w");
+    fputs("carl's long password\n", pf);
+    fclose(pf);
+    CHECK(run_with_stdin(client, (const char *const[]){"--home", chome, "register", "carl", "--coordinator", ENDPOINT,
+                                                       "--server-key", key, NULL}, cin, cout) == 0);
+    int prc = run_with_stdin(client, (const char *const[]){"--home", chome, "password", NULL}, cin, cout);
+    CHECK_MSG(prc == 0, "blockfed-client password: exit %d: %s", prc, bf_slurp(cout));
+    r = http("POST", "/api/v1/auth/login", "{\"username\":\"carl\",\"password\":\"carl's long password\"}", NULL);
+    EXPECT(r, 200, "carl's login with the password set by blockfed-client password");
+    done(&r);
+    prc = run_with_stdin(client, (const char *const[]){"--home", chome, "token", "create", "ci", "--json", NULL}, cin, cout);
+    char ctok[128] = "";
+    const char *tp = strstr(bf_slurp(cout), "\"token\":\"");
+    if (tp) snprintf(ctok, sizeof ctok, "%.*s", (int)strcspn(tp + 9, "\""), tp + 9);
+    CHECK_MSG(prc == 0 && !strncmp(ctok, "bft_", 4), "blockfed-client token create: exit %d: %s", prc, bf_slurp(cout));
+    opt_t ct = {.bearer = ctok};
+    r = http("GET", "/api/v1/account", NULL, &ct);
+    j = js(&r);
+    CHECK_MSG(r.status == 200 && !strcmp(jstr(j, "user"), "carl"), "carl's account with his CLI token: %s", r.body);
     cJSON_Delete(j), done(&r);
 
     rep = call(&p[0].c, fed_req(&p[0].c, "STATS_GET")); /* the gauges are the operator's, not on the ROUTER */
