@@ -569,6 +569,12 @@ int main(int argc, char **argv) {
     done(&r);
 
     fed_stop(pid, SIGTERM);
+    /* plain HTTP off loopback is refused at start */
+    char iout[720];
+    snprintf(iout, sizeof iout, "%s.insecure", home);
+    int irc = run_with_stdin(coord, (const char *const[]){"run", "--home", home, "--bind", ENDPOINT, "--http", "0.0.0.0:27795",
+                                                          "--http-insecure", NULL}, "/dev/null", iout);
+    CHECK_MSG(irc != 0 && strstr(bf_slurp(iout), "loopback"), "--http-insecure on 0.0.0.0: exit %d: %s", irc, bf_slurp(iout));
     fed_client_t nobody = {0}; /* the creator is a web user */
     fed_finish(coord, home, p, 2, &nobody);
     curl_global_cleanup();
