@@ -271,6 +271,8 @@ typedef struct {
     int64_t last_forget;     /* ms: idle peers and stale seen keys were last expired */
     zhashx_t *users;         /* CURVE key -> user id (int64_t*): a key's account never changes */
     zhashx_t *inflight;      /* payer id (decimal) -> PREDICT requests queued or running (int*) */
+    zhashx_t *recharged;     /* user id (decimal) -> its self-service recharges today (int64_t[2]:
+                                UTC day, cents), read from the ledger once a day, then kept here */
     int inflight_total;
 } coord_server_t;
 

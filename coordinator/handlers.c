@@ -167,20 +167,29 @@ static int money_op(const ctx_t *c, const char *kind, int64_t scope, char op[BF_
     return 0;
 }
 
-/* The caller's self-service recharges since the UTC day began, saturating at INT64_MAX. Only
- * RECHARGE's op ids ("recharge:...") count: an operator's deposits are not self-service. */
-static int recharged_today(const ctx_t *c, int64_t *sum, bf_err_t *err) {
+/* The caller's self-service recharges since the UTC day began, saturating at INT64_MAX, as
+ * [day, cents]. Only RECHARGE's op ids ("recharge:...") count: an operator's deposits are not
+ * self-service. Read from the user's history the first time a day (this coordinator is the only
+ * one making RECHARGE ops), then kept in s->recharged and added to as recharges are applied, so a
+ * recharge does not read a long history every time. NULL on failure. */
+static int64_t *recharged_today(const ctx_t *c, bf_err_t *err) {
+    char uid[32];
+    snprintf(uid, sizeof uid, "%lld", (long long)c->user);
+    int64_t now = (int64_t)time(NULL), day = now - now % 86400;
+    int64_t *v = zhashx_lookup(c->s->recharged, uid);
+    if (v && v[0] == day) return v;
     bf_ledger_entry_t *h = NULL;
     size_t n = 0;
-    if (bf_ledger_history(c->s->ledger, c->user, &h, &n, err)) return -1;
-    int64_t now = (int64_t)time(NULL), day = now - now % 86400;
-    *sum = 0;
+    if (bf_ledger_history(c->s->ledger, c->user, &h, &n, err)) return NULL;
+    if (!v && (v = malloc(2 * sizeof *v))) zhashx_insert(c->s->recharged, uid, v);
+    if (!v) return free(h), bf_err_set(err, "out of memory"), NULL;
+    v[0] = day, v[1] = 0;
     for (size_t i = 0; i < n; i++)
         if (h[i].created_at >= day && h[i].amount > 0 && h[i].code && !strcmp(h[i].code, "recharge") &&
             !strncmp(h[i].op_id, "recharge:", 9))
-            *sum = h[i].amount > INT64_MAX - *sum ? INT64_MAX : *sum + h[i].amount;
+            v[1] = h[i].amount > INT64_MAX - v[1] ? INT64_MAX : v[1] + h[i].amount;
     free(h);
-    return 0;
+    return v;
 }
 
 static bf_msg_t *h_recharge(const ctx_t *c) {
@@ -194,9 +203,10 @@ static bf_msg_t *h_recharge(const ctx_t *c) {
     char op[BF_LEDGER_OP_ID_MAX + 1];
     if (money_op(c, "recharge", 0, op)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "no random bytes for an op id");
     int found = 0;
-    int64_t today = 0, max = c->s->o.recharge_max_cents;
-    if (bf_ledger_op_lookup(c->s->ledger, op, &found, NULL, NULL, &err) || (!found && recharged_today(c, &today, &err)))
+    int64_t *day = NULL, max = c->s->o.recharge_max_cents;
+    if (bf_ledger_op_lookup(c->s->ledger, op, &found, NULL, NULL, &err) || (!found && !(day = recharged_today(c, &err))))
         return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    int64_t today = day ? day[1] : 0;
     if (!found && cents > max - (today < max ? today : max)) { /* a retry (found) is answered as it was */
         char m[32], left[32];
         money(m, max), money(left, today < max ? max - today : 0);
@@ -204,6 +214,7 @@ static bf_msg_t *h_recharge(const ctx_t *c) {
     }
     int rc = bf_ledger_recharge(c->s->ledger, op, c->user, cents, &err);
     if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
+    if (day) day[1] = cents > INT64_MAX - day[1] ? INT64_MAX : day[1] + cents;
     return user_result(c, c->user);
 }
 

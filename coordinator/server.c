@@ -551,12 +551,14 @@ int coord_serve(const coord_opts_t *o) {
     s.peers = zhashx_new();
     s.users = zhashx_new();
     s.inflight = zhashx_new();
-    if (!s.seen || !s.peers || !s.users || !s.inflight) {
+    s.recharged = zhashx_new();
+    if (!s.seen || !s.peers || !s.users || !s.inflight || !s.recharged) {
         bf_err_set(&err, "out of memory");
         goto out;
     }
     zhashx_set_destructor(s.users, free_value);
     zhashx_set_destructor(s.inflight, free_value);
+    zhashx_set_destructor(s.recharged, free_value);
     zhashx_set_destructor(s.seen, free_value);
     zhashx_set_destructor(s.peers, peer_destructor);
     snprintf(path, sizeof path, "%s/ledger.db", o->home);
@@ -609,6 +611,7 @@ out:
     zhashx_destroy(&s.peers);
     zhashx_destroy(&s.users);
     zhashx_destroy(&s.inflight);
+    zhashx_destroy(&s.recharged);
     coord_store_close(&s.store);
     bf_ledger_close(&s.ledger);
     return rc;
