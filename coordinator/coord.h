@@ -269,6 +269,7 @@ typedef struct {
     zhashx_t *seen;          /* CURVE key -> last message time (ms), as int64_t* */
     zhashx_t *peers;         /* routing id (hex) -> its counters (server.c): garbage, queued replies */
     int64_t last_forget;     /* ms: idle peers and stale seen keys were last expired */
+    int64_t last_full_sweep; /* ms: the peers table was last swept because it was full */
     zhashx_t *users;         /* CURVE key -> user id (int64_t*): a key's account never changes */
     zhashx_t *inflight;      /* payer id (decimal) -> PREDICT requests queued or running (int*) */
     zhashx_t *recharged;     /* user id (decimal) -> its self-service recharges today (int64_t[2]:

@@ -66,13 +66,23 @@ static size_t peers_sweep(coord_server_t *s, int64_t idle_ms) {
     return zhashx_size(s->peers);
 }
 
+/* Room for a new peer: below PEER_MAX, or after forgetting the idle ones, a sweep (O(peers)) done
+ * at most once a second, so a table full of active peers does not cost a scan per message. */
+static int peer_room(coord_server_t *s) {
+    if (zhashx_size(s->peers) < PEER_MAX) return 1;
+    int64_t now = coord_now_ms();
+    if (now - s->last_full_sweep < 1000) return 0;
+    s->last_full_sweep = now;
+    return peers_sweep(s, SWEEP_MS) < PEER_MAX;
+}
+
 /* The peer behind a routing id, created on first contact; NULL if the table is full of peers
  * that are all still active (then the message is not answered). */
 static peer_t *peer_of(coord_server_t *s, zframe_t *rid) {
     char *hex = zframe_strhex(rid);
     if (!hex) return NULL;
     peer_t *p = zhashx_lookup(s->peers, hex);
-    if (!p && (zhashx_size(s->peers) < PEER_MAX || peers_sweep(s, SWEEP_MS) < PEER_MAX) && (p = calloc(1, sizeof *p))) {
+    if (!p && peer_room(s) && (p = calloc(1, sizeof *p))) {
         atomic_init(&p->refs, 1);
         zhashx_insert(s->peers, hex, p);
     }
