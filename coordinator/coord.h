@@ -270,6 +270,9 @@ typedef struct {
     zhashx_t *peers;         /* routing id (hex) -> its counters (server.c): garbage, queued replies */
     int64_t last_forget;     /* ms: idle peers and stale seen keys were last expired */
     int64_t last_full_sweep; /* ms: the peers table was last swept because it was full */
+    /* the fee path's ledger work, for /metrics: holds + settlements, group commits and their sizes
+     * (requests per commit: <= 1, 2, 4, 8, 16, 32, 64) */
+    int64_t fee_ops, group_commits, group_requests, group_hist[7];
     zhashx_t *users;         /* CURVE key -> user id (int64_t*): a key's account never changes */
     zhashx_t *inflight;      /* payer id (decimal) -> PREDICT requests queued or running (int*) */
     zhashx_t *recharged;     /* user id (decimal) -> its self-service recharges today (int64_t[2]:
@@ -415,6 +418,7 @@ int coord_agg_state_read(const char *checkpoint, float *v, size_t n);
 typedef struct {
     zframe_t *rid;     /* routing id of the requester, for the reply */
     coord_via_t via;   /* and the socket it is on */
+    int batch_size, batch_first; /* set by the actor: the batch (one ledger group commit) it was in */
     bf_msg_t *req;     /* the request; its frames are the images */
     uint64_t id;
     int64_t payer, ledger_task;

@@ -935,7 +935,13 @@ static bf_msg_t *h_stats(const ctx_t *c) {
     bf_msg_t *r = bf_msg_new("OK", c->id);
     mp_t m;
     msgpack_packer *pk = mp_begin(&m);
-    msgpack_pack_map(pk, 7);
+    msgpack_pack_map(pk, 11);
+    mp_kv_int(pk, "ledger_fee_operations", s->fee_ops);
+    mp_kv_int(pk, "ledger_group_commits", s->group_commits);
+    mp_kv_int(pk, "ledger_group_requests", s->group_requests);
+    bf_mp_pack_str(pk, "ledger_group_sizes"); /* commits of <= 1, 2, 4 ... 64 requests */
+    msgpack_pack_array(pk, 7);
+    for (int b = 0; b < 7; b++) msgpack_pack_int64(pk, s->group_hist[b]);
     bf_mp_pack_str(pk, "tasks");
     msgpack_pack_map(pk, COORD_TASK_FAILED + 1);
     for (int st = COORD_TASK_WAITING; st <= COORD_TASK_FAILED; st++)

@@ -1013,12 +1013,27 @@ static void r_metrics(hctx_t *c) {
                   {"participants_live", "blockfed_participants_live", "gauge", "Participants of running tasks heard from within the liveness window."},
                   {"predictions_in_flight", "blockfed_predictions_in_flight", "gauge", "Paid predictions queued or running."},
                   {"connections", "blockfed_connections", "gauge", "ZeroMQ connections tracked."},
-                  {"users", "blockfed_users", "gauge", "Registered users."}};
+                  {"users", "blockfed_users", "gauge", "Registered users."},
+                  {"ledger_fee_operations", "blockfed_ledger_fee_operations_total", "counter", "Ledger operations of paid predictions (a hold and a settlement each)."},
+                  {"ledger_group_commits", "blockfed_ledger_group_commits_total", "counter", "Ledger commits of the prediction service (one per batch)."}};
     for (size_t i = 0; st && i < sizeof gauges / sizeof gauges[0]; i++) {
         const msgpack_object *v = bf_mp_get(st, gauges[i].field);
         if (v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
             OUT("# HELP %s %s\n# TYPE %s %s\n%s %llu\n", gauges[i].name, gauges[i].help, gauges[i].name, gauges[i].type,
                 gauges[i].name, (unsigned long long)v->via.u64);
+    }
+    const msgpack_object *gs = st ? bf_mp_get(st, "ledger_group_sizes") : NULL, *gc = st ? bf_mp_get(st, "ledger_group_commits") : NULL,
+                         *gr = st ? bf_mp_get(st, "ledger_group_requests") : NULL;
+    if (gs && gs->type == MSGPACK_OBJECT_ARRAY && gs->via.array.size == 7 && gc && gr) {
+        OUT("# HELP blockfed_ledger_group_size Paid-prediction requests settled per ledger commit.\n"
+            "# TYPE blockfed_ledger_group_size histogram\n");
+        unsigned long long cum = 0;
+        for (int b = 0; b < 7; b++) {
+            cum += gs->via.array.ptr[b].via.u64;
+            OUT("blockfed_ledger_group_size_bucket{le=\"%d\"} %llu\n", 1 << b, cum);
+        }
+        OUT("blockfed_ledger_group_size_bucket{le=\"+Inf\"} %llu\nblockfed_ledger_group_size_sum %llu\n"
+            "blockfed_ledger_group_size_count %llu\n", cum, (unsigned long long)gr->via.u64, (unsigned long long)gc->via.u64);
     }
     bf_msg_destroy(&rep);
 #undef OUT

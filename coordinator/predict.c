@@ -311,7 +311,10 @@ static void predict_actor(zsock_t *pipe, void *args) {
             zstr_free(&cmd);
         } while (!term && n < BATCH_MAX && (zsock_events(pipe) & ZMQ_POLLIN));
         if (n) run_batch(&s, jobs, n);
-        for (int i = 0; i < n; i++) zsock_send(pipe, "p", jobs[i]);
+        for (int i = 0; i < n; i++) {
+            jobs[i]->batch_size = n, jobs[i]->batch_first = i == 0;
+            zsock_send(pipe, "p", jobs[i]);
+        }
     }
     for (int i = 0; i < s.nmodels; i++) bf_predictor_destroy(&s.models[i].p);
     free(s.models);

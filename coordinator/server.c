@@ -258,6 +258,12 @@ static int ignored(coord_server_t *s, zframe_t *rid, const char *key) {
 /* A prediction came back from the actor: answer it and release its in-flight slot. */
 static void predict_done(coord_server_t *s, coord_predict_job_t *j) {
     coord_inflight_release(s, j->payer);
+    s->fee_ops += 2; /* its hold and its settlement */
+    if (j->batch_first) {
+        int b = 0;
+        while (b < 6 && j->batch_size > (1 << b)) b++;
+        s->group_commits++, s->group_requests += j->batch_size, s->group_hist[b]++;
+    }
     send_reply(s, j->via, &j->rid, j->rep);
 }
 

@@ -504,7 +504,8 @@ int main(int argc, char **argv) {
     EXPECT(r, 200, "metrics with the operator token");
     CHECK_MSG(strstr(r.body, "blockfed_http_requests_total{") && strstr(r.body, "blockfed_predict_seconds_count ") &&
                   strstr(r.body, "blockfed_tasks{state=\"completed\"} 1\n") && strstr(r.body, "blockfed_rounds_total 1\n") &&
-                  strstr(r.body, "blockfed_participants 2\n"),
+                  strstr(r.body, "blockfed_participants 2\n") && strstr(r.body, "blockfed_ledger_group_size_bucket{le=\"1\"}") &&
+                  strstr(r.body, "blockfed_ledger_fee_operations_total "),
               "metrics %s", r.body);
     done(&r);
     r = http("GET", "/api/v1/operator/ledger/verify", NULL, &op);
