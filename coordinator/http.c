@@ -35,6 +35,7 @@
 #define HTTP_MAX_CONNS 128          /* connections (threads) at once */
 #define HTTP_MAX_CONNS_PER_IP 32
 #define HTTP_IDLE_S 30              /* an idle or stalled connection is closed after this */
+#define HTTP_BODY_S 120             /* a body still arriving this long after its headers: closed */
 #define HTTP_REPLY_MS 30000         /* the socket thread's answer is waited for this long */
 #define HTTP_INFLIGHT_PER_USER 16   /* requests one account may have in flight; more: 429 */
 #define HTTP_JSON_MAX (64u << 10)   /* a JSON body */
@@ -1187,6 +1188,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c.out = r->early, c.status = r->early_status;
         r->early = NULL;
         goto answer;
+    }
+    if (*upload_size && now_us() - r->t0_us > HTTP_BODY_S * 1000000LL) {
+        coord_log("http: %s sent a body for more than %d s: closed", r->addr, HTTP_BODY_S);
+        return MHD_NO; /* a slow drip that never idles long enough for HTTP_IDLE_S */
     }
     if (*upload_size) { /* a piece of the body */
         r->received += *upload_size;
