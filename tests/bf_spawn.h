@@ -13,9 +13,11 @@
 
 extern char **environ;
 
-/* Runs prog with args (NULL-terminated, not including argv[0]); stdout goes to out_path, stderr to
- * /dev/null unless keep_stderr. Returns the exit status, or -1 if it did not exit normally. */
-static inline int bf_spawn(const char *prog, const char *const *args, const char *out_path, int keep_stderr) {
+/* Runs prog with args (NULL-terminated, not including argv[0]), standard input from in_path (NULL:
+ * inherited); stdout goes to out_path, stderr to out_path too with keep_stderr 2, to the caller's
+ * with 1, to /dev/null with 0. Returns the exit status, or -1 if it did not exit normally. */
+static inline int bf_spawn_in(const char *prog, const char *const *args, const char *in_path, const char *out_path,
+                              int keep_stderr) {
     char *argv[64];
     int n = 0;
     argv[n++] = (char *)prog;
@@ -26,13 +28,20 @@ static inline int bf_spawn(const char *prog, const char *const *args, const char
     argv[n] = NULL;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
+    if (in_path) posix_spawn_file_actions_addopen(&fa, 0, in_path, O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (!keep_stderr) posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    if (keep_stderr == 2) posix_spawn_file_actions_adddup2(&fa, 1, 2);
     pid_t pid;
     int st = -1;
     if (posix_spawn(&pid, prog, &fa, NULL, argv, environ) == 0) waitpid(pid, &st, 0);
     posix_spawn_file_actions_destroy(&fa);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* bf_spawn_in without a standard input of its own. */
+static inline int bf_spawn(const char *prog, const char *const *args, const char *out_path, int keep_stderr) {
+    return bf_spawn_in(prog, args, NULL, out_path, keep_stderr);
 }
 
 /* Starts prog with args (as bf_spawn) in the background, its stdout and stderr into log; its pid,

@@ -31,21 +31,7 @@ static char cafile[700];
 
 /* prog args... with stdin from in and stdout+stderr into out; its exit status. */
 static int run_with_stdin(const char *prog, const char *const *args, const char *in, const char *out) {
-    char *argv[32];
-    int n = 0;
-    argv[n++] = (char *)prog;
-    while (n < 31 && args[n - 1]) argv[n] = (char *)args[n - 1], n++;
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, in, O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    int st = -1;
-    if (posix_spawn(&pid, prog, &fa, NULL, argv, environ) == 0) waitpid(pid, &st, 0);
-    posix_spawn_file_actions_destroy(&fa);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return bf_spawn_in(prog, args, in, out, 2);
 }
 
 typedef struct {
