@@ -354,18 +354,25 @@ static void r_register(hctx_t *c) {
     if (pl < COORD_PASSWORD_MIN || pl > COORD_PASSWORD_MAX)
         return error_to(c, 400, "BAD_REQUEST", "a password has %d..%d bytes", COORD_PASSWORD_MIN, COORD_PASSWORD_MAX);
     bf_err_t err;
+    bf_msg_t *req = new_req(c->h, "REGISTER"), *rep;
+    size_t hlen;
+    uint8_t *hdr = req && !bf_msg_set_str(req, "name", user) ? bf_msg_encode_header(req, &hlen, &err) : NULL;
+    free(hdr);
+    if (!hdr) { /* the protocol's rule for names, checked before anything else */
+        bf_msg_destroy(&req);
+        return error_to(c, 400, "BAD_REQUEST", "username: 1..32 letters, digits, '.', '_' or '-', not starting with '.' or '-'");
+    }
     int have = coord_webauth_exists(c->h->auth, user, &err);
+    if (have) bf_msg_destroy(&req);
     if (have < 0) return error_to(c, 500, "INTERNAL", "%s", err.msg);
     if (have) return error_to(c, 409, "CONFLICT", "the name '%.64s' is taken", user);
     /* a web account's CURVE key pair: its public key is the account's identity, as a CLI user's;
      * the secret is not kept, so the account can do everything but train */
     zcert_t *cert = zcert_new();
-    if (!cert) return error_to(c, 500, "INTERNAL", "cannot make a key");
+    if (!cert) return bf_msg_destroy(&req), error_to(c, 500, "INTERNAL", "cannot make a key");
     char key[41];
     snprintf(key, sizeof key, "%s", zcert_public_txt(cert));
     zcert_destroy(&cert);
-    bf_msg_t *req = new_req(c->h, "REGISTER"), *rep;
-    bf_msg_set_str(req, "name", user);
     if (call_as(c, key, req, "OK", &rep)) return;
     int rc = coord_webauth_set_password(c->h->auth, user, key, pw, &err);
     if (rc) {

@@ -207,6 +207,15 @@ int main(int argc, char **argv) {
     r = http("POST", "/api/v1/auth/register", "{\"username\":\"walt\",\"password\":\"short\"}", NULL);
     EXPECT(r, 400, "register with a short password");
     done(&r);
+    const char *badnames[] = {"{\"username\":\"\",\"password\":\"long enough\"}", "{\"username\":\"a b\",\"password\":\"long enough\"}",
+                              "{\"username\":\"-x\",\"password\":\"long enough\"}",
+                              "{\"username\":\"abcdefghijabcdefghijabcdefghijabc\",\"password\":\"long enough\"}",
+                              "{\"username\":\"\u00e9\\u001b[2J\",\"password\":\"long enough\"}"};
+    for (size_t i = 0; i < sizeof badnames / sizeof badnames[0]; i++) {
+        r = http("POST", "/api/v1/auth/register", badnames[i], NULL);
+        EXPECT(r, 400, badnames[i]);
+        done(&r);
+    }
     r = http("POST", "/api/v1/auth/login", "{\"username\":\"wendy\",\"password\":\"wrong horse\"}", NULL);
     EXPECT(r, 401, "login with a wrong password");
     done(&r);
