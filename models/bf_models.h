@@ -30,6 +30,23 @@ void bf_blas_init(int argc, char **argv);
 /* The OpenBLAS core in use, e.g. "SkylakeX". */
 const char *bf_blas_corename(void);
 
+/* ---- Vector path (isa.c) ------------------------------------------------------------------ */
+
+/* The engine's direct convolutions and hot loops exist for AVX-512, AVX2 + FMA and plain C; the
+ * path is chosen once per process from the CPU's features, or forced with the environment variable
+ * BLOCKFED_ISA=avx512|avx2|generic (auto: the default). A forced path the CPU lacks falls back to
+ * the best one it has, with a message on stderr. Results are bit-identical per seed, thread count
+ * and path; paths differ in rounding. */
+typedef enum { BF_ISA_GENERIC, BF_ISA_AVX2, BF_ISA_AVX512 } bf_isa_t;
+bf_isa_t bf_engine_isa(void);
+/* "avx512", "avx2" or "generic": the path in use. */
+const char *bf_engine_isa_name(void);
+const char *bf_isa_name(bf_isa_t isa);
+/* The best path this CPU supports (what auto picks). */
+bf_isa_t bf_isa_best(void);
+/* "avx512" / "avx2" / "generic" -> isa; -1 for anything else. */
+int bf_isa_parse(const char *s, bf_isa_t *isa);
+
 /* ---- Layers (layers.c) -------------------------------------------------------------------- */
 /* Shapes: n images per call (a thread's slice), C,H,W input, OC,OH,OW output. Backward functions
  * accumulate (+=) into parameter gradients; input gradients are written (acc=0) or added (acc=1). */

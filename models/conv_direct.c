@@ -17,6 +17,8 @@
 
 #include <string.h>
 
+#include "bf_models.h"
+
 #if defined(__x86_64__) && !defined(BF_NO_DIRECT_CONV)
 #include <immintrin.h>
 
@@ -24,10 +26,7 @@
 #define NT 3  /* 16-position vectors per forward tile */
 #define SLACK 64
 
-int bf_direct3x3_ok(int OC) {
-    __builtin_cpu_init();
-    return OC % OCB == 0 && __builtin_cpu_supports("avx512f");
-}
+int bf_direct3x3_ok(int OC) { return OC % OCB == 0 && bf_engine_isa() >= BF_ISA_AVX2; }
 
 static size_t pitch_q(int H, int W) { return (size_t)H * (W + 2); } /* positions on the padded pitch */
 static size_t pad_floats(int C, int H, int W) { return (size_t)C * (H + 2) * (W + 2) + SLACK; }
@@ -154,13 +153,72 @@ TILE_FN(tile_b1, 1, 1)
 TILE_FN(tile_b2, 1, 2)
 TILE_FN(tile_b3, 1, 3)
 
+
+/* AVX2 + FMA: 16 registers of 8 floats, so the tile is 4 output channels x 3 vectors of 8
+ * positions (12 accumulators, 3 input vectors, 1 broadcast). No masks: the loads past a map's last
+ * position stay inside the padded buffer (the next plane or the zeroed slack) and the stores past
+ * it inside the grid's slack; those lanes are never copied out. */
+#define FOR_OC4(X) X(0) X(1) X(2) X(3)
+#define DECL8(o) __m256 a##o##0 = _mm256_setzero_ps(), a##o##1 = a##o##0, a##o##2 = a##o##0;
+#define STEP8(o)                                                \
+    {                                                           \
+        __m256 wv = _mm256_broadcast_ss(wk + o * so);           \
+        a##o##0 = _mm256_fmadd_ps(wv, x0, a##o##0);             \
+        if (nt > 1) a##o##1 = _mm256_fmadd_ps(wv, x1, a##o##1); \
+        if (nt > 2) a##o##2 = _mm256_fmadd_ps(wv, x2, a##o##2); \
+    }
+#define STORE8(o)                                             \
+    {                                                         \
+        float *y = grid + (oc0 + o) * gq + q0;                \
+        _mm256_storeu_ps(y, a##o##0);                         \
+        if (nt > 1) _mm256_storeu_ps(y + 8, a##o##1);         \
+        if (nt > 2) _mm256_storeu_ps(y + 16, a##o##2);        \
+    }
+
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+conv_tile_body8(float *grid, size_t gq, const float *pad, const float *w, size_t si, size_t so, const int flip, int C,
+                int H, int W, int oc0, size_t q0, const int nt) {
+    size_t plane = (size_t)(H + 2) * (W + 2);
+    int Wp = W + 2;
+    FOR_OC4(DECL8)
+    for (int c = 0; c < C; c++) {
+        const float *pc = pad + c * plane + q0, *wc = w + c * si + oc0 * so;
+#pragma GCC unroll 9
+        for (int tap = 0; tap < 9; tap++) {
+            const float *src = pc + (size_t)(tap / 3) * Wp + tap % 3, *wk = wc + (flip ? 8 - tap : tap);
+            __m256 x0 = _mm256_loadu_ps(src);
+            __m256 x1 = nt > 1 ? _mm256_loadu_ps(src + 8) : x0;
+            __m256 x2 = nt > 2 ? _mm256_loadu_ps(src + 16) : x0;
+            FOR_OC4(STEP8)
+        }
+    }
+    FOR_OC4(STORE8)
+}
+
+#define TILE8_FN(name, flip, nt)                                                                                     \
+    __attribute__((target("avx2,fma"))) static void name(float *grid, size_t gq, const float *pad, const float *w,  \
+                                                         size_t si, size_t so, int C, int H, int W, int oc0,         \
+                                                         size_t q0) {                                                \
+        for (int o = 0; o < OCB; o += 4) conv_tile_body8(grid, gq, pad, w, si, so, flip, C, H, W, oc0 + o, q0, nt);  \
+    }
+TILE8_FN(tile8_f1, 0, 1)
+TILE8_FN(tile8_f2, 0, 2)
+TILE8_FN(tile8_f3, 0, 3)
+TILE8_FN(tile8_b1, 1, 1)
+TILE8_FN(tile8_b2, 1, 2)
+TILE8_FN(tile8_b3, 1, 3)
+
 typedef void (*tile_fn)(float *, size_t, const float *, const float *, size_t, size_t, int, int, int, int, size_t);
 
+/* One tile of OCB output channels from position q0 on: 48 positions (AVX-512) or 24 (AVX2), or a
+ * narrower tile for a map's last vectors. */
 static void conv_tile(float *grid, size_t gq, const float *pad, const float *w, size_t si, size_t so, int flip, int C,
-                      int H, int W, int oc0, size_t q0) {
+                      int H, int W, int oc0, size_t q0, int wide) {
     static const tile_fn fns[2][3] = {{tile_f1, tile_f2, tile_f3}, {tile_b1, tile_b2, tile_b3}};
-    size_t vecs = (pitch_q(H, W) - q0 + 15) / 16;
-    fns[flip][vecs >= 3 ? 2 : vecs - 1](grid, gq, pad, w, si, so, C, H, W, oc0, q0);
+    static const tile_fn fns8[2][3] = {{tile8_f1, tile8_f2, tile8_f3}, {tile8_b1, tile8_b2, tile8_b3}};
+    int lanes = wide ? 16 : 8;
+    size_t vecs = (pitch_q(H, W) - q0 + lanes - 1) / lanes;
+    (wide ? fns : fns8)[flip][vecs >= 3 ? 2 : vecs - 1](grid, gq, pad, w, si, so, C, H, W, oc0, q0);
 }
 
 /* Output channels [o0, o1) (multiples of 8, or o1 = OC). */
@@ -172,8 +230,11 @@ static void direct_range(float *out, const float *in, const float *w, int C, int
     /* forward: in has C channels, out OC, weights w[OC][C][9]; input gradient: in = dY has C
      * channels (the forward's OC), out = dX has OC (the forward's C), weights w[C][OC][9] */
     size_t si = input_grad ? (size_t)OC * 9 : 9, so = input_grad ? 9 : (size_t)C * 9;
-    for (size_t q0 = 0; q0 < Q; q0 += 16 * NT)
-        for (int oc0 = o0; oc0 < o1; oc0 += OCB) conv_tile(grid, gq, pad, w, si, so, input_grad, C, H, W, oc0, q0);
+    int wide = bf_engine_isa() == BF_ISA_AVX512;
+    size_t step = (wide ? 16 : 8) * NT;
+    for (size_t q0 = 0; q0 < Q; q0 += step)
+        for (int oc0 = o0; oc0 < o1; oc0 += OCB)
+            conv_tile(grid, gq, pad, w, si, so, input_grad, C, H, W, oc0, q0, wide);
     from_grid(out + (size_t)o0 * H * W, grid + o0 * gq, o1 - o0, H, W, acc, scale ? scale + o0 : NULL,
               scale ? shift + o0 : NULL, relu);
 }
@@ -234,10 +295,30 @@ DW_FN(dw_1, 1)
 DW_FN(dw_2, 2)
 DW_FN(dw_3, 3)
 
-int bf_direct3x3_dw_ok(int OC) {
-    __builtin_cpu_init();
-    return OC > 0 && __builtin_cpu_supports("avx512f");
+/* AVX2: 16 registers hold one output channel's 9 taps (9 accumulators, dY, and the input vector,
+ * which each FMA reads from memory: 10 loads per 9 FMAs, within the two load ports). */
+#define DECL9(t) __m256 c_##t = _mm256_setzero_ps();
+#define STEP9(t) c_##t = _mm256_fmadd_ps(y, _mm256_loadu_ps(src + (t / 3) * Wp + t % 3), c_##t);
+#define REDUCE9(t) dw[t] += hsum8(c_##t);
+
+__attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
 }
+
+__attribute__((target("avx2,fma"))) static void dw8(float *dw, const float *dy, const float *padc, size_t Q, int Wp) {
+    FOR_TAP(DECL9)
+    for (size_t q0 = 0; q0 < Q; q0 += 8) {
+        __m256 y = _mm256_loadu_ps(dy + q0);
+        const float *src = padc + q0;
+        FOR_TAP(STEP9)
+    }
+    FOR_TAP(REDUCE9)
+}
+
+int bf_direct3x3_dw_ok(int OC) { return OC > 0 && bf_engine_isa() >= BF_ISA_AVX2; }
 
 /* The weight gradient sums over every image of the slice, so the images are laid end to end:
  * channel c of all n images forms one run of n padded planes ((H+2) x Wp each), and dY channel oc
@@ -286,8 +367,15 @@ void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int n, int C, 
     lay_out(yr, dy, n, OC, H, W, 0);
     size_t P = DW_L2_FLOATS / (size_t)(C + OC) / 16 * 16;
     if (P < 256) P = 256;
+    int wide = bf_engine_isa() == BF_ISA_AVX512;
     for (size_t p0 = 0; p0 < Q; p0 += P) {
         size_t np = Q - p0 < P ? Q - p0 : P;
+        if (!wide) {
+            for (int oc = 0; oc < OC; oc++)
+                for (int c = 0; c < C; c++)
+                    dw8(dw + ((size_t)oc * C + c) * 9, yr + oc * len + p0, xr + c * len + p0, np, W + 2);
+            continue;
+        }
         for (int oc = 0; oc < OC; oc += 3) {
             int k = OC - oc < 3 ? OC - oc : 3;
             for (int c = 0; c < C; c++) {

@@ -76,12 +76,28 @@ __attribute__((target("avx512f"))) static void gather2_avx512(float *restrict ds
         _mm512_mask_storeu_ps(dst + j, (__mmask16)((1u << out) - 1), _mm512_permutex2var_ps(a, even, b));
     }
 }
+
+/* AVX2: two loads, an in-lane shuffle of the even elements and a cross-lane permute per 8 columns;
+ * the last columns (whose two loads would read past x[2(n-1)]) one at a time. */
+__attribute__((target("avx2"))) static void gather2_avx2(float *restrict dst, const float *restrict x, int n) {
+    int j = 0;
+    for (; j + 8 <= n - 1; j += 8) { /* reads x[2j .. 2j+15] <= x[2(n-1)] */
+        __m256 a = _mm256_loadu_ps(x + 2 * j), b = _mm256_loadu_ps(x + 2 * j + 8);
+        __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)); /* a0 a2 b0 b2 | a4 a6 b4 b6 */
+        _mm256_storeu_ps(dst + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+    }
+    for (; j < n; j++) dst[j] = x[2 * j];
+}
 #endif
 
 static void gather_cols(float *restrict dst, const float *restrict x, int n, int S) {
 #if defined(__x86_64__) && !defined(BF_NO_CLONES)
-    if (S == 2 && __builtin_cpu_supports("avx512f")) {
+    if (S == 2 && bf_engine_isa() == BF_ISA_AVX512) {
         gather2_avx512(dst, x, n);
+        return;
+    }
+    if (S == 2 && bf_engine_isa() == BF_ISA_AVX2) {
+        gather2_avx2(dst, x, n);
         return;
     }
 #endif
