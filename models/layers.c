@@ -13,13 +13,30 @@
 #include "bf_models.h"
 #include "conv_direct.h"
 
-/* The memory-bound loops (im2col, BN, pointwise) get AVX-512 / AVX2 clones picked at load time, so
- * the build stays generic x86-64 yet runs wide vectors where the CPU has them. Results depend only
- * on which clone runs, i.e. on the machine, never on the run. */
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(BF_NO_CLONES)
-#define BF_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+/* The memory-bound loops (im2col, BN, pointwise) are compiled three times from one body, for
+ * AVX-512, AVX2 + FMA and plain x86-64, and each call takes the engine's vector path (isa.c), so the
+ * build stays generic x86-64 yet runs wide vectors where the CPU has them, and a forced path
+ * (BLOCKFED_ISA) runs these loops as that CPU would. Results depend only on the path. */
+#define BF_HOT_BODY __attribute__((always_inline)) static inline
+#if defined(__x86_64__) && !defined(BF_NO_CLONES)
+#define BF_HOT_DISPATCH(linkage, name, params, args)                                                                 \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma"))) static void name##_avx512 params {           \
+        name##_body args;                                                                                          \
+    }                                                                                                              \
+    __attribute__((target("avx2,fma"))) static void name##_avx2 params { name##_body args; }                       \
+    static void name##_generic params { name##_body args; }                                                        \
+    linkage void name params {                                                                                     \
+        bf_isa_t isa_ = bf_engine_isa();                                                                           \
+        if (isa_ == BF_ISA_AVX512)                                                                                 \
+            name##_avx512 args;                                                                                    \
+        else if (isa_ == BF_ISA_AVX2)                                                                              \
+            name##_avx2 args;                                                                                      \
+        else                                                                                                       \
+            name##_generic args;                                                                                   \
+    }
 #else
-#define BF_HOT
+#define BF_HOT_DISPATCH(linkage, name, params, args) \
+    linkage void name params { name##_body args; }
 #endif
 
 /* ---- convolution -------------------------------------------------------------------------- */
@@ -125,7 +142,7 @@ static void split_phases(float *ph, const float *in, const geom_t *g, int c0, in
 }
 
 /* in += the phase planes, interleaved back (adjoint of split_phases). */
-BF_HOT static void merge_phases(float *restrict in, const float *restrict ph, const geom_t *g) {
+BF_HOT_BODY void merge_phases_body(float *restrict in, const float *restrict ph, const geom_t *g) {
     for (int c = 0; c < g->C; c++)
         for (int rr = 0; rr < g->S; rr++)
             for (int rc = 0; rc < g->S; rc++) {
@@ -137,6 +154,7 @@ BF_HOT static void merge_phases(float *restrict in, const float *restrict ph, co
                 }
             }
 }
+BF_HOT_DISPATCH(static, merge_phases, (float *restrict in, const float *restrict ph, const geom_t *g), (in, ph, g))
 
 /* The tap's source phase and shift, and the output rows / columns whose source lies inside it. */
 typedef struct {
@@ -159,7 +177,7 @@ static tap_t tap(const geom_t *g, int ki, int kj) {
 }
 
 /* dst[OH][OW] = plane[oh + sr][ow + sc], zero outside the plane. */
-BF_HOT static void shifted_copy(float *restrict dst, const float *restrict plane, const geom_t *g, const tap_t *t) {
+BF_HOT_BODY void shifted_copy_body(float *restrict dst, const float *restrict plane, const geom_t *g, const tap_t *t) {
     int OW = g->OW, PW = g->PW;
     for (int ow = 0; ow < t->oh0 * OW; ow++) dst[ow] = 0;
     if (PW == OW) { /* one contiguous block, then clear the columns that wrapped across rows */
@@ -183,10 +201,13 @@ BF_HOT static void shifted_copy(float *restrict dst, const float *restrict plane
     }
     for (int k = t->oh1 * OW; k < g->OH * OW; k++) dst[k] = 0;
 }
+BF_HOT_DISPATCH(static, shifted_copy,
+                (float *restrict dst, const float *restrict plane, const geom_t *g, const tap_t *t),
+                (dst, plane, g, t))
 
 /* plane[oh + sr][ow + sc] += src[oh][ow] inside the plane (adjoint of shifted_copy). Destroys the
  * wrapped columns of src, which is scratch, so the contiguous case is one loop. */
-BF_HOT static void shifted_add(float *restrict plane, float *restrict src, const geom_t *g, const tap_t *t) {
+BF_HOT_BODY void shifted_add_body(float *restrict plane, float *restrict src, const geom_t *g, const tap_t *t) {
     int OW = g->OW, PW = g->PW;
     if (PW == OW) {
         for (int oh = t->oh0; oh < t->oh1; oh++) {
@@ -206,6 +227,9 @@ BF_HOT static void shifted_add(float *restrict plane, float *restrict src, const
         }
     }
 }
+BF_HOT_DISPATCH(static, shifted_add,
+                (float *restrict plane, float *restrict src, const geom_t *g, const tap_t *t),
+                (plane, src, g, t))
 
 /* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside). */
 #define MAX_TAPS 64 /* kernels up to 8x8 */
@@ -276,7 +300,7 @@ static void add_bias(float *y, const float *b, int OC, int cols) {
 }
 
 /* y = y * scale[oc] + shift[oc] (then ReLU), bf_bn_forward's arithmetic. */
-BF_HOT static void affine(float *y, const float *scale, const float *shift, int OC, int cols, int relu) {
+BF_HOT_BODY void affine_body(float *y, const float *scale, const float *shift, int OC, int cols, int relu) {
     for (int oc = 0; oc < OC; oc++) {
         float a = scale[oc], b = shift[oc], *r = y + (size_t)oc * cols;
         if (relu)
@@ -288,6 +312,9 @@ BF_HOT static void affine(float *y, const float *scale, const float *shift, int 
             for (int j = 0; j < cols; j++) r[j] = r[j] * a + b;
     }
 }
+BF_HOT_DISPATCH(static, affine,
+                (float *y, const float *scale, const float *shift, int OC, int cols, int relu),
+                (y, scale, shift, OC, cols, relu))
 
 void bf_conv2d_forward_channels_affine(float *out, const float *in, const float *w, const float *b, int C, int H,
                                        int W, int OC, int K, int S, int P, float *scratch, int o0, int o1,
@@ -380,7 +407,7 @@ void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *
 
 /* ---- batch normalization ------------------------------------------------------------------ */
 
-BF_HOT void bf_bn_stats(double *sum, double *sumsq, const float *in, int n, int C, int HW) {
+BF_HOT_BODY void bf_bn_stats_body(double *sum, double *sumsq, const float *in, int n, int C, int HW) {
     for (int i = 0; i < n; i++)
         for (int c = 0; c < C; c++) {
             const float *x = in + ((size_t)i * C + c) * HW;
@@ -395,8 +422,11 @@ BF_HOT void bf_bn_stats(double *sum, double *sumsq, const float *in, int n, int 
             sumsq[c] += s2;
         }
 }
+BF_HOT_DISPATCH(, bf_bn_stats,
+                (double *sum, double *sumsq, const float *in, int n, int C, int HW),
+                (sum, sumsq, in, n, C, HW))
 
-BF_HOT void bf_bn_forward(float *out, const float *in, const float *mean, const float *rstd, const float *gamma,
+BF_HOT_BODY void bf_bn_forward_body(float *out, const float *in, const float *mean, const float *rstd, const float *gamma,
                    const float *beta, int n, int C, int HW, int relu) {
     for (int i = 0; i < n; i++)
         for (int c = 0; c < C; c++) {
@@ -413,8 +443,12 @@ BF_HOT void bf_bn_forward(float *out, const float *in, const float *mean, const 
                 for (int j = 0; j < HW; j++) y[j] = x[j] * a + b;
         }
 }
+BF_HOT_DISPATCH(, bf_bn_forward,
+                (float *out, const float *in, const float *mean, const float *rstd, const float *gamma,
+                 const float *beta, int n, int C, int HW, int relu),
+                (out, in, mean, rstd, gamma, beta, n, C, HW, relu))
 
-BF_HOT void bf_bn_backward_stats(double *sum_dy, double *sum_dy_xhat, float *dout, const float *out,
+BF_HOT_BODY void bf_bn_backward_stats_body(double *sum_dy, double *sum_dy_xhat, float *dout, const float *out,
                           const float *in, const float *mean, const float *rstd, int n, int C, int HW,
                           int relu) {
     for (int i = 0; i < n; i++)
@@ -434,8 +468,12 @@ BF_HOT void bf_bn_backward_stats(double *sum_dy, double *sum_dy_xhat, float *dou
             sum_dy_xhat[c] += (double)sx * rstd[c];
         }
 }
+BF_HOT_DISPATCH(, bf_bn_backward_stats,
+                (double *sum_dy, double *sum_dy_xhat, float *dout, const float *out, const float *in,
+                 const float *mean, const float *rstd, int n, int C, int HW, int relu),
+                (sum_dy, sum_dy_xhat, dout, out, in, mean, rstd, n, C, HW, relu))
 
-BF_HOT void bf_bn_backward(float *din, int acc, const float *dout, const float *in, const float *mean,
+BF_HOT_BODY void bf_bn_backward_body(float *din, int acc, const float *dout, const float *in, const float *mean,
                     const float *rstd, const float *gamma, const double *sum_dy,
                     const double *sum_dy_xhat, int Ntot, int n, int C, int HW) {
     double count = (double)Ntot * HW;
@@ -456,21 +494,29 @@ BF_HOT void bf_bn_backward(float *din, int acc, const float *dout, const float *
         }
     }
 }
+BF_HOT_DISPATCH(, bf_bn_backward,
+                (float *din, int acc, const float *dout, const float *in, const float *mean, const float *rstd,
+                 const float *gamma, const double *sum_dy, const double *sum_dy_xhat, int Ntot, int n, int C, int HW),
+                (din, acc, dout, in, mean, rstd, gamma, sum_dy, sum_dy_xhat, Ntot, n, C, HW))
 
 /* ---- pointwise ---------------------------------------------------------------------------- */
 
-BF_HOT void bf_relu_forward(float *out, const float *in, size_t count) {
+BF_HOT_BODY void bf_relu_forward_body(float *out, const float *in, size_t count) {
     for (size_t i = 0; i < count; i++) out[i] = in[i] > 0 ? in[i] : 0;
 }
+BF_HOT_DISPATCH(, bf_relu_forward, (float *out, const float *in, size_t count), (out, in, count))
 
-BF_HOT void bf_relu_backward(float *din, int acc, const float *dout, const float *out, size_t count) {
+BF_HOT_BODY void bf_relu_backward_body(float *din, int acc, const float *dout, const float *out, size_t count) {
     if (acc)
         for (size_t i = 0; i < count; i++) din[i] += out[i] > 0 ? dout[i] : 0;
     else
         for (size_t i = 0; i < count; i++) din[i] = out[i] > 0 ? dout[i] : 0;
 }
+BF_HOT_DISPATCH(, bf_relu_backward,
+                (float *din, int acc, const float *dout, const float *out, size_t count),
+                (din, acc, dout, out, count))
 
-BF_HOT void bf_add_forward(float *out, const float *a, const float *b, size_t count, int relu) {
+BF_HOT_BODY void bf_add_forward_body(float *out, const float *a, const float *b, size_t count, int relu) {
     if (relu)
         for (size_t i = 0; i < count; i++) {
             float v = a[i] + b[i];
@@ -479,21 +525,28 @@ BF_HOT void bf_add_forward(float *out, const float *a, const float *b, size_t co
     else
         for (size_t i = 0; i < count; i++) out[i] = a[i] + b[i];
 }
+BF_HOT_DISPATCH(, bf_add_forward,
+                (float *out, const float *a, const float *b, size_t count, int relu),
+                (out, a, b, count, relu))
 
-BF_HOT static void route(float *d, int acc, const float *g, size_t count) {
+BF_HOT_BODY void route_body(float *d, int acc, const float *g, size_t count) {
     if (acc)
         for (size_t i = 0; i < count; i++) d[i] += g[i];
     else
         memcpy(d, g, sizeof(float) * count);
 }
+BF_HOT_DISPATCH(static, route, (float *d, int acc, const float *g, size_t count), (d, acc, g, count))
 
-BF_HOT void bf_add_backward(float *da, int acc_a, float *db, int acc_b, float *dout, const float *out,
+BF_HOT_BODY void bf_add_backward_body(float *da, int acc_a, float *db, int acc_b, float *dout, const float *out,
                      size_t count, int relu) {
     if (relu)
         for (size_t i = 0; i < count; i++) dout[i] = out[i] > 0 ? dout[i] : 0;
     route(da, acc_a, dout, count);
     route(db, acc_b, dout, count);
 }
+BF_HOT_DISPATCH(, bf_add_backward,
+                (float *da, int acc_a, float *db, int acc_b, float *dout, const float *out, size_t count, int relu),
+                (da, acc_a, db, acc_b, dout, out, count, relu))
 
 /* ---- pooling ------------------------------------------------------------------------------ */
 
@@ -525,7 +578,7 @@ void bf_maxpool2_backward(float *din, int acc, const float *dout, const int32_t 
     }
 }
 
-BF_HOT void bf_gap_forward(float *out, const float *in, int n, int C, int HW) {
+BF_HOT_BODY void bf_gap_forward_body(float *out, const float *in, int n, int C, int HW) {
     for (int p = 0; p < n * C; p++) {
         const float *x = in + (size_t)p * HW;
         float s = 0;
@@ -534,8 +587,9 @@ BF_HOT void bf_gap_forward(float *out, const float *in, int n, int C, int HW) {
         out[p] = s / HW;
     }
 }
+BF_HOT_DISPATCH(, bf_gap_forward, (float *out, const float *in, int n, int C, int HW), (out, in, n, C, HW))
 
-BF_HOT void bf_gap_backward(float *din, int acc, const float *dout, int n, int C, int HW) {
+BF_HOT_BODY void bf_gap_backward_body(float *din, int acc, const float *dout, int n, int C, int HW) {
     for (int p = 0; p < n * C; p++) {
         float g = dout[p] / HW, *dx = din + (size_t)p * HW;
         if (acc)
@@ -544,6 +598,9 @@ BF_HOT void bf_gap_backward(float *din, int acc, const float *dout, int n, int C
             for (int j = 0; j < HW; j++) dx[j] = g;
     }
 }
+BF_HOT_DISPATCH(, bf_gap_backward,
+                (float *din, int acc, const float *dout, int n, int C, int HW),
+                (din, acc, dout, n, C, HW))
 
 /* ---- linear and loss ---------------------------------------------------------------------- */
 
