@@ -144,6 +144,10 @@ void bf_net_input(const bf_net_t *net, int *C, int *H, int *W);
 int bf_net_classes(const bf_net_t *net);
 int bf_net_max_batch(const bf_net_t *net);
 int bf_net_threads(const bf_net_t *net);
+/* Floating-point operations per image (2 per multiply-add) of the convolutions and linear layers:
+ * an inference forward, and a training step (forward, weight gradients, and input gradients of
+ * every layer but the first). Other layers are memory-bound and not counted. */
+void bf_net_flops(const bf_net_t *net, double *forward, double *train);
 
 float *bf_net_params(bf_net_t *net);
 float *bf_net_grads(bf_net_t *net);

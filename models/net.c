@@ -402,6 +402,20 @@ void bf_net_input(const bf_net_t *net, int *C, int *H, int *W) {
 int bf_net_classes(const bf_net_t *net) { return net->classes; }
 int bf_net_max_batch(const bf_net_t *net) { return net->max_batch; }
 int bf_net_threads(const bf_net_t *net) { return net->threads; }
+
+void bf_net_flops(const bf_net_t *net, double *forward, double *train) {
+    double f = 0, t = 0;
+    for (int i = 0; i < net->nops; i++) {
+        const op_t *op = &net->ops[i];
+        if (op->kind != OP_CONV && op->kind != OP_LINEAR) continue;
+        double k2 = op->kind == OP_CONV ? (double)op->K * op->K : 1;
+        double macs = (double)op->OC * op->OH * op->OW * op->C * k2;
+        f += 2 * macs;
+        t += 2 * macs * (op->in == 0 ? 2 : 3);
+    }
+    *forward = f;
+    *train = t;
+}
 float *bf_net_params(bf_net_t *net) { return net->params; }
 float *bf_net_grads(bf_net_t *net) { return net->grads; }
 float *bf_net_buffers(bf_net_t *net) { return net->buffers; }
