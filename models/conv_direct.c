@@ -295,11 +295,22 @@ DW_FN(dw_1, 1)
 DW_FN(dw_2, 2)
 DW_FN(dw_3, 3)
 
-/* AVX2: 16 registers hold one output channel's 9 taps (9 accumulators, dY, and the input vector,
- * which each FMA reads from memory: 10 loads per 9 FMAs, within the two load ports). */
-#define DECL9(t) __m256 c_##t = _mm256_setzero_ps();
-#define STEP9(t) c_##t = _mm256_fmadd_ps(y, _mm256_loadu_ps(src + (t / 3) * Wp + t % 3), c_##t);
-#define REDUCE9(t) dw[t] += hsum8(c_##t);
+/* AVX2: 16 registers cannot hold 27 accumulators, so a call covers one kernel row ki: k = 1-3
+ * output channels x 3 taps = 9 accumulators, each input vector loaded once for its k FMAs and each
+ * dY vector for its 3 (6 loads per 9 FMAs; one channel's 9 taps at once took 10). */
+#define FOR_KJ(X) X(0) X(1) X(2)
+#define DECL_R(j) __m256 r0_##j = _mm256_setzero_ps(), r1_##j = r0_##j, r2_##j = r0_##j;
+#define STEP_R(j)                                             \
+    {                                                         \
+        __m256 x = _mm256_loadu_ps(src + j);                  \
+        r0_##j = _mm256_fmadd_ps(y0, x, r0_##j);              \
+        if (k > 1) r1_##j = _mm256_fmadd_ps(y1, x, r1_##j);   \
+        if (k > 2) r2_##j = _mm256_fmadd_ps(y2, x, r2_##j);   \
+    }
+#define REDUCE_R(j)                           \
+    dw0[j] += hsum8(r0_##j);                  \
+    if (k > 1) dw1[j] += hsum8(r1_##j);       \
+    if (k > 2) dw2[j] += hsum8(r2_##j);
 
 __attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -308,15 +319,31 @@ __attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-__attribute__((target("avx2,fma"))) static void dw8(float *dw, const float *dy, const float *padc, size_t Q, int Wp) {
-    FOR_TAP(DECL9)
+/* dw0..dw2 point at tap (ki, 0) of their output channel; padc at the input run shifted by ki rows. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void dw8_body(float *dw0, const float *dy0,
+                                                                                size_t ylen, const float *padc,
+                                                                                size_t Q, size_t wstride, const int k) {
+    float *dw1 = dw0 + wstride, *dw2 = dw1 + wstride;
+    const float *dy1 = dy0 + ylen, *dy2 = dy1 + ylen;
+    FOR_KJ(DECL_R)
     for (size_t q0 = 0; q0 < Q; q0 += 8) {
-        __m256 y = _mm256_loadu_ps(dy + q0);
+        __m256 y0 = _mm256_loadu_ps(dy0 + q0);
+        __m256 y1 = k > 1 ? _mm256_loadu_ps(dy1 + q0) : y0;
+        __m256 y2 = k > 2 ? _mm256_loadu_ps(dy2 + q0) : y0;
         const float *src = padc + q0;
-        FOR_TAP(STEP9)
+        FOR_KJ(STEP_R)
     }
-    FOR_TAP(REDUCE9)
+    FOR_KJ(REDUCE_R)
 }
+
+#define DW8_FN(name, k)                                                                                        \
+    __attribute__((target("avx2,fma"))) static void name(float *dw0, const float *dy0, size_t ylen,             \
+                                                         const float *padc, size_t Q, size_t wstride) {         \
+        dw8_body(dw0, dy0, ylen, padc, Q, wstride, k);                                                          \
+    }
+DW8_FN(dw8_1, 1)
+DW8_FN(dw8_2, 2)
+DW8_FN(dw8_3, 3)
 
 int bf_direct3x3_dw_ok(int OC) { return OC > 0 && bf_engine_isa() >= BF_ISA_AVX2; }
 
@@ -370,13 +397,17 @@ void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int n, int C, 
     int wide = bf_engine_isa() == BF_ISA_AVX512;
     for (size_t p0 = 0; p0 < Q; p0 += P) {
         size_t np = Q - p0 < P ? Q - p0 : P;
-        if (!wide) {
-            for (int oc = 0; oc < OC; oc++)
-                for (int c = 0; c < C; c++)
-                    dw8(dw + ((size_t)oc * C + c) * 9, yr + oc * len + p0, xr + c * len + p0, np, W + 2);
-            continue;
+        for (int oc = 0; oc < OC && !wide; oc += 3) {
+            int k = OC - oc < 3 ? OC - oc : 3;
+            for (int c = 0; c < C; c++)
+                for (int ki = 0; ki < 3; ki++) {
+                    float *d0 = dw + ((size_t)oc * C + c) * 9 + 3 * ki;
+                    const float *y0 = yr + oc * len + p0, *x0 = xr + c * len + p0 + (size_t)ki * (W + 2);
+                    size_t ws = (size_t)C * 9;
+                    (k == 3 ? dw8_3 : k == 2 ? dw8_2 : dw8_1)(d0, y0, len, x0, np, ws);
+                }
         }
-        for (int oc = 0; oc < OC; oc += 3) {
+        for (int oc = 0; oc < OC && wide; oc += 3) {
             int k = OC - oc < 3 ? OC - oc : 3;
             for (int c = 0; c < C; c++) {
                 float *d0 = dw + ((size_t)oc * C + c) * 9;
