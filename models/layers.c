@@ -272,6 +272,9 @@ static void col2im(float *in, float *col, size_t ld, float *ph, const geom_t *g)
  * gradient) come in multiples of 8 run the direct AVX-512 kernel (conv_direct.c); everything
  * else, and the weight gradient, runs im2col + GEMM. */
 static int direct_ok(int K, int S, int P, int channels) { return K == 3 && S == 1 && P == 1 && bf_direct3x3_ok(channels); }
+/* The forward of a 3x3 stride-2 convolution (the ResNet's downsampling convs) runs the direct
+ * kernels on parity phases of the input; its backward stays im2col + GEMM. */
+static int direct_s2_ok(int K, int S, int P, int OC) { return K == 3 && S == 2 && P == 1 && bf_direct3x3_ok(OC); }
 
 typedef struct {
     float *col, *dcol, *ph, *direct; /* column matrix, its gradient, phase planes, direct-conv scratch */
@@ -291,6 +294,7 @@ size_t bf_conv2d_scratch(int n, int C, int H, int W, int OC, int K, int S, int P
         size_t a = bf_direct3x3_scratch(C, OC, H, W), b = bf_direct3x3_dw_scratch(n, C, OC, H, W);
         direct = a > b ? a : b;
     }
+    if (K == 3 && S == 2 && P == 1) direct = bf_direct3x3s2_scratch(C, OC, H, W);
     return 2 * (size_t)C * K * K * g.OH * g.OW + phase_floats(&g) + direct;
 }
 
@@ -324,11 +328,11 @@ void bf_conv2d_forward_channels_affine(float *out, const float *in, const float 
     int rows = C * K * K, cols = g.OH * g.OW;
     conv_scratch_t s = carve(scratch, &g);
     float *y = out + (size_t)o0 * cols;
-    if (direct_ok(K, S, P, OC)) {
+    if (direct_ok(K, S, P, OC) || direct_s2_ok(K, S, P, OC)) {
         /* the epilogue runs in the kernel's copy-out pass unless a bias must come first */
         int fused = scale && !b;
-        bf_direct3x3_channels(out, in, w, C, OC, H, W, s.direct, o0, o1, fused ? scale : NULL, fused ? shift : NULL,
-                              relu);
+        (S == 1 ? bf_direct3x3_channels : bf_direct3x3s2_channels)(out, in, w, C, OC, H, W, s.direct, o0, o1,
+                                                                   fused ? scale : NULL, fused ? shift : NULL, relu);
         if (fused) return;
     } else {
         const float *col = in;
@@ -356,7 +360,7 @@ void bf_conv2d_forward(float *out, const float *in, const float *w, const float 
 
 int bf_conv2d_channel_unit(int C, int OC, int K, int S, int P) {
     (void)C;
-    return direct_ok(K, S, P, OC) ? 8 : 1;
+    return direct_ok(K, S, P, OC) || direct_s2_ok(K, S, P, OC) ? 8 : 1;
 }
 
 void bf_conv2d_forward_channels(float *out, const float *in, const float *w, const float *b, int C, int H, int W,

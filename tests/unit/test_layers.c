@@ -360,6 +360,9 @@ int main(void) {
     test_conv(2, 8, 7, 6, 16, 3, 1, 1, 0); /* direct kernel (OC, C multiples of 8), a map's last vectors */
     test_conv(1, 16, 5, 20, 8, 3, 1, 1, 1); /* direct: 2 vectors per row, odd rows, bias */
     test_conv(1, 8, 3, 35, 8, 3, 1, 1, 0); /* direct: 3 vectors per row */
+    test_conv(2, 8, 7, 6, 16, 3, 2, 1, 0); /* direct stride-2 forward: odd rows, OC two tiles */
+    test_conv(1, 3, 14, 14, 8, 3, 2, 1, 1); /* direct stride 2 at a ResNet size, bias after the kernel */
+    test_conv(1, 4, 29, 40, 8, 3, 2, 1, 0); /* direct stride 2: 15 x 21 positions, full and narrow tiles */
     test_conv(2, 2, 6, 7, 3, 3, 1, 0, 1);  /* "valid" conv: plane wider than the output rows */
     test_conv(1, 2, 5, 5, 2, 3, 2, 2, 0);  /* padding 2 with stride 2 */
     test_conv(1, 2, 5, 41, 3, 3, 2, 1, 0); /* stride 2 over 41 columns: 21/20 per phase, two vectors */
