@@ -70,6 +70,11 @@ void bf_conv2d_forward_affine(float *out, const float *in, const float *w, const
 void bf_conv2d_forward_channels_affine(float *out, const float *in, const float *w, const float *b, int C, int H,
                                        int W, int OC, int K, int S, int P, float *scratch, int o0, int o1,
                                        const float *scale, const float *shift, int relu);
+/* bf_conv2d_forward that also adds the output's BatchNorm statistics, sum[oc] and sumsq[oc] as
+ * bf_bn_stats would (same order, same result), each image's right after it is computed, while it is
+ * still in cache: training-mode conv + BN reads its output once less. */
+void bf_conv2d_forward_bnstats(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
+                               int W, int OC, int K, int S, int P, float *scratch, double *sum, double *sumsq);
 void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *dout, const float *in,
                         const float *w, int n, int C, int H, int W, int OC, int K, int S, int P,
                         float *scratch);

@@ -16,15 +16,17 @@
 /* The memory-bound loops (im2col, BN, pointwise) are compiled three times from one body, for
  * AVX-512, AVX2 + FMA and plain x86-64, and each call takes the engine's vector path (isa.c), so the
  * build stays generic x86-64 yet runs wide vectors where the CPU has them, and a forced path
- * (BLOCKFED_ISA) runs these loops as that CPU would. Results depend only on the path. */
+ * (BLOCKFED_ISA) runs these loops as that CPU would. Results depend only on the path: noipa keeps
+ * GCC from specialising a variant for one call site's constants, which can change how a reduction
+ * is vectorised and so its rounding. */
 #define BF_HOT_BODY __attribute__((always_inline)) static inline
 #if defined(__x86_64__) && !defined(BF_NO_CLONES)
 #define BF_HOT_DISPATCH(linkage, name, params, args)                                                                 \
-    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma"))) static void name##_avx512 params {           \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma"), noipa)) static void name##_avx512 params {    \
         name##_body args;                                                                                          \
     }                                                                                                              \
-    __attribute__((target("avx2,fma"))) static void name##_avx2 params { name##_body args; }                       \
-    static void name##_generic params { name##_body args; }                                                        \
+    __attribute__((target("avx2,fma"), noipa)) static void name##_avx2 params { name##_body args; }                \
+    __attribute__((noipa)) static void name##_generic params { name##_body args; }                                 \
     linkage void name params {                                                                                     \
         bf_isa_t isa_ = bf_engine_isa();                                                                           \
         if (isa_ == BF_ISA_AVX512)                                                                                 \
@@ -351,6 +353,17 @@ void bf_conv2d_forward_affine(float *out, const float *in, const float *w, const
     for (int i = 0; i < n; i++)
         bf_conv2d_forward_channels_affine(out + i * out_sz, in + i * in_sz, w, b, C, H, W, OC, K, S, P, scratch, 0, OC,
                                           scale, shift, relu);
+}
+
+void bf_conv2d_forward_bnstats(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
+                               int W, int OC, int K, int S, int P, float *scratch, double *sum, double *sumsq) {
+    size_t in_sz = (size_t)C * H * W;
+    int HW = bf_conv_out(H, K, S, P) * bf_conv_out(W, K, S, P);
+    for (int i = 0; i < n; i++) {
+        float *y = out + (size_t)i * OC * HW;
+        bf_conv2d_forward_channels_affine(y, in + i * in_sz, w, b, C, H, W, OC, K, S, P, scratch, 0, OC, NULL, NULL, 0);
+        bf_bn_stats(sum, sumsq, y, 1, OC, HW);
+    }
 }
 
 void bf_conv2d_forward(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
