@@ -1,5 +1,6 @@
-/* conv_direct.c: the 3x3 stride-1 convolutions that carry most of ResNet8's FLOPs, computed
- * directly from a zero-padded copy of the input instead of im2col + GEMM.
+/* conv_direct.c: the 3x3 convolutions that carry most of ResNet8's FLOPs, computed directly from a
+ * zero-padded copy of the input instead of im2col + GEMM, with AVX-512 or AVX2 + FMA kernels on the
+ * engine's vector path (the generic path uses im2col + GEMM instead).
  *
  * im2col writes nine shifted copies of the input and OpenBLAS then packs them once more; for 16-64
  * channel layers that memory traffic cost as much as the arithmetic. Here the input is padded by
@@ -9,10 +10,12 @@
  * columns per row are computed and dropped).
  *  - forward and input gradient: a tile of 8 output channels x 3 vectors of 16 positions stays in
  *    24 AVX-512 registers while the loop runs over input channels and taps (3 loads, 8 weight
- *    broadcasts, 24 FMAs a step); the input gradient is the same convolution of dY with the
- *    weights read transposed and flipped;
- *  - weight gradient: 3 output channels x 9 taps = 27 accumulators per input channel, summed over
- *    the positions of all images of the slice laid end to end, reduced across lanes once. */
+ *    broadcasts, 24 FMAs a step); AVX2 runs 4 channels x 3 vectors of 8 twice. The input gradient
+ *    is the same convolution of dY with the weights read transposed and flipped;
+ *  - stride-2 forward: the same tiles over the input's four parity phases (see pad_phases);
+ *  - weight gradient: 3 output channels x 9 taps = 27 accumulators per input channel (AVX2: one
+ *    kernel row, 9 accumulators), summed over the positions of all images of the slice laid end
+ *    to end, reduced across lanes once. */
 #include "conv_direct.h"
 
 #include <string.h>
@@ -23,7 +26,7 @@
 #include <immintrin.h>
 
 #define OCB 8 /* output channels per forward tile */
-#define NT 3  /* 16-position vectors per forward tile */
+#define NT 3  /* vectors (16 or 8 positions) per forward tile */
 #define SLACK 64
 
 int bf_direct3x3_ok(int OC) { return OC % OCB == 0 && bf_engine_isa() >= BF_ISA_AVX2; }
@@ -508,7 +511,7 @@ void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int n, int C, 
     }
 }
 
-#else /* no AVX-512 kernels on this target: callers use im2col + GEMM */
+#else /* not x86-64: no direct kernels, callers use im2col + GEMM */
 
 int bf_direct3x3_ok(int OC) {
     (void)OC;

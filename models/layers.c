@@ -2,8 +2,9 @@
  *
  * Each call works on a slice of n images (one thread's share of the batch); shapes are per image.
  * Convolutions are im2col + cblas_sgemm per image (the per-image column buffer stays in L2; one
- * GEMM over a group of images gained nothing measurable: docs/ENGINE.md), except the 3x3 stride-1
- * ones the direct kernels of conv_direct.c take. */
+ * GEMM over a group of images gained nothing measurable: docs/ENGINE.md), except on the AVX-512
+ * and AVX2 paths the 3x3 stride-1 ones and the forward of the 3x3 stride-2 ones, which the direct
+ * kernels of conv_direct.c take. */
 #include <assert.h>
 #include <cblas.h>
 #include <float.h>
@@ -270,9 +271,9 @@ static void col2im(float *in, float *col, size_t ld, float *ph, const geom_t *g)
     if (g->S > 1) merge_phases(in, ph, g);
 }
 
-/* 3x3 stride-1 "same" convolutions whose output channels (forward) or input channels (input
- * gradient) come in multiples of 8 run the direct AVX-512 kernel (conv_direct.c); everything
- * else, and the weight gradient, runs im2col + GEMM. */
+/* On the AVX-512 and AVX2 paths, 3x3 stride-1 "same" convolutions whose output channels (forward)
+ * or input channels (input gradient) come in multiples of 8 run the direct kernel (conv_direct.c),
+ * and so does their weight gradient; everything else runs im2col + GEMM. */
 static int direct_ok(int K, int S, int P, int channels) { return K == 3 && S == 1 && P == 1 && bf_direct3x3_ok(channels); }
 /* The forward of a 3x3 stride-2 convolution (the ResNet's downsampling convs) runs the direct
  * kernels on parity phases of the input; its backward stays im2col + GEMM. */
