@@ -157,8 +157,8 @@ static bf_cli_outcome_t run_training(const train_args_t *a, bf_dataset_t *train,
         return bf_cli_fail("%s", err.msg);
     }
     if (a->verbose && !a->json)
-        printf("model %s (%zu parameters), %d threads, OpenBLAS core %s, augmentation %s\n", a->arch,
-               bf_net_num_params(net), a->threads, bf_blas_corename(), augment ? "on" : "off");
+        printf("model %s (%zu parameters), %d threads, engine path %s, OpenBLAS core %s, augmentation %s\n", a->arch,
+               bf_net_num_params(net), a->threads, bf_engine_isa_name(), bf_blas_corename(), augment ? "on" : "off");
     progress_state_t st = {.tty = !a->quiet && !a->json && isatty(2)};
     double test_loss = 0, test_acc = 0, total = 0;
     bf_cli_outcome_t rc = CLIENT_OK;

@@ -30,6 +30,23 @@ void bf_blas_init(int argc, char **argv);
 /* The OpenBLAS core in use, e.g. "SkylakeX". */
 const char *bf_blas_corename(void);
 
+/* ---- Vector path (isa.c) ------------------------------------------------------------------ */
+
+/* The engine's direct convolutions and hot loops exist for AVX-512, AVX2 + FMA and plain C; the
+ * path is chosen once per process from the CPU's features, or forced with the environment variable
+ * BLOCKFED_ISA=avx512|avx2|generic (auto: the default). A forced path the CPU lacks falls back to
+ * the best one it has, with a message on stderr. Results are bit-identical per seed, thread count
+ * and path; paths differ in rounding. */
+typedef enum { BF_ISA_GENERIC, BF_ISA_AVX2, BF_ISA_AVX512 } bf_isa_t;
+bf_isa_t bf_engine_isa(void);
+/* "avx512", "avx2" or "generic": the path in use. */
+const char *bf_engine_isa_name(void);
+const char *bf_isa_name(bf_isa_t isa);
+/* The best path this CPU supports (what auto picks). */
+bf_isa_t bf_isa_best(void);
+/* "avx512" / "avx2" / "generic" -> isa; -1 for anything else. */
+int bf_isa_parse(const char *s, bf_isa_t *isa);
+
 /* ---- Layers (layers.c) -------------------------------------------------------------------- */
 /* Shapes: n images per call (a thread's slice), C,H,W input, OC,OH,OW output. Backward functions
  * accumulate (+=) into parameter gradients; input gradients are written (acc=0) or added (acc=1). */
@@ -53,6 +70,11 @@ void bf_conv2d_forward_affine(float *out, const float *in, const float *w, const
 void bf_conv2d_forward_channels_affine(float *out, const float *in, const float *w, const float *b, int C, int H,
                                        int W, int OC, int K, int S, int P, float *scratch, int o0, int o1,
                                        const float *scale, const float *shift, int relu);
+/* bf_conv2d_forward that also adds the output's BatchNorm statistics, sum[oc] and sumsq[oc] as
+ * bf_bn_stats would (same order, same result), each image's right after it is computed, while it is
+ * still in cache: training-mode conv + BN reads its output once less. */
+void bf_conv2d_forward_bnstats(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
+                               int W, int OC, int K, int S, int P, float *scratch, double *sum, double *sumsq);
 void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *dout, const float *in,
                         const float *w, int n, int C, int H, int W, int OC, int K, int S, int P,
                         float *scratch);
@@ -127,6 +149,10 @@ void bf_net_input(const bf_net_t *net, int *C, int *H, int *W);
 int bf_net_classes(const bf_net_t *net);
 int bf_net_max_batch(const bf_net_t *net);
 int bf_net_threads(const bf_net_t *net);
+/* Floating-point operations per image (2 per multiply-add) of the convolutions and linear layers:
+ * an inference forward, and a training step (forward, weight gradients, and input gradients of
+ * every layer but the first). Other layers are memory-bound and not counted. */
+void bf_net_flops(const bf_net_t *net, double *forward, double *train);
 
 float *bf_net_params(bf_net_t *net);
 float *bf_net_grads(bf_net_t *net);

@@ -22,14 +22,11 @@ static int is_generic_core(const char *name) {
     return 0;
 }
 
-static const char *better_core(void) {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-        return "SkylakeX";
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
-    return NULL;
-}
+/* The core matching the engine's vector path: a forced AVX2 path (BLOCKFED_ISA=avx2) on an
+ * AVX-512 CPU also puts OpenBLAS on its AVX2 kernels, so the path measures as it would on an AVX2
+ * CPU. The generic path keeps the best core the CPU has: it exists for CPUs without AVX2, where
+ * OpenBLAS's own detection of old cores is right. */
+static const char *core_for(bf_isa_t isa) { return isa == BF_ISA_AVX512 ? "SkylakeX" : isa == BF_ISA_AVX2 ? "Haswell" : NULL; }
 
 void bf_blas_init(int argc, char **argv) {
     /* Our engine threads over sub-batches itself; nested BLAS threads would oversubscribe. */
@@ -37,8 +34,11 @@ void bf_blas_init(int argc, char **argv) {
     if (getenv("OPENBLAS_CORETYPE")) return; /* the user's choice (and our re-exec's) wins */
     if (argc < 1 || !argv || !argv[0]) return; /* nothing to re-execute with */
     const char *core = openblas_get_corename();
-    const char *want = better_core();
-    if (!core || !want || !is_generic_core(core)) return;
+    bf_isa_t isa = bf_engine_isa(), best = bf_isa_best();
+    const char *want = core_for(isa == BF_ISA_GENERIC ? best : isa);
+    if (!core || !want) return;
+    int narrowed = isa == BF_ISA_AVX2 && best == BF_ISA_AVX512 && strcasecmp(core, want);
+    if (!is_generic_core(core) && !narrowed) return;
     setenv("OPENBLAS_CORETYPE", want, 1);
     setenv("BLOCKFED_BLAS_REEXEC", core, 1); /* tells the new image (and tests) why the core is set */
     execv("/proc/self/exe", argv);

@@ -1,5 +1,6 @@
-/* conv_direct.c: the 3x3 stride-1 convolutions that carry most of ResNet8's FLOPs, computed
- * directly from a zero-padded copy of the input instead of im2col + GEMM.
+/* conv_direct.c: the 3x3 convolutions that carry most of ResNet8's FLOPs, computed directly from a
+ * zero-padded copy of the input instead of im2col + GEMM, with AVX-512 or AVX2 + FMA kernels on the
+ * engine's vector path (the generic path uses im2col + GEMM instead).
  *
  * im2col writes nine shifted copies of the input and OpenBLAS then packs them once more; for 16-64
  * channel layers that memory traffic cost as much as the arithmetic. Here the input is padded by
@@ -9,25 +10,26 @@
  * columns per row are computed and dropped).
  *  - forward and input gradient: a tile of 8 output channels x 3 vectors of 16 positions stays in
  *    24 AVX-512 registers while the loop runs over input channels and taps (3 loads, 8 weight
- *    broadcasts, 24 FMAs a step); the input gradient is the same convolution of dY with the
- *    weights read transposed and flipped;
- *  - weight gradient: 3 output channels x 9 taps = 27 accumulators per input channel, summed over
- *    the positions of all images of the slice laid end to end, reduced across lanes once. */
+ *    broadcasts, 24 FMAs a step); AVX2 runs 4 channels x 3 vectors of 8 twice. The input gradient
+ *    is the same convolution of dY with the weights read transposed and flipped;
+ *  - stride-2 forward: the same tiles over the input's four parity phases (see pad_phases);
+ *  - weight gradient: 3 output channels x 9 taps = 27 accumulators per input channel (AVX2: one
+ *    kernel row, 9 accumulators), summed over the positions of all images of the slice laid end
+ *    to end, reduced across lanes once. */
 #include "conv_direct.h"
 
 #include <string.h>
+
+#include "bf_models.h"
 
 #if defined(__x86_64__) && !defined(BF_NO_DIRECT_CONV)
 #include <immintrin.h>
 
 #define OCB 8 /* output channels per forward tile */
-#define NT 3  /* 16-position vectors per forward tile */
+#define NT 3  /* vectors (16 or 8 positions) per forward tile */
 #define SLACK 64
 
-int bf_direct3x3_ok(int OC) {
-    __builtin_cpu_init();
-    return OC % OCB == 0 && __builtin_cpu_supports("avx512f");
-}
+int bf_direct3x3_ok(int OC) { return OC % OCB == 0 && bf_engine_isa() >= BF_ISA_AVX2; }
 
 static size_t pitch_q(int H, int W) { return (size_t)H * (W + 2); } /* positions on the padded pitch */
 static size_t pad_floats(int C, int H, int W) { return (size_t)C * (H + 2) * (W + 2) + SLACK; }
@@ -61,28 +63,42 @@ static void pad_input(float *pad, const float *in, int C, int H, int W) {
     memset(pad + (size_t)C * (H + 2) * Wp, 0, sizeof(float) * SLACK);
 }
 
-/* out (+)= the valid columns of grid; with scale, out = grid * scale[c] + shift[c] (then ReLU if
- * relu): an eval-mode BatchNorm applied in the same pass, with bf_bn_forward's arithmetic. */
-static void from_grid(float *out, const float *grid, int C, int H, int W, int acc, const float *scale,
-                      const float *shift, int relu) {
-    size_t gq = pitch_q(H, W) + SLACK;
-    int Wp = W + 2;
+/* Where a tile reads: input planes `plane` floats apart, output positions q < Q on a row pitch of
+ * Wp, and tap t reading input q + off[t] (stride 1: (t/3)*Wp + t%3; stride 2: into one of four
+ * phase planes, see pad_phases). */
+typedef struct {
+    size_t plane, Q, gq;
+    int Wp;
+    size_t off[9];
+} geo_t;
+
+static geo_t geo_s1(int H, int W) {
+    geo_t g = {(size_t)(H + 2) * (W + 2), pitch_q(H, W), pitch_q(H, W) + SLACK, W + 2, {0}};
+    for (int t = 0; t < 9; t++) g.off[t] = (size_t)(t / 3) * g.Wp + t % 3;
+    return g;
+}
+
+/* out (+)= the valid OH x OW columns of grid (row pitch Wp); with scale, out = grid * scale[c] +
+ * shift[c] (then ReLU if relu): an eval-mode BatchNorm applied in the same pass, with
+ * bf_bn_forward's arithmetic. */
+static void from_grid(float *out, const float *grid, const geo_t *g, int C, int OH, int OW, int acc,
+                      const float *scale, const float *shift, int relu) {
     for (int c = 0; c < C; c++) {
         float a = scale ? scale[c] : 1, b = scale ? shift[c] : 0;
-        for (int h = 0; h < H; h++) {
-            const float *g = grid + c * gq + (size_t)h * Wp;
-            float *o = out + ((size_t)c * H + h) * W;
+        for (int h = 0; h < OH; h++) {
+            const float *r = grid + c * g->gq + (size_t)h * g->Wp;
+            float *o = out + ((size_t)c * OH + h) * OW;
             if (scale && relu)
-                for (int w = 0; w < W; w++) {
-                    float v = g[w] * a + b;
+                for (int w = 0; w < OW; w++) {
+                    float v = r[w] * a + b;
                     o[w] = v > 0 ? v : 0;
                 }
             else if (scale)
-                for (int w = 0; w < W; w++) o[w] = g[w] * a + b;
+                for (int w = 0; w < OW; w++) o[w] = r[w] * a + b;
             else if (acc)
-                for (int w = 0; w < W; w++) o[w] += g[w];
+                for (int w = 0; w < OW; w++) o[w] += r[w];
             else
-                copy_row(o, g, W);
+                copy_row(o, r, OW);
         }
     }
 }
@@ -96,10 +112,9 @@ static __mmask16 tail_mask(size_t q0, size_t Q) {
 
 /* The 24 accumulators are named variables, not an array: GCC keeps an array of vectors in memory
  * and stores all of it after every tap, which made the kernel store-bound. The tile body is
- * inlined into one function per (vectors per tile, flipped taps) pair so the tap loop unrolls with
- * constant offsets and masks stay in mask registers (faster than a run-time tap loop:
- * docs/ENGINE.md), and a map's last one or two vectors get a narrower tile instead of FMAs on
- * masked-off lanes. */
+ * inlined into one function per (vectors per tile, flipped taps, stride) triple so the tap loop
+ * unrolls (faster than a run-time tap loop: docs/ENGINE.md) and masks stay in mask registers, and
+ * a map's last one or two vectors get a narrower tile instead of FMAs on masked-off lanes. */
 #define FOR_OC(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #define DECL(o) __m512 a##o##0 = _mm512_setzero_ps(), a##o##1 = a##o##0, a##o##2 = a##o##0;
 #define STEP(o)                                                 \
@@ -111,28 +126,29 @@ static __mmask16 tail_mask(size_t q0, size_t Q) {
     }
 #define STORE(o)                                                      \
     {                                                                 \
-        float *y = grid + (oc0 + o) * gq + q0;                        \
+        float *y = grid + (oc0 + o) * g->gq + q0;                     \
         _mm512_mask_storeu_ps(y, m0, a##o##0);                        \
         if (nt > 1) _mm512_mask_storeu_ps(y + 16, m1, a##o##1);       \
         if (nt > 2) _mm512_mask_storeu_ps(y + 32, m2, a##o##2);       \
     }
+/* tap offset: computed for stride 1 (the row pitch is the only run-time term), looked up for 2 */
+#define TAP_OFF(tap) (s2 ? g->off[tap] : (size_t)((tap) / 3) * g->Wp + (tap) % 3)
 
 /* Weight of output channel oc0+o, input channel c, tap: w[c*si + (oc0+o)*so + tap'] with tap' =
  * 8 - tap when flipped. The forward reads w[OC][C][9] (si = 9, so = 9C); the input gradient reads
  * the same array transposed and flipped (si = 9C, so = 9). The 8 weights a step broadcasts sit in
  * at most 8 cache lines that the next taps reuse, so the weights need no repacking. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-conv_tile_body(float *grid, size_t gq, const float *pad, const float *w, size_t si, size_t so, const int flip, int C,
-               int H, int W, int oc0, size_t q0, const int nt) {
-    size_t plane = (size_t)(H + 2) * (W + 2), Q = pitch_q(H, W);
-    int Wp = W + 2;
+conv_tile_body(float *grid, const geo_t *g, const float *pad, const float *w, size_t si, size_t so, const int flip,
+               const int s2, int C, int oc0, size_t q0, const int nt) {
+    size_t Q = g->Q;
     __mmask16 m0 = tail_mask(q0, Q), m1 = q0 + 16 < Q ? tail_mask(q0 + 16, Q) : 0, m2 = q0 + 32 < Q ? tail_mask(q0 + 32, Q) : 0;
     FOR_OC(DECL)
     for (int c = 0; c < C; c++) {
-        const float *pc = pad + c * plane + q0, *wc = w + c * si + oc0 * so;
+        const float *pc = pad + c * g->plane + q0, *wc = w + c * si + oc0 * so;
 #pragma GCC unroll 9
         for (int tap = 0; tap < 9; tap++) {
-            const float *src = pc + (size_t)(tap / 3) * Wp + tap % 3, *wk = wc + (flip ? 8 - tap : tap);
+            const float *src = pc + TAP_OFF(tap), *wk = wc + (flip ? 8 - tap : tap);
             __m512 x0 = _mm512_maskz_loadu_ps(m0, src);
             __m512 x1 = nt > 1 ? _mm512_maskz_loadu_ps(m1, src + 16) : x0;
             __m512 x2 = nt > 2 ? _mm512_maskz_loadu_ps(m2, src + 32) : x0;
@@ -142,39 +158,105 @@ conv_tile_body(float *grid, size_t gq, const float *pad, const float *w, size_t 
     FOR_OC(STORE)
 }
 
-#define TILE_FN(name, flip, nt)                                                                                       \
-    __attribute__((target("avx512f"))) static void name(float *grid, size_t gq, const float *pad, const float *w,   \
-                                                        size_t si, size_t so, int C, int H, int W, int oc0, size_t q0) { \
-        conv_tile_body(grid, gq, pad, w, si, so, flip, C, H, W, oc0, q0, nt);                                          \
+#define TILE_FN(name, flip, s2, nt)                                                                                 \
+    __attribute__((target("avx512f"))) static void name(float *grid, const geo_t *g, const float *pad,             \
+                                                        const float *w, size_t si, size_t so, int C, int oc0,      \
+                                                        size_t q0) {                                               \
+        conv_tile_body(grid, g, pad, w, si, so, flip, s2, C, oc0, q0, nt);                                          \
     }
-TILE_FN(tile_f1, 0, 1)
-TILE_FN(tile_f2, 0, 2)
-TILE_FN(tile_f3, 0, 3)
-TILE_FN(tile_b1, 1, 1)
-TILE_FN(tile_b2, 1, 2)
-TILE_FN(tile_b3, 1, 3)
+TILE_FN(tile_f1, 0, 0, 1)
+TILE_FN(tile_f2, 0, 0, 2)
+TILE_FN(tile_f3, 0, 0, 3)
+TILE_FN(tile_b1, 1, 0, 1)
+TILE_FN(tile_b2, 1, 0, 2)
+TILE_FN(tile_b3, 1, 0, 3)
+TILE_FN(tile_s1, 0, 1, 1)
+TILE_FN(tile_s2, 0, 1, 2)
+TILE_FN(tile_s3, 0, 1, 3)
 
-typedef void (*tile_fn)(float *, size_t, const float *, const float *, size_t, size_t, int, int, int, int, size_t);
+/* AVX2 + FMA: 16 registers of 8 floats, so the tile is 4 output channels x 3 vectors of 8
+ * positions (12 accumulators, 3 input vectors, 1 broadcast). No masks: the loads past a map's last
+ * position stay inside the padded buffer (the next plane or the zeroed slack) and the stores past
+ * it inside the grid's slack; those lanes are never copied out. */
+#define FOR_OC4(X) X(0) X(1) X(2) X(3)
+#define DECL8(o) __m256 a##o##0 = _mm256_setzero_ps(), a##o##1 = a##o##0, a##o##2 = a##o##0;
+#define STEP8(o)                                                \
+    {                                                           \
+        __m256 wv = _mm256_broadcast_ss(wk + o * so);           \
+        a##o##0 = _mm256_fmadd_ps(wv, x0, a##o##0);             \
+        if (nt > 1) a##o##1 = _mm256_fmadd_ps(wv, x1, a##o##1); \
+        if (nt > 2) a##o##2 = _mm256_fmadd_ps(wv, x2, a##o##2); \
+    }
+#define STORE8(o)                                             \
+    {                                                         \
+        float *y = grid + (oc0 + o) * g->gq + q0;             \
+        _mm256_storeu_ps(y, a##o##0);                         \
+        if (nt > 1) _mm256_storeu_ps(y + 8, a##o##1);         \
+        if (nt > 2) _mm256_storeu_ps(y + 16, a##o##2);        \
+    }
 
-static void conv_tile(float *grid, size_t gq, const float *pad, const float *w, size_t si, size_t so, int flip, int C,
-                      int H, int W, int oc0, size_t q0) {
-    static const tile_fn fns[2][3] = {{tile_f1, tile_f2, tile_f3}, {tile_b1, tile_b2, tile_b3}};
-    size_t vecs = (pitch_q(H, W) - q0 + 15) / 16;
-    fns[flip][vecs >= 3 ? 2 : vecs - 1](grid, gq, pad, w, si, so, C, H, W, oc0, q0);
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+conv_tile_body8(float *grid, const geo_t *g, const float *pad, const float *w, size_t si, size_t so, const int flip,
+                const int s2, int C, int oc0, size_t q0, const int nt) {
+    FOR_OC4(DECL8)
+    for (int c = 0; c < C; c++) {
+        const float *pc = pad + c * g->plane + q0, *wc = w + c * si + oc0 * so;
+#pragma GCC unroll 9
+        for (int tap = 0; tap < 9; tap++) {
+            const float *src = pc + TAP_OFF(tap), *wk = wc + (flip ? 8 - tap : tap);
+            __m256 x0 = _mm256_loadu_ps(src);
+            __m256 x1 = nt > 1 ? _mm256_loadu_ps(src + 8) : x0;
+            __m256 x2 = nt > 2 ? _mm256_loadu_ps(src + 16) : x0;
+            FOR_OC4(STEP8)
+        }
+    }
+    FOR_OC4(STORE8)
+}
+
+#define TILE8_FN(name, flip, s2, nt)                                                                                \
+    __attribute__((target("avx2,fma"))) static void name(float *grid, const geo_t *g, const float *pad,            \
+                                                         const float *w, size_t si, size_t so, int C, int oc0,     \
+                                                         size_t q0) {                                              \
+        for (int o = 0; o < OCB; o += 4) conv_tile_body8(grid, g, pad, w, si, so, flip, s2, C, oc0 + o, q0, nt);    \
+    }
+TILE8_FN(tile8_f1, 0, 0, 1)
+TILE8_FN(tile8_f2, 0, 0, 2)
+TILE8_FN(tile8_f3, 0, 0, 3)
+TILE8_FN(tile8_b1, 1, 0, 1)
+TILE8_FN(tile8_b2, 1, 0, 2)
+TILE8_FN(tile8_b3, 1, 0, 3)
+TILE8_FN(tile8_s1, 0, 1, 1)
+TILE8_FN(tile8_s2, 0, 1, 2)
+TILE8_FN(tile8_s3, 0, 1, 3)
+
+typedef void (*tile_fn)(float *, const geo_t *, const float *, const float *, size_t, size_t, int, int, size_t);
+
+/* kind: 0 forward, 1 input gradient (flipped taps), 2 stride-2 forward. */
+static void run_tiles(float *grid, const geo_t *g, const float *pad, const float *w, size_t si, size_t so, int kind,
+                      int C, int o0, int o1) {
+    static const tile_fn fns[3][3] = {{tile_f1, tile_f2, tile_f3}, {tile_b1, tile_b2, tile_b3}, {tile_s1, tile_s2, tile_s3}};
+    static const tile_fn fns8[3][3] = {
+        {tile8_f1, tile8_f2, tile8_f3}, {tile8_b1, tile8_b2, tile8_b3}, {tile8_s1, tile8_s2, tile8_s3}};
+    int wide = bf_engine_isa() == BF_ISA_AVX512;
+    size_t lanes = wide ? 16 : 8;
+    for (size_t q0 = 0; q0 < g->Q; q0 += lanes * NT) {
+        size_t vecs = (g->Q - q0 + lanes - 1) / lanes;
+        tile_fn f = (wide ? fns : fns8)[kind][vecs >= 3 ? 2 : vecs - 1];
+        for (int oc0 = o0; oc0 < o1; oc0 += OCB) f(grid, g, pad, w, si, so, C, oc0, q0);
+    }
 }
 
 /* Output channels [o0, o1) (multiples of 8, or o1 = OC). */
 static void direct_range(float *out, const float *in, const float *w, int C, int OC, int H, int W, int input_grad,
                          int acc, float *scratch, int o0, int o1, const float *scale, const float *shift, int relu) {
     float *pad = scratch, *grid = scratch + pad_floats(C > OC ? C : OC, H, W);
-    size_t Q = pitch_q(H, W), gq = Q + SLACK;
+    geo_t g = geo_s1(H, W);
     pad_input(pad, in, C, H, W);
     /* forward: in has C channels, out OC, weights w[OC][C][9]; input gradient: in = dY has C
      * channels (the forward's OC), out = dX has OC (the forward's C), weights w[C][OC][9] */
     size_t si = input_grad ? (size_t)OC * 9 : 9, so = input_grad ? 9 : (size_t)C * 9;
-    for (size_t q0 = 0; q0 < Q; q0 += 16 * NT)
-        for (int oc0 = o0; oc0 < o1; oc0 += OCB) conv_tile(grid, gq, pad, w, si, so, input_grad, C, H, W, oc0, q0);
-    from_grid(out + (size_t)o0 * H * W, grid + o0 * gq, o1 - o0, H, W, acc, scale ? scale + o0 : NULL,
+    run_tiles(grid, &g, pad, w, si, so, input_grad, C, o0, o1);
+    from_grid(out + (size_t)o0 * H * W, grid + o0 * g.gq, &g, o1 - o0, H, W, acc, scale ? scale + o0 : NULL,
               scale ? shift + o0 : NULL, relu);
 }
 
@@ -186,6 +268,72 @@ void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, in
 void bf_direct3x3_channels(float *out, const float *in, const float *w, int C, int OC, int H, int W, float *scratch,
                            int o0, int o1, const float *scale, const float *shift, int relu) {
     if (o0 < o1) direct_range(out, in, w, C, OC, H, W, 0, 0, scratch, o0, o1, scale, shift, relu);
+}
+
+/* ---- stride 2 forward ---------------------------------------------------------------------- */
+
+/* A 3x3 stride-2 padding-1 convolution reads input row 2*oh - 1 + ki: odd rows for ki = 0 and 2,
+ * even rows for ki = 1, and likewise columns. The input is split into its four (row, column)
+ * parity phases, each an (OH+1) x (OW+1) plane with one zero row on top and one zero column on the
+ * left (the padding); output position q = oh*(OW+1) + ow then reads phase (ki != 1, kj != 1) at
+ * q + (ki > 0)*(OW+1) + (kj > 0): every tap is again one contiguous vector load, and the tiles
+ * above run unchanged with that offset table. */
+static int s2_out(int n) { return (n - 1) / 2 + 1; }
+
+static geo_t geo_s2(int H, int W) {
+    int OH = s2_out(H), OW = s2_out(W);
+    size_t pp = (size_t)(OH + 1) * (OW + 1);
+    geo_t g = {4 * pp, (size_t)OH * (OW + 1), (size_t)OH * (OW + 1) + SLACK, OW + 1, {0}};
+    for (int t = 0; t < 9; t++) {
+        int ki = t / 3, kj = t % 3;
+        g.off[t] = (size_t)((ki != 1) * 2 + (kj != 1)) * pp + (size_t)(ki > 0) * g.Wp + (kj > 0);
+    }
+    return g;
+}
+
+size_t bf_direct3x3s2_scratch(int C, int OC, int H, int W) {
+    geo_t g = geo_s2(H, W);
+    return (size_t)C * g.plane + SLACK + (size_t)OC * g.gq;
+}
+
+/* pad[c][phase (rr, rc)][1 + i][1 + j] = in[c][2i + rr][2j + rc] (0 past the input's edge), zero
+ * first row and column, then zeroed slack. */
+static void pad_phases(float *pad, const float *in, const geo_t *g, int C, int H, int W) {
+    int OH = s2_out(H), Wq = g->Wp;
+    size_t pp = g->plane / 4;
+    for (int c = 0; c < C; c++)
+        for (int ph = 0; ph < 4; ph++) {
+            int rr = ph >> 1, rc = ph & 1;
+            float *p = pad + c * g->plane + ph * pp;
+            for (int k = 0; k < Wq; k++) p[k] = 0;
+            for (int i = 0; i < OH; i++) {
+                float *row = p + (size_t)(i + 1) * Wq;
+                int h = 2 * i + rr;
+                row[0] = 0;
+                if (h >= H) {
+                    for (int k = 1; k < Wq; k++) row[k] = 0;
+                    continue;
+                }
+                const float *x = in + ((size_t)c * H + h) * W + rc;
+                int n = (W - rc + 1) / 2; /* columns rc, rc+2, ... inside the input */
+                for (int j = 0; j < n; j++) row[1 + j] = x[2 * j];
+                for (int j = n; j < Wq - 1; j++) row[1 + j] = 0;
+            }
+        }
+    memset(pad + (size_t)C * g->plane, 0, sizeof(float) * SLACK);
+}
+
+void bf_direct3x3s2_channels(float *out, const float *in, const float *w, int C, int OC, int H, int W, float *scratch,
+                             int o0, int o1, const float *scale, const float *shift, int relu) {
+    (void)OC; /* o1 <= OC; the weights' rows are 9C apart */
+    if (o0 >= o1) return;
+    geo_t g = geo_s2(H, W);
+    int OH = s2_out(H), OW = s2_out(W);
+    float *pad = scratch, *grid = scratch + (size_t)C * g.plane + SLACK;
+    pad_phases(pad, in, &g, C, H, W);
+    run_tiles(grid, &g, pad, w, 9, (size_t)C * 9, 2, C, o0, o1);
+    from_grid(out + (size_t)o0 * OH * OW, grid + o0 * g.gq, &g, o1 - o0, OH, OW, 0, scale ? scale + o0 : NULL,
+              scale ? shift + o0 : NULL, relu);
 }
 
 /* ---- weight gradient ----------------------------------------------------------------------- */
@@ -234,10 +382,57 @@ DW_FN(dw_1, 1)
 DW_FN(dw_2, 2)
 DW_FN(dw_3, 3)
 
-int bf_direct3x3_dw_ok(int OC) {
-    __builtin_cpu_init();
-    return OC > 0 && __builtin_cpu_supports("avx512f");
+/* AVX2: 16 registers cannot hold 27 accumulators, so a call covers one kernel row ki: k = 1-3
+ * output channels x 3 taps = 9 accumulators, each input vector loaded once for its k FMAs and each
+ * dY vector for its 3 (6 loads per 9 FMAs; one channel's 9 taps at once took 10). */
+#define FOR_KJ(X) X(0) X(1) X(2)
+#define DECL_R(j) __m256 r0_##j = _mm256_setzero_ps(), r1_##j = r0_##j, r2_##j = r0_##j;
+#define STEP_R(j)                                             \
+    {                                                         \
+        __m256 x = _mm256_loadu_ps(src + j);                  \
+        r0_##j = _mm256_fmadd_ps(y0, x, r0_##j);              \
+        if (k > 1) r1_##j = _mm256_fmadd_ps(y1, x, r1_##j);   \
+        if (k > 2) r2_##j = _mm256_fmadd_ps(y2, x, r2_##j);   \
+    }
+#define REDUCE_R(j)                           \
+    dw0[j] += hsum8(r0_##j);                  \
+    if (k > 1) dw1[j] += hsum8(r1_##j);       \
+    if (k > 2) dw2[j] += hsum8(r2_##j);
+
+__attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
 }
+
+/* dw0..dw2 point at tap (ki, 0) of their output channel; padc at the input run shifted by ki rows. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void dw8_body(float *dw0, const float *dy0,
+                                                                                size_t ylen, const float *padc,
+                                                                                size_t Q, size_t wstride, const int k) {
+    float *dw1 = dw0 + wstride, *dw2 = dw1 + wstride;
+    const float *dy1 = dy0 + ylen, *dy2 = dy1 + ylen;
+    FOR_KJ(DECL_R)
+    for (size_t q0 = 0; q0 < Q; q0 += 8) {
+        __m256 y0 = _mm256_loadu_ps(dy0 + q0);
+        __m256 y1 = k > 1 ? _mm256_loadu_ps(dy1 + q0) : y0;
+        __m256 y2 = k > 2 ? _mm256_loadu_ps(dy2 + q0) : y0;
+        const float *src = padc + q0;
+        FOR_KJ(STEP_R)
+    }
+    FOR_KJ(REDUCE_R)
+}
+
+#define DW8_FN(name, k)                                                                                        \
+    __attribute__((target("avx2,fma"))) static void name(float *dw0, const float *dy0, size_t ylen,             \
+                                                         const float *padc, size_t Q, size_t wstride) {         \
+        dw8_body(dw0, dy0, ylen, padc, Q, wstride, k);                                                          \
+    }
+DW8_FN(dw8_1, 1)
+DW8_FN(dw8_2, 2)
+DW8_FN(dw8_3, 3)
+
+int bf_direct3x3_dw_ok(int OC) { return OC > 0 && bf_engine_isa() >= BF_ISA_AVX2; }
 
 /* The weight gradient sums over every image of the slice, so the images are laid end to end:
  * channel c of all n images forms one run of n padded planes ((H+2) x Wp each), and dY channel oc
@@ -286,9 +481,20 @@ void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int n, int C, 
     lay_out(yr, dy, n, OC, H, W, 0);
     size_t P = DW_L2_FLOATS / (size_t)(C + OC) / 16 * 16;
     if (P < 256) P = 256;
+    int wide = bf_engine_isa() == BF_ISA_AVX512;
     for (size_t p0 = 0; p0 < Q; p0 += P) {
         size_t np = Q - p0 < P ? Q - p0 : P;
-        for (int oc = 0; oc < OC; oc += 3) {
+        for (int oc = 0; oc < OC && !wide; oc += 3) {
+            int k = OC - oc < 3 ? OC - oc : 3;
+            for (int c = 0; c < C; c++)
+                for (int ki = 0; ki < 3; ki++) {
+                    float *d0 = dw + ((size_t)oc * C + c) * 9 + 3 * ki;
+                    const float *y0 = yr + oc * len + p0, *x0 = xr + c * len + p0 + (size_t)ki * (W + 2);
+                    size_t ws = (size_t)C * 9;
+                    (k == 3 ? dw8_3 : k == 2 ? dw8_2 : dw8_1)(d0, y0, len, x0, np, ws);
+                }
+        }
+        for (int oc = 0; oc < OC && wide; oc += 3) {
             int k = OC - oc < 3 ? OC - oc : 3;
             for (int c = 0; c < C; c++) {
                 float *d0 = dw + ((size_t)oc * C + c) * 9;
@@ -305,7 +511,7 @@ void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int n, int C, 
     }
 }
 
-#else /* no AVX-512 kernels on this target: callers use im2col + GEMM */
+#else /* not x86-64: no direct kernels, callers use im2col + GEMM */
 
 int bf_direct3x3_ok(int OC) {
     (void)OC;
@@ -325,6 +531,15 @@ void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, in
 }
 void bf_direct3x3_channels(float *out, const float *in, const float *w, int C, int OC, int H, int W, float *scratch,
                            int o0, int o1, const float *scale, const float *shift, int relu) {
+    (void)out, (void)in, (void)w, (void)C, (void)OC, (void)H, (void)W, (void)scratch, (void)o0, (void)o1;
+    (void)scale, (void)shift, (void)relu;
+}
+size_t bf_direct3x3s2_scratch(int C, int OC, int H, int W) {
+    (void)C, (void)OC, (void)H, (void)W;
+    return 0;
+}
+void bf_direct3x3s2_channels(float *out, const float *in, const float *w, int C, int OC, int H, int W, float *scratch,
+                             int o0, int o1, const float *scale, const float *shift, int relu) {
     (void)out, (void)in, (void)w, (void)C, (void)OC, (void)H, (void)W, (void)scratch, (void)o0, (void)o1;
     (void)scale, (void)shift, (void)relu;
 }

@@ -1,11 +1,12 @@
-/* conv_direct.h (internal): direct 3x3 stride-1 "same" convolution with AVX-512. */
+/* conv_direct.h (internal): direct 3x3 convolutions (stride 1 "same", and stride-2 forward) with
+ * AVX-512 or AVX2 + FMA kernels, on the engine's vector path (bf_engine_isa). */
 #ifndef BF_CONV_DIRECT_H
 #define BF_CONV_DIRECT_H
 
 #include <stddef.h>
 
 /* Whether the direct kernel handles a 3x3/stride 1/padding 1 convolution producing OC channels
- * on this CPU (AVX-512F, OC a multiple of 8). */
+ * on this path (AVX-512 or AVX2, OC a multiple of 8). */
 int bf_direct3x3_ok(int OC);
 /* Floats of scratch: the zero-padded input planes. */
 size_t bf_direct3x3_scratch(int C, int OC, int H, int W);
@@ -20,9 +21,15 @@ void bf_direct3x3(float *out, const float *in, const float *w, int C, int OC, in
 void bf_direct3x3_channels(float *out, const float *in, const float *w, int C, int OC, int H, int W, float *scratch,
                            int o0, int o1, const float *scale, const float *shift, int relu);
 
+/* Forward of a 3x3 stride-2 padding-1 convolution, output channels [o0, o1) (multiples of 8),
+ * same epilogue; on the same CPUs and OC as bf_direct3x3_ok. Scratch: bf_direct3x3s2_scratch. */
+size_t bf_direct3x3s2_scratch(int C, int OC, int H, int W);
+void bf_direct3x3s2_channels(float *out, const float *in, const float *w, int C, int OC, int H, int W, float *scratch,
+                             int o0, int o1, const float *scale, const float *shift, int relu);
+
 /* Weight gradient of the same convolution over n images: dw[OC][C][3][3] += sum over images and
  * pixels of dY[n][OC][H][W] times the shifted input in[n][C][H][W] (bf_direct3x3_dw_ok: the CPU
- * has AVX-512). Scratch: bf_direct3x3_dw_scratch floats. */
+ * path is AVX-512 or AVX2). Scratch: bf_direct3x3_dw_scratch floats. */
 int bf_direct3x3_dw_ok(int OC);
 size_t bf_direct3x3_dw_scratch(int n, int C, int OC, int H, int W);
 void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int n, int C, int OC, int H, int W, float *scratch);

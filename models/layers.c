@@ -2,8 +2,9 @@
  *
  * Each call works on a slice of n images (one thread's share of the batch); shapes are per image.
  * Convolutions are im2col + cblas_sgemm per image (the per-image column buffer stays in L2; one
- * GEMM over a group of images gained nothing measurable: docs/ENGINE.md), except the 3x3 stride-1
- * ones the direct kernels of conv_direct.c take. */
+ * GEMM over a group of images gained nothing measurable: docs/ENGINE.md), except on the AVX-512
+ * and AVX2 paths the 3x3 stride-1 ones and the forward of the 3x3 stride-2 ones, which the direct
+ * kernels of conv_direct.c take. */
 #include <assert.h>
 #include <cblas.h>
 #include <float.h>
@@ -13,13 +14,32 @@
 #include "bf_models.h"
 #include "conv_direct.h"
 
-/* The memory-bound loops (im2col, BN, pointwise) get AVX-512 / AVX2 clones picked at load time, so
- * the build stays generic x86-64 yet runs wide vectors where the CPU has them. Results depend only
- * on which clone runs, i.e. on the machine, never on the run. */
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(BF_NO_CLONES)
-#define BF_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+/* The memory-bound loops (im2col, BN, pointwise) are compiled three times from one body, for
+ * AVX-512, AVX2 + FMA and plain x86-64, and each call takes the engine's vector path (isa.c), so the
+ * build stays generic x86-64 yet runs wide vectors where the CPU has them, and a forced path
+ * (BLOCKFED_ISA) runs these loops as that CPU would. Results depend only on the path: noipa keeps
+ * GCC from specialising a variant for one call site's constants, which can change how a reduction
+ * is vectorised and so its rounding. */
+#define BF_HOT_BODY __attribute__((always_inline)) static inline
+#if defined(__x86_64__) && !defined(BF_NO_CLONES)
+#define BF_HOT_DISPATCH(linkage, name, params, args)                                                                 \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma"), noipa)) static void name##_avx512 params {    \
+        name##_body args;                                                                                          \
+    }                                                                                                              \
+    __attribute__((target("avx2,fma"), noipa)) static void name##_avx2 params { name##_body args; }                \
+    __attribute__((noipa)) static void name##_generic params { name##_body args; }                                 \
+    linkage void name params {                                                                                     \
+        bf_isa_t isa_ = bf_engine_isa();                                                                           \
+        if (isa_ == BF_ISA_AVX512)                                                                                 \
+            name##_avx512 args;                                                                                    \
+        else if (isa_ == BF_ISA_AVX2)                                                                              \
+            name##_avx2 args;                                                                                      \
+        else                                                                                                       \
+            name##_generic args;                                                                                   \
+    }
 #else
-#define BF_HOT
+#define BF_HOT_DISPATCH(linkage, name, params, args) \
+    linkage void name params { name##_body args; }
 #endif
 
 /* ---- convolution -------------------------------------------------------------------------- */
@@ -76,12 +96,28 @@ __attribute__((target("avx512f"))) static void gather2_avx512(float *restrict ds
         _mm512_mask_storeu_ps(dst + j, (__mmask16)((1u << out) - 1), _mm512_permutex2var_ps(a, even, b));
     }
 }
+
+/* AVX2: two loads, an in-lane shuffle of the even elements and a cross-lane permute per 8 columns;
+ * the last columns (whose two loads would read past x[2(n-1)]) one at a time. */
+__attribute__((target("avx2"))) static void gather2_avx2(float *restrict dst, const float *restrict x, int n) {
+    int j = 0;
+    for (; j + 8 <= n - 1; j += 8) { /* reads x[2j .. 2j+15] <= x[2(n-1)] */
+        __m256 a = _mm256_loadu_ps(x + 2 * j), b = _mm256_loadu_ps(x + 2 * j + 8);
+        __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)); /* a0 a2 b0 b2 | a4 a6 b4 b6 */
+        _mm256_storeu_ps(dst + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+    }
+    for (; j < n; j++) dst[j] = x[2 * j];
+}
 #endif
 
 static void gather_cols(float *restrict dst, const float *restrict x, int n, int S) {
 #if defined(__x86_64__) && !defined(BF_NO_CLONES)
-    if (S == 2 && __builtin_cpu_supports("avx512f")) {
+    if (S == 2 && bf_engine_isa() == BF_ISA_AVX512) {
         gather2_avx512(dst, x, n);
+        return;
+    }
+    if (S == 2 && bf_engine_isa() == BF_ISA_AVX2) {
+        gather2_avx2(dst, x, n);
         return;
     }
 #endif
@@ -109,7 +145,7 @@ static void split_phases(float *ph, const float *in, const geom_t *g, int c0, in
 }
 
 /* in += the phase planes, interleaved back (adjoint of split_phases). */
-BF_HOT static void merge_phases(float *restrict in, const float *restrict ph, const geom_t *g) {
+BF_HOT_BODY void merge_phases_body(float *restrict in, const float *restrict ph, const geom_t *g) {
     for (int c = 0; c < g->C; c++)
         for (int rr = 0; rr < g->S; rr++)
             for (int rc = 0; rc < g->S; rc++) {
@@ -121,6 +157,7 @@ BF_HOT static void merge_phases(float *restrict in, const float *restrict ph, co
                 }
             }
 }
+BF_HOT_DISPATCH(static, merge_phases, (float *restrict in, const float *restrict ph, const geom_t *g), (in, ph, g))
 
 /* The tap's source phase and shift, and the output rows / columns whose source lies inside it. */
 typedef struct {
@@ -143,7 +180,7 @@ static tap_t tap(const geom_t *g, int ki, int kj) {
 }
 
 /* dst[OH][OW] = plane[oh + sr][ow + sc], zero outside the plane. */
-BF_HOT static void shifted_copy(float *restrict dst, const float *restrict plane, const geom_t *g, const tap_t *t) {
+BF_HOT_BODY void shifted_copy_body(float *restrict dst, const float *restrict plane, const geom_t *g, const tap_t *t) {
     int OW = g->OW, PW = g->PW;
     for (int ow = 0; ow < t->oh0 * OW; ow++) dst[ow] = 0;
     if (PW == OW) { /* one contiguous block, then clear the columns that wrapped across rows */
@@ -167,10 +204,13 @@ BF_HOT static void shifted_copy(float *restrict dst, const float *restrict plane
     }
     for (int k = t->oh1 * OW; k < g->OH * OW; k++) dst[k] = 0;
 }
+BF_HOT_DISPATCH(static, shifted_copy,
+                (float *restrict dst, const float *restrict plane, const geom_t *g, const tap_t *t),
+                (dst, plane, g, t))
 
 /* plane[oh + sr][ow + sc] += src[oh][ow] inside the plane (adjoint of shifted_copy). Destroys the
  * wrapped columns of src, which is scratch, so the contiguous case is one loop. */
-BF_HOT static void shifted_add(float *restrict plane, float *restrict src, const geom_t *g, const tap_t *t) {
+BF_HOT_BODY void shifted_add_body(float *restrict plane, float *restrict src, const geom_t *g, const tap_t *t) {
     int OW = g->OW, PW = g->PW;
     if (PW == OW) {
         for (int oh = t->oh0; oh < t->oh1; oh++) {
@@ -190,6 +230,9 @@ BF_HOT static void shifted_add(float *restrict plane, float *restrict src, const
         }
     }
 }
+BF_HOT_DISPATCH(static, shifted_add,
+                (float *restrict plane, float *restrict src, const geom_t *g, const tap_t *t),
+                (plane, src, g, t))
 
 /* col[(c*K+ki)*K+kj][oh*OW+ow] = in[c][oh*S-P+ki][ow*S-P+kj] (0 outside). */
 #define MAX_TAPS 64 /* kernels up to 8x8 */
@@ -228,10 +271,13 @@ static void col2im(float *in, float *col, size_t ld, float *ph, const geom_t *g)
     if (g->S > 1) merge_phases(in, ph, g);
 }
 
-/* 3x3 stride-1 "same" convolutions whose output channels (forward) or input channels (input
- * gradient) come in multiples of 8 run the direct AVX-512 kernel (conv_direct.c); everything
- * else, and the weight gradient, runs im2col + GEMM. */
+/* On the AVX-512 and AVX2 paths, 3x3 stride-1 "same" convolutions whose output channels (forward)
+ * or input channels (input gradient) come in multiples of 8 run the direct kernel (conv_direct.c),
+ * and so does their weight gradient; everything else runs im2col + GEMM. */
 static int direct_ok(int K, int S, int P, int channels) { return K == 3 && S == 1 && P == 1 && bf_direct3x3_ok(channels); }
+/* The forward of a 3x3 stride-2 convolution (the ResNet's downsampling convs) runs the direct
+ * kernels on parity phases of the input; its backward stays im2col + GEMM. */
+static int direct_s2_ok(int K, int S, int P, int OC) { return K == 3 && S == 2 && P == 1 && bf_direct3x3_ok(OC); }
 
 typedef struct {
     float *col, *dcol, *ph, *direct; /* column matrix, its gradient, phase planes, direct-conv scratch */
@@ -251,6 +297,7 @@ size_t bf_conv2d_scratch(int n, int C, int H, int W, int OC, int K, int S, int P
         size_t a = bf_direct3x3_scratch(C, OC, H, W), b = bf_direct3x3_dw_scratch(n, C, OC, H, W);
         direct = a > b ? a : b;
     }
+    if (K == 3 && S == 2 && P == 1) direct = bf_direct3x3s2_scratch(C, OC, H, W);
     return 2 * (size_t)C * K * K * g.OH * g.OW + phase_floats(&g) + direct;
 }
 
@@ -260,7 +307,7 @@ static void add_bias(float *y, const float *b, int OC, int cols) {
 }
 
 /* y = y * scale[oc] + shift[oc] (then ReLU), bf_bn_forward's arithmetic. */
-BF_HOT static void affine(float *y, const float *scale, const float *shift, int OC, int cols, int relu) {
+BF_HOT_BODY void affine_body(float *y, const float *scale, const float *shift, int OC, int cols, int relu) {
     for (int oc = 0; oc < OC; oc++) {
         float a = scale[oc], b = shift[oc], *r = y + (size_t)oc * cols;
         if (relu)
@@ -272,6 +319,9 @@ BF_HOT static void affine(float *y, const float *scale, const float *shift, int 
             for (int j = 0; j < cols; j++) r[j] = r[j] * a + b;
     }
 }
+BF_HOT_DISPATCH(static, affine,
+                (float *y, const float *scale, const float *shift, int OC, int cols, int relu),
+                (y, scale, shift, OC, cols, relu))
 
 void bf_conv2d_forward_channels_affine(float *out, const float *in, const float *w, const float *b, int C, int H,
                                        int W, int OC, int K, int S, int P, float *scratch, int o0, int o1,
@@ -281,11 +331,11 @@ void bf_conv2d_forward_channels_affine(float *out, const float *in, const float 
     int rows = C * K * K, cols = g.OH * g.OW;
     conv_scratch_t s = carve(scratch, &g);
     float *y = out + (size_t)o0 * cols;
-    if (direct_ok(K, S, P, OC)) {
+    if (direct_ok(K, S, P, OC) || direct_s2_ok(K, S, P, OC)) {
         /* the epilogue runs in the kernel's copy-out pass unless a bias must come first */
         int fused = scale && !b;
-        bf_direct3x3_channels(out, in, w, C, OC, H, W, s.direct, o0, o1, fused ? scale : NULL, fused ? shift : NULL,
-                              relu);
+        (S == 1 ? bf_direct3x3_channels : bf_direct3x3s2_channels)(out, in, w, C, OC, H, W, s.direct, o0, o1,
+                                                                   fused ? scale : NULL, fused ? shift : NULL, relu);
         if (fused) return;
     } else {
         const float *col = in;
@@ -306,6 +356,17 @@ void bf_conv2d_forward_affine(float *out, const float *in, const float *w, const
                                           scale, shift, relu);
 }
 
+void bf_conv2d_forward_bnstats(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
+                               int W, int OC, int K, int S, int P, float *scratch, double *sum, double *sumsq) {
+    size_t in_sz = (size_t)C * H * W;
+    int HW = bf_conv_out(H, K, S, P) * bf_conv_out(W, K, S, P);
+    for (int i = 0; i < n; i++) {
+        float *y = out + (size_t)i * OC * HW;
+        bf_conv2d_forward_channels_affine(y, in + i * in_sz, w, b, C, H, W, OC, K, S, P, scratch, 0, OC, NULL, NULL, 0);
+        bf_bn_stats(sum, sumsq, y, 1, OC, HW);
+    }
+}
+
 void bf_conv2d_forward(float *out, const float *in, const float *w, const float *b, int n, int C, int H,
                        int W, int OC, int K, int S, int P, float *scratch) {
     bf_conv2d_forward_affine(out, in, w, b, n, C, H, W, OC, K, S, P, scratch, NULL, NULL, 0);
@@ -313,7 +374,7 @@ void bf_conv2d_forward(float *out, const float *in, const float *w, const float 
 
 int bf_conv2d_channel_unit(int C, int OC, int K, int S, int P) {
     (void)C;
-    return direct_ok(K, S, P, OC) ? 8 : 1;
+    return direct_ok(K, S, P, OC) || direct_s2_ok(K, S, P, OC) ? 8 : 1;
 }
 
 void bf_conv2d_forward_channels(float *out, const float *in, const float *w, const float *b, int C, int H, int W,
@@ -364,7 +425,7 @@ void bf_conv2d_backward(float *din, int acc, float *dw, float *db, const float *
 
 /* ---- batch normalization ------------------------------------------------------------------ */
 
-BF_HOT void bf_bn_stats(double *sum, double *sumsq, const float *in, int n, int C, int HW) {
+BF_HOT_BODY void bf_bn_stats_body(double *sum, double *sumsq, const float *in, int n, int C, int HW) {
     for (int i = 0; i < n; i++)
         for (int c = 0; c < C; c++) {
             const float *x = in + ((size_t)i * C + c) * HW;
@@ -379,8 +440,11 @@ BF_HOT void bf_bn_stats(double *sum, double *sumsq, const float *in, int n, int 
             sumsq[c] += s2;
         }
 }
+BF_HOT_DISPATCH(, bf_bn_stats,
+                (double *sum, double *sumsq, const float *in, int n, int C, int HW),
+                (sum, sumsq, in, n, C, HW))
 
-BF_HOT void bf_bn_forward(float *out, const float *in, const float *mean, const float *rstd, const float *gamma,
+BF_HOT_BODY void bf_bn_forward_body(float *out, const float *in, const float *mean, const float *rstd, const float *gamma,
                    const float *beta, int n, int C, int HW, int relu) {
     for (int i = 0; i < n; i++)
         for (int c = 0; c < C; c++) {
@@ -397,8 +461,12 @@ BF_HOT void bf_bn_forward(float *out, const float *in, const float *mean, const 
                 for (int j = 0; j < HW; j++) y[j] = x[j] * a + b;
         }
 }
+BF_HOT_DISPATCH(, bf_bn_forward,
+                (float *out, const float *in, const float *mean, const float *rstd, const float *gamma,
+                 const float *beta, int n, int C, int HW, int relu),
+                (out, in, mean, rstd, gamma, beta, n, C, HW, relu))
 
-BF_HOT void bf_bn_backward_stats(double *sum_dy, double *sum_dy_xhat, float *dout, const float *out,
+BF_HOT_BODY void bf_bn_backward_stats_body(double *sum_dy, double *sum_dy_xhat, float *dout, const float *out,
                           const float *in, const float *mean, const float *rstd, int n, int C, int HW,
                           int relu) {
     for (int i = 0; i < n; i++)
@@ -418,8 +486,12 @@ BF_HOT void bf_bn_backward_stats(double *sum_dy, double *sum_dy_xhat, float *dou
             sum_dy_xhat[c] += (double)sx * rstd[c];
         }
 }
+BF_HOT_DISPATCH(, bf_bn_backward_stats,
+                (double *sum_dy, double *sum_dy_xhat, float *dout, const float *out, const float *in,
+                 const float *mean, const float *rstd, int n, int C, int HW, int relu),
+                (sum_dy, sum_dy_xhat, dout, out, in, mean, rstd, n, C, HW, relu))
 
-BF_HOT void bf_bn_backward(float *din, int acc, const float *dout, const float *in, const float *mean,
+BF_HOT_BODY void bf_bn_backward_body(float *din, int acc, const float *dout, const float *in, const float *mean,
                     const float *rstd, const float *gamma, const double *sum_dy,
                     const double *sum_dy_xhat, int Ntot, int n, int C, int HW) {
     double count = (double)Ntot * HW;
@@ -440,21 +512,29 @@ BF_HOT void bf_bn_backward(float *din, int acc, const float *dout, const float *
         }
     }
 }
+BF_HOT_DISPATCH(, bf_bn_backward,
+                (float *din, int acc, const float *dout, const float *in, const float *mean, const float *rstd,
+                 const float *gamma, const double *sum_dy, const double *sum_dy_xhat, int Ntot, int n, int C, int HW),
+                (din, acc, dout, in, mean, rstd, gamma, sum_dy, sum_dy_xhat, Ntot, n, C, HW))
 
 /* ---- pointwise ---------------------------------------------------------------------------- */
 
-BF_HOT void bf_relu_forward(float *out, const float *in, size_t count) {
+BF_HOT_BODY void bf_relu_forward_body(float *out, const float *in, size_t count) {
     for (size_t i = 0; i < count; i++) out[i] = in[i] > 0 ? in[i] : 0;
 }
+BF_HOT_DISPATCH(, bf_relu_forward, (float *out, const float *in, size_t count), (out, in, count))
 
-BF_HOT void bf_relu_backward(float *din, int acc, const float *dout, const float *out, size_t count) {
+BF_HOT_BODY void bf_relu_backward_body(float *din, int acc, const float *dout, const float *out, size_t count) {
     if (acc)
         for (size_t i = 0; i < count; i++) din[i] += out[i] > 0 ? dout[i] : 0;
     else
         for (size_t i = 0; i < count; i++) din[i] = out[i] > 0 ? dout[i] : 0;
 }
+BF_HOT_DISPATCH(, bf_relu_backward,
+                (float *din, int acc, const float *dout, const float *out, size_t count),
+                (din, acc, dout, out, count))
 
-BF_HOT void bf_add_forward(float *out, const float *a, const float *b, size_t count, int relu) {
+BF_HOT_BODY void bf_add_forward_body(float *out, const float *a, const float *b, size_t count, int relu) {
     if (relu)
         for (size_t i = 0; i < count; i++) {
             float v = a[i] + b[i];
@@ -463,21 +543,28 @@ BF_HOT void bf_add_forward(float *out, const float *a, const float *b, size_t co
     else
         for (size_t i = 0; i < count; i++) out[i] = a[i] + b[i];
 }
+BF_HOT_DISPATCH(, bf_add_forward,
+                (float *out, const float *a, const float *b, size_t count, int relu),
+                (out, a, b, count, relu))
 
-BF_HOT static void route(float *d, int acc, const float *g, size_t count) {
+BF_HOT_BODY void route_body(float *d, int acc, const float *g, size_t count) {
     if (acc)
         for (size_t i = 0; i < count; i++) d[i] += g[i];
     else
         memcpy(d, g, sizeof(float) * count);
 }
+BF_HOT_DISPATCH(static, route, (float *d, int acc, const float *g, size_t count), (d, acc, g, count))
 
-BF_HOT void bf_add_backward(float *da, int acc_a, float *db, int acc_b, float *dout, const float *out,
+BF_HOT_BODY void bf_add_backward_body(float *da, int acc_a, float *db, int acc_b, float *dout, const float *out,
                      size_t count, int relu) {
     if (relu)
         for (size_t i = 0; i < count; i++) dout[i] = out[i] > 0 ? dout[i] : 0;
     route(da, acc_a, dout, count);
     route(db, acc_b, dout, count);
 }
+BF_HOT_DISPATCH(, bf_add_backward,
+                (float *da, int acc_a, float *db, int acc_b, float *dout, const float *out, size_t count, int relu),
+                (da, acc_a, db, acc_b, dout, out, count, relu))
 
 /* ---- pooling ------------------------------------------------------------------------------ */
 
@@ -509,7 +596,7 @@ void bf_maxpool2_backward(float *din, int acc, const float *dout, const int32_t 
     }
 }
 
-BF_HOT void bf_gap_forward(float *out, const float *in, int n, int C, int HW) {
+BF_HOT_BODY void bf_gap_forward_body(float *out, const float *in, int n, int C, int HW) {
     for (int p = 0; p < n * C; p++) {
         const float *x = in + (size_t)p * HW;
         float s = 0;
@@ -518,8 +605,9 @@ BF_HOT void bf_gap_forward(float *out, const float *in, int n, int C, int HW) {
         out[p] = s / HW;
     }
 }
+BF_HOT_DISPATCH(, bf_gap_forward, (float *out, const float *in, int n, int C, int HW), (out, in, n, C, HW))
 
-BF_HOT void bf_gap_backward(float *din, int acc, const float *dout, int n, int C, int HW) {
+BF_HOT_BODY void bf_gap_backward_body(float *din, int acc, const float *dout, int n, int C, int HW) {
     for (int p = 0; p < n * C; p++) {
         float g = dout[p] / HW, *dx = din + (size_t)p * HW;
         if (acc)
@@ -528,6 +616,9 @@ BF_HOT void bf_gap_backward(float *din, int acc, const float *dout, int n, int C
             for (int j = 0; j < HW; j++) dx[j] = g;
     }
 }
+BF_HOT_DISPATCH(, bf_gap_backward,
+                (float *din, int acc, const float *dout, int n, int C, int HW),
+                (din, acc, dout, n, C, HW))
 
 /* ---- linear and loss ---------------------------------------------------------------------- */
 

@@ -37,7 +37,8 @@ typedef struct {
     int acc_in, acc_in2;    /* backward adds into the input gradients (another consumer wrote first) */
     size_t argmax;          /* MAXPOOL: offset into the argmax buffer */
     int eval_fused;         /* CONV: the next op is a BN that only it feeds, applied in the conv's output
-                             * pass in eval mode; BN: applied by the conv before it in eval mode */
+                             * pass in eval mode, its statistics summed by the conv in training; BN:
+                             * fed by such a conv */
 } op_t;
 
 typedef struct {
@@ -402,6 +403,20 @@ void bf_net_input(const bf_net_t *net, int *C, int *H, int *W) {
 int bf_net_classes(const bf_net_t *net) { return net->classes; }
 int bf_net_max_batch(const bf_net_t *net) { return net->max_batch; }
 int bf_net_threads(const bf_net_t *net) { return net->threads; }
+
+void bf_net_flops(const bf_net_t *net, double *forward, double *train) {
+    double f = 0, t = 0;
+    for (int i = 0; i < net->nops; i++) {
+        const op_t *op = &net->ops[i];
+        if (op->kind != OP_CONV && op->kind != OP_LINEAR) continue;
+        double k2 = op->kind == OP_CONV ? (double)op->K * op->K : 1;
+        double macs = (double)op->OC * op->OH * op->OW * op->C * k2;
+        f += 2 * macs;
+        t += 2 * macs * (op->in == 0 ? 2 : 3);
+    }
+    *forward = f;
+    *train = t;
+}
 float *bf_net_params(bf_net_t *net) { return net->params; }
 float *bf_net_grads(bf_net_t *net) { return net->grads; }
 float *bf_net_buffers(bf_net_t *net) { return net->buffers; }
@@ -483,8 +498,10 @@ static void bn_forward_op(bf_net_t *net, const op_t *op, const float *in, float 
         }
     } else {
         double *sum = net->partial[sl.t] + 2 * op->bn_ch, *sumsq = sum + C;
-        memset(sum, 0, sizeof(double) * 2 * C);
-        bf_bn_stats(sum, sumsq, in, sl.m, C, HW);
+        if (!op->eval_fused) { /* else the conv before summed its output image by image */
+            memset(sum, 0, sizeof(double) * 2 * C);
+            bf_bn_stats(sum, sumsq, in, sl.m, C, HW);
+        }
 #pragma omp barrier
         double count = (double)sl.n * HW;
         for (int c = 0; c < C; c++) {
@@ -540,6 +557,12 @@ static void forward_slice(bf_net_t *net, const float *x, slice_t sl, mode_t_ mod
                 bf_conv2d_forward_affine(at(net->act[bn->out], net, bn->out, sl.b0), in, net->params + op->w,
                                          op->b != NONE ? net->params + op->b : NULL, sl.m, op->C, op->H, op->W,
                                          op->OC, op->K, op->S, op->P, net->scratch[sl.t], scale, shift, bn->relu);
+            } else if (op->eval_fused) { /* training: the BN's statistics while each image is in cache */
+                double *sum = net->partial[sl.t] + 2 * net->ops[i + 1].bn_ch;
+                memset(sum, 0, sizeof(double) * 2 * op->OC);
+                bf_conv2d_forward_bnstats(out, in, net->params + op->w, op->b != NONE ? net->params + op->b : NULL,
+                                          sl.m, op->C, op->H, op->W, op->OC, op->K, op->S, op->P, net->scratch[sl.t],
+                                          sum, sum + op->OC);
             } else {
                 bf_conv2d_forward(out, in, net->params + op->w, op->b != NONE ? net->params + op->b : NULL, sl.m,
                                   op->C, op->H, op->W, op->OC, op->K, op->S, op->P, net->scratch[sl.t]);

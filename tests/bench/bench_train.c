@@ -1,18 +1,26 @@
-/* bench_train.c: `blockfed-bench train [--json] [--seconds S] [--threads T] [--batch B] [--torch PATH]`
- * ResNet8 training images/s, batch inference images/s and single-image latency at 1x28x28 and
- * 3x32x32, with the OpenBLAS core in use. Random data: throughput does not depend on values.
+/* bench_train.c: `blockfed-bench train [--json] [--seconds S] [--threads T] [--batch B] [--isa LIST]
+ * [--torch PATH]`: ResNet8 training images/s, batch inference images/s and single-image latency at
+ * 1x28x28 and 3x32x32, with the engine's vector path, the OpenBLAS core, and the fraction of the
+ * machine's sgemm peak each figure reaches (the peak is measured here: T threads each running a
+ * single-threaded sgemm, as the engine runs). Random data: throughput does not depend on values.
+ * --isa runs each listed path (BLOCKFED_ISA) in a child process, one after the other per shape;
  * --torch runs the project's PyTorch counterpart (scripts/torch_bench.py, over
  * scripts/torch_models.py) after each shape, so both engines are measured on the same machine
  * state and the ratios mean something on a noisy VM. */
+#include <cblas.h>
 #include <getopt.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bf_models.h"
 
 typedef struct {
     double train, infer, single_ms;
+    double peak_gflops, train_flops, infer_flops; /* sgemm GFLOP/s over all threads; FLOPs per image */
+    char isa[16], core[32];
 } figures_t;
 
 /* Runs fn repeatedly for about `seconds` after 3 warm-up calls; returns calls per second. */
@@ -51,11 +59,39 @@ static int measure(int C, int H, int W, int batch, int threads, double seconds, 
                                       bf_sgd_step(opt, bf_net_params(net), bf_net_grads(net), 0.05)));
     f->infer = batch * RATE(seconds / 2, bf_net_predict(net, x, batch, logits));
     f->single_ms = 1000.0 / RATE(seconds / 2, bf_net_predict(one, x, 1, logits));
+    bf_net_flops(net, &f->infer_flops, &f->train_flops);
+    snprintf(f->isa, sizeof f->isa, "%s", bf_engine_isa_name());
+    snprintf(f->core, sizeof f->core, "%s", bf_blas_corename());
     free(x), free(logits), free(y);
     bf_sgd_destroy(&opt);
     bf_net_destroy(&net);
     bf_net_destroy(&one);
     return 0;
+}
+
+/* GFLOP/s of `threads` concurrent single-threaded 512^3 sgemms (the engine's threading: one BLAS
+ * call per thread), best of a few timed rounds after a warm-up. */
+static double sgemm_peak(int threads, double seconds) {
+    enum { N = 512 };
+    double best = 0;
+    float *m = calloc((size_t)threads * 3 * N * N, sizeof(float));
+    if (!m) return 0;
+    for (size_t i = 0; i < (size_t)threads * 3 * N * N; i++) m[i] = (float)(i % 7) * 0.125f;
+    double t_end = bf_now() + seconds;
+    for (int round = 0; round < 50 && (round < 3 || bf_now() < t_end); round++) {
+        double t0 = bf_now();
+        int reps = 4;
+#pragma omp parallel num_threads(threads)
+        {
+            float *a = m + (size_t)omp_get_thread_num() * 3 * N * N, *b = a + N * N, *c = b + N * N;
+            for (int r = 0; r < reps; r++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
+        }
+        double g = 2.0 * N * N * N * reps * threads / (bf_now() - t0) / 1e9;
+        if (round > 0 && g > best) best = g; /* round 0 warms up */
+    }
+    free(m);
+    return best;
 }
 
 /* Runs the PyTorch script (scripts/torch_bench.py's interface: --input CxHxW --batch --threads
@@ -81,14 +117,78 @@ static int measure_torch(const char *script, int C, int H, int W, int batch, int
     return pclose(p) == 0 && ok ? 0 : -1;
 }
 
+/* Runs this program's `train --child` for one shape with BLOCKFED_ISA=isa and reads its figures.
+ * An OpenBLAS core that bf_blas_init chose for this process is not passed on: the child picks the
+ * core for its own path. */
+static int measure_child(const char *isa, const int *shape, int batch, int threads, double seconds, figures_t *f) {
+    char cmd[2048], line[1024], self[1024];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) return -1;
+    self[len] = 0;
+    const char *unset = getenv("BLOCKFED_BLAS_REEXEC") ? "-u OPENBLAS_CORETYPE -u BLOCKFED_BLAS_REEXEC " : "";
+    snprintf(cmd, sizeof cmd,
+             "env %sBLOCKFED_ISA=%s '%s' train --child --shape %dx%dx%d --batch %d --threads %d --seconds %g",
+             unset, isa, self, shape[0], shape[1], shape[2], batch, threads, seconds);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    int ok = 0;
+    while (fgets(line, sizeof line, p))
+        ok |= sscanf(line, "child %15s %31s %lf %lf %lf %lf %lf %lf", f->isa, f->core, &f->train, &f->infer,
+                     &f->single_ms, &f->peak_gflops, &f->train_flops, &f->infer_flops) == 8;
+    return pclose(p) == 0 && ok ? 0 : -1;
+}
+
+static void print_figures(const figures_t *f, const figures_t *t, const int *shape, int batch, int threads, int json) {
+    double tp = f->train * f->train_flops / 1e9 / f->peak_gflops, ip = f->infer * f->infer_flops / 1e9 / f->peak_gflops;
+    if (json) {
+        printf("{\"engine\":\"blockfed\",\"model\":\"resnet8\",\"input\":\"%dx%dx%d\",\"isa\":\"%s\",\"batch\":%d,"
+               "\"threads\":%d,\"openblas_core\":\"%s\",\"sgemm_peak_gflops\":%.1f,\"train_mflop_per_img\":%.1f,"
+               "\"infer_mflop_per_img\":%.1f,\"train_img_per_s\":%.1f,\"train_peak_fraction\":%.3f,"
+               "\"infer_img_per_s\":%.1f,\"infer_peak_fraction\":%.3f,\"single_image_ms\":%.3f",
+               shape[0], shape[1], shape[2], f->isa, batch, threads, f->core, f->peak_gflops, f->train_flops / 1e6,
+               f->infer_flops / 1e6, f->train, tp, f->infer, ip, f->single_ms);
+        if (t)
+            printf(",\"torch_train_img_per_s\":%.1f,\"torch_infer_img_per_s\":%.1f,\"torch_single_image_ms\":%.3f,"
+                   "\"ratio_train\":%.2f,\"ratio_infer\":%.2f,\"ratio_single_latency\":%.2f",
+                   t->train, t->infer, t->single_ms, f->train / t->train, f->infer / t->infer, t->single_ms / f->single_ms);
+        printf("}\n");
+    } else {
+        printf("resnet8 %dx%dx%d batch %d, %d threads, path %s, OpenBLAS %s (sgemm peak %.0f GFLOP/s): train %.0f img/s "
+               "(%.0f%% of peak), inference %.0f img/s (%.0f%%), single image %.3f ms\n",
+               shape[0], shape[1], shape[2], batch, threads, f->isa, f->core, f->peak_gflops, f->train, 100 * tp,
+               f->infer, 100 * ip, f->single_ms);
+        if (t)
+            printf("  vs pytorch (train %.0f img/s, inference %.0f img/s, single image %.3f ms): train x%.2f, "
+                   "inference x%.2f, single-image latency x%.2f faster\n",
+                   t->train, t->infer, t->single_ms, f->train / t->train, f->infer / t->infer, t->single_ms / f->single_ms);
+    }
+}
+
+/* "avx512,avx2" or "all" (every path this CPU has, widest first) -> paths; returns their count. */
+static int parse_paths(const char *list, bf_isa_t *paths) {
+    int n = 0;
+    if (!strcmp(list, "all")) {
+        for (int i = bf_isa_best(); i >= BF_ISA_GENERIC; i--) paths[n++] = (bf_isa_t)i;
+        return n;
+    }
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n == 3 || bf_isa_parse(tok, &paths[n])) return -1;
+        n++;
+    }
+    return n;
+}
+
 int bench_train_main(int argc, char **argv) {
-    int json = 0, threads = 2, batch = 64;
+    int json = 0, threads = 2, batch = 64, child = 0, only[3] = {0};
     double seconds = 5;
-    const char *torch = NULL;
+    const char *torch = NULL, *isa_list = NULL;
     static const struct option opts[] = {{"json", no_argument, 0, 'j'},     {"seconds", required_argument, 0, 's'},
                                          {"threads", required_argument, 0, 't'}, {"batch", required_argument, 0, 'b'},
                                          {"help", no_argument, 0, 'h'},     {"torch", required_argument, 0, 'T'},
-                                         {0, 0, 0, 0}};
+                                         {"isa", required_argument, 0, 'i'}, {"child", no_argument, 0, 'c'},
+                                         {"shape", required_argument, 0, 'S'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -97,47 +197,55 @@ int bench_train_main(int argc, char **argv) {
         case 't': threads = atoi(optarg); break;
         case 'b': batch = atoi(optarg); break;
         case 'T': torch = optarg; break;
+        case 'i': isa_list = optarg; break;
+        case 'c': child = 1; break;
+        case 'S':
+            if (sscanf(optarg, "%dx%dx%d", &only[0], &only[1], &only[2]) != 3) return 2;
+            break;
         case 'h':
             printf("usage: blockfed-bench train [--json] [--seconds S=5] [--threads T=2] [--batch B=64]\n"
-                   "                            [--torch PATH]\n"
-                   "With --torch, runs the PyTorch reference PATH (the project's is scripts/torch_bench.py,\n"
-                   "run by /usr/bin/python3; needs python3-torch) right after each measurement (same\n"
-                   "shape, batch and threads) and prints both and the ratios, e.g. from the source tree:\n"
-                   "  build/tests/bench/blockfed-bench train --torch scripts/torch_bench.py\n");
+                   "                            [--isa all|avx512,avx2,generic] [--torch PATH]\n"
+                   "Measures the engine's vector path in use (BLOCKFED_ISA, else the CPU's best); --isa\n"
+                   "measures each listed path in turn (in child processes). With --torch, runs the PyTorch\n"
+                   "reference PATH (the project's is scripts/torch_bench.py, run by /usr/bin/python3; needs\n"
+                   "python3-torch) right after each shape (same shape, batch and threads) and prints both\n"
+                   "and the ratios, e.g. from the source tree:\n"
+                   "  build/tests/bench/blockfed-bench train --isa all --torch scripts/torch_bench.py\n");
             return 0;
         default: return 2;
         }
     }
-    if (seconds <= 0 || threads < 1 || batch < 1) {
-        fprintf(stderr, "bench train: bad --seconds/--threads/--batch\n");
+    bf_isa_t paths[3];
+    int npaths = isa_list ? parse_paths(isa_list, paths) : 0;
+    if (seconds <= 0 || threads < 1 || batch < 1 || npaths < 0) {
+        fprintf(stderr, "bench train: bad --seconds/--threads/--batch/--isa\n");
         return 2;
     }
+    if (child) { /* one shape on this process's path, one line for measure_child */
+        figures_t f;
+        if (measure(only[0], only[1], only[2], batch, threads, seconds, &f)) return 1;
+        f.peak_gflops = sgemm_peak(threads, 1.0);
+        printf("child %s %s %.3f %.3f %.5f %.3f %.0f %.0f\n", f.isa, f.core, f.train, f.infer, f.single_ms,
+               f.peak_gflops, f.train_flops, f.infer_flops);
+        return 0;
+    }
     static const int shapes[2][3] = {{1, 28, 28}, {3, 32, 32}};
+    double peak = npaths ? 0 : sgemm_peak(threads, 1.0);
     for (int s = 0; s < 2; s++) {
-        figures_t f, t;
-        if (measure(shapes[s][0], shapes[s][1], shapes[s][2], batch, threads, seconds, &f)) return 1;
+        figures_t f[3], t;
+        int n = npaths ? npaths : 1;
+        for (int k = 0; k < n; k++) {
+            int rc = npaths ? measure_child(bf_isa_name(paths[k]), shapes[s], batch, threads, seconds, &f[k])
+                            : measure(shapes[s][0], shapes[s][1], shapes[s][2], batch, threads, seconds, &f[k]);
+            if (rc) {
+                fprintf(stderr, "bench: measuring %s failed\n", npaths ? bf_isa_name(paths[k]) : "the engine");
+                return 1;
+            }
+            if (!npaths) f[k].peak_gflops = peak;
+        }
         int have_torch = torch && measure_torch(torch, shapes[s][0], shapes[s][1], shapes[s][2], batch, threads, seconds, &t) == 0;
         if (torch && !have_torch) fprintf(stderr, "bench: could not run %s\n", torch);
-        if (json)
-            printf("{\"engine\":\"blockfed\",\"model\":\"resnet8\",\"input\":\"%dx%dx%d\",\"batch\":%d,\"threads\":%d,"
-                   "\"openblas_core\":\"%s\",\"train_img_per_s\":%.1f,\"infer_img_per_s\":%.1f,\"single_image_ms\":%.3f}\n",
-                   shapes[s][0], shapes[s][1], shapes[s][2], batch, threads, bf_blas_corename(), f.train, f.infer,
-                   f.single_ms);
-        else
-            printf("resnet8 %dx%dx%d batch %d, %d threads, OpenBLAS %s: train %.0f img/s, inference %.0f img/s, "
-                   "single image %.3f ms\n",
-                   shapes[s][0], shapes[s][1], shapes[s][2], batch, threads, bf_blas_corename(), f.train, f.infer,
-                   f.single_ms);
-        if (have_torch && json)
-            printf("{\"engine\":\"pytorch\",\"input\":\"%dx%dx%d\",\"train_img_per_s\":%.1f,\"infer_img_per_s\":%.1f,"
-                   "\"single_image_ms\":%.3f,\"ratio_train\":%.2f,\"ratio_infer\":%.2f,\"ratio_single_latency\":%.2f}\n",
-                   shapes[s][0], shapes[s][1], shapes[s][2], t.train, t.infer, t.single_ms, f.train / t.train,
-                   f.infer / t.infer, t.single_ms / f.single_ms);
-        else if (have_torch)
-            printf("pytorch %dx%dx%d: train %.0f img/s, inference %.0f img/s, single image %.3f ms  =>  blockfed/pytorch: "
-                   "train x%.2f, inference x%.2f, single-image latency x%.2f faster\n",
-                   shapes[s][0], shapes[s][1], shapes[s][2], t.train, t.infer, t.single_ms, f.train / t.train,
-                   f.infer / t.infer, t.single_ms / f.single_ms);
+        for (int k = 0; k < n; k++) print_figures(&f[k], have_torch ? &t : NULL, shapes[s], batch, threads, json);
         fflush(stdout);
     }
     return 0;

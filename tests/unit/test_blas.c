@@ -1,6 +1,6 @@
-/* test_blas.c: on a CPU with AVX-512 (or AVX2), bf_blas_init must leave OpenBLAS on matching fast
- * kernels, never its generic SSE3 "Prescott" fallback, unless the user chose a core; and the fast
- * kernels compute the same sgemm as a plain triple loop. */
+/* test_blas.c: on a CPU with AVX-512 (or AVX2), bf_blas_init must leave OpenBLAS on the fast
+ * kernels matching the engine's vector path, never its generic SSE3 "Prescott" fallback, unless
+ * the user chose a core; and the fast kernels compute the same sgemm as a plain triple loop. */
 #include <cblas.h>
 #include <string.h>
 
@@ -13,11 +13,16 @@ int main(int argc, char **argv) {
     const char *user = reexec ? NULL : getenv("OPENBLAS_CORETYPE");
     printf("OpenBLAS core %s (%s)\n", core,
            user ? "chosen by the user" : reexec ? "set by bf_blas_init after re-exec" : "detected");
-    __builtin_cpu_init();
-    if (!user && __builtin_cpu_supports("avx512f"))
+    /* the core follows the engine's path (BLOCKFED_ISA=avx2 on an AVX-512 CPU: Haswell) */
+    bf_isa_t isa = bf_engine_isa();
+    printf("engine path %s (best on this CPU: %s)\n", bf_engine_isa_name(), bf_isa_name(bf_isa_best()));
+    if (isa == BF_ISA_GENERIC) isa = bf_isa_best();
+    if (!user && isa == BF_ISA_AVX512)
         CHECK_MSG(!strcmp(core, "SkylakeX") || !strcmp(core, "Cooperlake") || !strcmp(core, "SapphireRapids"),
-                  "AVX-512 CPU but OpenBLAS runs %s kernels", core);
-    else if (!user && __builtin_cpu_supports("avx2"))
+                  "AVX-512 path but OpenBLAS runs %s kernels", core);
+    else if (!user && isa == BF_ISA_AVX2 && bf_isa_best() == BF_ISA_AVX512)
+        CHECK_MSG(!strcmp(core, "Haswell"), "forced AVX2 path on an AVX-512 CPU but OpenBLAS runs %s kernels", core);
+    else if (!user && isa == BF_ISA_AVX2)
         CHECK_MSG(strcmp(core, "Prescott") != 0, "AVX2 CPU but OpenBLAS runs Prescott kernels");
 
     /* a 37x53x29 sgemm against a double-precision triple loop */

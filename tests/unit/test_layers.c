@@ -346,6 +346,7 @@ static void test_direct_large(int n, int C, int H, int W, int OC) {
 
 int main(void) {
     bf_rng_seed(&rng, 1234);
+    printf("engine path %s\n", bf_engine_isa_name());
     test_direct_large(6, 64, 16, 16, 64); /* 6*324 positions: two 1024-position weight-gradient passes */
     test_direct_large(3, 16, 7, 7, 8);    /* 7x7: tiles of 3 then 1 vector; OC 8 = 2 triples + 2 */
     test_direct_large(2, 8, 8, 8, 16);    /* 8x8: tiles of 3 then 2 vectors; OC 16 = 5 triples + 1 */
@@ -356,9 +357,12 @@ int main(void) {
     test_conv(1, 2, 9, 9, 3, 5, 1, 2, 1);  /* 5x5 padding 2 (cnn) */
     test_conv(2, 2, 8, 7, 3, 3, 3, 1, 1);  /* stride 3: three column phases */
     test_conv(1, 3, 9, 8, 2, 2, 2, 0, 0);  /* even kernel, stride 2, no padding */
-    test_conv(2, 8, 7, 6, 16, 3, 1, 1, 0); /* direct AVX-512 kernel (OC, C multiples of 8), masked vectors */
+    test_conv(2, 8, 7, 6, 16, 3, 1, 1, 0); /* direct kernel (OC, C multiples of 8), a map's last vectors */
     test_conv(1, 16, 5, 20, 8, 3, 1, 1, 1); /* direct: 2 vectors per row, odd rows, bias */
     test_conv(1, 8, 3, 35, 8, 3, 1, 1, 0); /* direct: 3 vectors per row */
+    test_conv(2, 8, 7, 6, 16, 3, 2, 1, 0); /* direct stride-2 forward: odd rows, OC two tiles */
+    test_conv(1, 3, 14, 14, 8, 3, 2, 1, 1); /* direct stride 2 at a ResNet size, bias after the kernel */
+    test_conv(1, 4, 29, 40, 8, 3, 2, 1, 0); /* direct stride 2: 15 x 21 positions, full and narrow tiles */
     test_conv(2, 2, 6, 7, 3, 3, 1, 0, 1);  /* "valid" conv: plane wider than the output rows */
     test_conv(1, 2, 5, 5, 2, 3, 2, 2, 0);  /* padding 2 with stride 2 */
     test_conv(1, 2, 5, 41, 3, 3, 2, 1, 0); /* stride 2 over 41 columns: 21/20 per phase, two vectors */

@@ -334,6 +334,7 @@ static void test_recalibrate_bn(void) {
 int main(int argc, char **argv) {
     bf_blas_init(argc, argv);
     bf_rng_seed(&rng, 99);
+    printf("engine path %s\n", bf_engine_isa_name());
     test_shapes();
     test_init();
     gradient_checks("resnet8", 1, 12, 12, 6, 2);

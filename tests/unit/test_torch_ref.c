@@ -84,6 +84,7 @@ static void check_schedule(const msgpack_object *sched, const char *key, const c
 int main(int argc, char **argv) {
     bf_blas_init(argc, argv);
     if (argc < 2) return fprintf(stderr, "usage: test_torch_ref FIXTURE\n"), 2;
+    printf("engine path %s\n", bf_engine_isa_name());
     FILE *f = fopen(argv[1], "rb");
     CHECK_MSG(f != NULL, "cannot open %s", argv[1]);
     if (!f) return bf_test_done("test_torch_ref");
