@@ -3,8 +3,9 @@
  *   ledger_store.c, ledger_schema.c  storage: the handle, statements, accounts, transfers, hash chain
  *   ledger_rcache.c                  the fee path's cache                          (calls storage)
  *   ledger_tx.c                      op frame, idempotency, group commit   (calls the cache, storage)
- *   ledger_query.c, ledger_ops.c, ledger_verify.c   the public API (bf_ledger.h), over all of the
- *                                    above; ledger_ops.c also uses bf_ledger_user_find (query).
+ *   ledger_query.c, ledger_ops.c, ledger_withdraw.c, ledger_verify.c   the public API (bf_ledger.h),
+ *                                    over all of the above; ledger_ops.c also uses bf_ledger_user_find
+ *                                    and ledger_withdraw.c bf_ledger_history (query).
  * First the types every layer uses, then one section per file naming what that file defines. */
 #ifndef BF_LEDGER_INTERNAL_H
 #define BF_LEDGER_INTERNAL_H
@@ -16,7 +17,7 @@
 
 /* ==== Types and constants shared by every layer ================================================ */
 
-#define LEDGER_SCHEMA_VERSION 3
+#define LEDGER_SCHEMA_VERSION 4
 
 /* Transfer types (TigerBeetle's flags as one small integer). */
 enum { XF_POSTED = 1, XF_PENDING = 2, XF_POST = 3, XF_VOID = 4, XF_EXPIRE = 5 };
@@ -30,6 +31,7 @@ enum {
     CODE_REWARD = 6,
     CODE_USAGE_FEE = 7,
     CODE_FEE_PAYOUT = 8,
+    CODE_WITHDRAWAL = 9,
 };
 /* Operation kinds, part of every idempotency fingerprint. */
 enum {
@@ -50,6 +52,9 @@ enum {
     OP_FEE_CHARGE,
     OP_EXPIRE,
     OP_FEE_SETTLE,
+    OP_WITHDRAW,
+    OP_WITHDRAW_PAYOUT,
+    OP_WITHDRAW_REJECT,
 };
 
 /* Every cached statement; SQL text lives in ledger_store.c. */
@@ -97,6 +102,9 @@ enum {
     ST_REWARD_INSERT,
     ST_PART_INSERT,
     ST_PART_GET,
+    ST_WD_INSERT,
+    ST_WD_GET,
+    ST_WD_RESOLVE,
     ST_COUNT
 };
 
@@ -302,7 +310,9 @@ int ledger_op_run(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, ledger_op_bo
  * the accounts) before SQL reads the tables. A no-op outside a group. */
 int ledger_group_flush(bf_ledger_t *L, bf_err_t *err);
 
-/* ==== ledger_query.c, ledger_ops.c, ledger_verify.c ============================================ */
-/* These define only the bf_ledger_* functions of bf_ledger.h. */
+/* ==== ledger_query.c, ledger_ops.c, ledger_withdraw.c, ledger_verify.c ========================= */
+/* These define the bf_ledger_* functions of bf_ledger.h, and ledger_withdraw.c the op id of a
+ * rejection, which verify recomputes: "wrej:ID:" + hex SHA-256 of the reason. */
+void ledger_withdraw_reject_key(bf_ledger_t *L, int64_t id, const char *reason, char key[BF_LEDGER_OP_ID_MAX + 1]);
 
 #endif

@@ -182,8 +182,8 @@ static const char *type_name(int t) {
 
 static const char *code_name(int c) {
     static const char *const names[] = {"?",          "register_bonus", "recharge",   "spend_coins", "task_fund",
-                                        "task_refund", "reward",        "usage_fee", "fee_payout"};
-    return c >= 1 && c <= 8 ? names[c] : names[0];
+                                        "task_refund", "reward",        "usage_fee", "fee_payout", "withdrawal"};
+    return c >= 1 && c <= 9 ? names[c] : names[0];
 }
 
 /* Walks one account's transfers newest first through the debit_prev/credit_prev links. */

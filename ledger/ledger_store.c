@@ -91,6 +91,11 @@ static const char *const sql[ST_COUNT] = {
                          " VALUES(?1, ?2, ?3, ?4, ?5)",
     [ST_PART_INSERT] = "INSERT INTO participations(task_id, user_id, joined_at) VALUES(?1, ?2, ?3)",
     [ST_PART_GET] = "SELECT 1 FROM participations WHERE task_id = ?1 AND user_id = ?2",
+    [ST_WD_INSERT] = "INSERT INTO withdrawals(user_id, hold_transfer, amount, status, created_at)"
+                     " VALUES(?1, ?2, ?3, 1, ?4)",
+    [ST_WD_GET] = "SELECT user_id, hold_transfer, amount, status FROM withdrawals WHERE id = ?1",
+    [ST_WD_RESOLVE] = "UPDATE withdrawals SET status = ?2, resolved_at = ?3, resolve_transfer = ?4,"
+                      " external_ref = ?5, reason = ?6 WHERE id = ?1 AND status = 1",
 };
 
 /* ---- Small helpers --------------------------------------------------------------------------- */

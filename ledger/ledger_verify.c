@@ -14,6 +14,7 @@ static const char *const check_names[BF_LEDGER_CHECK_COUNT] = {
     [BF_LEDGER_CHECK_ESCROW] = "escrow",         [BF_LEDGER_CHECK_SHARES] = "shares",
     [BF_LEDGER_CHECK_NONNEGATIVE] = "nonnegative", [BF_LEDGER_CHECK_HOLDS] = "holds",
     [BF_LEDGER_CHECK_PAYOUTS] = "payouts",       [BF_LEDGER_CHECK_REWARDS] = "rewards",
+    [BF_LEDGER_CHECK_WITHDRAWALS] = "withdrawals",
 };
 
 __attribute__((format(printf, 3, 4))) static void fail(bf_ledger_report_t *rep, int check, const char *fmt, ...) {
@@ -39,8 +40,9 @@ typedef struct {
 typedef struct {
     int64_t amount, debit, credit; /* of a pending transfer */
     int type;                      /* XF_PENDING for holds, else 0 */
+    int code;
     int resolved_by;               /* resolving transfer type, 0 if still pending */
-    int64_t captured;
+    int64_t captured, resolved_id; /* resolved_id: the resolving transfer */
 } vxfer_t;
 
 typedef struct {
@@ -57,6 +59,7 @@ typedef struct {
     int64_t n_acc; /* acc is indexed by account id, 0..n_acc-1 */
     vxfer_t *xf;
     int64_t n_xf;
+    int64_t wd_holds; /* pending transfers of code withdrawal */
 } vstate_t;
 
 static int64_t scalar(bf_ledger_t *L, const char *sql) {
@@ -228,17 +231,25 @@ static void replay_one(vstate_t *v, const ledger_row_t *r) {
                  (long long)a, (long long)p);
         pend->resolved_by = (int)r->type;
         pend->captured = r->type == XF_POST ? a : 0;
+        pend->resolved_id = r->id;
+        if (pend->code != r->code)
+            fail(rep, BF_LEDGER_CHECK_HOLDS, "transfer %lld resolves a hold of another kind", (long long)r->id);
         d->dpend -= p;
         c->cpend -= p;
     }
     switch (r->type) {
     case XF_POSTED:
+        if (r->code == CODE_WITHDRAWAL)
+            fail(rep, BF_LEDGER_CHECK_WITHDRAWALS, "transfer %lld: money out without a withdrawal hold", (long long)r->id);
+        /* fall through */
     case XF_POST:
         ovf |= __builtin_add_overflow(d->dp, a, &d->dp) | __builtin_add_overflow(c->cp, a, &c->cp);
         break;
     case XF_PENDING:
         ovf |= __builtin_add_overflow(d->dpend, a, &d->dpend) | __builtin_add_overflow(c->cpend, a, &c->cpend);
-        v->xf[r->id] = (vxfer_t){.amount = a, .debit = r->debit, .credit = r->credit, .type = XF_PENDING};
+        v->xf[r->id] = (vxfer_t){.amount = a, .debit = r->debit, .credit = r->credit, .type = XF_PENDING,
+                                 .code = (int)r->code};
+        v->wd_holds += r->code == CODE_WITHDRAWAL;
         break;
     case XF_VOID:
     case XF_EXPIRE: break;
@@ -346,7 +357,7 @@ static int check_holds(vstate_t *v, bf_err_t *err) {
         int64_t held = sqlite3_column_int64(s, 2), captured = sqlite3_column_int64(s, 3);
         int status = sqlite3_column_int(s, 4);
         vxfer_t *x = xid > 0 && xid < v->n_xf ? &v->xf[xid] : NULL;
-        if (!x || x->type != XF_PENDING || x->amount != held || status < 1 || status > 4) {
+        if (!x || x->type != XF_PENDING || x->code != CODE_USAGE_FEE || x->amount != held || status < 1 || status > 4) {
             fail(v->rep, BF_LEDGER_CHECK_HOLDS, "hold %lld does not match its pending transfer", (long long)id);
             continue;
         }
@@ -356,6 +367,57 @@ static int check_holds(vstate_t *v, bf_err_t *err) {
         if (status == BF_LEDGER_HOLD_PENDING) v->rep->holds_pending++;
     }
     sqlite3_finalize(s);
+    return 0;
+}
+
+/* Withdrawals: each row is one withdrawal hold (its user's cash -> the platform's external CNY
+ * account, its amount) resolved as its status says: pending unresolved; paid posted in full by the
+ * op "wpay:REF" (the ref chained); rejected voided by the op naming the reason's hash. Every
+ * withdrawal hold in the chain has its row. */
+static int check_withdrawals(vstate_t *v, bf_err_t *err) {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(v->L->db,
+                           "SELECT w.id, w.hold_transfer, w.amount, w.status, coalesce(w.resolve_transfer, 0),"
+                           " w.external_ref, w.reason, u.cash_account, o.op_key FROM withdrawals w"
+                           " LEFT JOIN users u ON u.id = w.user_id LEFT JOIN transfers t ON t.id = w.resolve_transfer"
+                           " LEFT JOIN ops o ON o.id = t.op ORDER BY w.id",
+                           -1, &s, NULL) != SQLITE_OK)
+        return ledger_sqlerr(v->L, err, "withdrawals");
+    static const int want_type[4] = {0, 0, XF_POST, XF_VOID};
+    int64_t rows = 0;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(s, 0), xid = sqlite3_column_int64(s, 1);
+        int64_t amount = sqlite3_column_int64(s, 2), resolve = sqlite3_column_int64(s, 4);
+        int status = sqlite3_column_int(s, 3);
+        const char *ref = (const char *)sqlite3_column_text(s, 5), *reason = (const char *)sqlite3_column_text(s, 6);
+        int64_t cash = sqlite3_column_int64(s, 7);
+        /* the resolving transfer's op id, as hashed into the chain (checked: resolve == replayed) */
+        const char *rkey = (const char *)sqlite3_column_text(s, 8);
+        vxfer_t *x = xid > 0 && xid < v->n_xf ? &v->xf[xid] : NULL;
+        rows++;
+        if (!x || x->type != XF_PENDING || x->code != CODE_WITHDRAWAL || x->amount != amount || x->debit != cash ||
+            x->credit != v->L->ext_cny || status < 1 || status > 3) {
+            fail(v->rep, BF_LEDGER_CHECK_WITHDRAWALS, "withdrawal %lld does not match its hold", (long long)id);
+            continue;
+        }
+        if (x->resolved_by != want_type[status] || (status != 1 && x->resolved_id != resolve) ||
+            (status == BF_LEDGER_WITHDRAWAL_PAID && x->captured != amount)) {
+            fail(v->rep, BF_LEDGER_CHECK_WITHDRAWALS, "withdrawal %lld: status %d disagrees with its transfers",
+                 (long long)id, status);
+            continue;
+        }
+        char key[BF_LEDGER_OP_ID_MAX + 1] = "";
+        if (status == BF_LEDGER_WITHDRAWAL_PAID) snprintf(key, sizeof key, "wpay:%s", ref ? ref : "");
+        if (status == BF_LEDGER_WITHDRAWAL_REJECTED) ledger_withdraw_reject_key(v->L, id, reason ? reason : "", key);
+        if (status != BF_LEDGER_WITHDRAWAL_PENDING && strcmp(key, rkey ? rkey : ""))
+            fail(v->rep, BF_LEDGER_CHECK_WITHDRAWALS, "withdrawal %lld: its %s is not the one in the hash chain",
+                 (long long)id, status == BF_LEDGER_WITHDRAWAL_PAID ? "reference" : "reason");
+        if (status == BF_LEDGER_WITHDRAWAL_PENDING) v->rep->withdrawals_pending++;
+    }
+    sqlite3_finalize(s);
+    if (rows != v->wd_holds)
+        fail(v->rep, BF_LEDGER_CHECK_WITHDRAWALS, "%lld withdrawal holds in the chain, %lld withdrawals recorded",
+             (long long)v->wd_holds, (long long)rows);
     return 0;
 }
 
@@ -502,6 +564,7 @@ int bf_ledger_verify(bf_ledger_t *self, bf_ledger_report_t *rep, bf_err_t *err) 
         check_accounts(&v);
         rc = check_holds(&v, err);
     }
+    if (!rc) rc = check_withdrawals(&v, err);
     if (!rc) rc = check_tasks(&v, err);
     if (!rc) rc = check_entitlements(&v, err);
     if (!rc) rep->users = scalar(self, "SELECT count(*) FROM users");

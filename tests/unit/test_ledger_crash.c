@@ -49,14 +49,14 @@ static void child(const char *path, int fd, int run, uint64_t seed) {
     if (!L) _exit(2);
     bf_rng_t r;
     bf_rng_seed(&r, seed * 1000003u + (uint64_t)run);
-    int64_t holds[64];
-    int n_holds = 0;
+    int64_t holds[64], wds[64];
+    int n_holds = 0, n_wds = 0;
     char op[48];
     for (int k = 0; k < 100000; k++) {
         snprintf(op, sizeof op, "c%d-%d", run, k);
         int64_t payer = 1 + bf_rng_below(&r, 2), id = 0;
         int rc;
-        switch (bf_rng_below(&r, 8)) {
+        switch (bf_rng_below(&r, 10)) {
         case 0: rc = bf_ledger_recharge(L, op, 1 + bf_rng_below(&r, HOLDERS + 2), 1 + bf_rng_below(&r, 1000), &err); break;
         case 1:
         case 2:
@@ -85,6 +85,27 @@ static void child(const char *path, int fd, int run, uint64_t seed) {
             snprintf(op, sizeof op, "c%d-%d-settle", run, k);
             rc = bf_ledger_settle_reward(L, op, t, 3, users, w, "crash", &err);
             break;
+        }
+        case 7:
+            rc = bf_ledger_withdraw(L, op, payer, 1 + bf_rng_below(&r, 2000), &id, &err);
+            if (rc == 0 && n_wds < 64) wds[n_wds++] = id;
+            break;
+        case 8: {
+            if (!n_wds) continue;
+            /* The ref is this op's name; the payout's op id is derived from it ("wpay:REF"), and a
+             * rejection's from a hash of its reason, so only payouts are reported for lookup. */
+            int64_t w = wds[bf_rng_below(&r, (uint32_t)n_wds)];
+            if (bf_rng_below(&r, 3) == 0) {
+                rc = bf_ledger_withdraw_reject(L, w, op, &err);
+                if (rc == BF_LEDGER_EINTERNAL || rc == BF_LEDGER_EBUSY) _exit(5);
+                continue;
+            }
+            rc = bf_ledger_withdraw_payout(L, w, op, &err);
+            char key[64];
+            snprintf(key, sizeof key, "wpay:%s", op);
+            if (rc == BF_LEDGER_EINTERNAL || rc == BF_LEDGER_EBUSY) _exit(5);
+            report(fd, key, rc);
+            continue;
         }
         default: {
             int64_t n = 0;
