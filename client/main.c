@@ -25,12 +25,14 @@ static const struct {
     {"train", "train a model centrally on a dataset and write a model file", run_train},
     {"register", "create the profile (key pair) and register a user with a coordinator", bf_cmd_register},
     {"recharge", "add money to the account", bf_cmd_recharge},
+    {"withdraw", "withdraw money from the account (held until the operator pays it out)", bf_cmd_withdraw},
     {"task", "task create|list|status|cancel", bf_cmd_task},
     {"join", "join a task and train its rounds until it ends", bf_cmd_join},
     {"leave", "leave a task", bf_cmd_leave},
     {"blocks", "blocks buy TASK N: buy extra data blocks (10 coins each)", bf_cmd_blocks},
     {"assets", "balances and shares", bf_cmd_assets},
     {"history", "ledger entries of the account, newest first", bf_cmd_history},
+    {"statement", "movements with balances before and after, opening and closing (--csv)", bf_cmd_statement},
     {"model", "model download TASK --out FILE: the task's global model", bf_cmd_model},
 };
 

@@ -98,6 +98,9 @@ static const schema_t schemas[] = {
     {"MODEL_GET", 1, 0, 0, FR_BYTES, NULL, {F_NAME("task")}},
     {"PREDICT", 1, 1, 64, FR_BYTES, check_image_frames,
      {F_NAME("task"), F_UINT("top", 1, 256), F_HEX64_OPT("request")}},
+    {"WITHDRAW", 1, 0, 0, FR_BYTES, NULL, {F_TEXT("amount", 24), F_HEX64_OPT("request")}},
+    {"STATEMENT_GET", 1, 0, 0, FR_BYTES, NULL,
+     {F_TEXT_OPT("currency", 8), F_U64_OPT("from"), F_U64_OPT("to"), F_U64_OPT("after")}},
     /* replies: coordinator -> client */
     {"WELCOME", 0, 0, 0, FR_BYTES, NULL, {F_TEXT("server", 64), F_TEXT_OPT("user", 32)}},
     {"PONG", 0, 0, 0, FR_BYTES, NULL, {{0}}},
@@ -117,6 +120,7 @@ static const schema_t schemas[] = {
     {"DONE", 0, 0, 0, FR_BYTES, NULL, {F_NAME("task"), F_HEX64_OPT("result_hash")}},
     {"ASSETS", 0, 0, 0, FR_BYTES, NULL, {F_ANY("assets")}},
     {"HISTORY", 0, 0, 0, FR_BYTES, NULL, {F_ANY("entries")}},
+    {"STATEMENT", 0, 0, 0, FR_BYTES, NULL, {F_ANY("statement")}},
     {"MODEL", 0, 1, 1, FR_BYTES, NULL, {F_NAME("task"), F_HEX64("sha256")}},
     {"PREDICTION", 0, 0, 0, FR_BYTES, NULL,
      {F_ANY("results"), F_TEXT("fee", 24), F_TEXT("balance", 24), F_U64_OPT("usage"), F_HEX64_OPT("model")}},
