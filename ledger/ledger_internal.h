@@ -147,6 +147,7 @@ struct _bf_ledger_t {
     size_t cap_gidx;
     int g_dirty;
     struct ledger_rcache *rc; /* NULL until a fee op inside a group needs it */
+    struct ledger_pg *pg;     /* the PostgreSQL backend (ledger_pg.c); NULL: SQLite (db) */
 };
 
 /* The operation being executed: its key, fingerprint of its arguments and its ops row. */
@@ -314,5 +315,52 @@ int ledger_group_flush(bf_ledger_t *L, bf_err_t *err);
 /* These define the bf_ledger_* functions of bf_ledger.h, and ledger_withdraw.c the op id of a
  * rejection, which verify recomputes: "wrej:ID:" + hex SHA-256 of the reason. */
 void ledger_withdraw_reject_key(bf_ledger_t *L, int64_t id, const char *reason, char key[BF_LEDGER_OP_ID_MAX + 1]);
+
+/* ==== ledger_pg.c: the PostgreSQL backend ====================================================== */
+/* Each public function of the SQLite layers starts with LEDGER_PG(...): on a PostgreSQL handle it
+ * returns the PostgreSQL implementation's answer instead. */
+#define LEDGER_PG(L, call)                                                                        \
+    do {                                                                                          \
+        if ((L)->pg) return (call);                                                               \
+    } while (0)
+
+int ledger_pg_url(const char *path);
+int ledger_pg_open(bf_ledger_t *L, const char *url, bf_err_t *err);
+void ledger_pg_close(bf_ledger_t *L);
+int ledger_pg_schema_version(bf_ledger_t *L);
+int ledger_pg_unsupported(bf_err_t *err, const char *what);
+int ledger_pg_group_begin(bf_ledger_t *L, bf_err_t *err);
+int ledger_pg_group_commit(bf_ledger_t *L, bf_err_t *err);
+void ledger_pg_group_rollback(bf_ledger_t *L);
+int ledger_pg_register(bf_ledger_t *L, const char *op_id, const char *name, const char *key, const char *password,
+                       int64_t *user_id, bf_err_t *err);
+/* OP_RECHARGE, OP_SPEND (amount: blocks) or OP_WITHDRAW (*result: the withdrawal id). */
+int ledger_pg_amount_op(bf_ledger_t *L, int kind, const char *op_id, int64_t user_id, int64_t amount, int64_t *result,
+                        bf_err_t *err);
+/* A payout (ref) or rejection (reason) of withdrawal id under op id key. */
+int ledger_pg_resolve(bf_ledger_t *L, const char *key, int kind, int64_t id, const char *ref, const char *reason,
+                      bf_err_t *err);
+int ledger_pg_op_lookup(bf_ledger_t *L, const char *op_id, int *found, int *rc, int64_t *result, bf_err_t *err);
+int ledger_pg_user_find(bf_ledger_t *L, const char *name, int64_t *id, bf_err_t *err);
+/* Every user (only <= 0) or the one with id `only`. */
+int ledger_pg_users(bf_ledger_t *L, int64_t only, bf_ledger_user_t **out, size_t *n, bf_err_t *err);
+int ledger_pg_accounts(bf_ledger_t *L, bf_ledger_account_t **out, size_t *n, bf_err_t *err);
+int ledger_pg_user_accounts(bf_ledger_t *L, int64_t id, int64_t *cash, int64_t *coin, bf_err_t *err);
+int ledger_pg_history(bf_ledger_t *L, int64_t user_id, bf_ledger_entry_t **out, size_t *n, bf_err_t *err);
+int ledger_pg_withdrawals(bf_ledger_t *L, int status, int64_t user_id, bf_ledger_withdrawal_t **out, size_t *n,
+                          bf_err_t *err);
+int ledger_pg_resolved_hold(bf_ledger_t *L, int64_t transfer, int64_t *amount, int64_t *debit, bf_err_t *err);
+/* Verify's rows, streamed in one snapshot: accounts (id, kind, currency, owner, dp, cp, dpend,
+ * cpend, last), transfers in id order (op_key and hash NULL when missing), withdrawals (id, hold,
+ * amount, status, resolve; ref, reason, the user's cash account, the resolving op's key), the
+ * user count. */
+typedef struct {
+    void (*account)(void *ctx, const int64_t v[9]);
+    void (*transfer)(void *ctx, const ledger_row_t *r, const char *op_key, const unsigned char *hash);
+    void (*withdrawal)(void *ctx, const int64_t v[5], const char *ref, const char *reason, int64_t cash,
+                       const char *resolve_key);
+    void (*users)(void *ctx, int64_t n);
+} ledger_pg_scan_t;
+int ledger_pg_scan(bf_ledger_t *L, const ledger_pg_scan_t *s, void *ctx, bf_err_t *err);
 
 #endif

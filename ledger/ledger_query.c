@@ -77,6 +77,7 @@ static void balance_from(sqlite3_stmt *s, int i, bf_ledger_balance_t *b) {
 }
 
 int bf_ledger_user_find(bf_ledger_t *self, const char *name, int64_t *user_id, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_user_find(self, name, user_id, err));
     sqlite3_stmt *s = ledger_stmt(self, ST_USER_BY_NAME);
     if (!s) return ledger_sqlerr(self, err, "users");
     sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
@@ -104,13 +105,15 @@ static void user_row(sqlite3_stmt *s, void *out) {
 }
 
 int bf_ledger_users(bf_ledger_t *self, bf_ledger_user_t **out, size_t *n, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_users(self, 0, out, n, err));
     return collect(self, USER_SQL " ORDER BY u.id", 0, 0, 0, sizeof **out, user_row, (void **)out, n, err);
 }
 
 int bf_ledger_user_get(bf_ledger_t *self, int64_t user_id, bf_ledger_user_t *out, bf_err_t *err) {
     bf_ledger_user_t *u;
     size_t n;
-    int rc = collect(self, USER_SQL " WHERE u.id = ?1", 1, user_id, 0, sizeof *u, user_row, (void **)&u, &n, err);
+    int rc = self->pg ? (user_id > 0 ? ledger_pg_users(self, user_id, &u, &n, err) : (u = NULL, n = 0, 0))
+                      : collect(self, USER_SQL " WHERE u.id = ?1", 1, user_id, 0, sizeof *u, user_row, (void **)&u, &n, err);
     if (rc) return rc;
     if (n == 0) return bf_err_set(err, "unknown user %lld", (long long)user_id), BF_LEDGER_ENOTFOUND;
     *out = u[0];
@@ -137,6 +140,7 @@ static void account_row(sqlite3_stmt *s, void *out) {
 }
 
 int bf_ledger_accounts(bf_ledger_t *self, bf_ledger_account_t **out, size_t *n, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_accounts(self, out, n, err));
     return collect(self,
                    "SELECT id, kind, currency, owner, debits_posted, credits_posted, debits_pending,"
                    " credits_pending FROM accounts ORDER BY id",
@@ -160,6 +164,7 @@ static void task_row(sqlite3_stmt *s, void *out) {
 }
 
 int bf_ledger_task_get(bf_ledger_t *self, int64_t task_id, bf_ledger_task_t *out, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_unsupported(err, "tasks"));
     bf_ledger_task_t *t;
     size_t n;
     int rc = collect(self,
@@ -265,6 +270,7 @@ static int entry_cmp(const void *a, const void *b) {
 
 int bf_ledger_history(bf_ledger_t *self, int64_t user_id, bf_ledger_entry_t **out, size_t *n,
                       bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_history(self, user_id, out, n, err));
     *out = NULL;
     *n = 0;
     sqlite3_stmt *s = ledger_stmt(self, ST_USER_GET);
@@ -319,12 +325,14 @@ static void share_row(sqlite3_stmt *s, void *out) {
 
 int bf_ledger_task_shares(bf_ledger_t *self, int64_t task_id, bf_ledger_share_t **out, size_t *n,
                           bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_unsupported(err, "shares"));
     return collect(self, SHARE_SQL " WHERE s.task_id = ?1 ORDER BY s.user_id", 1, task_id, 0, sizeof **out,
                    share_row, (void **)out, n, err);
 }
 
 int bf_ledger_user_shares(bf_ledger_t *self, int64_t user_id, bf_ledger_share_t **out, size_t *n,
                           bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_unsupported(err, "shares"));
     return collect(self, SHARE_SQL " WHERE s.user_id = ?1 ORDER BY s.task_id", 1, user_id, 0, sizeof **out,
                    share_row, (void **)out, n, err);
 }
@@ -344,6 +352,7 @@ static void usage_row(sqlite3_stmt *s, void *out) {
 #define USAGE_SQL "SELECT id, task_id, payer, held, captured, status, created_at, expires_at FROM model_usage"
 
 int bf_ledger_hold_get(bf_ledger_t *self, int64_t hold_id, bf_ledger_usage_t *out, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_unsupported(err, "holds"));
     bf_ledger_usage_t *u;
     size_t n;
     int rc = collect(self, USAGE_SQL " WHERE id = ?1", 1, hold_id, 0, sizeof *u, usage_row, (void **)&u, &n, err);
@@ -356,6 +365,7 @@ int bf_ledger_hold_get(bf_ledger_t *self, int64_t hold_id, bf_ledger_usage_t *ou
 
 int bf_ledger_usage(bf_ledger_t *self, int64_t task_id, bf_ledger_usage_t **out, size_t *n,
                     bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_unsupported(err, "usage"));
     return collect(self, USAGE_SQL " WHERE task_id = ?1 ORDER BY id", 1, task_id, 0, sizeof **out,
                    usage_row, (void **)out, n, err);
 }
@@ -365,6 +375,7 @@ int bf_ledger_usage_note(bf_ledger_t *self, int64_t hold_id, int64_t *images, in
                          void **result, size_t *len, bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_unsupported(err, "usage"));
     if (result) *result = NULL;
     if (len) *len = 0;
     sqlite3_stmt *s = ledger_stmt(self, ST_USAGE_NOTE_GET);
@@ -394,6 +405,7 @@ int bf_ledger_usage_note(bf_ledger_t *self, int64_t hold_id, int64_t *images, in
  * are the payees. Either way each payee of each usage is one bf_ledger_revenue_t. */
 int bf_ledger_revenues(bf_ledger_t *self, int64_t task_id, int64_t user_id,
                        bf_ledger_revenue_t **out, size_t *n, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_unsupported(err, "revenues"));
     *out = NULL;
     *n = 0;
     int rc = ledger_group_flush(self, err);
@@ -476,6 +488,7 @@ static void reward_row(sqlite3_stmt *s, void *out) {
 
 int bf_ledger_rewards(bf_ledger_t *self, int64_t task_id, int64_t user_id, bf_ledger_reward_t **out,
                       size_t *n, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_unsupported(err, "rewards"));
     return collect(self,
                    "SELECT task_id, user_id, weight, amount, coalesce(transfer, 0) FROM reward_distributions"
                    " WHERE (?1 <= 0 OR task_id = ?1) AND (?2 <= 0 OR user_id = ?2) ORDER BY id",
@@ -491,6 +504,7 @@ static void part_row(sqlite3_stmt *s, void *out) {
 
 int bf_ledger_participations(bf_ledger_t *self, int64_t task_id, int64_t user_id,
                              bf_ledger_participation_t **out, size_t *n, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_unsupported(err, "participations"));
     return collect(self,
                    "SELECT task_id, user_id, joined_at FROM participations"
                    " WHERE (?1 <= 0 OR task_id = ?1) AND (?2 <= 0 OR user_id = ?2) ORDER BY task_id, user_id",

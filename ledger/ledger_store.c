@@ -234,6 +234,7 @@ static int migrate(bf_ledger_t *L, bf_err_t *err) {
 }
 
 int bf_ledger_schema_version(bf_ledger_t *self) {
+    LEDGER_PG(self, ledger_pg_schema_version(self));
     int v = -1;
     user_version(self, &v);
     return v;
@@ -243,6 +244,17 @@ bf_ledger_t *bf_ledger_open(const char *path, bf_err_t *err) {
     bf_ledger_t *L = calloc(1, sizeof *L);
     if (!L) return bf_err_set(err, "out of memory"), NULL;
     L->clock = system_clock;
+    if (ledger_pg_url(path)) {
+        L->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        L->md = EVP_MD_CTX_new();
+        if (!L->sha256 || !L->md) bf_err_set(err, "OpenSSL SHA-256 unavailable");
+        if (!L->sha256 || !L->md || ledger_pg_open(L, path, err)) {
+            ledger_pg_close(L);
+            ledger_store_free(L);
+            return NULL;
+        }
+        return L;
+    }
     if (sqlite3_open_v2(path, &L->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         bf_err_set(err, "opening %s: %s", path, L->db ? sqlite3_errmsg(L->db) : "out of memory");
         ledger_store_free(L);

@@ -68,6 +68,7 @@ int bf_ledger_withdraw(bf_ledger_t *self, const char *op_id, int64_t user_id, in
                        int64_t *withdrawal_id, bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_amount_op(self, OP_WITHDRAW, op_id, user_id, cents, withdrawal_id, err));
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, user_id);
     ledger_fp_i64(&fp, cents);
@@ -143,6 +144,7 @@ int bf_ledger_withdraw_payout(bf_ledger_t *self, int64_t id, const char *ref, bf
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, id);
     ledger_fp_str(&fp, ref);
+    LEDGER_PG(self, ledger_pg_resolve(self, key, OP_WITHDRAW_PAYOUT, id, ref, NULL, err));
     ledger_op_t op = {.key = key, .kind = OP_WITHDRAW_PAYOUT};
     wd_resolve_args_t a = {id, ref, NULL};
     return ledger_op_run(self, &op, &fp, do_resolve, &a, NULL, NULL, err);
@@ -168,6 +170,7 @@ int bf_ledger_withdraw_reject(bf_ledger_t *self, int64_t id, const char *reason,
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, id);
     ledger_fp_str(&fp, reason);
+    LEDGER_PG(self, ledger_pg_resolve(self, key, OP_WITHDRAW_REJECT, id, NULL, reason, err));
     ledger_op_t op = {.key = key, .kind = OP_WITHDRAW_REJECT};
     wd_resolve_args_t a = {id, NULL, reason};
     return ledger_op_run(self, &op, &fp, do_resolve, &a, NULL, NULL, err);
@@ -182,6 +185,7 @@ static void copy_col(char *dst, size_t cap, sqlite3_stmt *s, int col) {
 
 int bf_ledger_withdrawals(bf_ledger_t *self, int status, int64_t user_id, bf_ledger_withdrawal_t **out,
                           size_t *n, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_withdrawals(self, status, user_id, out, n, err));
     *out = NULL;
     *n = 0;
     int rc = ledger_group_flush(self, err);
@@ -251,6 +255,22 @@ int bf_ledger_withdrawal_get(bf_ledger_t *self, int64_t id, bf_ledger_withdrawal
 
 /* ---- Statements ------------------------------------------------------------------------------ */
 
+/* The account a statement is of: the user's cash or coin account. */
+static int statement_account(bf_ledger_t *L, int64_t user, bf_ledger_currency_t currency, int64_t *account,
+                             bf_err_t *err) {
+    if (L->pg) {
+        int64_t cash = 0, coin = 0;
+        int rc = ledger_pg_user_accounts(L, user, &cash, &coin, err);
+        *account = currency == BF_LEDGER_CNY ? cash : coin;
+        return rc;
+    }
+    ledger_user_row_t u;
+    int rc = ledger_user_row(L, user, &u, err);
+    if (rc) return rc;
+    *account = currency == BF_LEDGER_CNY ? u.cash : u.coin;
+    return 0;
+}
+
 void bf_ledger_statement_free(bf_ledger_statement_t *st) {
     if (!st) return;
     free(st->lines);
@@ -282,18 +302,17 @@ int bf_ledger_statement(bf_ledger_t *self, int64_t user_id, bf_ledger_currency_t
     out->to = to;
     if (to < from) return bf_err_set(err, "statement ends before it starts"), BF_LEDGER_EINVAL;
     if (currency != BF_LEDGER_CNY && currency != BF_LEDGER_COIN) return bf_err_set(err, "unknown currency"), BF_LEDGER_EINVAL;
-    ledger_user_row_t u;
-    int rc = ledger_user_row(self, user_id, &u, err);
+    int64_t account = 0;
+    int rc = statement_account(self, user_id, currency, &account, err);
     if (rc) return rc;
-    int64_t account = currency == BF_LEDGER_CNY ? u.cash : u.coin;
     bf_ledger_entry_t *e = NULL;
     size_t n = 0;
     if ((rc = bf_ledger_history(self, user_id, &e, &n, err))) return rc;
     sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(self->db,
-                           "SELECT p.amount, p.debit_account FROM transfers t JOIN transfers p ON p.id = t.pending_id"
-                           " WHERE t.id = ?1",
-                           -1, &q, NULL) != SQLITE_OK) {
+    if (!self->pg && sqlite3_prepare_v2(self->db,
+                                        "SELECT p.amount, p.debit_account FROM transfers t JOIN transfers p ON"
+                                        " p.id = t.pending_id WHERE t.id = ?1",
+                                        -1, &q, NULL) != SQLITE_OK) {
         free(e);
         return ledger_sqlerr(self, err, "transfers");
     }
@@ -312,7 +331,13 @@ int bf_ledger_statement(bf_ledger_t *self, int64_t user_id, bf_ledger_currency_t
         if (!strcmp(e[i].type, "pending")) {
             dheld = e[i].amount < 0 ? -e[i].amount : 0;
         } else if (!strcmp(e[i].type, "post") || !strcmp(e[i].type, "void") || !strcmp(e[i].type, "expire")) {
-            if ((rc = resolved_hold(q, e[i].transfer_id, account, &p, &debit, err))) break;
+            if (self->pg) {
+                int64_t da = 0;
+                if ((rc = ledger_pg_resolved_hold(self, e[i].transfer_id, &p, &da, err))) break;
+                debit = da == account;
+            } else if ((rc = resolved_hold(q, e[i].transfer_id, account, &p, &debit, err))) {
+                break;
+            }
             dheld = debit ? -p : 0;
         }
         if (!in_window && e[i].created_at >= from) in_window = 1;

@@ -1,0 +1,1008 @@
+/* ledger_pg.c: the PostgreSQL backend (libpq), selected by opening a "postgresql://" or
+ * "postgres://" connection string instead of a file path; bf_ledger.h is the same for callers.
+ * Same schema semantics, op ids, fingerprints, transfer rows and hash chain as the SQLite backend
+ * (ledger_row_hash is shared), so verify replays either the same way.
+ *
+ * One chain for every coordinator on the database: a write transaction first locks the single
+ * chain_head row (SELECT ... FOR UPDATE), so writers serialise on it, each appends at head + 1
+ * with the head's hash, and every invariant is checked under that lock (READ COMMITTED is then
+ * enough: no two writers interleave, so no serialisation failure can occur and no retry loop is
+ * needed). A group (bf_ledger_group_begin) takes the lock once for all its ops; each op is a
+ * savepoint, as on SQLite.
+ *
+ * What this backend covers so far: open/migrate, group commit, op lookup, register (without a
+ * password), recharge, spend_coins, withdraw/payout/reject, the user, balance, account, history,
+ * withdrawal and statement queries, and verify (chain, balances, double entry, non-negative,
+ * withdrawals). Task, share and fee operations answer EINTERNAL "not on the PostgreSQL backend
+ * yet" (docs/LEDGER.md, "PostgreSQL backend").
+ * Calls: libpq, ledger_store.c's hashing helpers (ledger_row_hash, ledger_sha256, ledger_hex),
+ * ledger_tx.c's fingerprint builder. */
+#include <assert.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ledger_internal.h"
+
+#define PG_SCHEMA_VERSION 1
+#define PG_MAX_ACC 16
+
+typedef struct {
+    int64_t id, owner, dp, cp, dpend, cpend, last;
+    int kind, currency, dirty;
+} pg_acct_t;
+
+struct ledger_pg {
+    PGconn *c;
+    int in_group, in_tx;
+    int64_t head_id, head_id0;
+    unsigned char head_hash[32], head_hash0[32];
+    pg_acct_t acc[PG_MAX_ACC];
+    int n_acc;
+};
+
+/* ---- Parameters and statements --------------------------------------------------------------- */
+
+typedef struct {
+    const char *v[12];
+    int len[12], fmt[12];
+    char buf[12][24];
+    int n;
+} pp_t;
+
+static void pp_i64(pp_t *p, int64_t v) {
+    snprintf(p->buf[p->n], sizeof p->buf[p->n], "%lld", (long long)v);
+    p->v[p->n] = p->buf[p->n], p->len[p->n] = 0, p->fmt[p->n] = 0;
+    p->n++;
+}
+static void pp_str(pp_t *p, const char *s) {
+    p->v[p->n] = s, p->len[p->n] = 0, p->fmt[p->n] = 0;
+    p->n++;
+}
+static void pp_bin(pp_t *p, const void *b, size_t n) {
+    p->v[p->n] = n ? b : "", p->len[p->n] = (int)n, p->fmt[p->n] = 1;
+    p->n++;
+}
+
+static int pg_fail(bf_ledger_t *L, PGresult *r, bf_err_t *err, const char *what) {
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    bf_err_set(err, "%s: %s", what, r ? PQresultErrorMessage(r) : PQerrorMessage(L->pg->c));
+    size_t n = err ? strlen(err->msg) : 0;
+    while (n && err->msg[n - 1] == '\n') err->msg[--n] = 0;
+    int busy = state && (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strcmp(state, "55P03"));
+    if (r) PQclear(r);
+    return busy ? BF_LEDGER_EBUSY : BF_LEDGER_EINTERNAL;
+}
+
+/* Runs sql; *out gets the result when the caller wants rows (else it is cleared). */
+static int pgx(bf_ledger_t *L, const char *sql, const pp_t *p, PGresult **out, bf_err_t *err) {
+    PGresult *r = PQexecParams(L->pg->c, sql, p ? p->n : 0, NULL, p ? p->v : NULL, p ? p->len : NULL,
+                               p ? p->fmt : NULL, 0);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return pg_fail(L, r, err, "postgresql");
+    if (out) *out = r;
+    else PQclear(r);
+    return 0;
+}
+
+static int64_t col_i64(PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* A bytea column in text form ("\x0a1b..."): into out (cap bytes); the length, or -1. */
+static long col_bytes(PGresult *r, int row, int col, unsigned char *out, size_t cap) {
+    if (PQgetisnull(r, row, col)) return -1;
+    size_t n = 0;
+    unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, col), &n);
+    if (!b) return -1;
+    long rc = n <= cap ? (long)n : -1;
+    if (rc >= 0) memcpy(out, b, n);
+    PQfreemem(b);
+    return rc;
+}
+
+/* ---- Schema ---------------------------------------------------------------------------------- */
+
+/* Migration i takes the schema from version i to i+1; version 1 is the SQLite schema 4. */
+static const char *const pg_migrations[PG_SCHEMA_VERSION] = {
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value BIGINT NOT NULL);"
+    "INSERT INTO meta(key, value) VALUES('platform_fee_ppm', 0);"
+    /* The single row every writer locks first: the chain's head (one chain for all writers). */
+    "CREATE TABLE chain_head(one INT PRIMARY KEY CHECK(one = 1), head_id BIGINT NOT NULL,"
+    "  head_hash BYTEA NOT NULL CHECK(length(head_hash) = 32));"
+    "INSERT INTO chain_head VALUES(1, 0, decode(repeat('00', 32), 'hex'));"
+    "CREATE TABLE accounts(id BIGSERIAL PRIMARY KEY, kind INT NOT NULL CHECK(kind BETWEEN 1 AND 6),"
+    "  currency INT NOT NULL CHECK(currency IN (1, 2)), owner BIGINT NOT NULL,"
+    "  debits_posted BIGINT NOT NULL DEFAULT 0 CHECK(debits_posted >= 0),"
+    "  credits_posted BIGINT NOT NULL DEFAULT 0 CHECK(credits_posted >= 0),"
+    "  debits_pending BIGINT NOT NULL DEFAULT 0 CHECK(debits_pending >= 0),"
+    "  credits_pending BIGINT NOT NULL DEFAULT 0 CHECK(credits_pending >= 0),"
+    "  last_transfer BIGINT NOT NULL DEFAULT 0, UNIQUE(kind, currency, owner));"
+    "INSERT INTO accounts(kind, currency, owner) VALUES (5, 1, 0), (5, 2, 0), (6, 1, 0), (6, 2, 0);"
+    "CREATE TABLE users(id BIGSERIAL PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE CHECK(length(name) BETWEEN 1 AND 64),"
+    "  curve_public_key TEXT NOT NULL CHECK(length(curve_public_key) = 40), password_hash TEXT,"
+    "  cash_account BIGINT NOT NULL, coin_account BIGINT NOT NULL, created_at BIGINT NOT NULL);"
+    "CREATE TABLE ops(id BIGSERIAL PRIMARY KEY, op_key TEXT NOT NULL UNIQUE, kind INT NOT NULL,"
+    "  fingerprint BYTEA NOT NULL, rc INT NOT NULL, result BIGINT NOT NULL, message TEXT,"
+    "  created_at BIGINT NOT NULL);"
+    "CREATE TABLE transfers(id BIGINT PRIMARY KEY, op BIGINT NOT NULL REFERENCES ops(id),"
+    "  type INT NOT NULL CHECK(type BETWEEN 1 AND 5), code INT NOT NULL,"
+    "  currency INT NOT NULL CHECK(currency IN (1, 2)),"
+    "  debit_account BIGINT NOT NULL REFERENCES accounts(id),"
+    "  credit_account BIGINT NOT NULL REFERENCES accounts(id),"
+    "  amount BIGINT NOT NULL CHECK(amount >= 0), pending_id BIGINT REFERENCES transfers(id),"
+    "  expires_at BIGINT NOT NULL, created_at BIGINT NOT NULL,"
+    "  debit_before BIGINT NOT NULL, debit_after BIGINT NOT NULL,"
+    "  credit_before BIGINT NOT NULL, credit_after BIGINT NOT NULL,"
+    "  debit_prev BIGINT NOT NULL, credit_prev BIGINT NOT NULL,"
+    "  hash BYTEA NOT NULL CHECK(length(hash) = 32),"
+    "  legs BYTEA CHECK(legs IS NULL OR (length(legs) >= 32 AND length(legs) % 32 = 0)));"
+    "CREATE UNIQUE INDEX transfers_resolution ON transfers(pending_id) WHERE pending_id IS NOT NULL;"
+    "CREATE FUNCTION transfers_append_only() RETURNS trigger LANGUAGE plpgsql AS"
+    "  $$BEGIN RAISE EXCEPTION 'transfers are append-only'; END$$;"
+    "CREATE TRIGGER transfers_no_change BEFORE UPDATE OR DELETE ON transfers"
+    "  FOR EACH ROW EXECUTE FUNCTION transfers_append_only();"
+    "CREATE TABLE withdrawals(id BIGSERIAL PRIMARY KEY, user_id BIGINT NOT NULL REFERENCES users(id),"
+    "  hold_transfer BIGINT NOT NULL UNIQUE REFERENCES transfers(id),"
+    "  amount BIGINT NOT NULL CHECK(amount > 0), status INT NOT NULL CHECK(status BETWEEN 1 AND 3),"
+    "  created_at BIGINT NOT NULL, resolved_at BIGINT NOT NULL DEFAULT 0,"
+    "  resolve_transfer BIGINT UNIQUE REFERENCES transfers(id),"
+    "  external_ref TEXT UNIQUE CHECK(external_ref IS NULL OR length(external_ref) BETWEEN 1 AND 100),"
+    "  reason TEXT CHECK(reason IS NULL OR length(reason) BETWEEN 1 AND 256),"
+    "  CHECK((status = 1) = (resolve_transfer IS NULL)), CHECK((status = 2) = (external_ref IS NOT NULL)),"
+    "  CHECK((status = 3) = (reason IS NOT NULL)));"
+    "CREATE INDEX withdrawals_user ON withdrawals(user_id);",
+};
+
+/* Applies pending migrations under a transaction-scoped advisory lock, so coordinators opening a
+ * fresh database at once create the schema once. */
+static int pg_migrate(bf_ledger_t *L, bf_err_t *err) {
+    int rc;
+    if ((rc = pgx(L, "BEGIN", NULL, NULL, err))) return rc;
+    PGresult *r = NULL;
+    if ((rc = pgx(L, "SELECT pg_advisory_xact_lock(7202604)", NULL, NULL, err)) ||
+        (rc = pgx(L, "CREATE TABLE IF NOT EXISTS ledger_schema(version INT NOT NULL)", NULL, NULL, err)) ||
+        (rc = pgx(L, "SELECT coalesce(max(version), 0) FROM ledger_schema", NULL, &r, err))) {
+        pgx(L, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    int v = (int)col_i64(r, 0, 0);
+    PQclear(r);
+    if (v > PG_SCHEMA_VERSION) {
+        pgx(L, "ROLLBACK", NULL, NULL, NULL);
+        return bf_err_set(err, "database schema version %d is newer than this program's %d", v, PG_SCHEMA_VERSION),
+               BF_LEDGER_EINTERNAL;
+    }
+    for (; v < PG_SCHEMA_VERSION; v++) {
+        PGresult *m = PQexec(L->pg->c, pg_migrations[v]);
+        if (!m || PQresultStatus(m) != PGRES_COMMAND_OK) {
+            rc = pg_fail(L, m, err, "migration");
+            pgx(L, "ROLLBACK", NULL, NULL, NULL);
+            return rc;
+        }
+        PQclear(m);
+        pp_t p = {0};
+        pp_i64(&p, v + 1);
+        if ((rc = pgx(L, "DELETE FROM ledger_schema", NULL, NULL, err)) ||
+            (rc = pgx(L, "INSERT INTO ledger_schema(version) VALUES($1)", &p, NULL, err))) {
+            pgx(L, "ROLLBACK", NULL, NULL, NULL);
+            return rc;
+        }
+    }
+    return pgx(L, "COMMIT", NULL, NULL, err);
+}
+
+static int pg_find_account(bf_ledger_t *L, int kind, int currency, int64_t *id, bf_err_t *err) {
+    pp_t p = {0};
+    pp_i64(&p, kind), pp_i64(&p, currency);
+    PGresult *r;
+    int rc = pgx(L, "SELECT id FROM accounts WHERE kind = $1 AND currency = $2 AND owner = 0", &p, &r, err);
+    if (rc) return rc;
+    rc = PQntuples(r) == 1 ? (*id = col_i64(r, 0, 0), 0) : (bf_err_set(err, "platform account missing"), BF_LEDGER_EINTERNAL);
+    PQclear(r);
+    return rc;
+}
+
+int ledger_pg_url(const char *path) {
+    return path && (!strncmp(path, "postgresql://", 13) || !strncmp(path, "postgres://", 11));
+}
+
+int ledger_pg_open(bf_ledger_t *L, const char *url, bf_err_t *err) {
+    if (!(L->pg = calloc(1, sizeof *L->pg))) return bf_err_set(err, "out of memory"), -1;
+    L->pg->c = PQconnectdb(url);
+    if (!L->pg->c || PQstatus(L->pg->c) != CONNECTION_OK)
+        return bf_err_set(err, "connecting to PostgreSQL: %s", L->pg->c ? PQerrorMessage(L->pg->c) : "out of memory"), -1;
+    PQclear(PQexec(L->pg->c, "SET client_min_messages = warning"));
+    if (pg_migrate(L, err) || pg_find_account(L, BF_LEDGER_ACCT_PLATFORM_EXTERNAL, BF_LEDGER_CNY, &L->ext_cny, err) ||
+        pg_find_account(L, BF_LEDGER_ACCT_PLATFORM_EXTERNAL, BF_LEDGER_COIN, &L->ext_coin, err) ||
+        pg_find_account(L, BF_LEDGER_ACCT_PLATFORM_REVENUE, BF_LEDGER_CNY, &L->rev_cny, err) ||
+        pg_find_account(L, BF_LEDGER_ACCT_PLATFORM_REVENUE, BF_LEDGER_COIN, &L->rev_coin, err))
+        return -1;
+    return 0;
+}
+
+void ledger_pg_close(bf_ledger_t *L) {
+    if (!L->pg) return;
+    if (L->pg->c) PQfinish(L->pg->c);
+    free(L->pg);
+    L->pg = NULL;
+}
+
+int ledger_pg_schema_version(bf_ledger_t *L) {
+    PGresult *r;
+    if (pgx(L, "SELECT coalesce(max(version), -1) FROM ledger_schema", NULL, &r, NULL)) return -1;
+    int v = (int)col_i64(r, 0, 0);
+    PQclear(r);
+    return v;
+}
+
+int ledger_pg_unsupported(bf_err_t *err, const char *what) {
+    return bf_err_set(err, "%s is not on the PostgreSQL backend yet", what), BF_LEDGER_EINTERNAL;
+}
+
+/* ---- Transactions: the chain lock, groups ---------------------------------------------------- */
+
+/* Begins a write transaction and takes the chain lock (see the file's header). */
+static int pg_begin(bf_ledger_t *L, bf_err_t *err) {
+    struct ledger_pg *g = L->pg;
+    int rc;
+    PGresult *r;
+    if ((rc = pgx(L, "BEGIN", NULL, NULL, err))) return rc;
+    if ((rc = pgx(L, "SELECT head_id, head_hash FROM chain_head WHERE one = 1 FOR UPDATE", NULL, &r, err))) {
+        pgx(L, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    g->head_id = col_i64(r, 0, 0);
+    long n = col_bytes(r, 0, 1, g->head_hash, 32);
+    PQclear(r);
+    if (n != 32) {
+        pgx(L, "ROLLBACK", NULL, NULL, NULL);
+        return bf_err_set(err, "chain head has a malformed hash"), BF_LEDGER_EINTERNAL;
+    }
+    g->in_tx = 1;
+    return 0;
+}
+
+static int pg_end(bf_ledger_t *L, int commit, bf_err_t *err) {
+    int rc = pgx(L, commit ? "COMMIT" : "ROLLBACK", NULL, NULL, err);
+    L->pg->in_tx = 0;
+    return rc;
+}
+
+int ledger_pg_group_begin(bf_ledger_t *L, bf_err_t *err) {
+    assert(!L->pg->in_group);
+    int rc = pg_begin(L, err);
+    if (!rc) L->pg->in_group = 1;
+    return rc;
+}
+
+int ledger_pg_group_commit(bf_ledger_t *L, bf_err_t *err) {
+    int rc = pg_end(L, 1, err);
+    L->pg->in_group = 0;
+    return rc;
+}
+
+void ledger_pg_group_rollback(bf_ledger_t *L) {
+    if (L->pg->in_tx) pg_end(L, 0, NULL);
+    L->pg->in_group = 0;
+}
+
+/* ---- Accounts and transfers ------------------------------------------------------------------ */
+
+static pg_acct_t *pg_acct(bf_ledger_t *L, int64_t id, bf_err_t *err) {
+    struct ledger_pg *g = L->pg;
+    for (int i = 0; i < g->n_acc; i++)
+        if (g->acc[i].id == id) return &g->acc[i];
+    if (g->n_acc == PG_MAX_ACC) return bf_err_set(err, "too many accounts in one op"), NULL;
+    pp_t p = {0};
+    pp_i64(&p, id);
+    PGresult *r;
+    if (pgx(L,
+            "SELECT kind, currency, owner, debits_posted, credits_posted, debits_pending, credits_pending,"
+            " last_transfer FROM accounts WHERE id = $1",
+            &p, &r, err))
+        return NULL;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return bf_err_set(err, "unknown account %lld", (long long)id), NULL;
+    }
+    pg_acct_t *a = &g->acc[g->n_acc++];
+    *a = (pg_acct_t){.id = id,
+                     .kind = (int)col_i64(r, 0, 0),
+                     .currency = (int)col_i64(r, 0, 1),
+                     .owner = col_i64(r, 0, 2),
+                     .dp = col_i64(r, 0, 3),
+                     .cp = col_i64(r, 0, 4),
+                     .dpend = col_i64(r, 0, 5),
+                     .cpend = col_i64(r, 0, 6),
+                     .last = col_i64(r, 0, 7)};
+    PQclear(r);
+    return a;
+}
+
+static int pg_acct_write(bf_ledger_t *L, bf_err_t *err) {
+    struct ledger_pg *g = L->pg;
+    for (int i = 0; i < g->n_acc; i++) {
+        pg_acct_t *a = &g->acc[i];
+        if (!a->dirty) continue;
+        pp_t p = {0};
+        pp_i64(&p, a->id), pp_i64(&p, a->dp), pp_i64(&p, a->cp), pp_i64(&p, a->dpend), pp_i64(&p, a->cpend);
+        pp_i64(&p, a->last);
+        int rc = pgx(L,
+                     "UPDATE accounts SET debits_posted = $2, credits_posted = $3, debits_pending = $4,"
+                     " credits_pending = $5, last_transfer = $6 WHERE id = $1",
+                     &p, NULL, err);
+        if (rc) return rc;
+        a->dirty = 0;
+    }
+    return 0;
+}
+
+static int add_checked(int64_t a, int64_t b, int64_t *out, bf_err_t *err) {
+    if (__builtin_add_overflow(a, b, out)) return bf_err_set(err, "amount overflows a 64-bit counter"), BF_LEDGER_EOVERFLOW;
+    return 0;
+}
+
+/* The same rules and the same row as ledger_transfer (ledger_store.c), hashed the same way. */
+static int pg_transfer(bf_ledger_t *L, ledger_op_t *op, const ledger_xfer_t *x, int64_t *id, bf_err_t *err) {
+    struct ledger_pg *g = L->pg;
+    if (x->amount < 0) return bf_err_set(err, "negative amount"), BF_LEDGER_EINVAL;
+    if (x->debit == x->credit) return bf_err_set(err, "debit and credit are one account"), BF_LEDGER_EINVAL;
+    if (!pg_acct(L, x->debit, err) || !pg_acct(L, x->credit, err)) return BF_LEDGER_ENOTFOUND;
+    pg_acct_t *d = pg_acct(L, x->debit, err), *c = pg_acct(L, x->credit, err);
+    if (d->currency != c->currency) return bf_err_set(err, "accounts hold different currencies"), BF_LEDGER_EINVAL;
+    pg_acct_t nd = *d, nc = *c;
+    int rc = 0;
+    switch (x->type) {
+    case XF_POSTED:
+    case XF_PENDING:
+        if (ledger_acct_restricted(d->kind) && d->cp - d->dp - d->dpend < x->amount)
+            return bf_err_set(err, "insufficient funds: available %lld, need %lld", (long long)(d->cp - d->dp - d->dpend),
+                              (long long)x->amount),
+                   BF_LEDGER_EFUNDS;
+        if (x->type == XF_POSTED) {
+            if ((rc = add_checked(d->dp, x->amount, &nd.dp, err)) || (rc = add_checked(c->cp, x->amount, &nc.cp, err)))
+                return rc;
+        } else if ((rc = add_checked(d->dpend, x->amount, &nd.dpend, err)) ||
+                   (rc = add_checked(c->cpend, x->amount, &nc.cpend, err))) {
+            return rc;
+        }
+        break;
+    case XF_POST:
+        nd.dpend -= x->pending_amount;
+        nc.cpend -= x->pending_amount;
+        if ((rc = add_checked(d->dp, x->amount, &nd.dp, err)) || (rc = add_checked(c->cp, x->amount, &nc.cp, err)))
+            return rc;
+        break;
+    default: /* void, expire */
+        nd.dpend -= x->pending_amount;
+        nc.cpend -= x->pending_amount;
+        break;
+    }
+    if (nd.dpend < 0 || nc.cpend < 0) return bf_err_set(err, "pending counters would go negative"), BF_LEDGER_EINTERNAL;
+    int64_t db_after, cb_after;
+    if (__builtin_sub_overflow(nd.cp, nd.dp, &db_after) || __builtin_sub_overflow(nc.cp, nc.dp, &cb_after))
+        return bf_err_set(err, "balance overflows"), BF_LEDGER_EOVERFLOW;
+    ledger_row_t r = {.id = g->head_id + 1,
+                      .type = x->type,
+                      .code = x->code,
+                      .currency = d->currency,
+                      .debit = d->id,
+                      .credit = c->id,
+                      .amount = x->amount,
+                      .pending_id = x->pending_id,
+                      .expires_at = x->expires_at,
+                      .created_at = op->now,
+                      .debit_before = d->cp - d->dp,
+                      .debit_after = db_after,
+                      .credit_before = c->cp - c->dp,
+                      .credit_after = cb_after,
+                      .debit_prev = d->last,
+                      .credit_prev = c->last};
+    unsigned char h[32];
+    ledger_row_hash(L, g->head_hash, &r, op->key, h);
+    pp_t p = {0};
+    int64_t f[16] = {r.id,       op->row,   r.type,     r.code,         r.currency,    r.debit,
+                     r.credit,   r.amount,  r.expires_at, r.created_at, r.debit_before, r.debit_after,
+                     r.credit_before, r.credit_after, r.debit_prev, r.credit_prev};
+    for (int i = 0; i < 8; i++) pp_i64(&p, f[i]);
+    if (r.pending_id) pp_i64(&p, r.pending_id);
+    else pp_str(&p, NULL);
+    pp_bin(&p, h, 32);
+    /* the remaining integers go in as one array to stay within the builder's 12 slots */
+    char tail[200];
+    snprintf(tail, sizeof tail, "{%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld}", (long long)f[8], (long long)f[9],
+             (long long)f[10], (long long)f[11], (long long)f[12], (long long)f[13], (long long)f[14], (long long)f[15]);
+    pp_str(&p, tail);
+    if ((rc = pgx(L,
+                  "INSERT INTO transfers(id, op, type, code, currency, debit_account, credit_account, amount,"
+                  " pending_id, hash, expires_at, created_at, debit_before, debit_after, credit_before, credit_after,"
+                  " debit_prev, credit_prev)"
+                  " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]"
+                  " FROM (SELECT $11::bigint[] AS a) t",
+                  &p, NULL, err)))
+        return rc;
+    g->head_id = r.id;
+    memcpy(g->head_hash, h, 32);
+    nd.dirty = nc.dirty = 1;
+    nd.last = nc.last = r.id;
+    *d = nd;
+    *c = nc;
+    if (id) *id = r.id;
+    return 0;
+}
+
+/* ---- The op frame ---------------------------------------------------------------------------- */
+
+typedef int (*pg_body_fn)(bf_ledger_t *L, ledger_op_t *op, const void *args, bf_err_t *err);
+
+static int recorded(int rc) {
+    return rc != BF_LEDGER_OK && rc != BF_LEDGER_EINTERNAL && rc != BF_LEDGER_EBUSY && rc != BF_LEDGER_ECONFLICT;
+}
+
+/* Like ledger_op_run: one op id runs once; its outcome (success or business failure) is recorded
+ * in ops with the same fingerprint encoding as on SQLite. */
+static int pg_op_run(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, pg_body_fn body, const void *args,
+                     int64_t *result, bf_err_t *err) {
+    struct ledger_pg *g = L->pg;
+    bf_err_t e0;
+    if (!err) err = &e0;
+    size_t klen = op->key ? strlen(op->key) : 0;
+    int oom = fp->oom;
+    if (!oom) ledger_sha256(L, fp->buf ? (const void *)fp->buf : "", fp->len, NULL, 0, op->fp);
+    if (fp->buf && fp->buf != fp->inl) free(fp->buf);
+    if (klen == 0 || klen > BF_LEDGER_OP_ID_MAX)
+        return bf_err_set(err, "op id must be 1..%d bytes", BF_LEDGER_OP_ID_MAX), BF_LEDGER_EINVAL;
+    if (oom) return bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL;
+    int rc, own = !g->in_group;
+    if (own && (rc = pg_begin(L, err))) return rc;
+    g->head_id0 = g->head_id;
+    memcpy(g->head_hash0, g->head_hash, 32);
+    g->n_acc = 0;
+    op->now = ledger_now(L);
+    op->result = 0;
+    PGresult *r = NULL;
+    pp_t p = {0};
+    pp_str(&p, op->key), pp_i64(&p, op->kind), pp_bin(&p, op->fp, 32), pp_i64(&p, op->now);
+    if ((rc = pgx(L, "SAVEPOINT op", NULL, NULL, err)) ||
+        (rc = pgx(L,
+                  "INSERT INTO ops(op_key, kind, fingerprint, rc, result, message, created_at)"
+                  " VALUES($1, $2, $3, 0, 0, NULL, $4) ON CONFLICT(op_key) DO NOTHING RETURNING id",
+                  &p, &r, err)))
+        goto abort;
+    if (PQntuples(r) == 1) {
+        op->row = col_i64(r, 0, 0);
+        PQclear(r);
+    } else {
+        PQclear(r);
+        pp_t q = {0};
+        pp_str(&q, op->key);
+        if ((rc = pgx(L, "SELECT kind, fingerprint, rc, result, message FROM ops WHERE op_key = $1", &q, &r, err)))
+            goto abort;
+        unsigned char fpr[32];
+        int same = PQntuples(r) == 1 && col_i64(r, 0, 0) == op->kind && col_bytes(r, 0, 1, fpr, 32) == 32 &&
+                   !memcmp(fpr, op->fp, 32);
+        if (same) {
+            rc = (int)col_i64(r, 0, 2);
+            op->result = col_i64(r, 0, 3);
+            if (rc) bf_err_set(err, "%s", PQgetisnull(r, 0, 4) ? "failed" : PQgetvalue(r, 0, 4));
+            if (!rc && result) *result = op->result;
+        } else {
+            rc = (bf_err_set(err, "op id '%s' was already used with different arguments", op->key), BF_LEDGER_ECONFLICT);
+        }
+        PQclear(r);
+        pgx(L, "RELEASE SAVEPOINT op", NULL, NULL, NULL);
+        if (own) pg_end(L, 0, NULL);
+        return rc;
+    }
+    rc = body(L, op, args, err);
+    if (rc == 0) {
+        pp_t u = {0};
+        pp_i64(&u, op->row), pp_i64(&u, op->result);
+        pp_t h = {0};
+        pp_i64(&h, g->head_id), pp_bin(&h, g->head_hash, 32);
+        if ((rc = pg_acct_write(L, err)) || (op->result && (rc = pgx(L, "UPDATE ops SET result = $2 WHERE id = $1", &u, NULL, err))) ||
+            (g->head_id != g->head_id0 &&
+             (rc = pgx(L, "UPDATE chain_head SET head_id = $1, head_hash = $2 WHERE one = 1", &h, NULL, err))) ||
+            (rc = pgx(L, "RELEASE SAVEPOINT op", NULL, NULL, err)) || (own && (rc = pg_end(L, 1, err)))) {
+            rc = rc == BF_LEDGER_EBUSY ? rc : BF_LEDGER_EINTERNAL;
+            goto abort;
+        }
+        if (result) *result = op->result;
+        return 0;
+    }
+    if (recorded(rc)) {
+        /* Undo the body, then remember that this id failed and why. */
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        g->head_id = g->head_id0;
+        memcpy(g->head_hash, g->head_hash0, 32);
+        /* the rollback undoes the op's row too: it is written again, with the outcome */
+        pp_t f = {0};
+        pp_str(&f, op->key), pp_i64(&f, op->kind), pp_bin(&f, op->fp, 32), pp_i64(&f, rc), pp_str(&f, msg);
+        pp_i64(&f, op->now);
+        int r2;
+        if ((r2 = pgx(L, "ROLLBACK TO SAVEPOINT op", NULL, NULL, err)) ||
+            (r2 = pgx(L,
+                      "INSERT INTO ops(op_key, kind, fingerprint, rc, result, message, created_at)"
+                      " VALUES($1, $2, $3, $4, 0, $5, $6)",
+                      &f, NULL, err)) ||
+            (r2 = pgx(L, "RELEASE SAVEPOINT op", NULL, NULL, err)) || (own && (r2 = pg_end(L, 1, err)))) {
+            rc = r2;
+            goto abort;
+        }
+        bf_err_set(err, "%s", msg);
+        return rc;
+    }
+abort:
+    g->head_id = g->head_id0;
+    memcpy(g->head_hash, g->head_hash0, 32);
+    if (own) {
+        pg_end(L, 0, NULL);
+    } else {
+        pgx(L, "ROLLBACK TO SAVEPOINT op", NULL, NULL, NULL);
+        pgx(L, "RELEASE SAVEPOINT op", NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+/* ---- Operations ------------------------------------------------------------------------------ */
+
+typedef struct {
+    int64_t cash, coin;
+} pg_user_t;
+
+static int pg_user_row(bf_ledger_t *L, int64_t id, pg_user_t *u, bf_err_t *err) {
+    pp_t p = {0};
+    pp_i64(&p, id);
+    PGresult *r;
+    int rc = pgx(L, "SELECT cash_account, coin_account FROM users WHERE id = $1", &p, &r, err);
+    if (rc) return rc;
+    if (PQntuples(r) != 1) rc = (bf_err_set(err, "unknown user %lld", (long long)id), BF_LEDGER_ENOTFOUND);
+    else u->cash = col_i64(r, 0, 0), u->coin = col_i64(r, 0, 1);
+    PQclear(r);
+    return rc;
+}
+
+static int pg_new_account(bf_ledger_t *L, int kind, int currency, int64_t owner, int64_t *id, bf_err_t *err) {
+    pp_t p = {0};
+    pp_i64(&p, kind), pp_i64(&p, currency), pp_i64(&p, owner);
+    PGresult *r;
+    int rc = pgx(L, "INSERT INTO accounts(kind, currency, owner) VALUES($1, $2, $3) RETURNING id", &p, &r, err);
+    if (rc) return rc;
+    *id = col_i64(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+int ledger_pg_user_accounts(bf_ledger_t *L, int64_t id, int64_t *cash, int64_t *coin, bf_err_t *err) {
+    pg_user_t u;
+    int rc = pg_user_row(L, id, &u, err);
+    if (!rc) *cash = u.cash, *coin = u.coin;
+    return rc;
+}
+
+typedef struct {
+    const char *name, *key;
+} pg_reg_args_t;
+
+static int pg_valid_key(const char *k) {
+    static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+    if (!k || strlen(k) != 40) return 0;
+    for (const char *p = k; *p; p++)
+        if (!strchr(z85, *p)) return 0;
+    return 1;
+}
+
+static int pg_do_register(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
+    const pg_reg_args_t *a = argp;
+    size_t nl = a->name ? strlen(a->name) : 0;
+    if (nl == 0 || nl > 64) return bf_err_set(err, "user name must be 1..64 bytes"), BF_LEDGER_EINVAL;
+    if (!pg_valid_key(a->key)) return bf_err_set(err, "CURVE public key must be 40 Z85 characters"), BF_LEDGER_EINVAL;
+    pp_t p = {0};
+    pp_str(&p, a->name);
+    PGresult *r;
+    int rc = pgx(L, "SELECT 1 FROM users WHERE name = $1", &p, &r, err);
+    if (rc) return rc;
+    int taken = PQntuples(r) > 0;
+    PQclear(r);
+    if (taken) return bf_err_set(err, "user name '%s' is taken", a->name), BF_LEDGER_EEXISTS;
+    pp_i64(&p, op->now);
+    pp_str(&p, a->key);
+    if ((rc = pgx(L,
+                  "INSERT INTO users(name, curve_public_key, password_hash, cash_account, coin_account, created_at)"
+                  " VALUES($1, $3, NULL, 0, 0, $2) RETURNING id",
+                  &p, &r, err)))
+        return rc;
+    int64_t uid = col_i64(r, 0, 0), cash, coin;
+    PQclear(r);
+    if ((rc = pg_new_account(L, BF_LEDGER_ACCT_USER_CASH, BF_LEDGER_CNY, uid, &cash, err)) ||
+        (rc = pg_new_account(L, BF_LEDGER_ACCT_USER_COIN, BF_LEDGER_COIN, uid, &coin, err)))
+        return rc;
+    pp_t q = {0};
+    pp_i64(&q, uid), pp_i64(&q, cash), pp_i64(&q, coin);
+    if ((rc = pgx(L, "UPDATE users SET cash_account = $2, coin_account = $3 WHERE id = $1", &q, NULL, err))) return rc;
+    ledger_xfer_t x = {.type = XF_POSTED, .code = CODE_REGISTER_BONUS, .debit = L->ext_coin, .credit = coin,
+                       .amount = BF_LEDGER_REGISTER_COINS};
+    if ((rc = pg_transfer(L, op, &x, NULL, err))) return rc;
+    op->result = uid;
+    return 0;
+}
+
+int ledger_pg_register(bf_ledger_t *L, const char *op_id, const char *name, const char *key, const char *password,
+                       int64_t *user_id, bf_err_t *err) {
+    if (password) return ledger_pg_unsupported(err, "a password");
+    ledger_fp_t fp = {0};
+    ledger_fp_str(&fp, name);
+    ledger_fp_str(&fp, key);
+    ledger_fp_i64(&fp, 0);
+    ledger_op_t op = {.key = op_id, .kind = OP_REGISTER};
+    pg_reg_args_t a = {name, key};
+    return pg_op_run(L, &op, &fp, pg_do_register, &a, user_id, err);
+}
+
+typedef struct {
+    int64_t user, amount;
+    int kind; /* OP_RECHARGE, OP_SPEND, OP_WITHDRAW */
+} pg_amount_args_t;
+
+static int pg_do_amount(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
+    const pg_amount_args_t *a = argp;
+    pg_user_t u;
+    int rc;
+    if (a->amount <= 0)
+        return bf_err_set(err, a->kind == OP_SPEND ? "block count must be positive" : "amount must be positive"), BF_LEDGER_EINVAL;
+    int64_t coins = 0;
+    if (a->kind == OP_SPEND && __builtin_mul_overflow(a->amount, BF_LEDGER_COINS_PER_BLOCK, &coins))
+        return bf_err_set(err, "too many blocks"), BF_LEDGER_EOVERFLOW;
+    if ((rc = pg_user_row(L, a->user, &u, err))) return rc;
+    if (a->kind == OP_RECHARGE) {
+        ledger_xfer_t x = {.type = XF_POSTED, .code = CODE_RECHARGE, .debit = L->ext_cny, .credit = u.cash, .amount = a->amount};
+        return pg_transfer(L, op, &x, &op->result, err);
+    }
+    if (a->kind == OP_SPEND) {
+        op->result = coins;
+        ledger_xfer_t x = {.type = XF_POSTED, .code = CODE_SPEND_COINS, .debit = u.coin, .credit = L->rev_coin, .amount = coins};
+        return pg_transfer(L, op, &x, NULL, err);
+    }
+    ledger_xfer_t x = {.type = XF_PENDING, .code = CODE_WITHDRAWAL, .debit = u.cash, .credit = L->ext_cny, .amount = a->amount};
+    int64_t xid;
+    if ((rc = pg_transfer(L, op, &x, &xid, err))) return rc;
+    pp_t p = {0};
+    pp_i64(&p, a->user), pp_i64(&p, xid), pp_i64(&p, a->amount), pp_i64(&p, op->now);
+    PGresult *r;
+    if ((rc = pgx(L,
+                  "INSERT INTO withdrawals(user_id, hold_transfer, amount, status, created_at) VALUES($1, $2, $3, 1, $4)"
+                  " RETURNING id",
+                  &p, &r, err)))
+        return rc;
+    op->result = col_i64(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+int ledger_pg_amount_op(bf_ledger_t *L, int kind, const char *op_id, int64_t user_id, int64_t amount, int64_t *result,
+                        bf_err_t *err) {
+    ledger_fp_t fp = {0};
+    ledger_fp_i64(&fp, user_id);
+    ledger_fp_i64(&fp, amount);
+    ledger_op_t op = {.key = op_id, .kind = kind};
+    pg_amount_args_t a = {user_id, amount, kind};
+    return pg_op_run(L, &op, &fp, pg_do_amount, &a, result, err);
+}
+
+typedef struct {
+    int64_t id;
+    const char *ref, *reason;
+} pg_resolve_args_t;
+
+static int pg_do_resolve(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
+    const pg_resolve_args_t *a = argp;
+    pp_t p = {0};
+    pp_i64(&p, a->id);
+    PGresult *r;
+    int rc = pgx(L, "SELECT user_id, hold_transfer, amount, status FROM withdrawals WHERE id = $1 FOR UPDATE", &p, &r, err);
+    if (rc) return rc;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return bf_err_set(err, "unknown withdrawal %lld", (long long)a->id), BF_LEDGER_ENOTFOUND;
+    }
+    int64_t user = col_i64(r, 0, 0), hold = col_i64(r, 0, 1), amount = col_i64(r, 0, 2);
+    int status = (int)col_i64(r, 0, 3);
+    PQclear(r);
+    if (status == BF_LEDGER_WITHDRAWAL_PAID)
+        return bf_err_set(err, "withdrawal %lld was already paid", (long long)a->id), BF_LEDGER_EPOSTED;
+    if (status == BF_LEDGER_WITHDRAWAL_REJECTED)
+        return bf_err_set(err, "withdrawal %lld was already rejected", (long long)a->id), BF_LEDGER_EVOIDED;
+    pg_user_t u;
+    if ((rc = pg_user_row(L, user, &u, err))) return rc;
+    int pay = a->ref != NULL;
+    ledger_xfer_t x = {.type = pay ? XF_POST : XF_VOID, .code = CODE_WITHDRAWAL, .debit = u.cash, .credit = L->ext_cny,
+                       .amount = amount, .pending_id = hold, .pending_amount = amount};
+    int64_t xid;
+    if ((rc = pg_transfer(L, op, &x, &xid, err))) return rc;
+    pp_t q = {0};
+    pp_i64(&q, a->id), pp_i64(&q, pay ? 2 : 3), pp_i64(&q, op->now), pp_i64(&q, xid);
+    pp_str(&q, pay ? a->ref : NULL), pp_str(&q, pay ? NULL : a->reason);
+    if ((rc = pgx(L,
+                  "UPDATE withdrawals SET status = $2, resolved_at = $3, resolve_transfer = $4, external_ref = $5,"
+                  " reason = $6 WHERE id = $1 AND status = 1 RETURNING id",
+                  &q, &r, err)))
+        return rc;
+    int changed = PQntuples(r);
+    PQclear(r);
+    if (changed != 1) return bf_err_set(err, "withdrawal %lld resolved concurrently", (long long)a->id), BF_LEDGER_EINTERNAL;
+    op->result = xid;
+    return 0;
+}
+
+int ledger_pg_resolve(bf_ledger_t *L, const char *key, int kind, int64_t id, const char *ref, const char *reason,
+                      bf_err_t *err) {
+    ledger_fp_t fp = {0};
+    ledger_fp_i64(&fp, id);
+    ledger_fp_str(&fp, ref ? ref : reason);
+    ledger_op_t op = {.key = key, .kind = kind};
+    pg_resolve_args_t a = {id, ref, reason};
+    return pg_op_run(L, &op, &fp, pg_do_resolve, &a, NULL, err);
+}
+
+/* ---- Queries --------------------------------------------------------------------------------- */
+
+int ledger_pg_op_lookup(bf_ledger_t *L, const char *op_id, int *found, int *rc, int64_t *result, bf_err_t *err) {
+    pp_t p = {0};
+    pp_str(&p, op_id);
+    PGresult *r;
+    int e = pgx(L, "SELECT rc, result FROM ops WHERE op_key = $1", &p, &r, err);
+    if (e) return e;
+    *found = PQntuples(r) == 1;
+    if (*found && rc) *rc = (int)col_i64(r, 0, 0);
+    if (*found && result) *result = col_i64(r, 0, 1);
+    PQclear(r);
+    return 0;
+}
+
+int ledger_pg_user_find(bf_ledger_t *L, const char *name, int64_t *id, bf_err_t *err) {
+    pp_t p = {0};
+    pp_str(&p, name);
+    PGresult *r;
+    int rc = pgx(L, "SELECT id FROM users WHERE name = $1", &p, &r, err);
+    if (rc) return rc;
+    rc = PQntuples(r) == 1 ? (*id = col_i64(r, 0, 0), 0) : (bf_err_set(err, "unknown user '%s'", name), BF_LEDGER_ENOTFOUND);
+    PQclear(r);
+    return rc;
+}
+
+static void balance_of(PGresult *r, int row, int col, bf_ledger_balance_t *b) {
+    int64_t dp = col_i64(r, row, col), cp = col_i64(r, row, col + 1), dpend = col_i64(r, row, col + 2);
+    b->posted = cp - dp;
+    b->pending_debits = dpend;
+    b->pending_credits = col_i64(r, row, col + 3);
+    b->available = cp - dp - dpend;
+}
+
+#define PG_USER_SQL                                                                                         \
+    "SELECT u.id, u.name, u.curve_public_key, c.debits_posted, c.credits_posted, c.debits_pending,"         \
+    " c.credits_pending, k.debits_posted, k.credits_posted, k.debits_pending, k.credits_pending FROM users u" \
+    " JOIN accounts c ON c.id = u.cash_account JOIN accounts k ON k.id = u.coin_account"
+
+static void user_of(PGresult *r, int i, bf_ledger_user_t *u) {
+    memset(u, 0, sizeof *u);
+    u->id = col_i64(r, i, 0);
+    snprintf(u->name, sizeof u->name, "%s", PQgetvalue(r, i, 1));
+    snprintf(u->curve_key, sizeof u->curve_key, "%s", PQgetvalue(r, i, 2));
+    balance_of(r, i, 3, &u->cash);
+    balance_of(r, i, 7, &u->coin);
+}
+
+int ledger_pg_users(bf_ledger_t *L, int64_t only, bf_ledger_user_t **out, size_t *n, bf_err_t *err) {
+    *out = NULL;
+    *n = 0;
+    pp_t p = {0};
+    pp_i64(&p, only);
+    PGresult *r;
+    int rc = pgx(L, PG_USER_SQL " WHERE $1 <= 0 OR u.id = $1 ORDER BY u.id", &p, &r, err);
+    if (rc) return rc;
+    int k = PQntuples(r);
+    if (k && !(*out = calloc((size_t)k, sizeof **out))) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+    for (int i = 0; !rc && i < k; i++) user_of(r, i, &(*out)[i]);
+    if (!rc) *n = (size_t)k;
+    PQclear(r);
+    return rc;
+}
+
+int ledger_pg_accounts(bf_ledger_t *L, bf_ledger_account_t **out, size_t *n, bf_err_t *err) {
+    *out = NULL;
+    *n = 0;
+    PGresult *r;
+    int rc = pgx(L,
+                 "SELECT id, kind, currency, owner, debits_posted, credits_posted, debits_pending, credits_pending"
+                 " FROM accounts ORDER BY id",
+                 NULL, &r, err);
+    if (rc) return rc;
+    int k = PQntuples(r);
+    if (k && !(*out = calloc((size_t)k, sizeof **out))) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+    for (int i = 0; !rc && i < k; i++) {
+        bf_ledger_account_t *a = &(*out)[i];
+        a->id = col_i64(r, i, 0);
+        a->kind = (bf_ledger_account_kind_t)col_i64(r, i, 1);
+        a->currency = (bf_ledger_currency_t)col_i64(r, i, 2);
+        a->owner = col_i64(r, i, 3);
+        balance_of(r, i, 4, &a->balance);
+    }
+    if (!rc) *n = (size_t)k;
+    PQclear(r);
+    return rc;
+}
+
+static const char *pg_type_name(int t) {
+    static const char *const names[] = {"?", "posted", "pending", "post", "void", "expire"};
+    return t >= 1 && t <= 5 ? names[t] : names[0];
+}
+
+static const char *pg_code_name(int c) {
+    static const char *const names[] = {"?",           "register_bonus", "recharge",  "spend_coins", "task_fund",
+                                        "task_refund", "reward",         "usage_fee", "fee_payout",  "withdrawal"};
+    return c >= 1 && c <= 9 ? names[c] : names[0];
+}
+
+/* A user's transfers in ledger order (both of its accounts). No split rows exist on this backend
+ * yet (they come with the fee operations). */
+int ledger_pg_history(bf_ledger_t *L, int64_t user_id, bf_ledger_entry_t **out, size_t *n, bf_err_t *err) {
+    *out = NULL;
+    *n = 0;
+    pg_user_t u;
+    int rc = pg_user_row(L, user_id, &u, err);
+    if (rc) return rc;
+    pp_t p = {0};
+    pp_i64(&p, u.cash), pp_i64(&p, u.coin);
+    PGresult *r;
+    if ((rc = pgx(L,
+                  "SELECT t.id, t.created_at, o.op_key, t.type, t.code, t.currency, t.amount, t.debit_account,"
+                  " t.credit_account, t.debit_before, t.debit_after, t.credit_before, t.credit_after"
+                  " FROM transfers t JOIN ops o ON o.id = t.op"
+                  " WHERE t.debit_account IN ($1, $2) OR t.credit_account IN ($1, $2) ORDER BY t.id",
+                  &p, &r, err)))
+        return rc;
+    int k = PQntuples(r);
+    if (k && !(*out = calloc((size_t)k, sizeof **out))) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+    for (int i = 0; !rc && i < k; i++) {
+        bf_ledger_entry_t *e = &(*out)[i];
+        int64_t debit = col_i64(r, i, 7), amount = col_i64(r, i, 6);
+        int is_debit = debit == u.cash || debit == u.coin;
+        e->transfer_id = col_i64(r, i, 0);
+        e->created_at = col_i64(r, i, 1);
+        snprintf(e->op_id, sizeof e->op_id, "%s", PQgetvalue(r, i, 2));
+        e->type = pg_type_name((int)col_i64(r, i, 3));
+        e->code = pg_code_name((int)col_i64(r, i, 4));
+        e->currency = (bf_ledger_currency_t)col_i64(r, i, 5);
+        e->amount = is_debit ? -amount : amount;
+        e->counterparty_account = col_i64(r, i, is_debit ? 8 : 7);
+        e->balance_before = col_i64(r, i, is_debit ? 9 : 11);
+        e->balance_after = col_i64(r, i, is_debit ? 10 : 12);
+    }
+    if (!rc) *n = (size_t)k;
+    PQclear(r);
+    return rc;
+}
+
+int ledger_pg_withdrawals(bf_ledger_t *L, int status, int64_t user_id, bf_ledger_withdrawal_t **out, size_t *n,
+                          bf_err_t *err) {
+    *out = NULL;
+    *n = 0;
+    pp_t p = {0};
+    pp_i64(&p, status), pp_i64(&p, user_id);
+    PGresult *r;
+    int rc = pgx(L,
+                 "SELECT id, user_id, amount, status, created_at, resolved_at, hold_transfer,"
+                 " coalesce(resolve_transfer, 0), coalesce(external_ref, ''), coalesce(reason, '') FROM withdrawals"
+                 " WHERE ($1 <= 0 OR status = $1) AND ($2 <= 0 OR user_id = $2) ORDER BY id",
+                 &p, &r, err);
+    if (rc) return rc;
+    int k = PQntuples(r);
+    if (k && !(*out = calloc((size_t)k, sizeof **out))) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+    for (int i = 0; !rc && i < k; i++) {
+        bf_ledger_withdrawal_t *w = &(*out)[i];
+        w->id = col_i64(r, i, 0);
+        w->user_id = col_i64(r, i, 1);
+        w->amount = col_i64(r, i, 2);
+        w->status = (bf_ledger_withdrawal_status_t)col_i64(r, i, 3);
+        w->created_at = col_i64(r, i, 4);
+        w->resolved_at = col_i64(r, i, 5);
+        w->hold_transfer = col_i64(r, i, 6);
+        w->resolve_transfer = col_i64(r, i, 7);
+        snprintf(w->external_ref, sizeof w->external_ref, "%s", PQgetvalue(r, i, 8));
+        snprintf(w->reason, sizeof w->reason, "%s", PQgetvalue(r, i, 9));
+    }
+    if (!rc) *n = (size_t)k;
+    PQclear(r);
+    return rc;
+}
+
+/* The hold a post/void/expire resolves (for statements): its amount and debit account. */
+int ledger_pg_resolved_hold(bf_ledger_t *L, int64_t transfer, int64_t *amount, int64_t *debit, bf_err_t *err) {
+    pp_t p = {0};
+    pp_i64(&p, transfer);
+    PGresult *r;
+    int rc = pgx(L, "SELECT p.amount, p.debit_account FROM transfers t JOIN transfers p ON p.id = t.pending_id WHERE t.id = $1",
+                 &p, &r, err);
+    if (rc) return rc;
+    if (PQntuples(r) != 1) rc = (bf_err_set(err, "transfer %lld resolves no hold", (long long)transfer), BF_LEDGER_EINTERNAL);
+    else *amount = col_i64(r, 0, 0), *debit = col_i64(r, 0, 1);
+    PQclear(r);
+    return rc;
+}
+
+/* ---- Verify's row source --------------------------------------------------------------------- */
+
+/* Calls fn for every account row, then every transfer row in id order (with its op key and stored
+ * hash), then every withdrawal, inside one REPEATABLE READ snapshot: verify's replay
+ * (ledger_verify.c) runs over these exactly as over SQLite's rows. */
+int ledger_pg_scan(bf_ledger_t *L, const ledger_pg_scan_t *s, void *ctx, bf_err_t *err) {
+    int rc;
+    PGresult *r;
+    if ((rc = pgx(L, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, NULL, err))) return rc;
+    if ((rc = pgx(L,
+                  "SELECT id, kind, currency, owner, debits_posted, credits_posted, debits_pending, credits_pending,"
+                  " last_transfer FROM accounts ORDER BY id",
+                  NULL, &r, err)))
+        goto out;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int64_t v[9];
+        for (int k = 0; k < 9; k++) v[k] = col_i64(r, i, k);
+        s->account(ctx, v);
+    }
+    PQclear(r);
+    /* Transfers in batches of 10,000 rows (a cursor would pin one huge result otherwise). */
+    for (int64_t after = 0;;) {
+        pp_t p = {0};
+        pp_i64(&p, after);
+        if ((rc = pgx(L,
+                      "SELECT t.id, t.type, t.code, t.currency, t.debit_account, t.credit_account, t.amount,"
+                      " coalesce(t.pending_id, 0), t.expires_at, t.created_at, t.debit_before, t.debit_after,"
+                      " t.credit_before, t.credit_after, t.debit_prev, t.credit_prev, t.hash, o.op_key, t.legs"
+                      " FROM transfers t LEFT JOIN ops o ON o.id = t.op WHERE t.id > $1 ORDER BY t.id LIMIT 10000",
+                      &p, &r, err)))
+            goto out;
+        int k = PQntuples(r);
+        for (int i = 0; i < k; i++) {
+            ledger_row_t row = {0};
+            int64_t *f[16] = {&row.id,         &row.type,        &row.code,          &row.currency,
+                              &row.debit,      &row.credit,      &row.amount,        &row.pending_id,
+                              &row.expires_at, &row.created_at,  &row.debit_before,  &row.debit_after,
+                              &row.credit_before, &row.credit_after, &row.debit_prev, &row.credit_prev};
+            for (int c = 0; c < 16; c++) *f[c] = col_i64(r, i, c);
+            unsigned char hash[32];
+            long hn = col_bytes(r, i, 16, hash, 32);
+            size_t ln = 0;
+            unsigned char *legs = PQgetisnull(r, i, 18) ? NULL : PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 18), &ln);
+            row.legs = legs ? (legs && ln ? legs : (const unsigned char *)"") : NULL;
+            row.legs_len = ln;
+            s->transfer(ctx, &row, PQgetisnull(r, i, 17) ? NULL : PQgetvalue(r, i, 17), hn == 32 ? hash : NULL);
+            if (legs) PQfreemem(legs);
+            after = row.id;
+        }
+        PQclear(r);
+        if (k < 10000) break;
+    }
+    if ((rc = pgx(L,
+                  "SELECT w.id, w.hold_transfer, w.amount, w.status, coalesce(w.resolve_transfer, 0),"
+                  " w.external_ref, w.reason, u.cash_account, o.op_key FROM withdrawals w"
+                  " LEFT JOIN users u ON u.id = w.user_id LEFT JOIN transfers t ON t.id = w.resolve_transfer"
+                  " LEFT JOIN ops o ON o.id = t.op ORDER BY w.id",
+                  NULL, &r, err)))
+        goto out;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int64_t v[5] = {col_i64(r, i, 0), col_i64(r, i, 1), col_i64(r, i, 2), col_i64(r, i, 3), col_i64(r, i, 4)};
+        s->withdrawal(ctx, v, PQgetisnull(r, i, 5) ? NULL : PQgetvalue(r, i, 5), PQgetisnull(r, i, 6) ? NULL : PQgetvalue(r, i, 6),
+                      col_i64(r, i, 7), PQgetisnull(r, i, 8) ? NULL : PQgetvalue(r, i, 8));
+    }
+    PQclear(r);
+    if ((rc = pgx(L, "SELECT count(*) FROM users", NULL, &r, err))) goto out;
+    s->users(ctx, col_i64(r, 0, 0));
+    PQclear(r);
+out:
+    pgx(L, "COMMIT", NULL, NULL, NULL);
+    return rc;
+}
