@@ -39,6 +39,8 @@ static const char usage_text[] =
     "\n"
     "options:\n"
     "  --home DIR  coordinator home; the ledger is DIR/ledger.db (default: $BLOCKFED_HOME)\n"
+    "  --ledger URL  a PostgreSQL ledger (postgresql://...) instead of DIR/ledger.db; `shares` still\n"
+    "              reads task ids from DIR (see docs/LEDGER.md, \"PostgreSQL backend\")\n"
     "  --json      machine-readable output on stdout\n"
     "  --csv       statement as CSV (RFC 4180) on stdout\n"
     "  -h, --help  this text\n"
@@ -53,7 +55,7 @@ static const char usage_text[] =
     "Amounts: CNY in yuan with 2 decimals in text, integer cents in JSON (*_cents); coins are integers.\n";
 
 typedef struct {
-    const char *home;
+    const char *home, *ledger;
     int json, csv, all;
     const char *arg; /* USER, TASK or withdrawal ID */
     const char *amount, *ref; /* deposit, payout */
@@ -75,6 +77,7 @@ static int parse(int argc, char **argv, int want_arg, opts_t *o) {
         {"to", required_argument, NULL, 't'},
         {"csv", no_argument, NULL, 'c'},
         {"all", no_argument, NULL, 'a'},
+        {"ledger", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
@@ -92,6 +95,7 @@ static int parse(int argc, char **argv, int want_arg, opts_t *o) {
         case 't': o->to = optarg; break;
         case 'c': o->csv = 1; break;
         case 'a': o->all = 1; break;
+        case 'L': o->ledger = optarg; break;
         case 'h': fputs(usage_text, stdout); return -1;
         default: fputs(usage_text, stderr); return EXIT_USAGE;
         }
@@ -135,10 +139,15 @@ static int parse(int argc, char **argv, int want_arg, opts_t *o) {
         fprintf(stderr, "ledger %s: unexpected argument '%s'\n", argv[0], argv[optind]);
         return EXIT_USAGE;
     }
-    if (!o->home || !*o->home) {
+    if (o->ledger && strncmp(o->ledger, "postgresql://", 13) && strncmp(o->ledger, "postgres://", 11)) {
+        fprintf(stderr, "ledger %s: --ledger takes a postgresql:// connection string\n", argv[0]);
+        return EXIT_USAGE;
+    }
+    if ((!o->home || !*o->home) && !o->ledger) {
         fprintf(stderr, "ledger %s: --home DIR is required (or set BLOCKFED_HOME)\n", argv[0]);
         return EXIT_USAGE;
     }
+    if (!o->home) o->home = "";
     return 0;
 }
 
@@ -156,6 +165,14 @@ static bf_ledger_t *open_existing(const char *home) {
     }
     bf_err_t err = {{0}};
     bf_ledger_t *L = bf_ledger_open(path, &err);
+    if (!L) fprintf(stderr, "ledger: %s\n", err.msg);
+    return L;
+}
+
+/* A PostgreSQL ledger: opening it creates its schema when missing, as init does for a file. */
+static bf_ledger_t *open_url(const char *url) {
+    bf_err_t err = {{0}};
+    bf_ledger_t *L = bf_ledger_open(url, &err);
     if (!L) fprintf(stderr, "ledger: %s\n", err.msg);
     return L;
 }
@@ -754,7 +771,7 @@ int cmd_ledger_main(int argc, char **argv) {
         opts_t o;
         int rc = parse(argc - 1, argv + 1, subs[i].want_arg, &o);
         if (rc) return rc < 0 ? EXIT_OK : rc;
-        bf_ledger_t *L = open_existing(o.home);
+        bf_ledger_t *L = o.ledger ? open_url(o.ledger) : open_existing(o.home);
         if (!L) return EXIT_RUNTIME;
         rc = subs[i].run(L, &o);
         bf_ledger_close(&L);
