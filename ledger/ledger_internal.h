@@ -362,5 +362,25 @@ typedef struct {
     void (*users)(void *ctx, int64_t n);
 } ledger_pg_scan_t;
 int ledger_pg_scan(bf_ledger_t *L, const ledger_pg_scan_t *s, void *ctx, bf_err_t *err);
+int ledger_pg_create_task(bf_ledger_t *L, const char *op_id, int64_t creator, const bf_ledger_task_spec_t *spec,
+                          int64_t *task_id, bf_err_t *err);
+/* OP_START_TASK, OP_REFUND_TASK, OP_JOIN_TASK (user), OP_MODEL_STATUS (user: 1 online, 0 offline). */
+int ledger_pg_task_op(bf_ledger_t *L, int kind, const char *op_id, int64_t task, int64_t user, bf_err_t *err);
+/* OP_SETTLE_REWARD or OP_ALLOCATE_SHARES. */
+int ledger_pg_complete(bf_ledger_t *L, int kind, const char *op_id, int64_t task, size_t n, const int64_t *users,
+                       const int64_t *weights, const char *result_hash, bf_err_t *err);
+int ledger_pg_set_platform_fee(bf_ledger_t *L, const char *op_id, int64_t ppm, bf_err_t *err);
+/* what: 0 hold, 1 capture, 2 void, 3 charge, 4 settle (note), 5 expire. */
+int ledger_pg_fee(bf_ledger_t *L, int what, const char *op_id, int64_t task, int64_t payer, int64_t amount, int64_t timeout,
+                  int64_t hold, const bf_ledger_usage_note_t *note, int64_t *result, bf_err_t *err);
+int ledger_pg_sweep(bf_ledger_t *L, int64_t *n_expired, bf_err_t *err);
+int ledger_pg_task_get(bf_ledger_t *L, int64_t id, bf_ledger_task_t *out, bf_err_t *err);
+int ledger_pg_shares(bf_ledger_t *L, int64_t task, int64_t user, bf_ledger_share_t **out, size_t *n, bf_err_t *err);
+/* Usage rows of a task (task > 0) or the one hold (hold > 0). */
+int ledger_pg_usage(bf_ledger_t *L, int64_t task, int64_t hold, bf_ledger_usage_t **out, size_t *n, bf_err_t *err);
+int ledger_pg_rows(bf_ledger_t *L, const char *sql, int64_t p1, int64_t p2, int ncols, int64_t **rows, size_t *n,
+                   bf_err_t *err);
+int ledger_pg_usage_note(bf_ledger_t *L, int64_t hold, int64_t *images, int64_t *classified, void **result, size_t *len,
+                         bf_err_t *err);
 
 #endif

@@ -25,8 +25,7 @@
 
 #include "ledger_internal.h"
 
-#define PG_SCHEMA_VERSION 1
-#define PG_MAX_ACC 16
+#define PG_SCHEMA_VERSION 2
 
 typedef struct {
     int64_t id, owner, dp, cp, dpend, cpend, last;
@@ -38,8 +37,8 @@ struct ledger_pg {
     int in_group, in_tx;
     int64_t head_id, head_id0;
     unsigned char head_hash[32], head_hash0[32];
-    pg_acct_t acc[PG_MAX_ACC];
-    int n_acc;
+    pg_acct_t *acc; /* accounts the current op touches, written back at its end */
+    int n_acc, cap_acc;
 };
 
 /* ---- Parameters and statements --------------------------------------------------------------- */
@@ -104,7 +103,7 @@ static long col_bytes(PGresult *r, int row, int col, unsigned char *out, size_t 
 
 /* ---- Schema ---------------------------------------------------------------------------------- */
 
-/* Migration i takes the schema from version i to i+1; version 1 is the SQLite schema 4. */
+/* Migration i takes the schema from version i to i+1; version 2 is the SQLite schema 4. */
 static const char *const pg_migrations[PG_SCHEMA_VERSION] = {
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value BIGINT NOT NULL);"
     "INSERT INTO meta(key, value) VALUES('platform_fee_ppm', 0);"
@@ -154,6 +153,34 @@ static const char *const pg_migrations[PG_SCHEMA_VERSION] = {
     "  CHECK((status = 1) = (resolve_transfer IS NULL)), CHECK((status = 2) = (external_ref IS NOT NULL)),"
     "  CHECK((status = 3) = (reason IS NOT NULL)));"
     "CREATE INDEX withdrawals_user ON withdrawals(user_id);",
+    /* 1 -> 2: tasks, shares, paid-prediction usage, rewards, participations (SQLite's schema). */
+    "CREATE TABLE tasks(id BIGSERIAL PRIMARY KEY, creator BIGINT NOT NULL REFERENCES users(id), name TEXT NOT NULL,"
+    "  payment_mode INT NOT NULL CHECK(payment_mode IN (1, 2)), usage_fee BIGINT NOT NULL CHECK(usage_fee >= 0),"
+    "  reward_pool BIGINT NOT NULL CHECK(reward_pool >= 0), status INT NOT NULL CHECK(status BETWEEN 1 AND 4),"
+    "  model_status INT NOT NULL CHECK(model_status IN (0, 1)), total_revenue BIGINT NOT NULL CHECK(total_revenue >= 0),"
+    "  platform_fee_ppm BIGINT NOT NULL CHECK(platform_fee_ppm BETWEEN 0 AND 1000000),"
+    "  platform_paid BIGINT NOT NULL CHECK(platform_paid >= 0), payout_state BYTEA, result_hash TEXT,"
+    "  escrow_account BIGINT NOT NULL, clearing_account BIGINT NOT NULL, created_at BIGINT NOT NULL,"
+    "  updated_at BIGINT NOT NULL);"
+    "CREATE TABLE model_shareholdings(task_id BIGINT NOT NULL REFERENCES tasks(id),"
+    "  cash_account BIGINT NOT NULL REFERENCES accounts(id), user_id BIGINT NOT NULL REFERENCES users(id),"
+    "  weight BIGINT NOT NULL, ppm BIGINT NOT NULL CHECK(ppm BETWEEN 0 AND 1000000), PRIMARY KEY(task_id, cash_account));"
+    "CREATE INDEX shareholdings_user ON model_shareholdings(user_id);"
+    "CREATE TABLE model_usage(id BIGSERIAL PRIMARY KEY, task_id BIGINT NOT NULL REFERENCES tasks(id),"
+    "  payer BIGINT NOT NULL REFERENCES users(id), hold_transfer BIGINT NOT NULL REFERENCES transfers(id),"
+    "  held BIGINT NOT NULL CHECK(held > 0), captured BIGINT NOT NULL CHECK(captured >= 0 AND captured <= held),"
+    "  status INT NOT NULL CHECK(status BETWEEN 1 AND 4), created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL,"
+    "  resolve_transfer BIGINT REFERENCES transfers(id), payouts_end BIGINT,"
+    "  images BIGINT NOT NULL DEFAULT 0 CHECK(images >= 0),"
+    "  classified BIGINT NOT NULL DEFAULT 0 CHECK(classified >= 0 AND classified <= images), result BYTEA);"
+    "CREATE INDEX usage_task ON model_usage(task_id);"
+    "CREATE INDEX usage_open ON model_usage(expires_at) WHERE status = 1 AND expires_at > 0;"
+    "CREATE TABLE reward_distributions(id BIGSERIAL PRIMARY KEY, task_id BIGINT NOT NULL REFERENCES tasks(id),"
+    "  user_id BIGINT NOT NULL REFERENCES users(id), weight BIGINT NOT NULL, amount BIGINT NOT NULL CHECK(amount >= 0),"
+    "  transfer BIGINT REFERENCES transfers(id));"
+    "CREATE INDEX rewards_task ON reward_distributions(task_id);"
+    "CREATE TABLE participations(task_id BIGINT NOT NULL REFERENCES tasks(id),"
+    "  user_id BIGINT NOT NULL REFERENCES users(id), joined_at BIGINT NOT NULL, PRIMARY KEY(task_id, user_id));",
 };
 
 /* Applies pending migrations under a transaction-scoped advisory lock, so coordinators opening a
@@ -226,6 +253,7 @@ int ledger_pg_open(bf_ledger_t *L, const char *url, bf_err_t *err) {
 void ledger_pg_close(bf_ledger_t *L) {
     if (!L->pg) return;
     if (L->pg->c) PQfinish(L->pg->c);
+    free(L->pg->acc);
     free(L->pg);
     L->pg = NULL;
 }
@@ -295,7 +323,12 @@ static pg_acct_t *pg_acct(bf_ledger_t *L, int64_t id, bf_err_t *err) {
     struct ledger_pg *g = L->pg;
     for (int i = 0; i < g->n_acc; i++)
         if (g->acc[i].id == id) return &g->acc[i];
-    if (g->n_acc == PG_MAX_ACC) return bf_err_set(err, "too many accounts in one op"), NULL;
+    if (g->n_acc == g->cap_acc) {
+        int cap = g->cap_acc ? 2 * g->cap_acc : 32;
+        pg_acct_t *a = realloc(g->acc, (size_t)cap * sizeof *a);
+        if (!a) return bf_err_set(err, "out of memory"), NULL;
+        g->acc = a, g->cap_acc = cap;
+    }
     pp_t p = {0};
     pp_i64(&p, id);
     PGresult *r;
@@ -549,6 +582,8 @@ abort:
 }
 
 /* ---- Operations ------------------------------------------------------------------------------ */
+/* Row ids are max(id) + 1, taken under the chain lock (every writer holds it), so they are dense
+ * and a rolled-back op leaves no gap: the same ids as SQLite's rowids for the same operations. */
 
 typedef struct {
     int64_t cash, coin;
@@ -570,7 +605,8 @@ static int pg_new_account(bf_ledger_t *L, int kind, int currency, int64_t owner,
     pp_t p = {0};
     pp_i64(&p, kind), pp_i64(&p, currency), pp_i64(&p, owner);
     PGresult *r;
-    int rc = pgx(L, "INSERT INTO accounts(kind, currency, owner) VALUES($1, $2, $3) RETURNING id", &p, &r, err);
+    int rc = pgx(L, "INSERT INTO accounts(id, kind, currency, owner) SELECT coalesce(max(id), 0) + 1, $1, $2, $3 FROM accounts"
+                 " RETURNING id", &p, &r, err);
     if (rc) return rc;
     *id = col_i64(r, 0, 0);
     PQclear(r);
@@ -612,8 +648,8 @@ static int pg_do_register(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_
     pp_i64(&p, op->now);
     pp_str(&p, a->key);
     if ((rc = pgx(L,
-                  "INSERT INTO users(name, curve_public_key, password_hash, cash_account, coin_account, created_at)"
-                  " VALUES($1, $3, NULL, 0, 0, $2) RETURNING id",
+                  "INSERT INTO users(id, name, curve_public_key, password_hash, cash_account, coin_account, created_at)"
+                  " SELECT coalesce(max(id), 0) + 1, $1, $3, NULL, 0, 0, $2 FROM users RETURNING id",
                   &p, &r, err)))
         return rc;
     int64_t uid = col_i64(r, 0, 0), cash, coin;
@@ -674,8 +710,8 @@ static int pg_do_amount(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_er
     pp_i64(&p, a->user), pp_i64(&p, xid), pp_i64(&p, a->amount), pp_i64(&p, op->now);
     PGresult *r;
     if ((rc = pgx(L,
-                  "INSERT INTO withdrawals(user_id, hold_transfer, amount, status, created_at) VALUES($1, $2, $3, 1, $4)"
-                  " RETURNING id",
+                  "INSERT INTO withdrawals(id, user_id, hold_transfer, amount, status, created_at)"
+                  " SELECT coalesce(max(id), 0) + 1, $1, $2, $3, 1, $4 FROM withdrawals RETURNING id",
                   &p, &r, err)))
         return rc;
     op->result = col_i64(r, 0, 0);
@@ -1004,5 +1040,728 @@ int ledger_pg_scan(bf_ledger_t *L, const ledger_pg_scan_t *s, void *ctx, bf_err_
     PQclear(r);
 out:
     pgx(L, "COMMIT", NULL, NULL, NULL);
+    return rc;
+}
+
+/* ---- Tasks ----------------------------------------------------------------------------------- */
+
+static int pg_task_row(bf_ledger_t *L, int64_t id, ledger_task_row_t *t, bf_err_t *err) {
+    pp_t p = {0};
+    pp_i64(&p, id);
+    PGresult *r;
+    int rc = pgx(L,
+                 "SELECT creator, payment_mode, usage_fee, reward_pool, status, model_status, total_revenue,"
+                 " platform_fee_ppm, platform_paid, escrow_account, clearing_account FROM tasks WHERE id = $1",
+                 &p, &r, err);
+    if (rc) return rc;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return bf_err_set(err, "unknown task %lld", (long long)id), BF_LEDGER_ENOTFOUND;
+    }
+    *t = (ledger_task_row_t){.id = id,
+                             .creator = col_i64(r, 0, 0),
+                             .mode = (int)col_i64(r, 0, 1),
+                             .usage_fee = col_i64(r, 0, 2),
+                             .reward_pool = col_i64(r, 0, 3),
+                             .status = (int)col_i64(r, 0, 4),
+                             .model_online = (int)col_i64(r, 0, 5),
+                             .total_revenue = col_i64(r, 0, 6),
+                             .fee_ppm = col_i64(r, 0, 7),
+                             .platform_paid = col_i64(r, 0, 8),
+                             .escrow = col_i64(r, 0, 9),
+                             .clearing = col_i64(r, 0, 10)};
+    PQclear(r);
+    return 0;
+}
+
+static int pg_task_cas(bf_ledger_t *L, ledger_op_t *op, int64_t task, int from, int to, bf_err_t *err) {
+    pp_t p = {0};
+    pp_i64(&p, task), pp_i64(&p, from), pp_i64(&p, to), pp_i64(&p, op->now);
+    PGresult *r;
+    int rc = pgx(L, "UPDATE tasks SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2 RETURNING id", &p, &r, err);
+    if (rc) return rc;
+    int n = PQntuples(r);
+    PQclear(r);
+    if (n != 1) return bf_err_set(err, "task %lld: illegal transition %d -> %d", (long long)task, from, to), BF_LEDGER_ESTATE;
+    return 0;
+}
+
+static int pg_posted(bf_ledger_t *L, ledger_op_t *op, int code, int64_t debit, int64_t credit, int64_t amount, int64_t *id,
+                     bf_err_t *err) {
+    ledger_xfer_t x = {.type = XF_POSTED, .code = code, .debit = debit, .credit = credit, .amount = amount};
+    return pg_transfer(L, op, &x, id, err);
+}
+
+typedef struct {
+    int64_t creator;
+    const bf_ledger_task_spec_t *spec;
+} pg_create_args_t;
+
+static int pg_do_create(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
+    const pg_create_args_t *a = argp;
+    const bf_ledger_task_spec_t *t = a->spec;
+    size_t nl = t->name ? strlen(t->name) : 0;
+    if (nl == 0 || nl > 128) return bf_err_set(err, "task name must be 1..128 bytes"), BF_LEDGER_EINVAL;
+    if (t->mode != BF_LEDGER_MODE_REWARD && t->mode != BF_LEDGER_MODE_SHAREHOLDING)
+        return bf_err_set(err, "unknown payment mode %d", (int)t->mode), BF_LEDGER_EINVAL;
+    if (t->usage_fee < 0 || t->reward_pool < 0)
+        return bf_err_set(err, "usage fee and reward pool must not be negative"), BF_LEDGER_EINVAL;
+    if (t->mode == BF_LEDGER_MODE_REWARD && t->reward_pool == 0)
+        return bf_err_set(err, "a reward task needs a positive reward pool"), BF_LEDGER_EINVAL;
+    if (t->mode == BF_LEDGER_MODE_SHAREHOLDING && t->reward_pool != 0)
+        return bf_err_set(err, "a shareholding task has no reward pool"), BF_LEDGER_EINVAL;
+    pg_user_t u;
+    int rc = pg_user_row(L, a->creator, &u, err);
+    if (rc) return rc;
+    PGresult *r;
+    pp_t p = {0};
+    pp_i64(&p, a->creator), pp_str(&p, t->name), pp_i64(&p, t->mode), pp_i64(&p, t->usage_fee), pp_i64(&p, t->reward_pool);
+    pp_i64(&p, op->now);
+    if ((rc = pgx(L,
+                  "INSERT INTO tasks(id, creator, name, payment_mode, usage_fee, reward_pool, status, model_status,"
+                  " total_revenue, platform_fee_ppm, platform_paid, escrow_account, clearing_account, created_at,"
+                  " updated_at) SELECT (SELECT coalesce(max(id), 0) + 1 FROM tasks), $1, $2, $3, $4, $5, 1, 0, 0, value,"
+                  " 0, 0, 0, $6, $6 FROM meta WHERE key = 'platform_fee_ppm' RETURNING id",
+                  &p, &r, err)))
+        return rc;
+    int64_t tid = col_i64(r, 0, 0), escrow, clearing;
+    PQclear(r);
+    if ((rc = pg_new_account(L, BF_LEDGER_ACCT_TASK_ESCROW, BF_LEDGER_CNY, tid, &escrow, err)) ||
+        (rc = pg_new_account(L, BF_LEDGER_ACCT_TASK_CLEARING, BF_LEDGER_CNY, tid, &clearing, err)))
+        return rc;
+    pp_t q = {0};
+    pp_i64(&q, tid), pp_i64(&q, escrow), pp_i64(&q, clearing);
+    if ((rc = pgx(L, "UPDATE tasks SET escrow_account = $2, clearing_account = $3 WHERE id = $1", &q, NULL, err))) return rc;
+    if (t->mode == BF_LEDGER_MODE_REWARD && (rc = pg_posted(L, op, CODE_TASK_FUND, u.cash, escrow, t->reward_pool, NULL, err)))
+        return rc;
+    op->result = tid;
+    return 0;
+}
+
+int ledger_pg_create_task(bf_ledger_t *L, const char *op_id, int64_t creator, const bf_ledger_task_spec_t *spec,
+                          int64_t *task_id, bf_err_t *err) {
+    ledger_fp_t fp = {0};
+    ledger_fp_i64(&fp, creator);
+    ledger_fp_str(&fp, spec->name);
+    ledger_fp_i64(&fp, spec->mode);
+    ledger_fp_i64(&fp, spec->reward_pool);
+    ledger_fp_i64(&fp, spec->usage_fee);
+    ledger_op_t op = {.key = op_id, .kind = OP_CREATE_TASK};
+    pg_create_args_t a = {creator, spec};
+    return pg_op_run(L, &op, &fp, pg_do_create, &a, task_id, err);
+}
+
+typedef struct {
+    int64_t task, user, flag;
+} pg_task_args_t;
+
+/* start (flag 0), refund (1), join (2: user), model status (3: user = online). */
+static int pg_do_task(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
+    const pg_task_args_t *a = argp;
+    ledger_task_row_t t;
+    pg_user_t u;
+    int rc = pg_task_row(L, a->task, &t, err);
+    if (rc) return rc;
+    if (a->flag == 0) return pg_task_cas(L, op, t.id, BF_LEDGER_TASK_CREATED, BF_LEDGER_TASK_RUNNING, err);
+    if (a->flag == 1) {
+        if (t.status != BF_LEDGER_TASK_CREATED && t.status != BF_LEDGER_TASK_RUNNING)
+            return bf_err_set(err, "task %lld cannot be refunded in status %d", (long long)t.id, t.status), BF_LEDGER_ESTATE;
+        if ((rc = pg_task_cas(L, op, t.id, t.status, BF_LEDGER_TASK_REFUNDED, err)) || (rc = pg_user_row(L, t.creator, &u, err)))
+            return rc;
+        pg_acct_t *e = pg_acct(L, t.escrow, err);
+        if (!e) return BF_LEDGER_EINTERNAL;
+        int64_t left = e->cp - e->dp;
+        return left > 0 ? pg_posted(L, op, CODE_TASK_REFUND, t.escrow, u.cash, left, NULL, err) : 0;
+    }
+    pp_t p = {0};
+    pp_i64(&p, t.id), pp_i64(&p, a->user), pp_i64(&p, op->now);
+    if (a->flag == 2) {
+        if ((rc = pg_user_row(L, a->user, &u, err))) return rc;
+        if (t.status != BF_LEDGER_TASK_CREATED && t.status != BF_LEDGER_TASK_RUNNING)
+            return bf_err_set(err, "task %lld no longer accepts participants", (long long)t.id), BF_LEDGER_ESTATE;
+        PGresult *r;
+        if ((rc = pgx(L,
+                      "INSERT INTO participations(task_id, user_id, joined_at) VALUES($1, $2, $3)"
+                      " ON CONFLICT DO NOTHING RETURNING 1",
+                      &p, &r, err)))
+            return rc;
+        int n = PQntuples(r);
+        PQclear(r);
+        return n == 1 ? 0
+                      : (bf_err_set(err, "user %lld already takes part in task %lld", (long long)a->user, (long long)t.id),
+                         BF_LEDGER_EEXISTS);
+    }
+    if (t.mode != BF_LEDGER_MODE_SHAREHOLDING || t.status != BF_LEDGER_TASK_COMPLETED)
+        return bf_err_set(err, "task %lld has no completed shareholding model", (long long)t.id), BF_LEDGER_ESTATE;
+    return pgx(L, "UPDATE tasks SET model_status = $2, updated_at = $3 WHERE id = $1", &p, NULL, err);
+}
+
+int ledger_pg_task_op(bf_ledger_t *L, int kind, const char *op_id, int64_t task, int64_t user, bf_err_t *err) {
+    ledger_fp_t fp = {0};
+    ledger_fp_i64(&fp, task);
+    if (kind == OP_JOIN_TASK || kind == OP_MODEL_STATUS) ledger_fp_i64(&fp, user);
+    ledger_op_t op = {.key = op_id, .kind = kind};
+    pg_task_args_t a = {task, user, kind == OP_START_TASK ? 0 : kind == OP_REFUND_TASK ? 1 : kind == OP_JOIN_TASK ? 2 : 3};
+    return pg_op_run(L, &op, &fp, pg_do_task, &a, NULL, err);
+}
+
+typedef struct {
+    int64_t task;
+    size_t n;
+    const int64_t *users, *weights;
+    const char *result_hash;
+    int mode;
+} pg_complete_args_t;
+
+static int pg_do_complete(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
+    const pg_complete_args_t *a = argp;
+    ledger_task_row_t t;
+    int rc = pg_task_row(L, a->task, &t, err);
+    if (rc) return rc;
+    if (t.mode != a->mode)
+        return bf_err_set(err, "task %lld is not a %s task", (long long)t.id,
+                          a->mode == BF_LEDGER_MODE_REWARD ? "reward" : "shareholding"),
+               BF_LEDGER_ESTATE;
+    if (a->n == 0) return bf_err_set(err, "no recipients"), BF_LEDGER_EINVAL;
+    if (a->result_hash && strlen(a->result_hash) > 128) return bf_err_set(err, "result hash longer than 128 bytes"), BF_LEDGER_EINVAL;
+    int64_t *cash = calloc(a->n, sizeof *cash), *parts = calloc(a->n, sizeof *parts);
+    if (!cash || !parts) {
+        rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+        goto done;
+    }
+    for (size_t i = 0; i < a->n && !rc; i++) {
+        for (size_t j = 0; j < i && !rc; j++)
+            if (a->users[j] == a->users[i]) rc = (bf_err_set(err, "user %lld listed twice", (long long)a->users[i]), BF_LEDGER_EINVAL);
+        pg_user_t u;
+        if (!rc && !(rc = pg_user_row(L, a->users[i], &u, err))) cash[i] = u.cash;
+    }
+    if (rc || (rc = pg_task_cas(L, op, t.id, BF_LEDGER_TASK_RUNNING, BF_LEDGER_TASK_COMPLETED, err))) goto done;
+    if (a->result_hash) {
+        pp_t h = {0};
+        pp_i64(&h, t.id), pp_str(&h, a->result_hash);
+        if ((rc = pgx(L, "UPDATE tasks SET result_hash = $2 WHERE id = $1", &h, NULL, err))) goto done;
+    }
+    int64_t total = BF_LEDGER_PPM;
+    if (a->mode == BF_LEDGER_MODE_REWARD) {
+        pg_acct_t *e = pg_acct(L, t.escrow, err);
+        if (!e) {
+            rc = BF_LEDGER_EINTERNAL;
+            goto done;
+        }
+        total = e->cp - e->dp;
+    }
+    if (bf_money_split(total, a->n, a->weights, cash, parts)) {
+        rc = (bf_err_set(err, "no positive contribution weight"), BF_LEDGER_EINVAL);
+        goto done;
+    }
+    for (size_t i = 0; i < a->n && !rc; i++) {
+        pp_t p = {0};
+        pp_i64(&p, t.id), pp_i64(&p, a->users[i]), pp_i64(&p, a->weights[i]), pp_i64(&p, parts[i]), pp_i64(&p, cash[i]);
+        if (a->mode == BF_LEDGER_MODE_SHAREHOLDING) {
+            rc = pgx(L, "INSERT INTO model_shareholdings(task_id, cash_account, user_id, weight, ppm) VALUES($1, $5, $2, $3, $4)",
+                     &p, NULL, err);
+            continue;
+        }
+        int64_t xid = 0;
+        if (parts[i] > 0 && (rc = pg_posted(L, op, CODE_REWARD, t.escrow, cash[i], parts[i], &xid, err))) break;
+        p.n = 4;
+        if (xid) pp_i64(&p, xid);
+        else pp_str(&p, NULL);
+        rc = pgx(L, "INSERT INTO reward_distributions(task_id, user_id, weight, amount, transfer) VALUES($1, $2, $3, $4, $5)",
+                 &p, NULL, err);
+    }
+    if (!rc && a->mode == BF_LEDGER_MODE_REWARD) {
+        pg_acct_t *e = pg_acct(L, t.escrow, err);
+        if (!e || e->cp - e->dp != 0) rc = (bf_err_set(err, "escrow not empty after settlement"), BF_LEDGER_EINTERNAL);
+    }
+done:
+    free(cash);
+    free(parts);
+    return rc;
+}
+
+int ledger_pg_complete(bf_ledger_t *L, int kind, const char *op_id, int64_t task, size_t n, const int64_t *users,
+                       const int64_t *weights, const char *result_hash, bf_err_t *err) {
+    if (n && (!users || !weights)) return bf_err_set(err, "missing arrays"), BF_LEDGER_EINVAL;
+    ledger_fp_t fp = {0};
+    ledger_fp_i64(&fp, task);
+    ledger_fp_i64(&fp, (int64_t)n);
+    for (size_t i = 0; i < n; i++) {
+        ledger_fp_i64(&fp, users[i]);
+        ledger_fp_i64(&fp, weights[i]);
+    }
+    ledger_fp_str(&fp, result_hash);
+    ledger_op_t op = {.key = op_id, .kind = kind};
+    pg_complete_args_t a = {task, n, users, weights, result_hash,
+                            kind == OP_SETTLE_REWARD ? BF_LEDGER_MODE_REWARD : BF_LEDGER_MODE_SHAREHOLDING};
+    return pg_op_run(L, &op, &fp, pg_do_complete, &a, NULL, err);
+}
+
+static int pg_do_fee_ppm(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
+    (void)op;
+    int64_t ppm = *(const int64_t *)argp;
+    if (ppm < 0 || ppm > BF_LEDGER_PPM) return bf_err_set(err, "platform fee must be 0..1000000 ppm"), BF_LEDGER_EINVAL;
+    pp_t p = {0};
+    pp_i64(&p, ppm);
+    return pgx(L, "UPDATE meta SET value = $1 WHERE key = 'platform_fee_ppm'", &p, NULL, err);
+}
+
+int ledger_pg_set_platform_fee(bf_ledger_t *L, const char *op_id, int64_t ppm, bf_err_t *err) {
+    ledger_fp_t fp = {0};
+    ledger_fp_i64(&fp, ppm);
+    ledger_op_t op = {.key = op_id, .kind = OP_PLATFORM_FEE};
+    return pg_op_run(L, &op, &fp, pg_do_fee_ppm, &ppm, NULL, err);
+}
+
+/* ---- Paid predictions ------------------------------------------------------------------------ */
+
+/* A split transfer: the same rules and row as ledger_transfer_split (ledger_store.c). */
+static int pg_transfer_split(bf_ledger_t *L, ledger_op_t *op, int code, int64_t debit, size_t n, const int64_t *accounts,
+                             const int64_t *amounts, bf_err_t *err) {
+    struct ledger_pg *g = L->pg;
+    int64_t total = 0;
+    int rc;
+    if (n == 0 || n > 100000) return bf_err_set(err, "a split needs 1..100000 legs"), BF_LEDGER_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (amounts[i] <= 0 || accounts[i] == debit) return bf_err_set(err, "bad split leg %zu", i), BF_LEDGER_EINVAL;
+        for (size_t j = 0; j < i; j++)
+            if (accounts[j] == accounts[i]) return bf_err_set(err, "split credits an account twice"), BF_LEDGER_EINVAL;
+        if ((rc = add_checked(total, amounts[i], &total, err))) return rc;
+    }
+    if (!pg_acct(L, debit, err)) return BF_LEDGER_ENOTFOUND;
+    for (size_t i = 0; i < n; i++)
+        if (!pg_acct(L, accounts[i], err)) return BF_LEDGER_ENOTFOUND;
+    pg_acct_t *d = pg_acct(L, debit, err);
+    if (ledger_acct_restricted(d->kind) && d->cp - d->dp - d->dpend < total)
+        return bf_err_set(err, "insufficient funds in the split's debit account"), BF_LEDGER_EFUNDS;
+    int64_t d_dp, d_after;
+    if ((rc = add_checked(d->dp, total, &d_dp, err))) return rc;
+    if (__builtin_sub_overflow(d->cp, d_dp, &d_after)) return bf_err_set(err, "balance overflows"), BF_LEDGER_EOVERFLOW;
+    unsigned char *legs = malloc(n * LEDGER_LEG_BYTES);
+    if (!legs) return bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL;
+    for (size_t i = 0; i < n; i++) {
+        pg_acct_t *c = pg_acct(L, accounts[i], err);
+        int64_t cp;
+        if (c->currency != d->currency || (rc = add_checked(c->cp, amounts[i], &cp, err))) {
+            free(legs);
+            return rc ? rc : (bf_err_set(err, "split across currencies"), BF_LEDGER_EINVAL);
+        }
+        unsigned char *q = legs + i * LEDGER_LEG_BYTES;
+        ledger_put_be64(q, c->id);
+        ledger_put_be64(q + 8, amounts[i]);
+        ledger_put_be64(q + 16, c->cp - c->dp);
+        ledger_put_be64(q + 24, c->last);
+    }
+    ledger_row_t r = {.id = g->head_id + 1,
+                      .type = XF_POSTED,
+                      .code = code,
+                      .currency = d->currency,
+                      .debit = d->id,
+                      .credit = d->id,
+                      .amount = total,
+                      .created_at = op->now,
+                      .debit_before = d->cp - d->dp,
+                      .debit_after = d_after,
+                      .debit_prev = d->last,
+                      .legs = legs,
+                      .legs_len = n * LEDGER_LEG_BYTES};
+    unsigned char h[32];
+    ledger_row_hash(L, g->head_hash, &r, op->key, h);
+    pp_t p = {0};
+    pp_i64(&p, r.id), pp_i64(&p, op->row), pp_i64(&p, r.code), pp_i64(&p, r.currency), pp_i64(&p, r.debit);
+    pp_i64(&p, r.amount), pp_i64(&p, r.created_at), pp_i64(&p, r.debit_before), pp_i64(&p, r.debit_after);
+    pp_i64(&p, r.debit_prev), pp_bin(&p, h, 32), pp_bin(&p, legs, r.legs_len);
+    rc = pgx(L,
+             "INSERT INTO transfers(id, op, type, code, currency, debit_account, credit_account, amount, pending_id,"
+             " expires_at, created_at, debit_before, debit_after, credit_before, credit_after, debit_prev, credit_prev,"
+             " hash, legs) VALUES($1, $2, 1, $3, $4, $5, $5, $6, NULL, 0, $7, $8, $9, 0, 0, $10, 0, $11, $12)",
+             &p, NULL, err);
+    free(legs);
+    if (rc) return rc;
+    g->head_id = r.id;
+    memcpy(g->head_hash, h, 32);
+    d->dp = d_dp, d->last = r.id, d->dirty = 1;
+    for (size_t i = 0; i < n; i++) {
+        pg_acct_t *c = pg_acct(L, accounts[i], err);
+        c->cp += amounts[i], c->last = r.id, c->dirty = 1;
+    }
+    return 0;
+}
+
+/* Pays `amount` (in the task's clearing account) to its holders and the platform by cumulative
+ * entitlement, as ledger_rcache_distribute does, and writes the task's new revenue figures. */
+static int pg_distribute(bf_ledger_t *L, ledger_op_t *op, ledger_task_row_t *t, int64_t amount, bf_err_t *err) {
+    if (amount == 0) return 0;
+    pp_t p = {0};
+    pp_i64(&p, t->id);
+    PGresult *r;
+    int rc = pgx(L,
+                 "SELECT s.ppm, s.cash_account, t.payout_state FROM model_shareholdings s JOIN tasks t ON t.id = s.task_id"
+                 " WHERE s.task_id = $1 ORDER BY s.cash_account",
+                 &p, &r, err);
+    if (rc) return rc;
+    size_t n = (size_t)PQntuples(r);
+    int64_t *w = calloc(n + 1, sizeof *w), *keys = calloc(n + 1, sizeof *keys), *paid = calloc(n + 1, sizeof *paid);
+    int64_t *add = calloc(n + 1, sizeof *add), *acct = calloc(n + 1, sizeof *acct), *amt = calloc(n + 1, sizeof *amt);
+    unsigned char *blob = calloc(n ? n : 1, 8);
+    if (!w || !keys || !paid || !add || !acct || !amt || !blob) {
+        rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+        goto done;
+    }
+    long nb = n ? col_bytes(r, 0, 2, blob, 8 * n) : -1;
+    if (nb > 0 && (size_t)nb != 8 * n) {
+        rc = (bf_err_set(err, "task %lld: payout state inconsistent", (long long)t->id), BF_LEDGER_EINTERNAL);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        w[i] = col_i64(r, (int)i, 0) * (BF_LEDGER_PPM - t->fee_ppm);
+        keys[i] = col_i64(r, (int)i, 1);
+        paid[i] = nb > 0 ? ledger_get_be64(blob + 8 * i) : 0;
+    }
+    w[n] = t->fee_ppm * BF_LEDGER_PPM;
+    keys[n] = L->rev_cny;
+    paid[n] = t->platform_paid;
+    int64_t total_after;
+    if (__builtin_add_overflow(t->total_revenue, amount, &total_after)) {
+        rc = (bf_err_set(err, "task revenue overflows"), BF_LEDGER_EOVERFLOW);
+        goto done;
+    }
+    if (bf_money_apportion(n + 1, w, keys, paid, t->total_revenue, amount, add)) {
+        rc = (bf_err_set(err, "task %lld: shares or payout state inconsistent", (long long)t->id), BF_LEDGER_EINTERNAL);
+        goto done;
+    }
+    size_t legs = 0;
+    for (size_t i = 0; i <= n; i++)
+        if (add[i] > 0) acct[legs] = keys[i], amt[legs++] = add[i];
+    if ((rc = pg_transfer_split(L, op, CODE_FEE_PAYOUT, t->clearing, legs, acct, amt, err))) goto done;
+    for (size_t i = 0; i < n; i++) ledger_put_be64(blob + 8 * i, paid[i] + add[i]);
+    t->total_revenue = total_after;
+    t->platform_paid = paid[n] + add[n];
+    pp_t u = {0};
+    pp_i64(&u, t->id), pp_i64(&u, t->total_revenue), pp_i64(&u, t->platform_paid), pp_bin(&u, blob, 8 * n);
+    rc = pgx(L, "UPDATE tasks SET total_revenue = $2, platform_paid = $3, payout_state = $4 WHERE id = $1", &u, NULL, err);
+done:
+    PQclear(r);
+    free(w), free(keys), free(paid), free(add), free(acct), free(amt), free(blob);
+    return rc;
+}
+
+typedef struct {
+    int64_t id, task, payer, hold_transfer, held, expires_at;
+    int status;
+} pg_usage_t;
+
+static int pg_usage_row(bf_ledger_t *L, int64_t id, pg_usage_t *u, bf_err_t *err) {
+    pp_t p = {0};
+    pp_i64(&p, id);
+    PGresult *r;
+    int rc = pgx(L, "SELECT task_id, payer, hold_transfer, held, status, expires_at FROM model_usage WHERE id = $1", &p, &r, err);
+    if (rc) return rc;
+    if (PQntuples(r) != 1) rc = (bf_err_set(err, "unknown hold %lld", (long long)id), BF_LEDGER_ENOTFOUND);
+    else
+        *u = (pg_usage_t){id, col_i64(r, 0, 0), col_i64(r, 0, 1), col_i64(r, 0, 2), col_i64(r, 0, 3), col_i64(r, 0, 5),
+                          (int)col_i64(r, 0, 4)};
+    PQclear(r);
+    return rc;
+}
+
+static int pg_open_hold(const pg_usage_t *u, int64_t now, bf_err_t *err) {
+    switch (u->status) {
+    case BF_LEDGER_HOLD_CAPTURED: return bf_err_set(err, "hold %lld already captured", (long long)u->id), BF_LEDGER_EPOSTED;
+    case BF_LEDGER_HOLD_VOIDED: return bf_err_set(err, "hold %lld already voided", (long long)u->id), BF_LEDGER_EVOIDED;
+    case BF_LEDGER_HOLD_EXPIRED: return bf_err_set(err, "hold %lld expired", (long long)u->id), BF_LEDGER_EEXPIRED;
+    default: break;
+    }
+    if (u->expires_at > 0 && now >= u->expires_at) return bf_err_set(err, "hold %lld expired", (long long)u->id), BF_LEDGER_EEXPIRED;
+    return 0;
+}
+
+static int pg_resolve_usage(bf_ledger_t *L, int64_t id, int status, int64_t captured, int64_t xid, int64_t end, bf_err_t *err) {
+    pp_t p = {0};
+    pp_i64(&p, id), pp_i64(&p, status), pp_i64(&p, captured), pp_i64(&p, xid), pp_i64(&p, end);
+    PGresult *r;
+    int rc = pgx(L,
+                 "UPDATE model_usage SET status = $2, captured = $3, resolve_transfer = $4, payouts_end = $5"
+                 " WHERE id = $1 AND status = 1 RETURNING id",
+                 &p, &r, err);
+    if (rc) return rc;
+    int n = PQntuples(r);
+    PQclear(r);
+    return n == 1 ? 0 : (bf_err_set(err, "hold %lld resolved concurrently", (long long)id), BF_LEDGER_EINTERNAL);
+}
+
+typedef struct {
+    int64_t task, payer, amount, timeout, hold;
+    const bf_ledger_usage_note_t *note;
+    int what; /* 0 hold, 1 capture, 2 void, 3 charge, 4 settle, 5 expire */
+} pg_fee_args_t;
+
+static int pg_hold(bf_ledger_t *L, ledger_op_t *op, const pg_fee_args_t *a, int64_t *hold, bf_err_t *err) {
+    if (a->amount <= 0) return bf_err_set(err, "fee must be positive"), BF_LEDGER_EINVAL;
+    if (a->timeout < 0) return bf_err_set(err, "negative hold timeout"), BF_LEDGER_EINVAL;
+    ledger_task_row_t t;
+    pg_user_t u;
+    int rc;
+    if ((rc = pg_task_row(L, a->task, &t, err)) || (rc = pg_user_row(L, a->payer, &u, err))) return rc;
+    if (t.mode != BF_LEDGER_MODE_SHAREHOLDING || t.status != BF_LEDGER_TASK_COMPLETED || !t.model_online)
+        return bf_err_set(err, "task %lld has no online model", (long long)t.id), BF_LEDGER_ESTATE;
+    int64_t expires = 0, xid;
+    if (a->timeout && __builtin_add_overflow(op->now, a->timeout, &expires))
+        return bf_err_set(err, "hold timeout overflows"), BF_LEDGER_EOVERFLOW;
+    ledger_xfer_t x = {.type = XF_PENDING, .code = CODE_USAGE_FEE, .debit = u.cash, .credit = t.clearing, .amount = a->amount,
+                       .expires_at = expires};
+    if ((rc = pg_transfer(L, op, &x, &xid, err))) return rc;
+    pp_t p = {0};
+    pp_i64(&p, t.id), pp_i64(&p, a->payer), pp_i64(&p, xid), pp_i64(&p, a->amount), pp_i64(&p, op->now), pp_i64(&p, expires);
+    PGresult *r;
+    if ((rc = pgx(L,
+                  "INSERT INTO model_usage(id, task_id, payer, hold_transfer, held, captured, status, created_at,"
+                  " expires_at) SELECT coalesce(max(id), 0) + 1, $1, $2, $3, $4, 0, 1, $5, $6 FROM model_usage RETURNING id",
+                  &p, &r, err)))
+        return rc;
+    *hold = col_i64(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+static int pg_capture(bf_ledger_t *L, ledger_op_t *op, int64_t hold, int64_t amount, bf_err_t *err) {
+    pg_usage_t u;
+    ledger_task_row_t t;
+    pg_user_t p;
+    int rc;
+    if ((rc = pg_usage_row(L, hold, &u, err)) || (rc = pg_open_hold(&u, op->now, err))) return rc;
+    if (amount < 0) return bf_err_set(err, "negative capture"), BF_LEDGER_EINVAL;
+    if (amount > u.held)
+        return bf_err_set(err, "capture %lld exceeds hold %lld", (long long)amount, (long long)u.held), BF_LEDGER_EEXCEEDS_HOLD;
+    if ((rc = pg_task_row(L, u.task, &t, err)) || (rc = pg_user_row(L, u.payer, &p, err))) return rc;
+    ledger_xfer_t x = {.type = XF_POST, .code = CODE_USAGE_FEE, .debit = p.cash, .credit = t.clearing, .amount = amount,
+                       .pending_id = u.hold_transfer, .pending_amount = u.held};
+    int64_t post;
+    if ((rc = pg_transfer(L, op, &x, &post, err)) || (rc = pg_distribute(L, op, &t, amount, err))) return rc;
+    pg_acct_t *c = pg_acct(L, t.clearing, err);
+    if (!c || c->cp - c->dp != 0) return bf_err_set(err, "clearing account not empty after payout"), BF_LEDGER_EINTERNAL;
+    return pg_resolve_usage(L, hold, BF_LEDGER_HOLD_CAPTURED, amount, post, L->pg->head_id, err);
+}
+
+static int pg_release(bf_ledger_t *L, ledger_op_t *op, int64_t hold, int expire, bf_err_t *err) {
+    pg_usage_t u;
+    ledger_task_row_t t;
+    pg_user_t p;
+    int rc;
+    if ((rc = pg_usage_row(L, hold, &u, err))) return rc;
+    if (expire) {
+        if (u.status != BF_LEDGER_HOLD_PENDING || u.expires_at == 0 || op->now < u.expires_at)
+            return bf_err_set(err, "hold %lld is not an expired pending hold", (long long)hold), BF_LEDGER_ESTATE;
+    } else if ((rc = pg_open_hold(&u, op->now, err))) {
+        return rc;
+    }
+    if ((rc = pg_task_row(L, u.task, &t, err)) || (rc = pg_user_row(L, u.payer, &p, err))) return rc;
+    ledger_xfer_t x = {.type = expire ? XF_EXPIRE : XF_VOID, .code = CODE_USAGE_FEE, .debit = p.cash, .credit = t.clearing,
+                       .amount = u.held, .pending_id = u.hold_transfer, .pending_amount = u.held};
+    int64_t xid;
+    if ((rc = pg_transfer(L, op, &x, &xid, err))) return rc;
+    return pg_resolve_usage(L, hold, expire ? BF_LEDGER_HOLD_EXPIRED : BF_LEDGER_HOLD_VOIDED, 0, xid, xid, err);
+}
+
+static int pg_do_fee(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err_t *err) {
+    const pg_fee_args_t *a = argp;
+    int64_t hold = 0;
+    int rc;
+    switch (a->what) {
+    case 0: return pg_hold(L, op, a, &op->result, err);
+    case 1:
+        if ((rc = pg_capture(L, op, a->hold, a->amount, err))) return rc;
+        op->result = a->amount;
+        return 0;
+    case 2: return pg_release(L, op, a->hold, 0, err);
+    case 3:
+        if ((rc = pg_hold(L, op, a, &hold, err)) || (rc = pg_capture(L, op, hold, a->amount, err))) return rc;
+        op->result = hold;
+        return 0;
+    case 4: {
+        rc = a->amount > 0 ? pg_capture(L, op, a->hold, a->amount, err) : pg_release(L, op, a->hold, 0, err);
+        if (rc) return rc;
+        pp_t p = {0};
+        pp_i64(&p, a->hold), pp_i64(&p, a->note->images), pp_i64(&p, a->note->classified);
+        if (a->note->result_len) pp_bin(&p, a->note->result, a->note->result_len);
+        else pp_str(&p, NULL);
+        if ((rc = pgx(L, "UPDATE model_usage SET images = $2, classified = $3, result = $4 WHERE id = $1", &p, NULL, err)))
+            return rc;
+        op->result = a->amount;
+        return 0;
+    }
+    default: return pg_release(L, op, a->hold, 1, err);
+    }
+}
+
+/* hold (what 0), capture (1), void (2), charge (3), settle (4), expire (5): the same fingerprints
+ * as the SQLite operations. */
+int ledger_pg_fee(bf_ledger_t *L, int what, const char *op_id, int64_t task, int64_t payer, int64_t amount, int64_t timeout,
+                  int64_t hold, const bf_ledger_usage_note_t *note, int64_t *result, bf_err_t *err) {
+    static const int kinds[6] = {OP_FEE_HOLD, OP_FEE_CAPTURE, OP_FEE_VOID, OP_FEE_CHARGE, OP_FEE_SETTLE, OP_EXPIRE};
+    ledger_fp_t fp = {0};
+    if (what == 0 || what == 3) {
+        ledger_fp_i64(&fp, task);
+        ledger_fp_i64(&fp, payer);
+        ledger_fp_i64(&fp, amount);
+        if (what == 0) ledger_fp_i64(&fp, timeout);
+    } else {
+        ledger_fp_i64(&fp, hold);
+        if (what == 1 || what == 4) ledger_fp_i64(&fp, amount);
+        if (what == 4) {
+            ledger_fp_i64(&fp, note->images);
+            ledger_fp_i64(&fp, note->classified);
+            ledger_fp_bytes(&fp, note->result, note->result_len);
+        }
+    }
+    ledger_op_t op = {.key = op_id, .kind = kinds[what]};
+    pg_fee_args_t a = {task, payer, amount, timeout, hold, note, what};
+    return pg_op_run(L, &op, &fp, pg_do_fee, &a, result, err);
+}
+
+int ledger_pg_sweep(bf_ledger_t *L, int64_t *n_expired, bf_err_t *err) {
+    pp_t p = {0};
+    pp_i64(&p, ledger_now(L));
+    PGresult *r;
+    int rc = pgx(L, "SELECT id FROM model_usage WHERE status = 1 AND expires_at > 0 AND expires_at <= $1 ORDER BY id", &p, &r, err);
+    if (rc) return rc;
+    for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+        int64_t id = col_i64(r, i, 0);
+        char key[64];
+        snprintf(key, sizeof key, "expire:%lld", (long long)id);
+        int x = ledger_pg_fee(L, 5, key, 0, 0, 0, 0, id, NULL, NULL, err);
+        if (x == BF_LEDGER_OK && n_expired) (*n_expired)++;
+        else if (x == BF_LEDGER_EINTERNAL || x == BF_LEDGER_EBUSY) rc = x;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* ---- Task queries ---------------------------------------------------------------------------- */
+
+int ledger_pg_task_get(bf_ledger_t *L, int64_t id, bf_ledger_task_t *out, bf_err_t *err) {
+    pp_t p = {0};
+    pp_i64(&p, id);
+    PGresult *r;
+    int rc = pgx(L,
+                 "SELECT t.creator, t.name, t.payment_mode, t.status, t.model_status, t.usage_fee, t.reward_pool,"
+                 " t.total_revenue, t.platform_fee_ppm, e.credits_posted - e.debits_posted, coalesce(t.result_hash, '')"
+                 " FROM tasks t JOIN accounts e ON e.id = t.escrow_account WHERE t.id = $1",
+                 &p, &r, err);
+    if (rc) return rc;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return bf_err_set(err, "unknown task %lld", (long long)id), BF_LEDGER_ENOTFOUND;
+    }
+    memset(out, 0, sizeof *out);
+    out->id = id;
+    out->creator = col_i64(r, 0, 0);
+    snprintf(out->name, sizeof out->name, "%s", PQgetvalue(r, 0, 1));
+    out->mode = (bf_ledger_mode_t)col_i64(r, 0, 2);
+    out->status = (bf_ledger_task_status_t)col_i64(r, 0, 3);
+    out->model_online = (int)col_i64(r, 0, 4);
+    out->usage_fee = col_i64(r, 0, 5);
+    out->reward_pool = col_i64(r, 0, 6);
+    out->total_revenue = col_i64(r, 0, 7);
+    out->platform_fee_ppm = col_i64(r, 0, 8);
+    out->escrow_balance = col_i64(r, 0, 9);
+    snprintf(out->result_hash, sizeof out->result_hash, "%s", PQgetvalue(r, 0, 10));
+    PQclear(r);
+    return 0;
+}
+
+/* Holders of a task (task > 0) or holdings of a user, with what each has received. */
+int ledger_pg_shares(bf_ledger_t *L, int64_t task, int64_t user, bf_ledger_share_t **out, size_t *n, bf_err_t *err) {
+    *out = NULL;
+    *n = 0;
+    pp_t p = {0};
+    pp_i64(&p, task), pp_i64(&p, user);
+    PGresult *r;
+    int rc = pgx(L,
+                 "SELECT s.task_id, s.user_id, s.weight, s.ppm,"
+                 " (SELECT count(*) FROM model_shareholdings o WHERE o.task_id = s.task_id AND o.cash_account < s.cash_account),"
+                 " t.payout_state FROM model_shareholdings s JOIN tasks t ON t.id = s.task_id"
+                 " WHERE ($1 <= 0 OR s.task_id = $1) AND ($2 <= 0 OR s.user_id = $2) ORDER BY s.task_id, s.user_id",
+                 &p, &r, err);
+    if (rc) return rc;
+    int k = PQntuples(r);
+    if (k && !(*out = calloc((size_t)k, sizeof **out))) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+    for (int i = 0; !rc && i < k; i++) {
+        bf_ledger_share_t *h = &(*out)[i];
+        h->task_id = col_i64(r, i, 0), h->user_id = col_i64(r, i, 1), h->weight = col_i64(r, i, 2), h->ppm = col_i64(r, i, 3);
+        int64_t slot = col_i64(r, i, 4);
+        size_t nb = 0;
+        unsigned char *b = PQgetisnull(r, i, 5) ? NULL : PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 5), &nb);
+        h->received = b && slot >= 0 && (size_t)(slot + 1) * 8 <= nb ? ledger_get_be64(b + 8 * slot) : 0;
+        if (b) PQfreemem(b);
+    }
+    if (!rc) *n = (size_t)k;
+    PQclear(r);
+    return rc;
+}
+
+int ledger_pg_usage(bf_ledger_t *L, int64_t task, int64_t hold, bf_ledger_usage_t **out, size_t *n, bf_err_t *err) {
+    *out = NULL;
+    *n = 0;
+    pp_t p = {0};
+    pp_i64(&p, task), pp_i64(&p, hold);
+    PGresult *r;
+    int rc = pgx(L,
+                 "SELECT id, task_id, payer, held, captured, status, created_at, expires_at FROM model_usage"
+                 " WHERE ($1 <= 0 OR task_id = $1) AND ($2 <= 0 OR id = $2) ORDER BY id",
+                 &p, &r, err);
+    if (rc) return rc;
+    int k = PQntuples(r);
+    if (k && !(*out = calloc((size_t)k, sizeof **out))) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+    for (int i = 0; !rc && i < k; i++)
+        (*out)[i] = (bf_ledger_usage_t){col_i64(r, i, 0), col_i64(r, i, 1), col_i64(r, i, 2), col_i64(r, i, 3),
+                                        col_i64(r, i, 4), (bf_ledger_hold_status_t)col_i64(r, i, 5), col_i64(r, i, 6),
+                                        col_i64(r, i, 7)};
+    if (!rc) *n = (size_t)k;
+    PQclear(r);
+    return rc;
+}
+
+/* Rows of integers: sql with parameters $1, $2 (p1, p2) and ncols BIGINT columns, flattened into
+ * *rows (malloc'ed, *n rows). For the simple listings (rewards, participations). */
+int ledger_pg_rows(bf_ledger_t *L, const char *sql, int64_t p1, int64_t p2, int ncols, int64_t **rows, size_t *n,
+                   bf_err_t *err) {
+    *rows = NULL;
+    *n = 0;
+    pp_t p = {0};
+    pp_i64(&p, p1), pp_i64(&p, p2);
+    PGresult *r;
+    int rc = pgx(L, sql, &p, &r, err);
+    if (rc) return rc;
+    int k = PQntuples(r);
+    if (k && !(*rows = calloc((size_t)k * (size_t)ncols, sizeof **rows))) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+    for (int i = 0; !rc && i < k; i++)
+        for (int c = 0; c < ncols; c++) (*rows)[(size_t)i * (size_t)ncols + (size_t)c] = col_i64(r, i, c);
+    if (!rc) *n = (size_t)k;
+    PQclear(r);
+    return rc;
+}
+
+int ledger_pg_usage_note(bf_ledger_t *L, int64_t hold, int64_t *images, int64_t *classified, void **result, size_t *len,
+                         bf_err_t *err) {
+    pp_t p = {0};
+    pp_i64(&p, hold);
+    PGresult *r;
+    int rc = pgx(L, "SELECT images, classified, result FROM model_usage WHERE id = $1", &p, &r, err);
+    if (rc) return rc;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return bf_err_set(err, "unknown hold %lld", (long long)hold), BF_LEDGER_ENOTFOUND;
+    }
+    if (images) *images = col_i64(r, 0, 0);
+    if (classified) *classified = col_i64(r, 0, 1);
+    if (result && !PQgetisnull(r, 0, 2)) {
+        size_t nb = 0;
+        unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 2), &nb);
+        if (b && nb && (*result = malloc(nb))) memcpy(*result, b, nb), *len = nb;
+        else if (nb) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+        if (b) PQfreemem(b);
+    }
+    PQclear(r);
     return rc;
 }

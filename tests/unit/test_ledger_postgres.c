@@ -71,7 +71,7 @@ static void script(bf_ledger_t *L, tl_clock_t *clk) {
 static void test_ops(bf_ledger_t *L) {
     bf_err_t err;
     int64_t id = 0, w = 0, again = 0;
-    CHECK(bf_ledger_schema_version(L) == 1);
+    CHECK(bf_ledger_schema_version(L) == 2);
     int64_t a, b;
     CHECK(bf_ledger_user_find(L, "alice", &a, &err) == 0 && bf_ledger_user_find(L, "bob", &b, &err) == 0);
     CHECK(bf_ledger_user_find(L, "nobody", &id, &err) == BF_LEDGER_ENOTFOUND);
@@ -112,9 +112,14 @@ static void test_ops(bf_ledger_t *L) {
     CHECK(bf_ledger_recharge(L, "lost", a, 5, &err) == 0);
     bf_ledger_group_rollback(L);
     CHECK(bf_ledger_op_lookup(L, "lost", &found, &rc, &result, &err) == 0 && !found && tl_cash(L, a, 0) == 31100);
-    /* not there yet: a clear refusal, nothing changed */
+    /* a reward task escrows its pool (one more line on alice's statement) */
     bf_ledger_task_spec_t spec = {"t", BF_LEDGER_MODE_REWARD, 100, 0};
-    CHECK(bf_ledger_create_task(L, "t1", a, &spec, &id, &err) == BF_LEDGER_EINTERNAL && strstr(err.msg, "PostgreSQL"));
+    CHECK(bf_ledger_create_task(L, "t1", a, &spec, &id, &err) == 0 && tl_cash(L, a, 0) == 31000);
+    bf_ledger_task_t task;
+    CHECK(bf_ledger_task_get(L, id, &task, &err) == 0 && task.escrow_balance == 100 && task.status == BF_LEDGER_TASK_CREATED);
+    /* not there yet: a clear refusal, nothing changed */
+    bf_ledger_revenue_t *rv = NULL;
+    CHECK(bf_ledger_revenues(L, id, 0, &rv, &n, &err) == BF_LEDGER_EINTERNAL && strstr(err.msg, "PostgreSQL"));
     /* statements reconcile and close at the balance */
     bf_ledger_statement_t st;
     CHECK(bf_ledger_statement(L, a, BF_LEDGER_CNY, 0, INT64_MAX, &st, &err) == 0);
@@ -123,7 +128,7 @@ static void test_ops(bf_ledger_t *L) {
         CHECK(st.lines[i].balance_before == bal && st.lines[i].held_before == held);
         bal += st.lines[i].amount, held += st.lines[i].held;
     }
-    CHECK(bal == st.closing && held == st.closing_held && st.closing == tl_cash(L, a, 0) && st.n == 15);
+    CHECK(bal == st.closing && held == st.closing_held && st.closing == tl_cash(L, a, 0) && st.n == 16);
     bf_ledger_statement_free(&st);
     bf_ledger_entry_t *h = NULL;
     CHECK(bf_ledger_history(L, b, &h, &n, &err) == 0 && n == 13);
