@@ -330,6 +330,7 @@ void ledger_pg_close(bf_ledger_t *L);
 int ledger_pg_schema_version(bf_ledger_t *L);
 int ledger_pg_unsupported(bf_err_t *err, const char *what);
 int ledger_pg_group_begin(bf_ledger_t *L, bf_err_t *err);
+int ledger_pg_flush(bf_ledger_t *L, bf_err_t *err);
 int ledger_pg_group_commit(bf_ledger_t *L, bf_err_t *err);
 void ledger_pg_group_rollback(bf_ledger_t *L);
 int ledger_pg_register(bf_ledger_t *L, const char *op_id, const char *name, const char *key, const char *password,

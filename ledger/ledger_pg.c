@@ -37,8 +37,13 @@ struct ledger_pg {
     int in_group, in_tx;
     int64_t head_id, head_id0;
     unsigned char head_hash[32], head_hash0[32];
-    pg_acct_t *acc; /* accounts the current op touches, written back at its end */
-    int n_acc, cap_acc;
+    /* Accounts the current op touches, written back at its end; inside a group they stay here
+     * for the whole group (write-behind: a row updated by every op of a group would grow a chain
+     * of row versions that each later read walks) and go out before the commit or a query. acc0
+     * is their state when the current op began, restored if it fails. */
+    pg_acct_t *acc, *acc0;
+    int n_acc, cap_acc, n_acc0, cap_acc0;
+    int64_t head_group; /* head when the group began: chain_head is written once, at its commit */
 };
 
 /* ---- Parameters and statements --------------------------------------------------------------- */
@@ -254,6 +259,7 @@ void ledger_pg_close(bf_ledger_t *L) {
     if (!L->pg) return;
     if (L->pg->c) PQfinish(L->pg->c);
     free(L->pg->acc);
+    free(L->pg->acc0);
     free(L->pg);
     L->pg = NULL;
 }
@@ -299,22 +305,64 @@ static int pg_end(bf_ledger_t *L, int commit, bf_err_t *err) {
     return rc;
 }
 
+static int pg_acct_write(bf_ledger_t *L, bf_err_t *err);
+
+/* What a group has written behind (accounts, the chain head), into the tables. */
+static int pg_group_flush(bf_ledger_t *L, bf_err_t *err) {
+    struct ledger_pg *g = L->pg;
+    int rc = pg_acct_write(L, err);
+    if (rc || g->head_id == g->head_group) return rc;
+    pp_t h = {0};
+    pp_i64(&h, g->head_id), pp_bin(&h, g->head_hash, 32);
+    if ((rc = pgx(L, "UPDATE chain_head SET head_id = $1, head_hash = $2 WHERE one = 1", &h, NULL, err))) return rc;
+    g->head_group = g->head_id;
+    return 0;
+}
+
+/* Before a query reads accounts inside a group. */
+int ledger_pg_flush(bf_ledger_t *L, bf_err_t *err) { return L->pg->in_group ? pg_group_flush(L, err) : 0; }
+
 int ledger_pg_group_begin(bf_ledger_t *L, bf_err_t *err) {
     assert(!L->pg->in_group);
     int rc = pg_begin(L, err);
-    if (!rc) L->pg->in_group = 1;
-    return rc;
+    if (rc) return rc;
+    L->pg->in_group = 1;
+    L->pg->n_acc = 0;
+    L->pg->head_group = L->pg->head_id;
+    return 0;
 }
 
 int ledger_pg_group_commit(bf_ledger_t *L, bf_err_t *err) {
-    int rc = pg_end(L, 1, err);
+    int rc = pg_group_flush(L, err);
+    if (!rc) rc = pg_end(L, 1, err);
+    else pg_end(L, 0, NULL);
     L->pg->in_group = 0;
+    L->pg->n_acc = 0;
     return rc;
 }
 
 void ledger_pg_group_rollback(bf_ledger_t *L) {
     if (L->pg->in_tx) pg_end(L, 0, NULL);
     L->pg->in_group = 0;
+    L->pg->n_acc = 0;
+}
+
+/* The op's starting point inside a group (the accounts as they were), and back to it. */
+static int pg_snapshot(struct ledger_pg *g) {
+    if (g->n_acc > g->cap_acc0) {
+        pg_acct_t *a = realloc(g->acc0, (size_t)g->cap_acc * sizeof *a);
+        if (!a) return -1;
+        g->acc0 = a, g->cap_acc0 = g->cap_acc;
+    }
+    if (g->n_acc) memcpy(g->acc0, g->acc, (size_t)g->n_acc * sizeof *g->acc);
+    g->n_acc0 = g->n_acc;
+    return 0;
+}
+
+static void pg_restore(struct ledger_pg *g) {
+    if (!g->in_group) return;
+    if (g->n_acc0) memcpy(g->acc, g->acc0, (size_t)g->n_acc0 * sizeof *g->acc);
+    g->n_acc = g->n_acc0;
 }
 
 /* ---- Accounts and transfers ------------------------------------------------------------------ */
@@ -493,7 +541,8 @@ static int pg_op_run(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, pg_body_f
     if (own && (rc = pg_begin(L, err))) return rc;
     g->head_id0 = g->head_id;
     memcpy(g->head_hash0, g->head_hash, 32);
-    g->n_acc = 0;
+    if (own) g->n_acc = 0;
+    else if (pg_snapshot(g)) return bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL;
     op->now = ledger_now(L);
     op->result = 0;
     PGresult *r = NULL;
@@ -536,8 +585,9 @@ static int pg_op_run(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, pg_body_f
         pp_i64(&u, op->row), pp_i64(&u, op->result);
         pp_t h = {0};
         pp_i64(&h, g->head_id), pp_bin(&h, g->head_hash, 32);
-        if ((rc = pg_acct_write(L, err)) || (op->result && (rc = pgx(L, "UPDATE ops SET result = $2 WHERE id = $1", &u, NULL, err))) ||
-            (g->head_id != g->head_id0 &&
+        if ((own && (rc = pg_acct_write(L, err))) ||
+            (op->result && (rc = pgx(L, "UPDATE ops SET result = $2 WHERE id = $1", &u, NULL, err))) ||
+            (own && g->head_id != g->head_id0 &&
              (rc = pgx(L, "UPDATE chain_head SET head_id = $1, head_hash = $2 WHERE one = 1", &h, NULL, err))) ||
             (rc = pgx(L, "RELEASE SAVEPOINT op", NULL, NULL, err)) || (own && (rc = pg_end(L, 1, err)))) {
             rc = rc == BF_LEDGER_EBUSY ? rc : BF_LEDGER_EINTERNAL;
@@ -552,6 +602,7 @@ static int pg_op_run(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, pg_body_f
         snprintf(msg, sizeof msg, "%s", err->msg);
         g->head_id = g->head_id0;
         memcpy(g->head_hash, g->head_hash0, 32);
+        pg_restore(g);
         /* the rollback undoes the op's row too: it is written again, with the outcome */
         pp_t f = {0};
         pp_str(&f, op->key), pp_i64(&f, op->kind), pp_bin(&f, op->fp, 32), pp_i64(&f, rc), pp_str(&f, msg);
@@ -572,6 +623,7 @@ static int pg_op_run(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, pg_body_f
 abort:
     g->head_id = g->head_id0;
     memcpy(g->head_hash, g->head_hash0, 32);
+    pg_restore(g);
     if (own) {
         pg_end(L, 0, NULL);
     } else {
@@ -835,6 +887,8 @@ static void user_of(PGresult *r, int i, bf_ledger_user_t *u) {
 int ledger_pg_users(bf_ledger_t *L, int64_t only, bf_ledger_user_t **out, size_t *n, bf_err_t *err) {
     *out = NULL;
     *n = 0;
+    int frc = ledger_pg_flush(L, err);
+    if (frc) return frc;
     pp_t p = {0};
     pp_i64(&p, only);
     PGresult *r;
@@ -851,6 +905,8 @@ int ledger_pg_users(bf_ledger_t *L, int64_t only, bf_ledger_user_t **out, size_t
 int ledger_pg_accounts(bf_ledger_t *L, bf_ledger_account_t **out, size_t *n, bf_err_t *err) {
     *out = NULL;
     *n = 0;
+    int frc = ledger_pg_flush(L, err);
+    if (frc) return frc;
     PGresult *r;
     int rc = pgx(L,
                  "SELECT id, kind, currency, owner, debits_posted, credits_posted, debits_pending, credits_pending"
@@ -978,6 +1034,7 @@ int ledger_pg_resolved_hold(bf_ledger_t *L, int64_t transfer, int64_t *amount, i
 int ledger_pg_scan(bf_ledger_t *L, const ledger_pg_scan_t *s, void *ctx, bf_err_t *err) {
     int rc;
     PGresult *r;
+    if (L->pg->in_group) return bf_err_set(err, "verify inside a group"), BF_LEDGER_EINTERNAL;
     if ((rc = pgx(L, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, NULL, err))) return rc;
     if ((rc = pgx(L,
                   "SELECT id, kind, currency, owner, debits_posted, credits_posted, debits_pending, credits_pending,"
@@ -1640,6 +1697,8 @@ int ledger_pg_sweep(bf_ledger_t *L, int64_t *n_expired, bf_err_t *err) {
 /* ---- Task queries ---------------------------------------------------------------------------- */
 
 int ledger_pg_task_get(bf_ledger_t *L, int64_t id, bf_ledger_task_t *out, bf_err_t *err) {
+    int frc = ledger_pg_flush(L, err);
+    if (frc) return frc;
     pp_t p = {0};
     pp_i64(&p, id);
     PGresult *r;
