@@ -354,13 +354,14 @@ int ledger_pg_resolved_hold(bf_ledger_t *L, int64_t transfer, int64_t *amount, i
 /* Verify's rows, streamed in one snapshot: accounts (id, kind, currency, owner, dp, cp, dpend,
  * cpend, last), transfers in id order (op_key and hash NULL when missing), withdrawals (id, hold,
  * amount, status, resolve; ref, reason, the user's cash account, the resolving op's key), the
- * user count. */
+ * user count, the paid-prediction holds. */
 typedef struct {
     void (*account)(void *ctx, const int64_t v[9]);
     void (*transfer)(void *ctx, const ledger_row_t *r, const char *op_key, const unsigned char *hash);
     void (*withdrawal)(void *ctx, const int64_t v[5], const char *ref, const char *reason, int64_t cash,
                        const char *resolve_key);
     void (*users)(void *ctx, int64_t n);
+    void (*hold)(void *ctx, const int64_t u[5]); /* model_usage: id, hold transfer, held, captured, status */
 } ledger_pg_scan_t;
 int ledger_pg_scan(bf_ledger_t *L, const ledger_pg_scan_t *s, void *ctx, bf_err_t *err);
 int ledger_pg_create_task(bf_ledger_t *L, const char *op_id, int64_t creator, const bf_ledger_task_spec_t *spec,

@@ -1095,6 +1095,13 @@ int ledger_pg_scan(bf_ledger_t *L, const ledger_pg_scan_t *s, void *ctx, bf_err_
     if ((rc = pgx(L, "SELECT count(*) FROM users", NULL, &r, err))) goto out;
     s->users(ctx, col_i64(r, 0, 0));
     PQclear(r);
+    if ((rc = pgx(L, "SELECT id, hold_transfer, held, captured, status FROM model_usage ORDER BY id", NULL, &r, err))) goto out;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int64_t u[5];
+        for (int k = 0; k < 5; k++) u[k] = col_i64(r, i, k);
+        s->hold(ctx, u);
+    }
+    PQclear(r);
 out:
     pgx(L, "COMMIT", NULL, NULL, NULL);
     return rc;

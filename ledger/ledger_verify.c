@@ -357,25 +357,30 @@ static void check_accounts(vstate_t *v) {
 }
 
 /* Holds: model_usage rows agree with how their pending transfers resolved. */
+/* One model_usage row: u = id, hold transfer, held, captured, status. */
+static void check_hold(vstate_t *v, const int64_t u[5]) {
+    static const int want_type[5] = {0, 0, XF_POST, XF_VOID, XF_EXPIRE};
+    int64_t id = u[0], xid = u[1], held = u[2], captured = u[3];
+    int status = (int)u[4];
+    vxfer_t *x = xid > 0 && xid < v->n_xf ? &v->xf[xid] : NULL;
+    if (!x || x->type != XF_PENDING || x->code != CODE_USAGE_FEE || x->amount != held || status < 1 || status > 4) {
+        fail(v->rep, BF_LEDGER_CHECK_HOLDS, "hold %lld does not match its pending transfer", (long long)id);
+        return;
+    }
+    if (x->resolved_by != want_type[status] || (status == BF_LEDGER_HOLD_CAPTURED && x->captured != captured))
+        fail(v->rep, BF_LEDGER_CHECK_HOLDS, "hold %lld: status %d disagrees with its transfers", (long long)id, status);
+    if (status == BF_LEDGER_HOLD_PENDING) v->rep->holds_pending++;
+}
+
 static int check_holds(vstate_t *v, bf_err_t *err) {
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(v->L->db, "SELECT id, hold_transfer, held, captured, status FROM model_usage", -1, &s,
                            NULL) != SQLITE_OK)
         return ledger_sqlerr(v->L, err, "model_usage");
-    static const int want_type[5] = {0, 0, XF_POST, XF_VOID, XF_EXPIRE};
     while (sqlite3_step(s) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(s, 0), xid = sqlite3_column_int64(s, 1);
-        int64_t held = sqlite3_column_int64(s, 2), captured = sqlite3_column_int64(s, 3);
-        int status = sqlite3_column_int(s, 4);
-        vxfer_t *x = xid > 0 && xid < v->n_xf ? &v->xf[xid] : NULL;
-        if (!x || x->type != XF_PENDING || x->code != CODE_USAGE_FEE || x->amount != held || status < 1 || status > 4) {
-            fail(v->rep, BF_LEDGER_CHECK_HOLDS, "hold %lld does not match its pending transfer", (long long)id);
-            continue;
-        }
-        if (x->resolved_by != want_type[status] || (status == BF_LEDGER_HOLD_CAPTURED && x->captured != captured))
-            fail(v->rep, BF_LEDGER_CHECK_HOLDS, "hold %lld: status %d disagrees with its transfers", (long long)id,
-                 status);
-        if (status == BF_LEDGER_HOLD_PENDING) v->rep->holds_pending++;
+        const int64_t u[5] = {sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1), sqlite3_column_int64(s, 2),
+                              sqlite3_column_int64(s, 3), sqlite3_column_int64(s, 4)};
+        check_hold(v, u);
     }
     sqlite3_finalize(s);
     return 0;
@@ -614,10 +619,12 @@ static void pgv_withdrawal(void *ctx, const int64_t w[5], const char *ref, const
 
 static void pgv_users(void *ctx, int64_t n) { ((vstate_t *)ctx)->rep->users = n; }
 
-/* Tasks, shares, holds and payouts do not exist on this backend yet (their operations are not
- * there), so their checks have nothing to find beyond what the replay checks. */
+static void pgv_hold(void *ctx, const int64_t u[5]) { check_hold(ctx, u); }
+
+/* On PostgreSQL: the replay (chain, balances, double entry, non-negative), holds and withdrawals.
+ * The task-level checks (escrow, shares, payouts, rewards) are not ported yet. */
 static int verify_pg(bf_ledger_t *L, vstate_t *v, bf_err_t *err) {
-    static const ledger_pg_scan_t scan = {pgv_account, pgv_transfer, pgv_withdrawal, pgv_users};
+    static const ledger_pg_scan_t scan = {pgv_account, pgv_transfer, pgv_withdrawal, pgv_users, pgv_hold};
     int rc = ledger_pg_scan(L, &scan, v, err);
     if (rc) return rc;
     if (v->oom) return bf_err_set(err, "out of memory"), -1;

@@ -134,6 +134,20 @@ static void test_ops(bf_ledger_t *L) {
     CHECK(bf_ledger_history(L, b, &h, &n, &err) == 0 && n == 13);
     free(h);
     tl_verify_ok(L, "postgres ops");
+    /* a paid prediction's hold, and verify catching its record altered behind the ledger's back */
+    int64_t holders[1] = {b}, w1[1] = {1}, hold = 0;
+    int64_t stask = tl_share_task(L, "pgshare", a, 1, holders, w1);
+    CHECK(bf_ledger_fee_hold(L, "pg-hold", stask, a, 250, 0, &hold, &err) == 0 && tl_cash(L, a, 1) == 250);
+    tl_verify_ok(L, "postgres hold");
+    char q[160];
+    snprintf(q, sizeof q, "UPDATE model_usage SET status = 3 WHERE id = %lld", (long long)hold);
+    CHECK(sql(db_url, q) == 0);
+    bf_ledger_report_t rep;
+    CHECK(bf_ledger_verify(L, &rep, &err) == 0 && !rep.ok && !rep.checks[BF_LEDGER_CHECK_HOLDS].ok);
+    snprintf(q, sizeof q, "UPDATE model_usage SET status = 1 WHERE id = %lld", (long long)hold);
+    CHECK(sql(db_url, q) == 0);
+    CHECK(bf_ledger_fee_capture(L, "pg-cap", hold, 200, &err) == 0 && tl_cash(L, b, 0) == 1790 + 200);
+    tl_verify_ok(L, "postgres capture");
 }
 
 static void test_tamper(void) {
