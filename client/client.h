@@ -73,6 +73,8 @@ bf_cli_outcome_t bf_cmd_history(int argc, char **argv, bf_cli_ctx_t *ctx);
 /* cmd_web.c */
 bf_cli_outcome_t bf_cmd_password(int argc, char **argv, bf_cli_ctx_t *ctx);
 bf_cli_outcome_t bf_cmd_token(int argc, char **argv, bf_cli_ctx_t *ctx);
+bf_cli_outcome_t bf_cmd_withdraw(int argc, char **argv, bf_cli_ctx_t *ctx);
+bf_cli_outcome_t bf_cmd_statement(int argc, char **argv, bf_cli_ctx_t *ctx);
 bf_cli_outcome_t bf_cmd_task(int argc, char **argv, bf_cli_ctx_t *ctx);
 bf_cli_outcome_t bf_cmd_leave(int argc, char **argv, bf_cli_ctx_t *ctx);
 bf_cli_outcome_t bf_cmd_blocks(int argc, char **argv, bf_cli_ctx_t *ctx);

@@ -1,6 +1,9 @@
-/* cmd_ledger.c: `blockfed-coordinator ledger verify|balances|history|shares|deposit`. Read-only
- * views of HOME/ledger.db for operators and auditors, as text or JSON, and the operator's one
- * write: a deposit of money received outside the platform, idempotent on its external reference. */
+/* cmd_ledger.c: `blockfed-coordinator ledger verify|balances|history|statement|shares|deposit|
+ * withdrawals|payout|reject`. Read-only views of HOME/ledger.db for operators and auditors, as
+ * text, JSON or CSV, and the operator's writes: a deposit of money received outside the platform
+ * (idempotent on its external reference) and the settlement of withdrawals (paid under an
+ * external reference, or rejected with a reason; both idempotent). */
+#include <time.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,10 @@ static const char usage_text[] =
     "       blockfed-coordinator ledger history USER --home DIR [--json]\n"
     "       blockfed-coordinator ledger shares TASK --home DIR [--json]\n"
     "       blockfed-coordinator ledger deposit USER AMOUNT --ref REF --home DIR [--json]\n"
+    "       blockfed-coordinator ledger statement USER [--from DATE] [--to DATE] --home DIR [--csv|--json]\n"
+    "       blockfed-coordinator ledger withdrawals [--all] --home DIR [--json]\n"
+    "       blockfed-coordinator ledger payout ID --ref REF --home DIR [--json]\n"
+    "       blockfed-coordinator ledger reject ID --reason TEXT --home DIR [--json]\n"
     "\n"
     "  verify    replay every transfer and check the hash chain, cached balances, double entry,\n"
     "            escrow, shares, holds, payouts and rewards (see docs/LEDGER.md)\n"
@@ -32,23 +39,32 @@ static const char usage_text[] =
     "\n"
     "options:\n"
     "  --home DIR  coordinator home; the ledger is DIR/ledger.db (default: $BLOCKFED_HOME)\n"
+    "  --ledger URL  a PostgreSQL ledger (postgresql://...) instead of DIR/ledger.db; `shares` still\n"
+    "              reads task ids from DIR (see docs/LEDGER.md, \"PostgreSQL backend\")\n"
     "  --json      machine-readable output on stdout\n"
+    "  --csv       statement as CSV (RFC 4180) on stdout\n"
     "  -h, --help  this text\n"
     "\n"
     "exit status:\n"
     "  0  success (verify: every invariant holds)\n"
-    "  1  verify found at least one violation; deposit refused (REF used otherwise, overflow)\n"
+    "  1  verify found at least one violation; deposit refused (REF used otherwise, overflow);\n"
+    "     payout/reject refused (already paid or rejected, REF used for another withdrawal)\n"
     "  2  usage error\n"
     "  3  the ledger could not be opened or read\n"
-    "  4  the named user or task does not exist\n"
+    "  4  the named user, task or withdrawal does not exist\n"
     "Amounts: CNY in yuan with 2 decimals in text, integer cents in JSON (*_cents); coins are integers.\n";
 
 typedef struct {
-    const char *home;
-    int json;
-    const char *arg; /* USER or TASK */
-    const char *amount, *ref; /* deposit */
+    const char *home, *ledger;
+    int json, csv, all;
+    const char *arg; /* USER, TASK or withdrawal ID */
+    const char *amount, *ref; /* deposit, payout */
+    const char *reason;       /* reject */
+    const char *from, *to;    /* statement */
 } opts_t;
+
+/* What each subcommand takes besides --home/--json. */
+enum { ARG_NONE, ARG_USER, ARG_TASK, ARG_DEPOSIT, ARG_STATEMENT, ARG_LIST, ARG_PAYOUT, ARG_REJECT };
 
 static int parse(int argc, char **argv, int want_arg, opts_t *o) {
     static const struct option longopts[] = {
@@ -56,6 +72,12 @@ static int parse(int argc, char **argv, int want_arg, opts_t *o) {
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {"ref", required_argument, NULL, 'r'},
+        {"reason", required_argument, NULL, 'R'},
+        {"from", required_argument, NULL, 'f'},
+        {"to", required_argument, NULL, 't'},
+        {"csv", no_argument, NULL, 'c'},
+        {"all", no_argument, NULL, 'a'},
+        {"ledger", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
@@ -68,35 +90,64 @@ static int parse(int argc, char **argv, int want_arg, opts_t *o) {
         case 'H': o->home = optarg; break;
         case 'j': o->json = 1; break;
         case 'r': o->ref = optarg; break;
+        case 'R': o->reason = optarg; break;
+        case 'f': o->from = optarg; break;
+        case 't': o->to = optarg; break;
+        case 'c': o->csv = 1; break;
+        case 'a': o->all = 1; break;
+        case 'L': o->ledger = optarg; break;
         case 'h': fputs(usage_text, stdout); return -1;
         default: fputs(usage_text, stderr); return EXIT_USAGE;
         }
     }
-    if (want_arg) {
+    /* Each option belongs to its subcommands: anything else is a usage error, not ignored. */
+    const char *stray = o->ref && want_arg != ARG_DEPOSIT && want_arg != ARG_PAYOUT ? "--ref"
+                        : o->reason && want_arg != ARG_REJECT                       ? "--reason"
+                        : (o->from || o->to || o->csv) && want_arg != ARG_STATEMENT ? "--from/--to/--csv"
+                        : o->all && want_arg != ARG_LIST                            ? "--all"
+                                                                                    : NULL;
+    if (stray) {
+        fprintf(stderr, "ledger %s: %s does not belong to this command\n", argv[0], stray);
+        return EXIT_USAGE;
+    }
+    if (o->csv && o->json) {
+        fprintf(stderr, "ledger %s: --csv and --json exclude each other\n", argv[0]);
+        return EXIT_USAGE;
+    }
+    if (want_arg != ARG_NONE && want_arg != ARG_LIST) {
         if (optind >= argc) {
-            fprintf(stderr, "ledger %s: missing %s\n", argv[0], want_arg == 2 ? "TASK" : "USER");
+            fprintf(stderr, "ledger %s: missing %s\n", argv[0],
+                    want_arg == ARG_TASK                                ? "TASK"
+                    : want_arg == ARG_PAYOUT || want_arg == ARG_REJECT ? "withdrawal ID"
+                                                                        : "USER");
             return EXIT_USAGE;
         }
         o->arg = argv[optind++];
     }
-    if (want_arg == 3) { /* deposit: USER AMOUNT --ref REF */
+    if (want_arg == ARG_DEPOSIT) { /* deposit: USER AMOUNT --ref REF */
         if (optind >= argc || !o->ref) {
             fprintf(stderr, "ledger deposit: USER AMOUNT --ref REF are required\n");
             return EXIT_USAGE;
         }
         o->amount = argv[optind++];
-    } else if (o->ref) {
-        fprintf(stderr, "ledger %s: --ref belongs to deposit\n", argv[0]);
+    }
+    if ((want_arg == ARG_PAYOUT && !o->ref) || (want_arg == ARG_REJECT && !o->reason)) {
+        fprintf(stderr, "ledger %s: %s is required\n", argv[0], want_arg == ARG_PAYOUT ? "--ref REF" : "--reason TEXT");
         return EXIT_USAGE;
     }
     if (optind < argc) {
         fprintf(stderr, "ledger %s: unexpected argument '%s'\n", argv[0], argv[optind]);
         return EXIT_USAGE;
     }
-    if (!o->home || !*o->home) {
+    if (o->ledger && strncmp(o->ledger, "postgresql://", 13) && strncmp(o->ledger, "postgres://", 11)) {
+        fprintf(stderr, "ledger %s: --ledger takes a postgresql:// connection string\n", argv[0]);
+        return EXIT_USAGE;
+    }
+    if ((!o->home || !*o->home) && !o->ledger) {
         fprintf(stderr, "ledger %s: --home DIR is required (or set BLOCKFED_HOME)\n", argv[0]);
         return EXIT_USAGE;
     }
+    if (!o->home) o->home = "";
     return 0;
 }
 
@@ -118,6 +169,14 @@ static bf_ledger_t *open_existing(const char *home) {
     return L;
 }
 
+/* A PostgreSQL ledger: opening it creates its schema when missing, as init does for a file. */
+static bf_ledger_t *open_url(const char *url) {
+    bf_err_t err = {{0}};
+    bf_ledger_t *L = bf_ledger_open(url, &err);
+    if (!L) fprintf(stderr, "ledger: %s\n", err.msg);
+    return L;
+}
+
 static const char *fmt_cny(int64_t v, char buf[32]) { return bf_money_format_amount(v, 2, buf); }
 
 /* ---- verify ---------------------------------------------------------------------------------- */
@@ -131,9 +190,10 @@ static int do_verify(bf_ledger_t *L, const opts_t *o) {
     }
     if (o->json) {
         printf("{\"ok\":%s,\"transfers\":%lld,\"accounts\":%lld,\"users\":%lld,\"tasks\":%lld,"
-               "\"holds_pending\":%lld,\"head_hash\":",
+               "\"holds_pending\":%lld,\"withdrawals_pending\":%lld,\"head_hash\":",
                rep.ok ? "true" : "false", (long long)rep.transfers, (long long)rep.accounts,
-               (long long)rep.users, (long long)rep.tasks, (long long)rep.holds_pending);
+               (long long)rep.users, (long long)rep.tasks, (long long)rep.holds_pending,
+               (long long)rep.withdrawals_pending);
         bf_json_cstring(stdout, rep.head_hash);
         printf(",\"checks\":[");
         for (int i = 0; i < BF_LEDGER_CHECK_COUNT; i++) {
@@ -146,9 +206,10 @@ static int do_verify(bf_ledger_t *L, const opts_t *o) {
         }
         printf("]}\n");
     } else {
-        printf("ledger: %lld transfers, %lld accounts, %lld users, %lld tasks, %lld pending holds\n",
-               (long long)rep.transfers, (long long)rep.accounts, (long long)rep.users,
-               (long long)rep.tasks, (long long)rep.holds_pending);
+        printf("ledger: %lld transfers, %lld accounts, %lld users, %lld tasks, %lld pending holds, %lld pending "
+               "withdrawals\n",
+               (long long)rep.transfers, (long long)rep.accounts, (long long)rep.users, (long long)rep.tasks,
+               (long long)rep.holds_pending, (long long)rep.withdrawals_pending);
         printf("chain head: %s\n", rep.head_hash[0] ? rep.head_hash : "(empty)");
         for (int i = 0; i < BF_LEDGER_CHECK_COUNT; i++) {
             printf("  %-13s %s", rep.checks[i].name, rep.checks[i].ok ? "ok" : "FAILED");
@@ -427,6 +488,264 @@ static int do_deposit(bf_ledger_t *L, const opts_t *o) {
     return EXIT_OK;
 }
 
+/* ---- statement ------------------------------------------------------------------------------ */
+
+/* YYYY-MM-DD (UTC) -> unix seconds at 00:00; -1 if not a real date. */
+static int64_t parse_date(const char *s) {
+    int y, m, d;
+    char tail;
+    if (!s || strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || y < 1970 || m < 1 || m > 12 || d < 1 ||
+        d > 31)
+        return -1;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d};
+    time_t t = timegm(&tm);
+    struct tm back;
+    if (t == (time_t)-1 || !gmtime_r(&t, &back) || back.tm_mday != d || back.tm_mon != m - 1) return -1;
+    return (int64_t)t;
+}
+
+static const char *fmt_time(int64_t t, char buf[32]) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!gmtime_r(&tt, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm)) snprintf(buf, 32, "%lld", (long long)t);
+    return buf;
+}
+
+/* One CSV field (RFC 4180): quoted when it holds a comma, quote, CR or LF. */
+static void csv_field(const char *v, int last) {
+    if (strpbrk(v, ",\"\r\n")) {
+        putchar('"');
+        for (const char *p = v; *p; p++) {
+            if (*p == '"') putchar('"');
+            putchar(*p);
+        }
+        putchar('"');
+    } else {
+        fputs(v, stdout);
+    }
+    putchar(last ? '\n' : ',');
+}
+
+static void csv_row(const char *const *f, int n) {
+    for (int i = 0; i < n; i++) csv_field(f[i], i == n - 1);
+}
+
+static const char *const statement_header[13] = {"record",        "currency",     "time",        "transfer", "type",
+                                                 "code",          "op",           "amount",      "held",     "balance_before",
+                                                 "balance_after", "held_before",  "held_after"};
+
+static void print_statement_csv(const bf_ledger_statement_t *st, int64_t to_shown) {
+    int scale = bf_ledger_currency_scale(st->currency);
+    const char *cur = st->currency == BF_LEDGER_CNY ? "CNY" : "COIN";
+    char t[32], a[32], h[32], bb[32], ba[32], hb[32], ha[32], id[32];
+    const char *open[13] = {"opening", cur, fmt_time(st->from, t), "", "", "", "", "", "",
+                            "", bf_money_format_amount(st->opening, scale, ba), "",
+                            bf_money_format_amount(st->opening_held, scale, ha)};
+    csv_row(open, 13);
+    for (size_t i = 0; i < st->n; i++) {
+        const bf_ledger_statement_line_t *l = &st->lines[i];
+        snprintf(id, sizeof id, "%lld", (long long)l->transfer_id);
+        const char *f[13] = {"movement", cur, fmt_time(l->created_at, t), id, l->type, l->code, l->op_id,
+                             bf_money_format_amount(l->amount, scale, a), bf_money_format_amount(l->held, scale, h),
+                             bf_money_format_amount(l->balance_before, scale, bb),
+                             bf_money_format_amount(l->balance_after, scale, ba),
+                             bf_money_format_amount(l->held_before, scale, hb),
+                             bf_money_format_amount(l->held_after, scale, ha)};
+        csv_row(f, 13);
+    }
+    const char *close[13] = {"closing", cur, fmt_time(to_shown, t), "", "", "", "", "", "",
+                             "", bf_money_format_amount(st->closing, scale, ba), "",
+                             bf_money_format_amount(st->closing_held, scale, ha)};
+    csv_row(close, 13);
+}
+
+static void print_statement_json(const bf_ledger_statement_t *st) {
+    printf("{\"currency\":\"%s\",\"opening\":%lld,\"opening_held\":%lld,\"closing\":%lld,\"closing_held\":%lld,"
+           "\"lines\":[",
+           st->currency == BF_LEDGER_CNY ? "CNY" : "COIN", (long long)st->opening, (long long)st->opening_held,
+           (long long)st->closing, (long long)st->closing_held);
+    for (size_t i = 0; i < st->n; i++) {
+        const bf_ledger_statement_line_t *l = &st->lines[i];
+        printf("%s{\"transfer\":%lld,\"time\":%lld,\"op\":", i ? "," : "", (long long)l->transfer_id,
+               (long long)l->created_at);
+        bf_json_cstring(stdout, l->op_id);
+        printf(",\"type\":\"%s\",\"code\":\"%s\",\"amount\":%lld,\"held\":%lld,\"balance_before\":%lld,"
+               "\"balance_after\":%lld,\"held_before\":%lld,\"held_after\":%lld}",
+               l->type, l->code, (long long)l->amount, (long long)l->held, (long long)l->balance_before,
+               (long long)l->balance_after, (long long)l->held_before, (long long)l->held_after);
+    }
+    printf("]}");
+}
+
+static void print_statement_text(const bf_ledger_statement_t *st) {
+    int scale = bf_ledger_currency_scale(st->currency);
+    const char *cur = st->currency == BF_LEDGER_CNY ? "CNY" : "COIN";
+    char t[32], a[32], h[32], b[32], c[32];
+    printf("%s opening balance %s (held %s)\n", cur, bf_money_format_amount(st->opening, scale, a),
+           bf_money_format_amount(st->opening_held, scale, h));
+    printf("  %-20s %-8s %-8s %-15s %12s %12s %12s %12s  %s\n", "time", "xfer", "type", "code", "amount", "held",
+           "balance", "held after", "op");
+    for (size_t i = 0; i < st->n; i++) {
+        const bf_ledger_statement_line_t *l = &st->lines[i];
+        printf("  %-20s %-8lld %-8s %-15s %12s %12s %12s %12s  %s\n", fmt_time(l->created_at, t), (long long)l->transfer_id,
+               l->type, l->code, bf_money_format_amount(l->amount, scale, a), bf_money_format_amount(l->held, scale, h),
+               bf_money_format_amount(l->balance_after, scale, b), bf_money_format_amount(l->held_after, scale, c),
+               l->op_id);
+    }
+    printf("%s closing balance %s (held %s)\n", cur, bf_money_format_amount(st->closing, scale, a),
+           bf_money_format_amount(st->closing_held, scale, h));
+}
+
+static int do_statement(bf_ledger_t *L, const opts_t *o) {
+    bf_err_t err = {{0}};
+    int64_t uid, from = 0, to = INT64_MAX;
+    if (o->from && (from = parse_date(o->from)) < 0) {
+        fprintf(stderr, "ledger statement: --from must be a date YYYY-MM-DD\n");
+        return EXIT_USAGE;
+    }
+    if (o->to) {
+        if ((to = parse_date(o->to)) < 0) {
+            fprintf(stderr, "ledger statement: --to must be a date YYYY-MM-DD\n");
+            return EXIT_USAGE;
+        }
+        to += 86400; /* the whole day */
+    }
+    if (to <= from) {
+        fprintf(stderr, "ledger statement: --to is before --from\n");
+        return EXIT_USAGE;
+    }
+    bf_ledger_user_t user;
+    if ((bf_ledger_user_find(L, o->arg, &uid, &err) != 0 && parse_id(o->arg, &uid) != 0) ||
+        bf_ledger_user_get(L, uid, &user, &err) != 0) {
+        fprintf(stderr, "ledger statement: unknown user '%s'\n", o->arg);
+        return EXIT_NOT_FOUND;
+    }
+    bf_ledger_statement_t st[2];
+    const bf_ledger_currency_t cur[2] = {BF_LEDGER_CNY, BF_LEDGER_COIN};
+    for (int i = 0; i < 2; i++)
+        if (bf_ledger_statement(L, uid, cur[i], from, to, &st[i], &err)) {
+            fprintf(stderr, "ledger statement: %s\n", err.msg);
+            if (i) bf_ledger_statement_free(&st[0]);
+            return EXIT_RUNTIME;
+        }
+    int64_t now = (int64_t)time(NULL), shown = to < now ? to : now;
+    if (o->csv) {
+        csv_row(statement_header, 13);
+        for (int i = 0; i < 2; i++) print_statement_csv(&st[i], shown);
+    } else if (o->json) {
+        printf("{\"user\":{\"id\":%lld,\"name\":", (long long)uid);
+        bf_json_cstring(stdout, user.name);
+        printf("},\"from\":%lld,\"to\":%lld,\"statements\":[", (long long)from, (long long)shown);
+        for (int i = 0; i < 2; i++) {
+            if (i) putchar(',');
+            print_statement_json(&st[i]);
+        }
+        printf("]}\n");
+    } else {
+        char a[32], b[32];
+        printf("statement of %s (user %lld) from %s to %s\n", user.name, (long long)uid, fmt_time(from, a), fmt_time(shown, b));
+        for (int i = 0; i < 2; i++) print_statement_text(&st[i]);
+    }
+    for (int i = 0; i < 2; i++) bf_ledger_statement_free(&st[i]);
+    return EXIT_OK;
+}
+
+/* ---- withdrawals, payout, reject ----------------------------------------------------------- */
+
+static const char *wd_status(bf_ledger_withdrawal_status_t s) {
+    return s == BF_LEDGER_WITHDRAWAL_PENDING ? "pending" : s == BF_LEDGER_WITHDRAWAL_PAID ? "paid" : "rejected";
+}
+
+static void json_withdrawal(bf_ledger_t *L, const bf_ledger_withdrawal_t *w) {
+    bf_ledger_user_t u;
+    const char *name = bf_ledger_user_get(L, w->user_id, &u, NULL) == 0 ? u.name : "";
+    printf("{\"id\":%lld,\"user_id\":%lld,\"user\":", (long long)w->id, (long long)w->user_id);
+    bf_json_cstring(stdout, name);
+    printf(",\"amount_cents\":%lld,\"status\":\"%s\",\"created_at\":%lld,\"resolved_at\":%lld,\"ref\":",
+           (long long)w->amount, wd_status(w->status), (long long)w->created_at, (long long)w->resolved_at);
+    bf_json_cstring(stdout, w->external_ref);
+    printf(",\"reason\":");
+    bf_json_cstring(stdout, w->reason);
+    printf("}");
+}
+
+static int do_withdrawals(bf_ledger_t *L, const opts_t *o) {
+    bf_err_t err = {{0}};
+    bf_ledger_withdrawal_t *w = NULL;
+    size_t n = 0;
+    if (bf_ledger_withdrawals(L, o->all ? 0 : BF_LEDGER_WITHDRAWAL_PENDING, 0, &w, &n, &err)) {
+        fprintf(stderr, "ledger withdrawals: %s\n", err.msg);
+        return EXIT_RUNTIME;
+    }
+    if (o->json) {
+        printf("{\"withdrawals\":[");
+        for (size_t i = 0; i < n; i++) {
+            if (i) putchar(',');
+            json_withdrawal(L, &w[i]);
+        }
+        printf("]}\n");
+    } else {
+        char a[32], t[32];
+        printf("%-6s %-24s %14s %-9s %-20s %s\n", "id", "user", "amount", "status", "requested", "ref / reason");
+        for (size_t i = 0; i < n; i++) {
+            bf_ledger_user_t u;
+            char name[80];
+            /* names are the user's own text: shown through the JSON escaper's rules, never raw */
+            snprintf(name, sizeof name, "%s", bf_ledger_user_get(L, w[i].user_id, &u, NULL) == 0 ? u.name : "?");
+            for (char *p = name; *p; p++)
+                if ((unsigned char)*p < ' ' || *p == 0x7f) *p = '?';
+            printf("%-6lld %-24s %14s %-9s %-20s %s\n", (long long)w[i].id, name, fmt_cny(w[i].amount, a),
+                   wd_status(w[i].status), fmt_time(w[i].created_at, t),
+                   w[i].status == BF_LEDGER_WITHDRAWAL_PAID ? w[i].external_ref : w[i].reason);
+        }
+        if (!o->all) printf("%zu pending\n", n);
+    }
+    free(w);
+    return EXIT_OK;
+}
+
+/* Payout or reject: the outcome as an exit status, and the withdrawal as it now stands. */
+static int settle_withdrawal(bf_ledger_t *L, const opts_t *o, int pay) {
+    const char *cmd = pay ? "payout" : "reject";
+    bf_err_t err = {{0}};
+    int64_t id;
+    if (parse_id(o->arg, &id)) {
+        fprintf(stderr, "ledger %s: ID must be a withdrawal number\n", cmd);
+        return EXIT_USAGE;
+    }
+    int rc = pay ? bf_ledger_withdraw_payout(L, id, o->ref, &err) : bf_ledger_withdraw_reject(L, id, o->reason, &err);
+    switch (rc) {
+    case BF_LEDGER_OK: break;
+    case BF_LEDGER_EINVAL: fprintf(stderr, "ledger %s: %s\n", cmd, err.msg); return EXIT_USAGE;
+    case BF_LEDGER_ENOTFOUND: fprintf(stderr, "ledger %s: no withdrawal %lld\n", cmd, (long long)id); return EXIT_NOT_FOUND;
+    case BF_LEDGER_ECONFLICT:
+        fprintf(stderr, "ledger %s: refused: %s\n", cmd,
+                pay ? "this --ref was used for another withdrawal" : "this rejection was made with other arguments");
+        return EXIT_CHECK_FAILED;
+    case BF_LEDGER_EPOSTED:
+    case BF_LEDGER_EVOIDED: fprintf(stderr, "ledger %s: refused: %s\n", cmd, err.msg); return EXIT_CHECK_FAILED;
+    default: fprintf(stderr, "ledger %s: %s\n", cmd, err.msg); return EXIT_RUNTIME;
+    }
+    bf_ledger_withdrawal_t w;
+    if (bf_ledger_withdrawal_get(L, id, &w, &err)) {
+        fprintf(stderr, "ledger %s: %s\n", cmd, err.msg);
+        return EXIT_RUNTIME;
+    }
+    if (o->json) {
+        json_withdrawal(L, &w);
+        putchar('\n');
+    } else {
+        char a[32];
+        printf("withdrawal %lld of %s %s", (long long)id, fmt_cny(w.amount, a), wd_status(w.status));
+        if (pay) printf(" (ref %s)\n", w.external_ref);
+        else printf("; the money is available to its user again\n");
+    }
+    return EXIT_OK;
+}
+
+static int do_payout(bf_ledger_t *L, const opts_t *o) { return settle_withdrawal(L, o, 1); }
+static int do_reject(bf_ledger_t *L, const opts_t *o) { return settle_withdrawal(L, o, 0); }
+
 int cmd_ledger_main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(usage_text, argc < 2 ? stderr : stdout);
@@ -434,21 +753,25 @@ int cmd_ledger_main(int argc, char **argv) {
     }
     static const struct {
         const char *name;
-        int want_arg; /* 0 none, 1 USER, 2 TASK, 3 USER AMOUNT (deposit) */
+        int want_arg; /* ARG_* */
         int (*run)(bf_ledger_t *, const opts_t *);
     } subs[] = {
-        {"verify", 0, do_verify},
-        {"balances", 0, do_balances},
-        {"history", 1, do_history},
-        {"shares", 2, do_shares},
-        {"deposit", 3, do_deposit},
+        {"verify", ARG_NONE, do_verify},
+        {"balances", ARG_NONE, do_balances},
+        {"history", ARG_USER, do_history},
+        {"statement", ARG_STATEMENT, do_statement},
+        {"shares", ARG_TASK, do_shares},
+        {"deposit", ARG_DEPOSIT, do_deposit},
+        {"withdrawals", ARG_LIST, do_withdrawals},
+        {"payout", ARG_PAYOUT, do_payout},
+        {"reject", ARG_REJECT, do_reject},
     };
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         if (strcmp(argv[1], subs[i].name)) continue;
         opts_t o;
         int rc = parse(argc - 1, argv + 1, subs[i].want_arg, &o);
         if (rc) return rc < 0 ? EXIT_OK : rc;
-        bf_ledger_t *L = open_existing(o.home);
+        bf_ledger_t *L = o.ledger ? open_url(o.ledger) : open_existing(o.home);
         if (!L) return EXIT_RUNTIME;
         rc = subs[i].run(L, &o);
         bf_ledger_close(&L);

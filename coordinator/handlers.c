@@ -976,6 +976,97 @@ static bf_msg_t *h_token_create(const ctx_t *c) {
     return r;
 }
 
+/* ---- money out and statements -------------------------------------------------------------- */
+
+/* WITHDRAW: a two-phase transfer, held on the caller's available cash at once; the operator pays
+ * it out (`ledger payout ID --ref REF`) or rejects it (`ledger reject ID --reason TEXT`). The op id
+ * derives from the request key like RECHARGE's, so a retry asks once. */
+static bf_msg_t *h_withdraw(const ctx_t *c) {
+    int64_t cents = 0, wid = 0;
+    bf_err_t err;
+    int bad = bf_money_parse_amount(bf_msg_str(c->req, "amount"), 2, &cents, &err);
+    if (bad || cents <= 0) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "amount: %s", bad ? err.msg : "must be positive");
+    char op[BF_LEDGER_OP_ID_MAX + 1];
+    if (money_op(c, "withdraw", 0, op)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "no random bytes for an op id");
+    int rc = bf_ledger_withdraw(c->s->ledger, op, c->user, cents, &wid, &err);
+    if (rc != BF_LEDGER_OK) return ledger_error(c->id, rc, &err);
+    bf_ledger_user_t u;
+    if (bf_ledger_user_get(c->s->ledger, c->user, &u, &err)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    char m[32];
+    coord_log("withdrawal %lld of %s requested by %s", (long long)wid, (money(m, cents), m), u.name);
+    bf_msg_t *r = bf_msg_new("OK", c->id);
+    mp_t mp;
+    msgpack_packer *pk = mp_begin(&mp);
+    msgpack_pack_map(pk, 6);
+    mp_kv_int(pk, "withdrawal", wid);
+    mp_kv_money(pk, "amount", cents);
+    mp_kv_str(pk, "status", "pending");
+    mp_kv_str(pk, "user", u.name);
+    mp_kv_money(pk, "cash", u.cash.posted);
+    mp_kv_money(pk, "cash_available", u.cash.available);
+    mp_set(&mp, r, "result");
+    return r;
+}
+
+/* STATEMENT_GET: the caller's statement for one currency over [from, to), in pages of at most
+ * STATEMENT_PAGE lines (a reply header is capped at 64 KiB): lines after transfer `after`, and
+ * `more` when the window has further lines. */
+#define STATEMENT_PAGE 128
+static bf_msg_t *h_statement(const ctx_t *c) {
+    const char *cur = bf_msg_str(c->req, "currency");
+    if (cur && strcmp(cur, "CNY") && strcmp(cur, "COIN"))
+        return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "currency must be CNY or COIN");
+    int cash = !cur || !strcmp(cur, "CNY");
+    uint64_t from = bf_msg_uint(c->req, "from", 0), to = bf_msg_uint(c->req, "to", INT64_MAX);
+    uint64_t after = bf_msg_uint(c->req, "after", 0);
+    if (from > INT64_MAX || to > INT64_MAX || to < from) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "bad time window");
+    bf_ledger_statement_t st;
+    bf_err_t err;
+    int rc = bf_ledger_statement(c->s->ledger, c->user, cash ? BF_LEDGER_CNY : BF_LEDGER_COIN, (int64_t)from, (int64_t)to,
+                                 &st, &err);
+    if (rc) return ledger_error(c->id, rc, &err);
+    size_t first = 0;
+    while (first < st.n && (uint64_t)st.lines[first].transfer_id <= after) first++;
+    size_t k = st.n - first < STATEMENT_PAGE ? st.n - first : STATEMENT_PAGE;
+    int scale = cash ? 2 : 0;
+    char b[32];
+#define KV_AMOUNT(key, v) (bf_mp_pack_str(pk, key), bf_mp_pack_str(pk, bf_money_format_amount((v), scale, b)))
+    bf_msg_t *r = bf_msg_new("STATEMENT", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_map(pk, 9);
+    mp_kv_str(pk, "currency", cash ? "CNY" : "COIN");
+    mp_kv_int(pk, "from", (int64_t)from);
+    mp_kv_int(pk, "to", (int64_t)to);
+    KV_AMOUNT("opening", st.opening);
+    KV_AMOUNT("opening_held", st.opening_held);
+    KV_AMOUNT("closing", st.closing);
+    KV_AMOUNT("closing_held", st.closing_held);
+    bf_mp_pack_str(pk, "more");
+    if (first + k < st.n) msgpack_pack_true(pk);
+    else msgpack_pack_false(pk);
+    bf_mp_pack_str(pk, "lines");
+    msgpack_pack_array(pk, k);
+    for (size_t i = first; i < first + k; i++) {
+        const bf_ledger_statement_line_t *l = &st.lines[i];
+        msgpack_pack_map(pk, 10);
+        mp_kv_int(pk, "transfer", l->transfer_id);
+        mp_kv_int(pk, "time", l->created_at);
+        mp_kv_str(pk, "type", l->type);
+        mp_kv_str(pk, "kind", l->code);
+        KV_AMOUNT("amount", l->amount);
+        KV_AMOUNT("held", l->held);
+        KV_AMOUNT("before", l->balance_before);
+        KV_AMOUNT("after", l->balance_after);
+        KV_AMOUNT("held_before", l->held_before);
+        KV_AMOUNT("held_after", l->held_after);
+    }
+#undef KV_AMOUNT
+    mp_set(&m, r, "statement");
+    bf_ledger_statement_free(&st);
+    return r;
+}
+
 /* ---- the command table and its preamble ---------------------------------------------------- */
 
 typedef struct {
@@ -1006,6 +1097,8 @@ static const command_t commands[] = {
     {"PASSWORD_SET", h_password_set, NEED_USER},
     {"TOKEN_CREATE", h_token_create, NEED_USER},
     {"STATS_GET", h_stats, 0},
+    {"WITHDRAW", h_withdraw, NEED_USER},
+    {"STATEMENT_GET", h_statement, NEED_USER},
 };
 
 static const command_t *command_of(const char *type) {

@@ -186,6 +186,34 @@ int bf_ledger_fee_charge(bf_ledger_t *self, const char *op_id, int64_t task_id, 
  * *n_expired may be NULL. */
 int bf_ledger_sweep_expired(bf_ledger_t *self, int64_t *n_expired, bf_err_t *err);
 
+/* ---- Withdrawals: money out, as a two-phase transfer ---------------------------------------- */
+
+typedef enum {
+    BF_LEDGER_WITHDRAWAL_PENDING = 1,  /* held on the user's cash, waiting for the operator */
+    BF_LEDGER_WITHDRAWAL_PAID = 2,     /* posted: the money left to the platform's external account */
+    BF_LEDGER_WITHDRAWAL_REJECTED = 3, /* voided: the hold released, the money stays with the user */
+} bf_ledger_withdrawal_status_t;
+
+#define BF_LEDGER_REF_MAX 100    /* bytes of an external payout reference */
+#define BF_LEDGER_REASON_MAX 256 /* bytes of a rejection reason */
+
+/* Asks to withdraw `cents` > 0: a pending transfer of that amount from the user's cash to the
+ * platform's external account, taken from the available balance at once (EFUNDS if it is not
+ * there). *withdrawal_id (may be NULL) gets the withdrawal's id. Idempotent on op_id. */
+int bf_ledger_withdraw(bf_ledger_t *self, const char *op_id, int64_t user_id, int64_t cents,
+                       int64_t *withdrawal_id, bf_err_t *err);
+/* The operator paid withdrawal `id` outside the platform under external reference `ref`
+ * (1..BF_LEDGER_REF_MAX printable bytes, no spaces): the hold is posted in full. The op id is
+ * derived from ref ("wpay:REF"), so reporting a payment twice changes nothing, the same ref for
+ * another withdrawal is ECONFLICT, and a withdrawal already paid (under another ref) is EPOSTED,
+ * one already rejected EVOIDED. */
+int bf_ledger_withdraw_payout(bf_ledger_t *self, int64_t id, const char *ref, bf_err_t *err);
+/* The operator refuses withdrawal `id` for `reason` (1..BF_LEDGER_REASON_MAX bytes, no control
+ * characters): the hold is voided. The op id is derived from the id and a hash of the reason, so
+ * repeating it changes nothing; a withdrawal already paid is EPOSTED, already rejected (for
+ * another reason) EVOIDED. */
+int bf_ledger_withdraw_reject(bf_ledger_t *self, int64_t id, const char *reason, bf_err_t *err);
+
 /* Outcome of an earlier op: BF_LEDGER_OK and *found=1 with its recorded rc and result (user id,
  * task id, hold id, captured amount...), or *found=0 if the op_id was never recorded. */
 int bf_ledger_op_lookup(bf_ledger_t *self, const char *op_id, int *found, int *rc, int64_t *result,
@@ -267,6 +295,37 @@ typedef struct {
     int64_t task_id, user_id, joined_at;
 } bf_ledger_participation_t;
 
+typedef struct {
+    int64_t id, user_id, amount;
+    bf_ledger_withdrawal_status_t status;
+    int64_t created_at, resolved_at;        /* resolved_at 0 while pending */
+    int64_t hold_transfer, resolve_transfer; /* resolve_transfer 0 while pending */
+    char external_ref[BF_LEDGER_REF_MAX + 1]; /* paid: the operator's reference */
+    char reason[BF_LEDGER_REASON_MAX + 1];    /* rejected: why */
+} bf_ledger_withdrawal_t;
+
+/* A user's statement for one currency over [from, to) (unix seconds): every transfer touching the
+ * account in that window in ledger order. Balances are the posted balance; `held` is what is
+ * pending against the account (holds placed and not yet resolved). */
+typedef struct {
+    int64_t transfer_id, created_at;
+    char op_id[BF_LEDGER_OP_ID_MAX + 1];
+    const char *type, *code;
+    int64_t amount;                        /* change of the posted balance: after - before */
+    int64_t held;                          /* change of the held amount (+ hold placed, - released) */
+    int64_t balance_before, balance_after; /* posted */
+    int64_t held_before, held_after;
+} bf_ledger_statement_line_t;
+
+typedef struct {
+    int64_t user_id, from, to;
+    bf_ledger_currency_t currency;
+    int64_t opening, opening_held; /* at `from` */
+    int64_t closing, closing_held; /* at `to` (or now, if earlier) */
+    size_t n;
+    bf_ledger_statement_line_t *lines; /* malloc'ed; bf_ledger_statement_free */
+} bf_ledger_statement_t;
+
 /* Lists below are malloc'ed arrays the caller free()s; *n is the count (0 gives NULL). */
 int bf_ledger_user_find(bf_ledger_t *self, const char *name, int64_t *user_id, bf_err_t *err);
 int bf_ledger_user_get(bf_ledger_t *self, int64_t user_id, bf_ledger_user_t *out, bf_err_t *err);
@@ -292,6 +351,16 @@ int bf_ledger_rewards(bf_ledger_t *self, int64_t task_id, int64_t user_id, bf_le
 int bf_ledger_participations(bf_ledger_t *self, int64_t task_id, int64_t user_id,
                              bf_ledger_participation_t **out, size_t *n, bf_err_t *err);
 
+/* Withdrawals in a state (0: any) of a user (0: any), oldest first. */
+int bf_ledger_withdrawals(bf_ledger_t *self, int status, int64_t user_id, bf_ledger_withdrawal_t **out,
+                          size_t *n, bf_err_t *err);
+int bf_ledger_withdrawal_get(bf_ledger_t *self, int64_t id, bf_ledger_withdrawal_t *out, bf_err_t *err);
+/* Fills *out (lines malloc'ed) for user and currency over [from, to); opening + the sum of the
+ * lines' amounts == closing, likewise for held. ENOTFOUND for an unknown user, EINVAL if to < from. */
+int bf_ledger_statement(bf_ledger_t *self, int64_t user_id, bf_ledger_currency_t currency, int64_t from,
+                        int64_t to, bf_ledger_statement_t *out, bf_err_t *err);
+void bf_ledger_statement_free(bf_ledger_statement_t *st);
+
 /* ---- Verification -------------------------------------------------------------------------- */
 
 typedef enum {
@@ -305,6 +374,8 @@ typedef enum {
     BF_LEDGER_CHECK_HOLDS,        /* each hold resolved at most once, capture <= hold, pending sums */
     BF_LEDGER_CHECK_PAYOUTS,      /* payouts == captured; each holder within one cent of entitlement */
     BF_LEDGER_CHECK_REWARDS,      /* reward payouts sum to the pool of every settled reward task */
+    BF_LEDGER_CHECK_WITHDRAWALS,  /* each withdrawal is one hold on its user's cash, resolved as its
+                                     status says (paid: posted in full under its ref; rejected: void) */
     BF_LEDGER_CHECK_COUNT
 } bf_ledger_check_t;
 
@@ -317,7 +388,7 @@ typedef struct {
 
 typedef struct {
     int ok; /* every check passed */
-    int64_t transfers, accounts, users, tasks, holds_pending;
+    int64_t transfers, accounts, users, tasks, holds_pending, withdrawals_pending;
     char head_hash[65]; /* hash of the last transfer (hex), "" if none */
     bf_ledger_check_result_t checks[BF_LEDGER_CHECK_COUNT];
 } bf_ledger_report_t;

@@ -3,8 +3,9 @@
  *   ledger_store.c, ledger_schema.c  storage: the handle, statements, accounts, transfers, hash chain
  *   ledger_rcache.c                  the fee path's cache                          (calls storage)
  *   ledger_tx.c                      op frame, idempotency, group commit   (calls the cache, storage)
- *   ledger_query.c, ledger_ops.c, ledger_verify.c   the public API (bf_ledger.h), over all of the
- *                                    above; ledger_ops.c also uses bf_ledger_user_find (query).
+ *   ledger_query.c, ledger_ops.c, ledger_withdraw.c, ledger_verify.c   the public API (bf_ledger.h),
+ *                                    over all of the above; ledger_ops.c also uses bf_ledger_user_find
+ *                                    and ledger_withdraw.c bf_ledger_history (query).
  * First the types every layer uses, then one section per file naming what that file defines. */
 #ifndef BF_LEDGER_INTERNAL_H
 #define BF_LEDGER_INTERNAL_H
@@ -16,7 +17,7 @@
 
 /* ==== Types and constants shared by every layer ================================================ */
 
-#define LEDGER_SCHEMA_VERSION 3
+#define LEDGER_SCHEMA_VERSION 4
 
 /* Transfer types (TigerBeetle's flags as one small integer). */
 enum { XF_POSTED = 1, XF_PENDING = 2, XF_POST = 3, XF_VOID = 4, XF_EXPIRE = 5 };
@@ -30,6 +31,7 @@ enum {
     CODE_REWARD = 6,
     CODE_USAGE_FEE = 7,
     CODE_FEE_PAYOUT = 8,
+    CODE_WITHDRAWAL = 9,
 };
 /* Operation kinds, part of every idempotency fingerprint. */
 enum {
@@ -50,6 +52,9 @@ enum {
     OP_FEE_CHARGE,
     OP_EXPIRE,
     OP_FEE_SETTLE,
+    OP_WITHDRAW,
+    OP_WITHDRAW_PAYOUT,
+    OP_WITHDRAW_REJECT,
 };
 
 /* Every cached statement; SQL text lives in ledger_store.c. */
@@ -97,6 +102,9 @@ enum {
     ST_REWARD_INSERT,
     ST_PART_INSERT,
     ST_PART_GET,
+    ST_WD_INSERT,
+    ST_WD_GET,
+    ST_WD_RESOLVE,
     ST_COUNT
 };
 
@@ -139,6 +147,7 @@ struct _bf_ledger_t {
     size_t cap_gidx;
     int g_dirty;
     struct ledger_rcache *rc; /* NULL until a fee op inside a group needs it */
+    struct ledger_pg *pg;     /* the PostgreSQL backend (ledger_pg.c); NULL: SQLite (db) */
 };
 
 /* The operation being executed: its key, fingerprint of its arguments and its ops row. */
@@ -302,7 +311,78 @@ int ledger_op_run(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, ledger_op_bo
  * the accounts) before SQL reads the tables. A no-op outside a group. */
 int ledger_group_flush(bf_ledger_t *L, bf_err_t *err);
 
-/* ==== ledger_query.c, ledger_ops.c, ledger_verify.c ============================================ */
-/* These define only the bf_ledger_* functions of bf_ledger.h. */
+/* ==== ledger_query.c, ledger_ops.c, ledger_withdraw.c, ledger_verify.c ========================= */
+/* These define the bf_ledger_* functions of bf_ledger.h, and ledger_withdraw.c the op id of a
+ * rejection, which verify recomputes: "wrej:ID:" + hex SHA-256 of the reason. */
+void ledger_withdraw_reject_key(bf_ledger_t *L, int64_t id, const char *reason, char key[BF_LEDGER_OP_ID_MAX + 1]);
+
+/* ==== ledger_pg.c: the PostgreSQL backend ====================================================== */
+/* Each public function of the SQLite layers starts with LEDGER_PG(...): on a PostgreSQL handle it
+ * returns the PostgreSQL implementation's answer instead. */
+#define LEDGER_PG(L, call)                                                                        \
+    do {                                                                                          \
+        if ((L)->pg) return (call);                                                               \
+    } while (0)
+
+int ledger_pg_url(const char *path);
+int ledger_pg_open(bf_ledger_t *L, const char *url, bf_err_t *err);
+void ledger_pg_close(bf_ledger_t *L);
+int ledger_pg_schema_version(bf_ledger_t *L);
+int ledger_pg_unsupported(bf_err_t *err, const char *what);
+int ledger_pg_group_begin(bf_ledger_t *L, bf_err_t *err);
+int ledger_pg_flush(bf_ledger_t *L, bf_err_t *err);
+int ledger_pg_group_commit(bf_ledger_t *L, bf_err_t *err);
+void ledger_pg_group_rollback(bf_ledger_t *L);
+int ledger_pg_register(bf_ledger_t *L, const char *op_id, const char *name, const char *key, const char *password,
+                       int64_t *user_id, bf_err_t *err);
+/* OP_RECHARGE, OP_SPEND (amount: blocks) or OP_WITHDRAW (*result: the withdrawal id). */
+int ledger_pg_amount_op(bf_ledger_t *L, int kind, const char *op_id, int64_t user_id, int64_t amount, int64_t *result,
+                        bf_err_t *err);
+/* A payout (ref) or rejection (reason) of withdrawal id under op id key. */
+int ledger_pg_resolve(bf_ledger_t *L, const char *key, int kind, int64_t id, const char *ref, const char *reason,
+                      bf_err_t *err);
+int ledger_pg_op_lookup(bf_ledger_t *L, const char *op_id, int *found, int *rc, int64_t *result, bf_err_t *err);
+int ledger_pg_user_find(bf_ledger_t *L, const char *name, int64_t *id, bf_err_t *err);
+/* Every user (only <= 0) or the one with id `only`. */
+int ledger_pg_users(bf_ledger_t *L, int64_t only, bf_ledger_user_t **out, size_t *n, bf_err_t *err);
+int ledger_pg_accounts(bf_ledger_t *L, bf_ledger_account_t **out, size_t *n, bf_err_t *err);
+int ledger_pg_user_accounts(bf_ledger_t *L, int64_t id, int64_t *cash, int64_t *coin, bf_err_t *err);
+int ledger_pg_history(bf_ledger_t *L, int64_t user_id, bf_ledger_entry_t **out, size_t *n, bf_err_t *err);
+int ledger_pg_withdrawals(bf_ledger_t *L, int status, int64_t user_id, bf_ledger_withdrawal_t **out, size_t *n,
+                          bf_err_t *err);
+int ledger_pg_resolved_hold(bf_ledger_t *L, int64_t transfer, int64_t *amount, int64_t *debit, bf_err_t *err);
+/* Verify's rows, streamed in one snapshot: accounts (id, kind, currency, owner, dp, cp, dpend,
+ * cpend, last), transfers in id order (op_key and hash NULL when missing), withdrawals (id, hold,
+ * amount, status, resolve; ref, reason, the user's cash account, the resolving op's key), the
+ * user count, the paid-prediction holds. */
+typedef struct {
+    void (*account)(void *ctx, const int64_t v[9]);
+    void (*transfer)(void *ctx, const ledger_row_t *r, const char *op_key, const unsigned char *hash);
+    void (*withdrawal)(void *ctx, const int64_t v[5], const char *ref, const char *reason, int64_t cash,
+                       const char *resolve_key);
+    void (*users)(void *ctx, int64_t n);
+    void (*hold)(void *ctx, const int64_t u[5]); /* model_usage: id, hold transfer, held, captured, status */
+} ledger_pg_scan_t;
+int ledger_pg_scan(bf_ledger_t *L, const ledger_pg_scan_t *s, void *ctx, bf_err_t *err);
+int ledger_pg_create_task(bf_ledger_t *L, const char *op_id, int64_t creator, const bf_ledger_task_spec_t *spec,
+                          int64_t *task_id, bf_err_t *err);
+/* OP_START_TASK, OP_REFUND_TASK, OP_JOIN_TASK (user), OP_MODEL_STATUS (user: 1 online, 0 offline). */
+int ledger_pg_task_op(bf_ledger_t *L, int kind, const char *op_id, int64_t task, int64_t user, bf_err_t *err);
+/* OP_SETTLE_REWARD or OP_ALLOCATE_SHARES. */
+int ledger_pg_complete(bf_ledger_t *L, int kind, const char *op_id, int64_t task, size_t n, const int64_t *users,
+                       const int64_t *weights, const char *result_hash, bf_err_t *err);
+int ledger_pg_set_platform_fee(bf_ledger_t *L, const char *op_id, int64_t ppm, bf_err_t *err);
+/* what: 0 hold, 1 capture, 2 void, 3 charge, 4 settle (note), 5 expire. */
+int ledger_pg_fee(bf_ledger_t *L, int what, const char *op_id, int64_t task, int64_t payer, int64_t amount, int64_t timeout,
+                  int64_t hold, const bf_ledger_usage_note_t *note, int64_t *result, bf_err_t *err);
+int ledger_pg_sweep(bf_ledger_t *L, int64_t *n_expired, bf_err_t *err);
+int ledger_pg_task_get(bf_ledger_t *L, int64_t id, bf_ledger_task_t *out, bf_err_t *err);
+int ledger_pg_shares(bf_ledger_t *L, int64_t task, int64_t user, bf_ledger_share_t **out, size_t *n, bf_err_t *err);
+/* Usage rows of a task (task > 0) or the one hold (hold > 0). */
+int ledger_pg_usage(bf_ledger_t *L, int64_t task, int64_t hold, bf_ledger_usage_t **out, size_t *n, bf_err_t *err);
+int ledger_pg_rows(bf_ledger_t *L, const char *sql, int64_t p1, int64_t p2, int ncols, int64_t **rows, size_t *n,
+                   bf_err_t *err);
+int ledger_pg_usage_note(bf_ledger_t *L, int64_t hold, int64_t *images, int64_t *classified, void **result, size_t *len,
+                         bf_err_t *err);
 
 #endif

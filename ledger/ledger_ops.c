@@ -169,6 +169,7 @@ int bf_ledger_register_user(bf_ledger_t *self, const char *op_id, const char *na
                             bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_register(self, op_id, name, curve_key, password, user_id, err));
     if (password && !*password) return bf_err_set(err, "empty password"), BF_LEDGER_EINVAL;
     /* The salted hash is computed before taking the write lock: PBKDF2 is slow on purpose. The
      * fingerprint covers whether a password was given; the password itself is re-checked against
@@ -196,6 +197,7 @@ int bf_ledger_register_user(bf_ledger_t *self, const char *op_id, const char *na
 }
 
 int bf_ledger_check_password(bf_ledger_t *self, int64_t user_id, const char *password, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_unsupported(err, "a password"));
     ledger_user_row_t u;
     int rc = ledger_user_row(self, user_id, &u, err);
     if (rc) return rc;
@@ -221,6 +223,7 @@ int bf_ledger_recharge(bf_ledger_t *self, const char *op_id, int64_t user_id, in
                        bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_amount_op(self, OP_RECHARGE, op_id, user_id, cents, NULL, err));
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, user_id);
     ledger_fp_i64(&fp, cents);
@@ -247,6 +250,7 @@ int bf_ledger_spend_coins(bf_ledger_t *self, const char *op_id, int64_t user_id,
                           bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_amount_op(self, OP_SPEND, op_id, user_id, blocks, NULL, err));
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, user_id);
     ledger_fp_i64(&fp, blocks);
@@ -269,6 +273,7 @@ static int do_platform_fee(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf
 int bf_ledger_set_platform_fee(bf_ledger_t *self, const char *op_id, int64_t ppm, bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_set_platform_fee(self, op_id, ppm, err));
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, ppm);
     ledger_op_t op = {.key = op_id, .kind = OP_PLATFORM_FEE};
@@ -331,6 +336,7 @@ int bf_ledger_create_task(bf_ledger_t *self, const char *op_id, int64_t creator_
                           const bf_ledger_task_spec_t *spec, int64_t *task_id, bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_create_task(self, op_id, creator_id, spec, task_id, err));
     assert(spec);
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, creator_id);
@@ -361,6 +367,7 @@ static int task_op(bf_ledger_t *self, const char *op_id, int kind, int64_t task_
 }
 
 int bf_ledger_start_task(bf_ledger_t *self, const char *op_id, int64_t task_id, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_task_op(self, OP_START_TASK, op_id, task_id, 0, err));
     return task_op(self, op_id, OP_START_TASK, task_id, do_start_task, err);
 }
 
@@ -384,6 +391,7 @@ static int do_refund_task(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_
 }
 
 int bf_ledger_refund_task(bf_ledger_t *self, const char *op_id, int64_t task_id, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_task_op(self, OP_REFUND_TASK, op_id, task_id, 0, err));
     return task_op(self, op_id, OP_REFUND_TASK, task_id, do_refund_task, err);
 }
 
@@ -421,6 +429,7 @@ int bf_ledger_join_task(bf_ledger_t *self, const char *op_id, int64_t task_id, i
                         bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_task_op(self, OP_JOIN_TASK, op_id, task_id, user_id, err));
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, task_id);
     ledger_fp_i64(&fp, user_id);
@@ -449,6 +458,7 @@ int bf_ledger_set_model_online(bf_ledger_t *self, const char *op_id, int64_t tas
                                bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_task_op(self, OP_MODEL_STATUS, op_id, task_id, online ? 1 : 0, err));
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, task_id);
     ledger_fp_i64(&fp, online ? 1 : 0);
@@ -589,6 +599,7 @@ static int complete_op(bf_ledger_t *self, const char *op_id, int kind, ledger_op
 int bf_ledger_settle_reward(bf_ledger_t *self, const char *op_id, int64_t task_id, size_t n,
                             const int64_t *user_ids, const int64_t *weights, const char *result_hash,
                             bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_complete(self, OP_SETTLE_REWARD, op_id, task_id, n, user_ids, weights, result_hash, err));
     complete_args_t a = {task_id, n, user_ids, weights, result_hash, BF_LEDGER_MODE_REWARD};
     return complete_op(self, op_id, OP_SETTLE_REWARD, do_settle_reward, &a, err);
 }
@@ -596,6 +607,7 @@ int bf_ledger_settle_reward(bf_ledger_t *self, const char *op_id, int64_t task_i
 int bf_ledger_allocate_shares(bf_ledger_t *self, const char *op_id, int64_t task_id, size_t n,
                               const int64_t *user_ids, const int64_t *weights,
                               const char *result_hash, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_complete(self, OP_ALLOCATE_SHARES, op_id, task_id, n, user_ids, weights, result_hash, err));
     complete_args_t a = {task_id, n, user_ids, weights, result_hash, BF_LEDGER_MODE_SHAREHOLDING};
     return complete_op(self, op_id, OP_ALLOCATE_SHARES, do_allocate_shares, &a, err);
 }
@@ -696,6 +708,7 @@ int bf_ledger_fee_hold(bf_ledger_t *self, const char *op_id, int64_t task_id, in
                        int64_t amount, int64_t timeout_s, int64_t *hold_id, bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_fee(self, 0, op_id, task_id, payer_id, amount, timeout_s, 0, NULL, hold_id, err));
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, task_id);
     ledger_fp_i64(&fp, payer_id);
@@ -717,6 +730,7 @@ int bf_ledger_fee_capture(bf_ledger_t *self, const char *op_id, int64_t hold_id,
                           bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_fee(self, 1, op_id, 0, 0, amount, 0, hold_id, NULL, NULL, err));
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, hold_id);
     ledger_fp_i64(&fp, amount);
@@ -757,6 +771,7 @@ static int do_fee_void(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_err
 int bf_ledger_fee_void(bf_ledger_t *self, const char *op_id, int64_t hold_id, bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_fee(self, 2, op_id, 0, 0, 0, 0, hold_id, NULL, NULL, err));
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, hold_id);
     ledger_op_t op = {.key = op_id, .kind = OP_FEE_VOID};
@@ -798,6 +813,7 @@ int bf_ledger_fee_settle(bf_ledger_t *self, const char *op_id, int64_t hold_id, 
         note->result_len > BF_LEDGER_NOTE_MAX || (note->result_len && !note->result))
         return bf_err_set(err, "invalid usage note"), BF_LEDGER_EINVAL;
     if (amount < 0) return bf_err_set(err, "negative capture"), BF_LEDGER_EINVAL;
+    LEDGER_PG(self, ledger_pg_fee(self, 4, op_id, 0, 0, amount, 0, hold_id, note, NULL, err));
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, hold_id);
     ledger_fp_i64(&fp, amount);
@@ -821,6 +837,7 @@ int bf_ledger_fee_charge(bf_ledger_t *self, const char *op_id, int64_t task_id, 
                          int64_t amount, int64_t *hold_id, bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
+    LEDGER_PG(self, ledger_pg_fee(self, 3, op_id, task_id, payer_id, amount, 0, 0, NULL, hold_id, err));
     ledger_fp_t fp = {0};
     ledger_fp_i64(&fp, task_id);
     ledger_fp_i64(&fp, payer_id);
@@ -838,6 +855,7 @@ int bf_ledger_sweep_expired(bf_ledger_t *self, int64_t *n_expired, bf_err_t *err
     bf_err_t e0;
     if (!err) err = &e0;
     if (n_expired) *n_expired = 0;
+    LEDGER_PG(self, ledger_pg_sweep(self, n_expired, err));
     /* Collect first (a read), then expire each hold in its own op: the op id "expire:<hold>"
      * makes a sweep that runs twice, or in two processes at once, expire each hold once. */
     sqlite3_stmt *s = ledger_stmt(self, ST_USAGE_EXPIRED);

@@ -77,6 +77,7 @@ static void balance_from(sqlite3_stmt *s, int i, bf_ledger_balance_t *b) {
 }
 
 int bf_ledger_user_find(bf_ledger_t *self, const char *name, int64_t *user_id, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_user_find(self, name, user_id, err));
     sqlite3_stmt *s = ledger_stmt(self, ST_USER_BY_NAME);
     if (!s) return ledger_sqlerr(self, err, "users");
     sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
@@ -104,13 +105,15 @@ static void user_row(sqlite3_stmt *s, void *out) {
 }
 
 int bf_ledger_users(bf_ledger_t *self, bf_ledger_user_t **out, size_t *n, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_users(self, 0, out, n, err));
     return collect(self, USER_SQL " ORDER BY u.id", 0, 0, 0, sizeof **out, user_row, (void **)out, n, err);
 }
 
 int bf_ledger_user_get(bf_ledger_t *self, int64_t user_id, bf_ledger_user_t *out, bf_err_t *err) {
     bf_ledger_user_t *u;
     size_t n;
-    int rc = collect(self, USER_SQL " WHERE u.id = ?1", 1, user_id, 0, sizeof *u, user_row, (void **)&u, &n, err);
+    int rc = self->pg ? (user_id > 0 ? ledger_pg_users(self, user_id, &u, &n, err) : (u = NULL, n = 0, 0))
+                      : collect(self, USER_SQL " WHERE u.id = ?1", 1, user_id, 0, sizeof *u, user_row, (void **)&u, &n, err);
     if (rc) return rc;
     if (n == 0) return bf_err_set(err, "unknown user %lld", (long long)user_id), BF_LEDGER_ENOTFOUND;
     *out = u[0];
@@ -137,6 +140,7 @@ static void account_row(sqlite3_stmt *s, void *out) {
 }
 
 int bf_ledger_accounts(bf_ledger_t *self, bf_ledger_account_t **out, size_t *n, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_accounts(self, out, n, err));
     return collect(self,
                    "SELECT id, kind, currency, owner, debits_posted, credits_posted, debits_pending,"
                    " credits_pending FROM accounts ORDER BY id",
@@ -160,6 +164,7 @@ static void task_row(sqlite3_stmt *s, void *out) {
 }
 
 int bf_ledger_task_get(bf_ledger_t *self, int64_t task_id, bf_ledger_task_t *out, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_task_get(self, task_id, out, err));
     bf_ledger_task_t *t;
     size_t n;
     int rc = collect(self,
@@ -182,8 +187,8 @@ static const char *type_name(int t) {
 
 static const char *code_name(int c) {
     static const char *const names[] = {"?",          "register_bonus", "recharge",   "spend_coins", "task_fund",
-                                        "task_refund", "reward",        "usage_fee", "fee_payout"};
-    return c >= 1 && c <= 8 ? names[c] : names[0];
+                                        "task_refund", "reward",        "usage_fee", "fee_payout", "withdrawal"};
+    return c >= 1 && c <= 9 ? names[c] : names[0];
 }
 
 /* Walks one account's transfers newest first through the debit_prev/credit_prev links. */
@@ -265,6 +270,7 @@ static int entry_cmp(const void *a, const void *b) {
 
 int bf_ledger_history(bf_ledger_t *self, int64_t user_id, bf_ledger_entry_t **out, size_t *n,
                       bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_history(self, user_id, out, n, err));
     *out = NULL;
     *n = 0;
     sqlite3_stmt *s = ledger_stmt(self, ST_USER_GET);
@@ -319,12 +325,14 @@ static void share_row(sqlite3_stmt *s, void *out) {
 
 int bf_ledger_task_shares(bf_ledger_t *self, int64_t task_id, bf_ledger_share_t **out, size_t *n,
                           bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_shares(self, task_id, 0, out, n, err));
     return collect(self, SHARE_SQL " WHERE s.task_id = ?1 ORDER BY s.user_id", 1, task_id, 0, sizeof **out,
                    share_row, (void **)out, n, err);
 }
 
 int bf_ledger_user_shares(bf_ledger_t *self, int64_t user_id, bf_ledger_share_t **out, size_t *n,
                           bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_shares(self, 0, user_id, out, n, err));
     return collect(self, SHARE_SQL " WHERE s.user_id = ?1 ORDER BY s.task_id", 1, user_id, 0, sizeof **out,
                    share_row, (void **)out, n, err);
 }
@@ -346,7 +354,8 @@ static void usage_row(sqlite3_stmt *s, void *out) {
 int bf_ledger_hold_get(bf_ledger_t *self, int64_t hold_id, bf_ledger_usage_t *out, bf_err_t *err) {
     bf_ledger_usage_t *u;
     size_t n;
-    int rc = collect(self, USAGE_SQL " WHERE id = ?1", 1, hold_id, 0, sizeof *u, usage_row, (void **)&u, &n, err);
+    int rc = self->pg ? (hold_id > 0 ? ledger_pg_usage(self, 0, hold_id, &u, &n, err) : (u = NULL, n = 0, 0))
+                      : collect(self, USAGE_SQL " WHERE id = ?1", 1, hold_id, 0, sizeof *u, usage_row, (void **)&u, &n, err);
     if (rc) return rc;
     if (n == 0) return bf_err_set(err, "unknown hold %lld", (long long)hold_id), BF_LEDGER_ENOTFOUND;
     *out = u[0];
@@ -356,6 +365,8 @@ int bf_ledger_hold_get(bf_ledger_t *self, int64_t hold_id, bf_ledger_usage_t *ou
 
 int bf_ledger_usage(bf_ledger_t *self, int64_t task_id, bf_ledger_usage_t **out, size_t *n,
                     bf_err_t *err) {
+    if (self->pg && task_id <= 0) return *out = NULL, *n = 0, 0;
+    LEDGER_PG(self, ledger_pg_usage(self, task_id, 0, out, n, err));
     return collect(self, USAGE_SQL " WHERE task_id = ?1 ORDER BY id", 1, task_id, 0, sizeof **out,
                    usage_row, (void **)out, n, err);
 }
@@ -367,6 +378,7 @@ int bf_ledger_usage_note(bf_ledger_t *self, int64_t hold_id, int64_t *images, in
     if (!err) err = &e0;
     if (result) *result = NULL;
     if (len) *len = 0;
+    LEDGER_PG(self, ledger_pg_usage_note(self, hold_id, images, classified, result, len, err));
     sqlite3_stmt *s = ledger_stmt(self, ST_USAGE_NOTE_GET);
     if (!s) return ledger_sqlerr(self, err, "model_usage");
     sqlite3_bind_int64(s, 1, hold_id);
@@ -394,6 +406,7 @@ int bf_ledger_usage_note(bf_ledger_t *self, int64_t hold_id, int64_t *images, in
  * are the payees. Either way each payee of each usage is one bf_ledger_revenue_t. */
 int bf_ledger_revenues(bf_ledger_t *self, int64_t task_id, int64_t user_id,
                        bf_ledger_revenue_t **out, size_t *n, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_unsupported(err, "revenues"));
     *out = NULL;
     *n = 0;
     int rc = ledger_group_flush(self, err);
@@ -476,6 +489,20 @@ static void reward_row(sqlite3_stmt *s, void *out) {
 
 int bf_ledger_rewards(bf_ledger_t *self, int64_t task_id, int64_t user_id, bf_ledger_reward_t **out,
                       size_t *n, bf_err_t *err) {
+    if (self->pg) {
+        int64_t *v = NULL;
+        int rc = ledger_pg_rows(self,
+                                "SELECT task_id, user_id, weight, amount, coalesce(transfer, 0) FROM reward_distributions"
+                                " WHERE ($1 <= 0 OR task_id = $1) AND ($2 <= 0 OR user_id = $2) ORDER BY id",
+                                task_id, user_id, 5, &v, n, err);
+        *out = rc || !*n ? NULL : malloc(*n * sizeof **out);
+        if (!rc && *n && !*out) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+        for (size_t i = 0; !rc && i < *n; i++)
+            (*out)[i] = (bf_ledger_reward_t){v[5 * i], v[5 * i + 1], v[5 * i + 2], v[5 * i + 3], v[5 * i + 4]};
+        free(v);
+        if (rc) *n = 0;
+        return rc;
+    }
     return collect(self,
                    "SELECT task_id, user_id, weight, amount, coalesce(transfer, 0) FROM reward_distributions"
                    " WHERE (?1 <= 0 OR task_id = ?1) AND (?2 <= 0 OR user_id = ?2) ORDER BY id",
@@ -491,6 +518,19 @@ static void part_row(sqlite3_stmt *s, void *out) {
 
 int bf_ledger_participations(bf_ledger_t *self, int64_t task_id, int64_t user_id,
                              bf_ledger_participation_t **out, size_t *n, bf_err_t *err) {
+    if (self->pg) {
+        int64_t *v = NULL;
+        int rc = ledger_pg_rows(self,
+                                "SELECT task_id, user_id, joined_at FROM participations"
+                                " WHERE ($1 <= 0 OR task_id = $1) AND ($2 <= 0 OR user_id = $2) ORDER BY task_id, user_id",
+                                task_id, user_id, 3, &v, n, err);
+        *out = rc || !*n ? NULL : malloc(*n * sizeof **out);
+        if (!rc && *n && !*out) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+        for (size_t i = 0; !rc && i < *n; i++) (*out)[i] = (bf_ledger_participation_t){v[3 * i], v[3 * i + 1], v[3 * i + 2]};
+        free(v);
+        if (rc) *n = 0;
+        return rc;
+    }
     return collect(self,
                    "SELECT task_id, user_id, joined_at FROM participations"
                    " WHERE (?1 <= 0 OR task_id = ?1) AND (?2 <= 0 OR user_id = ?2) ORDER BY task_id, user_id",

@@ -143,6 +143,26 @@ const char *const ledger_migrations[] = {
     "ALTER TABLE transfers ADD COLUMN legs BLOB"
     "  CHECK(legs IS NULL OR (length(legs) >= 32 AND length(legs) % 32 = 0));"
     "DROP VIEW revenue_distributions;",
+    /* 3 -> 4: withdrawals. Each is a pending transfer (code withdrawal) from the user's cash to the
+     * platform's external CNY account, held at once; the operator posts it (paid, under an
+     * external reference) or voids it (rejected, with a reason). The transfers carry the money
+     * and the hash chain; this table says which hold is which withdrawal and how it ended. */
+    "CREATE TABLE withdrawals("
+    "  id INTEGER PRIMARY KEY,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id),"
+    "  hold_transfer INTEGER NOT NULL UNIQUE REFERENCES transfers(id),"
+    "  amount INTEGER NOT NULL CHECK(amount > 0),"
+    "  status INTEGER NOT NULL CHECK(status BETWEEN 1 AND 3),"
+    "  created_at INTEGER NOT NULL,"
+    "  resolved_at INTEGER NOT NULL DEFAULT 0,"
+    "  resolve_transfer INTEGER UNIQUE REFERENCES transfers(id),"
+    "  external_ref TEXT UNIQUE CHECK(external_ref IS NULL OR length(external_ref) BETWEEN 1 AND 100),"
+    "  reason TEXT CHECK(reason IS NULL OR length(reason) BETWEEN 1 AND 256),"
+    "  CHECK((status = 1) = (resolve_transfer IS NULL)),"
+    "  CHECK((status = 2) = (external_ref IS NOT NULL)),"
+    "  CHECK((status = 3) = (reason IS NOT NULL))) STRICT;"
+    "CREATE INDEX withdrawals_user ON withdrawals(user_id);"
+    "CREATE INDEX withdrawals_open ON withdrawals(id) WHERE status = 1;",
 };
 #define N_MIGRATIONS (sizeof ledger_migrations / sizeof ledger_migrations[0])
 _Static_assert(N_MIGRATIONS == LEDGER_SCHEMA_VERSION, "one migration per schema version");

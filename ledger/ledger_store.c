@@ -91,6 +91,11 @@ static const char *const sql[ST_COUNT] = {
                          " VALUES(?1, ?2, ?3, ?4, ?5)",
     [ST_PART_INSERT] = "INSERT INTO participations(task_id, user_id, joined_at) VALUES(?1, ?2, ?3)",
     [ST_PART_GET] = "SELECT 1 FROM participations WHERE task_id = ?1 AND user_id = ?2",
+    [ST_WD_INSERT] = "INSERT INTO withdrawals(user_id, hold_transfer, amount, status, created_at)"
+                     " VALUES(?1, ?2, ?3, 1, ?4)",
+    [ST_WD_GET] = "SELECT user_id, hold_transfer, amount, status FROM withdrawals WHERE id = ?1",
+    [ST_WD_RESOLVE] = "UPDATE withdrawals SET status = ?2, resolved_at = ?3, resolve_transfer = ?4,"
+                      " external_ref = ?5, reason = ?6 WHERE id = ?1 AND status = 1",
 };
 
 /* ---- Small helpers --------------------------------------------------------------------------- */
@@ -229,6 +234,7 @@ static int migrate(bf_ledger_t *L, bf_err_t *err) {
 }
 
 int bf_ledger_schema_version(bf_ledger_t *self) {
+    LEDGER_PG(self, ledger_pg_schema_version(self));
     int v = -1;
     user_version(self, &v);
     return v;
@@ -238,6 +244,17 @@ bf_ledger_t *bf_ledger_open(const char *path, bf_err_t *err) {
     bf_ledger_t *L = calloc(1, sizeof *L);
     if (!L) return bf_err_set(err, "out of memory"), NULL;
     L->clock = system_clock;
+    if (ledger_pg_url(path)) {
+        L->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        L->md = EVP_MD_CTX_new();
+        if (!L->sha256 || !L->md) bf_err_set(err, "OpenSSL SHA-256 unavailable");
+        if (!L->sha256 || !L->md || ledger_pg_open(L, path, err)) {
+            ledger_pg_close(L);
+            ledger_store_free(L);
+            return NULL;
+        }
+        return L;
+    }
     if (sqlite3_open_v2(path, &L->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         bf_err_set(err, "opening %s: %s", path, L->db ? sqlite3_errmsg(L->db) : "out of memory");
         ledger_store_free(L);

@@ -24,6 +24,7 @@ int ledger_group_flush(bf_ledger_t *L, bf_err_t *err) {
 }
 
 int bf_ledger_group_begin(bf_ledger_t *self, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_group_begin(self, err));
     assert(!self->in_group && !self->in_op);
     int rc = ledger_exec(self, ST_BEGIN, err);
     if (rc) return rc;
@@ -36,6 +37,7 @@ int bf_ledger_group_begin(bf_ledger_t *self, bf_err_t *err) {
 }
 
 int bf_ledger_group_commit(bf_ledger_t *self, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_group_commit(self, err));
     assert(self->in_group && !self->in_op);
     int rc = ledger_group_flush(self, err);
     if (!rc) rc = ledger_exec(self, ST_COMMIT, err);
@@ -49,6 +51,10 @@ int bf_ledger_group_commit(bf_ledger_t *self, bf_err_t *err) {
 }
 
 void bf_ledger_group_rollback(bf_ledger_t *self) {
+    if (self->pg) {
+        ledger_pg_group_rollback(self);
+        return;
+    }
     if (!sqlite3_get_autocommit(self->db)) ledger_exec(self, ST_ROLLBACK, NULL);
     self->in_group = 0;
     self->head_valid = 0;
@@ -333,6 +339,7 @@ int ledger_op_run(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, ledger_op_bo
 
 int bf_ledger_op_lookup(bf_ledger_t *self, const char *op_id, int *found, int *rc, int64_t *result,
                         bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_op_lookup(self, op_id, found, rc, result, err));
     sqlite3_stmt *s = ledger_stmt(self, ST_OP_GET);
     if (!s) return ledger_sqlerr(self, err, "ops");
     sqlite3_bind_text(s, 1, op_id, -1, SQLITE_STATIC);
@@ -353,6 +360,7 @@ int bf_ledger_op_lookup(bf_ledger_t *self, const char *op_id, int *found, int *r
 void bf_ledger_close(bf_ledger_t **self_p) {
     if (!self_p || !*self_p) return;
     ledger_rcache_free(*self_p);
+    ledger_pg_close(*self_p);
     ledger_store_free(*self_p);
     *self_p = NULL;
 }

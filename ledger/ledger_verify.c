@@ -14,6 +14,7 @@ static const char *const check_names[BF_LEDGER_CHECK_COUNT] = {
     [BF_LEDGER_CHECK_ESCROW] = "escrow",         [BF_LEDGER_CHECK_SHARES] = "shares",
     [BF_LEDGER_CHECK_NONNEGATIVE] = "nonnegative", [BF_LEDGER_CHECK_HOLDS] = "holds",
     [BF_LEDGER_CHECK_PAYOUTS] = "payouts",       [BF_LEDGER_CHECK_REWARDS] = "rewards",
+    [BF_LEDGER_CHECK_WITHDRAWALS] = "withdrawals",
 };
 
 __attribute__((format(printf, 3, 4))) static void fail(bf_ledger_report_t *rep, int check, const char *fmt, ...) {
@@ -39,8 +40,9 @@ typedef struct {
 typedef struct {
     int64_t amount, debit, credit; /* of a pending transfer */
     int type;                      /* XF_PENDING for holds, else 0 */
+    int code;
     int resolved_by;               /* resolving transfer type, 0 if still pending */
-    int64_t captured;
+    int64_t captured, resolved_id; /* resolved_id: the resolving transfer */
 } vxfer_t;
 
 typedef struct {
@@ -57,6 +59,10 @@ typedef struct {
     int64_t n_acc; /* acc is indexed by account id, 0..n_acc-1 */
     vxfer_t *xf;
     int64_t n_xf;
+    int64_t wd_holds; /* pending transfers of code withdrawal */
+    int64_t wd_rows;  /* withdrawal rows seen */
+    unsigned char prev[32]; /* the chain so far: hash of the last row, next id expected */
+    int64_t expect;
 } vstate_t;
 
 static int64_t scalar(bf_ledger_t *L, const char *sql) {
@@ -228,17 +234,25 @@ static void replay_one(vstate_t *v, const ledger_row_t *r) {
                  (long long)a, (long long)p);
         pend->resolved_by = (int)r->type;
         pend->captured = r->type == XF_POST ? a : 0;
+        pend->resolved_id = r->id;
+        if (pend->code != r->code)
+            fail(rep, BF_LEDGER_CHECK_HOLDS, "transfer %lld resolves a hold of another kind", (long long)r->id);
         d->dpend -= p;
         c->cpend -= p;
     }
     switch (r->type) {
     case XF_POSTED:
+        if (r->code == CODE_WITHDRAWAL)
+            fail(rep, BF_LEDGER_CHECK_WITHDRAWALS, "transfer %lld: money out without a withdrawal hold", (long long)r->id);
+        /* fall through */
     case XF_POST:
         ovf |= __builtin_add_overflow(d->dp, a, &d->dp) | __builtin_add_overflow(c->cp, a, &c->cp);
         break;
     case XF_PENDING:
         ovf |= __builtin_add_overflow(d->dpend, a, &d->dpend) | __builtin_add_overflow(c->cpend, a, &c->cpend);
-        v->xf[r->id] = (vxfer_t){.amount = a, .debit = r->debit, .credit = r->credit, .type = XF_PENDING};
+        v->xf[r->id] = (vxfer_t){.amount = a, .debit = r->debit, .credit = r->credit, .type = XF_PENDING,
+                                 .code = (int)r->code};
+        v->wd_holds += r->code == CODE_WITHDRAWAL;
         break;
     case XF_VOID:
     case XF_EXPIRE: break;
@@ -252,6 +266,30 @@ static void replay_one(vstate_t *v, const ledger_row_t *r) {
     if (ledger_acct_restricted(d->kind) && d->cp - d->dp - d->dpend < 0)
         fail(rep, BF_LEDGER_CHECK_NONNEGATIVE, "account %lld went below zero at transfer %lld",
              (long long)r->debit, (long long)r->id);
+}
+
+/* One transfer row in id order: the chain (gapless ids, each hash over the previous one), then
+ * the replay. stored is the row's stored hash (NULL if it is not 32 bytes). */
+static void replay_row(vstate_t *v, const ledger_row_t *r, const char *key, const unsigned char *stored) {
+    unsigned char h[32];
+    v->rep->transfers++;
+    if (r->id != v->expect)
+        fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer ids jump from %lld to %lld", (long long)v->expect - 1,
+             (long long)r->id);
+    v->expect = r->id + 1;
+    if (!key) fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer %lld has no operation", (long long)r->id);
+    ledger_row_hash(v->L, v->prev, r, key ? key : "", h);
+    if (!stored || memcmp(stored, h, 32))
+        fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer %lld: hash mismatch (altered, inserted or removed row)",
+             (long long)r->id);
+    /* Continue the chain from the stored hash so one bad row is reported once, not forever. */
+    memcpy(v->prev, stored ? stored : h, 32);
+    if (r->id > 0 && r->id < v->n_xf) replay_one(v, r);
+}
+
+static void replay_end(vstate_t *v) {
+    ledger_hex(v->prev, 32, v->rep->head_hash);
+    if (v->rep->transfers == 0) v->rep->head_hash[0] = 0;
 }
 
 static int replay(vstate_t *v, bf_err_t *err) {
@@ -270,8 +308,6 @@ static int replay(vstate_t *v, bf_err_t *err) {
                            " FROM transfers t LEFT JOIN ops o ON o.id = t.op ORDER BY t.id",
                            -1, &s, NULL) != SQLITE_OK)
         return ledger_sqlerr(L, err, "transfers");
-    unsigned char prev[32] = {0}, h[32];
-    int64_t expect = 1;
     int step;
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
         ledger_row_t r;
@@ -285,25 +321,11 @@ static int replay(vstate_t *v, bf_err_t *err) {
         r.legs = sqlite3_column_type(s, 18) == SQLITE_NULL ? NULL : sqlite3_column_blob(s, 18);
         r.legs_len = (size_t)sqlite3_column_bytes(s, 18);
         if (sqlite3_column_type(s, 18) != SQLITE_NULL && !r.legs) r.legs = (const unsigned char *)"";
-        v->rep->transfers++;
-        if (r.id != expect)
-            fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer ids jump from %lld to %lld", (long long)expect - 1,
-                 (long long)r.id);
-        expect = r.id + 1;
-        if (!key) fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer %lld has no operation", (long long)r.id);
-        ledger_row_hash(L, prev, &r, key ? (const char *)key : "", h);
-        if (sqlite3_column_bytes(s, 16) != 32 || memcmp(sqlite3_column_blob(s, 16), h, 32))
-            fail(v->rep, BF_LEDGER_CHECK_CHAIN, "transfer %lld: hash mismatch (altered, inserted or removed row)",
-                 (long long)r.id);
-        /* Continue the chain from the stored hash so one bad row is reported once, not forever. */
-        if (sqlite3_column_bytes(s, 16) == 32) memcpy(prev, sqlite3_column_blob(s, 16), 32);
-        else memcpy(prev, h, 32);
-        if (r.id > 0 && r.id < v->n_xf) replay_one(v, &r);
+        replay_row(v, &r, (const char *)key, sqlite3_column_bytes(s, 16) == 32 ? sqlite3_column_blob(s, 16) : NULL);
     }
     sqlite3_finalize(s);
     if (step != SQLITE_DONE) return ledger_sqlerr(L, err, "transfers");
-    ledger_hex(prev, 32, v->rep->head_hash);
-    if (v->rep->transfers == 0) v->rep->head_hash[0] = 0;
+    replay_end(v);
     return 0;
 }
 
@@ -335,27 +357,92 @@ static void check_accounts(vstate_t *v) {
 }
 
 /* Holds: model_usage rows agree with how their pending transfers resolved. */
+/* One model_usage row: u = id, hold transfer, held, captured, status. */
+static void check_hold(vstate_t *v, const int64_t u[5]) {
+    static const int want_type[5] = {0, 0, XF_POST, XF_VOID, XF_EXPIRE};
+    int64_t id = u[0], xid = u[1], held = u[2], captured = u[3];
+    int status = (int)u[4];
+    vxfer_t *x = xid > 0 && xid < v->n_xf ? &v->xf[xid] : NULL;
+    if (!x || x->type != XF_PENDING || x->code != CODE_USAGE_FEE || x->amount != held || status < 1 || status > 4) {
+        fail(v->rep, BF_LEDGER_CHECK_HOLDS, "hold %lld does not match its pending transfer", (long long)id);
+        return;
+    }
+    if (x->resolved_by != want_type[status] || (status == BF_LEDGER_HOLD_CAPTURED && x->captured != captured))
+        fail(v->rep, BF_LEDGER_CHECK_HOLDS, "hold %lld: status %d disagrees with its transfers", (long long)id, status);
+    if (status == BF_LEDGER_HOLD_PENDING) v->rep->holds_pending++;
+}
+
 static int check_holds(vstate_t *v, bf_err_t *err) {
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(v->L->db, "SELECT id, hold_transfer, held, captured, status FROM model_usage", -1, &s,
                            NULL) != SQLITE_OK)
         return ledger_sqlerr(v->L, err, "model_usage");
-    static const int want_type[5] = {0, 0, XF_POST, XF_VOID, XF_EXPIRE};
     while (sqlite3_step(s) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(s, 0), xid = sqlite3_column_int64(s, 1);
-        int64_t held = sqlite3_column_int64(s, 2), captured = sqlite3_column_int64(s, 3);
-        int status = sqlite3_column_int(s, 4);
-        vxfer_t *x = xid > 0 && xid < v->n_xf ? &v->xf[xid] : NULL;
-        if (!x || x->type != XF_PENDING || x->amount != held || status < 1 || status > 4) {
-            fail(v->rep, BF_LEDGER_CHECK_HOLDS, "hold %lld does not match its pending transfer", (long long)id);
-            continue;
-        }
-        if (x->resolved_by != want_type[status] || (status == BF_LEDGER_HOLD_CAPTURED && x->captured != captured))
-            fail(v->rep, BF_LEDGER_CHECK_HOLDS, "hold %lld: status %d disagrees with its transfers", (long long)id,
-                 status);
-        if (status == BF_LEDGER_HOLD_PENDING) v->rep->holds_pending++;
+        const int64_t u[5] = {sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1), sqlite3_column_int64(s, 2),
+                              sqlite3_column_int64(s, 3), sqlite3_column_int64(s, 4)};
+        check_hold(v, u);
     }
     sqlite3_finalize(s);
+    return 0;
+}
+
+/* One withdrawal row: w = id, hold transfer, amount, status, resolve transfer; the user's cash
+ * account; rkey: the resolving transfer's op id, as hashed into the chain (checked: resolve ==
+ * the replayed resolution). */
+static void check_withdrawal(vstate_t *v, const int64_t w[5], const char *ref, const char *reason, int64_t cash,
+                             const char *rkey) {
+    static const int want_type[4] = {0, 0, XF_POST, XF_VOID};
+    int64_t id = w[0], xid = w[1], amount = w[2], resolve = w[4];
+    int status = (int)w[3];
+    vxfer_t *x = xid > 0 && xid < v->n_xf ? &v->xf[xid] : NULL;
+    v->wd_rows++;
+    if (!x || x->type != XF_PENDING || x->code != CODE_WITHDRAWAL || x->amount != amount || x->debit != cash ||
+        x->credit != v->L->ext_cny || status < 1 || status > 3) {
+        fail(v->rep, BF_LEDGER_CHECK_WITHDRAWALS, "withdrawal %lld does not match its hold", (long long)id);
+        return;
+    }
+    if (x->resolved_by != want_type[status] || (status != 1 && x->resolved_id != resolve) ||
+        (status == BF_LEDGER_WITHDRAWAL_PAID && x->captured != amount)) {
+        fail(v->rep, BF_LEDGER_CHECK_WITHDRAWALS, "withdrawal %lld: status %d disagrees with its transfers", (long long)id,
+             status);
+        return;
+    }
+    char key[BF_LEDGER_OP_ID_MAX + 1] = "";
+    if (status == BF_LEDGER_WITHDRAWAL_PAID) snprintf(key, sizeof key, "wpay:%s", ref ? ref : "");
+    if (status == BF_LEDGER_WITHDRAWAL_REJECTED) ledger_withdraw_reject_key(v->L, id, reason ? reason : "", key);
+    if (status != BF_LEDGER_WITHDRAWAL_PENDING && strcmp(key, rkey ? rkey : ""))
+        fail(v->rep, BF_LEDGER_CHECK_WITHDRAWALS, "withdrawal %lld: its %s is not the one in the hash chain", (long long)id,
+             status == BF_LEDGER_WITHDRAWAL_PAID ? "reference" : "reason");
+    if (status == BF_LEDGER_WITHDRAWAL_PENDING) v->rep->withdrawals_pending++;
+}
+
+static void withdrawals_end(vstate_t *v) {
+    if (v->wd_rows != v->wd_holds)
+        fail(v->rep, BF_LEDGER_CHECK_WITHDRAWALS, "%lld withdrawal holds in the chain, %lld withdrawals recorded",
+             (long long)v->wd_holds, (long long)v->wd_rows);
+}
+
+/* Withdrawals: each row is one withdrawal hold (its user's cash -> the platform's external CNY
+ * account, its amount) resolved as its status says: pending unresolved; paid posted in full by the
+ * op "wpay:REF" (the ref chained); rejected voided by the op naming the reason's hash. Every
+ * withdrawal hold in the chain has its row. */
+static int check_withdrawals(vstate_t *v, bf_err_t *err) {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(v->L->db,
+                           "SELECT w.id, w.hold_transfer, w.amount, w.status, coalesce(w.resolve_transfer, 0),"
+                           " w.external_ref, w.reason, u.cash_account, o.op_key FROM withdrawals w"
+                           " LEFT JOIN users u ON u.id = w.user_id LEFT JOIN transfers t ON t.id = w.resolve_transfer"
+                           " LEFT JOIN ops o ON o.id = t.op ORDER BY w.id",
+                           -1, &s, NULL) != SQLITE_OK)
+        return ledger_sqlerr(v->L, err, "withdrawals");
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        const int64_t w[5] = {sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1), sqlite3_column_int64(s, 2),
+                              sqlite3_column_int64(s, 3), sqlite3_column_int64(s, 4)};
+        check_withdrawal(v, w, (const char *)sqlite3_column_text(s, 5), (const char *)sqlite3_column_text(s, 6),
+                         sqlite3_column_int64(s, 7), (const char *)sqlite3_column_text(s, 8));
+    }
+    sqlite3_finalize(s);
+    withdrawals_end(v);
     return 0;
 }
 
@@ -485,6 +572,68 @@ static int check_entitlements(vstate_t *v, bf_err_t *err) {
     return 0;
 }
 
+/* ---- The same replay over the PostgreSQL backend's rows (ledger_pg_scan) ----------------------- */
+
+static void pgv_account(void *ctx, const int64_t a[9]) {
+    vstate_t *v = ctx;
+    int64_t id = a[0];
+    if (id <= 0 || v->oom) return;
+    if (id >= v->n_acc) {
+        vacct_t *g = realloc(v->acc, (size_t)(id + 1) * sizeof *g);
+        if (!g) {
+            v->oom = 1;
+            return;
+        }
+        memset(g + v->n_acc, 0, (size_t)(id + 1 - v->n_acc) * sizeof *g);
+        v->acc = g;
+        v->n_acc = id + 1;
+    }
+    vacct_t *x = &v->acc[id];
+    *x = (vacct_t){.present = 1, .kind = (int)a[1], .currency = (int)a[2], .owner = a[3], .c_dp = a[4], .c_cp = a[5],
+                   .c_dpend = a[6], .c_cpend = a[7], .c_last = a[8]};
+    v->rep->accounts++;
+}
+
+static void pgv_transfer(void *ctx, const ledger_row_t *r, const char *key, const unsigned char *hash) {
+    vstate_t *v = ctx;
+    if (v->oom) return;
+    if (r->id >= v->n_xf && r->id > 0 && r->id < INT64_MAX / 2) {
+        int64_t cap = v->n_xf ? v->n_xf : 1024;
+        while (cap <= r->id) cap *= 2;
+        vxfer_t *g = realloc(v->xf, (size_t)cap * sizeof *g);
+        if (!g) {
+            v->oom = 1;
+            return;
+        }
+        memset(g + v->n_xf, 0, (size_t)(cap - v->n_xf) * sizeof *g);
+        v->xf = g;
+        v->n_xf = cap;
+    }
+    replay_row(v, r, key, hash);
+}
+
+static void pgv_withdrawal(void *ctx, const int64_t w[5], const char *ref, const char *reason, int64_t cash,
+                           const char *rkey) {
+    check_withdrawal(ctx, w, ref, reason, cash, rkey);
+}
+
+static void pgv_users(void *ctx, int64_t n) { ((vstate_t *)ctx)->rep->users = n; }
+
+static void pgv_hold(void *ctx, const int64_t u[5]) { check_hold(ctx, u); }
+
+/* On PostgreSQL: the replay (chain, balances, double entry, non-negative), holds and withdrawals.
+ * The task-level checks (escrow, shares, payouts, rewards) are not ported yet. */
+static int verify_pg(bf_ledger_t *L, vstate_t *v, bf_err_t *err) {
+    static const ledger_pg_scan_t scan = {pgv_account, pgv_transfer, pgv_withdrawal, pgv_users, pgv_hold};
+    int rc = ledger_pg_scan(L, &scan, v, err);
+    if (rc) return rc;
+    if (v->oom) return bf_err_set(err, "out of memory"), -1;
+    replay_end(v);
+    check_accounts(v);
+    withdrawals_end(v);
+    return 0;
+}
+
 int bf_ledger_verify(bf_ledger_t *self, bf_ledger_report_t *rep, bf_err_t *err) {
     memset(rep, 0, sizeof *rep);
     rep->ok = 1;
@@ -492,9 +641,17 @@ int bf_ledger_verify(bf_ledger_t *self, bf_ledger_report_t *rep, bf_err_t *err) 
         rep->checks[i].name = check_names[i];
         rep->checks[i].ok = 1;
     }
+    if (self->pg) {
+        vstate_t v = {.L = self, .rep = rep, .expect = 1};
+        int rc = verify_pg(self, &v, err);
+        free(v.acc);
+        free(v.xf);
+        free(v.pay);
+        return rc ? -1 : 0;
+    }
     /* One read transaction: every query sees the same snapshot even if a writer is active. */
     if (sqlite3_exec(self->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) return ledger_sqlerr(self, err, "begin");
-    vstate_t v = {.L = self, .rep = rep};
+    vstate_t v = {.L = self, .rep = rep, .expect = 1};
     int rc = check_integrity(&v, err);
     if (!rc) rc = load_accounts(&v, err);
     if (!rc) rc = replay(&v, err);
@@ -502,6 +659,7 @@ int bf_ledger_verify(bf_ledger_t *self, bf_ledger_report_t *rep, bf_err_t *err) 
         check_accounts(&v);
         rc = check_holds(&v, err);
     }
+    if (!rc) rc = check_withdrawals(&v, err);
     if (!rc) rc = check_tasks(&v, err);
     if (!rc) rc = check_entitlements(&v, err);
     if (!rc) rep->users = scalar(self, "SELECT count(*) FROM users");

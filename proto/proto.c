@@ -104,6 +104,9 @@ static const schema_t schemas[] = {
     {"TOKEN_CREATE", 1, 0, 0, FR_BYTES, NULL, {F_TEXT("name", 64)}},
     /* the coordinator's gauges for /metrics: answered only on the HTTP bridge (operator route) */
     {"STATS_GET", 1, 0, 0, FR_BYTES, NULL, {{0}}},
+    {"WITHDRAW", 1, 0, 0, FR_BYTES, NULL, {F_TEXT("amount", 24), F_HEX64_OPT("request")}},
+    {"STATEMENT_GET", 1, 0, 0, FR_BYTES, NULL,
+     {F_TEXT_OPT("currency", 8), F_U64_OPT("from"), F_U64_OPT("to"), F_U64_OPT("after")}},
     /* replies: coordinator -> client */
     {"WELCOME", 0, 0, 0, FR_BYTES, NULL, {F_TEXT("server", 64), F_TEXT_OPT("user", 32)}},
     {"PONG", 0, 0, 0, FR_BYTES, NULL, {{0}}},
@@ -123,6 +126,7 @@ static const schema_t schemas[] = {
     {"DONE", 0, 0, 0, FR_BYTES, NULL, {F_NAME("task"), F_HEX64_OPT("result_hash")}},
     {"ASSETS", 0, 0, 0, FR_BYTES, NULL, {F_ANY("assets")}},
     {"HISTORY", 0, 0, 0, FR_BYTES, NULL, {F_ANY("entries")}},
+    {"STATEMENT", 0, 0, 0, FR_BYTES, NULL, {F_ANY("statement")}},
     {"MODEL", 0, 1, 1, FR_BYTES, NULL, {F_NAME("task"), F_HEX64("sha256")}},
     {"PREDICTION", 0, 0, 0, FR_BYTES, NULL,
      {F_ANY("results"), F_TEXT("fee", 24), F_TEXT("balance", 24), F_U64_OPT("usage"), F_HEX64_OPT("model")}},

@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config
       libzmq3-dev libczmq-dev libopenblas-dev libmsgpack-dev libstb-dev
-      libssl-dev libsqlite3-dev zlib1g-dev dataset-fashion-mnist
+      libssl-dev libsqlite3-dev libpq-dev postgresql zlib1g-dev dataset-fashion-mnist
       clang libclang-rt-14-dev
       libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev curl)
 

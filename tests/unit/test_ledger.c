@@ -581,7 +581,7 @@ static void test_v2_migration(void) {
     bf_ledger_t *L = bf_ledger_open(path, &err);
     CHECK_MSG(L != NULL, "%s", err.msg);
     if (!L) return;
-    CHECK(bf_ledger_schema_version(L) == 3);
+    CHECK(bf_ledger_schema_version(L) == 4);
     tl_verify_ok(L, "migrated v2");
     int64_t users[5];
     const char *names[5] = {"boss", "alice", "bob", "carol", "payer"};
@@ -793,7 +793,7 @@ int main(void) {
     bf_ledger_t *L = bf_ledger_open(path, &err);
     CHECK_MSG(L != NULL, "%s", err.msg);
     if (!L) return bf_test_done("test_ledger");
-    CHECK(bf_ledger_schema_version(L) == 3);
+    CHECK(bf_ledger_schema_version(L) == 4);
     tl_clock_t clk = {1700000000};
     bf_ledger_set_clock(L, tl_clock_now, &clk);
     tl_verify_ok(L, "empty");
@@ -813,7 +813,7 @@ int main(void) {
 
     /* Reopening migrates nothing and keeps every invariant. */
     L = bf_ledger_open(path, &err);
-    CHECK(L && bf_ledger_schema_version(L) == 3);
+    CHECK(L && bf_ledger_schema_version(L) == 4);
     if (L) tl_verify_ok(L, "reopened");
     bf_ledger_close(&L);
 

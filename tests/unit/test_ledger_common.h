@@ -3,17 +3,55 @@
 #ifndef BF_TEST_LEDGER_COMMON_H
 #define BF_TEST_LEDGER_COMMON_H
 
+#include <libpq-fe.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "bf_ledger.h"
 #include "test.h"
 
-/* Removes DB and its WAL/SHM side files. */
+/* With BF_TEST_PG_URL_FILE set (the file the ctest PostgreSQL fixture writes), the ledger tests
+ * run on the PostgreSQL backend: tl_db_path gives a fresh database's connection string instead of
+ * a file, and tl_remove_db drops it. */
+static inline int tl_pg_exec(const char *url, const char *sql) {
+    PGconn *c = PQconnectdb(url);
+    PGresult *r = PQstatus(c) == CONNECTION_OK ? PQexec(c, sql) : NULL;
+    int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) fprintf(stderr, "%s: %s\n", sql, r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return ok ? 0 : -1;
+}
+
+static inline int tl_pg_base(char *out, size_t cap) {
+    const char *file = getenv("BF_TEST_PG_URL_FILE");
+    if (!file) return 0;
+    FILE *f = fopen(file, "r");
+    int ok = f && fgets(out, (int)cap, f);
+    if (f) fclose(f);
+    if (!ok) {
+        fprintf(stderr, "BF_TEST_PG_URL_FILE=%s: no PostgreSQL cluster (the fixture did not start it)\n", file);
+        exit(1); /* never a silent fall back to SQLite */
+    }
+    out[strcspn(out, "\r\n")] = 0;
+    return 1;
+}
+
+/* Removes DB and its WAL/SHM side files (or drops the PostgreSQL database). */
 static inline void tl_remove_db(const char *path) {
     char p[1200];
+    if (!strncmp(path, "postgresql://", 13)) {
+        char base[600], sql[300];
+        const char *slash = strrchr(path, '/');
+        if (tl_pg_base(base, sizeof base) && slash) {
+            snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", slash + 1);
+            tl_pg_exec(base, sql);
+        }
+        return;
+    }
     unlink(path);
     snprintf(p, sizeof p, "%s-wal", path);
     unlink(p);
@@ -23,6 +61,21 @@ static inline void tl_remove_db(const char *path) {
 
 /* A fresh database path under the test's scratch directory. */
 static inline void tl_db_path(char *out, size_t cap, const char *name) {
+    char base[600];
+    if (tl_pg_base(base, sizeof base)) {
+        static int n;
+        char db[128], sql[200];
+        snprintf(db, sizeof db, "t_%d_%d", (int)getpid(), n++);
+        size_t k = strlen(db);
+        for (const char *q = name; *q && k < 100; q++) /* the test's name, as far as it is an identifier */
+            if ((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9')) db[k++] = *q;
+        db[k] = 0;
+        snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
+        if (tl_pg_exec(base, sql)) exit(1);
+        const char *slash = strrchr(base, '/');
+        snprintf(out, cap, "%.*s/%s", (int)(slash ? slash - base : 0), base, db);
+        return;
+    }
     snprintf(out, cap, "%s/%s-%d.db", bf_test_tmpdir(), name, (int)getpid());
     tl_remove_db(out);
 }

@@ -3,7 +3,7 @@
  * SIGKILLs it at a random moment. After each kill: PRAGMA integrity_check is ok and every other
  * verify invariant holds (so nothing is half-applied: a hold without its usage row, a capture
  * without its payouts, a task without its escrow...), and every reported op is in the ledger with
- * the reported outcome. Usage: test_ledger_crash [KILLS [SEED]] (default 200). */
+ * the reported outcome. Usage: test_ledger_crash [KILLS [SEED [WINDOW_MS]]] (default 200, 1234, 30). */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -49,14 +49,14 @@ static void child(const char *path, int fd, int run, uint64_t seed) {
     if (!L) _exit(2);
     bf_rng_t r;
     bf_rng_seed(&r, seed * 1000003u + (uint64_t)run);
-    int64_t holds[64];
-    int n_holds = 0;
+    int64_t holds[64], wds[64];
+    int n_holds = 0, n_wds = 0;
     char op[48];
     for (int k = 0; k < 100000; k++) {
         snprintf(op, sizeof op, "c%d-%d", run, k);
         int64_t payer = 1 + bf_rng_below(&r, 2), id = 0;
         int rc;
-        switch (bf_rng_below(&r, 8)) {
+        switch (bf_rng_below(&r, 10)) {
         case 0: rc = bf_ledger_recharge(L, op, 1 + bf_rng_below(&r, HOLDERS + 2), 1 + bf_rng_below(&r, 1000), &err); break;
         case 1:
         case 2:
@@ -85,6 +85,27 @@ static void child(const char *path, int fd, int run, uint64_t seed) {
             snprintf(op, sizeof op, "c%d-%d-settle", run, k);
             rc = bf_ledger_settle_reward(L, op, t, 3, users, w, "crash", &err);
             break;
+        }
+        case 7:
+            rc = bf_ledger_withdraw(L, op, payer, 1 + bf_rng_below(&r, 2000), &id, &err);
+            if (rc == 0 && n_wds < 64) wds[n_wds++] = id;
+            break;
+        case 8: {
+            if (!n_wds) continue;
+            /* The ref is this op's name; the payout's op id is derived from it ("wpay:REF"), and a
+             * rejection's from a hash of its reason, so only payouts are reported for lookup. */
+            int64_t w = wds[bf_rng_below(&r, (uint32_t)n_wds)];
+            if (bf_rng_below(&r, 3) == 0) {
+                rc = bf_ledger_withdraw_reject(L, w, op, &err);
+                if (rc == BF_LEDGER_EINTERNAL || rc == BF_LEDGER_EBUSY) _exit(5);
+                continue;
+            }
+            rc = bf_ledger_withdraw_payout(L, w, op, &err);
+            char key[64];
+            snprintf(key, sizeof key, "wpay:%s", op);
+            if (rc == BF_LEDGER_EINTERNAL || rc == BF_LEDGER_EBUSY) _exit(5);
+            report(fd, key, rc);
+            continue;
         }
         default: {
             int64_t n = 0;
@@ -131,6 +152,9 @@ static long check_reported(bf_ledger_t *L, char *lines) {
 int main(int argc, char **argv) {
     int kills = argc > 1 ? atoi(argv[1]) : 200;
     uint64_t seed = argc > 2 ? strtoull(argv[2], NULL, 10) : 1234;
+    /* the kill lands 0..WINDOW ms after the fork; a database server needs longer than a file to
+     * open a connection, so its run passes a wider window */
+    long window_ms = argc > 3 ? atol(argv[3]) : 30;
     char path[1024];
     tl_db_path(path, sizeof path, "ledger-crash");
     setup(path);
@@ -147,7 +171,8 @@ int main(int argc, char **argv) {
         }
         close(fds[1]);
         /* 0..30 ms: some kills land while opening, most mid-operation or mid-commit. */
-        struct timespec ts = {0, (long)bf_rng_below(&r, 30000) * 1000};
+        long us = (long)bf_rng_below(&r, (uint32_t)(window_ms * 1000));
+        struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
         nanosleep(&ts, NULL);
         kill(pid, SIGKILL);
         int status = 0;

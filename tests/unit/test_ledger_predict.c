@@ -156,8 +156,8 @@ static int holders_within_a_cent(bf_ledger_t *L, const sim_task_t *t, int64_t *r
 
 static void test_conservation(const char *dir_path, long predictions, uint64_t seed) {
     char path[1100];
-    snprintf(path, sizeof path, "%s.conservation", dir_path);
-    tl_remove_db(path);
+    (void)dir_path;
+    tl_db_path(path, sizeof path, "ledger-conservation");
     bf_err_t err;
     bf_ledger_t *L = bf_ledger_open(path, &err);
     CHECK_MSG(L != NULL, "%s", err.msg);

@@ -33,6 +33,13 @@ typedef struct {
 } m_replay_t;
 
 typedef struct {
+    int64_t user, amount;
+    int status; /* bf_ledger_withdrawal_status_t */
+    char ref[32]; /* the ref it was paid under */
+    int reason;   /* rejected: which of the two reasons (1, 2) */
+} m_wd_t;
+
+typedef struct {
     bf_ledger_t *L;
     bf_rng_t rng;
     tl_clock_t clk;
@@ -42,6 +49,8 @@ typedef struct {
     int n_tasks;
     m_hold_t *holds; /* index = hold id */
     int64_t n_holds;
+    m_wd_t *wds; /* index = withdrawal id */
+    int64_t n_wds;
     m_replay_t replays[MAX_REPLAYS];
     int n_replays;
     int64_t next_acct, fee_ppm, platform_revenue, coin_revenue;
@@ -383,6 +392,76 @@ static void op_void(model_t *m) {
     h->status = BF_LEDGER_HOLD_VOIDED;
 }
 
+static void op_withdraw(model_t *m) {
+    m_user_t *u;
+    int64_t uid = pick_user(m, &u), id = 0;
+    int64_t amount = rnd(m, 40) == 0 ? 0 : 1 + rnd(m, rnd(m, 2) ? 500 : 50000);
+    char op[32];
+    next_op(m, op, "wd");
+    bf_err_t err;
+    int want = amount <= 0 ? BF_LEDGER_EINVAL : !u ? BF_LEDGER_ENOTFOUND : u->cash - u->held < amount ? BF_LEDGER_EFUNDS : 0;
+    expect(m, bf_ledger_withdraw(m->L, op, uid, amount, &id, &err), want, "withdraw", &err);
+    if (want != BF_LEDGER_OK || m->n_wds + 1 >= MAX_HOLDS) return;
+    m->n_wds++;
+    CHECK(id == m->n_wds);
+    m->wds[m->n_wds] = (m_wd_t){uid, amount, BF_LEDGER_WITHDRAWAL_PENDING, "", 0};
+    u->held += amount;
+}
+
+static int64_t pick_wd(model_t *m, m_wd_t **w) {
+    if (m->n_wds == 0 || rnd(m, 40) == 0) {
+        *w = NULL;
+        return MAX_HOLDS + 1 + rnd(m, 10);
+    }
+    int64_t back = rnd(m, 3) ? rnd(m, 6) : rnd(m, (uint32_t)m->n_wds);
+    int64_t id = m->n_wds - (back < m->n_wds ? back : 0);
+    *w = &m->wds[id];
+    return id;
+}
+
+static int wd_state_rc(const m_wd_t *w) {
+    return !w ? BF_LEDGER_ENOTFOUND
+           : w->status == BF_LEDGER_WITHDRAWAL_PAID ? BF_LEDGER_EPOSTED
+           : w->status == BF_LEDGER_WITHDRAWAL_REJECTED ? BF_LEDGER_EVOIDED
+                                                        : 0;
+}
+
+/* Payout under a new ref, or (sometimes) a paid one reported again under its own ref. */
+static void op_payout(model_t *m) {
+    m_wd_t *w;
+    int64_t id = pick_wd(m, &w);
+    bf_err_t err;
+    if (w && w->status == BF_LEDGER_WITHDRAWAL_PAID && rnd(m, 2)) {
+        expect(m, bf_ledger_withdraw_payout(m->L, id, w->ref, &err), 0, "payout again", &err);
+        return;
+    }
+    char ref[32];
+    next_op(m, ref, "bank");
+    int want = wd_state_rc(w);
+    expect(m, bf_ledger_withdraw_payout(m->L, id, ref, &err), want, "payout", &err);
+    if (want != BF_LEDGER_OK) return;
+    m_user_t *u = user_by_id(m, w->user);
+    u->held -= w->amount;
+    u->cash -= w->amount;
+    w->status = BF_LEDGER_WITHDRAWAL_PAID;
+    snprintf(w->ref, sizeof w->ref, "%s", ref);
+}
+
+static void op_reject(model_t *m) {
+    m_wd_t *w;
+    int64_t id = pick_wd(m, &w);
+    bf_err_t err;
+    /* Two reasons: the same one again is a replay, the other one an attempt to reject twice. */
+    int second = rnd(m, 2);
+    int want = wd_state_rc(w);
+    if (w && w->status == BF_LEDGER_WITHDRAWAL_REJECTED && w->reason == 1 + second) want = 0; /* a replay */
+    expect(m, bf_ledger_withdraw_reject(m->L, id, second ? "limit exceeded" : "bank refused", &err), want, "reject", &err);
+    if (want != BF_LEDGER_OK || w->status != BF_LEDGER_WITHDRAWAL_PENDING) return;
+    user_by_id(m, w->user)->held -= w->amount;
+    w->status = BF_LEDGER_WITHDRAWAL_REJECTED;
+    w->reason = 1 + second;
+}
+
 static void op_tick(model_t *m) {
     m->clk.now += 1 + rnd(m, 3);
     if (rnd(m, 2)) return;
@@ -426,6 +505,12 @@ static void compare(model_t *m, long done) {
         bf_ledger_usage_t u;
         CHECK(bf_ledger_hold_get(m->L, i, &u, &err) == 0 && u.status == (bf_ledger_hold_status_t)m->holds[i].status);
     }
+    bf_ledger_withdrawal_t *wl = NULL;
+    CHECK(bf_ledger_withdrawals(m->L, 0, 0, &wl, &n, &err) == 0 && n == (size_t)m->n_wds);
+    for (size_t i = 0; i < n && i < (size_t)m->n_wds; i++)
+        CHECK_MSG(wl[i].status == (bf_ledger_withdrawal_status_t)m->wds[i + 1].status && wl[i].amount == m->wds[i + 1].amount,
+                  "withdrawal %lld differs from the model", (long long)wl[i].id);
+    free(wl);
     bf_ledger_account_t *a = NULL;
     CHECK(bf_ledger_accounts(m->L, &a, &n, &err) == 0 && n == (size_t)(m->next_acct - 1));
     if (n >= 4) {
@@ -444,6 +529,7 @@ int main(int argc, char **argv) {
     bf_err_t err;
     model_t *m = calloc(1, sizeof *m);
     m->holds = calloc(MAX_HOLDS + 1, sizeof *m->holds);
+    m->wds = calloc(MAX_HOLDS + 1, sizeof *m->wds);
     m->L = bf_ledger_open(path, &err);
     CHECK_MSG(m->L != NULL, "%s", err.msg);
     if (!m->L) return bf_test_done("test_ledger_property");
@@ -458,7 +544,7 @@ int main(int argc, char **argv) {
         op_register, op_register, op_recharge, op_recharge, op_recharge, op_spend, op_create, op_create,
         op_start, op_start, op_refund, op_complete, op_complete, op_online, op_online, op_hold, op_hold,
         op_hold, op_hold, op_hold, op_capture, op_capture, op_capture, op_capture, op_void, op_void,
-        op_tick, op_replay,
+        op_tick, op_replay, op_withdraw, op_withdraw, op_payout, op_reject,
     };
     const uint32_t n_table = sizeof table / sizeof table[0];
     for (long done = 0; done < ops && m->mismatches < 20;) {
@@ -473,11 +559,12 @@ int main(int argc, char **argv) {
         CHECK(bf_ledger_group_commit(m->L, &err) == 0);
         compare(m, done);
     }
-    printf("property: %ld ops, %d users, %d tasks, %lld holds, %ld model mismatches\n", ops, m->n_users, m->n_tasks,
-           (long long)m->n_holds, m->mismatches);
+    printf("property: %ld ops, %d users, %d tasks, %lld holds, %lld withdrawals, %ld model mismatches\n", ops, m->n_users,
+           m->n_tasks, (long long)m->n_holds, (long long)m->n_wds, m->mismatches);
     bf_ledger_close(&m->L);
     tl_remove_db(path);
     free(m->holds);
+    free(m->wds);
     free(m);
     return bf_test_done("test_ledger_property");
 }

@@ -20,8 +20,8 @@ typedef struct {
 static const char *const all_types[] = {
     "HELLO", "PING", "REGISTER", "RECHARGE", "TASK_CREATE", "TASK_LIST", "TASK_STATUS", "TASK_CANCEL", "JOIN",
     "LEAVE", "BLOCKS_BUY", "BLOCK_GET", "ROUND_GET", "UPDATE", "ASSETS_GET", "HISTORY_GET", "MODEL_GET", "PREDICT",
-    "WELCOME", "PONG", "OK", "TASKS", "STATUS", "JOINED", "BLOCK", "ROUND", "WAIT", "DONE", "ASSETS", "HISTORY",
-    "MODEL", "PREDICTION", "ERROR"};
+    "WITHDRAW", "STATEMENT_GET", "WELCOME", "PONG", "OK", "TASKS", "STATUS", "JOINED", "BLOCK", "ROUND", "WAIT", "DONE", "ASSETS", "HISTORY",
+    "STATEMENT", "MODEL", "PREDICTION", "ERROR"};
 #define NTYPES (sizeof all_types / sizeof all_types[0])
 #define HEX64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -136,7 +136,10 @@ static bf_msg_t *sample(const char *t, int full) {
     int r = 0;
     if (!m) return NULL;
     if (!strcmp(t, "REGISTER")) r |= bf_msg_set_str(m, "name", "alice_1");
-    if (!strcmp(t, "RECHARGE")) r |= bf_msg_set_str(m, "amount", "12.50");
+    if (!strcmp(t, "RECHARGE") || !strcmp(t, "WITHDRAW")) r |= bf_msg_set_str(m, "amount", "12.50");
+    if (!strcmp(t, "STATEMENT_GET") && full)
+        r |= bf_msg_set_str(m, "currency", "CNY") | bf_msg_set_uint(m, "from", 1) | bf_msg_set_uint(m, "to", 2) |
+             bf_msg_set_uint(m, "after", 3);
     if (!strcmp(t, "TASK_CREATE")) {
         r |= bf_msg_set_str(m, "task", "fmnist-1") | bf_msg_set_str(m, "name", "Fashion MNIST \xe2\x9c\x93");
         r |= bf_msg_set_str(m, "model", "resnet8") | bf_msg_set_str(m, "dataset", "fashion-mnist");
@@ -181,6 +184,7 @@ static bf_msg_t *sample(const char *t, int full) {
     if (!strcmp(t, "STATUS")) set_any_map(m, "status");
     if (!strcmp(t, "ASSETS")) set_any_map(m, "assets");
     if (!strcmp(t, "HISTORY")) set_any_map(m, "entries");
+    if (!strcmp(t, "STATEMENT")) set_any_map(m, "statement");
     if (!strcmp(t, "JOINED")) {
         r |= bf_msg_set_str(m, "task", "t1") | bf_msg_set_uint(m, "block_size", 500);
         set_any_map(m, "blocks");
@@ -327,7 +331,7 @@ static void expect_accept_at(int line, buf_t h, const bf_msg_t *frames_of) {
 static void test_round_trips(void) {
     for (size_t t = 0; t < NTYPES; t++) {
         CHECK(bf_proto_is_type(all_types[t]));
-        CHECK(bf_proto_is_request(all_types[t]) == (t < 18));
+        CHECK(bf_proto_is_request(all_types[t]) == (t < 20)); /* the 20 requests come first */
         for (int full = 0; full < 2; full++) {
             bf_msg_t *m = sample(all_types[t], full);
             CHECK_MSG(m != NULL, "%s", all_types[t]);
