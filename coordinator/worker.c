@@ -68,21 +68,38 @@ int coord_agg_state_read(const char *ckpt, float *v, size_t n) {
 /* ---- contribution: Shapley values of the round's updates ---------------------------------- */
 
 #define ROUND_TRUNCATION 1e-3 /* a round that changes accuracy less than this values everyone at 0 */
+/* The cheaper game the estimators value (docs/SHAPLEY.md, "The cheaper game"): a coalition model's
+ * BN statistics re-estimated on this many of the task's recalibration images (every k-th; the new
+ * global model gets all of them), and U scored on this many of the valuation images, drawn by
+ * bf_preds_sample from the empty and full coalitions' predictions on all of them. */
+#define VALUE_RECAL_IMAGES 256
+#define VALUE_SAMPLE_IMAGES 400
 
 typedef struct {
     coord_job_t *j;
     const float *g_params, *g_buffers; /* the round's starting model */
-    double u_empty, u_all;             /* scored once by game_init */
-    /* the valuation images (normalized once), a coalition's predictions, and the empty and full
-     * coalitions' kept from the truncation test */
+    /* U(empty) and U(all) on every valuation image, the full coalition's BN statistics re-estimated
+     * on every recalibration image (what the values sum to, what truncation tests) ... */
+    double u_empty, u_all;
+    /* ... and in the cheaper game the estimators value (its full coalition's model re-estimated
+     * on the coalitions' BN images) */
+    double c_empty, c_all;
+    /* the sample's images (normalized once), a coalition's predictions on them, and the empty and
+     * (cheaper) full coalitions' */
     float *x, *z, *z_empty, *z_all;
     int32_t *labels;
-    bf_preds_t preds;
+    double *image_weight;
+    const float *rx; /* the coalition models' BN images: t->recal_x or rx_own */
+    float *rx_own;
+    int nrx;
+    bf_preds_t preds; /* the sample */
     double weight[BF_SURROGATE_MAXN];
 } game_t;
 
-/* Puts into t->coalition the round's starting model moved by the task's strategy with S's updates only. */
-static void coalition_model(game_t *g, uint32_t S) {
+/* Puts into t->coalition the round's starting model moved by the task's strategy with S's updates
+ * only (the task's strategy, fedavgm's momentum included), its BN statistics re-estimated on the
+ * n images rx. */
+static void coalition_model(game_t *g, uint32_t S, const float *rx, int n_rx) {
     coord_job_t *j = g->j;
     coord_task_t *t = j->t;
     bf_net_t *net = t->coalition;
@@ -102,7 +119,7 @@ static void coalition_model(game_t *g, uint32_t S) {
         if (src && dst && len == len2) memcpy(dst, src, sizeof(float) * len); /* fedavgm: the same momentum */
         if (a) bf_agg_apply(a, bf_net_params(net), bf_net_buffers(net), p, b, n, k, &err);
         bf_agg_destroy(&a);
-        bf_net_recalibrate_bn(net, t->recal_x, t->nrecal); /* as the global model gets */
+        bf_net_recalibrate_bn(net, rx, n_rx); /* as the global model gets */
     }
 }
 
@@ -117,33 +134,39 @@ static int net_finite(bf_net_t *net) {
            finite_all(bf_net_buffers(net), bf_net_num_buffers(net));
 }
 
-/* A coalition model that is not finite is never run: it scores what the worst model does (every
- * image wrong, each at the loss cap) instead of whatever NaN logits would happen to give. */
-static void coalition_predict(game_t *g, uint32_t S, float *out) {
-    coalition_model(g, S);
+/* The coalition model's logits on the m images x (labels y). A coalition model that is not finite
+ * is never run: it scores what the worst model does (every image wrong, each at the loss cap)
+ * instead of whatever NaN logits would happen to give. */
+static void model_predict(game_t *g, const float *x, const int32_t *y, int m, float *out) {
     bf_net_t *net = g->j->t->coalition;
     if (net_finite(net)) {
-        bf_net_predict(net, g->x, g->preds.images, out);
+        bf_net_predict(net, x, m, out);
         return;
     }
     int K = g->preds.classes;
-    for (int i = 0; i < g->preds.images; i++)
-        for (int k = 0; k < K; k++) out[(size_t)i * K + k] = k == g->labels[i] ? -2 * BF_LOSS_CAP : 0;
+    for (int i = 0; i < m; i++)
+        for (int k = 0; k < K; k++) out[(size_t)i * K + k] = k == y[i] ? -2 * BF_LOSS_CAP : 0;
 }
 
-/* U(S): accuracy (or -loss) of S's coalition model's predictions on the valuation images, scored
- * by bf_preds_utility whatever the estimator (so every estimator values the same, bounded game). */
+/* S's logits on the sample, in the cheaper game */
+static void coalition_predict(game_t *g, uint32_t S, float *out) {
+    coalition_model(g, S, g->rx, g->nrx);
+    model_predict(g, g->x, g->labels, g->preds.images, out);
+}
+
+/* U(S): accuracy (or -loss) of S's coalition model's predictions on the sample, scored by
+ * bf_preds_utility whatever the estimator (so every estimator values the same, bounded game). */
 static double coalition_utility(void *ctx, uint32_t S) {
     game_t *g = ctx;
-    /* The truncation test already scored these two; the estimators ask for them again. */
-    if (S == 0) return g->u_empty;
-    if (S == (1u << g->j->k) - 1) return g->u_all;
+    /* game_init already scored these two; the estimators ask for them again. */
+    if (S == 0) return g->c_empty;
+    if (S == (1u << g->j->k) - 1) return g->c_all;
     coalition_predict(g, S, g->z);
     return bf_preds_utility(&g->preds, g->z);
 }
 
-/* S's coalition model's logits on the valuation images (the surrogate estimator's evaluation);
- * the empty and full coalitions' come from the truncation test. */
+/* S's coalition model's logits on the sample (the surrogate estimator's evaluation); the empty
+ * and full coalitions' come from game_init. */
 static int coalition_logits(void *ctx, uint32_t S, float *out) {
     game_t *g = ctx;
     size_t ik = (size_t)g->preds.images * g->preds.classes;
@@ -153,28 +176,75 @@ static int coalition_logits(void *ctx, uint32_t S, float *out) {
     return 0;
 }
 
-static void game_free(game_t *g) { free(g->x), free(g->z), free(g->z_empty), free(g->z_all), free(g->labels); }
+static void game_free(game_t *g) {
+    free(g->x), free(g->z), free(g->z_empty), free(g->z_all), free(g->labels), free(g->image_weight), free(g->rx_own);
+}
 
-/* Readies the valuation images and scores the empty and full coalitions; -1: out of memory or no
- * valuation images (the round is then not valued). */
+/* The cheaper game's images: the coalitions' BN images (every k-th of the task's), and the sample
+ * of the m valuation images xa (labels ya; za0 / za1: the empty and full coalitions' logits on
+ * them) copied into g. -1: out of memory. */
+static int game_sample(game_t *g, const float *xa, const int32_t *ya, const float *za0, const float *za1, int m,
+                       size_t chw) {
+    coord_task_t *t = g->j->t;
+    int K = g->preds.classes, r = t->nrecal < VALUE_RECAL_IMAGES ? t->nrecal : VALUE_RECAL_IMAGES;
+    g->rx = t->recal_x, g->nrx = t->nrecal;
+    if (r < t->nrecal) {
+        if (!(g->rx_own = malloc(sizeof(float) * r * chw))) return -1;
+        for (int i = 0; i < r; i++)
+            memcpy(g->rx_own + i * chw, t->recal_x + (size_t)((int64_t)i * t->nrecal / r) * chw, sizeof(float) * chw);
+        g->rx = g->rx_own, g->nrx = r;
+    }
+    int s = m < VALUE_SAMPLE_IMAGES ? m : VALUE_SAMPLE_IMAGES;
+    int32_t *idx = malloc(sizeof(int32_t) * m);
+    g->image_weight = malloc(sizeof(double) * m);
+    g->x = malloc(sizeof(float) * s * chw + 1), g->labels = malloc(sizeof(int32_t) * m);
+    g->z = malloc(sizeof(float) * s * K + 1), g->z_empty = malloc(sizeof(float) * s * K + 1);
+    g->z_all = malloc(sizeof(float) * s * K + 1);
+    bf_err_t err;
+    bf_preds_t all = {m, K, ya, NULL, g->j->utility_loss, NULL};
+    if (!idx || !g->image_weight || !g->x || !g->labels || !g->z || !g->z_empty || !g->z_all ||
+        (s = bf_preds_sample(&all, za0, za1, s, t->spec.seed + (uint64_t)t->round, idx, g->image_weight, &err)) < 1)
+        return free(idx), -1;
+    for (int i = 0; i < s; i++) {
+        memcpy(g->x + i * chw, xa + idx[i] * chw, sizeof(float) * chw);
+        memcpy(g->z_empty + (size_t)i * K, za0 + (size_t)idx[i] * K, sizeof(float) * K);
+        memcpy(g->z_all + (size_t)i * K, za1 + (size_t)idx[i] * K, sizeof(float) * K);
+        g->labels[i] = ya[idx[i]];
+    }
+    free(idx);
+    g->preds = (bf_preds_t){s, K, g->labels, g->weight, g->j->utility_loss, s < m ? g->image_weight : NULL};
+    g->c_empty = bf_preds_utility(&g->preds, g->z_empty);
+    if (g->nrx < t->nrecal) { /* the full coalition in the cheaper game: its own BN statistics */
+        coalition_predict(g, (1u << g->j->k) - 1, g->z_all);
+    }
+    g->c_all = bf_preds_utility(&g->preds, g->z_all);
+    return 0;
+}
+
+/* Readies the valuation images, scores the empty and full coalitions on all of them, and draws the
+ * cheaper game; -1: out of memory or no valuation images (the round is then not valued). */
 static int game_init(game_t *g) {
     coord_task_t *t = g->j->t;
     const bf_dataset_t *v = &t->val;
     int m = t->spec.value_images > 0 && t->spec.value_images < v->n ? t->spec.value_images : v->n, K = v->classes;
     size_t chw = (size_t)v->c * v->h * v->w;
-    int32_t *idx = malloc(sizeof(int32_t) * (m ? m : 1));
-    g->x = malloc(sizeof(float) * m * chw + 1), g->labels = malloc(sizeof(int32_t) * (m ? m : 1));
-    g->z = malloc(sizeof(float) * m * K + 1);
-    g->z_empty = malloc(sizeof(float) * m * K + 1), g->z_all = malloc(sizeof(float) * m * K + 1);
-    if (!idx || !g->x || !g->labels || !g->z || !g->z_empty || !g->z_all || m < 1) return free(idx), -1;
-    for (int i = 0; i < m; i++) idx[i] = i;
-    bf_batch_fill(v, idx, m, t->ds->mean, t->ds->std, NULL, g->x, g->labels);
-    free(idx);
-    for (int i = 0; i < g->j->k; i++) g->weight[i] = (double)g->j->samples[i];
-    g->preds = (bf_preds_t){m, K, g->labels, g->weight, g->j->utility_loss};
-    coalition_predict(g, 0, g->z_empty), coalition_predict(g, (1u << g->j->k) - 1, g->z_all);
-    g->u_empty = bf_preds_utility(&g->preds, g->z_empty), g->u_all = bf_preds_utility(&g->preds, g->z_all);
-    return 0;
+    int32_t *idx = malloc(sizeof(int32_t) * (m ? m : 1)), *ya = malloc(sizeof(int32_t) * (m ? m : 1));
+    float *xa = malloc(sizeof(float) * m * chw + 1), *za0 = malloc(sizeof(float) * m * K + 1);
+    float *za1 = malloc(sizeof(float) * m * K + 1);
+    int rc = -1;
+    if (idx && ya && xa && za0 && za1 && m >= 1) {
+        for (int i = 0; i < m; i++) idx[i] = i;
+        bf_batch_fill(v, idx, m, t->ds->mean, t->ds->std, NULL, xa, ya);
+        for (int i = 0; i < g->j->k; i++) g->weight[i] = (double)g->j->samples[i];
+        g->preds = (bf_preds_t){m, K, ya, g->weight, g->j->utility_loss, NULL};
+        uint32_t all = (1u << g->j->k) - 1;
+        coalition_model(g, 0, NULL, 0), model_predict(g, xa, ya, m, za0);
+        coalition_model(g, all, t->recal_x, t->nrecal), model_predict(g, xa, ya, m, za1);
+        g->u_empty = bf_preds_utility(&g->preds, za0), g->u_all = bf_preds_utility(&g->preds, za1);
+        rc = game_sample(g, xa, ya, za0, za1, m, chw);
+    }
+    free(idx), free(ya), free(xa), free(za0), free(za1);
+    return rc;
 }
 
 /* The round's Shapley values: exact up to exact_max updates, else the surrogate estimator (up to
@@ -206,6 +276,11 @@ static void value_round(coord_job_t *j) {
         bf_shapley_layers(j->k, coalition_utility, &g, budget, seed, j->phi, &j->shapley_evals, &err);
         j->estimator = "layers";
     }
+    /* The cheaper game's values sum to its own U(all) - U(empty); the full game's difference is what
+     * the round changed, so the gap (the sample's and the BN images' error on the full coalition)
+     * is shared equally. */
+    double gap = truncated ? 0 : ((g.u_all - g.u_empty) - (g.c_all - g.c_empty)) / j->k;
+    for (int i = 0; i < j->k; i++) j->phi[i] += gap;
     /* The utilities are bounded (bf_preds_utility), so this only guards the sums that get paid. */
     for (int i = 0; i < j->k; i++)
         if (!isfinite(j->phi[i])) {

@@ -60,6 +60,9 @@ typedef struct {
     const int32_t *labels; /* [images], each in [0, classes) */
     const double *weight;  /* [n]: each player's FedAvg weight (its samples); NULL = equal */
     int loss;              /* U = -mean cross-entropy; 0: U = accuracy */
+    /* [images]: each image's weight in U, finite and >= 0 with a positive sum (U is the weighted
+     * mean of the images' scores); NULL = equal. bf_preds_sample's weights. */
+    const double *image_weight;
 } bf_preds_t;
 
 /* U of one model's logits[images * classes]: accuracy, the fraction of images whose largest logit
@@ -67,6 +70,17 @@ typedef struct {
  * mean cross-entropy, each image's capped at BF_LOSS_CAP (NaN and inf count the cap), in
  * [-BF_LOSS_CAP, 0]. p->weight is not used. */
 double bf_preds_utility(const bf_preds_t *p, const float *logits);
+
+/* A sample of m of p->images valuation images whose weighted U estimates the U of all of them, for
+ * a cheaper game: each image drawn with probability proportional to how much its score can move
+ * between the models whose logits z0 and z1 are ([images * classes] each: the round's starting
+ * model and the full coalition's), plus a floor; systematic sampling, seeded, along that order.
+ * idx[m] receives the chosen images (ascending), w[m] their weights (1 / the inclusion probability,
+ * scaled to mean 1), to pass as image_weight for the images idx. Returns how many were chosen (m, up
+ * to rounding, and all images with weight 1 if m >= images), or -1 (bad shape, out of memory).
+ * Deterministic. */
+int bf_preds_sample(const bf_preds_t *p, const float *z0, const float *z1, int m, uint64_t seed, int32_t *idx,
+                    double *w, bf_err_t *err);
 
 /* phi[n] estimated from at most `budget` coalition predictions: f is asked, once each, for the
  * coalitions bf_shapley_layers(n, ..., budget, seed, ...) would evaluate, and U(S) is
