@@ -101,4 +101,26 @@ int bf_preds_sample(const bf_preds_t *p, const float *z0, const float *z1, int m
 int bf_shapley_surrogate(int n, bf_logits_fn f, void *ctx, const bf_preds_t *p, int budget, uint64_t seed,
                          double *phi, int *evals, bf_err_t *err);
 
+/* ---- first-order values for many players ------------------------------------------------ */
+
+/* The gradient along the round's path: at the model theta(t) = theta0 + t * sum_j c_j delta_j
+ * (t in [0, 1]; delta_j player j's update, c_j its share of the aggregate), dots[i] = grad U at
+ * theta(t) . c_i delta_i for every player i. Nonzero: failed. */
+typedef int (*bf_path_grad_fn)(void *ctx, double t, double *dots);
+
+#define BF_GRADIENT_MAXN 1000000 /* players bf_shapley_gradient takes */
+
+/* phi[n]: the Aumann-Shapley values of the additive game U(S) = U(theta0 + sum over i in S of
+ * c_i delta_i) (each update at its share of the full aggregate, not re-weighted within S):
+ * phi_i = the integral over t in [0, 1] of dots_i(t), by `points`-point Gauss-Legendre quadrature
+ * (points in 1..5, f asked once per point, in increasing t). For U quadratic in the parameters
+ * these are that game's exact Shapley values (c_i grad U(theta(1/2)) . delta_i), at first order
+ * c_i grad U . delta_i; a player whose update is 0 (a copy of the starting model) gets exactly 0
+ * and identical updates get identical values. Then the values are moved to sum to `total` (the
+ * round's U(all) - U(empty), possibly in another utility than the gradient's): the gap shared in
+ * proportion to |phi_i| (equally if every phi_i is 0), so a 0 stays 0 and, when every value has
+ * the same sign, this is a rescaling. Cost: `points` calls of f; O(n) memory.
+ * -1: n outside [1, BF_GRADIENT_MAXN], points outside [1, 5], f failing, a dot not finite. */
+int bf_shapley_gradient(int n, bf_path_grad_fn f, void *ctx, int points, double total, double *phi, bf_err_t *err);
+
 #endif
