@@ -247,13 +247,127 @@ static int game_init(game_t *g) {
     return rc;
 }
 
+/* ---- many updates: first-order values along the path to the aggregate ---------------------- */
+
+#define VALUE_GRADIENT_IMAGES 1000 /* valuation images the path gradients are taken on */
+#define VALUE_GRADIENT_POINTS 3    /* Gauss-Legendre points along the path */
+
+typedef struct {
+    coord_job_t *j;
+    const float *theta0;
+    float *delta;  /* the aggregate's step: sum of c_i (update_i - theta0), c_i = i's share of the samples */
+    double *grad;  /* grad of -loss at the current point */
+    double *share; /* c_i */
+    const float *x;
+    const int32_t *y;
+    int m;
+} path_t;
+
+/* dots[i] = grad(-loss)(theta0 + t delta) . c_i (update_i - theta0), the gradient of the
+ * training-mode loss (BN statistics from each batch of the valuation images) over them. */
+static int path_grad(void *ctx, double t, double *dots) {
+    path_t *p = ctx;
+    coord_job_t *j = p->j;
+    bf_net_t *net = j->t->coalition;
+    size_t np = bf_net_num_params(net);
+    float *th = bf_net_params(net), *gr = bf_net_grads(net);
+    for (size_t q = 0; q < np; q++) th[q] = p->theta0[q] + (float)t * p->delta[q], p->grad[q] = 0;
+    int B = bf_net_max_batch(net);
+    size_t chw = (size_t)j->t->val.c * j->t->val.h * j->t->val.w;
+    for (int b = 0; b < p->m; b += B) {
+        int nb = p->m - b < B ? p->m - b : B;
+        bf_net_train_step(net, p->x + (size_t)b * chw, p->y + b, nb, NULL);
+        for (size_t q = 0; q < np; q++) p->grad[q] -= (double)gr[q] * nb / p->m;
+    }
+    for (int i = 0; i < j->k; i++) {
+        double d = 0;
+        for (size_t q = 0; q < np; q++) d += p->grad[q] * ((double)j->params[i][q] - p->theta0[q]);
+        dots[i] = p->share[i] * d;
+    }
+    return 0;
+}
+
+/* The model every update moves by the task's strategy (the new global model), BN statistics
+ * re-estimated on all recalibration images, into t->coalition; -1: the strategy failed. */
+static int full_model(coord_job_t *j, const float *g_params, const float *g_buffers) {
+    coord_task_t *t = j->t;
+    bf_net_t *net = t->coalition;
+    size_t np = bf_net_num_params(net), nb = bf_net_num_buffers(net), len, len2;
+    memcpy(bf_net_params(net), g_params, sizeof(float) * np);
+    memcpy(bf_net_buffers(net), g_buffers, sizeof(float) * nb);
+    bf_err_t err;
+    bf_agg_t *a = bf_agg_new(&t->agg_opts, np, nb);
+    float *src = bf_agg_state(t->agg, &len), *dst = a ? bf_agg_state(a, &len2) : NULL;
+    if (src && dst && len == len2) memcpy(dst, src, sizeof(float) * len);
+    int rc = a ? bf_agg_apply(a, bf_net_params(net), bf_net_buffers(net), (const float *const *)j->params,
+                              (const float *const *)j->buffers, j->samples, j->k, &err)
+               : -1;
+    bf_agg_destroy(&a);
+    if (!rc) bf_net_recalibrate_bn(net, t->recal_x, t->nrecal);
+    return rc;
+}
+
+/* Above BF_SURROGATE_MAXN updates no coalition estimator fits the round's time: each update's
+ * first-order effect on the validation loss along the straight path from the starting model to
+ * the FedAvg of the updates (bf_shapley_gradient; docs/SHAPLEY.md), the values moved to sum to
+ * the round's U(all) - U(empty) in the task's utility. */
+static void value_gradient(coord_job_t *j) {
+    coord_task_t *t = j->t;
+    const bf_dataset_t *v = &t->val;
+    bf_net_t *net = t->coalition;
+    int m = t->spec.value_images > 0 && t->spec.value_images < v->n ? t->spec.value_images : v->n, K = v->classes;
+    size_t chw = (size_t)v->c * v->h * v->w, np = bf_net_num_params(net), nb = bf_net_num_buffers(net);
+    int32_t *idx = malloc(sizeof(int32_t) * (m ? m : 1)), *y = malloc(sizeof(int32_t) * (m ? m : 1));
+    float *x = malloc(sizeof(float) * m * chw + 1), *z = malloc(sizeof(float) * m * K + 1);
+    float *theta0 = malloc(sizeof(float) * (np + nb)), *delta = malloc(sizeof(float) * np);
+    double *grad = malloc(sizeof(double) * np), *share = malloc(sizeof(double) * j->k), W = 0;
+    bf_err_t err;
+    if (idx && y && x && z && theta0 && delta && grad && share && m >= 1) {
+        memcpy(theta0, bf_net_params(t->global), sizeof(float) * np);
+        memcpy(theta0 + np, bf_net_buffers(t->global), sizeof(float) * nb);
+        for (int i = 0; i < m; i++) idx[i] = i;
+        bf_batch_fill(v, idx, m, t->ds->mean, t->ds->std, NULL, x, y);
+        bf_preds_t p = {m, K, y, NULL, j->utility_loss, NULL};
+        bf_net_predict(t->global, x, m, z);
+        double u_empty = bf_preds_utility(&p, z), u_all = u_empty;
+        if (!full_model(j, theta0, theta0 + np) && net_finite(net)) {
+            bf_net_predict(net, x, m, z);
+            u_all = bf_preds_utility(&p, z);
+        } else {
+            u_all = j->utility_loss ? -BF_LOSS_CAP : 0; /* what the worst model scores */
+        }
+        j->shapley_evals = 2;
+        if (fabs(u_all - u_empty) < ROUND_TRUNCATION) {
+            j->estimator = "truncated";
+        } else {
+            for (int i = 0; i < j->k; i++) W += (double)j->samples[i];
+            for (int i = 0; i < j->k; i++) share[i] = (double)j->samples[i] / W;
+            for (size_t q = 0; q < np; q++) {
+                double d = 0;
+                for (int i = 0; i < j->k; i++) d += share[i] * ((double)j->params[i][q] - theta0[q]);
+                delta[q] = (float)d;
+            }
+            path_t path = {j, theta0, delta, grad, share, x, y, m < VALUE_GRADIENT_IMAGES ? m : VALUE_GRADIENT_IMAGES};
+            if (!bf_shapley_gradient(j->k, path_grad, &path, VALUE_GRADIENT_POINTS, u_all - u_empty, j->phi, &err))
+                j->estimator = "gradient", j->shapley_evals += VALUE_GRADIENT_POINTS;
+            else
+                memset(j->phi, 0, sizeof(double) * j->k); /* a poisoned path (not finite): not valued */
+        }
+    }
+    free(idx), free(y), free(x), free(z), free(theta0), free(delta), free(grad), free(share);
+}
+
 /* The round's Shapley values: exact up to exact_max updates, else the surrogate estimator (up to
  * BF_SURROGATE_MAXN updates), else, or if the surrogate refuses (memory, predictions out of
  * range), the layer estimator. */
 static void value_round(coord_job_t *j) {
     coord_task_t *t = j->t;
     j->phi = calloc(j->k, sizeof(double));
-    if (!j->phi || j->k > 30 || !j->value) return;
+    if (!j->phi || !j->value) return;
+    if (j->k > BF_SURROGATE_MAXN) {
+        value_gradient(j);
+        return;
+    }
     game_t g = {.j = j, .g_params = bf_net_params(t->global), .g_buffers = bf_net_buffers(t->global)};
     if (game_init(&g)) {
         game_free(&g);
