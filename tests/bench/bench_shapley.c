@@ -447,6 +447,13 @@ static int cheap_round(live_t *L, const table_t *ref, const table_t *ref_loss, i
     return 0;
 }
 
+static void swap_f(float *a, float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float t = a[i];
+        a[i] = b[i], b[i] = t;
+    }
+}
+
 /* ---- estimator against exact on tables ------------------------------------------------------ */
 
 typedef struct {
@@ -640,16 +647,22 @@ static int parse_budgets(const char *s, int *b) {
 
 static int usage(FILE *f) {
     fprintf(f, "usage: blockfed-bench shapley [--json] [--images PER_PARTICIPANT=5000] [--eval IMAGES=2000] [--rounds R=1]\n"
-               "                              [--split iid|dirichlet:A] [--seed S=7] [--save-table FILE]\n"
+               "                              [--split iid|dirichlet:A] [--seed S=7] [--save-table FILE] [--save-updates FILE]\n"
                "                              [--budgets 22,32,50,100] [--seeds K=5] [--estimator surrogate|layers]\n"
-               "                              [--recalibrate IMAGES=%d]\n"
+               "                              [--recalibrate IMAGES=%d] [--cheap BN_IMAGES:IMAGES=256:400|off]\n"
                "       blockfed-bench shapley --table FILE [--json] [--budgets LIST] [--seeds K] [--estimator E]\n"
+               "       blockfed-bench shapley --table FILE --updates FILE [--cheap R:M] --split S --seed S [--images N]\n"
                "  Trains 10 ResNet8 participants R rounds (one local epoch each) on Fashion-MNIST, evaluates every\n"
                "  coalition each round on the first IMAGES test images (exact Shapley, U = accuracy and U = -loss)\n"
-               "  and the budgeted estimator at each budget over K seeds. --save-table appends each round's two\n"
-               "  2^10-utility tables to FILE and every coalition's logits to FILE.preds; --table re-runs the\n"
-               "  estimator on saved tables (no training). The estimator is the coordinator's (surrogate, from\n"
-               "  the coalitions' predictions; layers where FILE.preds is missing) or the layer estimator.\n"
+               "  and the budgeted estimator at each budget over K seeds. The estimator values the coordinator's\n"
+               "  cheaper game (--cheap: coalition models' BN statistics on BN_IMAGES of the recalibration images,\n"
+               "  U on IMAGES valuation images drawn by bf_preds_sample), every coalition of it evaluated too, and\n"
+               "  is scored against the full game's exact values; --cheap off values the full game.\n"
+               "  --save-table appends each round's two full 2^10-utility tables to FILE and every coalition's\n"
+               "  logits to FILE.preds; --table re-runs the estimator on saved tables (no training), --updates\n"
+               "  (the rounds' updates, from --save-updates) the cheaper game on them (same --split, --seed and\n"
+               "  --images as the run that saved them). The estimator is the coordinator's (surrogate, from the\n"
+               "  coalitions' predictions; layers where FILE.preds is missing) or the layer estimator.\n"
                "  Every aggregated model's BatchNorm statistics are re-estimated on IMAGES training images\n"
                "  spread over the participants' blocks, as the coordinator does (0: kept as averaged).\n"
                "  What the figures mean and those measured so far: docs/SHAPLEY.md.\n",
@@ -683,7 +696,8 @@ int bench_shapley_main(int argc, char **argv) {
         else if (c == 'W') save_updates = optarg;
         else if (c == 'U') updates = optarg;
         else if (c == 'C') {
-            if (sscanf(optarg, "%d:%d", &cheap_recal, &cheap_images) != 2 || cheap_recal < 1 || cheap_images < 1)
+            if (!strcmp(optarg, "off")) cheap_recal = 0;
+            else if (sscanf(optarg, "%d:%d", &cheap_recal, &cheap_images) != 2 || cheap_recal < 1 || cheap_images < 1)
                 return usage(stderr);
         }
         else if (c == 'E') {
@@ -702,7 +716,7 @@ int bench_shapley_main(int argc, char **argv) {
     }
     if (optind < argc || rounds < 1 || 2 * rounds > MAX_TABLES || images < 64 || images > 5500 || seeds < 1 || seeds > MAX_SEEDS || eval < 1 || eval > 10000 ||
         recal < 0 || recal > 50000 ||
-        (load && save))
+        (load && save) || (updates && (!load || !cheap_recal)) || (save_updates && load))
         return usage(stderr);
     stats_t st[2 * MAX_BUDGETS] = {{0}};
     int per_utility[2] = {0, 0}, ncu = 0;
@@ -760,9 +774,14 @@ int bench_shapley_main(int argc, char **argv) {
             return fprintf(stderr, "bench shapley: %s\n", err.msg), 1;
         }
         L.save_updates = save_updates;
+        int ncheap = 0;
+        float *start_p = malloc(sizeof(float) * bf_net_num_params(L.global)), *start_b = malloc(sizeof(float) * (bf_net_num_buffers(L.global) + 1));
+        if (!start_p || !start_b) rc = (fprintf(stderr, "bench shapley: out of memory\n"), -1);
         for (int r = 1; r <= rounds && !rc; r++) {
             table_t *t = &tables[ntables];
             snprintf(t->split, sizeof t->split, "%s", split);
+            memcpy(start_p, L.g_params, sizeof(float) * bf_net_num_params(L.global)); /* live_round moves them */
+            memcpy(start_b, L.g_buffers, sizeof(float) * bf_net_num_buffers(L.global));
             if ((rc = live_round(&L, r, t, &err))) {
                 fprintf(stderr, "bench shapley: %s\n", err.msg);
                 break;
@@ -774,11 +793,26 @@ int bench_shapley_main(int argc, char **argv) {
                 rc = -1;
                 break;
             }
+            table_t *v = t; /* what is valued: the cheaper game when on (the coordinator's), else the full one */
+            if (cheap_recal > 0 && ncheap + 2 <= MAX_TABLES) {
+                /* the cheaper game of the same updates, from the round's starting model */
+                size_t np = bf_net_num_params(L.global), nb2 = bf_net_num_buffers(L.global);
+                swap_f(L.g_params, start_p, np), swap_f(L.g_buffers, start_b, nb2);
+                rc = cheap_round(&L, &t[0], &t[1], cheap_recal, cheap_images, &cheap_t[ncheap], &err);
+                swap_f(L.g_params, start_p, np), swap_f(L.g_buffers, start_b, nb2);
+                if (rc) {
+                    fprintf(stderr, "bench shapley: %s\n", err.msg);
+                    break;
+                }
+                v = &cheap_t[ncheap], ncheap += 2;
+            }
             for (int u = 0; u < 2 && !rc; u++) {
                 per_utility[u]++;
-                rc = run_table(&t[u], budgets, nb, seeds, json, layers, st + u * MAX_BUDGETS, cumul_find(cu, &ncu, &t[u]));
+                rc = run_table(&v[u], budgets, nb, seeds, json, layers, st + u * MAX_BUDGETS, cumul_find(cu, &ncu, &v[u]));
             }
         }
+        for (int k = 0; k < ncheap; k += 2) preds_free(&cheap_t[k].preds);
+        free(start_p), free(start_b);
         live_free(&L);
     }
     if (!rc) print_summary(st, budgets, nb, per_utility, seeds, json), print_cumulative(cu, ncu, budgets, nb, seeds, json);

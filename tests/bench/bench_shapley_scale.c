@@ -1,7 +1,8 @@
 /* bench_shapley_scale.c: `blockfed-bench shapley-scale [--json] [--clients 50,200,1000] ...` (--help)
  * The first-order estimator the coordinator uses above 16 updates (bf_shapley_gradient) on real
  * federated rounds with many participants: N participants, each with its own Fashion-MNIST block
- * (--images), train one local epoch of ResNet8 from the same global model (warmed up centrally on
+ * (--images, at most 58,000 / N; images resampled to --side, default 16x16, so that the reference
+ * stays affordable), train one local epoch of ResNet8 from the same global model (warmed up centrally on
  * the partition's validation split). Five of them are planted: 0 sends back the global model
  * unchanged (a copy), 1 trains on blank images (no useful data), 2 and 3 hold the same block
  * (different shuffles), 4 flips its labels (y -> 9 - y). The game is the one the estimator values:
@@ -23,7 +24,6 @@
 #include "bf_shapley.h"
 #include "bf_trainer.h"
 
-#define SIDE 28
 #define MAX_NS 8
 
 typedef struct {
@@ -37,6 +37,7 @@ typedef struct {
     const float *x;
     const int32_t *y;
     int m;
+    size_t chw;
 } scale_t;
 
 /* -loss of params th on the evaluation images (training-mode forward, batches of max_batch) */
@@ -46,7 +47,7 @@ static double utility(scale_t *s, const float *th) {
     double l = 0;
     for (int b = 0; b < s->m; b += B) {
         int nb = s->m - b < B ? s->m - b : B;
-        l += bf_net_loss(s->net, s->x + (size_t)b * SIDE * SIDE, s->y + b, nb) * nb;
+        l += bf_net_loss(s->net, s->x + (size_t)b * s->chw, s->y + b, nb) * nb;
     }
     return -l / s->m;
 }
@@ -58,7 +59,7 @@ static int path_grad(void *ctx, double t, double *dots) {
     int B = bf_net_max_batch(s->net);
     for (int b = 0; b < s->m; b += B) {
         int nb = s->m - b < B ? s->m - b : B;
-        bf_net_train_step(s->net, s->x + (size_t)b * SIDE * SIDE, s->y + b, nb, NULL);
+        bf_net_train_step(s->net, s->x + (size_t)b * s->chw, s->y + b, nb, NULL);
         for (int q = 0; q < s->np; q++) s->grad[q] -= (double)g[q] * nb / s->m;
     }
     for (int i = 0; i < s->n; i++) {
@@ -139,6 +140,7 @@ typedef struct {
     float mean, std;
     float *x;
     int32_t *y;
+    int side;
 } data_t;
 
 /* One round at n participants; prints its line. */
@@ -146,11 +148,13 @@ static int scale_round(data_t *D, int n, int images, int eval, const char *split
                        int ref_evals, int json) {
     bf_err_t err;
     bf_blocks_t blocks;
+    if (images > 58000 / n) images = 58000 / n; /* every participant its own block, 2,000 images kept for the warm start */
     if (bf_blocks_partition(&D->train, images, 2000, split, seed, &blocks, &err) || blocks.nblocks < n)
         return fprintf(stderr, "bench shapley-scale: %d blocks of %d images do not fit (%s)\n", n, images,
                        blocks.nblocks < n ? "too few images" : err.msg),
                -1;
-    bf_net_t *global = bf_net_new("resnet8", 1, SIDE, SIDE, 10, 64, 2, &err), *net = bf_net_new("resnet8", 1, SIDE, SIDE, 10, 256, 2, &err);
+    int S = D->side;
+    bf_net_t *global = bf_net_new("resnet8", 1, S, S, 10, 64, 2, &err), *net = bf_net_new("resnet8", 1, S, S, 10, 256, 2, &err);
     if (!global || !net) return fprintf(stderr, "bench shapley-scale: %s\n", err.msg), -1;
     bf_net_init(global, 1);
     int np = (int)bf_net_num_params(global);
@@ -164,7 +168,7 @@ static int scale_round(data_t *D, int n, int images, int eval, const char *split
     float *theta0 = malloc(sizeof(float) * np), *step = calloc(np, sizeof(float));
     memcpy(theta0, bf_net_params(global), sizeof(float) * np);
     scale_t s = {net, n, np, theta0, malloc(sizeof(float *) * n), malloc(sizeof(double) * n), malloc(sizeof(double) * np),
-                 step, D->x, D->y, eval};
+                 step, D->x, D->y, eval, (size_t)S * S};
     double local_s = 0;
     for (int i = 0; i < n; i++) {
         s.delta[i] = calloc(np, sizeof(float));
@@ -172,7 +176,7 @@ static int scale_round(data_t *D, int n, int images, int eval, const char *split
         if (i == 0) continue; /* a copy of the global model */
         bf_dataset_t mine;
         bf_dataset_subset(&D->train, blocks.index + (size_t)(i == 3 ? 2 : i) * images, images, &mine, &err);
-        if (i == 1) memset(mine.pixels, 0, (size_t)mine.n * SIDE * SIDE); /* blank images */
+        if (i == 1) memset(mine.pixels, 0, (size_t)mine.n * S * S); /* blank images */
         if (i == 4)
             for (int k = 0; k < mine.n; k++) mine.labels[k] = (uint8_t)(9 - mine.labels[k]);
         memcpy(bf_net_params(global), theta0, sizeof(float) * np);
@@ -232,24 +236,26 @@ static int scale_round(data_t *D, int n, int images, int eval, const char *split
 }
 
 static int usage(FILE *f) {
-    fprintf(f, "usage: blockfed-bench shapley-scale [--json] [--clients 50,200,1000] [--images PER_PARTICIPANT=50]\n"
+    fprintf(f, "usage: blockfed-bench shapley-scale [--json] [--clients 50,200,1000] [--images PER_PARTICIPANT=150]\n"
                "                                    [--eval IMAGES=200] [--split iid|dirichlet:A] [--seed S=7]\n"
-               "                                    [--reference N=50] [--ref-evals E=20000]\n"
+               "                                    [--reference N=50] [--ref-evals E=20000] [--side 16|28]\n"
                "  One ResNet8 round on Fashion-MNIST per N: the coordinator's estimator above 16 updates (first-order\n"
                "  values along the path to the aggregate), its seconds against one local epoch, and planted\n"
                "  participants (a copy of the global model, blank images, two with the same data, a label\n"
-               "  flipper); at N = --reference also against E permutation-sampled evaluations of the same game.\n");
+               "  flipper); at N = --reference also against E permutation-sampled evaluations of the same game.\n"
+               "  Images are resampled to SIDE x SIDE (16: a cheaper game); PER_PARTICIPANT is capped at 58000 / N.\n");
     return f == stdout ? 0 : 2;
 }
 
 int bench_shapley_scale_main(int argc, char **argv) {
-    int json = 0, images = 50, eval = 200, ref_n = 50, ref_evals = 20000, ns[MAX_NS] = {50, 200, 1000}, nn = 3, c;
+    int json = 0, images = 150, eval = 200, side = 16, ref_n = 50, ref_evals = 20000, ns[MAX_NS] = {50, 200, 1000}, nn = 3, c;
     const char *split = "iid";
     uint64_t seed = 7;
     static const struct option opts[] = {
         {"json", no_argument, 0, 'j'},          {"clients", required_argument, 0, 'c'}, {"images", required_argument, 0, 'i'},
         {"eval", required_argument, 0, 'e'},    {"split", required_argument, 0, 'p'},   {"seed", required_argument, 0, 's'},
         {"reference", required_argument, 0, 'r'}, {"ref-evals", required_argument, 0, 'E'}, {"help", no_argument, 0, 'h'},
+        {"side", required_argument, 0, 'S'},
         {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -267,18 +273,21 @@ int bench_shapley_scale_main(int argc, char **argv) {
         else if (c == 's') seed = strtoull(optarg, NULL, 10);
         else if (c == 'r') ref_n = atoi(optarg);
         else if (c == 'E') ref_evals = atoi(optarg);
+        else if (c == 'S') side = atoi(optarg);
         else if (c == 'h') return usage(stdout);
         else return usage(stderr);
     }
-    if (optind < argc || !nn || images < 8 || images > 5000 || eval < 10 || eval > 10000 || ref_evals < 2 * ref_n)
+    if (optind < argc || !nn || images < 8 || images > 5000 || eval < 10 || eval > 10000 || ref_evals < 2 * ref_n ||
+        (side != 16 && side != 28))
         return usage(stderr);
     data_t D;
     bf_err_t err;
-    if (bf_dataset_load("/usr/share/datasets/fashion-mnist", "train", 0, 0, 0, &D.train, &err) ||
-        bf_dataset_load("/usr/share/datasets/fashion-mnist", "test", 0, 0, 0, &D.test, &err))
+    D.side = side;
+    if (bf_dataset_load("/usr/share/datasets/fashion-mnist", "train", 1, side, side, &D.train, &err) ||
+        bf_dataset_load("/usr/share/datasets/fashion-mnist", "test", 1, side, side, &D.test, &err))
         return fprintf(stderr, "bench shapley-scale: %s\n", err.msg), 1;
     bf_dataset_channel_stats(&D.train, &D.mean, &D.std);
-    D.x = malloc(sizeof(float) * (size_t)eval * SIDE * SIDE), D.y = malloc(sizeof(int32_t) * eval);
+    D.x = malloc(sizeof(float) * (size_t)eval * side * side), D.y = malloc(sizeof(int32_t) * eval);
     int32_t *idx = malloc(sizeof(int32_t) * eval);
     for (int i = 0; i < eval; i++) idx[i] = i;
     bf_batch_fill(&D.test, idx, eval, &D.mean, &D.std, NULL, D.x, D.y);
