@@ -8,9 +8,12 @@
  *
  * The game: U(S) is the accuracy (or -loss, per-image loss capped) on the task's validation
  * images of the round's starting model moved by the task's strategy with S's updates only, its
- * BN statistics re-estimated as the global model's are. Exact Shapley values up to exact_max
- * updates, the surrogate estimator up to BF_SURROGATE_MAXN, the layer estimator above; a round
- * that changes U by less than ROUND_TRUNCATION values everyone at 0 (docs/SHAPLEY.md). */
+ * BN statistics re-estimated as the global model's are. The estimators evaluate a cheaper stand-in
+ * (fewer BN images, a weighted sample of the validation images) whose values are moved to sum to
+ * the full game's U(all) - U(empty). Exact Shapley values up to exact_max updates, the surrogate
+ * estimator up to BF_SURROGATE_MAXN (the layer estimator if it refuses), first-order values of the
+ * additive game above; a round that changes U by less than ROUND_TRUNCATION values everyone at 0
+ * (docs/SHAPLEY.md). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
