@@ -8,12 +8,13 @@
  *
  * The game: U(S) is the accuracy (or -loss, per-image loss capped) on the task's validation
  * images of the round's starting model moved by the task's strategy with S's updates only, its
- * BN statistics re-estimated as the global model's are. The estimators evaluate a cheaper stand-in
- * (fewer BN images, a weighted sample of the validation images) whose values are moved to sum to
- * the full game's U(all) - U(empty). Exact Shapley values up to exact_max updates, the surrogate
+ * BN statistics re-estimated as the global model's are (the estimators can evaluate a cheaper
+ * stand-in, fewer BN images and a weighted sample of the validation images, whose values are moved
+ * to sum to the full game's U(all) - U(empty); off by default, VALUE_SAMPLE_IMAGES). Exact Shapley values up to exact_max updates, the surrogate
  * estimator up to BF_SURROGATE_MAXN (the layer estimator if it refuses), first-order values of the
  * additive game above; a round that changes U by less than ROUND_TRUNCATION values everyone at 0
  * (docs/SHAPLEY.md). */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,12 +72,15 @@ int coord_agg_state_read(const char *ckpt, float *v, size_t n) {
 /* ---- contribution: Shapley values of the round's updates ---------------------------------- */
 
 #define ROUND_TRUNCATION 1e-3 /* a round that changes accuracy less than this values everyone at 0 */
-/* The cheaper game the estimators value (docs/SHAPLEY.md, "The cheaper game"): a coalition model's
- * BN statistics re-estimated on this many of the task's recalibration images (every k-th; the new
- * global model gets all of them), and U scored on this many of the valuation images, drawn by
- * bf_preds_sample from the empty and full coalitions' predictions on all of them. */
-#define VALUE_RECAL_IMAGES 256
-#define VALUE_SAMPLE_IMAGES 400
+/* The cheaper game the estimators can value (docs/SHAPLEY.md, "The cheaper game"): a coalition
+ * model's BN statistics re-estimated on at most this many of the task's recalibration images
+ * (every k-th; the new global model gets all of them), and U scored on at most this many of the
+ * valuation images, drawn by bf_preds_sample from the empty and full coalitions' predictions on
+ * all of them. Both are off (all images): with 400 sampled images the values were 22% (relative
+ * L2) from the full game's on a held-out round, with 1,000 11%, against 1.4% for the surrogate's
+ * own error at 100 evaluations of the full game. */
+#define VALUE_RECAL_IMAGES INT_MAX
+#define VALUE_SAMPLE_IMAGES INT_MAX
 
 typedef struct {
     coord_job_t *j;

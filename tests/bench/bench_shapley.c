@@ -649,15 +649,15 @@ static int usage(FILE *f) {
     fprintf(f, "usage: blockfed-bench shapley [--json] [--images PER_PARTICIPANT=5000] [--eval IMAGES=2000] [--rounds R=1]\n"
                "                              [--split iid|dirichlet:A] [--seed S=7] [--save-table FILE] [--save-updates FILE]\n"
                "                              [--budgets 22,32,50,100] [--seeds K=5] [--estimator surrogate|layers]\n"
-               "                              [--recalibrate IMAGES=%d] [--cheap BN_IMAGES:IMAGES=256:400|off]\n"
+               "                              [--recalibrate IMAGES=%d] [--cheap BN_IMAGES:IMAGES|off=off]\n"
                "       blockfed-bench shapley --table FILE [--json] [--budgets LIST] [--seeds K] [--estimator E]\n"
                "       blockfed-bench shapley --table FILE --updates FILE [--cheap R:M] --split S --seed S [--images N]\n"
                "  Trains 10 ResNet8 participants R rounds (one local epoch each) on Fashion-MNIST, evaluates every\n"
                "  coalition each round on the first IMAGES test images (exact Shapley, U = accuracy and U = -loss)\n"
-               "  and the budgeted estimator at each budget over K seeds. The estimator values the coordinator's\n"
-               "  cheaper game (--cheap: coalition models' BN statistics on BN_IMAGES of the recalibration images,\n"
-               "  U on IMAGES valuation images drawn by bf_preds_sample), every coalition of it evaluated too, and\n"
-               "  is scored against the full game's exact values; --cheap off values the full game.\n"
+               "  and the budgeted estimator at each budget over K seeds. With --cheap the estimator values a\n"
+               "  cheaper game (coalition models' BN statistics on BN_IMAGES of the recalibration images, U on\n"
+               "  IMAGES valuation images drawn by bf_preds_sample), every coalition of it evaluated too, scored\n"
+               "  against the full game's exact values (the coordinator values the full game).\n"
                "  --save-table appends each round's two full 2^10-utility tables to FILE and every coalition's\n"
                "  logits to FILE.preds; --table re-runs the estimator on saved tables (no training), --updates\n"
                "  (the rounds' updates, from --save-updates) the cheaper game on them (same --split, --seed and\n"
@@ -673,7 +673,7 @@ static int usage(FILE *f) {
 int bench_shapley_main(int argc, char **argv) {
     int json = 0, layers = 0, recal = BENCH_BN_RECALIBRATE_IMAGES, eval = 2000, images = 5000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
     const char *split = "iid", *save = NULL, *load = NULL, *save_updates = NULL, *updates = NULL;
-    int cheap_recal = 256, cheap_images = 400;
+    int cheap_recal = 0, cheap_images = 400; /* the cheaper game: off, as the coordinator's default */
     uint64_t seed = 7;
     static const struct option opts[] = {
         {"json", no_argument, 0, 'j'},        {"eval", required_argument, 0, 'e'},    {"rounds", required_argument, 0, 'r'},
