@@ -35,16 +35,17 @@ static const char usage_text[] =
     "                       1..10000)\n"
     "  --forget-after S     a connection silent for S seconds with no reply queued is forgotten\n"
     "                       (its counters of malformed and dropped messages; default 300)\n"
-    "  --shapley-exact-max N  exact Shapley values up to N participants per round (default 10,\n"
+    "  --shapley-exact-max N  exact Shapley values up to N participants per round (default 6,\n"
     "                       at most 20: 2^N coalition evaluations), the budgeted estimator above\n"
+    "                       (first-order values above 16 participants)\n"
     "  --shapley-budget B   coalition evaluations per round for the estimator (default 100)\n"
     "  --value-every K      value contributions every K rounds and the last (default 1)\n"
     "  --utility U          accuracy (default) or loss: what a coalition's model is scored by on\n"
     "                       the validation split (loss: negative mean cross-entropy)\n"
     "  --bn-recalibrate N   re-estimate every aggregated model's BatchNorm statistics (the new\n"
-    "                       global model and each coalition's) on N training images spread over\n"
-    "                       the task's blocks (default 1280, at most 64 MB of them; 0: keep\n"
-    "                       the averaged statistics)\n"
+    "                       global model; each coalition's on 256 of them) on N training images\n"
+    "                       spread over the task's blocks (default 1280, at most 64 MB of them;\n"
+    "                       0: keep the averaged statistics)\n"
     "  --recharge MODE      how money comes in: operator (only `blockfed-coordinator ledger\n"
     "                       deposit`; RECHARGE is refused) or open:MAX (self-service RECHARGE,\n"
     "                       at most MAX yuan per user per UTC day; default open:10000)\n"
@@ -92,7 +93,7 @@ int cmd_run_main(int argc, char **argv) {
     coord_opts_t o;
     memset(&o, 0, sizeof o);
     o.home = getenv("BLOCKFED_HOME");
-    o.shapley_exact_max = 10;
+    o.shapley_exact_max = 6; /* 2^6 <= the default budget: the surrogate beyond (docs/SHAPLEY.md) */
     o.shapley_budget = 100;
     o.value_every = 1;
     o.bn_recalibrate = COORD_BN_RECALIBRATE_IMAGES;

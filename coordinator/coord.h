@@ -168,7 +168,7 @@ typedef struct {
     int max_open_tasks; /* tasks one user may have waiting or running (default COORD_MAX_OPEN_TASKS) */
     int forget_ms;      /* a connection silent this long with nothing queued is forgotten (default
                            COORD_FORGET_MS) */
-    int shapley_exact_max; /* exact Shapley up to this many updates per round (default 10) */
+    int shapley_exact_max; /* exact Shapley up to this many updates per round (default 6) */
     int shapley_budget;    /* coalition evaluations per round for the estimator (default 100) */
     int value_every;       /* value every K rounds, and the last (default 1) */
     int utility_loss;      /* 1: coalition utility = -validation loss; 0: validation accuracy */

@@ -60,6 +60,9 @@ typedef struct {
     const int32_t *labels; /* [images], each in [0, classes) */
     const double *weight;  /* [n]: each player's FedAvg weight (its samples); NULL = equal */
     int loss;              /* U = -mean cross-entropy; 0: U = accuracy */
+    /* [images]: each image's weight in U, finite and >= 0 with a positive sum (U is the weighted
+     * mean of the images' scores); NULL = equal. bf_preds_sample's weights. */
+    const double *image_weight;
 } bf_preds_t;
 
 /* U of one model's logits[images * classes]: accuracy, the fraction of images whose largest logit
@@ -67,6 +70,17 @@ typedef struct {
  * mean cross-entropy, each image's capped at BF_LOSS_CAP (NaN and inf count the cap), in
  * [-BF_LOSS_CAP, 0]. p->weight is not used. */
 double bf_preds_utility(const bf_preds_t *p, const float *logits);
+
+/* A sample of m of p->images valuation images whose weighted U estimates the U of all of them, for
+ * a cheaper game: each image drawn with probability proportional to how much its score can move
+ * between the models whose logits z0 and z1 are ([images * classes] each: the round's starting
+ * model and the full coalition's), plus a floor; systematic sampling, seeded, along that order.
+ * idx[m] receives the chosen images (ascending), w[m] their weights (1 / the inclusion probability,
+ * scaled to mean 1), to pass as image_weight for the images idx. Returns how many were chosen (m, up
+ * to rounding, and all images with weight 1 if m >= images), or -1 (bad shape, out of memory).
+ * Deterministic. */
+int bf_preds_sample(const bf_preds_t *p, const float *z0, const float *z1, int m, uint64_t seed, int32_t *idx,
+                    double *w, bf_err_t *err);
 
 /* phi[n] estimated from at most `budget` coalition predictions: f is asked, once each, for the
  * coalitions bf_shapley_layers(n, ..., budget, seed, ...) would evaluate, and U(S) is
@@ -86,5 +100,27 @@ double bf_preds_utility(const bf_preds_t *p, const float *logits);
  * fit. The caller then uses bf_shapley_layers (the coordinator does). */
 int bf_shapley_surrogate(int n, bf_logits_fn f, void *ctx, const bf_preds_t *p, int budget, uint64_t seed,
                          double *phi, int *evals, bf_err_t *err);
+
+/* ---- first-order values for many players ------------------------------------------------ */
+
+/* The gradient along the round's path: at the model theta(t) = theta0 + t * sum_j c_j delta_j
+ * (t in [0, 1]; delta_j player j's update, c_j its share of the aggregate), dots[i] = grad U at
+ * theta(t) . c_i delta_i for every player i. Nonzero: failed. */
+typedef int (*bf_path_grad_fn)(void *ctx, double t, double *dots);
+
+#define BF_GRADIENT_MAXN 1000000 /* players bf_shapley_gradient takes */
+
+/* phi[n]: the Aumann-Shapley values of the additive game U(S) = U(theta0 + sum over i in S of
+ * c_i delta_i) (each update at its share of the full aggregate, not re-weighted within S):
+ * phi_i = the integral over t in [0, 1] of dots_i(t), by `points`-point Gauss-Legendre quadrature
+ * (points in 1..5, f asked once per point, in increasing t). For U quadratic in the parameters
+ * these are that game's exact Shapley values (c_i grad U(theta(1/2)) . delta_i), at first order
+ * c_i grad U . delta_i; a player whose update is 0 (a copy of the starting model) gets exactly 0
+ * and identical updates get identical values. Then the values are moved to sum to `total` (the
+ * round's U(all) - U(empty), possibly in another utility than the gradient's): the gap shared in
+ * proportion to |phi_i| (equally if every phi_i is 0), so a 0 stays 0 and, when every value has
+ * the same sign, this is a rescaling. Cost: `points` calls of f; O(n) memory.
+ * -1: n outside [1, BF_GRADIENT_MAXN], points outside [1, 5], f failing, a dot not finite. */
+int bf_shapley_gradient(int n, bf_path_grad_fn f, void *ctx, int points, double total, double *phi, bf_err_t *err);
 
 #endif

@@ -381,21 +381,22 @@ typedef struct {
 } surr_t;
 
 double bf_preds_utility(const bf_preds_t *p, const float *logits) {
-    int K = p->classes, ok = 0;
-    double loss = 0;
+    int K = p->classes;
+    double ok = 0, loss = 0, wsum = 0;
     for (int i = 0; i < p->images; i++) {
         const float *r = logits + (size_t)i * K;
+        double w = p->image_weight ? p->image_weight[i] : 1.0;
         int best = 0;
         for (int k = 1; k < K; k++) best = r[k] > r[best] ? k : best; /* the first of equals, as bf_evaluate */
-        ok += best == p->labels[i];
+        ok += w * (best == p->labels[i]), wsum += w;
         if (p->loss) {
             double e = 0;
             for (int k = 0; k < K; k++) e += exp((double)r[k] - r[best]);
             double l = r[best] + log(e) - r[p->labels[i]];
-            loss += l < BF_LOSS_CAP ? l : BF_LOSS_CAP; /* NaN too */
+            loss += w * (l < BF_LOSS_CAP ? l : BF_LOSS_CAP); /* NaN too */
         }
     }
-    return p->loss ? -loss / p->images : (double)ok / p->images;
+    return p->loss ? -loss / wsum : ok / wsum;
 }
 
 static double player_weight(const surr_t *s, int i) { return s->p->weight ? s->p->weight[i] : 1.0; }

@@ -10,6 +10,7 @@ int bench_train_main(int argc, char **argv) __attribute__((weak));
 int bench_ledger_main(int argc, char **argv) __attribute__((weak));
 int bench_fed_main(int argc, char **argv) __attribute__((weak));
 int bench_shapley_main(int argc, char **argv) __attribute__((weak));
+int bench_shapley_scale_main(int argc, char **argv) __attribute__((weak));
 int bench_predict_main(int argc, char **argv) __attribute__((weak));
 int bench_web_main(int argc, char **argv) __attribute__((weak));
 int bench_webauth_main(int argc, char **argv) __attribute__((weak));
@@ -23,6 +24,7 @@ static const struct {
     {"ledger", bench_ledger_main, "paid-prediction settlements per second"},
     {"fed", bench_fed_main, "coordinator round latency, CPU and memory with N simulated clients"},
     {"shapley", bench_shapley_main, "Shapley estimator vs exact on real ResNet8 updates (n=10)"},
+    {"shapley-scale", bench_shapley_scale_main, "first-order values for 50..1000 participants: cost and checks"},
     {"predict", bench_predict_main, "paid predictions over CURVE: latency, throughput, payout to 10 holders"},
     {"web", bench_web_main, "paid predictions over HTTPS beside ZeroMQ: latency, throughput, 10 holders"},
     {"webauth", bench_webauth_main, "web credentials: PBKDF2, failed logins, token resolves (cached, first)"},
@@ -31,7 +33,7 @@ static const struct {
 static int usage(FILE *f) {
     fprintf(f, "usage: blockfed-bench SUBCOMMAND [--json] [options]\n\nsubcommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-8s %s%s\n", commands[i].name, commands[i].what,
+        fprintf(f, "  %-13s %s%s\n", commands[i].name, commands[i].what,
                 commands[i].run ? "" : " (not built)");
     return f == stdout ? 0 : 2;
 }

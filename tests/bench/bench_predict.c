@@ -183,7 +183,8 @@ static void *payer_main(void *arg) {
     char name[32];
     cli_open(&c, p->endpoint, p->key);
     snprintf(name, sizeof name, "payer%d", p->k);
-    if (!register_user(&c, name, "100000.00")) p->failures = p->n;
+    /* enough for every request at 0.10 (at most 10000 requests), within the default open:10000 a day */
+    if (!register_user(&c, name, "1000.00")) p->failures = p->n;
     for (int i = 0; i < p->n && !p->failures; i++) paid_once(&c, p, i);
     cli_close(&c);
     return NULL;
@@ -216,7 +217,7 @@ int bench_predict_main(int argc, char **argv) {
                    0;
         else return 2;
     }
-    if (requests < 100 || clients < 1 || clients > 64) return fprintf(stderr, "bench predict: bad --requests/--clients\n"), 2;
+    if (requests < 100 || requests > 10000 || clients < 1 || clients > 64) return fprintf(stderr, "bench predict: bad --requests/--clients\n"), 2;
     if (!coord[0]) { /* beside this binary in the build tree */
         ssize_t n = readlink("/proc/self/exe", coord, sizeof coord - 64);
         coord[n > 0 ? n : 0] = 0;

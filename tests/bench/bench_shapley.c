@@ -43,10 +43,11 @@ typedef struct {
     int images;
     int32_t *labels;
     float *z; /* FULL x images x CLASSES */
+    double *w; /* [images]: the images' weights in U (a cheaper game's sample), or NULL: equal */
 } preds_t;
 
 static void preds_free(preds_t **p) {
-    if (*p) free((*p)->labels), free((*p)->z), free(*p);
+    if (*p) free((*p)->labels), free((*p)->z), free((*p)->w), free(*p);
     *p = NULL;
 }
 
@@ -61,7 +62,7 @@ static preds_t *preds_new(int images) {
 }
 
 /* One round's utility table with the timings it was measured with. */
-typedef struct {
+typedef struct table {
     int round;
     char split[32];
     char utility[16]; /* "accuracy" or "loss" (U = -loss) */
@@ -71,6 +72,8 @@ typedef struct {
     double local_s; /* slowest participant's local epoch */
     double agg_s;   /* FedAvg of all updates into the next global model */
     preds_t *preds; /* every coalition's predictions, or NULL (tables saved without them) */
+    const struct table *ref; /* a cheaper game's: the full game it stands for (its exact values are the reference) */
+    double ref_eval_s;       /* a cheaper game's: seconds of one full evaluation, timed interleaved with its own */
 } table_t;
 
 /* ---- the live game: FedAvg of a coalition's updates, accuracy on held-out images ------------ */
@@ -125,7 +128,7 @@ static void live_utility(game_t *g, uint32_t S, preds_t *p, double *acc, double 
     aggregate(g, S, bf_net_params(g->net), bf_net_buffers(g->net));
     float *z = p->z + (size_t)S * p->images * CLASSES;
     bf_net_predict(g->net, g->x, p->images, z);
-    bf_preds_t pa = {p->images, CLASSES, p->labels, NULL, 0}, pl = {p->images, CLASSES, p->labels, NULL, 1};
+    bf_preds_t pa = {p->images, CLASSES, p->labels, NULL, 0, p->w}, pl = {p->images, CLASSES, p->labels, NULL, 1, p->w};
     *acc = bf_preds_utility(&pa, z);
     *neg_loss = bf_preds_utility(&pl, z);
 }
@@ -267,7 +270,22 @@ typedef struct {
     bf_net_t *global;
     game_t g;
     float *g_params, *g_buffers;
+    const char *save_updates; /* --save-updates FILE: each round's starting model and updates, or NULL */
 } live_t;
+
+/* A round's starting model and the ten updates (FILE, appended per round): "BFUPD001", then int32
+ * round, params, buffers, then the floats of the starting model and of each update, params then
+ * buffers. Replayed with --updates to value cheaper games on exactly the same updates. */
+static int updates_save(const char *path, int round, const game_t *g, size_t np, size_t nb) {
+    FILE *f = fopen(path, round > 1 ? "ab" : "wb");
+    if (!f) return -1;
+    int32_t h[3] = {round, (int32_t)np, (int32_t)nb};
+    int ok = fwrite("BFUPD001", 1, 8, f) == 8 && fwrite(h, sizeof h, 1, f) == 1 &&
+             fwrite(g->g_params, sizeof(float), np, f) == np && fwrite(g->g_buffers, sizeof(float), nb, f) == nb;
+    for (int i = 0; i < N && ok; i++)
+        ok = fwrite(g->params[i], sizeof(float), np, f) == np && fwrite(g->buffers[i], sizeof(float), nb, f) == nb;
+    return fclose(f) || !ok ? -1 : 0;
+}
 
 static int live_init(live_t *L, const char *split, uint64_t seed, int eval, int images, int recal, bf_err_t *err) {
     memset(L, 0, sizeof *L);
@@ -331,6 +349,8 @@ static int live_round(live_t *L, int round, table_t *t, bf_err_t *err) {
         bf_trainer_destroy(&tr);
         bf_dataset_free(&mine);
     }
+    if (L->save_updates && updates_save(L->save_updates, round, &L->g, np, nb))
+        return bf_err_set(err, "cannot write %s", L->save_updates);
     preds_t *p = preds_new(L->g.eval);
     if (!p) return bf_err_set(err, "out of memory for %u coalitions' predictions", FULL);
     int32_t *idx = malloc(sizeof(int32_t) * p->images);
@@ -350,6 +370,88 @@ static int live_round(live_t *L, int round, table_t *t, bf_err_t *err) {
     t[1].round = t->round, t[1].recal = t->recal, t[1].local_s = t->local_s, t[1].eval_s = t->eval_s, t[1].agg_s = t->agg_s;
     memcpy(t[1].split, t->split, sizeof t->split);
     return 0;
+}
+
+/* ---- a cheaper game on saved updates: the coordinator's fewer BN and valuation images ---------- */
+
+/* Reads round `round`'s record of an --save-updates FILE into the game (starting model, updates). */
+static int updates_load(const char *path, int round, live_t *L) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    size_t np = bf_net_num_params(L->global), nb = bf_net_num_buffers(L->global);
+    char magic[8];
+    int32_t h[3];
+    int found = 0;
+    while (!found && fread(magic, 1, 8, f) == 8 && !memcmp(magic, "BFUPD001", 8) && fread(h, sizeof h, 1, f) == 1 &&
+           h[1] == (int32_t)np && h[2] == (int32_t)nb) {
+        if (h[0] != round) {
+            if (fseek(f, (long)(sizeof(float) * (np + nb) * (N + 1)), SEEK_CUR)) break;
+            continue;
+        }
+        int ok = fread(L->g_params, sizeof(float), np, f) == np && fread(L->g_buffers, sizeof(float), nb, f) == nb;
+        for (int i = 0; i < N && ok; i++)
+            ok = fread(L->g.params[i], sizeof(float), np, f) == np && fread(L->g.buffers[i], sizeof(float), nb, f) == nb;
+        found = ok ? 1 : -1;
+    }
+    fclose(f);
+    return found == 1 ? 0 : -1;
+}
+
+/* The coordinator's cheaper game for a full game's round (ref: its accuracy table, with every
+ * coalition's logits): BN statistics re-estimated on `recal` of the full game's images (every
+ * (full / recal)-th), U on bf_preds_sample's `images` of its valuation images, drawn from the
+ * empty and full coalitions' logits. Fills c[0] (accuracy) and c[1] (-loss), every coalition
+ * evaluated; and times full evaluations interleaved with the cheap ones for their cost ratio. */
+static int cheap_round(live_t *L, const table_t *ref, const table_t *ref_loss, int recal, int images, table_t *c,
+                       bf_err_t *err) {
+    const preds_t *rp = ref->preds;
+    size_t ik = (size_t)rp->images * CLASSES;
+    preds_t *p = preds_new(images);
+    int32_t *idx = malloc(sizeof(int32_t) * images), *all = malloc(sizeof(int32_t) * rp->images);
+    float *x = malloc(sizeof(float) * (size_t)images * 28 * 28), *rx = malloc(sizeof(float) * (size_t)recal * 28 * 28);
+    if (!p || !idx || !all || !x || !rx || !(p->w = malloc(sizeof(double) * images)))
+        return preds_free(&p), free(idx), free(all), free(x), free(rx), bf_err_set(err, "out of memory");
+    bf_preds_t full = {rp->images, CLASSES, rp->labels, NULL, 0, NULL};
+    int m = bf_preds_sample(&full, rp->z, rp->z + (size_t)(FULL - 1) * ik, images, (uint64_t)ref->round, idx, p->w, err);
+    if (m < 1) return preds_free(&p), free(idx), free(all), free(x), free(rx), -1;
+    p->images = m;
+    for (int i = 0; i < m; i++) {
+        p->labels[i] = rp->labels[idx[i]];
+        memcpy(x + (size_t)i * 784, L->g.x + (size_t)idx[i] * 784, sizeof(float) * 784);
+    }
+    int r = recal < L->g.recal ? recal : L->g.recal;
+    for (int i = 0; i < r; i++) memcpy(rx + (size_t)i * 784, L->g.rx + (size_t)((int64_t)i * L->g.recal / r) * 784, sizeof(float) * 784);
+    game_t g = L->g;
+    g.x = x, g.rx = rx, g.recal = r;
+    double cheap = 0, fullt = 0, a, l;
+    preds_t *scratch = preds_new(rp->images);
+    if (scratch) memcpy(scratch->labels, rp->labels, sizeof(int32_t) * rp->images);
+    for (uint32_t S = 0; S < FULL && scratch; S++) {
+        double t0 = bf_now();
+        live_utility(&g, S, p, &c[0].u[S], &c[1].u[S]);
+        cheap += bf_now() - t0;
+        if (S % 32 == 17) { /* a full evaluation now and then, for the cost ratio in the same conditions */
+            t0 = bf_now();
+            live_utility(&L->g, S, scratch, &a, &l);
+            fullt += bf_now() - t0;
+        }
+    }
+    preds_free(&scratch);
+    free(idx), free(all), free(x), free(rx);
+    for (int u = 0; u < 2; u++) {
+        const table_t *rt = u ? ref_loss : ref;
+        c[u].round = rt->round, c[u].recal = r, c[u].local_s = rt->local_s, c[u].agg_s = rt->agg_s;
+        c[u].eval_s = cheap / FULL, c[u].ref_eval_s = fullt / (FULL / 32), c[u].ref = rt, c[u].preds = p;
+        memcpy(c[u].split, rt->split, sizeof c[u].split), memcpy(c[u].utility, rt->utility, sizeof c[u].utility);
+    }
+    return 0;
+}
+
+static void swap_f(float *a, float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float t = a[i];
+        a[i] = b[i], b[i] = t;
+    }
 }
 
 /* ---- estimator against exact on tables ------------------------------------------------------ */
@@ -390,13 +492,28 @@ static cumul_t *cumul_find(cumul_t *cu, int *ncu, const table_t *t) {
     return c;
 }
 
+/* A cheaper game's values are moved to sum to what the full game's do (U(all) - U(empty) of the
+ * full models, which the coordinator has anyway), the difference shared equally, as the coordinator
+ * does. */
+static void cheap_correct(const table_t *t, double *phi) {
+    if (!t->ref) return;
+    double d = (t->ref->u[FULL - 1] - t->ref->u[0]) - (t->u[FULL - 1] - t->u[0]);
+    for (int i = 0; i < N; i++) phi[i] += d / N;
+}
+
 /* The estimator under test: from the coalitions' predictions when the table has them (the
  * coordinator's), else (or with --estimator layers) from their utilities alone. */
 static int estimate(const table_t *t, table_game_t *tg, int layers, int budget, uint64_t seed, double *est, int *evals,
                     bf_err_t *err) {
-    if (layers || !t->preds) return bf_shapley_layers(N, table_utility, tg, budget, seed, est, evals, err);
-    bf_preds_t p = {t->preds->images, CLASSES, t->preds->labels, NULL, !strcmp(t->utility, "loss")};
-    return bf_shapley_surrogate(N, table_logits, tg, &p, budget, seed, est, evals, err);
+    if (layers || !t->preds) {
+        int rc = bf_shapley_layers(N, table_utility, tg, budget, seed, est, evals, err);
+        cheap_correct(t, est);
+        return rc;
+    }
+    bf_preds_t p = {t->preds->images, CLASSES, t->preds->labels, NULL, !strcmp(t->utility, "loss"), t->preds->w};
+    int rc = bf_shapley_surrogate(N, table_logits, tg, &p, budget, seed, est, evals, err);
+    cheap_correct(t, est);
+    return rc;
 }
 
 static int run_table(const table_t *t, const int *budgets, int nb, int seeds, int json, int layers, stats_t *st,
@@ -405,19 +522,40 @@ static int run_table(const table_t *t, const int *budgets, int nb, int seeds, in
     const char *name = layers || !t->preds ? "layers" : "surrogate";
     double exact[N], est[N];
     bf_err_t err;
-    if (bf_shapley_exact(N, table_utility, &tg, exact, &err)) return fprintf(stderr, "%s\n", err.msg), -1;
+    if (t->ref) { /* the reference is the full game's exact values; this game's own exact values are its floor */
+        table_game_t rg = {t->ref->u, t->ref->preds, 0};
+        double own[N];
+        if (bf_shapley_exact(N, table_utility, &rg, exact, &err) || bf_shapley_exact(N, table_utility, &tg, own, &err))
+            return fprintf(stderr, "%s\n", err.msg), -1;
+        cheap_correct(t, own);
+        if (json)
+            printf("{\"bench\":\"shapley\",\"n\":%d,\"round\":%d,\"split\":\"%s\",\"utility\":\"%s\",\"estimator\":\"exact-cheap\","
+                   "\"recal_images\":%d,\"images\":%d,\"evaluations\":%u,\"rel_l2_error\":%.4f,\"spearman\":%.3f,"
+                   "\"eval_s\":%.4f,\"full_eval_s\":%.4f,\"eval_cost_ratio\":%.3f}\n",
+                   N, t->round, t->split, t->utility, t->recal, t->preds ? t->preds->images : 0, FULL, rel_l2(own, exact),
+                   spearman(own, exact), t->eval_s, t->ref_eval_s, t->eval_s / t->ref_eval_s);
+        else
+            printf("round %d (%s, U = %s%s), cheaper game (%d BN images, %d valuation images): %.4f s per evaluation "
+                   "(%.4f s full, interleaved: x%.3f); its exact values vs the full game's: rel. L2 error %.2f%%, "
+                   "Spearman %.3f\n",
+                   t->round, t->split, t->utility[0] == 'l' ? "-" : "", t->utility, t->recal,
+                   t->preds ? t->preds->images : 0, t->eval_s, t->ref_eval_s, t->eval_s / t->ref_eval_s,
+                   100 * rel_l2(own, exact), spearman(own, exact));
+    } else if (bf_shapley_exact(N, table_utility, &tg, exact, &err))
+        return fprintf(stderr, "%s\n", err.msg), -1;
     cu->tables++;
     for (int i = 0; i < N; i++) cu->exact[i] += exact[i];
+    const table_t *x = t->ref ? t->ref : t; /* U(empty), U(all) of the full game */
     if (json)
         printf("{\"bench\":\"shapley\",\"n\":%d,\"round\":%d,\"split\":\"%s\",\"utility\":\"%s\",\"estimator\":\"exact\",\"evaluations\":%u,"
                "\"u_empty\":%.4f,\"u_all\":%.4f,\"eval_s\":%.4f,\"local_epoch_s\":%.2f,\"aggregation_s\":%.3f,"
                "\"valuation_s\":%.1f,\"shapley_time_fraction\":%.4f}\n",
-               N, t->round, t->split, t->utility, FULL, t->u[0], t->u[FULL - 1], t->eval_s, t->local_s, t->agg_s, FULL * t->eval_s,
+               N, t->round, t->split, t->utility, FULL, x->u[0], x->u[FULL - 1], t->eval_s, t->local_s, t->agg_s, FULL * t->eval_s,
                time_fraction(t, FULL));
     else
         printf("round %d (%s, U = %s%s): U(empty) %.3f, U(all) %.3f; exact: %u evaluations, %.1f s = %.0f%% of the round "
                "(slowest local epoch %.2f s, aggregation %.3f s)\n",
-               t->round, t->split, t->utility[0] == 'l' ? "-" : "", t->utility, t->u[0], t->u[FULL - 1], FULL, FULL * t->eval_s, 100 * time_fraction(t, FULL), t->local_s,
+               t->round, t->split, t->utility[0] == 'l' ? "-" : "", t->utility, x->u[0], x->u[FULL - 1], FULL, FULL * t->eval_s, 100 * time_fraction(t, FULL), t->local_s,
                t->agg_s);
     for (int b = 0; b < nb; b++) {
         stats_t s = {0};
@@ -441,10 +579,10 @@ static int run_table(const table_t *t, const int *budgets, int nb, int seeds, in
         if (json)
             printf("{\"bench\":\"shapley\",\"n\":%d,\"round\":%d,\"split\":\"%s\",\"utility\":\"%s\",\"estimator\":\"%s\","
                    "\"budget\":%d,\"seeds\":%d,\"evaluations\":%.1f,\"rel_l2_error_mean\":%.4f,\"rel_l2_error_max\":%.4f,\"spearman_mean\":%.3f,"
-                   "\"spearman_min\":%.3f,\"estimator_overhead_s\":%.6f,\"valuation_s\":%.2f,"
+                   "\"spearman_min\":%.3f,\"eval_s\":%.4f,\"estimator_overhead_s\":%.6f,\"valuation_s\":%.2f,"
                    "\"shapley_time_fraction\":%.4f}\n",
                    N, t->round, t->split, t->utility, name, budgets[b], seeds, s.evals_sum / s.runs, s.err_sum / s.runs, s.err_max,
-                   s.rho_sum / s.runs, s.rho_min, t_est / seeds, s.evals_sum / s.runs * t->eval_s, s.frac_sum / s.runs);
+                   s.rho_sum / s.runs, s.rho_min, t->eval_s, t_est / seeds, s.evals_sum / s.runs * t->eval_s, s.frac_sum / s.runs);
         else
             printf("  %s, budget %3d: %5.1f evaluations, rel. L2 error %5.2f%% mean / %5.2f%% worst, Spearman %.3f mean / "
                    "%.3f worst over %d seeds; valuation %.1f s = %.1f%% of the round\n",
@@ -509,16 +647,22 @@ static int parse_budgets(const char *s, int *b) {
 
 static int usage(FILE *f) {
     fprintf(f, "usage: blockfed-bench shapley [--json] [--images PER_PARTICIPANT=5000] [--eval IMAGES=2000] [--rounds R=1]\n"
-               "                              [--split iid|dirichlet:A] [--seed S=7] [--save-table FILE]\n"
+               "                              [--split iid|dirichlet:A] [--seed S=7] [--save-table FILE] [--save-updates FILE]\n"
                "                              [--budgets 22,32,50,100] [--seeds K=5] [--estimator surrogate|layers]\n"
-               "                              [--recalibrate IMAGES=%d]\n"
+               "                              [--recalibrate IMAGES=%d] [--cheap BN_IMAGES:IMAGES|off=off]\n"
                "       blockfed-bench shapley --table FILE [--json] [--budgets LIST] [--seeds K] [--estimator E]\n"
+               "       blockfed-bench shapley --table FILE --updates FILE [--cheap R:M] --split S --seed S [--images N]\n"
                "  Trains 10 ResNet8 participants R rounds (one local epoch each) on Fashion-MNIST, evaluates every\n"
                "  coalition each round on the first IMAGES test images (exact Shapley, U = accuracy and U = -loss)\n"
-               "  and the budgeted estimator at each budget over K seeds. --save-table appends each round's two\n"
-               "  2^10-utility tables to FILE and every coalition's logits to FILE.preds; --table re-runs the\n"
-               "  estimator on saved tables (no training). The estimator is the coordinator's (surrogate, from\n"
-               "  the coalitions' predictions; layers where FILE.preds is missing) or the layer estimator.\n"
+               "  and the budgeted estimator at each budget over K seeds. With --cheap the estimator values a\n"
+               "  cheaper game (coalition models' BN statistics on BN_IMAGES of the recalibration images, U on\n"
+               "  IMAGES valuation images drawn by bf_preds_sample), every coalition of it evaluated too, scored\n"
+               "  against the full game's exact values (the coordinator values the full game).\n"
+               "  --save-table appends each round's two full 2^10-utility tables to FILE and every coalition's\n"
+               "  logits to FILE.preds; --table re-runs the estimator on saved tables (no training), --updates\n"
+               "  (the rounds' updates, from --save-updates) the cheaper game on them (same --split, --seed and\n"
+               "  --images as the run that saved them). The estimator is the coordinator's (surrogate, from the\n"
+               "  coalitions' predictions; layers where FILE.preds is missing) or the layer estimator.\n"
                "  Every aggregated model's BatchNorm statistics are re-estimated on IMAGES training images\n"
                "  spread over the participants' blocks, as the coordinator does (0: kept as averaged).\n"
                "  What the figures mean and those measured so far: docs/SHAPLEY.md.\n",
@@ -528,14 +672,16 @@ static int usage(FILE *f) {
 
 int bench_shapley_main(int argc, char **argv) {
     int json = 0, layers = 0, recal = BENCH_BN_RECALIBRATE_IMAGES, eval = 2000, images = 5000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
-    const char *split = "iid", *save = NULL, *load = NULL;
+    const char *split = "iid", *save = NULL, *load = NULL, *save_updates = NULL, *updates = NULL;
+    int cheap_recal = 0, cheap_images = 400; /* the cheaper game: off, as the coordinator's default */
     uint64_t seed = 7;
     static const struct option opts[] = {
         {"json", no_argument, 0, 'j'},        {"eval", required_argument, 0, 'e'},    {"rounds", required_argument, 0, 'r'},
         {"split", required_argument, 0, 'p'}, {"seed", required_argument, 0, 's'},    {"save-table", required_argument, 0, 'w'},
         {"table", required_argument, 0, 't'}, {"budgets", required_argument, 0, 'b'}, {"seeds", required_argument, 0, 'k'},
         {"images", required_argument, 0, 'i'}, {"estimator", required_argument, 0, 'E'}, {"help", no_argument, 0, 'h'},
-        {"recalibrate", required_argument, 0, 'R'},
+        {"recalibrate", required_argument, 0, 'R'}, {"save-updates", required_argument, 0, 'W'},
+        {"updates", required_argument, 0, 'U'}, {"cheap", required_argument, 0, 'C'},
         {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -547,6 +693,13 @@ int bench_shapley_main(int argc, char **argv) {
         else if (c == 'p') split = optarg;
         else if (c == 's') seed = strtoull(optarg, NULL, 10);
         else if (c == 'w') save = optarg;
+        else if (c == 'W') save_updates = optarg;
+        else if (c == 'U') updates = optarg;
+        else if (c == 'C') {
+            if (!strcmp(optarg, "off")) cheap_recal = 0;
+            else if (sscanf(optarg, "%d:%d", &cheap_recal, &cheap_images) != 2 || cheap_recal < 1 || cheap_images < 1)
+                return usage(stderr);
+        }
         else if (c == 'E') {
             if (strcmp(optarg, "surrogate") && strcmp(optarg, "layers")) return usage(stderr);
             layers = !strcmp(optarg, "layers");
@@ -563,13 +716,14 @@ int bench_shapley_main(int argc, char **argv) {
     }
     if (optind < argc || rounds < 1 || 2 * rounds > MAX_TABLES || images < 64 || images > 5500 || seeds < 1 || seeds > MAX_SEEDS || eval < 1 || eval > 10000 ||
         recal < 0 || recal > 50000 ||
-        (load && save))
+        (load && save) || (updates && (!load || !cheap_recal)) || (save_updates && load))
         return usage(stderr);
     stats_t st[2 * MAX_BUDGETS] = {{0}};
     int per_utility[2] = {0, 0}, ncu = 0;
     cumul_t *cu = calloc(MAX_GROUPS, sizeof(cumul_t));
-    table_t *tables = calloc(MAX_TABLES, sizeof(table_t));
-    if (!tables || !cu) return free(tables), free(cu), fprintf(stderr, "bench shapley: out of memory\n"), 1;
+    table_t *tables = calloc(MAX_TABLES, sizeof(table_t)), *cheap_t = calloc(MAX_TABLES, sizeof(table_t));
+    if (!tables || !cu || !cheap_t)
+        return free(tables), free(cu), free(cheap_t), fprintf(stderr, "bench shapley: out of memory\n"), 1;
     int ntables = 0, rc = 0;
     if (load) {
         if ((ntables = table_load(load, tables)) <= 0) {
@@ -577,12 +731,41 @@ int bench_shapley_main(int argc, char **argv) {
             return fprintf(stderr, "bench shapley: %s: no readable n=%d utility table\n", load, N), 1;
         }
         if (preds_load(load, tables, ntables)) rc = (fprintf(stderr, "bench shapley: %s.preds does not fit the tables\n", load), -1);
-        for (int k = 0; k < ntables && !rc; k++) {
-            int u = !strcmp(tables[k].utility, "loss");
-            per_utility[u]++;
-            cumul_t *g = cumul_find(cu, &ncu, &tables[k]);
-            rc = g ? run_table(&tables[k], budgets, nb, seeds, json, layers, st + u * MAX_BUDGETS, g) : -1;
+        live_t L;
+        bf_err_t err;
+        int ncheap = 0;
+        if (!rc && updates) { /* the cheaper games of the same rounds replace the tables as what is valued */
+            if (live_init(&L, split, seed, eval, images, recal, &err))
+                rc = (fprintf(stderr, "bench shapley: %s\n", err.msg), -1);
+            for (int k = 0; k + 1 < ntables && !rc; k += 2) {
+                table_t *ref = &tables[k];
+                if (!ref->preds || strcmp(ref->utility, "accuracy") || strcmp(tables[k + 1].utility, "loss") ||
+                    ref->preds->images > eval)
+                    rc = (fprintf(stderr, "bench shapley: --updates needs each round's accuracy and loss tables with their "
+                                          "predictions on at most --eval images\n"), -1);
+                else if (updates_load(updates, ref->round, &L))
+                    rc = (fprintf(stderr, "bench shapley: %s: no round %d of this federation's shape\n", updates, ref->round), -1);
+                else {
+                    int32_t *ix = malloc(sizeof(int32_t) * ref->preds->images);
+                    for (int i = 0; ix && i < ref->preds->images; i++) ix[i] = i;
+                    if (ix) bf_batch_fill(L.g.val, ix, ref->preds->images, &L.mean, &L.std, NULL, L.g.x, NULL);
+                    free(ix);
+                    if (!ix || cheap_round(&L, ref, &tables[k + 1], cheap_recal, cheap_images, &cheap_t[ncheap], &err))
+                        rc = (fprintf(stderr, "bench shapley: %s\n", ix ? err.msg : "out of memory"), -1);
+                    else ncheap += 2;
+                }
+            }
         }
+        table_t *valued = updates ? cheap_t : tables;
+        int nvalued = updates ? ncheap : ntables;
+        for (int k = 0; k < nvalued && !rc; k++) {
+            int u = !strcmp(valued[k].utility, "loss");
+            per_utility[u]++;
+            cumul_t *g = cumul_find(cu, &ncu, &valued[k]);
+            rc = g ? run_table(&valued[k], budgets, nb, seeds, json, layers, st + u * MAX_BUDGETS, g) : -1;
+        }
+        for (int k = 0; k < ncheap; k += 2) preds_free(&cheap_t[k].preds);
+        if (updates) live_free(&L);
     } else {
         live_t L;
         bf_err_t err;
@@ -590,9 +773,15 @@ int bench_shapley_main(int argc, char **argv) {
             free(tables), free(cu);
             return fprintf(stderr, "bench shapley: %s\n", err.msg), 1;
         }
+        L.save_updates = save_updates;
+        int ncheap = 0;
+        float *start_p = malloc(sizeof(float) * bf_net_num_params(L.global)), *start_b = malloc(sizeof(float) * (bf_net_num_buffers(L.global) + 1));
+        if (!start_p || !start_b) rc = (fprintf(stderr, "bench shapley: out of memory\n"), -1);
         for (int r = 1; r <= rounds && !rc; r++) {
             table_t *t = &tables[ntables];
             snprintf(t->split, sizeof t->split, "%s", split);
+            memcpy(start_p, L.g_params, sizeof(float) * bf_net_num_params(L.global)); /* live_round moves them */
+            memcpy(start_b, L.g_buffers, sizeof(float) * bf_net_num_buffers(L.global));
             if ((rc = live_round(&L, r, t, &err))) {
                 fprintf(stderr, "bench shapley: %s\n", err.msg);
                 break;
@@ -604,11 +793,26 @@ int bench_shapley_main(int argc, char **argv) {
                 rc = -1;
                 break;
             }
+            table_t *v = t; /* what is valued: the cheaper game when on (the coordinator's), else the full one */
+            if (cheap_recal > 0 && ncheap + 2 <= MAX_TABLES) {
+                /* the cheaper game of the same updates, from the round's starting model */
+                size_t np = bf_net_num_params(L.global), nb2 = bf_net_num_buffers(L.global);
+                swap_f(L.g_params, start_p, np), swap_f(L.g_buffers, start_b, nb2);
+                rc = cheap_round(&L, &t[0], &t[1], cheap_recal, cheap_images, &cheap_t[ncheap], &err);
+                swap_f(L.g_params, start_p, np), swap_f(L.g_buffers, start_b, nb2);
+                if (rc) {
+                    fprintf(stderr, "bench shapley: %s\n", err.msg);
+                    break;
+                }
+                v = &cheap_t[ncheap], ncheap += 2;
+            }
             for (int u = 0; u < 2 && !rc; u++) {
                 per_utility[u]++;
-                rc = run_table(&t[u], budgets, nb, seeds, json, layers, st + u * MAX_BUDGETS, cumul_find(cu, &ncu, &t[u]));
+                rc = run_table(&v[u], budgets, nb, seeds, json, layers, st + u * MAX_BUDGETS, cumul_find(cu, &ncu, &v[u]));
             }
         }
+        for (int k = 0; k < ncheap; k += 2) preds_free(&cheap_t[k].preds);
+        free(start_p), free(start_b);
         live_free(&L);
     }
     if (!rc) print_summary(st, budgets, nb, per_utility, seeds, json), print_cumulative(cu, ncu, budgets, nb, seeds, json);
@@ -618,6 +822,6 @@ int bench_shapley_main(int argc, char **argv) {
             if (tables[j].preds == p) tables[j].preds = NULL;
         preds_free(&p);
     }
-    free(tables), free(cu);
+    free(tables), free(cu), free(cheap_t);
     return rc ? 1 : 0;
 }

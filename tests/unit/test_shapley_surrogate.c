@@ -85,7 +85,7 @@ static int logits(void *ctx, uint32_t S, float *out) {
     return 0;
 }
 
-static bf_preds_t preds_of(const game_t *g) { return (bf_preds_t){IMAGES, K, g->y, g->w, g->loss}; }
+static bf_preds_t preds_of(const game_t *g) { return (bf_preds_t){IMAGES, K, g->y, g->w, g->loss, NULL}; }
 
 /* U(S) the scalar way, from the same logits: what exact Shapley and the layer estimator see. */
 static double utility(void *ctx, uint32_t S) {
@@ -222,7 +222,7 @@ int main(void) {
     CHECK(bf_shapley_surrogate(BF_SURROGATE_MAXN + 1, logits, &g, &p, 100, 1, est, &evals, &err) == -1);
     CHECK(bf_shapley_surrogate(10, logits, &g, &p, 21, 1, est, &evals, &err) == -1);
     static int32_t many[100000]; /* 1,000 coalitions x 100,000 images x 10 classes: 4 GB of logits */
-    bf_preds_t big = {100000, 10, many, NULL, 0};
+    bf_preds_t big = {100000, 10, many, NULL, 0, NULL};
     CHECK(bf_shapley_surrogate(10, logits, &g, &big, 1000, 1, est, &evals, &err) == -1);
     printf("too large: %s\n", err.msg);
     g.calls = 0, g.fail_at = 30;
@@ -234,7 +234,7 @@ int main(void) {
      * most BF_LOSS_CAP, the values stay finite with the poisoner last, the surrogate refuses */
     float odd[2 * K] = {NAN, 0, 1, 2, 1e30f, 0, 0, -1e30f};
     int32_t odd_y[2] = {3, 3};
-    bf_preds_t po = {2, K, odd_y, NULL, 1};
+    bf_preds_t po = {2, K, odd_y, NULL, 1, NULL};
     CHECK(bf_preds_utility(&po, odd) == -BF_LOSS_CAP);
     po.loss = 0;
     CHECK(bf_preds_utility(&po, odd) == 0);
