@@ -31,6 +31,7 @@
 #include "bf_text.h"
 #include "coord.h"
 #include "openapi_json.h"
+#include "pages.h"
 
 #define HTTP_MAX_CONNS 128          /* connections (threads) at once */
 #define HTTP_MAX_CONNS_PER_IP 32
@@ -885,6 +886,12 @@ static void r_op_deposit(hctx_t *c) {
     c->status = 200;
 }
 
+/* The dashboard's pages and static files (pages.c). */
+static void r_page(hctx_t *c) {
+    if (!coord_pages_answer(c->conn, c->r->nseg ? c->r->seg[0] : "", c->r->nseg > 1 ? c->r->seg[1] : "", c->h->tls)) c->queued = 1;
+    else error_to(c, 404, "NOT_FOUND", "no such page");
+}
+
 /* ---- the route table ------------------------------------------------------------------------ */
 
 enum {
@@ -923,6 +930,12 @@ static const route_t routes[] = {
     {"POST", API "/tasks/*/predict", R_USER | R_CHANGE | R_UPLOAD | R_LIMITED, r_predict},
     {"GET", API "/openapi.json", 0, r_openapi},
     {"GET", "/healthz", 0, r_health},
+    {"GET", "/", 0, r_page},
+    {"GET", "/login", 0, r_page},
+    {"GET", "/predict", 0, r_page},
+    {"GET", "/profile", 0, r_page},
+    {"GET", "/tasks/*", 0, r_page},
+    {"GET", "/static/*", 0, r_page},
     {"GET", "/metrics", R_OPERATOR, r_metrics},
     {"GET", API "/operator/ledger/verify", R_OPERATOR, r_op_verify},
     {"GET", API "/operator/balances", R_OPERATOR, r_op_balances},

@@ -7,7 +7,8 @@ pkgs=(build-essential cmake pkg-config
       libzmq3-dev libczmq-dev libopenblas-dev libmsgpack-dev libstb-dev
       libssl-dev libsqlite3-dev libpq-dev postgresql zlib1g-dev dataset-fashion-mnist
       clang libclang-rt-14-dev
-      libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev curl)
+      libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev curl
+      libjs-chart.js chromium)  # the dashboard's Chart.js; the browser test (node 20 + npm from NodeSource)
 
 missing=()
 for p in "${pkgs[@]}"; do
