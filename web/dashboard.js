@@ -125,6 +125,7 @@ async function create(ev) {
   const errNode = document.getElementById('create-error');
   const note = document.getElementById('create-note');
   note.hidden = true;
+  showError(errNode, null); /* an earlier submission's error is not this one's */
   let req;
   try { req = taskRequest(form); } catch (e) { return showError(errNode, e); }
   createKey = createKey || requestKey();

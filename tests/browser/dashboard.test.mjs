@@ -76,18 +76,18 @@ try {
   check((await (await row.$('[data-test=task-name]')).textContent()) === hostile, 'the hostile name is shown as text');
   check((await page.$$('[data-test=task-list] img')).length === 0 && dialogs === 0, 'no element or script came from the name');
   check((await (await row.$('[data-test=task-round]')).textContent()) === '0 / 3', 'the list shows round 0 / 3');
-  await page.waitForFunction(() => document.querySelector('tr[data-task=fm1] [data-test=task-price]').textContent.includes('0.10'));
+  await page.waitForFunction(() => document.querySelector('tr[data-task=fm1] [data-test=task-price]')?.textContent.includes('0.10'));
   check(true, 'the list shows the fee');
   await page.screenshot({ path: out + '/dashboard-tasks.png', fullPage: true });
 
   // the task page: state from the event stream
   await page.click('tr[data-task=fm1] a');
-  await page.waitForFunction(() => document.querySelector('[data-test=task-state]').textContent === 'waiting');
+  await page.waitForFunction(() => document.querySelector('[data-test=task-state]')?.textContent === 'waiting');
   check((await page.textContent('[data-test=task-title]')).startsWith(hostile), 'the task page title is the name as text');
   check(await page.isVisible('[data-test=cancel]'), 'the creator sees the cancel button while waiting');
   await page.screenshot({ path: out + '/dashboard-task.png', fullPage: true });
   await page.click('[data-test=cancel]');
-  await page.waitForFunction(() => document.querySelector('[data-test=task-state]').textContent === 'cancelled');
+  await page.waitForFunction(() => document.querySelector('[data-test=task-state]')?.textContent === 'cancelled');
   check(true, 'cancel from the page: the state becomes cancelled');
 
   await page.goto(base + '/predict');
