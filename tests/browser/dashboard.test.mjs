@@ -107,7 +107,10 @@ try {
   failures++;
 } finally {
   if (browser) await browser.close();
+  // waited for, so the next run finds the port free
+  const gone = new Promise((r) => srv.once('exit', r));
   srv.kill('SIGTERM');
+  await Promise.race([gone, new Promise((r) => setTimeout(r, 10000))]);
 }
 if (failures) { console.log(failures + ' failure(s); coordinator log:\n' + log.slice(-3000)); process.exit(1); }
 console.log('all passed; screenshots in ' + out);
