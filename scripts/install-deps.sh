@@ -10,6 +10,9 @@ pkgs=(build-essential cmake pkg-config
       libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev curl
       libjs-chart.js chromium)  # the dashboard's Chart.js; the browser test (node 20 + npm from NodeSource)
 
+# The browser test needs node and npm: the machine's own (e.g. NodeSource) if it has them, else Debian's.
+command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)
+
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
