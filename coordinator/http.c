@@ -934,6 +934,7 @@ static const route_t routes[] = {
     {"GET", "/login", 0, r_page},
     {"GET", "/predict", 0, r_page},
     {"GET", "/profile", 0, r_page},
+    {"GET", "/operator", 0, r_page},
     {"GET", "/tasks/*", 0, r_page},
     {"GET", "/static/*", 0, r_page},
     {"GET", "/metrics", R_OPERATOR, r_metrics},
