@@ -34,7 +34,8 @@ static const char *page_of(const char *seg0, const char *seg1) {
         const char *seg0, *page;
         int takes_id;
     } pages[] = {{"", "index.html", 0},        {"login", "login.html", 0},     {"tasks", "task.html", 1},
-                 {"predict", "predict.html", 0}, {"profile", "profile.html", 0}};
+                 {"predict", "predict.html", 0}, {"profile", "profile.html", 0},
+                 {"operator", "operator.html", 0}};
     for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++)
         if (!strcmp(seg0, pages[i].seg0) && (pages[i].takes_id ? seg1[0] != 0 : seg1[0] == 0)) return pages[i].page;
     return NULL;

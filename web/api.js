@@ -14,7 +14,8 @@ export function saveSession(user, csrf) { sessionStorage.setItem('bf.user', user
 export function clearSession() { sessionStorage.removeItem('bf.user'); sessionStorage.removeItem('bf.csrf'); }
 
 // method, path under /api/v1, an object for a JSON body or a FormData; answers the parsed JSON.
-// A 401 (no or an expired session) goes to the login page.
+// A 401 (no or an expired session) goes to the login page, unless the call brings its own
+// credential (the operator page's bearer token: its 401 is the page's to show).
 export async function api(method, path, body, headers = {}) {
   const h = { ...headers };
   if (method !== 'GET') {
@@ -29,7 +30,7 @@ export async function api(method, path, body, headers = {}) {
   try { data = await resp.json(); } catch { data = null; }
   if (!resp.ok) {
     const e = data && data.error ? data.error : { code: 'HTTP_' + resp.status, message: resp.statusText };
-    if (resp.status === 401 && !path.startsWith('/auth/')) { clearSession(); location.assign('/login'); }
+    if (resp.status === 401 && !path.startsWith('/auth/') && !headers.Authorization) { clearSession(); location.assign('/login'); }
     throw new ApiError(resp.status, e.code, e.message);
   }
   return data;
@@ -69,8 +70,10 @@ export function initPage({ needSession = true } = {}) {
     nav.replaceChildren(
       el('a', { href: '/', class: 'brand', text: t('app') }),
       ...(user ? [el('a', { href: '/', text: t('dashboard') }), el('a', { href: '/predict', text: t('predict') }),
+        el('a', { href: '/profile', 'data-test': 'nav-profile', text: t('profile') }),
         el('span', { class: 'who', 'data-test': 'nav-user', text: user }),
         el('button', { type: 'button', 'data-test': 'logout', text: t('logout'), onclick: logout })] : []),
+      el('a', { href: '/operator', 'data-test': 'nav-operator', text: t('operator') }),
       el('button', { type: 'button', class: 'lang', 'data-test': 'lang', text: t('language'),
         onclick: () => { setLang(lang() === 'zh' ? 'en' : 'zh'); location.reload(); } }));
   }

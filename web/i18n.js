@@ -21,6 +21,30 @@ const strings = {
     'predict.go': 'Classify', 'fee.line': 'Fee charged: {fee} yuan. Balance after: {balance} yuan.',
     'no.models': 'No completed task to predict with yet.', 'per.image': 'per image', error: 'Error',
     cash: 'Cash', available: 'available', held: 'held', coins: 'Coins', shares: 'Shares', history: 'History',
+    operator: 'Operator', 'recharge.title': 'Recharge', amount: 'Amount (yuan)', recharge: 'Recharge',
+    recharged: 'Recharged: cash is now {cash} yuan.', 'task.ledger': 'Task (ledger id)', share: 'Share',
+    received: 'Fees received (yuan)', 'no.shares': 'No shares yet.', 'revenue.title': 'Fees received over time',
+    'rewards.title': 'Reward payouts', 'no.rewards': 'No reward payouts yet.', seq: 'No.', time: 'Time', type: 'Type',
+    kind: 'Kind', currency: 'Currency', before: 'Before', after: 'After', newest: 'Newest', older: 'Older',
+    'tokens.title': 'API tokens', id: 'Id', created_at: 'Created', last_used: 'Last used', 'token.name': 'Token name',
+    'token.create': 'Create token', 'token.once': 'This token is shown once: copy it now.', revoke: 'Revoke',
+    'type.posted': 'posted', 'type.pending': 'held', 'type.post': 'captured', 'type.void': 'released', 'type.expire': 'expired',
+    'kind.register_bonus': 'sign-up bonus', 'kind.recharge': 'recharge', 'kind.spend_coins': 'coins spent',
+    'kind.task_fund': 'task funding', 'kind.task_refund': 'task refund', 'kind.reward': 'reward',
+    'kind.usage_fee': 'prediction fee', 'kind.fee_payout': 'fee payout', 'kind.withdrawal': 'withdrawal',
+    'operator.title': 'Operator', 'op.token': 'Operator token (HOME/operator.token)', 'op.use': 'Use', 'op.forget': 'Forget',
+    'summary.title': 'Summary', 'summary.missing': 'This server has no summary yet (GET /api/v1/operator/summary).',
+    chain_head: 'Chain head', entries: 'Ledger entries', pending_holds: 'Pending holds', pending_withdrawals: 'Pending withdrawals',
+    posted: 'Posted', 'verify.title': 'Ledger verification', 'verify.run': 'Verify the ledger', verifying: 'Verifying…',
+    'verify.ok': 'Every check passed.', 'verify.bad': 'Some checks failed.', pass: 'pass', fail: 'FAIL',
+    transfers: 'Transfers', accounts: 'Accounts', users: 'Users', check: 'Check', result: 'Result', failures: 'Failures',
+    detail: 'Detail', 'balances.title': 'Balances per currency and account kind',
+    'deposit.title': 'Deposit (money received outside the platform)', ref: 'External reference', deposit: 'Deposit',
+    deposited: 'Deposited: {user} now has {cash} yuan.',
+    'acct.user_cash': 'users\' cash', 'acct.user_coin': 'users\' coins', 'acct.task_escrow': 'task escrow',
+    'acct.task_clearing': 'task clearing', 'acct.platform_external': 'outside the platform', 'acct.platform_revenue': 'platform revenue',
+    'contrib.rounds': 'Contributions (Shapley value per round, stacked)', aggregate_seconds: 'Aggregation (s)',
+    value_seconds: 'Valuation (s)', valued: 'Valued', 'valued.yes': 'yes', 'valued.no': 'no',
     language: '中文', 'csrf.lost': 'Your session cannot change anything in this tab: log in again.',
   },
   zh: {
@@ -43,6 +67,30 @@ const strings = {
     'predict.go': '识别', 'fee.line': '已扣费：{fee} 元。余额：{balance} 元。',
     'no.models': '还没有可用于预测的已完成任务。', 'per.image': '每张', error: '错误',
     cash: '现金', available: '可用', held: '冻结', coins: '代币', shares: '股份', history: '流水',
+    operator: '运营者', 'recharge.title': '充值', amount: '金额（元）', recharge: '充值',
+    recharged: '充值成功：现金余额 {cash} 元。', 'task.ledger': '任务（账本编号）', share: '股份',
+    received: '已收费用（元）', 'no.shares': '还没有股份。', 'revenue.title': '费用收入走势',
+    'rewards.title': '奖励发放', 'no.rewards': '还没有奖励发放。', seq: '序号', time: '时间', type: '类型',
+    kind: '类别', currency: '币种', before: '变动前', after: '变动后', newest: '最新', older: '更早',
+    'tokens.title': 'API 令牌', id: '编号', created_at: '创建时间', last_used: '最近使用', 'token.name': '令牌名称',
+    'token.create': '创建令牌', 'token.once': '令牌只显示这一次，请立即复制。', revoke: '吊销',
+    'type.posted': '已入账', 'type.pending': '冻结', 'type.post': '已扣款', 'type.void': '已解冻', 'type.expire': '已过期',
+    'kind.register_bonus': '注册奖励', 'kind.recharge': '充值', 'kind.spend_coins': '代币支出',
+    'kind.task_fund': '任务出资', 'kind.task_refund': '任务退款', 'kind.reward': '奖励',
+    'kind.usage_fee': '预测费用', 'kind.fee_payout': '费用分成', 'kind.withdrawal': '提现',
+    'operator.title': '运营者', 'op.token': '运营者令牌（HOME/operator.token）', 'op.use': '使用', 'op.forget': '清除',
+    'summary.title': '概览', 'summary.missing': '此服务器尚无概览接口（GET /api/v1/operator/summary）。',
+    chain_head: '哈希链头', entries: '账本条目', pending_holds: '未结冻结', pending_withdrawals: '待处理提现',
+    posted: '已入账', 'verify.title': '账本校验', 'verify.run': '校验账本', verifying: '校验中…',
+    'verify.ok': '全部检查通过。', 'verify.bad': '有检查未通过。', pass: '通过', fail: '未通过',
+    transfers: '转账', accounts: '账户', users: '用户', check: '检查项', result: '结果', failures: '失败数',
+    detail: '详情', 'balances.title': '按币种和账户类别的余额',
+    'deposit.title': '入金（平台外收到的款项）', ref: '外部参考号', deposit: '入金',
+    deposited: '入金成功：{user} 现有 {cash} 元。',
+    'acct.user_cash': '用户现金', 'acct.user_coin': '用户代币', 'acct.task_escrow': '任务托管',
+    'acct.task_clearing': '任务清算', 'acct.platform_external': '平台外部', 'acct.platform_revenue': '平台收入',
+    'contrib.rounds': '贡献（每轮 Shapley 值，堆叠）', aggregate_seconds: '聚合（秒）',
+    value_seconds: '估值（秒）', valued: '已估值', 'valued.yes': '是', 'valued.no': '否',
     language: 'English', 'csrf.lost': '此标签页的会话无法修改数据，请重新登录。',
   },
 };
@@ -72,4 +120,15 @@ export function money(s) {
   const [i, f] = s.split('.');
   const grouped = new Intl.NumberFormat(lang() === 'zh' ? 'zh-CN' : 'en-US').format(BigInt(i));
   return f ? grouped + '.' + f : grouped;
+}
+// A ledger time (seconds since 1970) as a date and time in the current language.
+export function dateTime(sec) {
+  return new Date(Number(sec) * 1000).toLocaleString(lang() === 'zh' ? 'zh-CN' : 'en-US');
+}
+
+// A server code's label (prefix + code, e.g. 'kind.' + 'fee_payout'); the code itself when the
+// table has none (a newer server's code still shows).
+export function label(prefix, code) {
+  const k = prefix + code;
+  return k in strings[lang()] || k in strings.en ? t(k) : String(code ?? '');
 }

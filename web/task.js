@@ -1,13 +1,18 @@
 // One task, live: the event stream's first `status` draws everything, each `round` adds a point
 // to the accuracy chart and a line to the round log (and the status is read again for the
-// participants' Shapley values, which STATUS carries cumulatively), `state` and `settled` redraw.
+// participants' values), `valued` brings a round's Shapley values when valuation ran after the
+// round closed, `state` and `settled` redraw. The contributions chart stacks each round's values
+// per participant when the status carries them (`history[i].values`), else it shows cumulative
+// values per participant (servers whose STATUS has only those).
 import { api, el, showError, initPage } from './api.js';
 import { t, num, money } from './i18n.js';
 
 const FINAL = new Set(['completed', 'cancelled', 'failed']);
+const COLOURS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
 const id = decodeURIComponent(location.pathname.split('/')[2] || '');
 let accChart = null, contribChart = null, es = null;
-const seen = new Set(); // round numbers drawn
+const rounds = new Map(); // round number -> its history entry (values merged in as they come)
+let participants = [];
 
 if (initPage()) {
   accChart = new Chart(document.getElementById('accuracy-chart'), {
@@ -20,8 +25,9 @@ if (initPage()) {
       scales: { acc: { type: 'linear', position: 'left', min: 0, max: 1 }, loss: { type: 'linear', position: 'right', grid: { drawOnChartArea: false } } } },
   });
   contribChart = new Chart(document.getElementById('contrib-chart'), {
-    type: 'bar', data: { labels: [], datasets: [{ label: t('shapley'), data: [], backgroundColor: '#9467bd' }] },
-    options: { animation: false, responsive: true, maintainAspectRatio: false },
+    type: 'bar', data: { labels: [], datasets: [] },
+    options: { animation: false, responsive: true, maintainAspectRatio: false,
+      scales: { x: { stacked: true }, y: { stacked: true } } },
   });
   document.getElementById('cancel').addEventListener('click', cancel);
   connect();
@@ -34,6 +40,11 @@ function connect() {
   es.addEventListener('status', (ev) => render(JSON.parse(ev.data)));
   es.addEventListener('settled', (ev) => render(JSON.parse(ev.data)));
   es.addEventListener('round', (ev) => { addRound(JSON.parse(ev.data)); reload(); });
+  es.addEventListener('valued', (ev) => {
+    const v = JSON.parse(ev.data);
+    const h = rounds.get(v.round);
+    if (h) { h.values = v.values; h.valued = true; drawRoundLog(); drawContrib(); } else reload();
+  });
   es.addEventListener('state', (ev) => {
     const s = JSON.parse(ev.data);
     setState(s.to);
@@ -72,30 +83,64 @@ function render(st) {
   document.getElementById('price').textContent = st.mode === 'reward' ? money(st.pool) : money(st.fee) + ' ' + t('per.image');
   document.getElementById('hash').textContent = st.result_hash || '—';
   for (const h of st.history || []) addRound(h);
-  const parts = st.participants || [];
-  document.querySelector('#participants tbody').replaceChildren(...parts.map((p) => el('tr', {},
+  participants = st.participants || [];
+  document.querySelector('#participants tbody').replaceChildren(...participants.map((p) => el('tr', { 'data-test': 'participant-row' },
     el('td', { text: p.user }), el('td', { text: num(p.shapley, 4) }), el('td', { text: num(p.blocks) }),
     el('td', { text: num(p.samples) }), el('td', { text: num(p.contributed) }), el('td', { text: p.status }))));
-  contribChart.data.labels = parts.map((p) => p.user);
-  contribChart.data.datasets[0].data = parts.map((p) => p.shapley);
-  contribChart.update();
+  drawContrib();
   setState(st.state);
 }
 
+// A round's entry from the stream or a status: a new round adds a chart point; a known one only
+// takes what is new in it (values and timings arrive after the round closed).
 function addRound(h) {
-  if (seen.has(h.round)) return;
-  seen.add(h.round);
-  accChart.data.labels.push(String(h.round));
-  accChart.data.datasets[0].data.push(h.val_acc);
-  accChart.data.datasets[1].data.push(h.test_acc);
-  accChart.data.datasets[2].data.push(h.val_loss);
-  accChart.update();
-  const canvas = document.getElementById('accuracy-chart');
-  canvas.dataset.points = String(accChart.data.labels.length); // a stable hook for tests
-  document.querySelector('#round-log tbody').append(el('tr', { 'data-round': h.round },
+  const known = rounds.get(h.round);
+  rounds.set(h.round, known ? { ...known, ...h, values: h.values ?? known.values } : h);
+  if (!known) {
+    accChart.data.labels.push(String(h.round));
+    accChart.data.datasets[0].data.push(h.val_acc);
+    accChart.data.datasets[1].data.push(h.test_acc);
+    accChart.data.datasets[2].data.push(h.val_loss);
+    accChart.update();
+    document.getElementById('accuracy-chart').dataset.points = String(accChart.data.labels.length); // a stable hook for tests
+  }
+  drawRoundLog();
+}
+
+const secs = (x) => (typeof x === 'number' ? num(x, 1) : '—');
+
+function drawRoundLog() {
+  const list = [...rounds.values()].sort((a, b) => a.round - b.round);
+  document.querySelector('#round-log tbody').replaceChildren(...list.map((h) => el('tr', { 'data-round': h.round, 'data-test': 'round-row' },
     el('td', { text: num(h.round) }), el('td', { text: num(h.participants) }), el('td', { text: num(h.samples) }),
     el('td', { text: num(h.val_acc, 4) }), el('td', { text: num(h.val_loss, 4) }), el('td', { text: num(h.test_acc, 4) }),
-    el('td', { text: num(h.seconds, 1) })));
+    el('td', { text: secs(h.seconds) }), el('td', { 'data-test': 'round-aggregate', text: secs(h.aggregate_seconds) }),
+    el('td', { 'data-test': 'round-value', text: secs(h.value_seconds) }),
+    el('td', { 'data-test': 'round-valued', text: h.valued === undefined ? '—' : h.valued ? t('valued.yes') : t('valued.no') }))));
+}
+
+// Stacked per-round values when any round carries them; else cumulative values per participant.
+function drawContrib() {
+  const list = [...rounds.values()].sort((a, b) => a.round - b.round);
+  const canvas = document.getElementById('contrib-chart');
+  const perRound = list.some((h) => Array.isArray(h.values));
+  if (perRound) {
+    const users = [];
+    for (const p of participants) if (!users.includes(p.user)) users.push(p.user);
+    for (const h of list) for (const v of h.values || []) if (!users.includes(v.user)) users.push(v.user);
+    contribChart.data.labels = list.map((h) => t('round') + ' ' + h.round);
+    contribChart.data.datasets = users.map((u, i) => ({
+      label: u, backgroundColor: COLOURS[i % COLOURS.length], stack: 'shapley',
+      data: list.map((h) => { const v = (h.values || []).find((x) => x.user === u); return v ? v.shapley : 0; }) }));
+    document.getElementById('contrib-heading').textContent = t('contrib.rounds');
+  } else {
+    contribChart.data.labels = participants.map((p) => p.user);
+    contribChart.data.datasets = [{ label: t('shapley'), data: participants.map((p) => p.shapley), backgroundColor: '#9467bd' }];
+    document.getElementById('contrib-heading').textContent = t('contrib.title');
+  }
+  contribChart.update();
+  canvas.dataset.kind = perRound ? 'stacked' : 'cumulative';
+  canvas.dataset.bars = String(contribChart.data.labels.length);
 }
 
 async function cancel() {
