@@ -4,7 +4,8 @@
 import { api, el, showError, initPage, requestKey } from './api.js';
 import { t, num, money, dateTime, label } from './i18n.js';
 
-const PAGE = 20;           // history entries per page
+// history entries per page: 20, or the page's ?limit= (1..200)
+const PAGE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get('limit')) || 20));
 const REVENUE_SPAN = 1000; // newest history entries the revenue chart is drawn from
 const MONEY = /^\d{1,15}(\.\d{1,2})?$/;
 let pageBefore = 0;        // 0: the newest page; else the `before` of the page shown
