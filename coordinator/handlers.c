@@ -1067,6 +1067,127 @@ static bf_msg_t *h_statement(const ctx_t *c) {
     return r;
 }
 
+/* ---- what a user has across tasks --------------------------------------------------------- */
+
+static const coord_task_t *task_of_ledger_id(const coord_server_t *s, int64_t ledger_id) {
+    for (int i = 0; i < s->ntasks; i++)
+        if (s->tasks[i]->ledger_id == ledger_id) return s->tasks[i];
+    return NULL;
+}
+
+/* PARTICIPATIONS_GET: every task the caller has joined, with its blocks, samples, value and status
+ * there — one request instead of a STATUS per task. */
+static bf_msg_t *h_participations(const ctx_t *c) {
+    const coord_server_t *s = c->s;
+    uint32_t n = 0;
+    for (int i = 0; i < s->ntasks; i++)
+        for (int j = 0; j < s->tasks[i]->nparts; j++) n += s->tasks[i]->parts[j].user_id == c->user;
+    bf_msg_t *r = bf_msg_new("PARTICIPATIONS", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_array(pk, n);
+    for (int i = 0; i < s->ntasks; i++) {
+        const coord_task_t *t = s->tasks[i];
+        for (int j = 0; j < t->nparts; j++) {
+            const coord_part_t *p = &t->parts[j];
+            if (p->user_id != c->user) continue;
+            msgpack_pack_map(pk, 10);
+            mp_kv_str(pk, "task", t->spec.id);
+            mp_kv_str(pk, "name", t->spec.name);
+            mp_kv_str(pk, "mode", coord_mode_name(t->spec.mode));
+            mp_kv_str(pk, "task_state", coord_task_state_name(t->state));
+            mp_kv_dbl(pk, "shapley", p->shapley);
+            mp_kv_int(pk, "blocks", p->nblocks);
+            mp_kv_int(pk, "samples", p->samples);
+            mp_kv_int(pk, "contributed", p->contributed);
+            mp_kv_str(pk, "status", p->left ? "left" : coord_is_live(c->s, p) ? "live" : "away");
+            mp_kv_int(pk, "reported_round", p->update_round);
+        }
+    }
+    mp_set(&m, r, "participations");
+    return r;
+}
+
+/* REVENUES_GET: fee payouts the caller received, per task (share and total) and one by one,
+ * newest first, at most `limit` (1..1000, default 100) of them: a revenue curve over time. */
+static bf_msg_t *h_revenues(const ctx_t *c) {
+    coord_server_t *s = c->s;
+    uint64_t limit = bf_msg_uint(c->req, "limit", 100);
+    if (limit < 1 || limit > 1000) return bf_msg_error(c->id, BF_PROTO_BAD_REQUEST, "limit must be 1..1000");
+    bf_ledger_share_t *sh = NULL;
+    bf_ledger_revenue_t *rv = NULL;
+    size_t nsh = 0, nrv = 0;
+    bf_err_t err;
+    if (bf_ledger_user_shares(s->ledger, c->user, &sh, &nsh, &err) || bf_ledger_revenues(s->ledger, 0, c->user, &rv, &nrv, &err)) {
+        free(sh);
+        return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    }
+    bf_msg_t *r = bf_msg_new("REVENUES", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_map(pk, 2);
+    bf_mp_pack_str(pk, "tasks");
+    msgpack_pack_array(pk, nsh);
+    for (size_t i = 0; i < nsh; i++) {
+        const coord_task_t *t = task_of_ledger_id(s, sh[i].task_id);
+        int64_t count = 0;
+        for (size_t k = 0; k < nrv; k++) count += rv[k].task_id == sh[i].task_id;
+        msgpack_pack_map(pk, 6);
+        mp_kv_str(pk, "task", t ? t->spec.id : "");
+        mp_kv_str(pk, "name", t ? t->spec.name : "");
+        mp_kv_int(pk, "task_ledger_id", sh[i].task_id);
+        mp_kv_int(pk, "ppm", sh[i].ppm);
+        mp_kv_money(pk, "received", sh[i].received);
+        mp_kv_int(pk, "payouts", count);
+    }
+    size_t k = nrv < limit ? nrv : (size_t)limit;
+    bf_mp_pack_str(pk, "payouts");
+    msgpack_pack_array(pk, k);
+    for (size_t i = 0; i < k; i++) {
+        const bf_ledger_revenue_t *x = &rv[nrv - 1 - i];
+        const coord_task_t *t = task_of_ledger_id(s, x->task_id);
+        msgpack_pack_map(pk, 3);
+        mp_kv_str(pk, "task", t ? t->spec.id : "");
+        mp_kv_money(pk, "amount", x->amount);
+        mp_kv_int(pk, "time", x->created_at);
+    }
+    mp_set(&m, r, "revenues");
+    free(sh);
+    free(rv);
+    return r;
+}
+
+static const char *withdrawal_status_name(bf_ledger_withdrawal_status_t st) {
+    return st == BF_LEDGER_WITHDRAWAL_PAID ? "paid" : st == BF_LEDGER_WITHDRAWAL_REJECTED ? "rejected" : "pending";
+}
+
+/* WITHDRAWALS_GET: the caller's withdrawals, newest first, with their state and the operator's
+ * reference or reason once resolved. */
+static bf_msg_t *h_withdrawals(const ctx_t *c) {
+    bf_ledger_withdrawal_t *w = NULL;
+    size_t n = 0;
+    bf_err_t err;
+    if (bf_ledger_withdrawals(c->s->ledger, 0, c->user, &w, &n, &err)) return bf_msg_error(c->id, BF_PROTO_INTERNAL, "%s", err.msg);
+    bf_msg_t *r = bf_msg_new("WITHDRAWALS", c->id);
+    mp_t m;
+    msgpack_packer *pk = mp_begin(&m);
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++) {
+        const bf_ledger_withdrawal_t *x = &w[n - 1 - i];
+        msgpack_pack_map(pk, 7);
+        mp_kv_int(pk, "withdrawal", x->id);
+        mp_kv_money(pk, "amount", x->amount);
+        mp_kv_str(pk, "status", withdrawal_status_name(x->status));
+        mp_kv_int(pk, "created", x->created_at);
+        mp_kv_int(pk, "resolved", x->resolved_at);
+        mp_kv_str(pk, "ref", x->external_ref);
+        mp_kv_str(pk, "reason", x->reason);
+    }
+    mp_set(&m, r, "withdrawals");
+    free(w);
+    return r;
+}
+
 /* ---- the command table and its preamble ---------------------------------------------------- */
 
 typedef struct {
@@ -1099,6 +1220,9 @@ static const command_t commands[] = {
     {"STATS_GET", h_stats, 0},
     {"WITHDRAW", h_withdraw, NEED_USER},
     {"STATEMENT_GET", h_statement, NEED_USER},
+    {"PARTICIPATIONS_GET", h_participations, NEED_USER},
+    {"REVENUES_GET", h_revenues, NEED_USER},
+    {"WITHDRAWALS_GET", h_withdrawals, NEED_USER},
 };
 
 static const command_t *command_of(const char *type) {

@@ -285,7 +285,8 @@ static void answer_any(hctx_t *c, const bf_msg_t *rep, const char *field, int st
 
 /* ---- JSON body -> wire fields ---------------------------------------------------------------- */
 
-typedef enum { J_STR, J_UINT, J_NUM, J_BOOL } jkind_t;
+/* J_KEY: an idempotency key, any string; not copied (request_key derives the wire's key from it) */
+typedef enum { J_STR, J_UINT, J_NUM, J_BOOL, J_KEY } jkind_t;
 typedef struct {
     const char *name;
     jkind_t kind;
@@ -302,6 +303,7 @@ static int fields_to(hctx_t *c, const cJSON *body, const jfield_t *f, size_t nf,
         int ok = 1;
         switch (f[i].kind) {
         case J_STR: ok = cJSON_IsString(it) && !bf_msg_set_str(m, f[i].name, it->valuestring); break;
+        case J_KEY: ok = cJSON_IsString(it); break;
         case J_NUM: ok = cJSON_IsNumber(it) && !bf_msg_set_double(m, f[i].name, it->valuedouble); break;
         case J_BOOL: ok = cJSON_IsBool(it) && !bf_msg_set_bool(m, f[i].name, cJSON_IsTrue(it)); break;
         case J_UINT:
@@ -312,7 +314,7 @@ static int fields_to(hctx_t *c, const cJSON *body, const jfield_t *f, size_t nf,
         }
         if (!ok)
             return error_to(c, 400, "BAD_REQUEST", "field '%s' must be %s", f[i].name,
-                            f[i].kind == J_STR    ? "a string"
+                            f[i].kind == J_STR || f[i].kind == J_KEY ? "a string"
                             : f[i].kind == J_UINT ? "a non-negative integer"
                             : f[i].kind == J_NUM  ? "a number"
                                                   : "true or false"),
@@ -475,17 +477,20 @@ static void r_account(hctx_t *c) {
     bf_msg_destroy(&rep);
 }
 
-static void r_recharge(hctx_t *c) {
-    static const jfield_t f[] = {{"amount", J_STR}, {"request", J_STR}};
-    bf_msg_t *req = new_req(c->h, "RECHARGE"), *rep;
+/* {amount, request} to a money-moving request (RECHARGE, WITHDRAW) under one idempotency key. */
+static void amount_request(hctx_t *c, const char *type, int status) {
+    static const jfield_t f[] = {{"amount", J_STR}, {"request", J_KEY}};
+    bf_msg_t *req = new_req(c->h, type), *rep;
     char key[65];
     if (fields_to(c, c->in, f, 2, req) || request_key(c, json_str(c->in, "request"), key))
         return bf_msg_destroy(&req);
     bf_msg_set_str(req, "request", key);
     if (call(c, req, "OK", &rep)) return;
-    answer_any(c, rep, "result", 200);
+    answer_any(c, rep, "result", status);
     bf_msg_destroy(&rep);
 }
+
+static void r_recharge(hctx_t *c) { amount_request(c, "RECHARGE", 200); }
 
 /* A query argument as an integer in [lo, hi] (dflt when absent); -1 with the error set if bad. */
 static int64_t query_int(hctx_t *c, const char *name, int64_t lo, int64_t hi, int64_t dflt) {
@@ -508,46 +513,34 @@ static void r_history(hctx_t *c) {
     bf_msg_destroy(&rep);
 }
 
+/* Fee payouts received: per task, and the newest `limit` one by one (a revenue curve). */
 static void r_revenues(hctx_t *c) {
-    bf_msg_t *rep;
-    if (call(c, new_req(c->h, "ASSETS_GET"), "ASSETS", &rep)) return;
-    cJSON *a = json_of(bf_msg_any(rep, "assets"));
+    int64_t limit = query_int(c, "limit", 1, 1000, 100);
+    if (limit < 0) return;
+    bf_msg_t *req = new_req(c->h, "REVENUES_GET"), *rep;
+    bf_msg_set_uint(req, "limit", (uint64_t)limit);
+    if (call(c, req, "REVENUES", &rep)) return;
+    answer_any(c, rep, "revenues", 200);
     bf_msg_destroy(&rep);
-    c->out = cJSON_DetachItemFromObjectCaseSensitive(a, "shares");
-    if (!c->out) c->out = cJSON_CreateArray();
-    cJSON_Delete(a);
-    c->status = 200;
 }
 
 /* The tasks the caller takes part in, with its blocks, samples, Shapley value and status in each. */
 static void r_participations(hctx_t *c) {
     bf_msg_t *rep;
-    if (call(c, new_req(c->h, "TASK_LIST"), "TASKS", &rep)) return;
-    cJSON *tasks = json_of(bf_msg_any(rep, "tasks"));
+    if (call(c, new_req(c->h, "PARTICIPATIONS_GET"), "PARTICIPATIONS", &rep)) return;
+    answer_any(c, rep, "participations", 200);
     bf_msg_destroy(&rep);
-    c->out = cJSON_CreateArray();
-    const cJSON *t;
-    cJSON_ArrayForEach(t, tasks) {
-        const char *id = json_str(t, "task");
-        bf_msg_t *req = new_req(c->h, "TASK_STATUS");
-        bf_msg_set_str(req, "task", id ? id : "");
-        if (call(c, req, "STATUS", &rep)) break;
-        cJSON *st = json_of(bf_msg_any(rep, "status"));
-        bf_msg_destroy(&rep);
-        const cJSON *p;
-        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(st, "participants")) {
-            const char *u = json_str(p, "user");
-            if (!u || strcmp(u, c->r->cred.username)) continue;
-            cJSON *o = cJSON_Duplicate(p, 1);
-            cJSON_AddStringToObject(o, "task", id);
-            cJSON_AddStringToObject(o, "task_state", json_str(st, "state") ? json_str(st, "state") : "");
-            cJSON_AddItemToArray(c->out, o);
-        }
-        cJSON_Delete(st);
-    }
-    cJSON_Delete(tasks);
-    if (c->status == 0) c->status = 200;
 }
+
+static void r_withdrawals(hctx_t *c) {
+    bf_msg_t *rep;
+    if (call(c, new_req(c->h, "WITHDRAWALS_GET"), "WITHDRAWALS", &rep)) return;
+    answer_any(c, rep, "withdrawals", 200);
+    bf_msg_destroy(&rep);
+}
+
+/* Money out: held on the available cash at once, paid or rejected by the operator later. */
+static void r_withdraw(hctx_t *c) { amount_request(c, "WITHDRAW", 201); }
 
 /* ---- routes: tasks -------------------------------------------------------------------------- */
 
@@ -565,7 +558,7 @@ static void r_task_create(hctx_t *c) {
         {"pool", J_STR},         {"base_fee", J_STR},      {"rate", J_STR},         {"value_images", J_UINT},
         {"own_data_cap", J_UINT}, {"min_clients", J_UINT}, {"local_epochs", J_UINT}, {"batch", J_UINT},
         {"lr", J_NUM},           {"round_timeout", J_UINT}, {"partition", J_STR},   {"strategy", J_STR},
-        {"mu", J_NUM},           {"seed", J_UINT},         {"request", J_STR}};
+        {"mu", J_NUM},           {"seed", J_UINT},         {"request", J_KEY}};
     bf_msg_t *req = new_req(c->h, "TASK_CREATE"), *rep;
     /* the CLI's defaults (blockfed-client task create), then what the body gives */
     bf_msg_set_uint(req, "min_clients", 1), bf_msg_set_uint(req, "local_epochs", 1), bf_msg_set_uint(req, "batch", 64);
@@ -607,11 +600,12 @@ static void r_task_cancel(hctx_t *c) {
 /* GET /tasks/{id}/events: Server-Sent Events read off the task's STATUS once a second: `status`
  * first (the whole STATUS), then `round` for each round closed (its history entry), `state` when
  * the state changes, `settled` once it is completed (the whole STATUS, with the result hash and
- * the participants' values); the stream ends after a final state. */
+ * the participants' values), `valued` when a round's values are known (`{round, values}`: rounds
+ * are valued in order, after they close); the stream ends after a final state. */
 typedef struct {
     coord_http_t *h;
     char key[41], task[129];
-    int sent_first, rounds, done;
+    int sent_first, rounds, valued, done;
     char state[32];
     int64_t last_write_us;
     char *pending; /* text not yet handed to libmicrohttpd */
@@ -644,8 +638,19 @@ static int ev_poll(events_t *e) {
     if (!e->sent_first) {
         ev_add(e, "status", st);
         e->sent_first = 1, e->rounds = n;
+        while (e->valued < n && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(hist, e->valued), "valued")))
+            e->valued++; /* the status event carried those */
     }
     for (; e->rounds < n; e->rounds++) ev_add(e, "round", cJSON_GetArrayItem(hist, e->rounds));
+    for (; e->valued < n; e->valued++) {
+        const cJSON *x = cJSON_GetArrayItem(hist, e->valued);
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "valued"))) break;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "round", e->valued + 1);
+        cJSON_AddItemToObject(o, "values", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(x, "values"), 1));
+        ev_add(e, "valued", o);
+        cJSON_Delete(o);
+    }
     if (state && strcmp(state, e->state)) {
         if (e->state[0]) {
             cJSON *o = cJSON_CreateObject();
@@ -810,6 +815,34 @@ static void r_op_verify(hctx_t *c) {
 }
 
 /* Every account's balance summed per currency and kind (the platform's books at a glance). */
+static cJSON *totals_json(const bf_ledger_account_t *a, size_t n) {
+    static const char *const kinds[] = {"", "user_cash", "user_coin", "task_escrow", "task_clearing",
+                                        "platform_external", "platform_revenue"};
+    int64_t posted[2][16] = {{0}}, avail[2][16] = {{0}};
+    for (size_t i = 0; i < n; i++) {
+        int cur = a[i].currency == BF_LEDGER_CNY ? 0 : 1, k = (int)a[i].kind & 15;
+        posted[cur][k] += a[i].balance.posted;
+        avail[cur][k] += a[i].balance.available;
+    }
+    cJSON *tot = cJSON_CreateArray();
+    for (int cur = 0; cur < 2; cur++)
+        for (int k = 0; k < 16; k++) {
+            if (!posted[cur][k] && !avail[cur][k]) continue;
+            char p[32], v[32], kn[32];
+            int scale = cur == 0 ? 2 : 0;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "currency", cur == 0 ? "CNY" : "COIN");
+            if (k > 0 && k < 7) snprintf(kn, sizeof kn, "%s", kinds[k]);
+            else snprintf(kn, sizeof kn, "kind_%d", k);
+            cJSON_AddStringToObject(o, "kind", kn);
+            cJSON_AddStringToObject(o, "posted", bf_money_format_amount(posted[cur][k], scale, p));
+            cJSON_AddStringToObject(o, "available", bf_money_format_amount(avail[cur][k], scale, v));
+            cJSON_AddStringToObject(o, "held", bf_money_format_amount(posted[cur][k] - avail[cur][k], scale, v));
+            cJSON_AddItemToArray(tot, o);
+        }
+    return tot;
+}
+
 static void r_op_balances(hctx_t *c) {
     bf_ledger_t *L = op_ledger(c);
     bf_ledger_account_t *a = NULL;
@@ -819,33 +852,37 @@ static void r_op_balances(hctx_t *c) {
     int rc = bf_ledger_accounts(L, &a, &n, &err);
     bf_ledger_close(&L);
     if (rc) return error_to(c, 500, "INTERNAL", "%s", err.msg);
-    int64_t posted[2][16] = {{0}}, avail[2][16] = {{0}};
-    for (size_t i = 0; i < n; i++) {
-        int cur = a[i].currency == BF_LEDGER_CNY ? 0 : 1, k = (int)a[i].kind & 15;
-        posted[cur][k] += a[i].balance.posted;
-        avail[cur][k] += a[i].balance.available;
-    }
-    free(a);
     c->out = cJSON_CreateObject();
     cJSON_AddNumberToObject(c->out, "accounts", (double)n);
-    cJSON *tot = cJSON_AddArrayToObject(c->out, "totals");
-    for (int cur = 0; cur < 2; cur++)
-        for (int k = 0; k < 16; k++) {
-            if (!posted[cur][k] && !avail[cur][k]) continue;
-            char p[32], v[32];
-            int scale = cur == 0 ? 2 : 0;
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "currency", cur == 0 ? "CNY" : "COIN");
-            static const char *const kinds[] = {"", "user_cash", "user_coin", "task_escrow", "task_clearing",
-                                                "platform_external", "platform_revenue"};
-            char kn[32];
-            snprintf(kn, sizeof kn, "%s", k < 7 ? kinds[k] : "");
-            if (!kn[0]) snprintf(kn, sizeof kn, "kind_%d", k);
-            cJSON_AddStringToObject(o, "kind", kn);
-            cJSON_AddStringToObject(o, "posted", bf_money_format_amount(posted[cur][k], scale, p));
-            cJSON_AddStringToObject(o, "available", bf_money_format_amount(avail[cur][k], scale, v));
-            cJSON_AddItemToArray(tot, o);
-        }
+    cJSON_AddItemToObject(c->out, "totals", totals_json(a, n));
+    free(a);
+    c->status = 200;
+}
+
+/* The operator page's header: the chain head and counts from a replay of the ledger (as verify),
+ * the totals per currency and kind, what is pending. */
+static void r_op_summary(hctx_t *c) {
+    bf_ledger_t *L = op_ledger(c);
+    bf_ledger_report_t rep;
+    bf_ledger_account_t *a = NULL;
+    size_t n = 0;
+    bf_err_t err;
+    if (!L) return;
+    int rc = bf_ledger_verify(L, &rep, &err);
+    if (!rc) rc = bf_ledger_accounts(L, &a, &n, &err);
+    bf_ledger_close(&L);
+    if (rc) return error_to(c, 500, "INTERNAL", "%s", err.msg);
+    c->out = cJSON_CreateObject();
+    cJSON_AddBoolToObject(c->out, "ok", rep.ok);
+    cJSON_AddStringToObject(c->out, "chain_head", rep.head_hash);
+    cJSON_AddNumberToObject(c->out, "entries", (double)rep.transfers);
+    cJSON_AddNumberToObject(c->out, "accounts", (double)rep.accounts);
+    cJSON_AddNumberToObject(c->out, "users", (double)rep.users);
+    cJSON_AddNumberToObject(c->out, "tasks", (double)rep.tasks);
+    cJSON_AddNumberToObject(c->out, "pending_holds", (double)rep.holds_pending);
+    cJSON_AddNumberToObject(c->out, "pending_withdrawals", (double)rep.withdrawals_pending);
+    cJSON_AddItemToObject(c->out, "totals", totals_json(a, n));
+    free(a);
     c->status = 200;
 }
 
@@ -922,6 +959,8 @@ static const route_t routes[] = {
     {"GET", API "/account/history", R_USER | R_LIMITED, r_history},
     {"GET", API "/account/revenues", R_USER | R_LIMITED, r_revenues},
     {"GET", API "/account/participations", R_USER | R_LIMITED, r_participations},
+    {"GET", API "/account/withdrawals", R_USER | R_LIMITED, r_withdrawals},
+    {"POST", API "/account/withdrawals", R_USER | R_CHANGE | R_JSON | R_LIMITED, r_withdraw},
     {"GET", API "/tasks", R_USER | R_LIMITED, r_tasks},
     {"POST", API "/tasks", R_USER | R_CHANGE | R_JSON | R_LIMITED, r_task_create},
     {"GET", API "/tasks/*", R_USER | R_LIMITED, r_task},
@@ -940,6 +979,7 @@ static const route_t routes[] = {
     {"GET", "/metrics", R_OPERATOR, r_metrics},
     {"GET", API "/operator/ledger/verify", R_OPERATOR, r_op_verify},
     {"GET", API "/operator/balances", R_OPERATOR, r_op_balances},
+    {"GET", API "/operator/summary", R_OPERATOR, r_op_summary},
     {"POST", API "/operator/deposit", R_OPERATOR | R_CHANGE | R_JSON, r_op_deposit},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])

@@ -5,6 +5,7 @@
 
 #include <czmq.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -31,7 +32,7 @@ static inline void bench_cli_open(bench_cli_t *c, const char *endpoint, const ch
  * in HOME.log. extra: NULL-terminated, at most 8 arguments. Returns the pid, or -1. */
 static inline pid_t bench_coord_start(const char *coord, const char *home, const char *endpoint, const char *spec,
                                       const char *const *extra, char key[41]) {
-    char cmd[3000], path[720], line[256];
+    char cmd[9000], path[720], line[256];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && '%s' init --home '%s' > '%s.key'", home, coord, home, home);
     if (system(cmd)) return -1;
     snprintf(path, sizeof path, "%s.key", home);
@@ -68,6 +69,44 @@ static inline bf_msg_t *bench_rpc(bench_cli_t *c, bf_msg_t *req) {
         if (m && bf_msg_id(m) == id) return m;
         bf_msg_destroy(&m);
     }
+}
+
+/* The options of the benches that drive a coordinator with paying clients:
+ * --json --requests N --clients C --coordinator PATH (default: the build tree's, beside this
+ * binary). */
+typedef struct {
+    int json, requests, clients;
+    char coord[4096];
+} bench_load_opts_t;
+
+/* Parses them over the defaults in o (requests in 100..max_requests, clients 1..64). 0 to run,
+ * 1 after printing the help, 2 on a usage error (printed). */
+static inline int bench_load_args(int argc, char **argv, const char *name, int max_requests, bench_load_opts_t *o) {
+    static const struct option opts[] = {{"json", no_argument, 0, 'j'},          {"requests", required_argument, 0, 'n'},
+                                         {"clients", required_argument, 0, 'c'}, {"coordinator", required_argument, 0, 'C'},
+                                         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    int c, dflt = o->requests;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'j') o->json = 1;
+        else if (c == 'n') o->requests = atoi(optarg);
+        else if (c == 'c') o->clients = atoi(optarg);
+        else if (c == 'C') snprintf(o->coord, sizeof o->coord, "%s", optarg);
+        else if (c == 'h')
+            return printf("usage: blockfed-bench %s [--json] [--requests N (%d)] [--clients C (8)] [--coordinator PATH]\n",
+                          name, dflt),
+                   1;
+        else return 2;
+    }
+    if (o->requests < 100 || o->requests > max_requests || o->clients < 1 || o->clients > 64)
+        return fprintf(stderr, "bench %s: --requests 100..%d, --clients 1..64\n", name, max_requests), 2;
+    if (!o->coord[0]) { /* beside this binary in the build tree */
+        ssize_t n = readlink("/proc/self/exe", o->coord, sizeof o->coord - 64);
+        o->coord[n > 0 ? n : 0] = 0;
+        char *slash = strrchr(o->coord, '/');
+        if (slash) strcpy(slash, "/../../coordinator/blockfed-coordinator");
+    }
+    return 0;
 }
 
 static inline void bench_put_be32(FILE *f, uint32_t v) {

@@ -200,30 +200,11 @@ static double run_payers(payer_t *ps, int C) {
 }
 
 int bench_predict_main(int argc, char **argv) {
-    static const struct option opts[] = {{"json", no_argument, 0, 'j'},          {"requests", required_argument, 0, 'n'},
-                                         {"clients", required_argument, 0, 'c'}, {"coordinator", required_argument, 0, 'C'},
-                                         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
-    int json = 0, requests = 2000, clients = 8, c;
-    char coord[4096] = "";
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c == 'j') json = 1;
-        else if (c == 'n') requests = atoi(optarg);
-        else if (c == 'c') clients = atoi(optarg);
-        else if (c == 'C') snprintf(coord, sizeof coord, "%s", optarg);
-        else if (c == 'h')
-            return printf("usage: blockfed-bench predict [--json] [--requests N (2000)] [--clients C (8)] "
-                          "[--coordinator PATH]\n"),
-                   0;
-        else return 2;
-    }
-    if (requests < 100 || requests > 10000 || clients < 1 || clients > 64) return fprintf(stderr, "bench predict: bad --requests/--clients\n"), 2;
-    if (!coord[0]) { /* beside this binary in the build tree */
-        ssize_t n = readlink("/proc/self/exe", coord, sizeof coord - 64);
-        coord[n > 0 ? n : 0] = 0;
-        char *slash = strrchr(coord, '/');
-        if (slash) strcpy(slash, "/../../coordinator/blockfed-coordinator");
-    }
+    bench_load_opts_t lo = {.requests = 2000, .clients = 8};
+    int arc = bench_load_args(argc, argv, "predict", 10000, &lo);
+    if (arc) return arc == 1 ? 0 : 2;
+    int json = lo.json, requests = lo.requests, clients = lo.clients;
+    const char *coord = lo.coord;
     zsys_init();
     zsys_set_logstream(NULL);
     char dir[] = "/tmp/blockfed-bench-predict-XXXXXX", home[700], cmd[9000], key[41] = {0};

@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 
+#include "bf_money.h"
 #include "fed_participant.h"
 #include "test_images.h"
 
@@ -528,6 +529,83 @@ int main(int argc, char **argv) {
     EXPECT(r, 200, "operator balances");
     CHECK_MSG(strstr(r.body, "\"platform_external\""), "balances %s", r.body);
     done(&r);
+
+    /* alice's revenues: per task, and payout by payout, summing to what she received */
+    r = http("GET", "/api/v1/account/revenues?limit=1000", NULL, &at);
+    j = js(&r);
+    EXPECT(r, 200, "alice's revenues");
+    {
+        cJSON *rt = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "tasks"), 0);
+        cJSON *po = cJSON_GetObjectItemCaseSensitive(j, "payouts"), *x;
+        int64_t sum = 0, received = -1;
+        bf_err_t e;
+        cJSON_ArrayForEach(x, po) {
+            int64_t cents = -1;
+            CHECK_MSG(!strcmp(jstr(x, "task"), "h1") && !bf_money_parse_amount(jstr(x, "amount"), 2, &cents, &e) && cents > 0,
+                      "payout %s", r.body);
+            sum += cents;
+        }
+        CHECK_MSG(rt && !strcmp(jstr(rt, "task"), "h1") && !bf_money_parse_amount(jstr(rt, "received"), 2, &received, &e) &&
+                      received > 0 && received == sum && cJSON_GetArraySize(po) > 0 &&
+                      cJSON_GetObjectItemCaseSensitive(rt, "payouts")->valuedouble == cJSON_GetArraySize(po),
+                  "revenues: received %lld, payouts sum to %lld: %s", (long long)received, (long long)sum, r.body);
+    }
+    cJSON_Delete(j), done(&r);
+    r = http("GET", "/api/v1/account/revenues?limit=0", NULL, &at);
+    EXPECT(r, 400, "revenues with limit=0");
+    done(&r);
+
+    /* money out over HTTPS: held at once, once per idempotency key; the operator pays it out */
+    opt_t wd = {.bearer = token};
+    const char *wbody = "{\"amount\":\"2.70\",\"request\":\"wendy-out-1\"}";
+    double wid[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        r = http("POST", "/api/v1/account/withdrawals", wbody, &wd);
+        j = js(&r);
+        EXPECT(r, 201, "withdrawal (and its retry)");
+        cJSON *w = cJSON_GetObjectItemCaseSensitive(j, "withdrawal");
+        wid[i] = cJSON_IsNumber(w) ? w->valuedouble : -1;
+        CHECK_MSG(!strcmp(jstr(j, "status"), "pending") && !strcmp(jstr(j, "cash_available"), "10.00") &&
+                      !strcmp(jstr(j, "cash"), "12.70"),
+                  "withdrawal %s", r.body);
+        cJSON_Delete(j), done(&r);
+    }
+    CHECK_MSG(wid[0] > 0 && wid[0] == wid[1], "the retry answers the same withdrawal: %.0f, %.0f", wid[0], wid[1]);
+    r = http("POST", "/api/v1/account/withdrawals", "{\"amount\":\"10.01\"}", &wd);
+    EXPECT(r, 402, "withdrawing more than the available cash");
+    done(&r);
+    r = http("POST", "/api/v1/account/withdrawals", "{\"amount\":\"-1\"}", &wd);
+    EXPECT(r, 400, "a negative withdrawal");
+    done(&r);
+    r = http("POST", "/api/v1/account/withdrawals", "{\"amount\":\"1.00\",\"iban\":\"x\"}", &wd);
+    EXPECT(r, 400, "a withdrawal with an unknown field");
+    done(&r);
+    r = http("GET", "/api/v1/operator/summary", NULL, &op);
+    j = js(&r);
+    EXPECT(r, 200, "operator summary");
+    CHECK_MSG(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "ok")) && strlen(jstr(j, "chain_head")) == 64 &&
+                  cJSON_GetObjectItemCaseSensitive(j, "pending_withdrawals")->valuedouble == 1 &&
+                  cJSON_GetObjectItemCaseSensitive(j, "entries")->valuedouble > 10 && strstr(r.body, "\"user_cash\""),
+              "summary %s", r.body);
+    cJSON_Delete(j), done(&r);
+    r = http("GET", "/api/v1/operator/summary", NULL, &me);
+    EXPECT(r, 403, "operator summary with a user's token");
+    done(&r);
+    char wout[720], widarg[32];
+    snprintf(wout, sizeof wout, "%s.payout", home);
+    snprintf(widarg, sizeof widarg, "%.0f", wid[0]);
+    int wrc = bf_spawn(coord, (const char *const[]){"ledger", "payout", widarg, "--ref", "wire-991", "--home", home, NULL}, wout, 1);
+    CHECK_MSG(wrc == 0, "ledger payout: exit %d: %s", wrc, bf_slurp(wout));
+    r = http("GET", "/api/v1/account/withdrawals", NULL, &wd);
+    j = js(&r);
+    EXPECT(r, 200, "wendy's withdrawals");
+    CHECK_MSG(cJSON_GetArraySize(j) == 1 && !strcmp(jstr(cJSON_GetArrayItem(j, 0), "status"), "paid") &&
+                  !strcmp(jstr(cJSON_GetArrayItem(j, 0), "ref"), "wire-991") &&
+                  !strcmp(jstr(cJSON_GetArrayItem(j, 0), "amount"), "2.70"),
+              "withdrawals %s", r.body);
+    cJSON_Delete(j), done(&r);
+    cash_of(token, cash);
+    CHECK_MSG(!strcmp(cash, "10.00"), "after the payout: %s", cash);
     r = http("GET", "/api/v1/openapi.json", NULL, NULL);
     cJSON *doc = js(&r), *paths = cJSON_GetObjectItemCaseSensitive(doc, "paths");
     EXPECT(r, 200, "openapi.json");
