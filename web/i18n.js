@@ -45,6 +45,7 @@ const strings = {
     'acct.task_clearing': 'task clearing', 'acct.platform_external': 'outside the platform', 'acct.platform_revenue': 'platform revenue',
     'contrib.rounds': 'Contributions (Shapley value per round, stacked)', aggregate_seconds: 'Aggregation (s)',
     value_seconds: 'Valuation (s)', valued: 'Valued', 'valued.yes': 'yes', 'valued.no': 'no',
+    payouts: 'Payouts', 'available.col': 'Available', 'held.col': 'Held',
     language: '中文', 'csrf.lost': 'Your session cannot change anything in this tab: log in again.',
   },
   zh: {
@@ -91,6 +92,7 @@ const strings = {
     'acct.task_clearing': '任务清算', 'acct.platform_external': '平台外部', 'acct.platform_revenue': '平台收入',
     'contrib.rounds': '贡献（每轮 Shapley 值，堆叠）', aggregate_seconds: '聚合（秒）',
     value_seconds: '估值（秒）', valued: '已估值', 'valued.yes': '是', 'valued.no': '否',
+    payouts: '分成次数', 'available.col': '可用', 'held.col': '冻结',
     language: 'English', 'csrf.lost': '此标签页的会话无法修改数据，请重新登录。',
   },
 };

@@ -54,17 +54,21 @@ async function balances() {
     el('tr', { 'data-test': 'balance-row', 'data-currency': x.currency, 'data-kind': x.kind },
       el('td', { text: x.currency }), el('td', { text: label('acct.', x.kind) }),
       el('td', { 'data-test': 'balance-posted', text: fmt(x.currency, x.posted) }),
-      el('td', { text: fmt(x.currency, x.available) }))));
+      el('td', { text: fmt(x.currency, x.available) }), el('td', { text: x.held === undefined ? '—' : fmt(x.currency, x.held) }))));
 }
 
 function fmt(currency, v) { return currency === 'CNY' ? money(v) : num(Number(v)); }
 
-// GET /operator/summary is newer than the other routes: a 404 says this server has none yet.
+// GET /operator/summary (the verify replay's head and counts with the totals) is newer than the
+// other operator routes: a 404 says this server has none yet.
 async function summary() {
   const missing = document.getElementById('summary-missing');
   try {
     const s = await op('GET', '/summary');
     missing.hidden = true;
+    const ok = document.getElementById('s-ok');
+    ok.textContent = s.ok === undefined ? '—' : s.ok ? t('verify.ok') : t('verify.bad');
+    ok.className = s.ok === false ? 'error' : 'note';
     document.getElementById('s-head').textContent = s.chain_head || '—';
     document.getElementById('s-entries').textContent = num(s.entries ?? 0);
     document.getElementById('s-holds').textContent = num(s.pending_holds ?? 0);
@@ -72,7 +76,8 @@ async function summary() {
     document.getElementById('summary').hidden = false;
     const tot = document.getElementById('summary-totals');
     tot.querySelector('tbody').replaceChildren(...(s.totals || []).map((x) => el('tr', { 'data-test': 'summary-total' },
-      el('td', { text: x.currency }), el('td', { text: fmt(x.currency, x.posted) }), el('td', { text: fmt(x.currency, x.held) }))));
+      el('td', { text: x.currency }), el('td', { text: x.kind ? label('acct.', x.kind) : '' }),
+      el('td', { text: fmt(x.currency, x.posted) }), el('td', { text: x.held === undefined ? '—' : fmt(x.currency, x.held) }))));
     tot.hidden = false;
   } catch (e) {
     if (e.status !== 404) return refused(e);

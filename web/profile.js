@@ -1,12 +1,12 @@
 // The account: cash (available and held), coins, recharge, shares with the fees received (and a
-// chart of them over time), reward payouts, the transaction history with before/after balances
+// chart of the payouts over time), reward payouts, the transaction history with before/after balances
 // (paged by `seq`), and the account's API tokens (list, create: shown once, revoke).
 import { api, el, showError, initPage, requestKey } from './api.js';
 import { t, num, money, dateTime, label } from './i18n.js';
 
 // history entries per page: 20, or the page's ?limit= (1..200)
 const PAGE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get('limit')) || 20));
-const REVENUE_SPAN = 1000; // newest history entries the revenue chart is drawn from
+const REVENUE_SPAN = 1000; // newest fee payouts the revenue chart is drawn from (the API's most)
 const MONEY = /^\d{1,15}(\.\d{1,2})?$/;
 let pageBefore = 0;        // 0: the newest page; else the `before` of the page shown
 let lastSeq = 0;           // the oldest seq on the page shown (the next page is before= it)
@@ -30,7 +30,7 @@ if (initPage()) {
 function fail(e) { showError(document.getElementById('profile-error'), e); }
 
 async function load() {
-  await Promise.all([account(), history(pageBefore), revenue(), tokens()]);
+  await Promise.all([account(), history(pageBefore), tokens()]);
 }
 
 async function account() {
@@ -44,10 +44,13 @@ async function account() {
     document.querySelector('#rewards tbody').replaceChildren(...rewards.map((r) => el('tr', { 'data-test': 'reward-row' },
       el('td', { text: r.task_ledger_id }), el('td', { text: money(r.amount) }))));
     document.getElementById('no-rewards').hidden = rewards.length > 0;
-    const shares = await api('GET', '/account/revenues');
-    document.querySelector('#shares tbody').replaceChildren(...shares.map((s) => el('tr', { 'data-test': 'share-row', 'data-task': s.task_ledger_id },
-      el('td', { text: s.task_ledger_id }), el('td', { 'data-test': 'share-ppm', text: num(s.ppm / 10000, 4) + ' %' }),
-      el('td', { 'data-test': 'share-received', text: money(s.received) }))));
+    const rev = await api('GET', '/account/revenues?limit=' + REVENUE_SPAN);
+    const shares = rev.tasks || [];
+    document.querySelector('#shares tbody').replaceChildren(...shares.map((s) => el('tr', { 'data-test': 'share-row', 'data-task': s.task },
+      el('td', {}, el('a', { href: '/tasks/' + encodeURIComponent(s.task), text: s.name + ' (' + s.task + ')' })),
+      el('td', { 'data-test': 'share-ppm', text: num(s.ppm / 10000, 4) + ' %' }),
+      el('td', { 'data-test': 'share-received', text: money(s.received) }), el('td', { text: num(s.payouts) }))));
+    revenue(rev.payouts || []);
     document.getElementById('no-shares').hidden = shares.length > 0;
   } catch (e) { fail(e); }
 }
@@ -84,19 +87,15 @@ function fromCents(c) {
   return (c < 0 ? '-' : '') + Math.floor(a / 100) + '.' + String(a % 100).padStart(2, '0');
 }
 
-// Fee payouts (kind fee_payout) in the newest REVENUE_SPAN entries, summed as they came.
-async function revenue() {
-  try {
-    const h = await api('GET', '/account/history?limit=' + REVENUE_SPAN);
-    const pays = h.filter((x) => x.kind === 'fee_payout' && x.currency === 'CNY').reverse();
-    let sum = 0;
-    const pts = pays.map((x) => { sum += cents(x.amount); return { x: x.time * 1000, y: sum / 100 }; });
-    revenueChart.data.datasets[0].data = pts;
-    revenueChart.update();
-    const c = document.getElementById('revenue-chart');
-    c.dataset.points = String(pts.length);
-    c.dataset.total = fromCents(sum);
-  } catch (e) { fail(e); }
+// The newest REVENUE_SPAN fee payouts (newest first from the server), summed as they came.
+function revenue(payouts) {
+  let sum = 0;
+  const pts = payouts.slice().reverse().map((x) => { sum += cents(x.amount); return { x: x.time * 1000, y: sum / 100 }; });
+  revenueChart.data.datasets[0].data = pts;
+  revenueChart.update();
+  const c = document.getElementById('revenue-chart');
+  c.dataset.points = String(pts.length);
+  c.dataset.total = fromCents(sum);
 }
 
 let rechargeKey = null; // kept across retries of one submission (network errors), new once answered
