@@ -36,7 +36,14 @@ const base = 'https://127.0.0.1:' + port;
 let failures = 0;
 const shots = [];
 function check(ok, what) { console.log((ok ? 'ok   ' : 'FAIL ') + what); if (!ok) failures++; }
-async function shot(page, name) { const p = out + '/dashboard-' + name + '.png'; await page.screenshot({ path: p, fullPage: true }); shots.push(p); }
+// Each page shot is also checked for form fields without a label.
+async function shot(page, name) {
+  const p = out + '/dashboard-' + name + '.png';
+  await page.screenshot({ path: p, fullPage: true });
+  shots.push(p);
+  const bare = await page.$$eval('input, select, textarea', (es) => es.filter((e) => !e.labels?.length && !e.getAttribute('aria-label')).map((e) => e.id || e.name));
+  check(bare.length === 0, name + ': every form field has a label' + (bare.length ? ': not ' + bare.join(', ') : ''));
+}
 
 // ---- the dataset: 16x16 images of 4 classes, a bright 8x8 square in the class's quadrant -------
 function quadrant(c, rnd) {
@@ -125,8 +132,11 @@ try {
   await page.click('[data-test=login-submit]');
   const err = await visible('[data-test=login-error]');
   check(/UNAUTHORIZED/.test(await err.textContent()), 'a wrong password shows an inline error: ' + await err.textContent());
+  // by keyboard only: Tab from the password field reaches the login button, Enter submits
   await page.fill('[data-test=login-password]', 'correct horse');
-  await page.click('[data-test=login-submit]');
+  await page.keyboard.press('Tab');
+  check(await page.evaluate(() => document.activeElement?.dataset.test === 'login-submit'), 'Tab reaches the login button');
+  await page.keyboard.press('Enter');
   await page.waitForURL(base + '/');
   await page.waitForSelector('[data-test=nav-user]');
   check((await text('[data-test=nav-user]')) === 'wendy', 'logged in as wendy');
@@ -203,9 +213,16 @@ try {
   check(true, 'after settlement the result hash shows');
   const parts = await page.$$eval('[data-test=participant-row]', (rs) => rs.map((r) => [r.cells[0].textContent, r.cells[1].textContent]));
   check(parts.length === 2, 'both trainers are listed with their values: ' + JSON.stringify(parts));
+  const st0 = await page.evaluate(async () => (await fetch('/api/v1/tasks/t1')).json());
+  const status0 = () => st0;
   const kindOfChart = await page.$eval('[data-test=contrib-chart]', (c) => c.dataset.kind + ' ' + c.dataset.bars);
   const hasValues = await page.evaluate(async () => ((await (await fetch('/api/v1/tasks/t1')).json()).history || []).some((h) => Array.isArray(h.values)));
   check(kindOfChart === (hasValues ? 'stacked ' + ROUNDS : 'cumulative 2'), 'the contributions chart: ' + kindOfChart + (hasValues ? ' (per-round values)' : ' (cumulative only)'));
+  if (hasValues) { // each participant's stacked bars add up to its cumulative value
+    const sums = await page.evaluate(() => Object.fromEntries(Chart.getChart(document.querySelector('[data-test=contrib-chart]'))
+      .data.datasets.map((d) => [d.label, d.data.reduce((a, b) => a + b, 0)])));
+    check(status0().participants.every((p) => Math.abs((sums[p.user] ?? NaN) - p.shapley) < 1e-9), 'the stacked bars add up to the cumulative values: ' + JSON.stringify(sums));
+  }
   await shot(page, 'task');
   for (const p of kids) await until('a trainer exits', () => p.exitCode !== null, 20000);
   check(kids.every((p) => p.exitCode === 0), 'both trainers finished cleanly');
@@ -261,6 +278,14 @@ try {
   check(true, 'the profile shows the balance after the fee');
   const usage = await page.$$eval('[data-test=history-row]', (rs) => rs.map((r) => r.dataset.kind));
   check(usage.includes('usage_fee'), 'the history shows the prediction fee: ' + usage.join(','));
+
+  // the language switch: every string from the table, numbers per language; and back
+  await page.click('[data-test=lang]');
+  await page.waitForFunction(() => document.querySelector('h1')?.textContent === '个人资料');
+  check((await text('[data-test=recharge-submit]')) === '充值' && (await page.getAttribute('html', 'lang')) === 'zh-CN', 'the page switches to Chinese');
+  await shot(page, 'profile-zh');
+  await page.click('[data-test=lang]');
+  await page.waitForFunction(() => document.querySelector('h1')?.textContent === 'Profile');
 
   // history paged by seq: two per page
   await page.goto(base + '/profile?limit=2');
