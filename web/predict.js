@@ -1,4 +1,4 @@
-// A paid prediction: pick a completed task, choose images (previewed from the files themselves),
+// A paid prediction: pick a completed task, choose or drop images (previewed from the files themselves),
 // POST them as multipart `image` fields with an idempotency key; show each image's top classes
 // with probability bars (or its error: a corrupt image costs nothing), the fee and the balance.
 import { api, el, showError, initPage, requestKey } from './api.js';
@@ -12,6 +12,14 @@ if (initPage()) {
   load();
   form.task.addEventListener('change', price);
   form.image.addEventListener('change', preview);
+  const drop = document.getElementById('drop');
+  drop.addEventListener('dragover', (ev) => { ev.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (ev) => { // dropped files become the input's, as if chosen
+    ev.preventDefault();
+    drop.classList.remove('over');
+    if (ev.dataTransfer?.files?.length) { form.image.files = ev.dataTransfer.files; preview(); }
+  });
   form.addEventListener('submit', submit);
 }
 

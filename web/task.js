@@ -84,11 +84,25 @@ function render(st) {
   document.getElementById('hash').textContent = st.result_hash || '—';
   for (const h of st.history || []) addRound(h);
   participants = st.participants || [];
-  document.querySelector('#participants tbody').replaceChildren(...participants.map((p) => el('tr', { 'data-test': 'participant-row' },
+  const split = st.state === 'completed' ? settlement(participants) : null;
+  document.getElementById('split-head').hidden = !split;
+  document.querySelector('#participants tbody').replaceChildren(...participants.map((p, i) => el('tr', { 'data-test': 'participant-row', 'data-user': p.user },
     el('td', { text: p.user }), el('td', { text: num(p.shapley, 4) }), el('td', { text: num(p.blocks) }),
-    el('td', { text: num(p.samples) }), el('td', { text: num(p.contributed) }), el('td', { text: p.status }))));
+    el('td', { text: num(p.samples) }), el('td', { text: num(p.contributed) }), el('td', { text: p.status }),
+    split ? el('td', { 'data-test': 'participant-split', text: num(split[i] * 100, 2) + ' %' }) : null)));
   drawContrib();
   setState(st.state);
+}
+
+// Each participant's fraction of the settlement (shares, or the reward pool), by the rule of
+// docs/COORDINATOR.md: weights are the positive cumulative values in millionths; none positive,
+// an equal split among those whose updates counted. The ledger's own figures are on each
+// holder's profile; this is the split they follow.
+function settlement(parts) {
+  const w = parts.map((p) => Math.max(0, Math.round(p.shapley * 1e6)));
+  let sum = w.reduce((a, b) => a + b, 0);
+  if (!sum) { for (let i = 0; i < w.length; i++) w[i] = parts[i].contributed > 0 ? 1 : 0; sum = w.reduce((a, b) => a + b, 0); }
+  return w.map((x) => (sum ? x / sum : 0));
 }
 
 // A round's entry from the stream or a status: a new round adds a chart point; a known one only

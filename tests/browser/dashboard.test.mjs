@@ -223,6 +223,8 @@ try {
       .data.datasets.map((d) => [d.label, d.data.reduce((a, b) => a + b, 0)])));
     check(status0().participants.every((p) => Math.abs((sums[p.user] ?? NaN) - p.shapley) < 1e-9), 'the stacked bars add up to the cumulative values: ' + JSON.stringify(sums));
   }
+  const splits = await page.$$eval('[data-test=participant-row]', (rs) => rs.map((r) => r.querySelector('[data-test=participant-split]')?.textContent));
+  check(splits.length === 2 && splits.every((x) => /%$/.test(x || '')), 'the settlement split shows once completed: ' + splits);
   await shot(page, 'task');
   for (const p of kids) await until('a trainer exits', () => p.exitCode !== null, 20000);
   check(kids.every((p) => p.exitCode === 0), 'both trainers finished cleanly');
@@ -243,6 +245,8 @@ try {
   const ppm = await (await share.$('[data-test=share-ppm]')).textContent();
   check(/%/.test(ppm) && !/^0 %$/.test(ppm), holder + "'s profile shows a share of the task: " + ppm);
   check((await (await share.$('[data-test=share-received]')).textContent()) === '0.00', 'no fees received yet');
+  const split = await page.$eval(`[data-test=participant-row][data-user="${holder}"] [data-test=participant-split]`, (e) => e.textContent);
+  check(Math.abs(parseFloat(split) - parseFloat(ppm)) < 0.01, `the task page's split for ${holder} (${split}) is the ledger's share (${ppm})`);
 
   // ---- wendy recharges (and is refused over the cap), then pays for a prediction ----
   await page.goto(base + '/profile');
@@ -273,6 +277,14 @@ try {
   check(fee === '0.10' && cents(balance.replace(/,/g, '')) === cents(cashBefore) - cents(fee),
     `the fee and the balance after: ${cashBefore} - ${fee} = ${balance}`);
   await shot(page, 'predict');
+  // a corrupt image: its error shows and it costs nothing
+  writeFileSync(work + '/corrupt.png', Buffer.concat([Buffer.from([137, 80, 78, 71]), Buffer.from('not really a png')]));
+  await page.setInputFiles('[data-test=predict-file]', work + '/corrupt.png');
+  await page.click('[data-test=predict-submit]');
+  const ierr = await page.waitForSelector('[data-test=predict-image-error]', { timeout: 30000 });
+  const feeLine2 = await text('[data-test=predict-fee]');
+  const [, fee2, balance2] = /([\d.]+) yuan\. Balance after: ([\d.,]+) yuan/.exec(feeLine2) || [];
+  check(fee2 === '0.00' && balance2 === balance, 'a corrupt image shows its error (' + await ierr.textContent() + ') and costs nothing: ' + feeLine2);
   await page.goto(base + '/profile');
   await page.waitForFunction((b) => document.querySelector('[data-test=cash]')?.dataset.cash === b, balance);
   check(true, 'the profile shows the balance after the fee');
