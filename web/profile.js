@@ -1,6 +1,7 @@
 // The account: cash (available and held), coins, recharge, shares with the fees received (and a
 // chart of the payouts over time), reward payouts, the transaction history with before/after balances
-// (paged by `seq`), and the account's API tokens (list, create: shown once, revoke).
+// (paged by `seq`), withdrawals (asked for here, paid out or rejected by the operator), and the
+// account's API tokens (list, create: shown once, revoke).
 import { api, el, showError, initPage, requestKey } from './api.js';
 import { t, num, money, dateTime, label } from './i18n.js';
 
@@ -22,6 +23,7 @@ if (initPage()) {
   });
   document.getElementById('recharge-form').addEventListener('submit', recharge);
   document.getElementById('token-form').addEventListener('submit', tokenCreate);
+  document.getElementById('withdraw-form').addEventListener('submit', withdraw);
   document.getElementById('history-newest').addEventListener('click', () => history(0));
   document.getElementById('history-older').addEventListener('click', () => history(lastSeq));
   load();
@@ -30,7 +32,7 @@ if (initPage()) {
 function fail(e) { showError(document.getElementById('profile-error'), e); }
 
 async function load() {
-  await Promise.all([account(), history(pageBefore), tokens()]);
+  await Promise.all([account(), history(pageBefore), tokens(), withdrawals()]);
 }
 
 async function account() {
@@ -117,6 +119,36 @@ async function recharge(ev) {
   } catch (e) {
     if (e.status) rechargeKey = null;
     showError(err, e); // e.g. FORBIDDEN under `run --recharge operator`, LIMIT over the daily cap
+  }
+}
+
+async function withdrawals() {
+  try {
+    const list = await api('GET', '/account/withdrawals');
+    document.querySelector('#withdrawals tbody').replaceChildren(...list.map((w) => el('tr', { 'data-test': 'withdrawal-row', 'data-status': w.status },
+      el('td', { text: w.withdrawal }), el('td', { text: money(w.amount) }), el('td', { text: label('wd.', w.status) }),
+      el('td', { text: dateTime(w.created) }), el('td', { text: w.resolved ? dateTime(w.resolved) : '—' }),
+      el('td', { text: w.ref || w.reason || '' }))));
+  } catch (e) { fail(e); }
+}
+
+let withdrawKey = null; // as rechargeKey
+async function withdraw(ev) {
+  ev.preventDefault();
+  const err = document.getElementById('withdraw-error');
+  showError(err, null);
+  const amount = ev.target.amount.value.trim();
+  if (!MONEY.test(amount) || cents(amount) <= 0)
+    return showError(err, { code: 'BAD_REQUEST', message: t('amount') + ': 0.01 .. 999999999999999.99' });
+  withdrawKey = withdrawKey || requestKey();
+  try {
+    await api('POST', '/account/withdrawals', { amount, request: withdrawKey });
+    withdrawKey = null;
+    ev.target.reset();
+    load();
+  } catch (e) {
+    if (e.status) withdrawKey = null;
+    showError(err, e); // INSUFFICIENT_FUNDS over the available cash
   }
 }
 

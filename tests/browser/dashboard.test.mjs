@@ -10,7 +10,8 @@
 //   - wendy recharges on her profile (one over the daily cap shows the server's LIMIT), pays for a
 //     prediction of a generated PNG, sees the top class, the fee and her balance drop by exactly the
 //     fee; the shareholder's profile then shows the fees received (table, chart, history);
-//   - profile: history paged by seq, an API token created (shown once), used, revoked (then 401);
+//   - profile: a withdrawal (one over the available cash refused), history paged by seq, an API
+//     token created (shown once), used, revoked (then 401); every page fits a phone's width;
 //   - operator page: the token from HOME/operator.token, balances, every ledger check passing, the
 //     summary (or, while the server has none, its notice), a deposit;
 //   - logout ends the session: the page's next API call gets 401.
@@ -299,6 +300,17 @@ try {
   await page.click('[data-test=lang]');
   await page.waitForFunction(() => document.querySelector('h1')?.textContent === 'Profile');
 
+  // a withdrawal: over the available cash refused with the server's error; 1.00 held, pending
+  await page.fill('[data-test=withdraw-amount]', '100.00');
+  await page.click('[data-test=withdraw-submit]');
+  const werr = await visible('[data-test=withdraw-error]');
+  check(/INSUFFICIENT_FUNDS/.test(await werr.textContent()), 'a withdrawal over the available cash is refused: ' + await werr.textContent());
+  await page.fill('[data-test=withdraw-amount]', '1.00');
+  await page.click('[data-test=withdraw-submit]');
+  await page.waitForSelector('[data-test=withdrawal-row][data-status=pending]');
+  await page.waitForFunction(() => /held 1\.00/.test(document.querySelector('[data-test=cash]')?.textContent || ''));
+  check(await page.isHidden('[data-test=withdraw-error]'), 'a withdrawal of 1.00 is pending and held: ' + await text('[data-test=cash]'));
+
   // history paged by seq: two per page
   await page.goto(base + '/profile?limit=2');
   const seqs = () => page.$$eval('[data-test=history-row]', (rs) => rs.map((r) => Number(r.dataset.seq)));
@@ -338,6 +350,16 @@ try {
   check(wide, 'the profile fits a phone-width screen (no page-wide horizontal scroll)');
   await page2.screenshot({ path: out + '/dashboard-profile-shareholder.png', fullPage: true });
   shots.push(out + '/dashboard-profile-shareholder.png');
+  for (const path of ['/', '/tasks/t1', '/predict', '/operator']) {
+    await page2.goto(base + path);
+    await page2.waitForSelector('#nav a');
+    await sleep(300); // the page's first API answers drawn
+    check(await page2.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1), path + ' fits a phone-width screen');
+  }
+  await page2.goto(base + '/tasks/t1');
+  await page2.waitForSelector('[data-test=round-row]');
+  await page2.screenshot({ path: out + '/dashboard-task-phone.png', fullPage: true });
+  shots.push(out + '/dashboard-task-phone.png');
 
   // ---- the operator page ----
   await page.goto(base + '/operator');
@@ -363,6 +385,7 @@ try {
   } else {
     await visible('[data-test=summary]');
     check(sumStatus === 200 && (await text('[data-test=summary-head]')) === head, 'the summary shows the chain head ' + head);
+    check((await text('#s-withdrawals')) === '1', 'and the pending withdrawal');
   }
   const cashRow = () => page.$eval('[data-test=balance-row][data-currency=CNY][data-kind=user_cash] [data-test=balance-posted]', (e) => e.textContent);
   const usersCash = await cashRow();
