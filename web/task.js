@@ -22,7 +22,8 @@ if (initPage()) {
       { label: t('test_acc'), data: [], yAxisID: 'acc', borderColor: '#2ca02c', backgroundColor: '#2ca02c' },
       { label: t('val_loss'), data: [], yAxisID: 'loss', borderColor: '#d62728', backgroundColor: '#d62728' }] },
     options: { animation: false, responsive: true, maintainAspectRatio: false,
-      scales: { acc: { type: 'linear', position: 'left', min: 0, max: 1 }, loss: { type: 'linear', position: 'right', beginAtZero: true, grid: { drawOnChartArea: false } } } },
+      scales: { acc: { type: 'linear', position: 'left', min: 0, max: 1 }, loss: { type: 'linear', position: 'right', beginAtZero: true, grid: { drawOnChartArea: false },
+        ticks: { callback: (v) => (v !== 0 && Math.abs(v) < 0.001 ? v.toExponential(1) : num(v)) } } } },
   });
   contribChart = new Chart(document.getElementById('contrib-chart'), {
     type: 'bar', data: { labels: [], datasets: [] },
