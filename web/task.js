@@ -43,6 +43,8 @@ function connect() {
   es.addEventListener('round', (ev) => { addRound(JSON.parse(ev.data)); reload(); });
   es.addEventListener('valued', (ev) => {
     const v = JSON.parse(ev.data);
+    const c = document.getElementById('contrib-chart');
+    c.dataset.valuedEvents = String(Number(c.dataset.valuedEvents || 0) + 1); // a hook for tests
     const h = rounds.get(v.round);
     if (h) { h.values = v.values; h.valued = true; drawRoundLog(); drawContrib(); } else reload();
   });

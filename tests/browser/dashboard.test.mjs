@@ -219,7 +219,9 @@ try {
   const kindOfChart = await page.$eval('[data-test=contrib-chart]', (c) => c.dataset.kind + ' ' + c.dataset.bars);
   const hasValues = await page.evaluate(async () => ((await (await fetch('/api/v1/tasks/t1')).json()).history || []).some((h) => Array.isArray(h.values)));
   check(kindOfChart === (hasValues ? 'stacked ' + ROUNDS : 'cumulative 2'), 'the contributions chart: ' + kindOfChart + (hasValues ? ' (per-round values)' : ' (cumulative only)'));
-  if (hasValues) { // each participant's stacked bars add up to its cumulative value
+  if (hasValues) { // a valued event per round reached the page; each participant's bars add up to its value
+    const valuedEvents = await page.$eval('[data-test=contrib-chart]', (c) => Number(c.dataset.valuedEvents || 0));
+    check(valuedEvents === ROUNDS, 'a valued event per round: ' + valuedEvents);
     const sums = await page.evaluate(() => Object.fromEntries(Chart.getChart(document.querySelector('[data-test=contrib-chart]'))
       .data.datasets.map((d) => [d.label, d.data.reduce((a, b) => a + b, 0)])));
     check(status0().participants.every((p) => Math.abs((sums[p.user] ?? NaN) - p.shapley) < 1e-9), 'the stacked bars add up to the cumulative values: ' + JSON.stringify(sums));
