@@ -47,6 +47,7 @@ const strings = {
     value_seconds: 'Valuation (s)', valued: 'Valued', 'valued.yes': 'yes', 'valued.no': 'no',
     'withdraw.title': 'Withdrawals', withdraw: 'Withdraw', resolved: 'Resolved',
     'wd.pending': 'pending', 'wd.paid': 'paid out', 'wd.rejected': 'rejected',
+    'live.on': 'on', 'live.off': 'off',
     split: 'Share of the settlement', drop: 'or drop images here',
     payouts: 'Payouts', 'available.col': 'Available', 'held.col': 'Held',
     language: '中文', 'csrf.lost': 'Your session cannot change anything in this tab: log in again.',
@@ -97,6 +98,7 @@ const strings = {
     value_seconds: '估值（秒）', valued: '已估值', 'valued.yes': '是', 'valued.no': '否',
     'withdraw.title': '提现', withdraw: '提现', resolved: '处理时间',
     'wd.pending': '处理中', 'wd.paid': '已打款', 'wd.rejected': '已拒绝',
+    'live.on': '已连接', 'live.off': '已断开',
     split: '结算份额', drop: '或将图片拖放到这里',
     payouts: '分成次数', 'available.col': '可用', 'held.col': '冻结',
     language: 'English', 'csrf.lost': '此标签页的会话无法修改数据，请重新登录。',
@@ -140,3 +142,6 @@ export function label(prefix, code) {
   const k = prefix + code;
   return k in strings[lang()] || k in strings.en ? t(k) : String(code ?? '');
 }
+
+// Whether the table has key in language l (the browser test checks every key the pages use).
+export function known(l, key) { return Object.hasOwn(strings[l] || {}, key); }

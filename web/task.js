@@ -37,7 +37,7 @@ if (initPage()) {
 function connect() {
   es = new EventSource('/api/v1/tasks/' + encodeURIComponent(id) + '/events');
   document.getElementById('live').textContent = '…';
-  es.addEventListener('open', () => { document.getElementById('live').textContent = 'on'; });
+  es.addEventListener('open', () => { document.getElementById('live').textContent = t('live.on'); });
   es.addEventListener('status', (ev) => render(JSON.parse(ev.data)));
   es.addEventListener('settled', (ev) => render(JSON.parse(ev.data)));
   es.addEventListener('round', (ev) => { addRound(JSON.parse(ev.data)); reload(); });
@@ -46,7 +46,8 @@ function connect() {
     const c = document.getElementById('contrib-chart');
     c.dataset.valuedEvents = String(Number(c.dataset.valuedEvents || 0) + 1); // a hook for tests
     const h = rounds.get(v.round);
-    if (h) { h.values = v.values; h.valued = true; drawRoundLog(); drawContrib(); } else reload();
+    if (h) { h.values = v.values; h.valued = true; drawRoundLog(); drawContrib(); }
+    reload(); // the participants' cumulative values moved too
   });
   es.addEventListener('state', (ev) => {
     const s = JSON.parse(ev.data);
@@ -56,7 +57,7 @@ function connect() {
   es.onerror = async () => {
     if (es.readyState !== EventSource.CLOSED && !document.getElementById('state').dataset.final) return;
     es.close();
-    document.getElementById('live').textContent = 'off';
+    document.getElementById('live').textContent = t('live.off');
     if (!document.getElementById('state').dataset.final) reload(); // a 404 or a lost session shows its error
   };
 }
@@ -72,7 +73,7 @@ function setState(state) {
   s.className = 'state ' + state;
   if (FINAL.has(state)) {
     s.dataset.final = '1';
-    if (es) { es.close(); document.getElementById('live').textContent = 'off'; }
+    if (es) { es.close(); document.getElementById('live').textContent = t('live.off'); }
   }
   document.getElementById('cancel').hidden = !(state === 'waiting' || state === 'running');
 }

@@ -402,6 +402,23 @@ try {
   check(cents((await cashRow()).replace(/,/g, '')) === cents(usersCash.replace(/,/g, '')) + 250, 'users\' cash rose by the deposit');
   await shot(page, 'operator');
 
+  // ---- every UI string the served pages and scripts use is in the table in both languages ----
+  const missing = await page.evaluate(async () => {
+    const { known } = await import('/static/i18n.js');
+    const files = ['/', '/login', '/tasks/t1', '/predict', '/profile', '/operator'];
+    const keys = new Set();
+    for (let i = 0; i < files.length; i++) {
+      const src = await (await fetch(files[i])).text();
+      for (const m of src.matchAll(/data-i18n="([^"]+)"/g)) keys.add(m[1]);
+      for (const m of src.matchAll(/\bt\('([^']+)'/g)) keys.add(m[1]);
+      for (const m of src.matchAll(/(?:src="\/static\/|from '\.\/)([a-z0-9]+\.js)/g))
+        if (m[1] !== 'chart.min.js' && !files.includes('/static/' + m[1])) files.push('/static/' + m[1]);
+    }
+    return { n: keys.size, files: files.length, missing: [...keys].filter((k) => k !== 'key' && !(known('en', k) && known('zh', k))) };
+  });
+  check(missing.n > 140 && missing.files === 14 && missing.missing.length === 0,
+    `every UI string (${missing.n} keys in ${missing.files} files) has English and Chinese: ` + (missing.missing.join(', ') || 'none missing'));
+
   // ---- logout ends the session ----
   await page.goto(base + '/');
   await page.click('[data-test=logout]');
