@@ -809,14 +809,22 @@ static bf_ledger_t *op_ledger(hctx_t *c) {
 }
 
 /* The ledger replayed (`blockfed-coordinator ledger verify`): each check's result, the chain head. */
-static void r_op_verify(hctx_t *c) {
+/* The ledger replayed into *rep, and when a is given every account into *a (n of them); -1 with
+ * the error answered. */
+static int op_replay(hctx_t *c, bf_ledger_report_t *rep, bf_ledger_account_t **a, size_t *n) {
     bf_ledger_t *L = op_ledger(c);
-    bf_ledger_report_t rep;
     bf_err_t err;
-    if (!L) return;
-    int rc = bf_ledger_verify(L, &rep, &err);
+    if (!L) return -1;
+    int rc = bf_ledger_verify(L, rep, &err);
+    if (!rc && a) rc = bf_ledger_accounts(L, a, n, &err);
     bf_ledger_close(&L);
-    if (rc) return error_to(c, 500, "INTERNAL", "%s", err.msg);
+    if (rc) return error_to(c, 500, "INTERNAL", "%s", err.msg), -1;
+    return 0;
+}
+
+static void r_op_verify(hctx_t *c) {
+    bf_ledger_report_t rep;
+    if (op_replay(c, &rep, NULL, NULL)) return;
     c->out = cJSON_CreateObject();
     cJSON_AddBoolToObject(c->out, "ok", rep.ok);
     cJSON_AddStringToObject(c->out, "head_hash", rep.head_hash);
@@ -885,16 +893,10 @@ static void r_op_balances(hctx_t *c) {
 /* The operator page's header: the chain head and counts from a replay of the ledger (as verify),
  * the totals per currency and kind, what is pending. */
 static void r_op_summary(hctx_t *c) {
-    bf_ledger_t *L = op_ledger(c);
     bf_ledger_report_t rep;
     bf_ledger_account_t *a = NULL;
     size_t n = 0;
-    bf_err_t err;
-    if (!L) return;
-    int rc = bf_ledger_verify(L, &rep, &err);
-    if (!rc) rc = bf_ledger_accounts(L, &a, &n, &err);
-    bf_ledger_close(&L);
-    if (rc) return error_to(c, 500, "INTERNAL", "%s", err.msg);
+    if (op_replay(c, &rep, &a, &n)) return;
     c->out = cJSON_CreateObject();
     cJSON_AddBoolToObject(c->out, "ok", rep.ok);
     cJSON_AddStringToObject(c->out, "chain_head", rep.head_hash);
