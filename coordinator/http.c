@@ -1404,7 +1404,12 @@ coord_http_t *coord_http_start(const coord_opts_t *o, coord_webauth_t *auth, bf_
         coord_http_stop(&h);
         return NULL;
     }
-    coord_log("HTTP%s API on %s%s", h->tls ? "S" : "", o->http, h->tls ? "" : " (plain HTTP: --http-insecure)");
+    char fp[COORD_TLS_FP_MAX] = "";
+    if (h->tls && coord_tls_fingerprint(cert, fp, NULL) == 0)
+        coord_log("HTTPS API on %s; dashboard: https://%s/ (certificate SHA-256 fingerprint %s)", o->http, o->http, fp);
+    else
+        coord_log("HTTP%s API on %s%s; dashboard: http%s://%s/", h->tls ? "S" : "", o->http,
+                  h->tls ? "" : " (plain HTTP: --http-insecure)", h->tls ? "s" : "", o->http);
     return h;
 }
 
