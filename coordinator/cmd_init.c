@@ -105,7 +105,11 @@ int cmd_init_main(int argc, char **argv) {
         zcert_destroy(&cert);
         return fprintf(stderr, "blockfed-coordinator: %s\n", err.msg), EXIT_RUNTIME;
     }
-    printf("coordinator home: %s\nserver public key: %s\n", home, zcert_public_txt(cert));
+    char fp[COORD_TLS_FP_MAX] = "?";
+    snprintf(path, sizeof path, "%s/https.crt", home);
+    coord_tls_fingerprint(path, fp, NULL);
+    printf("coordinator home: %s\nserver public key: %s\nHTTPS certificate: %s (SHA-256 fingerprint %s)\n", home,
+           zcert_public_txt(cert), path, fp);
     zcert_destroy(&cert);
     return EXIT_OK;
 }

@@ -318,6 +318,9 @@ void coord_http_routes(FILE *out);
 /* Writes HOME/https.key (0600) and HOME/https.crt, self-signed for localhost, 127.0.0.1 and the n
  * names (host names or IP addresses). 0, or -1 with err. */
 int coord_tls_selfsigned(const char *home, const char *const *names, int n, bf_err_t *err);
+/* The certificate's SHA-256 fingerprint as browsers show it: 32 hex pairs joined by ':'. */
+#define COORD_TLS_FP_MAX 96
+int coord_tls_fingerprint(const char *crt_path, char out[COORD_TLS_FP_MAX], bf_err_t *err);
 
 /* ---- task.c --------------------------------------------------------------------------------- */
 

@@ -55,6 +55,8 @@ struct coord_http {
     char *cert_pem, *key_pem;
     atomic_uint_least64_t next_id;
     atomic_int stopping;
+    pthread_key_t sock_key; /* each connection thread's own DEALER to the bridge */
+    int sock_key_ok;
     pthread_mutex_t mu; /* guards inflight */
     zhashx_t *inflight; /* account key -> requests in flight (int*) */
     /* metrics */
@@ -226,31 +228,52 @@ static bf_msg_t *new_req(coord_http_t *h, const char *type) {
     return bf_msg_new(type, atomic_fetch_add(&h->next_id, 1) + 1);
 }
 
-/* Sends req (taken) to the socket thread as the account key (NULL: none) and returns its reply,
- * or NULL if none came within HTTP_REPLY_MS. */
-static bf_msg_t *bridge_call(coord_http_t *h, const char *key, bf_msg_t *req) {
-    (void)h;
-    bf_err_t err;
-    zmsg_t *z = req ? bf_msg_encode(req, &err) : NULL;
-    bf_msg_destroy(&req);
-    zsock_t *s = z ? zsock_new(ZMQ_DEALER) : NULL;
-    if (!s || zsock_connect(s, "%s", COORD_HTTP_BRIDGE) < 0) {
-        zmsg_destroy(&z);
+static void bridge_sock_free(void *p) {
+    zsock_t *s = p;
+    zsock_destroy(&s);
+}
+
+/* The calling thread's DEALER to the bridge, made on its first call and closed when the thread
+ * ends (libmicrohttpd runs a thread per connection): a socket per request would cost a connect,
+ * a handshake and a reap each time. */
+static zsock_t *bridge_sock(coord_http_t *h) {
+    zsock_t *s = pthread_getspecific(h->sock_key);
+    if (s) return s;
+    s = zsock_new(ZMQ_DEALER);
+    if (!s) return NULL;
+    zsock_set_linger(s, 0);
+    if (zsock_connect(s, "%s", COORD_HTTP_BRIDGE) < 0 || pthread_setspecific(h->sock_key, s)) {
         zsock_destroy(&s);
         return NULL;
     }
-    zsock_set_rcvtimeo(s, HTTP_REPLY_MS);
-    zsock_set_linger(s, 0);
+    return s;
+}
+
+/* Sends req (taken) to the socket thread as the account key (NULL: none) and returns its reply,
+ * or NULL if none came within HTTP_REPLY_MS. A reply that comes after its request gave up waits
+ * on the thread's socket; the next call drops it by its id. */
+static bf_msg_t *bridge_call(coord_http_t *h, const char *key, bf_msg_t *req) {
+    bf_err_t err;
+    uint64_t id = req ? bf_msg_id(req) : 0;
+    zmsg_t *z = req ? bf_msg_encode(req, &err) : NULL;
+    bf_msg_destroy(&req);
+    zsock_t *s = z ? bridge_sock(h) : NULL;
+    if (!s) return zmsg_destroy(&z), NULL;
     zmsg_pushmem(z, key ? key : "", key ? strlen(key) : 0);
     bf_msg_t *rep = NULL;
     if (zmsg_send(&z, s) == 0) {
-        zmsg_t *in = zmsg_recv(s);
-        bf_proto_reject_t rej;
-        rep = in ? bf_msg_decode(&in, &rej, &err) : NULL;
-        zmsg_destroy(&in);
+        int64_t deadline = zclock_mono() + HTTP_REPLY_MS;
+        for (int64_t left; !rep && (left = deadline - zclock_mono()) > 0;) {
+            zsock_set_rcvtimeo(s, (int)left);
+            zmsg_t *in = zmsg_recv(s);
+            if (!in) break;
+            bf_proto_reject_t rej;
+            rep = bf_msg_decode(&in, &rej, &err);
+            zmsg_destroy(&in);
+            if (rep && bf_msg_id(rep) != id) bf_msg_destroy(&rep); /* a late answer to an earlier call */
+        }
     }
     zmsg_destroy(&z);
-    zsock_destroy(&s);
     return rep;
 }
 
@@ -786,14 +809,22 @@ static bf_ledger_t *op_ledger(hctx_t *c) {
 }
 
 /* The ledger replayed (`blockfed-coordinator ledger verify`): each check's result, the chain head. */
-static void r_op_verify(hctx_t *c) {
+/* The ledger replayed into *rep, and when a is given every account into *a (n of them); -1 with
+ * the error answered. */
+static int op_replay(hctx_t *c, bf_ledger_report_t *rep, bf_ledger_account_t **a, size_t *n) {
     bf_ledger_t *L = op_ledger(c);
-    bf_ledger_report_t rep;
     bf_err_t err;
-    if (!L) return;
-    int rc = bf_ledger_verify(L, &rep, &err);
+    if (!L) return -1;
+    int rc = bf_ledger_verify(L, rep, &err);
+    if (!rc && a) rc = bf_ledger_accounts(L, a, n, &err);
     bf_ledger_close(&L);
-    if (rc) return error_to(c, 500, "INTERNAL", "%s", err.msg);
+    if (rc) return error_to(c, 500, "INTERNAL", "%s", err.msg), -1;
+    return 0;
+}
+
+static void r_op_verify(hctx_t *c) {
+    bf_ledger_report_t rep;
+    if (op_replay(c, &rep, NULL, NULL)) return;
     c->out = cJSON_CreateObject();
     cJSON_AddBoolToObject(c->out, "ok", rep.ok);
     cJSON_AddStringToObject(c->out, "head_hash", rep.head_hash);
@@ -862,16 +893,10 @@ static void r_op_balances(hctx_t *c) {
 /* The operator page's header: the chain head and counts from a replay of the ledger (as verify),
  * the totals per currency and kind, what is pending. */
 static void r_op_summary(hctx_t *c) {
-    bf_ledger_t *L = op_ledger(c);
     bf_ledger_report_t rep;
     bf_ledger_account_t *a = NULL;
     size_t n = 0;
-    bf_err_t err;
-    if (!L) return;
-    int rc = bf_ledger_verify(L, &rep, &err);
-    if (!rc) rc = bf_ledger_accounts(L, &a, &n, &err);
-    bf_ledger_close(&L);
-    if (rc) return error_to(c, 500, "INTERNAL", "%s", err.msg);
+    if (op_replay(c, &rep, &a, &n)) return;
     c->out = cJSON_CreateObject();
     cJSON_AddBoolToObject(c->out, "ok", rep.ok);
     cJSON_AddStringToObject(c->out, "chain_head", rep.head_hash);
@@ -1343,6 +1368,12 @@ coord_http_t *coord_http_start(const coord_opts_t *o, coord_webauth_t *auth, bf_
     h->tls = !o->http_insecure;
     h->metrics_public = o->metrics_public;
     pthread_mutex_init(&h->mu, NULL);
+    if (pthread_key_create(&h->sock_key, bridge_sock_free)) {
+        bf_err_set(err, "cannot make the HTTP threads' socket key");
+        coord_http_stop(&h);
+        return NULL;
+    }
+    h->sock_key_ok = 1;
     h->inflight = zhashx_new();
     zhashx_set_destructor(h->inflight, (zhashx_destructor_fn *)zstr_free);
     char cert[4200], key[4200];
@@ -1373,7 +1404,12 @@ coord_http_t *coord_http_start(const coord_opts_t *o, coord_webauth_t *auth, bf_
         coord_http_stop(&h);
         return NULL;
     }
-    coord_log("HTTP%s API on %s%s", h->tls ? "S" : "", o->http, h->tls ? "" : " (plain HTTP: --http-insecure)");
+    char fp[COORD_TLS_FP_MAX] = "";
+    if (h->tls && coord_tls_fingerprint(cert, fp, NULL) == 0)
+        coord_log("HTTPS API on %s; dashboard: https://%s/ (certificate SHA-256 fingerprint %s)", o->http, o->http, fp);
+    else
+        coord_log("HTTP%s API on %s%s; dashboard: http%s://%s/", h->tls ? "S" : "", o->http,
+                  h->tls ? "" : " (plain HTTP: --http-insecure)", h->tls ? "s" : "", o->http);
     return h;
 }
 
@@ -1381,7 +1417,8 @@ void coord_http_stop(coord_http_t **p) {
     coord_http_t *h = p ? *p : NULL;
     if (!h) return;
     atomic_store(&h->stopping, 1);
-    if (h->d) MHD_stop_daemon(h->d);
+    if (h->d) MHD_stop_daemon(h->d); /* joins the connection threads: their sockets close with them */
+    if (h->sock_key_ok) pthread_key_delete(h->sock_key);
     zhashx_destroy(&h->inflight);
     pthread_mutex_destroy(&h->mu);
     if (h->key_pem) OPENSSL_cleanse(h->key_pem, strlen(h->key_pem));

@@ -82,3 +82,16 @@ out:
     EVP_PKEY_free(k);
     return rc;
 }
+
+int coord_tls_fingerprint(const char *crt_path, char out[COORD_TLS_FP_MAX], bf_err_t *err) {
+    FILE *f = fopen(crt_path, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f) fclose(f);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    int ok = x && X509_digest(x, EVP_sha256(), md, &n) == 1 && n == 32;
+    X509_free(x);
+    if (!ok) return bf_err_set(err, "cannot read the certificate %s", crt_path);
+    for (unsigned int i = 0; i < n; i++) snprintf(out + 3 * i, 4, "%02X%s", md[i], i + 1 < n ? ":" : "");
+    return 0;
+}

@@ -209,14 +209,35 @@ static int cmp_d(const void *a, const void *b) {
 
 typedef struct {
     double per_s, p50, p99;
+    double coord_cpu_us, client_cpu_us; /* CPU time per request: the coordinator's, the payers' */
     int failures;
     int64_t paid;
 } figures_t;
 
+/* CPU seconds (user + system) a process has used so far; 0 if unreadable. */
+static double proc_cpu_s(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double self_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 /* C payers of n predictions each on one transport, all at once; the clock runs from when every
  * payer has set up its account to when the last is done. */
-static figures_t run(int runs, int http, int C, int n, const char *key, const char *cafile, const uint8_t *img,
-                     size_t len) {
+static figures_t run(pid_t coord, int runs, int http, int C, int n, const char *key, const char *cafile,
+                     const uint8_t *img, size_t len) {
     payer_t ps[64];
     pthread_t th[64];
     pthread_barrier_t go;
@@ -228,14 +249,16 @@ static figures_t run(int runs, int http, int C, int n, const char *key, const ch
                           .len = len, .lat_ms = lat + (size_t)k * n};
     for (int k = 0; k < C; k++) pthread_create(&th[k], NULL, payer_main, &ps[k]);
     pthread_barrier_wait(&go);
-    double t0 = bf_now();
+    double t0 = bf_now(), c0 = proc_cpu_s(coord), s0 = self_cpu_s();
     for (int k = 0; k < C; k++) pthread_join(th[k], NULL);
-    double secs = bf_now() - t0;
+    double secs = bf_now() - t0, ccpu = proc_cpu_s(coord) - c0, scpu = self_cpu_s() - s0;
     pthread_barrier_destroy(&go);
     figures_t f = {0};
     for (int k = 0; k < C; k++) f.failures += ps[k].failures, f.paid += ps[k].paid;
     qsort(lat, (size_t)C * n, sizeof *lat, cmp_d);
     f.per_s = C * n / secs;
+    f.coord_cpu_us = ccpu / (C * n) * 1e6;
+    f.client_cpu_us = scpu / (C * n) * 1e6;
     f.p50 = lat[(size_t)(0.5 * (C * n - 1))];
     f.p99 = lat[(size_t)(0.99 * (C * n - 1))];
     free(lat);
@@ -303,10 +326,10 @@ int bench_web_main(int argc, char **argv) {
     size_t len;
     uint8_t *img = ti_encode('p', 2, SIDE, SIDE, 1, 77, &len);
     int per = requests / clients;
-    figures_t warm = run(1, 1, 1, 50, key, cafile, img, len); /* first-touch costs out of the figures */
-    figures_t z1 = run(2, 0, 1, per, key, cafile, img, len), w1 = run(3, 1, 1, per, key, cafile, img, len);
-    figures_t z = run(4, 0, clients, per, key, cafile, img, len);
-    figures_t w = run(5, 1, clients, per, key, cafile, img, len);
+    figures_t warm = run(pid, 1, 1, 1, 50, key, cafile, img, len); /* first-touch costs out of the figures */
+    figures_t z1 = run(pid, 2, 0, 1, per, key, cafile, img, len), w1 = run(pid, 3, 1, 1, per, key, cafile, img, len);
+    figures_t z = run(pid, 4, 0, clients, per, key, cafile, img, len);
+    figures_t w = run(pid, 5, 1, clients, per, key, cafile, img, len);
     /* the ledger: the task's revenue is every fee reported */
     snprintf(path, sizeof path, "%s/ledger.db", home);
     bf_err_t err;
@@ -328,19 +351,24 @@ int bench_web_main(int argc, char **argv) {
     if (json)
         printf("{\"bench\":\"web\",\"model\":\"resnet8\",\"input\":\"1x28x28\",\"shareholders\":%zu,\"clients\":%d,"
                "\"requests_per_client\":%d,"
-               "\"zmq\":{\"per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"one_client_p50_ms\":%.3f,\"one_client_p99_ms\":%.3f},"
-               "\"https\":{\"per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"one_client_p50_ms\":%.3f,\"one_client_p99_ms\":%.3f},"
+               "\"zmq\":{\"per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"one_client_p50_ms\":%.3f,\"one_client_p99_ms\":%.3f,"
+               "\"coordinator_cpu_us\":%.0f,\"client_cpu_us\":%.0f},"
+               "\"https\":{\"per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"one_client_p50_ms\":%.3f,\"one_client_p99_ms\":%.3f,"
+               "\"coordinator_cpu_us\":%.0f,\"client_cpu_us\":%.0f},"
                "\"https_vs_zmq\":%.3f,\"failures\":%d,\"fees_cents\":%lld,\"ledger_exact\":%s}\n",
-               nsh, clients, per, z.per_s, z.p50, z.p99, z1.p50, z1.p99, w.per_s, w.p50, w.p99, w1.p50, w1.p99, ratio,
-               failures, (long long)paid, exact ? "true" : "false");
+               nsh, clients, per, z.per_s, z.p50, z.p99, z1.p50, z1.p99, z.coord_cpu_us, z.client_cpu_us, w.per_s, w.p50,
+               w.p99, w1.p50, w1.p99, w.coord_cpu_us, w.client_cpu_us, ratio, failures, (long long)paid,
+               exact ? "true" : "false");
     else
         printf("ResNet8 1x28x28, paid single-image predictions, fee paid out to %zu shareholders\n"
-               "                    %d clients x %d: throughput, p50, p99      1 client: p50, p99\n"
-               "  ZeroMQ + CURVE:   %6.0f/s %7.3f ms %7.3f ms              %7.3f ms %7.3f ms\n"
-               "  HTTPS keep-alive: %6.0f/s %7.3f ms %7.3f ms              %7.3f ms %7.3f ms\n"
+               "                    %d clients x %d: throughput, p50, p99   CPU per request: coordinator, payers"
+               "   1 client: p50, p99\n"
+               "  ZeroMQ + CURVE:   %6.0f/s %7.3f ms %7.3f ms   %6.0f us %6.0f us   %7.3f ms %7.3f ms\n"
+               "  HTTPS keep-alive: %6.0f/s %7.3f ms %7.3f ms   %6.0f us %6.0f us   %7.3f ms %7.3f ms\n"
                "  HTTPS / ZeroMQ throughput: %.2f; %d failed; fees %lld cents; ledger revenue == fees: %s\n",
-               nsh, clients, per, z.per_s, z.p50, z.p99, z1.p50, z1.p99, w.per_s, w.p50, w.p99, w1.p50, w1.p99, ratio,
-               failures, (long long)paid, exact ? "yes" : "NO");
+               nsh, clients, per, z.per_s, z.p50, z.p99, z.coord_cpu_us, z.client_cpu_us, z1.p50, z1.p99, w.per_s, w.p50,
+               w.p99, w.coord_cpu_us, w.client_cpu_us, w1.p50, w1.p99, ratio, failures, (long long)paid,
+               exact ? "yes" : "NO");
     free(img);
     curl_global_cleanup();
     snprintf(path, sizeof path, "rm -rf '%s'", dir);

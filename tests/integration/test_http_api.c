@@ -18,6 +18,8 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 
 #include "bf_money.h"
@@ -193,6 +195,23 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 50 && r.status != 200; i++, zclock_sleep(100)) done(&r), r = http("GET", "/healthz", NULL, NULL);
     EXPECT(r, 200, "healthz over TLS, verified against init's certificate");
     done(&r);
+    { /* init printed the certificate's fingerprint, and run names the dashboard with it */
+        FILE *cf = fopen(cafile, "r");
+        X509 *x = cf ? PEM_read_X509(cf, NULL, NULL, NULL) : NULL;
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int mdn = 0;
+        char fp[100] = "", want[300], ipath[700], lpath[700];
+        if (x && X509_digest(x, EVP_sha256(), md, &mdn) == 1)
+            for (unsigned int i = 0; i < mdn; i++) snprintf(fp + 3 * i, 4, "%02X%s", md[i], i + 1 < mdn ? ":" : "");
+        X509_free(x);
+        if (cf) fclose(cf);
+        snprintf(ipath, sizeof ipath, "%s.init.out", home);
+        snprintf(lpath, sizeof lpath, "%s.log", home);
+        snprintf(want, sizeof want, "(SHA-256 fingerprint %s)", fp);
+        CHECK_MSG(mdn == 32 && strstr(bf_slurp(ipath), want), "init's output lacks %s: %s", want, bf_slurp(ipath));
+        snprintf(want, sizeof want, "dashboard: https://%s/ (certificate SHA-256 fingerprint %s)", HTTP_ADDR, fp);
+        CHECK_MSG(strstr(bf_slurp(lpath), want), "the coordinator's log lacks '%s'", want);
+    }
     opt_t sys = {.ca = ""};
     r = http("GET", "/healthz", NULL, &sys);
     CHECK_MSG(r.rc == CURLE_PEER_FAILED_VERIFICATION, "without init's certificate as CA: curl %d", (int)r.rc);
