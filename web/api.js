@@ -1,6 +1,7 @@
 // The dashboard's one way to the server: the JSON API under /api/v1 with the session cookie
-// (HttpOnly, set by login) and, on changes, the login's CSRF token, which this tab keeps in
-// sessionStorage. Also the navigation bar every page shares.
+// (HttpOnly, set by login) and, on changes, the login's CSRF token, kept with the user name in
+// localStorage: like the cookie, it serves every tab of this origin (a page opened in a new tab
+// is still logged in) until logout or a 401 clears it. Also the navigation bar every page shares.
 import { t, applyI18n, lang, setLang } from './i18n.js';
 
 export class ApiError extends Error {
@@ -8,10 +9,10 @@ export class ApiError extends Error {
 }
 
 export function session() {
-  return { user: sessionStorage.getItem('bf.user'), csrf: sessionStorage.getItem('bf.csrf') };
+  return { user: localStorage.getItem('bf.user'), csrf: localStorage.getItem('bf.csrf') };
 }
-export function saveSession(user, csrf) { sessionStorage.setItem('bf.user', user); sessionStorage.setItem('bf.csrf', csrf); }
-export function clearSession() { sessionStorage.removeItem('bf.user'); sessionStorage.removeItem('bf.csrf'); }
+export function saveSession(user, csrf) { localStorage.setItem('bf.user', user); localStorage.setItem('bf.csrf', csrf); }
+export function clearSession() { localStorage.removeItem('bf.user'); localStorage.removeItem('bf.csrf'); }
 
 // method, path under /api/v1, an object for a JSON body or a FormData; answers the parsed JSON.
 // A 401 (no or an expired session) goes to the login page, unless the call brings its own

@@ -50,7 +50,7 @@ const strings = {
     'live.on': 'on', 'live.off': 'off',
     split: 'Share of the settlement', drop: 'or drop images here',
     payouts: 'Payouts', 'available.col': 'Available', 'held.col': 'Held',
-    language: '中文', 'csrf.lost': 'Your session cannot change anything in this tab: log in again.',
+    language: '中文',
   },
   zh: {
     app: 'BlockFed', dashboard: '任务面板', predict: '预测', profile: '个人资料', logout: '退出登录',
@@ -101,7 +101,7 @@ const strings = {
     'live.on': '已连接', 'live.off': '已断开',
     split: '结算份额', drop: '或将图片拖放到这里',
     payouts: '分成次数', 'available.col': '可用', 'held.col': '冻结',
-    language: 'English', 'csrf.lost': '此标签页的会话无法修改数据，请重新登录。',
+    language: 'English',
   },
 };
 

@@ -195,6 +195,12 @@ try {
   });
   const points = () => page.$eval('[data-test=accuracy-chart]', (c) => Number(c.dataset.points || 0));
   check((await points()) === 0, 'the accuracy chart starts empty');
+  // the task list in another tab follows too (its event streams), also without a reload
+  const list = await ctx.newPage();
+  watch(list);
+  await list.goto(base + '/');
+  await list.waitForSelector('tr[data-task=t1] [data-test=task-state]');
+  await list.evaluate(() => { window.__sameList = true; });
   for (const u of ['alice', 'bob']) {
     const p = spawn(client, ['--home', work + '/' + u, 'join', 't1', '--threads', '1', '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
     p.out = '';
@@ -210,6 +216,10 @@ try {
     'the accuracy chart gained one point per round: ' + JSON.stringify(seen));
   check(await page.evaluate(() => Array.isArray(window.__points)), 'without a reload');
   check((await page.$$('[data-test=round-row]')).length === ROUNDS, 'the round log has a line per round');
+  await list.waitForFunction((r) => document.querySelector('tr[data-task=t1] [data-test=task-state]')?.textContent === 'completed' &&
+    document.querySelector('tr[data-task=t1] [data-test=task-round]')?.textContent === r + ' / ' + r, ROUNDS, { timeout: 15000 });
+  check(await list.evaluate(() => window.__sameList === true), 'the task list shows t1 completed, ' + ROUNDS + ' / ' + ROUNDS + ', without a reload');
+  await list.close();
   await until('the settled values show', async () => /^[0-9a-f]{64}$/.test(await text('[data-test=result-hash]')), 10000);
   check(true, 'after settlement the result hash shows');
   const parts = await page.$$eval('[data-test=participant-row]', (rs) => rs.map((r) => [r.cells[0].textContent, r.cells[1].textContent]));
