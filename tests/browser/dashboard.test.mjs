@@ -448,8 +448,13 @@ try {
   for (const p of kids) if (p.exitCode === null) p.kill('SIGTERM');
   // waited for, so the next run finds the port free
   const gone = new Promise((r) => srv.once('exit', r));
+  const stopAt = Date.now();
   srv.kill('SIGTERM');
-  await Promise.race([gone, new Promise((r) => setTimeout(r, 10000))]);
+  let timer;
+  await Promise.race([gone, new Promise((r) => { timer = setTimeout(r, 10000); })]);
+  clearTimeout(timer); // a pending timer would keep node running for its 10 s
+  console.log('the coordinator ' + (srv.exitCode !== null || srv.signalCode ? 'exited' : 'had not exited') + ' ' +
+    ((Date.now() - stopAt) / 1000).toFixed(1) + ' s after SIGTERM');
 }
 for (const p of shots) console.log('screenshot: ' + p);
 console.log('elapsed: ' + ((Date.now() - t0) / 1000).toFixed(1) + ' s');
