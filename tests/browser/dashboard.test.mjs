@@ -1,19 +1,25 @@
 // The dashboard in a real headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core)
 // against a real coordinator serving HTTPS, with two real C trainers (`blockfed-client join`) over
 // ZeroMQ + CURVE on a small generated dataset:
-//   - wendy registers in the page, a wrong password shows an inline error, she logs in;
+//   - wendy registers in the page, a wrong password shows an inline error, she logs in by keyboard;
 //   - a task named `<img src=x onerror=alert(1)>` is created through the form and renders as text
 //     (no element, no dialog); its creator cancels it from its page;
-//   - a shareholding task is created through the form; alice and bob (CLI accounts) train it; the
-//     accuracy chart gains one point per round without a reload; after settlement the task page
-//     shows the result hash and the values, and a shareholder's profile shows the shares;
+//   - a shareholding task is created through the form; alice and bob (CLI accounts with a web
+//     password) train it; the accuracy chart gains one point per round without a reload, and the
+//     task list in another tab follows it; the contributions are stacked per round when the server
+//     sends per-round values (then they add up to the cumulative ones and a `valued` event arrived
+//     per round), cumulative otherwise; after settlement the task page shows the result hash, the
+//     values and the split, which is the share a shareholder's profile shows;
 //   - wendy recharges on her profile (one over the daily cap shows the server's LIMIT), pays for a
 //     prediction of a generated PNG, sees the top class, the fee and her balance drop by exactly the
-//     fee; the shareholder's profile then shows the fees received (table, chart, history);
-//   - profile: a withdrawal (one over the available cash refused), history paged by seq, an API
-//     token created (shown once), used, revoked (then 401); every page fits a phone's width;
-//   - operator page: the token from HOME/operator.token, balances, every ledger check passing, the
-//     summary (or, while the server has none, its notice), a deposit;
+//     fee; a corrupt image shows its error and costs nothing; the shareholder's profile then shows
+//     the fees received (table, chart, history);
+//   - profile: the language switch, a withdrawal (one over the available cash refused), history
+//     paged by seq, an API token created (shown once), used, revoked (then 401); every page fits
+//     a phone's width and labels every field;
+//   - operator page: a wrong token refused, the one from HOME/operator.token: balances, every
+//     ledger check passing, the summary (or, on a server without it, its notice), a deposit;
+//   - every UI string the served pages use is in the table in English and Chinese;
 //   - logout ends the session: the page's next API call gets 401.
 // Screenshots of every page go to OUTDIR; their paths are printed.
 // Usage: node dashboard.test.mjs COORDINATOR CLIENT OUTDIR PORT (PORT: HTTPS, PORT+1: ZeroMQ).
