@@ -95,6 +95,9 @@ function revenue(payouts) {
   const pts = payouts.slice().reverse().map((x) => { sum += cents(x.amount); return { x: x.time * 1000, y: sum / 100 }; });
   revenueChart.data.datasets[0].data = pts;
   revenueChart.update();
+  // an empty time axis would label itself with the epoch: say there is nothing instead
+  document.getElementById('revenue-box').hidden = pts.length === 0;
+  document.getElementById('no-revenue').hidden = pts.length > 0;
   const c = document.getElementById('revenue-chart');
   c.dataset.points = String(pts.length);
   c.dataset.total = fromCents(sum);
