@@ -10,6 +10,7 @@
 
 #include "bf_mp.h"
 #include "bf_render.h"
+#include "bf_statement.h"
 #include "client.h"
 
 static bf_cli_outcome_t usage_fail(const char *cmd) {
@@ -64,40 +65,6 @@ static const char statement_help[] =
 
 #define MAX_PAGES 100000 /* a coordinator that never says `more: false` is cut off */
 
-/* YYYY-MM-DD (UTC) -> unix seconds at 00:00; -1 if not a real date. */
-static int64_t parse_date(const char *s) {
-    int y, m, d;
-    char tail;
-    if (strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || y < 1970 || m < 1 || m > 12 || d < 1 ||
-        d > 31)
-        return -1;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d};
-    time_t t = timegm(&tm);
-    struct tm back;
-    if (t == (time_t)-1 || !gmtime_r(&t, &back) || back.tm_mday != d || back.tm_mon != m - 1) return -1;
-    return (int64_t)t;
-}
-
-static void fmt_time(int64_t t, char buf[32]) {
-    time_t tt = (time_t)t;
-    struct tm tm;
-    if (!gmtime_r(&tt, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm)) snprintf(buf, 32, "%lld", (long long)t);
-}
-
-static void csv_field(const char *v, int last) {
-    if (strpbrk(v, ",\"\r\n")) {
-        putchar('"');
-        for (const char *p = v; *p; p++) {
-            if (*p == '"') putchar('"');
-            putchar(*p);
-        }
-        putchar('"');
-    } else {
-        fputs(v, stdout);
-    }
-    putchar(last ? '\n' : ',');
-}
-
 /* A string field of a reply map, sanitised ("" when absent or not a string). */
 static void str_of(const msgpack_object *map, const char *key, char *out, size_t cap) {
     const char *s = NULL;
@@ -113,38 +80,23 @@ static int64_t int_of(const msgpack_object *map, const char *key) {
 }
 
 typedef struct {
-    int csv, json;
+    bf_statement_fmt_t fmt;
+    int json;
     int64_t from, to;
 } stmt_opts_t;
 
-/* Fields of a line in output order, for CSV and the table. */
-static const char *const line_keys[6] = {"amount", "held", "before", "after", "held_before", "held_after"};
-
-static void print_balance_row(const stmt_opts_t *o, const char *record, const char *cur, int64_t t, const char *bal,
-                              const char *held) {
-    char ts[32];
-    fmt_time(t, ts);
-    if (o->csv) {
-        const char *f[12] = {record, cur, ts, "", "", "", "", "", "", bal, "", held};
-        for (int i = 0; i < 12; i++) csv_field(f[i], i == 11);
-    } else {
-        printf("%s %s balance %s (held %s)\n", cur, record, bal, held);
-    }
-}
-
+/* One line of a STATEMENT reply, its strings sanitised (str_of). */
 static void print_line(const stmt_opts_t *o, const char *cur, const msgpack_object *l) {
-    char ts[32], id[32], type[16], kind[32], v[6][32];
-    fmt_time(int_of(l, "time"), ts);
+    char id[32], type[16], kind[32], v[6][32];
+    static const char *const keys[6] = {"amount", "held", "before", "after", "held_before", "held_after"};
     snprintf(id, sizeof id, "%lld", (long long)int_of(l, "transfer"));
     str_of(l, "type", type, sizeof type);
     str_of(l, "kind", kind, sizeof kind);
-    for (int i = 0; i < 6; i++) str_of(l, line_keys[i], v[i], sizeof v[i]);
-    if (o->csv) {
-        const char *f[12] = {"movement", cur, ts, id, type, kind, v[0], v[1], v[2], v[3], v[4], v[5]};
-        for (int i = 0; i < 12; i++) csv_field(f[i], i == 11);
-    } else {
-        printf("  %-20s %-8s %-8s %-15s %12s %12s %12s %12s\n", ts, id, type, kind, v[0], v[1], v[3], v[5]);
-    }
+    for (int i = 0; i < 6; i++) str_of(l, keys[i], v[i], sizeof v[i]);
+    const bf_statement_line_t line = {.time = int_of(l, "time"), .transfer = id, .type = type, .code = kind,
+                                      .amount = v[0], .held = v[1], .before = v[2], .after = v[3],
+                                      .held_before = v[4], .held_after = v[5]};
+    bf_statement_movement(&o->fmt, cur, &line);
 }
 
 /* Every page of one currency's statement. */
@@ -173,10 +125,7 @@ static bf_cli_outcome_t statement_of(const bf_cli_ctx_t *ctx, bf_conn_t *conn, c
             if (page == 0) {
                 str_of(st, "opening", bal, sizeof bal);
                 str_of(st, "opening_held", held, sizeof held);
-                print_balance_row(o, "opening", cur, int_of(st, "from"), bal, held);
-                if (!o->csv)
-                    printf("  %-20s %-8s %-8s %-15s %12s %12s %12s %12s\n", "time", "xfer", "type", "code", "amount", "held",
-                           "balance", "held after");
+                bf_statement_opening(&o->fmt, cur, int_of(st, "from"), bal, held);
             }
             for (uint32_t i = 0; i < lines->via.array.size; i++) print_line(o, cur, &lines->via.array.ptr[i]);
         }
@@ -194,7 +143,7 @@ static bf_cli_outcome_t statement_of(const bf_cli_ctx_t *ctx, bf_conn_t *conn, c
             str_of(st, "closing", bal, sizeof bal);
             str_of(st, "closing_held", held, sizeof held);
             int64_t to = int_of(st, "to"), now = (int64_t)time(NULL);
-            print_balance_row(o, "closing", cur, to < now ? to : now, bal, held);
+            bf_statement_closing(&o->fmt, cur, to < now ? to : now, bal, held);
         }
         bf_msg_destroy(&reply);
         if (!again) return CLIENT_OK;
@@ -208,7 +157,7 @@ bf_cli_outcome_t bf_cmd_statement(int argc, char **argv, bf_cli_ctx_t *ctx) {
                                          {"csv", no_argument, 0, 'c'},        {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},       BF_CLI_COMMON_OPTS,
                                          {0, 0, 0, 0}};
-    stmt_opts_t o = {0};
+    stmt_opts_t o = {.fmt = {.out = stdout}};
     int c;
     bf_cli_args_t rc = CLIENT_ARGS_OK;
     optind = 1;
@@ -216,32 +165,27 @@ bf_cli_outcome_t bf_cmd_statement(int argc, char **argv, bf_cli_ctx_t *ctx) {
         if (bf_cli_common_opt(c, optarg, ctx, &rc)) continue;
         switch (c) {
         case 'f':
-            if ((o.from = parse_date(optarg)) < 0) rc = bf_cli_error("--from must be a date YYYY-MM-DD");
+            if ((o.from = bf_statement_parse_date(optarg)) < 0) rc = bf_cli_error("--from must be a date YYYY-MM-DD");
             break;
         case 't':
-            if ((o.to = parse_date(optarg)) < 0) rc = bf_cli_error("--to must be a date YYYY-MM-DD");
+            if ((o.to = bf_statement_parse_date(optarg)) < 0) rc = bf_cli_error("--to must be a date YYYY-MM-DD");
             else o.to += 86400; /* the whole day */
             break;
-        case 'c': o.csv = 1; break;
+        case 'c': o.fmt.csv = 1; break;
         case 'j': o.json = 1; break;
         case 'h': return fputs(statement_help, stdout), CLIENT_OK;
         default: rc = CLIENT_ARGS_BAD;
         }
     }
     if (!rc && optind != argc) rc = bf_cli_error("statement takes no arguments");
-    if (!rc && o.csv && o.json) rc = bf_cli_error("--csv and --json exclude each other");
+    if (!rc && o.fmt.csv && o.json) rc = bf_cli_error("--csv and --json exclude each other");
     if (!rc && o.to && o.to <= o.from) rc = bf_cli_error("--to is before --from");
     if (rc) return usage_fail("statement");
     bf_profile_t p;
     bf_conn_t *conn;
     bf_cli_outcome_t out = bf_cli_open(ctx, &p, &conn);
     if (out) return out;
-    if (o.csv) {
-        static const char *const header[12] = {"record", "currency",       "time",          "transfer",
-                                               "type",   "code",           "amount",        "held",
-                                               "balance_before", "balance_after", "held_before", "held_after"};
-        for (int i = 0; i < 12; i++) csv_field(header[i], i == 11);
-    }
+    bf_statement_csv_header(&o.fmt);
     out = statement_of(ctx, conn, &o, "CNY");
     if (!out) out = statement_of(ctx, conn, &o, "COIN");
     fflush(stdout);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bf_ledger.h"
+#include "bf_statement.h"
 #include "bf_text.h"
 #include "commands.h"
 #include "coord.h"
@@ -490,73 +491,27 @@ static int do_deposit(bf_ledger_t *L, const opts_t *o) {
 
 /* ---- statement ------------------------------------------------------------------------------ */
 
-/* YYYY-MM-DD (UTC) -> unix seconds at 00:00; -1 if not a real date. */
-static int64_t parse_date(const char *s) {
-    int y, m, d;
-    char tail;
-    if (!s || strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || y < 1970 || m < 1 || m > 12 || d < 1 ||
-        d > 31)
-        return -1;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d};
-    time_t t = timegm(&tm);
-    struct tm back;
-    if (t == (time_t)-1 || !gmtime_r(&t, &back) || back.tm_mday != d || back.tm_mon != m - 1) return -1;
-    return (int64_t)t;
-}
-
-static const char *fmt_time(int64_t t, char buf[32]) {
-    time_t tt = (time_t)t;
-    struct tm tm;
-    if (!gmtime_r(&tt, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm)) snprintf(buf, 32, "%lld", (long long)t);
-    return buf;
-}
-
-/* One CSV field (RFC 4180): quoted when it holds a comma, quote, CR or LF. */
-static void csv_field(const char *v, int last) {
-    if (strpbrk(v, ",\"\r\n")) {
-        putchar('"');
-        for (const char *p = v; *p; p++) {
-            if (*p == '"') putchar('"');
-            putchar(*p);
-        }
-        putchar('"');
-    } else {
-        fputs(v, stdout);
-    }
-    putchar(last ? '\n' : ',');
-}
-
-static void csv_row(const char *const *f, int n) {
-    for (int i = 0; i < n; i++) csv_field(f[i], i == n - 1);
-}
-
-static const char *const statement_header[13] = {"record",        "currency",     "time",        "transfer", "type",
-                                                 "code",          "op",           "amount",      "held",     "balance_before",
-                                                 "balance_after", "held_before",  "held_after"};
-
-static void print_statement_csv(const bf_ledger_statement_t *st, int64_t to_shown) {
+/* One currency's statement, as a table or CSV with the op column (the operator's view). */
+static void print_statement(const bf_statement_fmt_t *f, const bf_ledger_statement_t *st, int64_t to_shown) {
     int scale = bf_ledger_currency_scale(st->currency);
     const char *cur = st->currency == BF_LEDGER_CNY ? "CNY" : "COIN";
-    char t[32], a[32], h[32], bb[32], ba[32], hb[32], ha[32], id[32];
-    const char *open[13] = {"opening", cur, fmt_time(st->from, t), "", "", "", "", "", "",
-                            "", bf_money_format_amount(st->opening, scale, ba), "",
-                            bf_money_format_amount(st->opening_held, scale, ha)};
-    csv_row(open, 13);
+    char a[32], h[32], bb[32], ba[32], hb[32], ha[32], id[32];
+    bf_statement_opening(f, cur, st->from, bf_money_format_amount(st->opening, scale, ba),
+                         bf_money_format_amount(st->opening_held, scale, ha));
     for (size_t i = 0; i < st->n; i++) {
         const bf_ledger_statement_line_t *l = &st->lines[i];
         snprintf(id, sizeof id, "%lld", (long long)l->transfer_id);
-        const char *f[13] = {"movement", cur, fmt_time(l->created_at, t), id, l->type, l->code, l->op_id,
-                             bf_money_format_amount(l->amount, scale, a), bf_money_format_amount(l->held, scale, h),
-                             bf_money_format_amount(l->balance_before, scale, bb),
-                             bf_money_format_amount(l->balance_after, scale, ba),
-                             bf_money_format_amount(l->held_before, scale, hb),
-                             bf_money_format_amount(l->held_after, scale, ha)};
-        csv_row(f, 13);
+        const bf_statement_line_t line = {.time = l->created_at, .transfer = id, .type = l->type, .code = l->code,
+                                          .op = l->op_id, .amount = bf_money_format_amount(l->amount, scale, a),
+                                          .held = bf_money_format_amount(l->held, scale, h),
+                                          .before = bf_money_format_amount(l->balance_before, scale, bb),
+                                          .after = bf_money_format_amount(l->balance_after, scale, ba),
+                                          .held_before = bf_money_format_amount(l->held_before, scale, hb),
+                                          .held_after = bf_money_format_amount(l->held_after, scale, ha)};
+        bf_statement_movement(f, cur, &line);
     }
-    const char *close[13] = {"closing", cur, fmt_time(to_shown, t), "", "", "", "", "", "",
-                             "", bf_money_format_amount(st->closing, scale, ba), "",
-                             bf_money_format_amount(st->closing_held, scale, ha)};
-    csv_row(close, 13);
+    bf_statement_closing(f, cur, to_shown, bf_money_format_amount(st->closing, scale, ba),
+                         bf_money_format_amount(st->closing_held, scale, ha));
 }
 
 static void print_statement_json(const bf_ledger_statement_t *st) {
@@ -577,34 +532,15 @@ static void print_statement_json(const bf_ledger_statement_t *st) {
     printf("]}");
 }
 
-static void print_statement_text(const bf_ledger_statement_t *st) {
-    int scale = bf_ledger_currency_scale(st->currency);
-    const char *cur = st->currency == BF_LEDGER_CNY ? "CNY" : "COIN";
-    char t[32], a[32], h[32], b[32], c[32];
-    printf("%s opening balance %s (held %s)\n", cur, bf_money_format_amount(st->opening, scale, a),
-           bf_money_format_amount(st->opening_held, scale, h));
-    printf("  %-20s %-8s %-8s %-15s %12s %12s %12s %12s  %s\n", "time", "xfer", "type", "code", "amount", "held",
-           "balance", "held after", "op");
-    for (size_t i = 0; i < st->n; i++) {
-        const bf_ledger_statement_line_t *l = &st->lines[i];
-        printf("  %-20s %-8lld %-8s %-15s %12s %12s %12s %12s  %s\n", fmt_time(l->created_at, t), (long long)l->transfer_id,
-               l->type, l->code, bf_money_format_amount(l->amount, scale, a), bf_money_format_amount(l->held, scale, h),
-               bf_money_format_amount(l->balance_after, scale, b), bf_money_format_amount(l->held_after, scale, c),
-               l->op_id);
-    }
-    printf("%s closing balance %s (held %s)\n", cur, bf_money_format_amount(st->closing, scale, a),
-           bf_money_format_amount(st->closing_held, scale, h));
-}
-
 static int do_statement(bf_ledger_t *L, const opts_t *o) {
     bf_err_t err = {{0}};
     int64_t uid, from = 0, to = INT64_MAX;
-    if (o->from && (from = parse_date(o->from)) < 0) {
+    if (o->from && (from = bf_statement_parse_date(o->from)) < 0) {
         fprintf(stderr, "ledger statement: --from must be a date YYYY-MM-DD\n");
         return EXIT_USAGE;
     }
     if (o->to) {
-        if ((to = parse_date(o->to)) < 0) {
+        if ((to = bf_statement_parse_date(o->to)) < 0) {
             fprintf(stderr, "ledger statement: --to must be a date YYYY-MM-DD\n");
             return EXIT_USAGE;
         }
@@ -629,10 +565,8 @@ static int do_statement(bf_ledger_t *L, const opts_t *o) {
             return EXIT_RUNTIME;
         }
     int64_t now = (int64_t)time(NULL), shown = to < now ? to : now;
-    if (o->csv) {
-        csv_row(statement_header, 13);
-        for (int i = 0; i < 2; i++) print_statement_csv(&st[i], shown);
-    } else if (o->json) {
+    const bf_statement_fmt_t fmt = {.out = stdout, .csv = o->csv, .with_op = 1};
+    if (o->json) {
         printf("{\"user\":{\"id\":%lld,\"name\":", (long long)uid);
         bf_json_cstring(stdout, user.name);
         printf("},\"from\":%lld,\"to\":%lld,\"statements\":[", (long long)from, (long long)shown);
@@ -643,8 +577,11 @@ static int do_statement(bf_ledger_t *L, const opts_t *o) {
         printf("]}\n");
     } else {
         char a[32], b[32];
-        printf("statement of %s (user %lld) from %s to %s\n", user.name, (long long)uid, fmt_time(from, a), fmt_time(shown, b));
-        for (int i = 0; i < 2; i++) print_statement_text(&st[i]);
+        if (!o->csv)
+            printf("statement of %s (user %lld) from %s to %s\n", user.name, (long long)uid, bf_statement_time(from, a),
+                   bf_statement_time(shown, b));
+        bf_statement_csv_header(&fmt);
+        for (int i = 0; i < 2; i++) print_statement(&fmt, &st[i], shown);
     }
     for (int i = 0; i < 2; i++) bf_ledger_statement_free(&st[i]);
     return EXIT_OK;
@@ -695,7 +632,7 @@ static int do_withdrawals(bf_ledger_t *L, const opts_t *o) {
             for (char *p = name; *p; p++)
                 if ((unsigned char)*p < ' ' || *p == 0x7f) *p = '?';
             printf("%-6lld %-24s %14s %-9s %-20s %s\n", (long long)w[i].id, name, fmt_cny(w[i].amount, a),
-                   wd_status(w[i].status), fmt_time(w[i].created_at, t),
+                   wd_status(w[i].status), bf_statement_time(w[i].created_at, t),
                    w[i].status == BF_LEDGER_WITHDRAWAL_PAID ? w[i].external_ref : w[i].reason);
         }
         if (!o->all) printf("%zu pending\n", n);

@@ -1,5 +1,6 @@
 /* fed_common.h: what the federation integration tests share: a small generated IDX dataset, a
- * coordinator home and process, and a CURVE client speaking the protocol. */
+ * coordinator home and process, a CURVE client speaking the protocol, and (fed_cli_*) the fixture
+ * of the tests that drive blockfed-coordinator and blockfed-client as processes. */
 #ifndef BF_FED_COMMON_H
 #define BF_FED_COMMON_H
 
@@ -21,8 +22,8 @@ static inline void fed_put_be32(FILE *f, uint32_t v) {
     fwrite(b, 1, 4, f);
 }
 
-/* 16x16 images, 4 classes: a bright 8x8 square in the class's quadrant plus noise. */
-static inline void fed_write_split(const char *dir, const char *prefix, int n, uint64_t seed) {
+/* side x side images, 4 classes: a bright (side/2)-square in the class's quadrant plus noise. */
+static inline void fed_write_split_sized(const char *dir, const char *prefix, int n, uint64_t seed, int side) {
     char path[700];
     bf_rng_t r;
     bf_rng_seed(&r, seed);
@@ -34,19 +35,25 @@ static inline void fed_write_split(const char *dir, const char *prefix, int n, u
         fprintf(stderr, "cannot write %s (BF_TEST_TMP=%s)\n", path, bf_test_tmpdir());
         exit(1);
     }
-    fed_put_be32(fi, 0x803), fed_put_be32(fi, n), fed_put_be32(fi, 16), fed_put_be32(fi, 16);
+    fed_put_be32(fi, 0x803), fed_put_be32(fi, n), fed_put_be32(fi, side), fed_put_be32(fi, side);
     fed_put_be32(fl, 0x801), fed_put_be32(fl, n);
+    int half = side / 2;
     for (int i = 0; i < n; i++) {
         int c = (int)bf_rng_below(&r, 4);
         fputc(c, fl);
-        for (int h = 0; h < 16; h++)
-            for (int w = 0; w < 16; w++) {
-                int on = (h < 8) == (c < 2) && (w < 8) == (c % 2 == 0);
+        for (int h = 0; h < side; h++)
+            for (int w = 0; w < side; w++) {
+                int on = (h < half) == (c < 2) && (w < half) == (c % 2 == 0);
                 fputc((on ? 170 : 40) + (int)bf_rng_below(&r, 60), fi);
             }
     }
     fclose(fi);
     fclose(fl);
+}
+
+/* 16x16 images (what the in-process participants train on). */
+static inline void fed_write_split(const char *dir, const char *prefix, int n, uint64_t seed) {
+    fed_write_split_sized(dir, prefix, n, seed, 16);
 }
 
 /* Runs `blockfed-coordinator init` and reads the server key from its output. */
@@ -122,6 +129,102 @@ static inline void fed_stop(pid_t pid, int sig) {
     kill(pid, sig);
     int st;
     waitpid(pid, &st, 0);
+}
+
+/* What a test driving the real programs needs: a scratch directory holding a generated dataset
+ * and an initialized coordinator home, the coordinator's endpoint and key, and a file for the
+ * last command's output. */
+typedef struct {
+    const char *coord, *client; /* blockfed-coordinator, blockfed-client */
+    const char *timeout;        /* blockfed-client --timeout for fed_cli_run ("10" unless changed) */
+    char dir[512];              /* the scratch directory: the users' homes go in it */
+    char home[600];             /* the coordinator's home: DIR/coordinator */
+    char spec[700];             /* --dataset: tiny=DIR/data */
+    char out[700];              /* stdout of the last fed_cli_run / fed_cli_ledger */
+    char ep[64];                /* the coordinator's endpoint */
+    char key[41];               /* its server public key */
+} fed_cli_t;
+
+/* DIR = the test scratch directory's NAME, made afresh, with DIR/data (ntrain / ntest generated
+ * side x side images, seeds seed and seed + 1) and DIR/coordinator initialized. 0, or -1. */
+static inline int fed_cli_prepare(fed_cli_t *f, const char *coord, const char *client, const char *name, const char *ep,
+                                  int side, int ntrain, int ntest, uint64_t seed) {
+    char data[600], cmd[1400];
+    memset(f, 0, sizeof *f);
+    f->coord = coord, f->client = client, f->timeout = "10";
+    snprintf(f->dir, sizeof f->dir, "%s/%s", bf_test_tmpdir(), name);
+    snprintf(data, sizeof data, "%s/data", f->dir);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", f->dir, data);
+    if (system(cmd) != 0) return -1;
+    fed_write_split_sized(data, "train", ntrain, seed, side);
+    fed_write_split_sized(data, "t10k", ntest, seed + 1, side);
+    snprintf(f->home, sizeof f->home, "%s/coordinator", f->dir);
+    snprintf(f->spec, sizeof f->spec, "tiny=%s", data);
+    snprintf(f->out, sizeof f->out, "%s/out.txt", f->dir);
+    snprintf(f->ep, sizeof f->ep, "%s", ep);
+    return fed_init_home(coord, f->home, f->key);
+}
+
+/* fed_start on the fixture's home, endpoint and dataset. */
+static inline pid_t fed_cli_start(const fed_cli_t *f, const char *const *extra) {
+    return fed_start(f->coord, f->home, f->ep, f->spec, extra);
+}
+
+/* blockfed-client --home HOME --timeout T args... ; its exit status, stdout in f->out. */
+static inline int fed_cli_run(const fed_cli_t *f, const char *home, const char *const *args) {
+    const char *all[40] = {"--home", home, "--timeout", f->timeout};
+    int n = 4;
+    for (int i = 0; args[i] && n < 39; i++) all[n++] = args[i];
+    all[n] = NULL;
+    return bf_spawn(f->client, all, f->out, 0);
+}
+
+/* blockfed-client register NAME with the fixture's coordinator, into HOME. */
+static inline int fed_cli_register(const fed_cli_t *f, const char *home, const char *name) {
+    const char *args[] = {"register", name, "--coordinator", f->ep, "--server-key", f->key, NULL};
+    return fed_cli_run(f, home, args);
+}
+
+/* blockfed-coordinator ledger args... --home HOME; its exit status, stdout in f->out. */
+static inline int fed_cli_ledger(const fed_cli_t *f, const char *const *args) {
+    const char *all[40] = {"ledger"};
+    int n = 1;
+    for (int i = 0; args[i] && n < 37; i++) all[n++] = args[i];
+    all[n++] = "--home";
+    all[n++] = f->home;
+    all[n] = NULL;
+    return bf_spawn(f->coord, all, f->out, 0);
+}
+
+/* blockfed-client --home DIR/USER rest... (bf_spawn_user: output into DIR/USER.cli, printed if it
+ * fails); its exit status. */
+static inline int fed_cli_user(const fed_cli_t *f, const char *user, const char *const *rest) {
+    return bf_spawn_user(f->client, f->dir, user, rest);
+}
+
+/* `blockfed-client join TASK --threads 1 --quiet --save-updates DIR/USER-updates` as USER in the
+ * background, its output into DIR/USER.join; its pid. */
+static inline pid_t fed_cli_join_bg(const fed_cli_t *f, const char *user, const char *task) {
+    char h[700], upd[700], log[700];
+    snprintf(h, sizeof h, "%s/%s", f->dir, user);
+    snprintf(upd, sizeof upd, "%s/%s-updates", f->dir, user);
+    snprintf(log, sizeof log, "%s/%s.join", f->dir, user);
+    mkdir(upd, 0755);
+    const char *args[] = {"--home", h, "join", task, "--threads", "1", "--quiet", "--save-updates", upd, NULL};
+    return bf_spawn_bg(f->client, args, log);
+}
+
+/* The end of a run: the coordinator stopped, `ledger verify` on its home must pass (its stderr
+ * shown), and the coordinator's log printed if any check failed. */
+static inline void fed_cli_finish(const fed_cli_t *f, pid_t coordinator) {
+    char out[900];
+    fed_stop(coordinator, SIGTERM);
+    snprintf(out, sizeof out, "%s/verify.out", f->dir);
+    CHECK(bf_spawn(f->coord, (const char *const[]){"ledger", "verify", "--home", f->home, NULL}, out, 1) == 0);
+    if (bf_test_failures) {
+        snprintf(out, sizeof out, "%s.log", f->home);
+        fprintf(stderr, "--- coordinator ---\n%s\n", bf_slurp(out));
+    }
 }
 
 /* A participant: its own CURVE certificate and DEALER socket. */

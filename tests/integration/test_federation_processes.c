@@ -12,11 +12,6 @@
 
 #define EP "tcp://127.0.0.1:27714"
 
-static const char *coord, *client;
-static char tmp[600];
-
-static int cli(const char *user, const char *const *rest) { return bf_spawn_user(client, tmp, user, rest); }
-
 static bf_net_t *load(const char *path) {
     bf_err_t err;
     bf_model_meta_t meta;
@@ -26,11 +21,11 @@ static bf_net_t *load(const char *path) {
 }
 
 /* checkpoint == mean of the given clients' saved updates for that round (equal data: 300 each) */
-static void check_mean(const char *ckpt, const char *const *users, int k, int round) {
+static void check_mean(const fed_cli_t *fx, const char *ckpt, const char *const *users, int k, int round) {
     bf_net_t *g = load(ckpt), *u[3] = {0};
     char path[800];
     for (int i = 0; i < k; i++) {
-        snprintf(path, sizeof path, "%s/%s-updates/round-%d.bfm", tmp, users[i], round);
+        snprintf(path, sizeof path, "%s/%s-updates/round-%d.bfm", fx->dir, users[i], round);
         u[i] = load(path);
     }
     CHECK(g && u[0] && u[k - 1]);
@@ -54,87 +49,63 @@ static void check_mean(const char *ckpt, const char *const *users, int k, int ro
 
 int main(int argc, char **argv) {
     if (argc < 3) return fprintf(stderr, "usage: test_federation_processes COORDINATOR CLIENT\n"), 2;
-    coord = argv[1], client = argv[2];
-    snprintf(tmp, sizeof tmp, "%s/fedp", bf_test_tmpdir());
-    char cmd[1400], data[700], home[700], spec[800], key[41], log[800];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s/data'", tmp, tmp);
-    CHECK(system(cmd) == 0);
-    snprintf(data, sizeof data, "%s/data", tmp);
-    fed_write_split(data, "train", 1100, 7);
-    fed_write_split(data, "t10k", 200, 8);
-    snprintf(home, sizeof home, "%s/coordinator", tmp);
-    CHECK(fed_init_home(coord, home, key) == 0);
-    snprintf(spec, sizeof spec, "tiny=%s", data);
+    fed_cli_t fx;
+    char log[800];
+    CHECK(fed_cli_prepare(&fx, argv[1], argv[2], "fedp", EP, 16, 1100, 200, 7) == 0);
     const char *extra[] = {"--block-size", "100", "--blocks-per-join", "3", "--liveness", "8", NULL};
-    pid_t cp = fed_start(coord, home, EP, spec, extra);
+    pid_t cp = fed_cli_start(&fx, extra);
 
     const char *users[3] = {"alice", "bob", "carol"};
     for (int i = 0; i < 3; i++) {
-        const char *r[] = {"register", users[i], "--coordinator", EP, "--server-key", key, NULL};
-        CHECK(cli(users[i], r) == 0);
+        const char *r[] = {"register", users[i], "--coordinator", EP, "--server-key", fx.key, NULL};
+        CHECK(fed_cli_user(&fx, users[i], r) == 0);
     }
     const char *rc[] = {"recharge", "10.00", NULL};
-    CHECK(cli("alice", rc) == 0);
+    CHECK(fed_cli_user(&fx, "alice", rc) == 0);
     const char *tc[] = {"task", "create", "--id", "t", "--name", "processes", "--model", "cnn", "--dataset", "tiny",
                         "--rounds", "4", "--mode", "reward", "--pool", "6.00", "--min-clients", "2", "--local-epochs",
                         "1", "--batch", "32", "--lr", "0.05", "--round-timeout", "120", NULL};
-    CHECK(cli("alice", tc) == 0);
+    CHECK(fed_cli_user(&fx, "alice", tc) == 0);
     pid_t jp[3];
-    for (int i = 0; i < 3; i++) {
-        char h[700], upd[700], jl[700];
-        snprintf(h, sizeof h, "%s/%s", tmp, users[i]);
-        snprintf(upd, sizeof upd, "%s/%s-updates", tmp, users[i]);
-        snprintf(jl, sizeof jl, "%s/%s.join", tmp, users[i]);
-        mkdir(upd, 0755);
-        const char *ja[] = {"--home", h, "join", "t", "--threads", "1", "--quiet", "--save-updates", upd, NULL};
-        jp[i] = bf_spawn_bg(client, ja, jl);
-    }
+    for (int i = 0; i < 3; i++) jp[i] = fed_cli_join_bg(&fx, users[i], "t");
     char ck[900], f[900];
-    snprintf(ck, sizeof ck, "%s/checkpoints/t/round-0000.bfm", home);
+    snprintf(ck, sizeof ck, "%s/checkpoints/t/round-0000.bfm", fx.home);
     CHECK_MSG(bf_wait_file(ck, 60) == 0, "round 0 never closed");
     zclock_sleep(300); /* the worker writes the file, then the coordinator records it */
-    check_mean(ck, users, 3, 0);
+    check_mean(&fx, ck, users, 3, 0);
 
     /* carol dies as soon as she has the next round */
-    snprintf(f, sizeof f, "%s/carol-updates/round-0.bfm", tmp);
+    snprintf(f, sizeof f, "%s/carol-updates/round-0.bfm", fx.dir);
     CHECK(bf_wait_file(f, 30) == 0);
     zclock_sleep(200);
     kill(jp[2], SIGKILL);
     waitpid(jp[2], NULL, 0);
-    snprintf(ck, sizeof ck, "%s/checkpoints/t/round-0001.bfm", home);
+    snprintf(ck, sizeof ck, "%s/checkpoints/t/round-0001.bfm", fx.home);
     CHECK_MSG(bf_wait_file(ck, 60) == 0, "round 1 never closed after carol died");
     zclock_sleep(300);
-    snprintf(f, sizeof f, "%s/carol-updates/round-1.bfm", tmp);
+    snprintf(f, sizeof f, "%s/carol-updates/round-1.bfm", fx.dir);
     struct stat st;
     if (stat(f, &st) == 0) { /* she had already sent round 1 before dying: then all three count */
-        check_mean(ck, users, 3, 1);
+        check_mean(&fx, ck, users, 3, 1);
         printf("carol sent her round-1 update before she was killed\n");
     } else {
-        check_mean(ck, users, 2, 1);
+        check_mean(&fx, ck, users, 2, 1);
     }
 
     /* the coordinator dies during round 2 and comes back */
-    snprintf(f, sizeof f, "%s/alice-updates/round-2.bfm", tmp);
+    snprintf(f, sizeof f, "%s/alice-updates/round-2.bfm", fx.dir);
     CHECK(bf_wait_file(f, 60) == 0);
     fed_stop(cp, SIGKILL);
     zclock_sleep(500);
-    cp = fed_start(coord, home, EP, spec, extra);
+    cp = fed_cli_start(&fx, extra);
     for (int i = 0; i < 2; i++) {
         int status = -1;
         double t0 = bf_now();
         while (bf_now() - t0 < 120 && waitpid(jp[i], &status, WNOHANG) == 0) zclock_sleep(100);
         CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s's join did not finish cleanly", users[i]);
-        snprintf(log, sizeof log, "%s/%s.join", tmp, users[i]);
+        snprintf(log, sizeof log, "%s/%s.join", fx.dir, users[i]);
         CHECK_MSG(strstr(bf_slurp(log), "result hash") != NULL, "%s: %s", users[i], bf_slurp(log));
     }
-    fed_stop(cp, SIGTERM);
-    char out[900];
-    snprintf(out, sizeof out, "%s/verify.out", tmp);
-    const char *va[] = {"ledger", "verify", "--home", home, NULL};
-    CHECK(bf_spawn(coord, va, out, 1) == 0);
-    if (bf_test_failures) {
-        snprintf(log, sizeof log, "%s.log", home);
-        fprintf(stderr, "--- coordinator ---\n%s\n", bf_slurp(log));
-    }
+    fed_cli_finish(&fx, cp);
     return bf_test_done("test_federation_processes");
 }

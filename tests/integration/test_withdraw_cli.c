@@ -7,64 +7,14 @@
  * statement --csv` (paged: more lines than one reply carries) and `ledger statement USER --csv`
  * reconcile: opening + movements == closing, line by line, and closing == the account's balance;
  * and `ledger verify` passes. */
-#include <signal.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include "bf_conn.h"
 #include "bf_money.h"
-#include "bf_profile.h"
-#include "bf_spawn.h"
-#include "test.h"
-
-static const char *client, *coordinator;
-static char tmp[512], out_path[700], ep[64], server_key[64], chome[600], cerr[600], dataset[700];
-
-static void put_be32(FILE *f, uint32_t v) {
-    uint8_t b[4] = {v >> 24, v >> 16, v >> 8, v};
-    fwrite(b, 1, 4, f);
-}
-
-/* A tiny IDX dataset: the coordinator needs one to run. */
-static void write_split(const char *dir, const char *prefix, int n) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, prefix);
-    FILE *fi = fopen(path, "wb");
-    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, prefix);
-    FILE *fl = fopen(path, "wb");
-    put_be32(fi, 0x803), put_be32(fi, n), put_be32(fi, 12), put_be32(fi, 12);
-    put_be32(fl, 0x801), put_be32(fl, n);
-    for (int i = 0; i < n; i++) {
-        fputc(i % 4, fl);
-        for (int p = 0; p < 144; p++) fputc((i * 7 + p) % 250, fi);
-    }
-    fclose(fi), fclose(fl);
-}
-
-static int cli(const char *home, const char *const *args) {
-    const char *all[40] = {"--home", home, "--timeout", "10"};
-    int n = 4;
-    for (int i = 0; args[i] && n < 39; i++) all[n++] = args[i];
-    all[n] = NULL;
-    return bf_spawn(client, all, out_path, 0);
-}
-
-static int ledger_cmd(const char *const *args) {
-    const char *all[40];
-    int n = 0;
-    all[n++] = "ledger";
-    for (int i = 0; args[i] && n < 37; i++) all[n++] = args[i];
-    all[n++] = "--home";
-    all[n++] = chome;
-    all[n] = NULL;
-    return bf_spawn(coordinator, all, out_path, 0);
-}
+#include "fed_profile.h"
 
 /* A money string after `"KEY":` in the last output, in cents; INT64_MIN if absent. */
-static int64_t json_cents(const char *key) {
+static int64_t json_cents(const fed_cli_t *f, const char *key) {
     char pat[64], num[32];
     snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(bf_slurp(out_path), pat);
+    const char *p = strstr(bf_slurp(f->out), pat);
     if (!p) return INT64_MIN;
     p += strlen(pat);
     if (*p == '"') p++;
@@ -75,25 +25,8 @@ static int64_t json_cents(const char *key) {
     return bf_money_parse_amount(num, 2, &v, NULL) ? INT64_MIN : v;
 }
 
-static int64_t cash(const char *home, const char *which) {
-    return cli(home, (const char *const[]){"assets", "--json", NULL}) ? INT64_MIN : json_cents(which);
-}
-
-static const char *send_once(const char *home, bf_msg_t *req, char *type, size_t cap) {
-    bf_profile_t p;
-    zcert_t *cert = NULL;
-    bf_err_t err;
-    snprintf(type, cap, "%s", "");
-    if (bf_profile_load(home, &p, &cert, &err) == 0) {
-        bf_conn_t *c = bf_conn_new(p.coordinator, p.server_key, cert, p.insecure, &err);
-        bf_msg_t *r = c ? bf_conn_request(c, &req, 10000, &err) : NULL;
-        if (r) snprintf(type, cap, "%s", !strcmp(bf_msg_type(r), "ERROR") ? bf_msg_str(r, "code") : bf_msg_type(r));
-        bf_msg_destroy(&r);
-        bf_conn_destroy(&c);
-    }
-    zcert_destroy(&cert);
-    bf_msg_destroy(&req);
-    return type;
+static int64_t cash(const fed_cli_t *f, const char *home, const char *which) {
+    return fed_cli_run(f, home, (const char *const[]){"assets", "--json", NULL}) ? INT64_MIN : json_cents(f, which);
 }
 
 static bf_msg_t *money_msg(const char *type, const char *amount, const char *key) {
@@ -115,8 +48,8 @@ static int64_t cents_of(const char *s) {
  * closing, each movement starts where the one before ended, and the held column likewise. The
  * columns of amount, held, balance_before, balance_after, held_before, held_after are given.
  * Returns the CNY closing balance and held amount; *movements gets the CNY movement count. */
-static void reconcile(const int col[6], int64_t *closing, int64_t *closing_held, int *movements) {
-    char *text = strdup(bf_slurp(out_path));
+static void reconcile(const fed_cli_t *fx, const int col[6], int64_t *closing, int64_t *closing_held, int *movements) {
+    char *text = strdup(bf_slurp(fx->out));
     int64_t bal = 0, held = 0;
     int lines = 0, seen_open = 0, seen_close = 0;
     *movements = 0;
@@ -162,138 +95,119 @@ static void reconcile(const int col[6], int64_t *closing, int64_t *closing_held,
     free(text);
 }
 
-static pid_t start_coordinator(void) {
-    char *cargv[] = {(char *)coordinator, "run", "--home", chome, "--bind", ep, "--dataset", dataset, "--block-size", "100",
-                     "--blocks-per-join", "1", NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, cerr, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    pid_t pid = -1;
-    if (posix_spawn(&pid, coordinator, &fa, NULL, cargv, environ)) pid = -1;
-    posix_spawn_file_actions_destroy(&fa);
-    return pid;
-}
-
-static void test_withdraw(const char *alice, const char *bob) {
+static void test_withdraw(const fed_cli_t *f, const char *alice, const char *bob) {
     char key[65], type[64];
     bf_err_t err;
-    CHECK(cli(alice, (const char *const[]){"recharge", "100", NULL}) == 0);
-    CHECK(cli(alice, (const char *const[]){"withdraw", "30", "--json", NULL}) == 0);
-    CHECK_MSG(strstr(bf_slurp(out_path), "\"withdrawal\":1") && strstr(bf_slurp(out_path), "\"status\":\"pending\""),
-              "withdraw: %s", bf_slurp(out_path));
-    CHECK(cash(alice, "cash") == 10000 && cash(alice, "cash_available") == 7000);
+    CHECK(fed_cli_run(f, alice, (const char *const[]){"recharge", "100", NULL}) == 0);
+    CHECK(fed_cli_run(f, alice, (const char *const[]){"withdraw", "30", "--json", NULL}) == 0);
+    CHECK_MSG(strstr(bf_slurp(f->out), "\"withdrawal\":1") && strstr(bf_slurp(f->out), "\"status\":\"pending\""),
+              "withdraw: %s", bf_slurp(f->out));
+    CHECK(cash(f, alice, "cash") == 10000 && cash(f, alice, "cash_available") == 7000);
     /* the held 30 cannot be withdrawn again */
-    CHECK(cli(alice, (const char *const[]){"withdraw", "70.01", NULL}) == 1);
-    CHECK_MSG(!strcmp(send_once(alice, money_msg("WITHDRAW", "70.01", NULL), type, sizeof type), "INSUFFICIENT_FUNDS"),
+    CHECK(fed_cli_run(f, alice, (const char *const[]){"withdraw", "70.01", NULL}) == 1);
+    CHECK_MSG(!strcmp(fed_profile_send(alice, money_msg("WITHDRAW", "70.01", NULL), type, sizeof type),
+                      "INSUFFICIENT_FUNDS"),
               "over available: %s", type);
-    CHECK(cli(alice, (const char *const[]){"withdraw", "-1", NULL}) == 2);
-    CHECK_MSG(!strcmp(send_once(alice, money_msg("WITHDRAW", "abc", NULL), type, sizeof type), "BAD_REQUEST"), "abc: %s", type);
-    CHECK(cli(bob, (const char *const[]){"withdraw", "1", NULL}) == 1); /* bob has nothing */
+    CHECK(fed_cli_run(f, alice, (const char *const[]){"withdraw", "-1", NULL}) == 2);
+    CHECK_MSG(!strcmp(fed_profile_send(alice, money_msg("WITHDRAW", "abc", NULL), type, sizeof type), "BAD_REQUEST"),
+              "abc: %s", type);
+    CHECK(fed_cli_run(f, bob, (const char *const[]){"withdraw", "1", NULL}) == 1); /* bob has nothing */
     /* one key on two connections: one withdrawal */
     CHECK(bf_conn_request_key(key, &err) == 0);
-    CHECK(!strcmp(send_once(alice, money_msg("WITHDRAW", "20.00", key), type, sizeof type), "OK"));
-    CHECK(!strcmp(send_once(alice, money_msg("WITHDRAW", "20.00", key), type, sizeof type), "OK"));
-    CHECK_MSG(cash(alice, "cash_available") == 5000, "a retried withdrawal held twice");
-    CHECK_MSG(!strcmp(send_once(alice, money_msg("WITHDRAW", "25.00", key), type, sizeof type), "CONFLICT"), "reused key: %s",
-              type);
+    CHECK(!strcmp(fed_profile_send(alice, money_msg("WITHDRAW", "20.00", key), type, sizeof type), "OK"));
+    CHECK(!strcmp(fed_profile_send(alice, money_msg("WITHDRAW", "20.00", key), type, sizeof type), "OK"));
+    CHECK_MSG(cash(f, alice, "cash_available") == 5000, "a retried withdrawal held twice");
+    CHECK_MSG(!strcmp(fed_profile_send(alice, money_msg("WITHDRAW", "25.00", key), type, sizeof type), "CONFLICT"),
+              "reused key: %s", type);
 
     /* the operator's view and settlement */
-    CHECK(ledger_cmd((const char *const[]){"withdrawals", "--json", NULL}) == 0);
-    const char *o = bf_slurp(out_path);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"withdrawals", "--json", NULL}) == 0);
+    const char *o = bf_slurp(f->out);
     CHECK_MSG(strstr(o, "\"id\":1,") && strstr(o, "\"id\":2,") && !strstr(o, "\"id\":3,") &&
                   strstr(o, "\"amount_cents\":3000") && strstr(o, "\"user\":\"alice\""),
               "withdrawals: %s", o);
-    CHECK(ledger_cmd((const char *const[]){"payout", "1", "--ref", "BANK-0001", NULL}) == 0);
-    CHECK(cash(alice, "cash") == 7000 && cash(alice, "cash_available") == 5000);
-    CHECK(ledger_cmd((const char *const[]){"payout", "1", "--ref", "BANK-0001", NULL}) == 0); /* reported twice */
-    CHECK(cash(alice, "cash") == 7000);
-    CHECK(ledger_cmd((const char *const[]){"payout", "1", "--ref", "BANK-0002", NULL}) == 1); /* paid already */
-    CHECK(ledger_cmd((const char *const[]){"payout", "2", "--ref", "BANK-0001", NULL}) == 1); /* another's ref */
-    CHECK(ledger_cmd((const char *const[]){"reject", "1", "--reason", "changed my mind", NULL}) == 1);
-    CHECK(ledger_cmd((const char *const[]){"payout", "99", "--ref", "BANK-0099", NULL}) == 4);
-    CHECK(ledger_cmd((const char *const[]){"payout", "2", "--ref", "has space", NULL}) == 2);
-    CHECK(ledger_cmd((const char *const[]){"payout", "2", NULL}) == 2);
-    CHECK(ledger_cmd((const char *const[]){"reject", "2", "--reason", "name does not match the account", "--json", NULL}) == 0);
-    CHECK_MSG(strstr(bf_slurp(out_path), "\"status\":\"rejected\""), "reject: %s", bf_slurp(out_path));
-    CHECK(cash(alice, "cash") == 7000 && cash(alice, "cash_available") == 7000);
-    CHECK(ledger_cmd((const char *const[]){"reject", "2", "--reason", "name does not match the account", NULL}) == 0);
-    CHECK(ledger_cmd((const char *const[]){"payout", "2", "--ref", "BANK-0003", NULL}) == 1);
-    CHECK(cash(alice, "cash_available") == 7000);
-    CHECK(ledger_cmd((const char *const[]){"withdrawals", NULL}) == 0 && strstr(bf_slurp(out_path), "0 pending"));
-    CHECK(ledger_cmd((const char *const[]){"withdrawals", "--all", NULL}) == 0 && strstr(bf_slurp(out_path), "BANK-0001"));
+    CHECK(fed_cli_ledger(f, (const char *const[]){"payout", "1", "--ref", "BANK-0001", NULL}) == 0);
+    CHECK(cash(f, alice, "cash") == 7000 && cash(f, alice, "cash_available") == 5000);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"payout", "1", "--ref", "BANK-0001", NULL}) == 0); /* reported twice */
+    CHECK(cash(f, alice, "cash") == 7000);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"payout", "1", "--ref", "BANK-0002", NULL}) == 1); /* paid already */
+    CHECK(fed_cli_ledger(f, (const char *const[]){"payout", "2", "--ref", "BANK-0001", NULL}) == 1); /* another's ref */
+    CHECK(fed_cli_ledger(f, (const char *const[]){"reject", "1", "--reason", "changed my mind", NULL}) == 1);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"payout", "99", "--ref", "BANK-0099", NULL}) == 4);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"payout", "2", "--ref", "has space", NULL}) == 2);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"payout", "2", NULL}) == 2);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"reject", "2", "--reason", "name does not match the account", "--json",
+                                                  NULL}) == 0);
+    CHECK_MSG(strstr(bf_slurp(f->out), "\"status\":\"rejected\""), "reject: %s", bf_slurp(f->out));
+    CHECK(cash(f, alice, "cash") == 7000 && cash(f, alice, "cash_available") == 7000);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"reject", "2", "--reason", "name does not match the account", NULL}) == 0);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"payout", "2", "--ref", "BANK-0003", NULL}) == 1);
+    CHECK(cash(f, alice, "cash_available") == 7000);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"withdrawals", NULL}) == 0 && strstr(bf_slurp(f->out), "0 pending"));
+    CHECK(fed_cli_ledger(f, (const char *const[]){"withdrawals", "--all", NULL}) == 0 && strstr(bf_slurp(f->out),
+            "BANK-0001"));
     /* one left pending for the statement's held column */
-    CHECK(cli(alice, (const char *const[]){"withdraw", "5.55", NULL}) == 0);
+    CHECK(fed_cli_run(f, alice, (const char *const[]){"withdraw", "5.55", NULL}) == 0);
 }
 
-static void test_statements(const char *alice) {
+static void test_statements(const fed_cli_t *f, const char *alice) {
     char key[65], type[64];
     bf_err_t err;
     /* more movements than one STATEMENT reply carries (128): the client pages */
     for (int i = 0; i < 150; i++) {
         CHECK(bf_conn_request_key(key, &err) == 0);
-        CHECK(!strcmp(send_once(alice, money_msg("RECHARGE", "0.01", key), type, sizeof type), "OK"));
+        CHECK(!strcmp(fed_profile_send(alice, money_msg("RECHARGE", "0.01", key), type, sizeof type), "OK"));
     }
-    int64_t posted = cash(alice, "cash"), available = cash(alice, "cash_available"), closing = 0, held = 0;
+    int64_t posted = cash(f, alice, "cash"), available = cash(f, alice, "cash_available"), closing = 0, held = 0;
     CHECK(posted == 7150 && available == 7150 - 555);
     int n = 0;
     /* client: record,currency,time,transfer,type,code,amount,held,before,after,held_before,held_after */
-    CHECK(cli(alice, (const char *const[]){"statement", "--csv", NULL}) == 0);
-    reconcile((const int[6]){6, 7, 8, 9, 10, 11}, &closing, &held, &n);
-    CHECK_MSG(closing == posted && held == posted - available, "client statement closes at %lld held %lld", (long long)closing,
-              (long long)held);
+    CHECK(fed_cli_run(f, alice, (const char *const[]){"statement", "--csv", NULL}) == 0);
+    reconcile(f, (const int[6]){6, 7, 8, 9, 10, 11}, &closing, &held, &n);
+    CHECK_MSG(closing == posted && held == posted - available, "client statement closes at %lld held %lld",
+              (long long)closing, (long long)held);
     /* recharge 100, hold 30, post 30, hold 20, void 20, hold 5.55, 150 recharges */
     CHECK_MSG(n == 156, "client statement: %d CNY movements", n);
     /* operator: the same, with the op column after code */
-    CHECK(ledger_cmd((const char *const[]){"statement", "alice", "--csv", NULL}) == 0);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"statement", "alice", "--csv", NULL}) == 0);
     int n2 = 0;
-    reconcile((const int[6]){7, 8, 9, 10, 11, 12}, &closing, &held, &n2);
+    reconcile(f, (const int[6]){7, 8, 9, 10, 11, 12}, &closing, &held, &n2);
     CHECK(n2 == n && closing == posted && held == posted - available);
     /* a window before the account existed: nothing, opening == closing == 0 */
-    CHECK(ledger_cmd((const char *const[]){"statement", "alice", "--from", "2020-01-01", "--to", "2020-01-02", "--csv", NULL}) == 0);
-    reconcile((const int[6]){7, 8, 9, 10, 11, 12}, &closing, &held, &n2);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"statement", "alice", "--from", "2020-01-01", "--to", "2020-01-02",
+                                                  "--csv", NULL}) == 0);
+    reconcile(f, (const int[6]){7, 8, 9, 10, 11, 12}, &closing, &held, &n2);
     CHECK(n2 == 0 && closing == 0 && held == 0);
-    CHECK(cli(alice, (const char *const[]){"statement", "--from", "2020-01-01", "--to", "2020-01-02", "--csv", NULL}) == 0);
-    reconcile((const int[6]){6, 7, 8, 9, 10, 11}, &closing, &held, &n2);
+    CHECK(fed_cli_run(f, alice, (const char *const[]){"statement", "--from", "2020-01-01", "--to", "2020-01-02", "--csv",
+                                                      NULL}) == 0);
+    reconcile(f, (const int[6]){6, 7, 8, 9, 10, 11}, &closing, &held, &n2);
     CHECK(n2 == 0 && closing == 0);
-    CHECK(cli(alice, (const char *const[]){"statement", "--from", "2020-02-30", NULL}) == 2);
-    CHECK(ledger_cmd((const char *const[]){"statement", "alice", "--from", "2021-01-02", "--to", "2021-01-01", NULL}) == 2);
-    CHECK(ledger_cmd((const char *const[]){"statement", "nobody", NULL}) == 4);
-    CHECK(cli(alice, (const char *const[]){"statement", NULL}) == 0 && strstr(bf_slurp(out_path), "CNY closing balance 71.50"));
+    CHECK(fed_cli_run(f, alice, (const char *const[]){"statement", "--from", "2020-02-30", NULL}) == 2);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"statement", "alice", "--from", "2021-01-02", "--to", "2021-01-01",
+                                                  NULL}) == 2);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"statement", "nobody", NULL}) == 4);
+    CHECK(fed_cli_run(f, alice, (const char *const[]){"statement", NULL}) == 0);
+    CHECK(strstr(bf_slurp(f->out), "CNY closing balance 71.50") != NULL);
 }
 
 int main(int argc, char **argv) {
     if (argc < 3) return fprintf(stderr, "usage: test_withdraw_cli CLIENT COORDINATOR\n"), 2;
-    client = argv[1], coordinator = argv[2];
-    snprintf(tmp, sizeof tmp, "%s/withdraw_cli_%d", bf_test_tmpdir(), (int)getpid());
-    mkdir(tmp, 0700);
-    snprintf(out_path, sizeof out_path, "%s/out.txt", tmp);
-    char data[600], alice[600], bob[600];
-    snprintf(data, sizeof data, "%s/toy", tmp);
-    mkdir(data, 0755);
-    write_split(data, "train", 400);
-    write_split(data, "t10k", 100);
-    snprintf(chome, sizeof chome, "%s/coord", tmp);
-    snprintf(alice, sizeof alice, "%s/alice", tmp);
-    snprintf(bob, sizeof bob, "%s/bob", tmp);
-    snprintf(cerr, sizeof cerr, "%s/coord.err", tmp);
+    fed_cli_t f[1]; /* an array of one: f is the pointer every helper takes */
+    char name[64], ep[64], alice[600], bob[600];
+    snprintf(name, sizeof name, "withdraw_cli_%d", (int)getpid());
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", 20000 + (int)((getpid() + 3571) % 30000));
-    CHECK(bf_spawn(coordinator, (const char *const[]){"init", "--home", chome, NULL}, out_path, 0) == 0);
-    const char *k = strstr(bf_slurp(out_path), "server public key: ");
-    if (k) snprintf(server_key, sizeof server_key, "%.40s", k + 19);
-    CHECK_MSG(strlen(server_key) == 40, "no key in init output");
-    snprintf(dataset, sizeof dataset, "toy=%s", data);
-    pid_t pid = start_coordinator();
+    CHECK_MSG(fed_cli_prepare(f, argv[2], argv[1], name, ep, 12, 400, 100, 1) == 0, "no coordinator home in %s", f->dir);
+    snprintf(alice, sizeof alice, "%s/alice", f->dir);
+    snprintf(bob, sizeof bob, "%s/bob", f->dir);
+    pid_t pid = fed_cli_start(f, (const char *const[]){"--block-size", "100", "--blocks-per-join", "1", NULL});
     CHECK(pid > 0);
-    CHECK(cli(alice, (const char *const[]){"register", "alice", "--coordinator", ep, "--server-key", server_key, NULL}) == 0);
-    CHECK(cli(bob, (const char *const[]){"register", "bob", "--coordinator", ep, "--server-key", server_key, NULL}) == 0);
-    test_withdraw(alice, bob);
-    test_statements(alice);
-    int st;
-    kill(pid, SIGTERM);
-    waitpid(pid, &st, 0);
-    CHECK(ledger_cmd((const char *const[]){"verify", NULL}) == 0);
-    CHECK_MSG(strstr(bf_slurp(out_path), "withdrawals   ok") && strstr(bf_slurp(out_path), "1 pending withdrawals"), "verify: %s",
-              bf_slurp(out_path));
+    CHECK(fed_cli_register(f, alice, "alice") == 0);
+    CHECK(fed_cli_register(f, bob, "bob") == 0);
+    test_withdraw(f, alice, bob);
+    test_statements(f, alice);
+    fed_stop(pid, SIGTERM);
+    CHECK(fed_cli_ledger(f, (const char *const[]){"verify", NULL}) == 0);
+    CHECK_MSG(strstr(bf_slurp(f->out), "withdrawals   ok") && strstr(bf_slurp(f->out), "1 pending withdrawals"),
+              "verify: %s", bf_slurp(f->out));
     return bf_test_done("test_withdraw_cli");
 }
