@@ -2,7 +2,9 @@
  * CURVE with four in-process trainers (the real engine) on the generated `tiny` dataset.
  *
  *  1. inline: the same federation with `--valuation inline` (each round valued before it is
- *     aggregated, the old behaviour): the reference values.
+ *     aggregated, the old behaviour): the reference values. Then its store is turned back into
+ *     schema version 4 (no valued flag, no times): the next start migrates it, every old round
+ *     valued with its values.
  *  2. background (the default): every round's per-participant values in STATUS.history equal the
  *     inline run's exactly (the same game, the same code, the same starting model and updates,
  *     read back from the round's valuation file: bit-identical by construction), and so does the
@@ -18,6 +20,8 @@
  * With `measure`: 5 rounds, inline then background, printing the round wall times and the time
  * to settlement of each (docs/COORDINATOR.md's table).
  * usage: test_value_background COORDINATOR */
+#include <sqlite3.h>
+
 #include "fed_participant.h"
 
 #define NPART 4
@@ -182,6 +186,49 @@ static int count_files(const char *home, const char *prefix) {
     return n;
 }
 
+/* The store as version 4 wrote it (no valued flag, no times), then a start: migrated to 5, the old
+ * rounds are valued with their values (from the contribution rows) and times 0. */
+static void check_migration(const char *coord_bin, const char *home, const char *endpoint, const char *spec,
+                            const char *const *extra, fed_client_t *c, const fed_result_t *res) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/coordinator.db", home);
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db,
+                       "ALTER TABLE round DROP COLUMN valued; ALTER TABLE round DROP COLUMN aggregate_seconds;"
+                       "ALTER TABLE round DROP COLUMN value_seconds; PRAGMA user_version = 4;",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    pid_t coord = fed_start(coord_bin, home, endpoint, spec, extra);
+    fed_result_t again;
+    memset(&again, 0, sizeof again);
+    bf_msg_t *st = status(c);
+    const msgpack_object *h = st ? bf_mp_get(bf_msg_any(st, "status"), "history") : NULL;
+    CHECK(h && h->type == MSGPACK_OBJECT_ARRAY && h->via.array.size == (uint32_t)ROUNDS);
+    for (uint32_t r = 0; h && h->type == MSGPACK_OBJECT_ARRAY && r < h->via.array.size; r++) {
+        const msgpack_object *e = &h->via.array.ptr[r], *valued = bf_mp_get(e, "valued"), *vals = bf_mp_get(e, "values");
+        CHECK(valued && valued->type == MSGPACK_OBJECT_BOOLEAN && valued->via.boolean);
+        CHECK(mp_num(bf_mp_get(e, "aggregate_seconds")) == 0 && mp_num(bf_mp_get(e, "value_seconds")) == 0);
+        CHECK(vals && vals->type == MSGPACK_OBJECT_ARRAY && vals->via.array.size == NPART);
+        for (uint32_t k = 0; vals && vals->type == MSGPACK_OBJECT_ARRAY && k < vals->via.array.size; k++) {
+            char user[65];
+            mp_str(bf_mp_get(&vals->via.array.ptr[k], "user"), user, sizeof user);
+            for (int i = 0; i < NPART; i++)
+                if (!strcmp(user, names[i]))
+                    CHECK(mp_num(bf_mp_get(&vals->via.array.ptr[k], "shapley")) == res->value[r][i]);
+        }
+    }
+    bf_msg_destroy(&st);
+    fed_stop(coord, SIGTERM);
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    sqlite3_stmt *q = NULL;
+    CHECK(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK);
+    CHECK(q && sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int(q, 0) == 5);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    printf("inline: a version-4 store migrated to 5: %d rounds valued, their values kept\n", ROUNDS);
+}
+
 typedef enum { RUN_INLINE, RUN_BACKGROUND, RUN_KILLED } run_t;
 
 /* One federation: NPART trainers (carol's labels shifted: a poor contributor), ROUNDS rounds. */
@@ -269,6 +316,7 @@ static void federation(const char *coord_bin, run_t how, fed_result_t *res) {
     } else {
         CHECK(log && strstr(log, "coalitions valued, exact)") && !strstr(log, "valued in the background"));
     }
+    if (how == RUN_INLINE) check_migration(coord_bin, home, endpoint, spec, extra, &erin, res);
     if (how == RUN_KILLED) { /* --value-backlog 1: round 2 aggregated only once round 1 was valued */
         const char *v1 = log ? strstr(log, "round 1: valued in") : NULL, *r2 = log ? strstr(log, "round 2/2:") : NULL;
         CHECK_MSG(v1 && r2 && v1 < r2, "after the restart round 2 closed before round 1 was valued");
