@@ -43,6 +43,8 @@ static const char usage_text[] =
     "  --valuation MODE     background (default): a round is valued while the next one trains;\n"
     "                       inline: before it is aggregated (the next round waits)\n"
     "  --value-backlog N    rounds of a task waiting for their values at most (default 4, 1..1000)\n"
+    "  --value-threads T    threads of the background valuation (default: --threads); more when\n"
+    "                       the participants train elsewhere and the cores are free\n"
     "  --utility U          accuracy (default) or loss: what a coalition's model is scored by on\n"
     "                       the validation split (loss: negative mean cross-entropy)\n"
     "  --bn-recalibrate N   re-estimate every aggregated model's BatchNorm statistics (the new\n"
@@ -93,6 +95,7 @@ int cmd_run_main(int argc, char **argv) {
         {"tls-cert", required_argument, 0, 'C'}, {"tls-key", required_argument, 0, 'k'},
         {"metrics-public", no_argument, 0, 'P'},
         {"valuation", required_argument, 0, 'V'}, {"value-backlog", required_argument, 0, 'L'},
+        {"value-threads", required_argument, 0, 'T'},
         {0, 0, 0, 0}};
     coord_opts_t o;
     memset(&o, 0, sizeof o);
@@ -165,6 +168,7 @@ int cmd_run_main(int argc, char **argv) {
             o.value_inline = !strcmp(optarg, "inline");
             break;
         case 'L': o.value_backlog = arg_int(optarg); break;
+        case 'T': o.value_threads = arg_int(optarg); break;
         case 'h': return fputs(usage_text, stdout), EXIT_OK;
         default: return fputs(usage_text, stderr), EXIT_USAGE;
         }
@@ -174,7 +178,7 @@ int cmd_run_main(int argc, char **argv) {
         o.shapley_exact_max < 0 || o.shapley_exact_max > 20 || o.shapley_budget < 2 || o.shapley_budget > 1000000 ||
         o.value_every < 1 || o.value_every > 10000 || o.bn_recalibrate < 0 || o.bn_recalibrate > 100000 ||
         o.max_open_tasks < 0 || o.max_open_tasks > 10000 || o.forget_ms < 0 || o.value_backlog < 1 ||
-        o.value_backlog > 1000 ||
+        o.value_backlog > 1000 || o.value_threads < 0 || o.value_threads > 64 ||
         ((o.http_insecure || o.tls_cert || o.tls_key || o.metrics_public) && !o.http))
         return fputs(usage_text, stderr), EXIT_USAGE;
     o.block_size_auto = o.block_size == 0; /* task.c: the default adapts to each task */

@@ -3,15 +3,17 @@
  *   server.c    the socket thread: ROUTER socket, poller loop, sending, per-peer limits, restore
  *   handlers.c  one handler per request type behind one preamble; replies are built, never sent
  *   task.c      task and participant lifecycle, blocks, rounds closing, settlement (socket thread)
- *   worker.c    the aggregation actor: aggregation, BN re-estimation, checkpoints, the Shapley game
+ *   worker.c    the aggregation actor: aggregation, BN re-estimation, checkpoints; its valuer
+ *               thread: the Shapley game of each round, from the round's valuation file
  *   predict.c   the prediction actor: paid predictions against the ledger
  *   store.c     the federation's durable state, HOME/coordinator.db
  *   log.c       the log
  *
  * Threads: the socket thread owns server_t, every task_t and the ledger handle; the worker sees
  * only the coord_job_t it was handed and the model fields of that job's task (which the socket
- * thread leaves alone while the task is AGGREGATING); the prediction actor has its own ledger
- * handle and sees only its coord_predict_job_t. */
+ * thread leaves alone while the task is AGGREGATING); the worker's valuer thread sees only its
+ * job, its valuation file and the task's immutable spec, data and blocks; the prediction actor
+ * has its own ledger handle and sees only its coord_predict_job_t. */
 #ifndef BF_COORD_H
 #define BF_COORD_H
 
@@ -188,6 +190,7 @@ typedef struct {
 #define COORD_VALUE_BACKLOG 4 /* default --value-backlog */
     int value_backlog;       /* a task's rounds waiting for their values at most; one more round
                                 that is to be valued does not close until one is valued */
+    int value_threads;       /* threads of a background valuation's model (0: threads) */
 } coord_opts_t;
 
 /* ---- the coordinator's in-memory state (socket thread) --------------------------------------- */

@@ -1,7 +1,8 @@
 /* task.c: tasks and their participants, on the socket thread. A task's life (coord.h: the states
  * and how each maps to the ledger's), its data blocks and who holds them, when a round closes
  * (handed to the worker) and what happens when the worker gives it back (contributions, metrics,
- * the next round), and the settlement that ends it: every ledger call carries an op id derived
+ * the next round), the round's valuation that follows (its values, whenever they come), and the
+ * settlement that ends it once every round is valued: every ledger call carries an op id derived
  * from the task id, so repeating one after a crash is harmless. */
 #include <math.h>
 #include <stdio.h>
@@ -544,7 +545,7 @@ static void submit_valuation(coord_server_t *s, coord_task_t *t, int round) {
     j->valuation = 1;
     j->value = 1;
     j->round = round;
-    j->threads = s->o.threads;
+    j->threads = s->o.value_threads > 0 ? s->o.value_threads : s->o.threads;
     j->recal = s->o.bn_recalibrate;
     j->exact_max = s->o.shapley_exact_max;
     j->budget = s->o.shapley_budget;
@@ -677,6 +678,7 @@ static void round_done(coord_server_t *s, coord_job_t *j) {
     }
     coord_task_set_state(s, t, COORD_TASK_RUNNING);
     if (later) t->unvalued++, submit_valuation(s, t, round);
+    else unlink(j->value_path); /* one left by an earlier closing of this round (a crash, other options) */
     maybe_settle(s, t);
     coord_job_free(&j);
 }

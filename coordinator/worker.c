@@ -1,13 +1,16 @@
-/* worker.c: the aggregation actor. It builds a task's model fields when the task starts or is
- * restored (so no socket-thread work is O(model)), and for each closed round the socket thread
- * hands over, it values
- * the round's updates (the Shapley game below, before the global model moves: every coalition
- * starts from the round's starting model), aggregates them into the new global model with the
- * task's strategy, re-estimates its BatchNorm statistics, evaluates it on the validation and test
- * images, and writes the checkpoint (plus the strategy's server state) whose SHA-256 the round
- * records, then encodes the model the next round sends. It sees only its coord_job_t and the model
- * fields of the job's task (and its immutable spec, data and blocks); it never touches
- * the ledger, the state store or the socket, so the socket thread keeps answering while it works.
+/* worker.c: the aggregation actor and its valuer thread. The actor builds a task's model fields
+ * when the task starts or is restored (so no socket-thread work is O(model)), and for each closed
+ * round the socket thread hands over, it keeps what valuing the round needs (the round's
+ * valuation file: the starting model, the strategy's state and the updates, before the global
+ * model moves; with --valuation inline it values the round there and then instead), aggregates
+ * the updates into the new global model with the task's strategy, re-estimates its BatchNorm
+ * statistics, evaluates it on the validation and test images, and writes the checkpoint (plus
+ * the strategy's server state) whose SHA-256 the round records, then encodes the model the next
+ * round sends. The valuer thread values the rounds from their files meanwhile, in order, with a
+ * scratch model and images of its own, so valuing round r never holds up round r+1. Both see only
+ * their coord_job_t, the actor also the model fields of the job's task, and both the task's
+ * immutable spec, data and blocks; they never touch the ledger, the state store or the socket,
+ * so the socket thread keeps answering while they work.
  *
  * The game: U(S) is the accuracy (or -loss, per-image loss capped) on the task's validation
  * images of the round's starting model moved by the task's strategy with S's updates only, its
