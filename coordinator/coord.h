@@ -263,6 +263,7 @@ typedef struct {
     int unvalued;            /* completed rounds whose values are still to come (settlement waits) */
     int64_t value_after;     /* ms: a failed valuation is retried no sooner */
     int backlog_logged;      /* the open round waits for the valuation backlog (logged once) */
+    int files_swept;         /* valuation files of valued rounds (a crash after the store) deleted */
 } coord_task_t;
 
 typedef struct coord_store coord_store_t;

@@ -683,8 +683,15 @@ static void round_done(coord_server_t *s, coord_job_t *j) {
     coord_job_free(&j);
 }
 
-/* Rounds restored unvalued (or whose valuation failed) go to the worker again. */
+/* Rounds restored unvalued (or whose valuation failed) go to the worker again. Once, at the first
+ * tick: the files of rounds already valued are deleted (a crash between storing the values and
+ * deleting the file leaves one). */
 static void resume_valuations(coord_server_t *s, coord_task_t *t) {
+    for (int r = 0; !t->files_swept && r < t->nmetrics; r++) {
+        char path[4096];
+        if (t->metrics[r].valued) unlink(coord_value_path(s->o.home, t->spec.id, r, path, sizeof path));
+    }
+    t->files_swept = 1;
     if (!t->unvalued || coord_now_ms() < t->value_after) return;
     for (int r = 0; r < t->nmetrics; r++)
         if (!t->metrics[r].valued && !t->metrics[r].valuing) submit_valuation(s, t, r);

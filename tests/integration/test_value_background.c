@@ -17,6 +17,8 @@
  *     file (with --value-backlog 1, so round 2 closes only once round 1 is valued); the values
  *     and the split equal the inline run's, the valuation files are deleted once valued, and
  *     `ledger verify` passes.
+ *  4. kill -9 while the last round is valued, its valuation file deleted, restart: that round can
+ *     never be valued: it is stored valued with no values, and the pool is split on round 1's.
  * With `measure`: 5 rounds, inline then background, printing the round wall times and the time
  * to settlement of each (docs/COORDINATOR.md's table).
  * usage: test_value_background COORDINATOR */
@@ -100,8 +102,9 @@ static int wait_state(fed_client_t *c, const char *want) {
     return -1;
 }
 
-/* The history's values and times into res; checks every entry carries the new fields. */
-static void read_history(fed_client_t *c, fed_result_t *res) {
+/* The history's values and times into res; checks every entry carries the new fields. Round `lost`
+ * (0-based; -1: none) could not be valued: valued, no values (NaN here), no valuation time. */
+static void read_history(fed_client_t *c, fed_result_t *res, int lost) {
     bf_msg_t *st = status(c);
     const msgpack_object *h = st ? bf_mp_get(bf_msg_any(st, "status"), "history") : NULL;
     CHECK(h && h->type == MSGPACK_OBJECT_ARRAY && h->via.array.size == (uint32_t)ROUNDS);
@@ -113,10 +116,10 @@ static void read_history(fed_client_t *c, fed_result_t *res) {
         res->seconds[r] = mp_num(bf_mp_get(e, "seconds"));
         res->aggregate_seconds[r] = mp_num(bf_mp_get(e, "aggregate_seconds"));
         res->value_seconds[r] = mp_num(bf_mp_get(e, "value_seconds"));
-        CHECK_MSG(res->aggregate_seconds[r] > 0 && res->value_seconds[r] > 0 && res->seconds[r] > 0,
+        CHECK_MSG(res->aggregate_seconds[r] > 0 && (res->value_seconds[r] > 0) == ((int)r != lost) && res->seconds[r] > 0,
                   "round %u: seconds %g, aggregate %g, value %g", r + 1, res->seconds[r], res->aggregate_seconds[r],
                   res->value_seconds[r]);
-        CHECK(vals && vals->type == MSGPACK_OBJECT_ARRAY && vals->via.array.size == NPART);
+        CHECK(vals && vals->type == MSGPACK_OBJECT_ARRAY && vals->via.array.size == ((int)r == lost ? 0 : NPART));
         for (uint32_t k = 0; vals && vals->type == MSGPACK_OBJECT_ARRAY && k < vals->via.array.size; k++) {
             char user[65];
             mp_str(bf_mp_get(&vals->via.array.ptr[k], "user"), user, sizeof user);
@@ -129,7 +132,7 @@ static void read_history(fed_client_t *c, fed_result_t *res) {
     fed_values(c, TASK, cum, NPART);
     for (int i = 0; i < NPART; i++) {
         double sum = 0;
-        for (int r = 0; r < ROUNDS; r++) sum += res->value[r][i];
+        for (int r = 0; r < ROUNDS; r++) sum += r == lost ? 0 : res->value[r][i];
         CHECK_NEAR(cum[i], sum, 1e-12);
     }
     bf_msg_destroy(&st);
@@ -229,17 +232,19 @@ static void check_migration(const char *coord_bin, const char *home, const char 
     printf("inline: a version-4 store migrated to 5: %d rounds valued, their values kept\n", ROUNDS);
 }
 
-typedef enum { RUN_INLINE, RUN_BACKGROUND, RUN_KILLED, RUN_THREADS2 } run_t;
+typedef enum { RUN_INLINE, RUN_BACKGROUND, RUN_KILLED, RUN_THREADS2, RUN_LOST } run_t;
 
 /* One federation: NPART trainers (carol's labels shifted: a poor contributor), ROUNDS rounds. */
 static void federation(const char *coord_bin, run_t how, fed_result_t *res) {
     const char *label = how == RUN_INLINE       ? "inline"
                         : how == RUN_BACKGROUND ? "background"
                         : how == RUN_KILLED     ? "killed"
+                        : how == RUN_LOST       ? "lost"
                                                 : "background-2-threads";
     const char *endpoint = how == RUN_INLINE       ? "tcp://127.0.0.1:28760"
                            : how == RUN_BACKGROUND ? "tcp://127.0.0.1:28761"
                            : how == RUN_KILLED     ? "tcp://127.0.0.1:28762"
+                           : how == RUN_LOST       ? "tcp://127.0.0.1:28764"
                                                    : "tcp://127.0.0.1:28763";
     char name[32], home[600], spec[700], key[41], path[800];
     snprintf(name, sizeof name, "vb-%s", label);
@@ -278,6 +283,14 @@ static void federation(const char *coord_bin, run_t how, fed_result_t *res) {
     }
     for (int r = 1; r < ROUNDS; r++)
         for (int i = 0; i < NPART; i++) train_round(&p[i], TASK, r);
+    if (how == RUN_LOST) {
+        /* kill -9 while the last round is valued, and its file gone: it can never be valued */
+        CHECK_MSG(wait_valuing(&erin, ROUNDS, ROUNDS - 1) == 0, "the last round was valued before the test could look");
+        fed_stop(coord, SIGKILL);
+        snprintf(path, sizeof path, "%s/checkpoints/%s/value-%04d.bin", home, TASK, ROUNDS - 1);
+        CHECK(unlink(path) == 0);
+        coord = fed_start(coord_bin, home, endpoint, spec, extra);
+    }
     if (how == RUN_BACKGROUND) {
         /* every round done, the last one's values still to come: running, nobody paid yet */
         CHECK_MSG(wait_valuing(&erin, ROUNDS, ROUNDS - 1) == 0, "the last round was valued before the test could look");
@@ -296,7 +309,7 @@ static void federation(const char *coord_bin, run_t how, fed_result_t *res) {
     }
     CHECK_MSG(wait_state(&erin, "completed") == 0, "%s: the task did not complete", label);
     res->settled = bf_now() - t0;
-    read_history(&erin, res);
+    read_history(&erin, res, how == RUN_LOST ? ROUNDS - 1 : -1);
     double total = 0;
     for (int i = 0; i < NPART; i++) total += res->cents[i] = fed_cash_cents(&p[i].c);
     CHECK(total == 1000);
@@ -311,7 +324,9 @@ static void federation(const char *coord_bin, run_t how, fed_result_t *res) {
               count_files(home, "value-"));
     snprintf(path, sizeof path, "%s.log", home);
     const char *log = bf_slurp(path);
-    if (how != RUN_INLINE) { /* settlement only after the last round's values */
+    if (how == RUN_LOST) {
+        CHECK(log && strstr(log, "cannot be valued") && strstr(log, "completed after"));
+    } else if (how != RUN_INLINE) { /* settlement only after the last round's values */
         char last[64];
         snprintf(last, sizeof last, "round %d: valued in", ROUNDS);
         const char *v = strstr(log, last), *done = strstr(log, "completed after");
@@ -356,6 +371,18 @@ int main(int argc, char **argv) {
         killed = ref;
     } else {
         federation(argv[1], RUN_KILLED, &killed);
+        /* the last round's file lost in a crash: it is valued 0, the task settles on round 1 */
+        fed_result_t lost;
+        memset(&lost, 0, sizeof lost);
+        federation(argv[1], RUN_LOST, &lost);
+        double w[NPART], sum = 0, cents = 0;
+        for (int i = 0; i < NPART; i++) {
+            CHECK(lost.value[0][i] == ref.value[0][i] && isnan(lost.value[ROUNDS - 1][i]));
+            w[i] = ref.value[0][i] > 0 ? ref.value[0][i] : 0, sum += w[i], cents += lost.cents[i];
+        }
+        CHECK(cents == 1000);
+        for (int i = 0; i < NPART; i++) CHECK_MSG(fabs(lost.cents[i] - 1000 * w[i] / sum) <= 1, "lost: %s got %.0f cents",
+                                                  names[i], lost.cents[i]);
     }
     for (int r = 0; r < ROUNDS; r++)
         for (int i = 0; i < NPART; i++) {
