@@ -509,14 +509,18 @@ static int add_metric(coord_task_t *t, const coord_round_metric_t *m) {
     return 0;
 }
 
-/* Records participant index part's value in round m's values. */
+/* Records participant index part's value in round m's values, kept in joining order (the store
+ * gives them back by key). */
 static void metric_value(coord_round_metric_t *m, int part, double v) {
     int *ip = realloc(m->value_part, sizeof *ip * (m->nvalues + 1));
     if (ip) m->value_part = ip;
     double *vp = ip ? realloc(m->value, sizeof *vp * (m->nvalues + 1)) : NULL;
     if (!vp) return;
     m->value = vp;
-    m->value_part[m->nvalues] = part, m->value[m->nvalues++] = v;
+    int at = m->nvalues++;
+    for (; at > 0 && m->value_part[at - 1] > part; at--)
+        m->value_part[at] = m->value_part[at - 1], m->value[at] = m->value[at - 1];
+    m->value_part[at] = part, m->value[at] = v;
 }
 
 void coord_task_restore_round(coord_task_t *t, int round, const coord_round_metric_t *m) {

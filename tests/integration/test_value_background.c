@@ -123,6 +123,8 @@ static void read_history(fed_client_t *c, fed_result_t *res, int lost) {
         for (uint32_t k = 0; vals && vals->type == MSGPACK_OBJECT_ARRAY && k < vals->via.array.size; k++) {
             char user[65];
             mp_str(bf_mp_get(&vals->via.array.ptr[k], "user"), user, sizeof user);
+            CHECK_MSG(k < NPART && !strcmp(user, names[k]), "round %u value %u is %s's: not in joining order", r + 1, k,
+                      user);
             for (int i = 0; i < NPART; i++)
                 if (!strcmp(user, names[i])) res->value[r][i] = mp_num(bf_mp_get(&vals->via.array.ptr[k], "shapley"));
         }
@@ -216,6 +218,8 @@ static void check_migration(const char *coord_bin, const char *home, const char 
         for (uint32_t k = 0; vals && vals->type == MSGPACK_OBJECT_ARRAY && k < vals->via.array.size; k++) {
             char user[65];
             mp_str(bf_mp_get(&vals->via.array.ptr[k], "user"), user, sizeof user);
+            CHECK_MSG(k < NPART && !strcmp(user, names[k]), "round %u value %u is %s's: not in joining order", r + 1, k,
+                      user);
             for (int i = 0; i < NPART; i++)
                 if (!strcmp(user, names[i]))
                     CHECK(mp_num(bf_mp_get(&vals->via.array.ptr[k], "shapley")) == res->value[r][i]);
