@@ -156,7 +156,8 @@ static void coalition_model(game_t *g, uint32_t S, const float *rx, int n_rx) {
         bf_agg_t *a = bf_agg_new(&v->t->agg_opts, np, nb);
         size_t len2;
         float *dst = a ? bf_agg_state(a, &len2) : NULL;
-        if (v->agg_state && dst && v->nstate == len2) memcpy(dst, v->agg_state, sizeof(float) * len2); /* fedavgm: the same momentum */
+        if (v->agg_state && dst && v->nstate == len2) /* fedavgm: the same momentum */
+            memcpy(dst, v->agg_state, sizeof(float) * len2);
         if (a) bf_agg_apply(a, bf_net_params(net), bf_net_buffers(net), p, b, n, k, &err);
         bf_agg_destroy(&a);
         bf_net_recalibrate_bn(net, rx, n_rx); /* as the global model gets */
@@ -488,7 +489,8 @@ static int write_value_file(const coord_job_t *j, const float *g_params, const f
         snprintf(key, sizeof key, "%s", j->keys[i]);
         int64_t n = j->samples[i];
         ok = fwrite(key, 1, sizeof key, f) == sizeof key && fwrite(&n, sizeof n, 1, f) == 1 &&
-             fwrite(j->params[i], sizeof(float), h.np, f) == h.np && fwrite(j->buffers[i], sizeof(float), h.nb, f) == h.nb;
+             fwrite(j->params[i], sizeof(float), h.np, f) == h.np &&
+             fwrite(j->buffers[i], sizeof(float), h.nb, f) == h.nb;
     }
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, j->value_path)) return unlink(tmp), -1;
@@ -526,7 +528,9 @@ static int read_value_file(coord_job_t *j, size_t ns, value_file_t *f) {
                                            f->h.k * (VALUE_KEY_BYTES + 8 + 4 * model);
     if (!ok) {
         fclose(in);
-        return j->lost = 1, snprintf(j->err, sizeof j->err, "%s: not a valuation file of this round", j->value_path), -1;
+        j->lost = 1;
+        snprintf(j->err, sizeof j->err, "%s: not a valuation file of this round", j->value_path);
+        return -1;
     }
     int k = (int)f->h.k;
     f->floats = malloc(sizeof(float) * nfloats);
