@@ -40,6 +40,11 @@ static const char usage_text[] =
     "                       (first-order values above 16 participants)\n"
     "  --shapley-budget B   coalition evaluations per round for the estimator (default 100)\n"
     "  --value-every K      value contributions every K rounds and the last (default 1)\n"
+    "  --valuation MODE     background (default): a round is valued while the next one trains;\n"
+    "                       inline: before it is aggregated (the next round waits)\n"
+    "  --value-backlog N    rounds of a task waiting for their values at most (default 4, 1..1000)\n"
+    "  --value-threads T    threads of the background valuation (default: --threads); more when\n"
+    "                       the participants train elsewhere and the cores are free\n"
     "  --utility U          accuracy (default) or loss: what a coalition's model is scored by on\n"
     "                       the validation split (loss: negative mean cross-entropy)\n"
     "  --bn-recalibrate N   re-estimate every aggregated model's BatchNorm statistics (the new\n"
@@ -89,6 +94,8 @@ int cmd_run_main(int argc, char **argv) {
         {"http", required_argument, 0, 'W'}, {"http-insecure", no_argument, 0, 'I'},
         {"tls-cert", required_argument, 0, 'C'}, {"tls-key", required_argument, 0, 'k'},
         {"metrics-public", no_argument, 0, 'P'},
+        {"valuation", required_argument, 0, 'V'}, {"value-backlog", required_argument, 0, 'L'},
+        {"value-threads", required_argument, 0, 'T'},
         {0, 0, 0, 0}};
     coord_opts_t o;
     memset(&o, 0, sizeof o);
@@ -96,6 +103,7 @@ int cmd_run_main(int argc, char **argv) {
     o.shapley_exact_max = 6; /* 2^6 <= the default budget: the surrogate beyond (docs/SHAPLEY.md) */
     o.shapley_budget = 100;
     o.value_every = 1;
+    o.value_backlog = COORD_VALUE_BACKLOG;
     o.bn_recalibrate = COORD_BN_RECALIBRATE_IMAGES;
     o.bind = "tcp://*:7700";
     o.recharge_max_cents = COORD_RECHARGE_OPEN_MAX_CENTS;
@@ -154,6 +162,13 @@ int cmd_run_main(int argc, char **argv) {
         case 'C': o.tls_cert = optarg; break;
         case 'k': o.tls_key = optarg; break;
         case 'P': o.metrics_public = 1; break;
+        case 'V':
+            if (strcmp(optarg, "background") && strcmp(optarg, "inline"))
+                return fprintf(stderr, "blockfed-coordinator: --valuation is background or inline\n"), EXIT_USAGE;
+            o.value_inline = !strcmp(optarg, "inline");
+            break;
+        case 'L': o.value_backlog = arg_int(optarg); break;
+        case 'T': o.value_threads = arg_int(optarg); break;
         case 'h': return fputs(usage_text, stdout), EXIT_OK;
         default: return fputs(usage_text, stderr), EXIT_USAGE;
         }
@@ -162,7 +177,8 @@ int cmd_run_main(int argc, char **argv) {
         o.block_size > 1000000 || o.blocks_per_join < 0 || o.blocks_per_join > 1000 || o.start_deadline < 0 ||
         o.shapley_exact_max < 0 || o.shapley_exact_max > 20 || o.shapley_budget < 2 || o.shapley_budget > 1000000 ||
         o.value_every < 1 || o.value_every > 10000 || o.bn_recalibrate < 0 || o.bn_recalibrate > 100000 ||
-        o.max_open_tasks < 0 || o.max_open_tasks > 10000 || o.forget_ms < 0 ||
+        o.max_open_tasks < 0 || o.max_open_tasks > 10000 || o.forget_ms < 0 || o.value_backlog < 1 ||
+        o.value_backlog > 1000 || o.value_threads < 0 || o.value_threads > 64 ||
         ((o.http_insecure || o.tls_cert || o.tls_key || o.metrics_public) && !o.http))
         return fputs(usage_text, stderr), EXIT_USAGE;
     o.block_size_auto = o.block_size == 0; /* task.c: the default adapts to each task */

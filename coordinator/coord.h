@@ -3,15 +3,17 @@
  *   server.c    the socket thread: ROUTER socket, poller loop, sending, per-peer limits, restore
  *   handlers.c  one handler per request type behind one preamble; replies are built, never sent
  *   task.c      task and participant lifecycle, blocks, rounds closing, settlement (socket thread)
- *   worker.c    the aggregation actor: aggregation, BN re-estimation, checkpoints, the Shapley game
+ *   worker.c    the aggregation actor: aggregation, BN re-estimation, checkpoints; its valuer
+ *               thread: the Shapley game of each round, from the round's valuation file
  *   predict.c   the prediction actor: paid predictions against the ledger
  *   store.c     the federation's durable state, HOME/coordinator.db
  *   log.c       the log
  *
  * Threads: the socket thread owns server_t, every task_t and the ledger handle; the worker sees
  * only the coord_job_t it was handed and the model fields of that job's task (which the socket
- * thread leaves alone while the task is AGGREGATING); the prediction actor has its own ledger
- * handle and sees only its coord_predict_job_t. */
+ * thread leaves alone while the task is AGGREGATING); the worker's valuer thread sees only its
+ * job, its valuation file and the task's immutable spec, data and blocks; the prediction actor
+ * has its own ledger handle and sees only its coord_predict_job_t. */
 #ifndef BF_COORD_H
 #define BF_COORD_H
 
@@ -182,7 +184,13 @@ typedef struct {
     const char *tls_cert, *tls_key; /* PEM files (default HOME/https.crt, HOME/https.key) */
     int metrics_public;      /* --metrics-public: /metrics without the operator credential */
     int fault_before_settle; /* tests only (BLOCKFED_COORD_FAULT=before-settle): the process exits
-                                right after the last round is stored, before settlement */
+                                right after the last round's values are stored, before settlement */
+    int value_inline;        /* --valuation inline: a round is valued on the worker before it is
+                                aggregated (the next round waits); default: in the background */
+#define COORD_VALUE_BACKLOG 4 /* default --value-backlog */
+    int value_backlog;       /* a task's rounds waiting for their values at most; one more round
+                                that is to be valued does not close until one is valued */
+    int value_threads;       /* threads of a background valuation's model (0: threads) */
 } coord_opts_t;
 
 /* ---- the coordinator's in-memory state (socket thread) --------------------------------------- */
@@ -208,10 +216,20 @@ typedef struct {
     double shapley;          /* cumulative Shapley value (validation accuracy points) over the rounds */
 } coord_part_t;
 
+/* One completed round. Its values (a Shapley value per participant whose update it took) come
+ * with it when it is valued inline or not valued at all, later from the valuer otherwise. */
 typedef struct {
     int participants;
     int64_t samples;
-    double val_acc, val_loss, test_acc, seconds;
+    double val_acc, val_loss, test_acc;
+    double seconds;           /* wall time: the round opened -> its new model published */
+    double aggregate_seconds; /* the worker's part of it: aggregation, BN, evaluation, checkpoint */
+    double value_seconds;     /* valuing it (inline: inside seconds; background: after it) */
+    int valued;               /* its values are in (and counted in the participants' shapley) */
+    int valuing;              /* a valuation of it is on the worker */
+    int nvalues;
+    int *value_part;          /* participant index of each value */
+    double *value;
 } coord_round_metric_t;
 
 typedef struct {
@@ -242,6 +260,10 @@ typedef struct {
     size_t np, nb;           /* parameter and buffer counts of the task's model (bf_net_plan) */
     int building;            /* the worker is building the model fields (they are its meanwhile) */
     int64_t build_after;     /* ms: a failed build is retried no sooner */
+    int unvalued;            /* completed rounds whose values are still to come (settlement waits) */
+    int64_t value_after;     /* ms: a failed valuation is retried no sooner */
+    int backlog_logged;      /* the open round waits for the valuation backlog (logged once) */
+    int files_swept;         /* valuation files of valued rounds (a crash after the store) deleted */
 } coord_task_t;
 
 typedef struct coord_store coord_store_t;
@@ -369,23 +391,33 @@ void coord_task_tick(coord_server_t *s, coord_task_t *t);
 /* Takes back a job the worker finished: a built model opens the task's round; a closed round gives
  * contributions, metrics, the next round, settlement. */
 void coord_job_done(coord_server_t *s, coord_job_t *j);
+/* Restoring from the store (server.c's load callbacks): a completed round's metrics, then each
+ * contribution (counted in its participant's totals, and, valued, in the round's values). Rows of
+ * a round not counted as done (a crash between storing it and moving on) are ignored. */
+void coord_task_restore_round(coord_task_t *t, int round, const coord_round_metric_t *m);
+void coord_task_restore_contribution(coord_task_t *t, int round, const char *key, double value, int64_t samples);
 /* Logs a failed coord_store_* call; returns rc. */
 int coord_stored(int rc, const bf_err_t *err);
 
 /* ---- worker.c: the aggregation actor -------------------------------------------------------- */
 
-/* A job handed to the worker, which fills the results: a closed round, or (build) the model fields
- * of a task that starts or resumes. */
+/* A job handed to the worker, which fills the results: a closed round, (build) the model fields
+ * of a task that starts or resumes, or (valuation) the values of a completed round. */
 struct coord_job {
     coord_task_t *t;
     int build;            /* build t's model: seeded when path is "", else from checkpoint path */
+    int valuation;        /* value round `round` from its valuation file `value_path` (background) */
+    int round;            /* the round the job is about (0-based) */
     char expect_sha[65];  /* build: the checkpoint's recorded digest */
     int threads, recal;   /* build: evaluation threads, BN re-estimation images wanted */
     int k;
     const float **params, **buffers;
     int64_t *samples;
     int value, exact_max, budget, utility_loss; /* valuation: this round?, exact up to, estimator budget */
+    int value_inline;     /* round: value it here, before aggregating; else write value_path */
+    char (*keys)[41];     /* the k updates' participants (round: given; valuation: read back) */
     char path[4096];                            /* the checkpoint to write (build: to read) */
+    char value_path[4096];                      /* the round's valuation file (coord_value_path) */
     /* results */
     int ok;
     char err[4600], sha[65];
@@ -394,20 +426,27 @@ struct coord_job {
     const char *estimator; /* how the round was valued: "exact", "surrogate", "layers", "truncated" */
     int kept_previous;     /* the aggregate was not finite: the global model stayed as it was */
     double val_acc, val_loss, test_acc, seconds;
+    double aggregate_seconds, value_seconds;
+    int lost;             /* valuation: its file is missing or unreadable: it can never be valued */
     coord_blob_t *round_model; /* the global model for the next round's ROUND replies (one reference) */
     char note[256];            /* build: something the socket thread should log */
 };
 
 /* The actor. Pipe protocol: "JOB" + coord_job_t* -> the same pointer back once the model is built,
- * or the round aggregated, valued, evaluated and checkpointed (j->ok, or j->err); one job at a
- * time, in order.
- * "$TERM" ends it. */
+ * the round aggregated, evaluated and checkpointed (and valued, inline), or the round valued
+ * (j->ok, or j->err). Builds and rounds run one at a time, in order, on the actor's thread;
+ * valuations queue, in order, for its valuer thread, so a round aggregates while earlier ones
+ * are valued, and their answers come back between the others'.
+ * "$TERM" ends it (a valuation under way is abandoned: its file stays for the next start). */
 zactor_t *coord_worker_new(void);
 int coord_worker_submit(zactor_t *w, coord_job_t *j);
 coord_job_t *coord_worker_recv(zactor_t *w);
 void coord_job_free(coord_job_t **j);
 /* HOME/checkpoints/TASK/round-NNNN.bfm */
 char *coord_checkpoint_path(const char *home, const char *task, int round, char *buf, size_t cap);
+/* HOME/checkpoints/TASK/value-NNNN.bin: what valuing round NNNN needs (its starting model, the
+ * strategy's state, the updates), kept from its aggregation until its values are stored. */
+char *coord_value_path(const char *home, const char *task, int round, char *buf, size_t cap);
 /* SHA-256 (hex) of a whole file; "" if it cannot be read. */
 void coord_file_sha(const char *path, char hex[65]);
 /* A strategy's server state (fedavgm's momentum) saved beside a checkpoint: 0, or -1 if missing
@@ -453,9 +492,12 @@ int coord_store_add_participant(coord_store_t *s, const char *task, const char *
                                 int64_t samples, bf_err_t *err);
 int coord_store_add_blocks(coord_store_t *s, const char *task, const char *key, const int32_t *blocks, int n, bf_err_t *err);
 int coord_store_leave(coord_store_t *s, const char *task, const char *key, bf_err_t *err);
-int coord_store_add_round(coord_store_t *s, const char *task, int round, int participants, int64_t samples,
-                          double val_acc, double val_loss, double test_acc, double seconds, const char *sha,
-                          bf_err_t *err);
+int coord_store_add_round(coord_store_t *s, const char *task, int round, const coord_round_metric_t *m,
+                          const char *sha, bf_err_t *err);
+/* A round's values came: each key's contribution value and the round's valued flag and valuation
+ * time, in one transaction. */
+int coord_store_round_valued(coord_store_t *s, const char *task, int round, int k, const char (*keys)[41],
+                             const double *values, double value_seconds, bf_err_t *err);
 /* A participant's Shapley value for one round and the samples its accepted update carried. */
 int coord_store_add_contribution(coord_store_t *s, const char *task, int round, const char *key, double value,
                                  int64_t samples, bf_err_t *err);
@@ -472,8 +514,7 @@ typedef struct {
                  const char *checkpoint_sha, const char *result_hash);
     void (*participant)(void *u, const char *task, const char *key, int64_t user_id, int own_data, int64_t samples, int left);
     void (*block)(void *u, const char *task, const char *key, int32_t block);
-    void (*round)(void *u, const char *task, int round, int participants, int64_t samples, double val_acc,
-                  double val_loss, double test_acc, double seconds);
+    void (*round)(void *u, const char *task, int round, const coord_round_metric_t *m); /* no values yet */
     void (*contribution)(void *u, const char *task, int round, const char *key, double value, int64_t samples);
 } coord_load_cb_t;
 int coord_store_load(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_err_t *err);

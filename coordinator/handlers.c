@@ -346,6 +346,40 @@ static const char *user_name(coord_server_t *s, int64_t uid, char *buf, size_t c
     return buf;
 }
 
+/* STATUS.history: per completed round its metrics, its aggregation and valuation times apart, and
+ * (once valued) each participant's value in it. Names are looked up once per participant. */
+static void pack_history(coord_server_t *s, const coord_task_t *t, msgpack_packer *pk) {
+    char (*names)[65] = calloc(t->nparts ? t->nparts : 1, sizeof *names);
+    for (int i = 0; names && i < t->nparts; i++) user_name(s, t->parts[i].user_id, names[i], sizeof names[i]);
+    msgpack_pack_array(pk, t->nmetrics);
+    for (int i = 0; i < t->nmetrics; i++) {
+        const coord_round_metric_t *x = &t->metrics[i];
+        msgpack_pack_map(pk, 11);
+        mp_kv_int(pk, "round", i + 1);
+        mp_kv_int(pk, "participants", x->participants);
+        mp_kv_int(pk, "samples", x->samples);
+        mp_kv_dbl(pk, "val_acc", x->val_acc);
+        mp_kv_dbl(pk, "val_loss", x->val_loss);
+        mp_kv_dbl(pk, "test_acc", x->test_acc);
+        mp_kv_dbl(pk, "seconds", x->seconds);
+        mp_kv_dbl(pk, "aggregate_seconds", x->aggregate_seconds);
+        mp_kv_dbl(pk, "value_seconds", x->value_seconds);
+        bf_mp_pack_str(pk, "valued");
+        if (x->valued) msgpack_pack_true(pk);
+        else msgpack_pack_false(pk);
+        bf_mp_pack_str(pk, "values");
+        int n = x->valued ? x->nvalues : 0;
+        msgpack_pack_array(pk, n);
+        for (int v = 0; v < n; v++) {
+            int p = x->value_part[v];
+            msgpack_pack_map(pk, 2);
+            mp_kv_str(pk, "user", names && p >= 0 && p < t->nparts ? names[p] : "?");
+            mp_kv_dbl(pk, "shapley", x->value[v]);
+        }
+    }
+    free(names);
+}
+
 static bf_msg_t *h_task_status(const ctx_t *c) {
     const coord_task_t *t = c->t;
     bf_msg_t *r = bf_msg_new("STATUS", c->id);
@@ -391,18 +425,7 @@ static bf_msg_t *h_task_status(const ctx_t *c) {
         mp_kv_int(pk, "reported_round", p->update_round);
     }
     bf_mp_pack_str(pk, "history");
-    msgpack_pack_array(pk, t->nmetrics);
-    for (int i = 0; i < t->nmetrics; i++) {
-        const coord_round_metric_t *x = &t->metrics[i];
-        msgpack_pack_map(pk, 7);
-        mp_kv_int(pk, "round", i + 1);
-        mp_kv_int(pk, "participants", x->participants);
-        mp_kv_int(pk, "samples", x->samples);
-        mp_kv_dbl(pk, "val_acc", x->val_acc);
-        mp_kv_dbl(pk, "val_loss", x->val_loss);
-        mp_kv_dbl(pk, "test_acc", x->test_acc);
-        mp_kv_dbl(pk, "seconds", x->seconds);
-    }
+    pack_history(c->s, t, pk);
     mp_kv_str(pk, "checkpoint_sha", t->checkpoint_sha);
     mp_set(&m, r, "status");
     return r;

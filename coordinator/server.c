@@ -444,21 +444,14 @@ static void on_block(void *u, const char *task, const char *key, int32_t block) 
     if (p && block >= 0 && block < t->blocks.nblocks) coord_block_give(t, p, block);
 }
 
-static void on_round(void *u, const char *task, int round, int participants, int64_t samples, double va, double vl,
-                     double ta, double secs) {
+static void on_round(void *u, const char *task, int round, const coord_round_metric_t *m) {
     coord_task_t *t = coord_task_find(((load_t *)u)->s, task);
-    (void)round;
-    if (!t) return;
-    coord_round_metric_t *n = realloc(t->metrics, sizeof *n * (t->nmetrics + 1));
-    if (n) t->metrics = n, t->metrics[t->nmetrics++] = (coord_round_metric_t){participants, samples, va, vl, ta, secs};
+    if (t) coord_task_restore_round(t, round, m);
 }
 
 static void on_contribution(void *u, const char *task, int round, const char *key, double value, int64_t samples) {
     coord_task_t *t = coord_task_find(((load_t *)u)->s, task);
-    coord_part_t *p = t ? coord_part_find(t, key) : NULL;
-    /* a round stored but not yet counted as done (a crash in between) reopens: its rows are
-     * replaced when it closes again, so they must not count twice */
-    if (p && round < t->round) p->shapley += value, p->contributed += samples;
+    if (t) coord_task_restore_contribution(t, round, key, value, samples);
 }
 
 /* The HTTPS API: the bridge's inproc ROUTER (this thread's end), then the HTTP server's threads. */
@@ -559,6 +552,7 @@ int coord_serve(const coord_opts_t *o) {
     if (s.o.max_open_tasks <= 0) s.o.max_open_tasks = COORD_MAX_OPEN_TASKS;
     if (s.o.forget_ms <= 0) s.o.forget_ms = COORD_FORGET_MS;
     if (s.o.value_every <= 0) s.o.value_every = 1;
+    if (s.o.value_backlog <= 0) s.o.value_backlog = COORD_VALUE_BACKLOG;
     if (s.o.shapley_budget <= 0) s.o.shapley_budget = 100;
     bf_err_t err = {{0}};
     char path[4096];

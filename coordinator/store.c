@@ -1,5 +1,6 @@
 /* store.c: the federation's durable state (HOME/coordinator.db): task specifications and progress,
- * participants and their data blocks, and per-round metrics. The ledger keeps the money in its own
+ * participants and their data blocks, per-round metrics and per-round contribution values
+ * (a round's row says whether its values are in yet). The ledger keeps the money in its own
  * database; every ledger call the coordinator makes carries a deterministic op id, so replaying
  * an intent after a crash is safe. Checkpoints are model files next to this database. */
 #include <sqlite3.h>
@@ -51,6 +52,12 @@ static const char *const migrations[] = {
     "ALTER TABLE contribution ADD COLUMN samples INTEGER NOT NULL DEFAULT 0;",
     /* 3 -> 4: the creator's cap on an own-data update's weight (0: the default rule) */
     "ALTER TABLE task ADD COLUMN own_data_cap INTEGER NOT NULL DEFAULT 0;",
+    /* 4 -> 5: rounds valued after they are aggregated: whether a round's contribution values are in
+     * yet, and its aggregation and valuation times apart (rows from before were valued with the
+     * round; their times are unknown, 0) */
+    "ALTER TABLE round ADD COLUMN valued INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE round ADD COLUMN aggregate_seconds REAL NOT NULL DEFAULT 0;"
+    "ALTER TABLE round ADD COLUMN value_seconds REAL NOT NULL DEFAULT 0;",
 };
 
 static int migrate(sqlite3 *db) {
@@ -155,11 +162,32 @@ int coord_store_leave(coord_store_t *s, const char *task, const char *key, bf_er
     return run(s, err, "UPDATE participant SET left=1 WHERE task=? AND key=?", "tt", task, key);
 }
 
-int coord_store_add_round(coord_store_t *s, const char *task, int round, int participants, int64_t samples,
-                          double val_acc, double val_loss, double test_acc, double seconds, const char *sha,
-                          bf_err_t *err) {
-    return run(s, err, "INSERT OR REPLACE INTO round VALUES(?,?,?,?,?,?,?,?,?)", "tiiiddddt", task, (int64_t)round,
-               (int64_t)participants, samples, val_acc, val_loss, test_acc, seconds, sha);
+int coord_store_add_round(coord_store_t *s, const char *task, int round, const coord_round_metric_t *m,
+                          const char *sha, bf_err_t *err) {
+    return run(s, err,
+               "INSERT OR REPLACE INTO round(task,round,participants,samples,val_acc,val_loss,test_acc,seconds,sha256,"
+               "valued,aggregate_seconds,value_seconds) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+               "tiiiddddtidd", task, (int64_t)round, (int64_t)m->participants, m->samples, m->val_acc, m->val_loss,
+               m->test_acc, m->seconds, sha, (int64_t)(m->valued != 0), m->aggregate_seconds, m->value_seconds);
+}
+
+int coord_store_round_valued(coord_store_t *s, const char *task, int round, int k, const char (*keys)[41],
+                             const double *values, double value_seconds, bf_err_t *err) {
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return bf_err_set(err, "state: %s", sqlite3_errmsg(s->db));
+    int rc = 0;
+    for (int i = 0; i < k && !rc; i++)
+        rc = run(s, err, "UPDATE contribution SET value=? WHERE task=? AND round=? AND key=?", "dtit", values[i], task,
+                 (int64_t)round, keys[i]);
+    if (!rc)
+        rc = run(s, err, "UPDATE round SET valued=1, value_seconds=? WHERE task=? AND round=?", "dti", value_seconds,
+                 task, (int64_t)round);
+    if (rc || sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        if (!rc) bf_err_set(err, "state: %s", sqlite3_errmsg(s->db));
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
 }
 
 int coord_store_add_contribution(coord_store_t *s, const char *task, int round, const char *key, double value,
@@ -268,14 +296,22 @@ int coord_store_load(coord_store_t *s, const coord_load_cb_t *cb, void *u, bf_er
         goto fail;
     while (sqlite3_step(st) == SQLITE_ROW) cb->block(u, col_text(st, 0), col_text(st, 1), sqlite3_column_int(st, 2));
     sqlite3_finalize(st);
-    if (sqlite3_prepare_v2(s->db, "SELECT task,round,participants,samples,val_acc,val_loss,test_acc,seconds FROM round "
-                                  "ORDER BY task, round",
+    if (sqlite3_prepare_v2(s->db, "SELECT task,round,participants,samples,val_acc,val_loss,test_acc,seconds,valued,"
+                                  "aggregate_seconds,value_seconds FROM round ORDER BY task, round",
                            -1, &st, NULL) != SQLITE_OK)
         goto fail;
-    while (sqlite3_step(st) == SQLITE_ROW)
-        cb->round(u, col_text(st, 0), sqlite3_column_int(st, 1), sqlite3_column_int(st, 2), sqlite3_column_int64(st, 3),
-                  sqlite3_column_double(st, 4), sqlite3_column_double(st, 5), sqlite3_column_double(st, 6),
-                  sqlite3_column_double(st, 7));
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        coord_round_metric_t m = {.participants = sqlite3_column_int(st, 2),
+                                  .samples = sqlite3_column_int64(st, 3),
+                                  .val_acc = sqlite3_column_double(st, 4),
+                                  .val_loss = sqlite3_column_double(st, 5),
+                                  .test_acc = sqlite3_column_double(st, 6),
+                                  .seconds = sqlite3_column_double(st, 7),
+                                  .valued = sqlite3_column_int(st, 8) != 0,
+                                  .aggregate_seconds = sqlite3_column_double(st, 9),
+                                  .value_seconds = sqlite3_column_double(st, 10)};
+        cb->round(u, col_text(st, 0), sqlite3_column_int(st, 1), &m);
+    }
     sqlite3_finalize(st);
     if (sqlite3_prepare_v2(s->db, "SELECT task,round,key,value,samples FROM contribution ORDER BY task, round, key", -1,
                            &st, NULL) != SQLITE_OK)

@@ -1,7 +1,8 @@
 /* task.c: tasks and their participants, on the socket thread. A task's life (coord.h: the states
  * and how each maps to the ledger's), its data blocks and who holds them, when a round closes
  * (handed to the worker) and what happens when the worker gives it back (contributions, metrics,
- * the next round), and the settlement that ends it: every ledger call carries an op id derived
+ * the next round), the round's valuation that follows (its values, whenever they come), and the
+ * settlement that ends it once every round is valued: every ledger call carries an op id derived
  * from the task id, so repeating one after a crash is harmless. */
 #include <math.h>
 #include <stdio.h>
@@ -96,6 +97,7 @@ void coord_task_free(coord_task_t **pt) {
     for (int i = 0; i < t->nparts; i++) free_part(&t->parts[i]);
     free(t->parts);
     free(t->owner);
+    for (int i = 0; i < t->nmetrics; i++) free(t->metrics[i].value_part), free(t->metrics[i].value);
     free(t->metrics);
     bf_blocks_free(&t->blocks);
     coord_task_release_model(t);
@@ -306,6 +308,17 @@ static void complete_task(coord_server_t *s, coord_task_t *t) {
     coord_log("task %s: completed after %d rounds; result hash %s", t->spec.id, t->round, t->result_hash);
 }
 
+/* Settles a task whose every round is done and valued (its values decide the split); until the
+ * last valuation is stored it stays RUNNING with every round done. */
+static void maybe_settle(coord_server_t *s, coord_task_t *t) {
+    if (t->state != COORD_TASK_RUNNING || t->round < t->spec.rounds || t->unvalued > 0) return;
+    if (s->o.fault_before_settle) {
+        coord_log("task %s: fault injection: exiting before settlement", t->spec.id);
+        _exit(99);
+    }
+    complete_task(s, t);
+}
+
 int coord_task_cancel(coord_server_t *s, coord_task_t *t, bf_err_t *err) {
     char op[160];
     snprintf(op, sizeof op, "refund:%s", t->spec.id);
@@ -381,24 +394,40 @@ static void maybe_close_round(coord_server_t *s, coord_task_t *t) {
     if (reported < t->spec.min_clients && (!timed_out || reported < t->spec.min_clients)) {
         if (live_missing || reported < t->spec.min_clients) return;
     }
+    int value = (t->round + 1) % s->o.value_every == 0 || t->round + 1 >= t->spec.rounds;
+    /* each round waiting for its values keeps a valuation file (its updates): at most
+     * --value-backlog of them per task, so a valuation slower than the rounds bounds the disk it
+     * holds by holding the rounds back instead */
+    if (value && !s->o.value_inline && t->unvalued >= s->o.value_backlog) {
+        if (!t->backlog_logged)
+            coord_log("task %s round %d: waits for the values of %d earlier rounds (--value-backlog %d)", t->spec.id,
+                      t->round + 1, t->unvalued, s->o.value_backlog);
+        t->backlog_logged = 1;
+        return;
+    }
+    t->backlog_logged = 0;
     coord_job_t *j = calloc(1, sizeof *j);
     if (j) {
         j->params = calloc(reported, sizeof(float *));
         j->buffers = calloc(reported, sizeof(float *));
         j->samples = calloc(reported, sizeof(int64_t));
+        j->keys = calloc(reported, sizeof *j->keys);
     }
-    if (!j || !j->params || !j->buffers || !j->samples) { /* the round stays open: tried again next tick */
+    if (!j || !j->params || !j->buffers || !j->samples || !j->keys) { /* the round stays open: tried again next tick */
         coord_job_free(&j);
         return;
     }
     j->t = t;
-    j->value = (t->round + 1) % s->o.value_every == 0 || t->round + 1 >= t->spec.rounds;
+    j->round = t->round;
+    j->value = value;
+    j->value_inline = s->o.value_inline;
     j->exact_max = s->o.shapley_exact_max;
     j->budget = s->o.shapley_budget;
     j->utility_loss = s->o.utility_loss;
     for (int i = 0; i < t->nparts; i++) {
         coord_part_t *p = &t->parts[i];
         if (p->update_round != t->round) continue;
+        snprintf(j->keys[j->k], sizeof j->keys[j->k], "%s", p->key);
         j->params[j->k] = p->params;
         j->buffers[j->k] = p->buffers;
         j->samples[j->k++] = p->upd_samples;
@@ -407,6 +436,7 @@ static void maybe_close_round(coord_server_t *s, coord_task_t *t) {
     snprintf(dir, sizeof dir, "%s/checkpoints/%s", s->o.home, t->spec.id);
     zsys_dir_create("%s", dir);
     coord_checkpoint_path(s->o.home, t->spec.id, t->round, j->path, sizeof j->path);
+    coord_value_path(s->o.home, t->spec.id, t->round, j->value_path, sizeof j->value_path);
     t->state = COORD_TASK_AGGREGATING; /* in memory only: the store still says running */
     if (coord_worker_submit(s->worker, j)) {
         t->state = COORD_TASK_RUNNING;
@@ -458,10 +488,127 @@ static void build_done(coord_server_t *s, coord_job_t *j) {
 }
 
 static void round_done(coord_server_t *s, coord_job_t *j);
+static void value_done(coord_server_t *s, coord_job_t *j);
 
 void coord_job_done(coord_server_t *s, coord_job_t *j) {
     if (j->build) build_done(s, j);
+    else if (j->valuation) value_done(s, j);
     else round_done(s, j);
+}
+
+/* Appends a round's metrics (the next round's: t->nmetrics is the round's number); -1: out of
+ * memory. The values are given to it, or come with its valuation. */
+static int add_metric(coord_task_t *t, const coord_round_metric_t *m) {
+    coord_round_metric_t *n = realloc(t->metrics, sizeof *n * (t->nmetrics + 1));
+    if (!n) return -1;
+    t->metrics = n;
+    t->metrics[t->nmetrics] = *m;
+    t->metrics[t->nmetrics].value_part = NULL, t->metrics[t->nmetrics].value = NULL;
+    t->metrics[t->nmetrics].nvalues = 0, t->metrics[t->nmetrics].valuing = 0;
+    t->nmetrics++;
+    return 0;
+}
+
+/* Records participant index part's value in round m's values, kept in joining order (the store
+ * gives them back by key). */
+static void metric_value(coord_round_metric_t *m, int part, double v) {
+    int *ip = realloc(m->value_part, sizeof *ip * (m->nvalues + 1));
+    if (ip) m->value_part = ip;
+    double *vp = ip ? realloc(m->value, sizeof *vp * (m->nvalues + 1)) : NULL;
+    if (!vp) return;
+    m->value = vp;
+    int at = m->nvalues++;
+    for (; at > 0 && m->value_part[at - 1] > part; at--)
+        m->value_part[at] = m->value_part[at - 1], m->value[at] = m->value[at - 1];
+    m->value_part[at] = part, m->value[at] = v;
+}
+
+void coord_task_restore_round(coord_task_t *t, int round, const coord_round_metric_t *m) {
+    /* rows come in round order; a round stored but not counted as done reopens (and is stored
+     * again when it closes) */
+    if (round != t->nmetrics || round >= t->round || add_metric(t, m)) return;
+    if (!m->valued) t->unvalued++; /* valued again from its file (coord_task_tick) */
+}
+
+void coord_task_restore_contribution(coord_task_t *t, int round, const char *key, double value, int64_t samples) {
+    coord_part_t *p = coord_part_find(t, key);
+    /* a round stored but not yet counted as done (a crash in between) reopens: its rows are
+     * replaced when it closes again, so they must not count twice */
+    if (!p || round >= t->round) return;
+    p->contributed += samples;
+    if (round < t->nmetrics && !t->metrics[round].valued) return; /* its value is still to come */
+    p->shapley += value;
+    if (round < t->nmetrics) metric_value(&t->metrics[round], (int)(p - t->parts), value);
+}
+
+/* Hands round `round`'s valuation (its file written when it was aggregated) to the worker. */
+static void submit_valuation(coord_server_t *s, coord_task_t *t, int round) {
+    coord_job_t *j = calloc(1, sizeof *j);
+    if (!j) return;
+    j->t = t;
+    j->valuation = 1;
+    j->value = 1;
+    j->round = round;
+    j->threads = s->o.value_threads > 0 ? s->o.value_threads : s->o.threads;
+    j->recal = s->o.bn_recalibrate;
+    j->exact_max = s->o.shapley_exact_max;
+    j->budget = s->o.shapley_budget;
+    j->utility_loss = s->o.utility_loss;
+    coord_value_path(s->o.home, t->spec.id, round, j->value_path, sizeof j->value_path);
+    t->metrics[round].valuing = 1;
+    if (coord_worker_submit(s->worker, j)) {
+        t->metrics[round].valuing = 0;
+        coord_job_free(&j);
+    }
+}
+
+#define VALUE_RETRY_MS 60000 /* a valuation that failed (out of memory, the store) is retried after this */
+
+/* A round's values came back from the worker: stored with the round's valued flag in one
+ * transaction, then counted, and the round's valuation file deleted. A round whose file is gone
+ * (or unreadable) can never be valued: it is stored as valued with every value 0, so the task
+ * still settles on the rounds that were. */
+static void value_done(coord_server_t *s, coord_job_t *j) {
+    coord_task_t *t = j->t;
+    bf_err_t err;
+    if (j->round >= t->nmetrics) return coord_job_free(&j); /* cannot happen: the round is stored */
+    coord_round_metric_t *m = &t->metrics[j->round];
+    m->valuing = 0;
+    if (m->valued) return coord_job_free(&j);
+    if (!j->ok && !j->lost) {
+        coord_log("task %s round %d: valuation failed: %s (retried in %d s)", t->spec.id, j->round + 1, j->err,
+                  VALUE_RETRY_MS / 1000);
+        t->value_after = coord_now_ms() + VALUE_RETRY_MS;
+        return coord_job_free(&j);
+    }
+    if (j->lost) {
+        coord_log("task %s round %d: cannot be valued: %s; its values are 0", t->spec.id, j->round + 1, j->err);
+        j->k = 0;
+    }
+    if (coord_stored(coord_store_round_valued(s->store, t->spec.id, j->round, j->k, (const char (*)[41])j->keys, j->phi,
+                                              j->value_seconds, &err),
+                     &err)) {
+        t->value_after = coord_now_ms() + VALUE_RETRY_MS;
+        return coord_job_free(&j);
+    }
+    for (int i = 0; i < j->k; i++) {
+        coord_part_t *p = coord_part_find(t, j->keys[i]);
+        if (!p) continue;
+        p->shapley += j->phi[i];
+        metric_value(m, (int)(p - t->parts), j->phi[i]);
+        if (s->o.verbose)
+            coord_log("task %s round %d: %.8s... Shapley %+.5f (cumulative %+.5f)", t->spec.id, j->round + 1, p->key,
+                      j->phi[i], p->shapley);
+    }
+    m->valued = 1;
+    m->value_seconds = j->value_seconds;
+    t->unvalued--;
+    unlink(j->value_path);
+    if (!j->lost)
+        coord_log("task %s round %d: valued in %.1f s (%d coalitions valued, %s)", t->spec.id, j->round + 1,
+                  j->value_seconds, j->shapley_evals, j->estimator ? j->estimator : "not valued");
+    maybe_settle(s, t);
+    coord_job_free(&j);
 }
 
 static void round_done(coord_server_t *s, coord_job_t *j) {
@@ -476,62 +623,93 @@ static void round_done(coord_server_t *s, coord_job_t *j) {
         coord_job_free(&j);
         return;
     }
+    /* valued in the background: its values come later (value_done); until then it counts 0 */
+    int later = j->value && !j->value_inline;
     int64_t samples = 0;
     for (int i = 0; i < j->k; i++) samples += j->samples[i];
+    coord_round_metric_t m = {.participants = j->k,
+                              .samples = samples,
+                              .val_acc = j->val_acc,
+                              .val_loss = j->val_loss,
+                              .test_acc = j->test_acc,
+                              .seconds = (coord_now_ms() - t->round_start) / 1000.0,
+                              .aggregate_seconds = j->aggregate_seconds,
+                              .value_seconds = later ? 0 : j->value_seconds,
+                              .valued = !later};
+    if (t->nmetrics != t->round || add_metric(t, &m)) { /* cannot happen but out of memory: the round stays open */
+        coord_log("task %s round %d: out of memory recording the round; it stays open", t->spec.id, t->round + 1);
+        coord_job_free(&j);
+        return;
+    }
+    coord_round_metric_t *mm = &t->metrics[t->round];
     for (int i = 0, k = 0; i < t->nparts; i++) {
         coord_part_t *p = &t->parts[i];
         if (p->update_round != t->round) continue;
         p->contributed += p->upd_samples;
-        double v = j->phi ? j->phi[k] : 0;
-        p->shapley += v;
+        double v = !later && j->phi ? j->phi[k] : 0;
+        if (!later) p->shapley += v, metric_value(mm, i, v);
         k++;
         coord_stored(coord_store_add_contribution(s->store, t->spec.id, t->round, p->key, v, p->upd_samples, &err), &err);
-        if (s->o.verbose)
+        if (s->o.verbose && !later)
             coord_log("task %s round %d: %.8s... Shapley %+.5f (cumulative %+.5f)", t->spec.id, t->round + 1, p->key, v,
                       p->shapley);
     }
     if (j->kept_previous)
         coord_log("task %s round %d: the aggregated model was not finite; the round keeps the model it started from",
                   t->spec.id, t->round + 1);
-    coord_round_metric_t m = {j->k,       samples,    j->val_acc,
-                              j->val_loss, j->test_acc, (coord_now_ms() - t->round_start) / 1000.0};
-    coord_round_metric_t *n = realloc(t->metrics, sizeof *n * (t->nmetrics + 1));
-    if (n) t->metrics = n, t->metrics[t->nmetrics++] = m;
     snprintf(t->checkpoint_sha, sizeof t->checkpoint_sha, "%s", j->sha);
-    coord_stored(coord_store_add_round(s->store, t->spec.id, t->round, j->k, samples, j->val_acc, j->val_loss, j->test_acc,
-                                       m.seconds, j->sha, &err),
-                 &err);
-    coord_log("task %s round %d/%d: %d participants, %lld samples, val acc %.4f loss %.4f, test acc %.4f, %.1f s "
-              "(aggregate+value+eval %.1f s, %d coalitions valued, %s)",
-              t->spec.id, t->round + 1, t->spec.rounds, j->k, (long long)samples, j->val_acc, j->val_loss, j->test_acc,
-              m.seconds, j->seconds, j->shapley_evals, j->estimator ? j->estimator : "not valued");
-    for (int i = 0; i < t->nparts; i++) { /* the updates are spent */
+    coord_stored(coord_store_add_round(s->store, t->spec.id, t->round, &m, j->sha, &err), &err);
+    if (later)
+        coord_log("task %s round %d/%d: %d participants, %lld samples, val acc %.4f loss %.4f, test acc %.4f, %.1f s "
+                  "(aggregate %.1f s; valued in the background)",
+                  t->spec.id, t->round + 1, t->spec.rounds, j->k, (long long)samples, j->val_acc, j->val_loss,
+                  j->test_acc, m.seconds, j->aggregate_seconds);
+    else
+        coord_log("task %s round %d/%d: %d participants, %lld samples, val acc %.4f loss %.4f, test acc %.4f, %.1f s "
+                  "(aggregate %.1f s, value %.1f s, %d coalitions valued, %s)",
+                  t->spec.id, t->round + 1, t->spec.rounds, j->k, (long long)samples, j->val_acc, j->val_loss,
+                  j->test_acc, m.seconds, j->aggregate_seconds, j->value_seconds, j->shapley_evals,
+                  j->estimator ? j->estimator : "not valued");
+    for (int i = 0; i < t->nparts; i++) { /* the updates are spent (a valuation reads them from its file) */
         free(t->parts[i].params), free(t->parts[i].buffers);
         t->parts[i].params = t->parts[i].buffers = NULL;
     }
-    t->round++;
+    int round = t->round++;
     t->round_start = coord_now_ms();
     if (t->round >= t->spec.rounds) { /* the model has done its work: the checkpoint is the result */
         snprintf(t->result_hash, sizeof t->result_hash, "%s", j->sha);
         coord_task_release_model(t);
     }
     coord_task_set_state(s, t, COORD_TASK_RUNNING);
-    if (t->round >= t->spec.rounds && s->o.fault_before_settle) {
-        coord_log("task %s: fault injection: exiting before settlement", t->spec.id);
-        _exit(99);
-    }
-    if (t->round >= t->spec.rounds) complete_task(s, t);
+    if (later) t->unvalued++, submit_valuation(s, t, round);
+    else unlink(j->value_path); /* one left by an earlier closing of this round (a crash, other options) */
+    maybe_settle(s, t);
     coord_job_free(&j);
 }
 
+/* Rounds restored unvalued (or whose valuation failed) go to the worker again. Once, at the first
+ * tick: the files of rounds already valued are deleted (a crash between storing the values and
+ * deleting the file leaves one). */
+static void resume_valuations(coord_server_t *s, coord_task_t *t) {
+    for (int r = 0; !t->files_swept && r < t->nmetrics; r++) {
+        char path[4096];
+        if (t->metrics[r].valued) unlink(coord_value_path(s->o.home, t->spec.id, r, path, sizeof path));
+    }
+    t->files_swept = 1;
+    if (!t->unvalued || coord_now_ms() < t->value_after) return;
+    for (int r = 0; r < t->nmetrics; r++)
+        if (!t->metrics[r].valued && !t->metrics[r].valuing) submit_valuation(s, t, r);
+}
+
 void coord_task_tick(coord_server_t *s, coord_task_t *t) {
+    resume_valuations(s, t);
     if (t->state == COORD_TASK_WAITING) {
         int live = 0;
         for (int k = 0; k < t->nparts; k++) live += coord_is_live(s, &t->parts[k]);
         if (live >= t->spec.min_clients) start_task(s, t);
         else if (t->spec.created_at && time(NULL) - t->spec.created_at > s->o.start_deadline) expire_task(s, t);
     } else if (t->state == COORD_TASK_RUNNING && t->round >= t->spec.rounds) {
-        complete_task(s, t); /* a restart after the last round but before settlement */
+        maybe_settle(s, t); /* every value in: a restart after the last one but before settlement */
     } else if (t->state == COORD_TASK_RUNNING && !t->round_model) {
         build_model(s, t);
     } else {

@@ -1,13 +1,16 @@
-/* worker.c: the aggregation actor. It builds a task's model fields when the task starts or is
- * restored (so no socket-thread work is O(model)), and for each closed round the socket thread
- * hands over, it values
- * the round's updates (the Shapley game below, before the global model moves: every coalition
- * starts from the round's starting model), aggregates them into the new global model with the
- * task's strategy, re-estimates its BatchNorm statistics, evaluates it on the validation and test
- * images, and writes the checkpoint (plus the strategy's server state) whose SHA-256 the round
- * records, then encodes the model the next round sends. It sees only its coord_job_t and the model
- * fields of the job's task (and its immutable spec, data and blocks); it never touches
- * the ledger, the state store or the socket, so the socket thread keeps answering while it works.
+/* worker.c: the aggregation actor and its valuer thread. The actor builds a task's model fields
+ * when the task starts or is restored (so no socket-thread work is O(model)), and for each closed
+ * round the socket thread hands over, it keeps what valuing the round needs (the round's
+ * valuation file: the starting model, the strategy's state and the updates, before the global
+ * model moves; with --valuation inline it values the round there and then instead), aggregates
+ * the updates into the new global model with the task's strategy, re-estimates its BatchNorm
+ * statistics, evaluates it on the validation and test images, and writes the checkpoint (plus
+ * the strategy's server state) whose SHA-256 the round records, then encodes the model the next
+ * round sends. The valuer thread values the rounds from their files meanwhile, in order, with a
+ * scratch model and images of its own, so valuing round r never holds up round r+1. Both see only
+ * their coord_job_t, the actor also the model fields of the job's task, and both the task's
+ * immutable spec, data and blocks; they never touch the ledger, the state store or the socket,
+ * so the socket thread keeps answering while they work.
  *
  * The game: U(S) is the accuracy (or -loss, per-image loss capped) on the task's validation
  * images of the round's starting model moved by the task's strategy with S's updates only, its
@@ -19,9 +22,12 @@
  * (docs/SHAPLEY.md). */
 #include <limits.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "bf_shapley.h"
 #include "bf_trainer.h"
@@ -85,9 +91,34 @@ int coord_agg_state_read(const char *ckpt, float *v, size_t n) {
 #define VALUE_RECAL_IMAGES INT_MAX
 #define VALUE_SAMPLE_IMAGES INT_MAX
 
+/* What valuing one round needs, wherever it runs: inline on the worker's thread (from the task's
+ * model fields, before the global model moves) or on the valuer thread (from the round's
+ * valuation file, with its own scratch model and images). The same code values both, so the two
+ * give the same values. */
 typedef struct {
-    coord_job_t *j;
-    const float *g_params, *g_buffers; /* the round's starting model */
+    const coord_task_t *t; /* its spec, data, blocks and strategy only: immutable while it runs */
+    int round, k;
+    const float *const *params, *const *buffers; /* the k updates */
+    const int64_t *samples;
+    const float *g_params, *g_buffers;           /* the round's starting model */
+    const float *agg_state;                      /* the strategy's state at the round's start (or NULL) */
+    size_t nstate;
+    bf_net_t *net;                               /* scratch: the coalition models */
+    const bf_dataset_t *val;                     /* the task's validation split */
+    const float *recal_x;                        /* BN re-estimation images, normalized */
+    int nrecal;
+    int exact_max, budget, utility_loss;
+    const atomic_int *stop;                      /* set: give up (the coordinator is stopping) */
+    /* results */
+    double *phi;
+    int evals;
+    const char *estimator;
+} value_t;
+
+static int stopped(const value_t *v) { return v->stop && atomic_load(v->stop); }
+
+typedef struct {
+    value_t *v;
     /* U(empty) and U(all) on every valuation image, the full coalition's BN statistics re-estimated
      * on every recalibration image (what the values sum to, what truncation tests) ... */
     double u_empty, u_all;
@@ -99,34 +130,34 @@ typedef struct {
     float *x, *z, *z_empty, *z_all;
     int32_t *labels;
     double *image_weight;
-    const float *rx; /* the coalition models' BN images: t->recal_x or rx_own */
+    const float *rx; /* the coalition models' BN images: v->recal_x or rx_own */
     float *rx_own;
     int nrx;
     bf_preds_t preds; /* the sample */
     double weight[BF_SURROGATE_MAXN];
 } game_t;
 
-/* Puts into t->coalition the round's starting model moved by the task's strategy with S's updates
- * only (the task's strategy, fedavgm's momentum included), its BN statistics re-estimated on the
- * n images rx. */
+/* Puts into the scratch model the round's starting model moved by the task's strategy with S's
+ * updates only (the task's strategy, fedavgm's momentum included), its BN statistics re-estimated
+ * on the n images rx. */
 static void coalition_model(game_t *g, uint32_t S, const float *rx, int n_rx) {
-    coord_job_t *j = g->j;
-    coord_task_t *t = j->t;
-    bf_net_t *net = t->coalition;
+    value_t *v = g->v;
+    bf_net_t *net = v->net;
     size_t np = bf_net_num_params(net), nb = bf_net_num_buffers(net);
-    memcpy(bf_net_params(net), g->g_params, sizeof(float) * np);
-    memcpy(bf_net_buffers(net), g->g_buffers, sizeof(float) * nb);
+    memcpy(bf_net_params(net), v->g_params, sizeof(float) * np);
+    memcpy(bf_net_buffers(net), v->g_buffers, sizeof(float) * nb);
     const float *p[64], *b[64];
     int64_t n[64];
     int k = 0;
-    for (int i = 0; i < j->k; i++)
-        if (S & (1u << i)) p[k] = j->params[i], b[k] = j->buffers[i], n[k++] = j->samples[i];
+    for (int i = 0; i < v->k; i++)
+        if (S & (1u << i)) p[k] = v->params[i], b[k] = v->buffers[i], n[k++] = v->samples[i];
     if (k) {
         bf_err_t err;
-        bf_agg_t *a = bf_agg_new(&t->agg_opts, np, nb);
-        size_t len, len2;
-        float *src = bf_agg_state(t->agg, &len), *dst = a ? bf_agg_state(a, &len2) : NULL;
-        if (src && dst && len == len2) memcpy(dst, src, sizeof(float) * len); /* fedavgm: the same momentum */
+        bf_agg_t *a = bf_agg_new(&v->t->agg_opts, np, nb);
+        size_t len2;
+        float *dst = a ? bf_agg_state(a, &len2) : NULL;
+        if (v->agg_state && dst && v->nstate == len2) /* fedavgm: the same momentum */
+            memcpy(dst, v->agg_state, sizeof(float) * len2);
         if (a) bf_agg_apply(a, bf_net_params(net), bf_net_buffers(net), p, b, n, k, &err);
         bf_agg_destroy(&a);
         bf_net_recalibrate_bn(net, rx, n_rx); /* as the global model gets */
@@ -148,7 +179,7 @@ static int net_finite(bf_net_t *net) {
  * is never run: it scores what the worst model does (every image wrong, each at the loss cap)
  * instead of whatever NaN logits would happen to give. */
 static void model_predict(game_t *g, const float *x, const int32_t *y, int m, float *out) {
-    bf_net_t *net = g->j->t->coalition;
+    bf_net_t *net = g->v->net;
     if (net_finite(net)) {
         bf_net_predict(net, x, m, out);
         return;
@@ -158,8 +189,12 @@ static void model_predict(game_t *g, const float *x, const int32_t *y, int m, fl
         for (int k = 0; k < K; k++) out[(size_t)i * K + k] = k == y[i] ? -2 * BF_LOSS_CAP : 0;
 }
 
-/* S's logits on the sample, in the cheaper game */
+/* S's logits on the sample, in the cheaper game (zeros, unscored, once the valuation is given up) */
 static void coalition_predict(game_t *g, uint32_t S, float *out) {
+    if (stopped(g->v)) {
+        memset(out, 0, sizeof(float) * g->preds.images * g->preds.classes);
+        return;
+    }
     coalition_model(g, S, g->rx, g->nrx);
     model_predict(g, g->x, g->labels, g->preds.images, out);
 }
@@ -170,7 +205,7 @@ static double coalition_utility(void *ctx, uint32_t S) {
     game_t *g = ctx;
     /* game_init already scored these two; the estimators ask for them again. */
     if (S == 0) return g->c_empty;
-    if (S == (1u << g->j->k) - 1) return g->c_all;
+    if (S == (1u << g->v->k) - 1) return g->c_all;
     coalition_predict(g, S, g->z);
     return bf_preds_utility(&g->preds, g->z);
 }
@@ -180,7 +215,7 @@ static double coalition_utility(void *ctx, uint32_t S) {
 static int coalition_logits(void *ctx, uint32_t S, float *out) {
     game_t *g = ctx;
     size_t ik = (size_t)g->preds.images * g->preds.classes;
-    const float *known = S == 0 ? g->z_empty : S == (1u << g->j->k) - 1 ? g->z_all : NULL;
+    const float *known = S == 0 ? g->z_empty : S == (1u << g->v->k) - 1 ? g->z_all : NULL;
     if (known) return memcpy(out, known, sizeof(float) * ik), 0;
     coalition_predict(g, S, out);
     return 0;
@@ -195,13 +230,13 @@ static void game_free(game_t *g) {
  * them) copied into g. -1: out of memory. */
 static int game_sample(game_t *g, const float *xa, const int32_t *ya, const float *za0, const float *za1, int m,
                        size_t chw) {
-    coord_task_t *t = g->j->t;
-    int K = g->preds.classes, r = t->nrecal < VALUE_RECAL_IMAGES ? t->nrecal : VALUE_RECAL_IMAGES;
-    g->rx = t->recal_x, g->nrx = t->nrecal;
-    if (r < t->nrecal) {
+    value_t *v = g->v;
+    int K = g->preds.classes, r = v->nrecal < VALUE_RECAL_IMAGES ? v->nrecal : VALUE_RECAL_IMAGES;
+    g->rx = v->recal_x, g->nrx = v->nrecal;
+    if (r < v->nrecal) {
         if (!(g->rx_own = malloc(sizeof(float) * r * chw))) return -1;
         for (int i = 0; i < r; i++)
-            memcpy(g->rx_own + i * chw, t->recal_x + (size_t)((int64_t)i * t->nrecal / r) * chw, sizeof(float) * chw);
+            memcpy(g->rx_own + i * chw, v->recal_x + (size_t)((int64_t)i * v->nrecal / r) * chw, sizeof(float) * chw);
         g->rx = g->rx_own, g->nrx = r;
     }
     int s = m < VALUE_SAMPLE_IMAGES ? m : VALUE_SAMPLE_IMAGES;
@@ -211,9 +246,9 @@ static int game_sample(game_t *g, const float *xa, const int32_t *ya, const floa
     g->z = malloc(sizeof(float) * s * K + 1), g->z_empty = malloc(sizeof(float) * s * K + 1);
     g->z_all = malloc(sizeof(float) * s * K + 1);
     bf_err_t err;
-    bf_preds_t all = {m, K, ya, NULL, g->j->utility_loss, NULL};
+    bf_preds_t all = {m, K, ya, NULL, v->utility_loss, NULL};
     if (!idx || !g->image_weight || !g->x || !g->labels || !g->z || !g->z_empty || !g->z_all ||
-        (s = bf_preds_sample(&all, za0, za1, s, t->spec.seed + (uint64_t)t->round, idx, g->image_weight, &err)) < 1)
+        (s = bf_preds_sample(&all, za0, za1, s, v->t->spec.seed + (uint64_t)v->round, idx, g->image_weight, &err)) < 1)
         return free(idx), -1;
     for (int i = 0; i < s; i++) {
         memcpy(g->x + i * chw, xa + idx[i] * chw, sizeof(float) * chw);
@@ -222,34 +257,40 @@ static int game_sample(game_t *g, const float *xa, const int32_t *ya, const floa
         g->labels[i] = ya[idx[i]];
     }
     free(idx);
-    g->preds = (bf_preds_t){s, K, g->labels, g->weight, g->j->utility_loss, s < m ? g->image_weight : NULL};
+    g->preds = (bf_preds_t){s, K, g->labels, g->weight, v->utility_loss, s < m ? g->image_weight : NULL};
     g->c_empty = bf_preds_utility(&g->preds, g->z_empty);
-    if (g->nrx < t->nrecal) { /* the full coalition in the cheaper game: its own BN statistics */
-        coalition_predict(g, (1u << g->j->k) - 1, g->z_all);
+    if (g->nrx < v->nrecal) { /* the full coalition in the cheaper game: its own BN statistics */
+        coalition_predict(g, (1u << v->k) - 1, g->z_all);
     }
     g->c_all = bf_preds_utility(&g->preds, g->z_all);
     return 0;
 }
 
+/* How many validation images a coalition is scored on. */
+static int value_images(const value_t *v) {
+    int n = v->val->n, want = v->t->spec.value_images;
+    return want > 0 && want < n ? want : n;
+}
+
 /* Readies the valuation images, scores the empty and full coalitions on all of them, and draws the
  * cheaper game; -1: out of memory or no valuation images (the round is then not valued). */
 static int game_init(game_t *g) {
-    coord_task_t *t = g->j->t;
-    const bf_dataset_t *v = &t->val;
-    int m = t->spec.value_images > 0 && t->spec.value_images < v->n ? t->spec.value_images : v->n, K = v->classes;
-    size_t chw = (size_t)v->c * v->h * v->w;
+    value_t *v = g->v;
+    const bf_dataset_t *d = v->val;
+    int m = value_images(v), K = d->classes;
+    size_t chw = (size_t)d->c * d->h * d->w;
     int32_t *idx = malloc(sizeof(int32_t) * (m ? m : 1)), *ya = malloc(sizeof(int32_t) * (m ? m : 1));
     float *xa = malloc(sizeof(float) * m * chw + 1), *za0 = malloc(sizeof(float) * m * K + 1);
     float *za1 = malloc(sizeof(float) * m * K + 1);
     int rc = -1;
     if (idx && ya && xa && za0 && za1 && m >= 1) {
         for (int i = 0; i < m; i++) idx[i] = i;
-        bf_batch_fill(v, idx, m, t->ds->mean, t->ds->std, NULL, xa, ya);
-        for (int i = 0; i < g->j->k; i++) g->weight[i] = (double)g->j->samples[i];
-        g->preds = (bf_preds_t){m, K, ya, g->weight, g->j->utility_loss, NULL};
-        uint32_t all = (1u << g->j->k) - 1;
+        bf_batch_fill(d, idx, m, v->t->ds->mean, v->t->ds->std, NULL, xa, ya);
+        for (int i = 0; i < v->k; i++) g->weight[i] = (double)v->samples[i];
+        g->preds = (bf_preds_t){m, K, ya, g->weight, v->utility_loss, NULL};
+        uint32_t all = (1u << v->k) - 1;
         coalition_model(g, 0, NULL, 0), model_predict(g, xa, ya, m, za0);
-        coalition_model(g, all, t->recal_x, t->nrecal), model_predict(g, xa, ya, m, za1);
+        coalition_model(g, all, v->recal_x, v->nrecal), model_predict(g, xa, ya, m, za1);
         g->u_empty = bf_preds_utility(&g->preds, za0), g->u_all = bf_preds_utility(&g->preds, za1);
         rc = game_sample(g, xa, ya, za0, za1, m, chw);
     }
@@ -263,7 +304,7 @@ static int game_init(game_t *g) {
 #define VALUE_GRADIENT_POINTS 3    /* Gauss-Legendre points along the path */
 
 typedef struct {
-    coord_job_t *j;
+    value_t *v;
     const float *theta0;
     float *delta;  /* the aggregate's step: sum of c_i (update_i - theta0), c_i = i's share of the samples */
     double *grad;  /* grad of -loss at the current point */
@@ -277,43 +318,42 @@ typedef struct {
  * training-mode loss (BN statistics from each batch of the valuation images) over them. */
 static int path_grad(void *ctx, double t, double *dots) {
     path_t *p = ctx;
-    coord_job_t *j = p->j;
-    bf_net_t *net = j->t->coalition;
+    value_t *v = p->v;
+    if (stopped(v)) return -1;
+    bf_net_t *net = v->net;
     size_t np = bf_net_num_params(net);
     float *th = bf_net_params(net), *gr = bf_net_grads(net);
     for (size_t q = 0; q < np; q++) th[q] = p->theta0[q] + (float)t * p->delta[q], p->grad[q] = 0;
     int B = bf_net_max_batch(net);
-    size_t chw = (size_t)j->t->val.c * j->t->val.h * j->t->val.w;
+    size_t chw = (size_t)v->val->c * v->val->h * v->val->w;
     for (int b = 0; b < p->m; b += B) {
         int nb = p->m - b < B ? p->m - b : B;
         bf_net_train_step(net, p->x + (size_t)b * chw, p->y + b, nb, NULL);
         for (size_t q = 0; q < np; q++) p->grad[q] -= (double)gr[q] * nb / p->m;
     }
-    for (int i = 0; i < j->k; i++) {
+    for (int i = 0; i < v->k; i++) {
         double d = 0;
-        for (size_t q = 0; q < np; q++) d += p->grad[q] * ((double)j->params[i][q] - p->theta0[q]);
+        for (size_t q = 0; q < np; q++) d += p->grad[q] * ((double)v->params[i][q] - p->theta0[q]);
         dots[i] = p->share[i] * d;
     }
     return 0;
 }
 
 /* The model every update moves by the task's strategy (the new global model), BN statistics
- * re-estimated on all recalibration images, into t->coalition; -1: the strategy failed. */
-static int full_model(coord_job_t *j, const float *g_params, const float *g_buffers) {
-    coord_task_t *t = j->t;
-    bf_net_t *net = t->coalition;
-    size_t np = bf_net_num_params(net), nb = bf_net_num_buffers(net), len, len2;
-    memcpy(bf_net_params(net), g_params, sizeof(float) * np);
-    memcpy(bf_net_buffers(net), g_buffers, sizeof(float) * nb);
+ * re-estimated on all recalibration images, into the scratch model; -1: the strategy failed. */
+static int full_model(value_t *v) {
+    bf_net_t *net = v->net;
+    size_t np = bf_net_num_params(net), nb = bf_net_num_buffers(net), len2;
+    memcpy(bf_net_params(net), v->g_params, sizeof(float) * np);
+    memcpy(bf_net_buffers(net), v->g_buffers, sizeof(float) * nb);
     bf_err_t err;
-    bf_agg_t *a = bf_agg_new(&t->agg_opts, np, nb);
-    float *src = bf_agg_state(t->agg, &len), *dst = a ? bf_agg_state(a, &len2) : NULL;
-    if (src && dst && len == len2) memcpy(dst, src, sizeof(float) * len);
-    int rc = a ? bf_agg_apply(a, bf_net_params(net), bf_net_buffers(net), (const float *const *)j->params,
-                              (const float *const *)j->buffers, j->samples, j->k, &err)
+    bf_agg_t *a = bf_agg_new(&v->t->agg_opts, np, nb);
+    float *dst = a ? bf_agg_state(a, &len2) : NULL;
+    if (v->agg_state && dst && v->nstate == len2) memcpy(dst, v->agg_state, sizeof(float) * len2);
+    int rc = a ? bf_agg_apply(a, bf_net_params(net), bf_net_buffers(net), v->params, v->buffers, v->samples, v->k, &err)
                : -1;
     bf_agg_destroy(&a);
-    if (!rc) bf_net_recalibrate_bn(net, t->recal_x, t->nrecal);
+    if (!rc) bf_net_recalibrate_bn(net, v->recal_x, v->nrecal);
     return rc;
 }
 
@@ -321,107 +361,242 @@ static int full_model(coord_job_t *j, const float *g_params, const float *g_buff
  * first-order effect on the validation loss along the straight path from the starting model to
  * the FedAvg of the updates (bf_shapley_gradient; docs/SHAPLEY.md), the values moved to sum to
  * the round's U(all) - U(empty) in the task's utility. */
-static void value_gradient(coord_job_t *j) {
-    coord_task_t *t = j->t;
-    const bf_dataset_t *v = &t->val;
-    bf_net_t *net = t->coalition;
-    int m = t->spec.value_images > 0 && t->spec.value_images < v->n ? t->spec.value_images : v->n, K = v->classes;
-    size_t chw = (size_t)v->c * v->h * v->w, np = bf_net_num_params(net), nb = bf_net_num_buffers(net);
+static void value_gradient(value_t *v) {
+    const bf_dataset_t *d = v->val;
+    bf_net_t *net = v->net;
+    int m = value_images(v), K = d->classes;
+    size_t chw = (size_t)d->c * d->h * d->w, np = bf_net_num_params(net), nb = bf_net_num_buffers(net);
     int32_t *idx = malloc(sizeof(int32_t) * (m ? m : 1)), *y = malloc(sizeof(int32_t) * (m ? m : 1));
     float *x = malloc(sizeof(float) * m * chw + 1), *z = malloc(sizeof(float) * m * K + 1);
     float *theta0 = malloc(sizeof(float) * (np + nb)), *delta = malloc(sizeof(float) * np);
-    double *grad = malloc(sizeof(double) * np), *share = malloc(sizeof(double) * j->k), W = 0;
+    double *grad = malloc(sizeof(double) * np), *share = malloc(sizeof(double) * v->k), W = 0;
     bf_err_t err;
     if (idx && y && x && z && theta0 && delta && grad && share && m >= 1) {
-        memcpy(theta0, bf_net_params(t->global), sizeof(float) * np);
-        memcpy(theta0 + np, bf_net_buffers(t->global), sizeof(float) * nb);
+        memcpy(theta0, v->g_params, sizeof(float) * np);
+        memcpy(theta0 + np, v->g_buffers, sizeof(float) * nb);
         for (int i = 0; i < m; i++) idx[i] = i;
-        bf_batch_fill(v, idx, m, t->ds->mean, t->ds->std, NULL, x, y);
-        bf_preds_t p = {m, K, y, NULL, j->utility_loss, NULL};
-        bf_net_predict(t->global, x, m, z);
+        bf_batch_fill(d, idx, m, v->t->ds->mean, v->t->ds->std, NULL, x, y);
+        bf_preds_t p = {m, K, y, NULL, v->utility_loss, NULL};
+        memcpy(bf_net_params(net), theta0, sizeof(float) * np); /* the starting model */
+        memcpy(bf_net_buffers(net), theta0 + np, sizeof(float) * nb);
+        bf_net_predict(net, x, m, z);
         double u_empty = bf_preds_utility(&p, z), u_all = u_empty;
-        if (!full_model(j, theta0, theta0 + np) && net_finite(net)) {
+        if (!full_model(v) && net_finite(net)) {
             bf_net_predict(net, x, m, z);
             u_all = bf_preds_utility(&p, z);
         } else {
-            u_all = j->utility_loss ? -BF_LOSS_CAP : 0; /* what the worst model scores */
+            u_all = v->utility_loss ? -BF_LOSS_CAP : 0; /* what the worst model scores */
         }
-        j->shapley_evals = 2;
+        v->evals = 2;
         if (fabs(u_all - u_empty) < ROUND_TRUNCATION) {
-            j->estimator = "truncated";
+            v->estimator = "truncated";
         } else {
-            for (int i = 0; i < j->k; i++) W += (double)j->samples[i];
-            for (int i = 0; i < j->k; i++) share[i] = (double)j->samples[i] / W;
+            for (int i = 0; i < v->k; i++) W += (double)v->samples[i];
+            for (int i = 0; i < v->k; i++) share[i] = (double)v->samples[i] / W;
             for (size_t q = 0; q < np; q++) {
-                double d = 0;
-                for (int i = 0; i < j->k; i++) d += share[i] * ((double)j->params[i][q] - theta0[q]);
-                delta[q] = (float)d;
+                double dd = 0;
+                for (int i = 0; i < v->k; i++) dd += share[i] * ((double)v->params[i][q] - theta0[q]);
+                delta[q] = (float)dd;
             }
-            path_t path = {j, theta0, delta, grad, share, x, y, m < VALUE_GRADIENT_IMAGES ? m : VALUE_GRADIENT_IMAGES};
-            if (!bf_shapley_gradient(j->k, path_grad, &path, VALUE_GRADIENT_POINTS, u_all - u_empty, j->phi, &err))
-                j->estimator = "gradient", j->shapley_evals += VALUE_GRADIENT_POINTS;
+            path_t path = {v, theta0, delta, grad, share, x, y, m < VALUE_GRADIENT_IMAGES ? m : VALUE_GRADIENT_IMAGES};
+            if (!bf_shapley_gradient(v->k, path_grad, &path, VALUE_GRADIENT_POINTS, u_all - u_empty, v->phi, &err))
+                v->estimator = "gradient", v->evals += VALUE_GRADIENT_POINTS;
             else
-                memset(j->phi, 0, sizeof(double) * j->k); /* a poisoned path (not finite): not valued */
+                memset(v->phi, 0, sizeof(double) * v->k); /* a poisoned path (not finite): not valued */
         }
     }
     free(idx), free(y), free(x), free(z), free(theta0), free(delta), free(grad), free(share);
 }
 
-/* The round's Shapley values: exact up to exact_max updates, else the surrogate estimator (up to
- * BF_SURROGATE_MAXN updates), else, or if the surrogate refuses (memory, predictions out of
- * range), the layer estimator. */
-static void value_round(coord_job_t *j) {
-    coord_task_t *t = j->t;
-    j->phi = calloc(j->k, sizeof(double));
-    if (!j->phi || !j->value) return;
-    if (j->k > BF_SURROGATE_MAXN) {
-        value_gradient(j);
+/* The round's Shapley values into v->phi (k zeros allocated by the caller): exact up to exact_max
+ * updates, else the surrogate estimator (up to BF_SURROGATE_MAXN updates), else, or if the
+ * surrogate refuses (memory, predictions out of range), the layer estimator. */
+static void value_round(value_t *v) {
+    if (v->k > BF_SURROGATE_MAXN) {
+        value_gradient(v);
         return;
     }
-    game_t g = {.j = j, .g_params = bf_net_params(t->global), .g_buffers = bf_net_buffers(t->global)};
+    game_t g = {.v = v};
     if (game_init(&g)) {
         game_free(&g);
         return;
     }
-    j->shapley_evals = 2;
+    v->evals = 2;
     bf_err_t err;
-    uint64_t seed = t->spec.seed + (uint64_t)t->round;
-    int budget = j->budget > 2 * j->k + 2 ? j->budget : 2 * j->k + 2;
+    uint64_t seed = v->t->spec.seed + (uint64_t)v->round;
+    int budget = v->budget > 2 * v->k + 2 ? v->budget : 2 * v->k + 2;
     int truncated = fabs(g.u_all - g.u_empty) < ROUND_TRUNCATION; /* GTG-Shapley's between-round truncation */
     if (truncated) {
-        j->estimator = "truncated"; /* everyone 0 */
-    } else if (j->k <= j->exact_max) {
-        bf_shapley_exact(j->k, coalition_utility, &g, j->phi, &err), j->shapley_evals = 1 << j->k;
-        j->estimator = "exact";
-    } else if (j->k <= BF_SURROGATE_MAXN &&
-               !bf_shapley_surrogate(j->k, coalition_logits, &g, &g.preds, budget, seed, j->phi, &j->shapley_evals, &err)) {
-        j->estimator = "surrogate";
+        v->estimator = "truncated"; /* everyone 0 */
+    } else if (v->k <= v->exact_max) {
+        bf_shapley_exact(v->k, coalition_utility, &g, v->phi, &err), v->evals = 1 << v->k;
+        v->estimator = "exact";
+    } else if (v->k <= BF_SURROGATE_MAXN &&
+               !bf_shapley_surrogate(v->k, coalition_logits, &g, &g.preds, budget, seed, v->phi, &v->evals, &err)) {
+        v->estimator = "surrogate";
     } else {
-        bf_shapley_layers(j->k, coalition_utility, &g, budget, seed, j->phi, &j->shapley_evals, &err);
-        j->estimator = "layers";
+        bf_shapley_layers(v->k, coalition_utility, &g, budget, seed, v->phi, &v->evals, &err);
+        v->estimator = "layers";
     }
     /* The cheaper game's values sum to its own U(all) - U(empty); the full game's difference is what
      * the round changed, so the gap (the sample's and the BN images' error on the full coalition)
      * is shared equally. */
-    double gap = truncated ? 0 : ((g.u_all - g.u_empty) - (g.c_all - g.c_empty)) / j->k;
-    for (int i = 0; i < j->k; i++) j->phi[i] += gap;
+    double gap = truncated ? 0 : ((g.u_all - g.u_empty) - (g.c_all - g.c_empty)) / v->k;
+    for (int i = 0; i < v->k; i++) v->phi[i] += gap;
     /* The utilities are bounded (bf_preds_utility), so this only guards the sums that get paid. */
-    for (int i = 0; i < j->k; i++)
-        if (!isfinite(j->phi[i])) {
-            memset(j->phi, 0, sizeof(double) * j->k), j->estimator = NULL;
+    for (int i = 0; i < v->k; i++)
+        if (!isfinite(v->phi[i])) {
+            memset(v->phi, 0, sizeof(double) * v->k), v->estimator = NULL;
             break;
         }
     game_free(&g);
+}
+
+/* ---- the valuation file: what valuing a round in the background needs ----------------------- */
+
+/* HOME/checkpoints/TASK/value-NNNN.bin, native float32 and int64 (as the .agg files):
+ *   "BFVALUE1", u32 round, u32 k, u64 np, u64 nb, u64 ns,
+ *   the starting model (np parameters, nb buffers), the strategy's state (ns floats),
+ *   then per update: its key (48 bytes, NUL-padded), i64 samples, np parameters, nb buffers.
+ * Written whole to a temporary name and renamed, so it is there complete or not at all; read back
+ * only if its size is exactly what its header says and the header matches the task. */
+#define VALUE_MAGIC "BFVALUE1"
+#define VALUE_KEY_BYTES 48
+#define VALUE_MAX_UPDATES 100000
+
+char *coord_value_path(const char *home, const char *task, int round, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s/checkpoints/%s/value-%04d.bin", home, task, round);
+    return buf;
+}
+
+typedef struct {
+    uint32_t round, k;
+    uint64_t np, nb, ns;
+} value_head_t;
+
+static int write_value_file(const coord_job_t *j, const float *g_params, const float *g_buffers, const float *state,
+                            size_t ns) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", j->value_path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return -1;
+    value_head_t h = {(uint32_t)j->round, (uint32_t)j->k, j->t->np, j->t->nb, ns};
+    int ok = fwrite(VALUE_MAGIC, 1, 8, f) == 8 && fwrite(&h, sizeof h, 1, f) == 1 &&
+             fwrite(g_params, sizeof(float), h.np, f) == h.np && fwrite(g_buffers, sizeof(float), h.nb, f) == h.nb &&
+             (!ns || fwrite(state, sizeof(float), ns, f) == ns);
+    for (int i = 0; ok && i < j->k; i++) {
+        char key[VALUE_KEY_BYTES] = {0};
+        snprintf(key, sizeof key, "%s", j->keys[i]);
+        int64_t n = j->samples[i];
+        ok = fwrite(key, 1, sizeof key, f) == sizeof key && fwrite(&n, sizeof n, 1, f) == 1 &&
+             fwrite(j->params[i], sizeof(float), h.np, f) == h.np &&
+             fwrite(j->buffers[i], sizeof(float), h.nb, f) == h.nb;
+    }
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, j->value_path)) return unlink(tmp), -1;
+    return 0;
+}
+
+/* A round's valuation as read back: one allocation holds every float. */
+typedef struct {
+    value_head_t h;
+    float *floats;   /* starting params, buffers, state, then per update params, buffers */
+    const float **params, **buffers;
+    int64_t *samples;
+} value_file_t;
+
+static void value_file_free(value_file_t *f) {
+    free(f->floats), free(f->params), free(f->buffers), free(f->samples);
+    memset(f, 0, sizeof *f);
+}
+
+/* Reads j->value_path into f (and the keys into j->keys): 0; -1 with j->err (j->lost if the file
+ * is missing or not this round's: it can never be read). ns: the task's strategy state length. */
+static int read_value_file(coord_job_t *j, size_t ns, value_file_t *f) {
+    memset(f, 0, sizeof *f);
+    FILE *in = fopen(j->value_path, "rb");
+    if (!in) return j->lost = 1, snprintf(j->err, sizeof j->err, "%s: missing", j->value_path), -1;
+    char magic[8];
+    struct stat st;
+    int ok = fstat(fileno(in), &st) == 0 && fread(magic, 1, 8, in) == 8 && !memcmp(magic, VALUE_MAGIC, 8) &&
+             fread(&f->h, sizeof f->h, 1, in) == 1;
+    /* the header against the task and the file's size, before anything is allocated from it */
+    ok = ok && f->h.round == (uint32_t)j->round && f->h.np == j->t->np && f->h.nb == j->t->nb && f->h.ns == ns &&
+         f->h.k >= 1 && f->h.k <= VALUE_MAX_UPDATES;
+    uint64_t model = f->h.np + f->h.nb, nfloats = ok ? model + ns + f->h.k * model : 0;
+    ok = ok && (uint64_t)st.st_size == 8 + sizeof f->h + 4 * (model + ns) +
+                                           f->h.k * (VALUE_KEY_BYTES + 8 + 4 * model);
+    if (!ok) {
+        fclose(in);
+        j->lost = 1;
+        snprintf(j->err, sizeof j->err, "%s: not a valuation file of this round", j->value_path);
+        return -1;
+    }
+    int k = (int)f->h.k;
+    f->floats = malloc(sizeof(float) * nfloats);
+    f->params = malloc(sizeof(float *) * k), f->buffers = malloc(sizeof(float *) * k);
+    f->samples = malloc(sizeof(int64_t) * k);
+    j->keys = calloc(k, sizeof *j->keys);
+    if (!f->floats || !f->params || !f->buffers || !f->samples || !j->keys) {
+        fclose(in);
+        value_file_free(f);
+        return snprintf(j->err, sizeof j->err, "out of memory"), -1;
+    }
+    ok = fread(f->floats, sizeof(float), model + ns, in) == model + ns;
+    for (int i = 0; ok && i < k; i++) {
+        char key[VALUE_KEY_BYTES];
+        float *u = f->floats + model + ns + (size_t)i * model;
+        ok = fread(key, 1, sizeof key, in) == sizeof key && fread(&f->samples[i], 8, 1, in) == 1 &&
+             fread(u, sizeof(float), model, in) == model;
+        memcpy(j->keys[i], key, sizeof j->keys[i] - 1); /* a CURVE key is 40 characters */
+        j->keys[i][sizeof j->keys[i] - 1] = 0;
+        f->params[i] = u, f->buffers[i] = u + f->h.np;
+    }
+    fclose(in);
+    if (!ok) {
+        value_file_free(f);
+        return j->lost = 1, snprintf(j->err, sizeof j->err, "%s: cannot be read", j->value_path), -1;
+    }
+    return 0;
+}
+
+/* ---- a closed round ------------------------------------------------------------------------ */
+
+/* Values the round inline, from the task's model fields, before the global model moves. */
+static void value_inline(coord_job_t *j) {
+    coord_task_t *t = j->t;
+    size_t ns = 0;
+    const float *state = bf_agg_state(t->agg, &ns);
+    value_t v = {.t = t, .round = j->round, .k = j->k, .params = j->params, .buffers = j->buffers,
+                 .samples = j->samples, .g_params = bf_net_params(t->global), .g_buffers = bf_net_buffers(t->global),
+                 .agg_state = state, .nstate = ns, .net = t->coalition, .val = &t->val, .recal_x = t->recal_x,
+                 .nrecal = t->nrecal, .exact_max = j->exact_max, .budget = j->budget, .utility_loss = j->utility_loss,
+                 .phi = j->phi};
+    double t0 = bf_now();
+    value_round(&v);
+    j->shapley_evals = v.evals, j->estimator = v.estimator;
+    j->value_seconds = bf_now() - t0;
 }
 
 static void run_job(coord_job_t *j) {
     coord_task_t *t = j->t;
     bf_err_t err = {{0}};
     double t0 = bf_now();
-    value_round(j); /* before the global model moves: coalitions start from it */
-    /* the model before the round, kept in case the aggregate is not finite */
     size_t np = bf_net_num_params(t->global), nb = bf_net_num_buffers(t->global), ns = 0;
     const float *state0 = bf_agg_state(t->agg, &ns);
+    if (!(j->phi = calloc(j->k ? j->k : 1, sizeof(double)))) {
+        snprintf(j->err, sizeof j->err, "out of memory");
+        return;
+    }
+    if (j->value && j->value_inline) {
+        value_inline(j); /* before the global model moves: coalitions start from it */
+    } else if (j->value && write_value_file(j, bf_net_params(t->global), bf_net_buffers(t->global), state0, ns)) {
+        /* what valuing it later needs, kept before the global model moves */
+        snprintf(j->err, sizeof j->err, "cannot write %s", j->value_path);
+        return;
+    }
+    double t1 = bf_now();
+    /* the model before the round, kept in case the aggregate is not finite */
     float *keep = malloc(sizeof(float) * (np + nb + ns + 1));
     if (!keep) {
         snprintf(j->err, sizeof j->err, "out of memory");
@@ -465,6 +640,7 @@ static void run_job(coord_job_t *j) {
         snprintf(j->err, sizeof j->err, "cannot write the aggregator state next to %s", j->path);
         return;
     }
+    j->aggregate_seconds = bf_now() - t1;
     j->seconds = bf_now() - t0;
     j->ok = 1;
 }
@@ -475,19 +651,22 @@ static void run_job(coord_job_t *j) {
  * task's training split (the coordinator holds it), so every block's label mix is represented;
  * none for a model without BN, and at most RECAL_MAX_BYTES of them (large images: fewer). */
 #define RECAL_MAX_BYTES (64u << 20)
-static int recal_images(coord_task_t *t, int want) {
+static int recal_build(const coord_task_t *t, int want, float **x, int *n) {
     const bf_dataset_t *d = &t->ds->train;
     size_t bytes = sizeof(float) * d->c * d->h * d->w;
+    *x = NULL, *n = 0;
     if (want > (int)(RECAL_MAX_BYTES / bytes)) want = (int)(RECAL_MAX_BYTES / bytes);
     if (want <= 0 || !t->nb) return 0;
     int32_t *idx = malloc(sizeof(int32_t) * want);
-    t->recal_x = malloc(bytes * want);
-    if (!idx || !t->recal_x) return free(idx), -1;
-    t->nrecal = bf_blocks_spread(&t->blocks, t->blocks.nblocks, want, idx);
-    bf_batch_fill(d, idx, t->nrecal, t->ds->mean, t->ds->std, NULL, t->recal_x, NULL);
+    *x = malloc(bytes * want);
+    if (!idx || !*x) return free(idx), free(*x), *x = NULL, -1;
+    *n = bf_blocks_spread(&t->blocks, t->blocks.nblocks, want, idx);
+    bf_batch_fill(d, idx, *n, t->ds->mean, t->ds->std, NULL, *x, NULL);
     free(idx);
     return 0;
 }
+
+static int recal_images(coord_task_t *t, int want) { return recal_build(t, want, &t->recal_x, &t->nrecal); }
 
 /* The global model a resumed task goes on from: the checkpoint at j->path, if its digest is the
  * one recorded and it is the task's architecture. */
@@ -537,9 +716,52 @@ fail:
     snprintf(j->err, sizeof j->err, "%s", err.msg[0] ? err.msg : "out of memory");
 }
 
-/* The pipe protocol (coord.h): "JOB" + pointer, answered with the same pointer when done. */
-static void worker_actor(zsock_t *pipe, void *args) {
-    (void)args;
+/* ---- valuing a round in the background ---------------------------------------------------- */
+
+/* Values round j->round from its valuation file, with a scratch model and images of its own (the
+ * task's model fields are the aggregation's): on the valuer thread, while later rounds train. */
+static void value_job(coord_job_t *j, const atomic_int *stop) {
+    const coord_task_t *t = j->t;
+    const bf_dataset_t *d = &t->ds->train;
+    double t0 = bf_now();
+    bf_err_t err = {{0}};
+    bf_agg_t *probe = bf_agg_new(&t->agg_opts, t->np, t->nb); /* the strategy's state length */
+    size_t ns = 0;
+    if (probe) bf_agg_state(probe, &ns);
+    bf_agg_destroy(&probe);
+    value_file_t f;
+    if (read_value_file(j, ns, &f)) return;
+    j->k = (int)f.h.k;
+    bf_dataset_t val = {0};
+    float *rx = NULL;
+    int nrx = 0;
+    bf_net_t *net = bf_net_new(t->spec.model, d->c, d->h, d->w, d->classes, 256, j->threads, &err);
+    j->phi = calloc(j->k, sizeof(double));
+    if (!net || !j->phi || bf_dataset_subset(d, t->blocks.val, t->blocks.nval, &val, &err) ||
+        recal_build(t, j->recal, &rx, &nrx)) {
+        snprintf(j->err, sizeof j->err, "%s", err.msg[0] ? err.msg : "out of memory");
+    } else {
+        size_t model = f.h.np + f.h.nb;
+        value_t v = {.t = t, .round = j->round, .k = j->k, .params = f.params, .buffers = f.buffers,
+                     .samples = f.samples, .g_params = f.floats, .g_buffers = f.floats + f.h.np,
+                     .agg_state = ns ? f.floats + model : NULL, .nstate = ns, .net = net, .val = &val, .recal_x = rx,
+                     .nrecal = nrx, .exact_max = j->exact_max, .budget = j->budget, .utility_loss = j->utility_loss,
+                     .stop = stop, .phi = j->phi};
+        value_round(&v);
+        j->shapley_evals = v.evals, j->estimator = v.estimator;
+        if (atomic_load(stop)) snprintf(j->err, sizeof j->err, "given up: the coordinator is stopping");
+        else j->ok = 1;
+    }
+    j->value_seconds = bf_now() - t0;
+    free(rx);
+    bf_dataset_free(&val);
+    bf_net_destroy(&net);
+    value_file_free(&f);
+}
+
+/* The valuer thread: "VAL" + coord_job_t* -> the same pointer back, valued; args: the stop flag. */
+static void valuer_actor(zsock_t *pipe, void *args) {
+    const atomic_int *stop = args;
     zsock_signal(pipe, 0);
     for (;;) {
         char *cmd = NULL;
@@ -547,20 +769,71 @@ static void worker_actor(zsock_t *pipe, void *args) {
         if (zsock_recv(pipe, "sp", &cmd, &p) < 0) break;
         int term = !cmd || !strcmp(cmd, "$TERM");
         if (!term && p) {
-            coord_job_t *j = p;
-            if (j->build) {
-                build_job(j);
-            } else {
-                run_job(j);
-                /* the model the round that goes on sends: the next one's, or this one's again */
-                if (j->t->global && (!j->ok || j->t->round + 1 < j->t->spec.rounds))
-                    j->round_model = coord_blob_of_model(j->t->global);
-            }
+            value_job(p, stop);
             zsock_send(pipe, "p", p);
         }
         zstr_free(&cmd);
         if (term) break;
     }
+}
+
+/* The pipe protocol (coord.h): "JOB" + pointer, answered with the same pointer when done. Builds
+ * and rounds run here; valuations wait in `queue` for the valuer thread, one at a time, and their
+ * answers are passed on as they come. */
+static void worker_actor(zsock_t *pipe, void *args) {
+    (void)args;
+    atomic_int stop = 0;
+    zactor_t *valuer = zactor_new(valuer_actor, &stop);
+    zlistx_t *queue = zlistx_new();
+    zpoller_t *poller = valuer && queue ? zpoller_new(pipe, valuer, NULL) : NULL;
+    zsock_signal(pipe, 0);
+    coord_job_t *valuing = NULL; /* the one on the valuer */
+    while (poller) {
+        void *which = zpoller_wait(poller, -1);
+        if (which == valuer) {
+            void *p = NULL;
+            if (zsock_recv(valuer, "p", &p) == 0 && p) zsock_send(pipe, "p", p);
+            valuing = NULL;
+        } else if (which == pipe) {
+            char *cmd = NULL;
+            void *p = NULL;
+            if (zsock_recv(pipe, "sp", &cmd, &p) < 0) break;
+            int term = !cmd || !strcmp(cmd, "$TERM");
+            zstr_free(&cmd);
+            if (term) break;
+            coord_job_t *j = p;
+            if (!j) continue;
+            if (j->valuation) {
+                zlistx_add_end(queue, j);
+            } else {
+                if (j->build) {
+                    build_job(j);
+                } else {
+                    run_job(j);
+                    /* the model the round that goes on sends: the next one's, or this one's again */
+                    if (j->t->global && (!j->ok || j->t->round + 1 < j->t->spec.rounds))
+                        j->round_model = coord_blob_of_model(j->t->global);
+                }
+                zsock_send(pipe, "p", p);
+            }
+        } else if (zpoller_terminated(poller)) {
+            break;
+        }
+        if (!valuing && (valuing = zlistx_first(queue))) {
+            zlistx_delete(queue, zlistx_cursor(queue));
+            if (zsock_send(valuer, "sp", "VAL", valuing)) zsock_send(pipe, "p", valuing), valuing = NULL;
+        }
+    }
+    /* stopping: the valuation under way gives up (its file stays: the next start values it) */
+    atomic_store(&stop, 1);
+    if (valuing) {
+        void *p = NULL;
+        if (zsock_recv(valuer, "p", &p) == 0 && p) coord_job_free((coord_job_t **)&p);
+    }
+    for (coord_job_t *j = queue ? zlistx_first(queue) : NULL; j; j = zlistx_next(queue)) coord_job_free(&j);
+    zpoller_destroy(&poller);
+    zlistx_destroy(&queue);
+    zactor_destroy(&valuer);
 }
 
 zactor_t *coord_worker_new(void) { return zactor_new(worker_actor, NULL); }
@@ -579,6 +852,7 @@ void coord_job_free(coord_job_t **pj) {
     free(j->buffers);
     free(j->samples);
     free(j->phi);
+    free(j->keys);
     coord_blob_unref(j->round_model);
     free(j);
     *pj = NULL;

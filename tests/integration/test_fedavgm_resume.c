@@ -26,6 +26,22 @@ static float *load_params(const char *home, int round, size_t n) {
     return v;
 }
 
+/* Until TASK_STATUS counts `rounds` rounds done: the checkpoint is written before the round is
+ * stored, so a crash right after the file appears could still reopen the round. */
+static void wait_rounds(fed_client_t *c, int rounds) {
+    for (int i = 0; i < 600; i++) {
+        bf_msg_t *r = fed_req(c, "TASK_STATUS");
+        bf_msg_set_str(r, "task", "m");
+        bf_msg_t *st = call(c, r);
+        const msgpack_object *n = st ? bf_mp_get(bf_msg_any(st, "status"), "round") : NULL;
+        int done = n && n->type == MSGPACK_OBJECT_POSITIVE_INTEGER && (int)n->via.u64 >= rounds;
+        bf_msg_destroy(&st);
+        if (done) return;
+        zclock_sleep(50);
+    }
+    CHECK_MSG(0, "round %d was never stored", rounds);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return fprintf(stderr, "usage: test_fedavgm_resume COORDINATOR\n"), 2;
     zsys_init();
@@ -60,6 +76,7 @@ int main(int argc, char **argv) {
             coord = fed_start(argv[1], home, ENDPOINT, spec, extra);
         }
         for (int i = 0; i < 2; i++) train_round(&p[i], "m", round);
+        wait_rounds(&p[0].c, round + 1);
         n = p[0].np;
         float *g_next = load_params(home, round, n);
         CHECK(g_next != NULL);
