@@ -645,6 +645,8 @@ static bf_msg_t *h_round_get(const ctx_t *c) {
     /* while AGGREGATING the global model is the worker's */
     if (t->state == COORD_TASK_AGGREGATING || p->update_round == t->round)
         return wait_reply(c->id, 500, "waiting for the round to close");
+    if (t->round >= t->spec.rounds) /* trained: settlement waits for the last rounds' values */
+        return wait_reply(c->id, 1000, "every round is trained; the last rounds are being valued");
     coord_blob_t *b = t->round_model; /* made by the worker with the model: none while it builds */
     if (!b) return wait_reply(c->id, 500, "preparing the task's model");
     p->left = 0;

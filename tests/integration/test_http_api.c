@@ -346,7 +346,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 2; i++) train_round(&p[i], "h1", 0);
     pthread_join(th, NULL);
     CHECK_MSG(ev.r.status == 200 && strstr(ev.r.body, "event: status\n") && strstr(ev.r.body, "event: round\n") &&
-                  strstr(ev.r.body, "event: state\n") && strstr(ev.r.body, "event: settled\n"),
+                  strstr(ev.r.body, "event: state\n") && strstr(ev.r.body, "event: settled\n") &&
+                  strstr(ev.r.body, "event: valued\ndata: {\"round\":1,\"values\":[{\"user\":") &&
+                  strstr(ev.r.body, "event: valued\n") < strstr(ev.r.body, "event: settled\n"),
               "event stream (HTTP %ld, curl %d): %s", ev.r.status, (int)ev.r.rc, ev.r.body ? ev.r.body : "");
     done(&ev.r);
     r = http("GET", "/api/v1/tasks/h1", NULL, &me);
