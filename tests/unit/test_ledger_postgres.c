@@ -68,10 +68,125 @@ static void script(bf_ledger_t *L, tl_clock_t *clk) {
     CHECK(bf_ledger_group_commit(L, &err) == 0);
 }
 
+/* Paid predictions inside groups, where the PostgreSQL backend batches (docs/LEDGER.md, "Batched
+ * fee path"): holds, captures, charges, settles with notes, voids, failures of every kind, replays
+ * of ids from this group and from an earlier one, a conflict, a query and a non-fee op in the
+ * middle, a hold captured a group later, an expiry sweep, a rolled-back group. Every return code
+ * and result goes into out[] (n entries), so both backends can be compared call by call. */
+static size_t fee_script(bf_ledger_t *L, tl_clock_t *clk, int64_t *out, size_t cap) {
+    bf_err_t err;
+    size_t n = 0;
+#define REC(rc_, v_)                                                                                  \
+    do {                                                                                              \
+        int rc__ = (rc_);                                                                             \
+        if (n + 2 <= cap) out[n++] = rc__, out[n++] = (v_);                                           \
+    } while (0)
+    int64_t own = tl_user(L, "owner", 11), pay = tl_user(L, "payer", 12), poor = tl_user(L, "poor", 13);
+    int64_t h[3] = {tl_user(L, "h1", 14), tl_user(L, "h2", 15), tl_user(L, "h3", 16)}, w[3] = {5, 3, 2};
+    CHECK(bf_ledger_set_platform_fee(L, "pfee", 70000, &err) == 0);
+    int64_t t = tl_share_task(L, "fee", own, 3, h, w);
+    CHECK(bf_ledger_recharge(L, "top", pay, 100000, &err) == 0);
+    CHECK(bf_ledger_recharge(L, "top-poor", poor, 150, &err) == 0);
+    int64_t hold = 0, keep[4] = {0}, v = 0;
+    char op[32];
+    clk->now += 5;
+    CHECK(bf_ledger_group_begin(L, &err) == 0);
+    for (int i = 0; i < 40; i++) {
+        snprintf(op, sizeof op, "h%d", i);
+        REC(bf_ledger_fee_hold(L, op, t, i % 7 ? pay : poor, 37 + i, i % 5 ? 0 : 30, &hold, &err), hold);
+        if (i % 10 == 9) keep[i / 10] = hold; /* captured a group later */
+        else if (i % 4 == 0) {
+            snprintf(op, sizeof op, "v%d", i);
+            REC(bf_ledger_fee_void(L, op, hold, &err), 0);
+        } else if (i % 10 != 5) {
+            snprintf(op, sizeof op, "c%d", i);
+            REC(bf_ledger_fee_capture(L, op, hold, 37 + i - i % 3, &err), 0);
+        }
+    }
+    REC(bf_ledger_fee_hold(L, "h3", t, pay, 40, 0, &hold, &err), hold);       /* replay, this group */
+    REC(bf_ledger_fee_hold(L, "h3", t, pay, 41, 0, &hold, &err), 0);          /* conflict */
+    REC(bf_ledger_fee_capture(L, "c1", 2, 999, &err), 0);                     /* a used id, other arguments */
+    REC(bf_ledger_fee_capture(L, "cx", keep[0], 999, &err), 0);               /* exceeds the hold */
+    REC(bf_ledger_fee_capture(L, "cx", keep[0], 999, &err), 0);               /* the failure, replayed */
+    REC(bf_ledger_fee_hold(L, "hp", t, poor, 100000, 0, &hold, &err), 0);     /* no funds */
+    REC(bf_ledger_fee_hold(L, "hz", t, pay, 0, 0, &hold, &err), 0);           /* bad amount */
+    REC(bf_ledger_fee_hold(L, "hu", 999, pay, 5, 0, &hold, &err), 0);         /* unknown task */
+    REC(bf_ledger_fee_capture(L, "cu", 99999, 1, &err), 0);                   /* unknown hold */
+    REC(bf_ledger_fee_void(L, "vv", 2, &err), 0);                             /* captured already */
+    REC(tl_cash(L, pay, 2), 0);                                               /* a query inside */
+    REC(bf_ledger_recharge(L, "mid", pay, 333, &err), 0);                     /* another kind of op */
+    for (int i = 0; i < 10; i++) {
+        snprintf(op, sizeof op, "ch%d", i);
+        REC(bf_ledger_fee_charge(L, op, t, pay, 11 * i + 1, &hold, &err), hold);
+    }
+    REC(bf_ledger_fee_hold(L, "hs", t, pay, 90, 0, &hold, &err), hold);
+    bf_ledger_usage_note_t note = {3, 2, "two of three", 12}, none = {1, 0, NULL, 0};
+    REC(bf_ledger_fee_settle(L, "s1", hold, 60, &note, &err), 0);
+    REC(bf_ledger_fee_hold(L, "hs2", t, pay, 90, 0, &hold, &err), hold);
+    REC(bf_ledger_fee_settle(L, "s2", hold, 0, &none, &err), 0);
+    CHECK(bf_ledger_group_commit(L, &err) == 0);
+    clk->now += 40; /* past the 30 s holds */
+    CHECK(bf_ledger_group_begin(L, &err) == 0);
+    for (int i = 0; i < 4; i++) {
+        snprintf(op, sizeof op, "late%d", i);
+        REC(bf_ledger_fee_capture(L, op, keep[i], 30, &err), 0);
+    }
+    REC(bf_ledger_fee_hold(L, "h7", t, pay, 44, 0, &hold, &err), hold);       /* replay, earlier group */
+    REC(bf_ledger_fee_capture(L, "cx", keep[0], 999, &err), 0);               /* failure replayed from the table */
+    REC(bf_ledger_sweep_expired(L, &v, &err), v);
+    REC(bf_ledger_fee_charge(L, "ch-after", t, pay, 77, &hold, &err), hold);
+    CHECK(bf_ledger_group_commit(L, &err) == 0);
+    CHECK(bf_ledger_group_begin(L, &err) == 0);
+    REC(bf_ledger_fee_charge(L, "gone", t, pay, 55, &hold, &err), hold);
+    bf_ledger_group_rollback(L);
+    REC(bf_ledger_op_lookup(L, "gone", (int *)&v, NULL, NULL, &err), v & 0xffffffff);
+    REC(bf_ledger_fee_charge(L, "single", t, pay, 56, &hold, &err), hold);
+    bf_ledger_task_t ti;
+    CHECK(bf_ledger_task_get(L, t, &ti, &err) == 0);
+    REC(0, ti.total_revenue);
+    for (int i = 0; i < 3; i++) REC(0, tl_cash(L, h[i], 0));
+    REC(0, tl_cash(L, pay, 0));
+    REC(0, tl_cash(L, poor, 0));
+#undef REC
+    return n;
+}
+
+static void test_same_fee_chain(void) {
+    char path[1024];
+    tl_db_path(path, sizeof path, "ledger-pg-fee");
+    bf_err_t err;
+    bf_ledger_report_t r1, r2;
+    tl_clock_t c1 = {1700000000}, c2 = {1700000000};
+    bf_ledger_t *S = bf_ledger_open(path, &err);
+    CHECK(S != NULL);
+    if (!S || fresh_db("fee")) return;
+    bf_ledger_t *P = bf_ledger_open(db_url, &err);
+    CHECK_MSG(P != NULL, "%s", err.msg);
+    if (!P) return;
+    bf_ledger_set_clock(S, tl_clock_now, &c1);
+    bf_ledger_set_clock(P, tl_clock_now, &c2);
+    static int64_t a[400], b[400];
+    size_t na = fee_script(S, &c1, a, 400), nb = fee_script(P, &c2, b, 400);
+    CHECK(na == nb && na > 150);
+    for (size_t i = 0; i < na && i < nb; i++)
+        CHECK_MSG(a[i] == b[i], "call %zu (%s): SQLite %lld, PostgreSQL %lld", i / 2, i % 2 ? "result" : "rc",
+                  (long long)a[i], (long long)b[i]);
+    CHECK(tl_verify_ok(S, "fee script, SQLite") && tl_verify_ok(P, "fee script, PostgreSQL"));
+    CHECK(bf_ledger_verify(S, &r1, &err) == 0 && bf_ledger_verify(P, &r2, &err) == 0);
+    CHECK_MSG(r1.transfers == r2.transfers && r1.transfers > 100 && !strcmp(r1.head_hash, r2.head_hash),
+              "SQLite %lld transfers head %s, PostgreSQL %lld head %s", (long long)r1.transfers, r1.head_hash,
+              (long long)r2.transfers, r2.head_hash);
+    printf("fee path in groups, same chain on both backends: %zu calls, %lld transfers, head %.16s...\n", na / 2,
+           (long long)r2.transfers, r2.head_hash);
+    bf_ledger_close(&S);
+    bf_ledger_close(&P);
+    tl_remove_db(path);
+}
+
 static void test_ops(bf_ledger_t *L) {
     bf_err_t err;
     int64_t id = 0, w = 0, again = 0;
-    CHECK(bf_ledger_schema_version(L) == 2);
+    CHECK(bf_ledger_schema_version(L) == 3);
     int64_t a, b;
     CHECK(bf_ledger_user_find(L, "alice", &a, &err) == 0 && bf_ledger_user_find(L, "bob", &b, &err) == 0);
     CHECK(bf_ledger_user_find(L, "nobody", &id, &err) == BF_LEDGER_ENOTFOUND);
@@ -289,6 +404,7 @@ int main(int argc, char **argv) {
     base_url[strcspn(base_url, "\r\n")] = 0;
     int ops = argc > 2 ? atoi(argv[2]) : 300;
     test_same_chain();
+    test_same_fee_chain();
     test_tamper();
     test_concurrency(ops);
     return bf_test_done("test_ledger_postgres");
