@@ -325,6 +325,10 @@ void ledger_withdraw_reject_key(bf_ledger_t *L, int64_t id, const char *reason, 
     } while (0)
 
 int ledger_pg_url(const char *path);
+/* A file at path that names a PostgreSQL ledger (its one line a postgresql:// URL, see
+ * bf_ledger_redirect_write): 1 and the URL in url; 0 if path is anything else (a SQLite file, no
+ * file, a URL); -1 if the file names one badly. */
+int ledger_pg_redirect(const char *path, char *url, size_t cap, bf_err_t *err);
 int ledger_pg_open(bf_ledger_t *L, const char *url, bf_err_t *err);
 void ledger_pg_close(bf_ledger_t *L);
 int ledger_pg_schema_version(bf_ledger_t *L);

@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "ledger_internal.h"
 
@@ -326,6 +328,49 @@ static void pg_batch_free(struct ledger_pg *g);
 
 int ledger_pg_url(const char *path) {
     return path && (!strncmp(path, "postgresql://", 13) || !strncmp(path, "postgres://", 11));
+}
+
+int ledger_pg_redirect(const char *path, char *url, size_t cap, bf_err_t *err) {
+    if (!path || ledger_pg_url(path)) return 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(url, 1, cap - 1, f);
+    int bad = n == cap - 1 && fgetc(f) != EOF; /* longer than any URL we write */
+    fclose(f);
+    url[n] = 0;
+    if (!ledger_pg_url(url)) return 0; /* a SQLite file starts "SQLite format 3" */
+    size_t len = strcspn(url, "\r\n");
+    for (size_t i = len; i < n; i++)
+        if (url[i] != '\r' && url[i] != '\n') bad = 1; /* a second line, or a NUL */
+    url[len] = 0;
+    if (bad) return bf_err_set(err, "%s: not one line naming a PostgreSQL ledger", path), -1;
+    return 1;
+}
+
+int bf_ledger_redirect_write(const char *path, const char *url, bf_err_t *err) {
+    if (!ledger_pg_url(url) || strlen(url) >= 4000 || strpbrk(url, "\r\n"))
+        return bf_err_set(err, "not a PostgreSQL connection URL (postgresql://...)"), -1;
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return bf_err_set(err, "path too long"), -1;
+    /* 0600: the URL may carry a password */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    int ok = f && fprintf(f, "%s\n", url) > 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (f) ok = fclose(f) == 0 && ok;
+    else if (fd >= 0) close(fd);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return bf_err_set(err, "cannot write %s", path), -1;
+    }
+    return 0;
+}
+
+int bf_ledger_location(const char *path, char *out, size_t cap, bf_err_t *err) {
+    char url[4096];
+    int r = ledger_pg_redirect(path, url, sizeof url, err);
+    if (r < 0) return -1;
+    if ((size_t)snprintf(out, cap, "%s", r ? url : path) >= cap) return bf_err_set(err, "path too long"), -1;
+    return r;
 }
 
 int ledger_pg_open(bf_ledger_t *L, const char *url, bf_err_t *err) {
