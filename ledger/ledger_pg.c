@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ledger_internal.h"
@@ -332,6 +333,13 @@ int ledger_pg_url(const char *path) {
 
 int ledger_pg_redirect(const char *path, char *url, size_t cap, bf_err_t *err) {
     if (!path || ledger_pg_url(path)) return 0;
+    /* Only a small file is read. A SQLite ledger is empty or at least one 4 KiB page, and it must
+     * never be opened here: closing any descriptor of a file drops every POSIX lock this process
+     * holds on it, the locks of the SQLite handles already open on the ledger included. */
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0 || st.st_size >= 4096 ||
+        (size_t)st.st_size >= cap)
+        return 0;
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
     size_t n = fread(url, 1, cap - 1, f);
@@ -729,6 +737,7 @@ static int pg_op_run(bf_ledger_t *L, ledger_op_t *op, ledger_fp_t *fp, pg_body_f
         PQclear(r);
         pgx(L, "RELEASE SAVEPOINT op", NULL, NULL, NULL);
         if (own) pg_end(L, 0, NULL);
+        op->replayed = 1;
         return rc;
     }
     rc = body(L, op, args, err);
@@ -827,7 +836,7 @@ int ledger_pg_user_accounts(bf_ledger_t *L, int64_t id, int64_t *cash, int64_t *
 }
 
 typedef struct {
-    const char *name, *key;
+    const char *name, *key, *pw_hash;
 } pg_reg_args_t;
 
 static int pg_valid_key(const char *k) {
@@ -853,9 +862,10 @@ static int pg_do_register(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_
     if (taken) return bf_err_set(err, "user name '%s' is taken", a->name), BF_LEDGER_EEXISTS;
     pp_i64(&p, op->now);
     pp_str(&p, a->key);
+    pp_str(&p, a->pw_hash);
     if ((rc = pgx(L,
                   "INSERT INTO users(id, name, curve_public_key, password_hash, cash_account, coin_account, created_at)"
-                  " SELECT coalesce(max(id), 0) + 1, $1, $3, NULL, 0, 0, $2 FROM users RETURNING id",
+                  " SELECT coalesce(max(id), 0) + 1, $1, $3, $4, 0, 0, $2 FROM users RETURNING id",
                   &p, &r, err)))
         return rc;
     int64_t uid = col_i64(r, 0, 0), cash, coin;
@@ -873,16 +883,28 @@ static int pg_do_register(bf_ledger_t *L, ledger_op_t *op, const void *argp, bf_
     return 0;
 }
 
-int ledger_pg_register(bf_ledger_t *L, const char *op_id, const char *name, const char *key, const char *password,
-                       int64_t *user_id, bf_err_t *err) {
-    if (password) return ledger_pg_unsupported(err, "a password");
-    ledger_fp_t fp = {0};
-    ledger_fp_str(&fp, name);
-    ledger_fp_str(&fp, key);
-    ledger_fp_i64(&fp, 0);
+int ledger_pg_register(bf_ledger_t *L, const char *op_id, const char *name, const char *key, const char *pw_hash,
+                       ledger_fp_t *fp, int64_t *user_id, int *replayed, bf_err_t *err) {
     ledger_op_t op = {.key = op_id, .kind = OP_REGISTER};
-    pg_reg_args_t a = {name, key};
-    return pg_op_run(L, &op, &fp, pg_do_register, &a, user_id, err);
+    pg_reg_args_t a = {name, key, pw_hash};
+    int rc = pg_op_run(L, &op, fp, pg_do_register, &a, user_id, err);
+    if (replayed) *replayed = op.replayed;
+    return rc;
+}
+
+int ledger_pg_password(bf_ledger_t *L, int64_t user_id, char *pw, size_t cap, bf_err_t *err) {
+    int frc = ledger_pg_flush(L, err);
+    if (frc) return frc;
+    pp_t p = {0};
+    pp_i64(&p, user_id);
+    PGresult *r;
+    int rc = pgx(L, "SELECT coalesce(password_hash, '') FROM users WHERE id = $1", &p, &r, err);
+    if (rc) return rc;
+    if (PQntuples(r) != 1) rc = (bf_err_set(err, "unknown user %lld", (long long)user_id), BF_LEDGER_ENOTFOUND);
+    else if ((size_t)snprintf(pw, cap, "%s", PQgetvalue(r, 0, 0)) >= cap)
+        rc = (bf_err_set(err, "user %lld: stored password hash too long", (long long)user_id), BF_LEDGER_EINTERNAL);
+    PQclear(r);
+    return rc;
 }
 
 typedef struct {
@@ -1266,6 +1288,23 @@ int ledger_pg_scan(bf_ledger_t *L, const ledger_pg_scan_t *s, void *ctx, bf_err_
         s->hold(ctx, u);
     }
     PQclear(r);
+    /* the task-level rows: the same SQL as on SQLite, with the payout state as the last column */
+    for (int q = 0; q < 2; q++) {
+        int nint = q ? 8 : 13;
+        if ((rc = pgx(L, q ? ledger_holdings_sql : ledger_tasks_sql, NULL, &r, err))) goto out;
+        for (int i = 0; i < PQntuples(r); i++) {
+            int64_t t[13];
+            for (int k = 0; k < nint; k++) t[k] = col_i64(r, i, k);
+            size_t nb = 0;
+            unsigned char *b =
+                PQgetisnull(r, i, nint) ? NULL : PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, nint), &nb);
+            const unsigned char *blob = b ? (nb ? b : (const unsigned char *)"") : NULL;
+            if (q) s->holding(ctx, t, blob, (int64_t)nb);
+            else s->task(ctx, t, blob, (int64_t)nb);
+            if (b) PQfreemem(b);
+        }
+        PQclear(r);
+    }
 out:
     pgx(L, "COMMIT", NULL, NULL, NULL);
     return rc;
@@ -2792,6 +2831,86 @@ int ledger_pg_rows(bf_ledger_t *L, const char *sql, int64_t p1, int64_t p2, int 
         for (int c = 0; c < ncols; c++) (*rows)[(size_t)i * (size_t)ncols + (size_t)c] = col_i64(r, i, c);
     if (!rc) *n = (size_t)k;
     PQclear(r);
+    return rc;
+}
+
+/* An account's owner, from the table of the holders' cash accounts (and the platform's) read
+ * first, else one query (a leg that credits anything else). */
+static int pg_owner(bf_ledger_t *L, PGresult *own, int64_t account, int64_t *owner, bf_err_t *err) {
+    for (int i = 0; i < PQntuples(own); i++)
+        if (col_i64(own, i, 0) == account) return *owner = col_i64(own, i, 1), 0;
+    pp_t p = {0};
+    pp_i64(&p, account);
+    PGresult *r;
+    int rc = pgx(L, "SELECT owner FROM accounts WHERE id = $1", &p, &r, err);
+    if (rc) return rc;
+    if (PQntuples(r) == 1) *owner = col_i64(r, 0, 0);
+    else rc = (bf_err_set(err, "a payout credits unknown account %lld", (long long)account), BF_LEDGER_EINTERNAL);
+    PQclear(r);
+    return rc;
+}
+
+/* As bf_ledger_revenues on SQLite: each payee of each captured usage's payout transfers (one row
+ * per payee before schema 3 on SQLite; split rows, their legs, here). */
+int ledger_pg_revenues(bf_ledger_t *L, int64_t task, int64_t user, bf_ledger_revenue_t **out, size_t *n, bf_err_t *err) {
+    *out = NULL;
+    *n = 0;
+    int rc = ledger_pg_flush(L, err);
+    if (rc) return rc;
+    pp_t p = {0}, q = {0};
+    pp_i64(&p, task);
+    pp_i64(&q, task), pp_i64(&q, L->rev_cny);
+    PGresult *r = NULL, *own = NULL;
+    int in_tx = L->pg->in_tx;
+    /* one snapshot for both queries */
+    if (!in_tx && (rc = pgx(L, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, NULL, err))) return rc;
+    if ((rc = pgx(L,
+                  "SELECT t.id, u.id, u.task_id, t.credit_account, t.amount, t.created_at, t.legs, a.owner FROM model_usage u"
+                  " JOIN transfers t ON t.id > u.resolve_transfer AND t.id <= u.payouts_end"
+                  " JOIN accounts a ON a.id = t.credit_account"
+                  " WHERE u.status = 2 AND t.code = 8 AND ($1 <= 0 OR u.task_id = $1) ORDER BY t.id",
+                  &p, &r, err)) ||
+        (rc = pgx(L,
+                  "SELECT id, owner FROM accounts WHERE id = $2 OR id IN (SELECT cash_account FROM model_shareholdings"
+                  " WHERE $1 <= 0 OR task_id = $1)",
+                  &q, &own, err)))
+        goto done;
+    size_t cap = 0;
+    for (int i = 0; !rc && i < PQntuples(r); i++) {
+        bf_ledger_revenue_t base = {.transfer_id = col_i64(r, i, 0), .usage_id = col_i64(r, i, 1),
+                                    .task_id = col_i64(r, i, 2), .created_at = col_i64(r, i, 5)};
+        size_t nl = 0;
+        unsigned char *legs = PQgetisnull(r, i, 6) ? NULL : PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 6), &nl);
+        size_t k = legs ? nl / LEDGER_LEG_BYTES : 1;
+        for (size_t j = 0; !rc && j < k; j++) {
+            bf_ledger_revenue_t v = base;
+            if (legs) {
+                ledger_leg_t g;
+                ledger_leg_get(legs, j, &g);
+                v.amount = g.amount;
+                if ((rc = pg_owner(L, own, g.account, &v.user_id, err))) break;
+            } else {
+                v.amount = col_i64(r, i, 4), v.user_id = col_i64(r, i, 7);
+            }
+            if (user > 0 && v.user_id != user) continue;
+            if (*n == cap) {
+                size_t nc = cap ? 2 * cap : 64;
+                bf_ledger_revenue_t *q = realloc(*out, nc * sizeof *q);
+                if (!q) {
+                    rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+                    break;
+                }
+                *out = q, cap = nc;
+            }
+            (*out)[(*n)++] = v;
+        }
+        if (legs) PQfreemem(legs);
+    }
+done:
+    if (r) PQclear(r);
+    if (own) PQclear(own);
+    if (!in_tx) pgx(L, "COMMIT", NULL, NULL, NULL);
+    if (rc) free(*out), *out = NULL, *n = 0;
     return rc;
 }
 

@@ -8,7 +8,9 @@
  * processes writing at once (one chain, exact balances, no EBUSY). */
 #include <libpq-fe.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "test_ledger_common.h"
 
@@ -144,6 +146,35 @@ static size_t fee_script(bf_ledger_t *L, tl_clock_t *clk, int64_t *out, size_t c
     bf_ledger_task_t ti;
     CHECK(bf_ledger_task_get(L, t, &ti, &err) == 0);
     REC(0, ti.total_revenue);
+    /* revenues: every payee of every payout, per task and per user, summing to the revenue */
+    bf_ledger_revenue_t *rv = NULL;
+    size_t nr = 0;
+    int64_t sum = 0, mine = 0;
+    REC(bf_ledger_revenues(L, t, 0, &rv, &nr, &err), (int64_t)nr);
+    for (size_t i = 0; i < nr; i++) {
+        sum += rv[i].amount;
+        REC(0, rv[i].transfer_id * 1000003 + rv[i].usage_id * 101 + rv[i].user_id * 7 + rv[i].amount);
+    }
+    free(rv);
+    CHECK_MSG(sum == ti.total_revenue, "revenues sum to %lld, the task's revenue is %lld", (long long)sum,
+              (long long)ti.total_revenue);
+    REC(bf_ledger_revenues(L, 0, h[0], &rv, &nr, &err), (int64_t)nr);
+    for (size_t i = 0; i < nr; i++) mine += rv[i].amount;
+    free(rv);
+    REC(0, mine);
+    CHECK(mine == tl_cash(L, h[0], 0) && mine > 0);
+    /* passwords: stored hashed, checked, a replay with another password refused */
+    char key[41];
+    tl_key(key, 17);
+    int64_t pu = 0;
+    REC(bf_ledger_register_user(L, "reg-pw", "withpw", key, "s3cret pass", &pu, &err), pu);
+    REC(bf_ledger_check_password(L, pu, "s3cret pass", &err), 0);
+    REC(bf_ledger_check_password(L, pu, "s3cret pasS", &err), 0);
+    REC(bf_ledger_check_password(L, own, "anything", &err), 0);
+    REC(bf_ledger_register_user(L, "reg-pw", "withpw", key, "s3cret pass", &pu, &err), pu);
+    REC(bf_ledger_register_user(L, "reg-pw", "withpw", key, "other", &pu, &err), 0);
+    REC(bf_ledger_register_user(L, "reg-pw2", "withpw2", key, "", &pu, &err), 0);
+    REC(bf_ledger_check_password(L, 9999, "x", &err), 0);
     for (int i = 0; i < 3; i++) REC(0, tl_cash(L, h[i], 0));
     REC(0, tl_cash(L, pay, 0));
     REC(0, tl_cash(L, poor, 0));
@@ -165,8 +196,8 @@ static void test_same_fee_chain(void) {
     if (!P) return;
     bf_ledger_set_clock(S, tl_clock_now, &c1);
     bf_ledger_set_clock(P, tl_clock_now, &c2);
-    static int64_t a[400], b[400];
-    size_t na = fee_script(S, &c1, a, 400), nb = fee_script(P, &c2, b, 400);
+    static int64_t a[1200], b[1200];
+    size_t na = fee_script(S, &c1, a, 1200), nb = fee_script(P, &c2, b, 1200);
     CHECK(na == nb && na > 150);
     for (size_t i = 0; i < na && i < nb; i++)
         CHECK_MSG(a[i] == b[i], "call %zu (%s): SQLite %lld, PostgreSQL %lld", i / 2, i % 2 ? "result" : "rc",
@@ -232,9 +263,10 @@ static void test_ops(bf_ledger_t *L) {
     CHECK(bf_ledger_create_task(L, "t1", a, &spec, &id, &err) == 0 && tl_cash(L, a, 0) == 31000);
     bf_ledger_task_t task;
     CHECK(bf_ledger_task_get(L, id, &task, &err) == 0 && task.escrow_balance == 100 && task.status == BF_LEDGER_TASK_CREATED);
-    /* not there yet: a clear refusal, nothing changed */
+    /* a reward task has no fee payouts */
     bf_ledger_revenue_t *rv = NULL;
-    CHECK(bf_ledger_revenues(L, id, 0, &rv, &n, &err) == BF_LEDGER_EINTERNAL && strstr(err.msg, "PostgreSQL"));
+    CHECK(bf_ledger_revenues(L, id, 0, &rv, &n, &err) == 0 && n == 0);
+    free(rv);
     /* statements reconcile and close at the balance */
     bf_ledger_statement_t st;
     CHECK(bf_ledger_statement(L, a, BF_LEDGER_CNY, 0, INT64_MAX, &st, &err) == 0);
@@ -304,6 +336,83 @@ static void test_tamper(void) {
         PQfinish(c);
         bf_ledger_close(&L);
     }
+}
+
+/* The task-level checks on PostgreSQL (escrow, shares, payouts, rewards, holds): the fee script's
+ * shareholding task, a settled reward task and a running one, then one tampering each. */
+static void test_tamper_tasks(void) {
+    static const struct {
+        const char *sql;
+        int check;
+    } cases[] = {
+        {"UPDATE tasks SET reward_pool = reward_pool + 5 WHERE payment_mode = 1 AND status = 2", BF_LEDGER_CHECK_ESCROW},
+        {"UPDATE model_shareholdings SET ppm = ppm + 1 WHERE user_id = (SELECT min(user_id) FROM model_shareholdings)",
+         BF_LEDGER_CHECK_SHARES},
+        {"UPDATE tasks SET total_revenue = total_revenue + 1 WHERE payment_mode = 2", BF_LEDGER_CHECK_PAYOUTS},
+        {"UPDATE tasks SET platform_paid = platform_paid - 1, total_revenue = total_revenue - 1 WHERE payment_mode = 2",
+         BF_LEDGER_CHECK_PAYOUTS},
+        {"UPDATE model_usage SET captured = captured - 1 WHERE id = (SELECT min(id) FROM model_usage WHERE status = 2)",
+         BF_LEDGER_CHECK_PAYOUTS},
+        {"UPDATE reward_distributions SET amount = amount + 1 WHERE id = 1", BF_LEDGER_CHECK_REWARDS},
+        {"UPDATE model_usage SET status = 3 WHERE id = (SELECT min(id) FROM model_usage WHERE status = 2)",
+         BF_LEDGER_CHECK_HOLDS},
+    };
+    static int64_t scratch[1200];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (fresh_db("tamper_tasks")) return;
+        tl_clock_t clk = {1700000000};
+        bf_err_t err;
+        bf_ledger_t *L = bf_ledger_open(db_url, &err);
+        CHECK_MSG(L != NULL, "%s", err.msg);
+        if (!L) return;
+        bf_ledger_set_clock(L, tl_clock_now, &clk);
+        fee_script(L, &clk, scratch, 1200);
+        int64_t own = 0, h[3] = {0}, w[3] = {1, 2, 3}, t1 = 0, t2 = 0;
+        CHECK(bf_ledger_user_find(L, "owner", &own, &err) == 0 && bf_ledger_user_find(L, "h1", &h[0], &err) == 0 &&
+              bf_ledger_user_find(L, "h2", &h[1], &err) == 0 && bf_ledger_user_find(L, "h3", &h[2], &err) == 0);
+        CHECK(bf_ledger_recharge(L, "rw-top", own, 5000, &err) == 0);
+        bf_ledger_task_spec_t spec = {"reward", BF_LEDGER_MODE_REWARD, 1000, 0}, spec2 = {"running", BF_LEDGER_MODE_REWARD, 500, 0};
+        CHECK(bf_ledger_create_task(L, "rw1", own, &spec, &t1, &err) == 0 && bf_ledger_start_task(L, "rw1-s", t1, &err) == 0);
+        CHECK(bf_ledger_settle_reward(L, "rw1-done", t1, 3, h, w, "r", &err) == 0);
+        CHECK(bf_ledger_create_task(L, "rw2", own, &spec2, &t2, &err) == 0 && bf_ledger_start_task(L, "rw2-s", t2, &err) == 0);
+        tl_verify_ok(L, "tasks, before tampering");
+        CHECK(sql(db_url, cases[i].sql) == 0);
+        bf_ledger_report_t rep;
+        CHECK(bf_ledger_verify(L, &rep, &err) == 0);
+        CHECK_MSG(!rep.ok && !rep.checks[cases[i].check].ok, "tampering '%s' not detected", cases[i].sql);
+        bf_ledger_close(&L);
+    }
+}
+
+/* A coordinator home's ledger.db naming the database (`init --ledger URL`): opening the file opens
+ * the database; a malformed one is refused; a SQLite file is left alone. */
+static void test_redirect(void) {
+    char path[1024], url[4096];
+    bf_err_t err;
+    if (fresh_db("redirect")) return;
+    snprintf(path, sizeof path, "%s/bf-redirect-%d.db", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    unlink(path);
+    CHECK(bf_ledger_redirect_write(path, "not a url", &err) == -1);
+    CHECK(bf_ledger_redirect_write(path, db_url, &err) == 0);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+    CHECK(bf_ledger_location(path, url, sizeof url, &err) == 1 && !strcmp(url, db_url));
+    bf_ledger_t *L = bf_ledger_open(path, &err);
+    CHECK_MSG(L != NULL, "%s", err.msg);
+    int64_t u = L ? tl_user(L, "via-file", 3) : -1;
+    bf_ledger_close(&L);
+    L = bf_ledger_open(db_url, &err); /* the user is in the database, not in a file */
+    int64_t id = 0;
+    CHECK(L && u > 0 && bf_ledger_user_find(L, "via-file", &id, &err) == 0 && id == u);
+    bf_ledger_close(&L);
+    FILE *f = fopen(path, "w");
+    if (f) fprintf(f, "%s\nsecond line\n", db_url), fclose(f);
+    CHECK(bf_ledger_open(path, &err) == NULL && strstr(err.msg, "one line"));
+    unlink(path);
+    L = bf_ledger_open(path, &err); /* no file: a SQLite ledger, as always */
+    CHECK(L != NULL && bf_ledger_location(path, url, sizeof url, &err) == 0 && !strcmp(url, path));
+    bf_ledger_close(&L);
+    tl_remove_db(path);
 }
 
 /* The same script on SQLite and on PostgreSQL: the same chain, row for row. */
@@ -406,6 +515,8 @@ int main(int argc, char **argv) {
     test_same_chain();
     test_same_fee_chain();
     test_tamper();
+    test_tamper_tasks();
+    test_redirect();
     test_concurrency(ops);
     return bf_test_done("test_ledger_postgres");
 }
