@@ -1119,8 +1119,10 @@ static const char *pg_code_name(int c) {
     return c >= 1 && c <= 9 ? names[c] : names[0];
 }
 
-/* A user's transfers in ledger order (both of its accounts). No split rows exist on this backend
- * yet (they come with the fee operations). */
+/* A user's transfers in ledger order (both of its accounts), split payouts included: a split row
+ * credits the user through one of its legs, and only the clearing accounts of tasks the user holds
+ * shares in are debited by splits that can. (SQLite walks each account's history links instead;
+ * here one query finds the rows.) */
 int ledger_pg_history(bf_ledger_t *L, int64_t user_id, bf_ledger_entry_t **out, size_t *n, bf_err_t *err) {
     *out = NULL;
     *n = 0;
@@ -1134,15 +1136,18 @@ int ledger_pg_history(bf_ledger_t *L, int64_t user_id, bf_ledger_entry_t **out, 
     PGresult *r;
     if ((rc = pgx(L,
                   "SELECT t.id, t.created_at, o.op_key, t.type, t.code, t.currency, t.amount, t.debit_account,"
-                  " t.credit_account, t.debit_before, t.debit_after, t.credit_before, t.credit_after"
+                  " t.credit_account, t.debit_before, t.debit_after, t.credit_before, t.credit_after, t.legs"
                   " FROM transfers t JOIN ops o ON o.id = t.op"
-                  " WHERE t.debit_account IN ($1, $2) OR t.credit_account IN ($1, $2) ORDER BY t.id",
+                  " WHERE t.debit_account IN ($1, $2) OR t.credit_account IN ($1, $2)"
+                  " OR (t.legs IS NOT NULL AND t.debit_account IN (SELECT k.clearing_account FROM tasks k"
+                  " JOIN model_shareholdings s ON s.task_id = k.id WHERE s.cash_account = $1)) ORDER BY t.id",
                   &p, &r, err)))
         return rc;
     int k = PQntuples(r);
     if (k && !(*out = calloc((size_t)k, sizeof **out))) rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+    size_t m = 0;
     for (int i = 0; !rc && i < k; i++) {
-        bf_ledger_entry_t *e = &(*out)[i];
+        bf_ledger_entry_t *e = &(*out)[m];
         int64_t debit = col_i64(r, i, 7), amount = col_i64(r, i, 6);
         int is_debit = debit == u.cash || debit == u.coin;
         e->transfer_id = col_i64(r, i, 0);
@@ -1155,8 +1160,27 @@ int ledger_pg_history(bf_ledger_t *L, int64_t user_id, bf_ledger_entry_t **out, 
         e->counterparty_account = col_i64(r, i, is_debit ? 8 : 7);
         e->balance_before = col_i64(r, i, is_debit ? 9 : 11);
         e->balance_after = col_i64(r, i, is_debit ? 10 : 12);
+        if (!PQgetisnull(r, i, 13) && !is_debit) {
+            /* a split: the user's leg, if it has one (a holder may get nothing from a payout) */
+            size_t nb = 0;
+            unsigned char *legs = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 13), &nb);
+            int found = 0;
+            for (size_t j = 0; legs && j < nb / LEDGER_LEG_BYTES && !found; j++) {
+                ledger_leg_t g;
+                ledger_leg_get(legs, j, &g);
+                if (g.account != u.cash) continue;
+                found = 1;
+                e->amount = g.amount, e->balance_before = g.before, e->balance_after = g.before + g.amount;
+                e->counterparty_account = debit;
+            }
+            if (legs) PQfreemem(legs);
+            else rc = (bf_err_set(err, "out of memory"), BF_LEDGER_EINTERNAL);
+            if (!found) continue;
+        }
+        m++;
     }
-    if (!rc) *n = (size_t)k;
+    if (!rc) *n = m;
+    else free(*out), *out = NULL;
     PQclear(r);
     return rc;
 }
