@@ -10,11 +10,9 @@
  * needed). A group (bf_ledger_group_begin) takes the lock once for all its ops; each op is a
  * savepoint, as on SQLite.
  *
- * What this backend covers so far: open/migrate, group commit, op lookup, register (without a
- * password), recharge, spend_coins, withdraw/payout/reject, the user, balance, account, history,
- * withdrawal and statement queries, and verify (chain, balances, double entry, non-negative,
- * withdrawals). Task, share and fee operations answer EINTERNAL "not on the PostgreSQL backend
- * yet" (docs/LEDGER.md, "PostgreSQL backend").
+ * Every operation and query of bf_ledger.h is here, and verify runs the same checks over the same
+ * rows. Inside a group, the fee operations take the batched path (see "Batched fee path"): no
+ * round trip per op, the group's rows sent as multi-row statements in one pipeline at its end.
  * Calls: libpq, ledger_store.c's hashing helpers (ledger_row_hash, ledger_sha256, ledger_hex),
  * ledger_tx.c's fingerprint builder. */
 #include <assert.h>

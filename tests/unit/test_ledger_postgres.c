@@ -4,8 +4,10 @@
  * own database. Covered: schema migration, registration, recharge, spend, idempotency (replay,
  * conflict, a failed id stays failed), withdrawals (hold, payout, reject, exclusivity), group
  * commit (a failed op inside, a rolled-back group), statements reconciling, the same op sequence
- * giving the same hash chain head on SQLite and PostgreSQL, verify catching tampering, and two
- * processes writing at once (one chain, exact balances, no EBUSY). */
+ * giving the same hash chain head on SQLite and PostgreSQL, paid predictions inside groups (the
+ * batched fee path) with revenues and passwords compared call by call with SQLite, verify catching
+ * tampering (the task-level checks included), ledger.db naming a database, and two processes
+ * writing at once (one chain, exact balances, no EBUSY). */
 #include <libpq-fe.h>
 #include <stdlib.h>
 #include <sys/stat.h>
