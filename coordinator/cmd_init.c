@@ -54,13 +54,15 @@ static int operator_token(const char *home, bf_err_t *err) {
     return ok ? 0 : bf_err_set(err, "cannot write %s", path);
 }
 
-/* What HOME/ledger.db is: 0 none, 1 a redirect to *cur (a URL), 2 a SQLite ledger file. */
+/* What HOME/ledger.db is: 0 none, 1 a redirect to *cur (a URL), 2 a SQLite ledger file, 3 a
+ * malformed redirect (*cur: why). */
 static int ledger_kind(const char *path, char *cur, size_t cap) {
     bf_err_t err;
     struct stat st;
     if (stat(path, &st) != 0) return 0;
     int r = bf_ledger_location(path, cur, cap, &err);
-    return r == 1 ? 1 : 2;
+    if (r < 0) snprintf(cur, cap, "%s", err.msg);
+    return r < 0 ? 3 : r == 1 ? 1 : 2;
 }
 
 int cmd_ledger_select(const char *home, const char *url) {
@@ -80,6 +82,7 @@ int cmd_ledger_select(const char *home, const char *url) {
         return fprintf(stderr, "blockfed-coordinator: %s already has a SQLite ledger (%s); a home keeps its ledger,"
                                " where its accounts and money are\n", home, path),
                EXIT_USAGE;
+    case 3: return fprintf(stderr, "blockfed-coordinator: %s\n", cur), EXIT_RUNTIME;
     default:
         if (bf_ledger_redirect_write(path, url, &err))
             return fprintf(stderr, "blockfed-coordinator: %s\n", err.msg), EXIT_RUNTIME;
@@ -112,6 +115,8 @@ int cmd_init_main(int argc, char **argv) {
         else return fputs(usage_text, stderr), EXIT_USAGE;
     }
     if (!home || optind < argc) return fputs(usage_text, stderr), EXIT_USAGE;
+    if (url && strncmp(url, "postgresql://", 13) && strncmp(url, "postgres://", 11)) /* before anything is made */
+        return fprintf(stderr, "blockfed-coordinator: --ledger takes a postgresql://... connection URL\n"), EXIT_USAGE;
     if (mkdir(home, 0700) && errno != EEXIST) return fprintf(stderr, "blockfed-coordinator: %s: %s\n", home, strerror(errno)), EXIT_RUNTIME;
     char path[4096], secret[4200];
     bf_err_t err;
