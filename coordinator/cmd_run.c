@@ -60,6 +60,9 @@ static const char usage_text[] =
     "                       HOME/https.crt and HOME/https.key, written by init)\n"
     "  --http-insecure      plain HTTP instead of HTTPS: refused unless ADDR is loopback\n"
     "  --metrics-public     serve /metrics without the operator's credential\n"
+    "  --ledger URL         the ledger is the PostgreSQL database at URL (postgresql://...), as\n"
+    "                       `init --ledger URL` set it up; a home with no ledger yet is pointed\n"
+    "                       at it, a home with another ledger is refused (docs/LEDGER.md)\n"
     "  --verbose            log every update too\n"
     "\n"
     "exit status: 0 stopped by a signal, 2 usage error, 3 could not start (home, datasets, bind)\n";
@@ -95,7 +98,7 @@ int cmd_run_main(int argc, char **argv) {
         {"tls-cert", required_argument, 0, 'C'}, {"tls-key", required_argument, 0, 'k'},
         {"metrics-public", no_argument, 0, 'P'},
         {"valuation", required_argument, 0, 'V'}, {"value-backlog", required_argument, 0, 'L'},
-        {"value-threads", required_argument, 0, 'T'},
+        {"value-threads", required_argument, 0, 'T'}, {"ledger", required_argument, 0, 'G'},
         {0, 0, 0, 0}};
     coord_opts_t o;
     memset(&o, 0, sizeof o);
@@ -111,6 +114,7 @@ int cmd_run_main(int argc, char **argv) {
     const char *fault = getenv("BLOCKFED_COORD_FAULT");
     o.fault_before_settle = fault && !strcmp(fault, "before-settle");
     char specs[COORD_MAX_DATASETS][4096]; /* the --dataset NAME=PATH texts o points into */
+    const char *ledger_url = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -169,6 +173,7 @@ int cmd_run_main(int argc, char **argv) {
             break;
         case 'L': o.value_backlog = arg_int(optarg); break;
         case 'T': o.value_threads = arg_int(optarg); break;
+        case 'G': ledger_url = optarg; break;
         case 'h': return fputs(usage_text, stdout), EXIT_OK;
         default: return fputs(usage_text, stderr), EXIT_USAGE;
         }
@@ -181,6 +186,9 @@ int cmd_run_main(int argc, char **argv) {
         o.value_backlog > 1000 || o.value_threads < 0 || o.value_threads > 64 ||
         ((o.http_insecure || o.tls_cert || o.tls_key || o.metrics_public) && !o.http))
         return fputs(usage_text, stderr), EXIT_USAGE;
+    /* the home's ledger.db names the database from here on, for every part of the coordinator */
+    int lrc = ledger_url ? cmd_ledger_select(o.home, ledger_url) : EXIT_OK;
+    if (lrc) return lrc;
     o.block_size_auto = o.block_size == 0; /* task.c: the default adapts to each task */
     if (o.insecure && !loopback(o.bind))
         return fprintf(stderr, "blockfed-coordinator: --insecure is refused for %s: plain TCP only on loopback\n", o.bind),

@@ -9,6 +9,9 @@ int cmd_ledger_main(int argc, char **argv);
 int cmd_init_main(int argc, char **argv);
 int cmd_run_main(int argc, char **argv);
 int cmd_routes_main(int argc, char **argv);
+/* `init|run --ledger URL` (cmd_init.c): makes HOME/ledger.db name the PostgreSQL ledger at url, or
+ * checks that it does; refuses (EXIT_USAGE, saying why) a home whose ledger is another one. */
+int cmd_ledger_select(const char *home, const char *url);
 
 /* Exit statuses shared by every subcommand. */
 enum {

@@ -83,6 +83,14 @@ int bf_ledger_currency_scale(bf_ledger_currency_t c);
 
 /* Opens (creating if needed) the ledger database at path and migrates its schema forward. */
 bf_ledger_t *bf_ledger_open(const char *path, bf_err_t *err);
+/* A coordinator home's ledger file may instead name a PostgreSQL ledger: a file whose one line is a
+ * postgresql:// (or postgres://) URL. bf_ledger_open(path) then opens that database, so every
+ * component that opens HOME/ledger.db follows the home's choice. bf_ledger_redirect_write writes
+ * such a file at path (mode 0600: the URL may hold a password; atomically, by rename). */
+int bf_ledger_redirect_write(const char *path, const char *url, bf_err_t *err);
+/* What bf_ledger_open(path) would open, into out: the URL a redirect names (returns 1), else path
+ * itself (0); -1 if path is a malformed redirect. */
+int bf_ledger_location(const char *path, char *out, size_t cap, bf_err_t *err);
 /* Closes the handle (rolling back an open group) and sets *self_p to NULL. NULL-safe. */
 void bf_ledger_close(bf_ledger_t **self_p);
 /* Replaces the wall clock (unix seconds) used for timestamps and hold expiry; NULL restores

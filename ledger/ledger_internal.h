@@ -162,6 +162,7 @@ typedef struct {
                         start, which saves rewriting the row at the end */
     int usage_result; /* the result is the id of the model_usage row the op inserts (a hold):
                          ledger_op_start predicts it into result0 */
+    int replayed;     /* PostgreSQL: the outcome was recorded earlier (set by its op frame) */
 } ledger_op_t;
 
 /* Fingerprint builder: canonical big-endian integers and length-prefixed strings. */
@@ -325,6 +326,10 @@ void ledger_withdraw_reject_key(bf_ledger_t *L, int64_t id, const char *reason, 
     } while (0)
 
 int ledger_pg_url(const char *path);
+/* A file at path that names a PostgreSQL ledger (its one line a postgresql:// URL, see
+ * bf_ledger_redirect_write): 1 and the URL in url; 0 if path is anything else (a SQLite file, no
+ * file, a URL); -1 if the file names one badly. */
+int ledger_pg_redirect(const char *path, char *url, size_t cap, bf_err_t *err);
 int ledger_pg_open(bf_ledger_t *L, const char *url, bf_err_t *err);
 void ledger_pg_close(bf_ledger_t *L);
 int ledger_pg_schema_version(bf_ledger_t *L);
@@ -333,8 +338,11 @@ int ledger_pg_group_begin(bf_ledger_t *L, bf_err_t *err);
 int ledger_pg_flush(bf_ledger_t *L, bf_err_t *err);
 int ledger_pg_group_commit(bf_ledger_t *L, bf_err_t *err);
 void ledger_pg_group_rollback(bf_ledger_t *L);
-int ledger_pg_register(bf_ledger_t *L, const char *op_id, const char *name, const char *key, const char *password,
-                       int64_t *user_id, bf_err_t *err);
+/* pw_hash: the stored form (ledger_ops.c hashes), NULL for none; fp: the op's fingerprint (consumed). */
+int ledger_pg_register(bf_ledger_t *L, const char *op_id, const char *name, const char *key, const char *pw_hash,
+                       ledger_fp_t *fp, int64_t *user_id, int *replayed, bf_err_t *err);
+/* The user's stored password hash ("" when none) into pw. */
+int ledger_pg_password(bf_ledger_t *L, int64_t user_id, char *pw, size_t cap, bf_err_t *err);
 /* OP_RECHARGE, OP_SPEND (amount: blocks) or OP_WITHDRAW (*result: the withdrawal id). */
 int ledger_pg_amount_op(bf_ledger_t *L, int kind, const char *op_id, int64_t user_id, int64_t amount, int64_t *result,
                         bf_err_t *err);
@@ -362,7 +370,12 @@ typedef struct {
                        const char *resolve_key);
     void (*users)(void *ctx, int64_t n);
     void (*hold)(void *ctx, const int64_t u[5]); /* model_usage: id, hold transfer, held, captured, status */
+    /* then the rows of ledger_tasks_sql and ledger_holdings_sql (ledger_verify.c): 13 integers and
+     * the payout state; 8 integers and the payout state (blob NULL when there is none) */
+    void (*task)(void *ctx, const int64_t t[13], const unsigned char *blob, int64_t nb);
+    void (*holding)(void *ctx, const int64_t h[8], const unsigned char *blob, int64_t nb);
 } ledger_pg_scan_t;
+extern const char *const ledger_tasks_sql, *const ledger_holdings_sql;
 int ledger_pg_scan(bf_ledger_t *L, const ledger_pg_scan_t *s, void *ctx, bf_err_t *err);
 int ledger_pg_create_task(bf_ledger_t *L, const char *op_id, int64_t creator, const bf_ledger_task_spec_t *spec,
                           int64_t *task_id, bf_err_t *err);
@@ -382,6 +395,7 @@ int ledger_pg_shares(bf_ledger_t *L, int64_t task, int64_t user, bf_ledger_share
 int ledger_pg_usage(bf_ledger_t *L, int64_t task, int64_t hold, bf_ledger_usage_t **out, size_t *n, bf_err_t *err);
 int ledger_pg_rows(bf_ledger_t *L, const char *sql, int64_t p1, int64_t p2, int ncols, int64_t **rows, size_t *n,
                    bf_err_t *err);
+int ledger_pg_revenues(bf_ledger_t *L, int64_t task, int64_t user, bf_ledger_revenue_t **out, size_t *n, bf_err_t *err);
 int ledger_pg_usage_note(bf_ledger_t *L, int64_t hold, int64_t *images, int64_t *classified, void **result, size_t *len,
                          bf_err_t *err);
 

@@ -169,7 +169,6 @@ int bf_ledger_register_user(bf_ledger_t *self, const char *op_id, const char *na
                             bf_err_t *err) {
     bf_err_t e0;
     if (!err) err = &e0;
-    LEDGER_PG(self, ledger_pg_register(self, op_id, name, curve_key, password, user_id, err));
     if (password && !*password) return bf_err_set(err, "empty password"), BF_LEDGER_EINVAL;
     /* The salted hash is computed before taking the write lock: PBKDF2 is slow on purpose. The
      * fingerprint covers whether a password was given; the password itself is re-checked against
@@ -188,7 +187,8 @@ int bf_ledger_register_user(bf_ledger_t *self, const char *op_id, const char *na
     register_args_t a = {name, curve_key, password ? pw_hash : NULL};
     int replayed = 0;
     int64_t uid = 0;
-    int rc = ledger_op_run(self, &op, &fp, do_register, &a, &uid, &replayed, err);
+    int rc = self->pg ? ledger_pg_register(self, op_id, name, curve_key, a.pw_hash, &fp, &uid, &replayed, err)
+                      : ledger_op_run(self, &op, &fp, do_register, &a, &uid, &replayed, err);
     if (rc == BF_LEDGER_OK && replayed && password && bf_ledger_check_password(self, uid, password, err) != 1)
         return bf_err_set(err, "op id '%s' was already used with a different password", op_id),
                BF_LEDGER_ECONFLICT;
@@ -197,9 +197,8 @@ int bf_ledger_register_user(bf_ledger_t *self, const char *op_id, const char *na
 }
 
 int bf_ledger_check_password(bf_ledger_t *self, int64_t user_id, const char *password, bf_err_t *err) {
-    LEDGER_PG(self, ledger_pg_unsupported(err, "a password"));
     ledger_user_row_t u;
-    int rc = ledger_user_row(self, user_id, &u, err);
+    int rc = self->pg ? ledger_pg_password(self, user_id, u.pw, sizeof u.pw, err) : ledger_user_row(self, user_id, &u, err);
     if (rc) return rc;
     return u.pw[0] ? password_matches(u.pw, password) : 0;
 }

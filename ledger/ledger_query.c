@@ -406,7 +406,7 @@ int bf_ledger_usage_note(bf_ledger_t *self, int64_t hold_id, int64_t *images, in
  * are the payees. Either way each payee of each usage is one bf_ledger_revenue_t. */
 int bf_ledger_revenues(bf_ledger_t *self, int64_t task_id, int64_t user_id,
                        bf_ledger_revenue_t **out, size_t *n, bf_err_t *err) {
-    LEDGER_PG(self, ledger_pg_unsupported(err, "revenues"));
+    LEDGER_PG(self, ledger_pg_revenues(self, task_id, user_id, out, n, err));
     *out = NULL;
     *n = 0;
     int rc = ledger_group_flush(self, err);

@@ -244,6 +244,10 @@ bf_ledger_t *bf_ledger_open(const char *path, bf_err_t *err) {
     bf_ledger_t *L = calloc(1, sizeof *L);
     if (!L) return bf_err_set(err, "out of memory"), NULL;
     L->clock = system_clock;
+    char url[4096];
+    int redirect = ledger_pg_redirect(path, url, sizeof url, err);
+    if (redirect < 0) return ledger_store_free(L), NULL;
+    if (redirect) path = url;
     if (ledger_pg_url(path)) {
         L->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
         L->md = EVP_MD_CTX_new();

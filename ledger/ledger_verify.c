@@ -63,6 +63,7 @@ typedef struct {
     int64_t wd_rows;  /* withdrawal rows seen */
     unsigned char prev[32]; /* the chain so far: hash of the last row, next id expected */
     int64_t expect;
+    int64_t ent_task, ent_slot; /* check_holding: the task of the last row, the holder's slot in it */
 } vstate_t;
 
 static int64_t scalar(bf_ledger_t *L, const char *sql) {
@@ -446,60 +447,60 @@ static int check_withdrawals(vstate_t *v, bf_err_t *err) {
     return 0;
 }
 
+/* One tasks row: t = id, mode, status, pool, escrow account, clearing account, total revenue,
+ * platform paid, number of shareholdings, their ppm sum, captured usage, rewards sum, number of
+ * rewards; blob (nb bytes, NULL for none) its payout state. */
+static void check_task(vstate_t *v, const int64_t t[13], const unsigned char *blob, int64_t nb) {
+    int64_t id = t[0], pool = t[3], revenue = t[6], platform = t[7], n_shares = t[8], ppm = t[9], captured = t[10];
+    int64_t rewards = t[11], n_rewards = t[12], received = 0;
+    int mode = (int)t[1], status = (int)t[2];
+    vacct_t *e = acct(v, t[4]), *c = acct(v, t[5]);
+    if (blob && nb != 8 * n_shares)
+        fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld: payout state of %lld bytes for %lld holders", (long long)id,
+             (long long)nb, (long long)n_shares);
+    for (int64_t k = 0; blob && k + 8 <= nb; k += 8) received += ledger_get_be64(blob + k);
+    v->rep->tasks++;
+    if (!e || !c || e->kind != BF_LEDGER_ACCT_TASK_ESCROW || c->kind != BF_LEDGER_ACCT_TASK_CLEARING) {
+        fail(v->rep, BF_LEDGER_CHECK_ESCROW, "task %lld has no escrow/clearing account", (long long)id);
+        return;
+    }
+    int funded = mode == BF_LEDGER_MODE_REWARD && (status == BF_LEDGER_TASK_CREATED || status == BF_LEDGER_TASK_RUNNING);
+    int64_t want = funded ? pool : 0;
+    if (e->cp - e->dp != want || e->dpend || e->cpend)
+        fail(v->rep, BF_LEDGER_CHECK_ESCROW, "task %lld (status %d): escrow %lld, expected %lld", (long long)id, status,
+             (long long)(e->cp - e->dp), (long long)want);
+    if (c->cp - c->dp != 0)
+        fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld: clearing account holds %lld undistributed", (long long)id,
+             (long long)(c->cp - c->dp));
+    int settled_shares = mode == BF_LEDGER_MODE_SHAREHOLDING && status == BF_LEDGER_TASK_COMPLETED;
+    if (settled_shares ? ppm != BF_LEDGER_PPM : n_shares != 0)
+        fail(v->rep, BF_LEDGER_CHECK_SHARES, "task %lld: %lld shareholdings summing to %lld ppm", (long long)id,
+             (long long)n_shares, (long long)ppm);
+    if (captured != revenue || received + platform != revenue)
+        fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld: captured %lld, revenue %lld, paid out %lld", (long long)id,
+             (long long)captured, (long long)revenue, (long long)(received + platform));
+    int settled_reward = mode == BF_LEDGER_MODE_REWARD && status == BF_LEDGER_TASK_COMPLETED;
+    if (settled_reward ? rewards != pool : n_rewards != 0)
+        fail(v->rep, BF_LEDGER_CHECK_REWARDS, "task %lld: rewards %lld of pool %lld", (long long)id, (long long)rewards,
+             (long long)pool);
+}
+
+/* The tasks query of both backends (the same SQL runs on SQLite and PostgreSQL). */
+#define LEDGER_TASKS_SQL                                                                                            \
+    "SELECT t.id, t.payment_mode, t.status, t.reward_pool, t.escrow_account, t.clearing_account, t.total_revenue,"  \
+    " t.platform_paid, (SELECT count(*) FROM model_shareholdings WHERE task_id = t.id),"                             \
+    " (SELECT coalesce(sum(ppm), 0) FROM model_shareholdings WHERE task_id = t.id),"                                 \
+    " (SELECT coalesce(sum(captured), 0) FROM model_usage WHERE task_id = t.id AND status = 2),"                     \
+    " (SELECT coalesce(sum(amount), 0) FROM reward_distributions WHERE task_id = t.id),"                             \
+    " (SELECT count(*) FROM reward_distributions WHERE task_id = t.id), t.payout_state FROM tasks t ORDER BY t.id"
+
 static int check_tasks(vstate_t *v, bf_err_t *err) {
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(v->L->db,
-                           "SELECT t.id, t.payment_mode, t.status, t.reward_pool, t.escrow_account,"
-                           " t.clearing_account, t.total_revenue, t.platform_paid,"
-                           " (SELECT count(*) FROM model_shareholdings WHERE task_id = t.id),"
-                           " (SELECT coalesce(sum(ppm), 0) FROM model_shareholdings WHERE task_id = t.id),"
-                           " t.payout_state,"
-                           " (SELECT coalesce(sum(captured), 0) FROM model_usage WHERE task_id = t.id AND status = 2),"
-                           " (SELECT coalesce(sum(amount), 0) FROM reward_distributions WHERE task_id = t.id),"
-                           " (SELECT count(*) FROM reward_distributions WHERE task_id = t.id)"
-                           " FROM tasks t",
-                           -1, &s, NULL) != SQLITE_OK)
-        return ledger_sqlerr(v->L, err, "tasks");
+    if (sqlite3_prepare_v2(v->L->db, LEDGER_TASKS_SQL, -1, &s, NULL) != SQLITE_OK) return ledger_sqlerr(v->L, err, "tasks");
     while (sqlite3_step(s) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(s, 0);
-        int mode = sqlite3_column_int(s, 1), status = sqlite3_column_int(s, 2);
-        int64_t pool = sqlite3_column_int64(s, 3);
-        vacct_t *e = acct(v, sqlite3_column_int64(s, 4)), *c = acct(v, sqlite3_column_int64(s, 5));
-        int64_t revenue = sqlite3_column_int64(s, 6), platform = sqlite3_column_int64(s, 7);
-        int64_t n_shares = sqlite3_column_int64(s, 8), ppm = sqlite3_column_int64(s, 9);
-        int64_t received = 0, captured = sqlite3_column_int64(s, 11);
-        const unsigned char *blob = sqlite3_column_blob(s, 10);
-        int nb = sqlite3_column_bytes(s, 10);
-        if (blob && nb != 8 * n_shares)
-            fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld: payout state of %d bytes for %lld holders", (long long)id,
-                 nb, (long long)n_shares);
-        for (int k = 0; blob && k + 8 <= nb; k += 8) received += ledger_get_be64(blob + k);
-        int64_t rewards = sqlite3_column_int64(s, 12), n_rewards = sqlite3_column_int64(s, 13);
-        v->rep->tasks++;
-        if (!e || !c || e->kind != BF_LEDGER_ACCT_TASK_ESCROW || c->kind != BF_LEDGER_ACCT_TASK_CLEARING) {
-            fail(v->rep, BF_LEDGER_CHECK_ESCROW, "task %lld has no escrow/clearing account", (long long)id);
-            continue;
-        }
-        int funded = mode == BF_LEDGER_MODE_REWARD &&
-                     (status == BF_LEDGER_TASK_CREATED || status == BF_LEDGER_TASK_RUNNING);
-        int64_t want = funded ? pool : 0;
-        if (e->cp - e->dp != want || e->dpend || e->cpend)
-            fail(v->rep, BF_LEDGER_CHECK_ESCROW, "task %lld (status %d): escrow %lld, expected %lld", (long long)id,
-                 status, (long long)(e->cp - e->dp), (long long)want);
-        if (c->cp - c->dp != 0)
-            fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld: clearing account holds %lld undistributed",
-                 (long long)id, (long long)(c->cp - c->dp));
-        int settled_shares = mode == BF_LEDGER_MODE_SHAREHOLDING && status == BF_LEDGER_TASK_COMPLETED;
-        if (settled_shares ? ppm != BF_LEDGER_PPM : n_shares != 0)
-            fail(v->rep, BF_LEDGER_CHECK_SHARES, "task %lld: %lld shareholdings summing to %lld ppm", (long long)id,
-                 (long long)n_shares, (long long)ppm);
-        if (captured != revenue || received + platform != revenue)
-            fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld: captured %lld, revenue %lld, paid out %lld",
-                 (long long)id, (long long)captured, (long long)revenue, (long long)(received + platform));
-        int settled_reward = mode == BF_LEDGER_MODE_REWARD && status == BF_LEDGER_TASK_COMPLETED;
-        if (settled_reward ? rewards != pool : n_rewards != 0)
-            fail(v->rep, BF_LEDGER_CHECK_REWARDS, "task %lld: rewards %lld of pool %lld", (long long)id,
-                 (long long)rewards, (long long)pool);
+        int64_t t[13];
+        for (int i = 0; i < 13; i++) t[i] = sqlite3_column_int64(s, i);
+        check_task(v, t, sqlite3_column_blob(s, 13), sqlite3_column_bytes(s, 13));
     }
     sqlite3_finalize(s);
     return 0;
@@ -525,48 +526,60 @@ static int64_t paid_to(const vstate_t *v, int64_t clearing, int64_t to) {
     return sum;
 }
 
-/* Each holder's cumulative payout equals what its payout transfers say and stays within one cent
- * of its exact entitlement revenue * ppm * (1e6 - platform ppm) / 1e12; likewise the platform. */
-static int check_entitlements(vstate_t *v, bf_err_t *err) {
+/* Before the first check_holding: the fee payouts found by the replay, sorted for paid_to. */
+static int entitlements_begin(vstate_t *v, bf_err_t *err) {
     if (v->oom) return bf_err_set(err, "out of memory"), -1;
     if (v->n_pay) qsort(v->pay, v->n_pay, sizeof *v->pay, pay_cmp);
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(v->L->db,
-                           "SELECT h.task_id, h.user_id, h.ppm, h.cash_account, t.total_revenue, t.platform_fee_ppm,"
-                           " t.clearing_account, t.payout_state, t.platform_paid"
-                           " FROM model_shareholdings h JOIN tasks t ON t.id = h.task_id"
-                           " ORDER BY h.task_id, h.cash_account",
-                           -1, &s, NULL) != SQLITE_OK)
-        return ledger_sqlerr(v->L, err, "model_shareholdings");
+    v->ent_task = -1;
+    v->ent_slot = 0;
+    return 0;
+}
+
+/* One shareholding row, in (task, cash account) order: h = task, user, ppm, cash account, the
+ * task's total revenue, platform fee ppm, clearing account and platform paid; blob (nb bytes) the
+ * task's payout state. Each holder's cumulative payout equals what its payout transfers say and
+ * stays within one cent of its exact entitlement revenue * ppm * (1e6 - platform ppm) / 1e12;
+ * likewise the platform. */
+static void check_holding(vstate_t *v, const int64_t h[8], const unsigned char *blob, int64_t nb) {
     const unsigned __int128 W = (unsigned __int128)BF_LEDGER_PPM * BF_LEDGER_PPM;
-    int64_t prev_task = -1, slot = 0;
+    int64_t task = h[0], user = h[1], ppm = h[2], cash = h[3], revenue = h[4], fee = h[5], clearing = h[6];
+    int64_t platform = h[7];
+    if (task != v->ent_task) {
+        v->ent_slot = 0;
+        v->ent_task = task;
+        if (platform != paid_to(v, clearing, v->L->rev_cny))
+            fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld: platform cut %lld disagrees with transfers", (long long)task,
+                 (long long)platform);
+    }
+    int64_t slot = v->ent_slot++;
+    int64_t received = blob && (slot + 1) * 8 <= nb ? ledger_get_be64(blob + 8 * slot) : 0;
+    int64_t transferred = paid_to(v, clearing, cash);
+    if (received != transferred)
+        fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld user %lld: received %lld but transfers say %lld", (long long)task,
+             (long long)user, (long long)received, (long long)transferred);
+    if (ppm < 0 || fee < 0 || fee > BF_LEDGER_PPM || revenue < 0 || received < 0) return;
+    unsigned __int128 exact = (unsigned __int128)(uint64_t)revenue * (uint64_t)ppm * (uint64_t)(BF_LEDGER_PPM - fee);
+    unsigned __int128 got = (unsigned __int128)(uint64_t)received * W;
+    unsigned __int128 diff = got > exact ? got - exact : exact - got;
+    if (diff >= W)
+        fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld user %lld: received %lld, a cent or more off entitlement",
+             (long long)task, (long long)user, (long long)received);
+}
+
+#define LEDGER_HOLDINGS_SQL                                                                                          \
+    "SELECT h.task_id, h.user_id, h.ppm, h.cash_account, t.total_revenue, t.platform_fee_ppm, t.clearing_account,"  \
+    " t.platform_paid, t.payout_state FROM model_shareholdings h JOIN tasks t ON t.id = h.task_id"                    \
+    " ORDER BY h.task_id, h.cash_account"
+
+static int check_entitlements(vstate_t *v, bf_err_t *err) {
+    if (entitlements_begin(v, err)) return -1;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(v->L->db, LEDGER_HOLDINGS_SQL, -1, &s, NULL) != SQLITE_OK)
+        return ledger_sqlerr(v->L, err, "model_shareholdings");
     while (sqlite3_step(s) == SQLITE_ROW) {
-        int64_t task = sqlite3_column_int64(s, 0), user = sqlite3_column_int64(s, 1);
-        int64_t ppm = sqlite3_column_int64(s, 2), cash = sqlite3_column_int64(s, 3);
-        int64_t revenue = sqlite3_column_int64(s, 4), fee = sqlite3_column_int64(s, 5);
-        int64_t clearing = sqlite3_column_int64(s, 6), platform = sqlite3_column_int64(s, 8);
-        const unsigned char *blob = sqlite3_column_blob(s, 7);
-        int nb = sqlite3_column_bytes(s, 7);
-        if (task != prev_task) {
-            slot = 0;
-            prev_task = task;
-            if (platform != paid_to(v, clearing, v->L->rev_cny))
-                fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld: platform cut %lld disagrees with transfers",
-                     (long long)task, (long long)platform);
-        }
-        int64_t received = blob && (slot + 1) * 8 <= nb ? ledger_get_be64(blob + 8 * slot) : 0;
-        slot++;
-        int64_t transferred = paid_to(v, clearing, cash);
-        if (received != transferred)
-            fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld user %lld: received %lld but transfers say %lld",
-                 (long long)task, (long long)user, (long long)received, (long long)transferred);
-        if (ppm < 0 || fee < 0 || fee > BF_LEDGER_PPM || revenue < 0 || received < 0) continue;
-        unsigned __int128 exact = (unsigned __int128)(uint64_t)revenue * (uint64_t)ppm * (uint64_t)(BF_LEDGER_PPM - fee);
-        unsigned __int128 got = (unsigned __int128)(uint64_t)received * W;
-        unsigned __int128 diff = got > exact ? got - exact : exact - got;
-        if (diff >= W)
-            fail(v->rep, BF_LEDGER_CHECK_PAYOUTS, "task %lld user %lld: received %lld, a cent or more off entitlement",
-                 (long long)task, (long long)user, (long long)received);
+        int64_t h[8];
+        for (int i = 0; i < 8; i++) h[i] = sqlite3_column_int64(s, i);
+        check_holding(v, h, sqlite3_column_blob(s, 8), sqlite3_column_bytes(s, 8));
     }
     sqlite3_finalize(s);
     return 0;
@@ -621,18 +634,42 @@ static void pgv_users(void *ctx, int64_t n) { ((vstate_t *)ctx)->rep->users = n;
 
 static void pgv_hold(void *ctx, const int64_t u[5]) { check_hold(ctx, u); }
 
-/* On PostgreSQL: the replay (chain, balances, double entry, non-negative), holds and withdrawals.
- * The task-level checks (escrow, shares, payouts, rewards) are not ported yet. */
+/* The task rows come after every transfer: the replay's state (accounts, payouts) is complete. */
+static void pgv_task(void *ctx, const int64_t t[13], const unsigned char *blob, int64_t nb) {
+    vstate_t *v = ctx;
+    if (v->ent_task == -2) { /* the first task row: the replay is over */
+        replay_end(v);
+        check_accounts(v);
+        v->ent_task = -1;
+    }
+    check_task(v, t, blob, nb);
+}
+
+static void pgv_holding(void *ctx, const int64_t h[8], const unsigned char *blob, int64_t nb) {
+    vstate_t *v = ctx;
+    if (v->ent_slot == -2 && !entitlements_begin(v, NULL)) v->ent_slot = 0;
+    if (!v->oom) check_holding(v, h, blob, nb);
+}
+
+/* On PostgreSQL: the same checks over the same rows, streamed by ledger_pg_scan in one snapshot
+ * (integrity is PostgreSQL's own: its constraints are always on). */
 static int verify_pg(bf_ledger_t *L, vstate_t *v, bf_err_t *err) {
-    static const ledger_pg_scan_t scan = {pgv_account, pgv_transfer, pgv_withdrawal, pgv_users, pgv_hold};
+    static const ledger_pg_scan_t scan = {pgv_account, pgv_transfer, pgv_withdrawal, pgv_users,
+                                          pgv_hold,    pgv_task,     pgv_holding};
+    v->ent_task = v->ent_slot = -2;
     int rc = ledger_pg_scan(L, &scan, v, err);
     if (rc) return rc;
     if (v->oom) return bf_err_set(err, "out of memory"), -1;
-    replay_end(v);
-    check_accounts(v);
+    if (v->ent_task == -2) { /* no task at all */
+        replay_end(v);
+        check_accounts(v);
+    }
     withdrawals_end(v);
     return 0;
 }
+
+const char *const ledger_tasks_sql = LEDGER_TASKS_SQL;
+const char *const ledger_holdings_sql = LEDGER_HOLDINGS_SQL;
 
 int bf_ledger_verify(bf_ledger_t *self, bf_ledger_report_t *rep, bf_err_t *err) {
     memset(rep, 0, sizeof *rep);

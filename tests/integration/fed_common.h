@@ -56,11 +56,36 @@ static inline void fed_write_split(const char *dir, const char *prefix, int n, u
     fed_write_split_sized(dir, prefix, n, seed, 16);
 }
 
+/* With BF_TEST_PG_URL_FILE set (the ctest PostgreSQL fixture's connection-string file), the home's
+ * ledger is a fresh database on that cluster (`init --ledger URL`), named after the home: the same
+ * test then runs against PostgreSQL. Without it: the SQLite file, as always. 0, or -1 (no cluster
+ * or no database: the test fails, it does not fall back). */
+static inline int fed_pg_ledger(const char *home, char *url, size_t cap) {
+    const char *file = getenv("BF_TEST_PG_URL_FILE");
+    url[0] = 0;
+    if (!file) return 0;
+    char base[512], db[64], cmd[1200];
+    FILE *f = fopen(file, "r");
+    int ok = f && fgets(base, sizeof base, f);
+    if (f) fclose(f);
+    if (!ok) return fprintf(stderr, "BF_TEST_PG_URL_FILE=%s: no PostgreSQL cluster\n", file), -1;
+    base[strcspn(base, "\r\n")] = 0;
+    const char *name = strrchr(home, '/') ? strrchr(home, '/') + 1 : home;
+    snprintf(db, sizeof db, "bf_%.*s_%d", 40, name, (int)getpid());
+    for (char *c = db; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9'))) *c = '_';
+    snprintf(cmd, sizeof cmd, "psql -qX '%s' -c 'DROP DATABASE IF EXISTS %s' -c 'CREATE DATABASE %s' >/dev/null", base, db, db);
+    if (system(cmd) != 0) return fprintf(stderr, "could not create database %s on %s\n", db, base), -1;
+    snprintf(url, cap, "%.*s/%s", (int)(strrchr(base, '/') - base), base, db);
+    return 0;
+}
+
 /* Runs `blockfed-coordinator init` and reads the server key from its output. */
 static inline int fed_init_home(const char *coord, const char *home, char key[41]) {
-    char out[1024];
+    char out[1024], url[700];
     snprintf(out, sizeof out, "%s.init.out", home);
-    const char *args[] = {"init", "--home", home, NULL};
+    if (fed_pg_ledger(home, url, sizeof url)) return -1;
+    const char *args[] = {"init", "--home", home, url[0] ? "--ledger" : NULL, url, NULL};
     if (bf_spawn(coord, args, out, 1) != 0) return -1;
     const char *k = strstr(bf_slurp(out), "server public key: ");
     if (!k) return -1;

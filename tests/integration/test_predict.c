@@ -15,7 +15,8 @@
 #include "fed_participant.h"
 #include "test_images.h"
 
-#define ENDPOINT "tcp://127.0.0.1:27717"
+/* BF_TEST_ENDPOINT: another port, for the run on PostgreSQL (tests/CMakeLists.txt) */
+#define ENDPOINT (getenv("BF_TEST_ENDPOINT") ? getenv("BF_TEST_ENDPOINT") : "tcp://127.0.0.1:27717")
 #define N_THREADS 4
 #define PER_THREAD 40
 

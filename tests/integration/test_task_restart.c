@@ -8,7 +8,8 @@
  * works, an unknown id exits 4). usage: test_task_restart COORDINATOR */
 #include "fed_participant.h"
 
-#define ENDPOINT "tcp://127.0.0.1:27763"
+/* BF_TEST_ENDPOINT: another port, for the run on PostgreSQL (tests/CMakeLists.txt) */
+#define ENDPOINT (getenv("BF_TEST_ENDPOINT") ? getenv("BF_TEST_ENDPOINT") : "tcp://127.0.0.1:27763")
 
 static const char *status_str(const bf_msg_t *st, const char *k, char buf[64]) {
     const msgpack_object *o = st ? bf_mp_get(bf_msg_any(st, "status"), k) : NULL;

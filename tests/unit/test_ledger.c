@@ -793,7 +793,11 @@ int main(void) {
     bf_ledger_t *L = bf_ledger_open(path, &err);
     CHECK_MSG(L != NULL, "%s", err.msg);
     if (!L) return bf_test_done("test_ledger");
-    CHECK(bf_ledger_schema_version(L) == 4);
+    /* The API-level tests run on either backend (BF_TEST_PG_URL_FILE: PostgreSQL, whose schema
+     * counts its own versions); what follows them edits the SQLite file directly. */
+    char base[512];
+    int pg = tl_pg_base(base, sizeof base);
+    CHECK(bf_ledger_schema_version(L) == (pg ? 3 : 4));
     tl_clock_t clk = {1700000000};
     bf_ledger_set_clock(L, tl_clock_now, &clk);
     tl_verify_ok(L, "empty");
@@ -813,9 +817,16 @@ int main(void) {
 
     /* Reopening migrates nothing and keeps every invariant. */
     L = bf_ledger_open(path, &err);
-    CHECK(L && bf_ledger_schema_version(L) == 4);
+    CHECK(L && bf_ledger_schema_version(L) == (pg ? 3 : 4));
     if (L) tl_verify_ok(L, "reopened");
     bf_ledger_close(&L);
+    if (pg) {
+        /* The newer-schema refusal, tampering, forged splits and the schema-2 file are SQLite file
+         * surgery; test_ledger_postgres does their PostgreSQL counterparts. */
+        printf("test_ledger on PostgreSQL: the API-level tests ran; file-level ones are SQLite's\n");
+        tl_remove_db(path);
+        return bf_test_done("test_ledger");
+    }
 
     /* A database from a newer program is refused, not silently used. */
     char newer[1024];
