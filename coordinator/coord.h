@@ -296,6 +296,7 @@ typedef struct {
      * (requests per commit: <= 1, 2, 4, 8, 16, 32, 64) */
     int64_t fee_ops, group_commits, group_requests, group_hist[7];
     zhashx_t *users;         /* CURVE key -> user id (int64_t*): a key's account never changes */
+    zhashx_t *strangers;     /* CURVE key -> when the ledger last had no user for it (int64_t* ms) */
     zhashx_t *inflight;      /* payer id (decimal) -> PREDICT requests queued or running (int*) */
     zhashx_t *recharged;     /* user id (decimal) -> its self-service recharges today (int64_t[2]:
                                 UTC day, cents), read from the ledger once a day, then kept here */

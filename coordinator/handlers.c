@@ -65,11 +65,30 @@ static void remember_user(coord_server_t *s, const char *key, int64_t id) {
 }
 
 /* The registered user behind a CURVE key, or 0. Every user's key is loaded at start and REGISTER
- * adds its own, so a key that is not in the index has no account: one hash lookup either way,
- * whatever a stranger sends. */
+ * adds its own; a key not in the index may still belong to a user another coordinator sharing the
+ * ledger registered since, so the ledger is asked (one indexed read), at most once per
+ * STRANGER_RECHECK_MS for a key it did not know: a stranger cycling through keys costs a bounded
+ * read each, never more. */
+#define STRANGER_RECHECK_MS 10000
+#define STRANGERS_MAX 100000 /* the negative cache starts over beyond this many keys */
 static int64_t user_of(coord_server_t *s, const char *key) {
-    int64_t *id = key ? zhashx_lookup(s->users, key) : NULL;
-    return id ? *id : 0;
+    if (!key) return 0;
+    int64_t *id = zhashx_lookup(s->users, key);
+    if (id) return *id;
+    int64_t now = zclock_mono(), *seen = zhashx_lookup(s->strangers, key);
+    if (seen && now - *seen < STRANGER_RECHECK_MS) return 0;
+    int64_t uid = 0;
+    bf_err_t err;
+    if (strlen(key) == 40 && bf_ledger_user_find_key(s->ledger, key, &uid, &err) == 0 && uid > 0) {
+        zhashx_delete(s->strangers, key);
+        remember_user(s, key, uid);
+        return uid;
+    }
+    if (zhashx_size(s->strangers) >= STRANGERS_MAX) zhashx_purge(s->strangers);
+    int64_t *t = seen ? seen : malloc(sizeof *t);
+    if (t) *t = now;
+    if (t && !seen) zhashx_insert(s->strangers, key, t);
+    return 0;
 }
 
 static bf_msg_t *ledger_error(uint64_t id, int rc, const bf_err_t *err) {

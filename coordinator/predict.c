@@ -1,18 +1,21 @@
 /* predict.c: paid predictions, served by an actor beside the socket thread.
  *
  * The socket thread checks who asks and for which task, then hands the request over; this actor
- * owns its own ledger handle and a cache of loaded models, and answers each request with the
- * card-network discipline: hold the most the request can cost, classify, capture what the
- * images actually classified cost (void the rest), pay that out to the shareholders and write the
- * usage record with the results, in the capture's own ledger operation.
+ * owns its own ledger handle and a cache of loaded models. Requests that arrive together form a
+ * batch: their images are classified first, then the batch is charged in one short ledger group
+ * with the card-network discipline: hold the most each request can cost, capture what its images
+ * actually classified cost (void the rest), pay that out to the shareholders and write the usage
+ * record with the results, in the capture's own ledger operation.
  *
- * One write transaction per batch: requests that arrive together are held, classified and settled
- * inside one ledger group (each hold and each settlement still its own atomic, idempotent
- * operation, a savepoint), committed once, and only then answered. The hold is real while the
- * images are classified: it is a pending transfer that the balance check of every later hold in
- * the batch sees, and no other writer can move the payer's money meanwhile because the group
- * owns SQLite's write lock. One commit (one fsync) per batch instead of two per request halves
- * the latency and lets throughput grow with load.
+ * One write transaction per batch, and no inference inside it: each hold and each settlement is
+ * its own atomic, idempotent operation (a savepoint), the group is committed once, and only then
+ * are the requests answered. Hold and settlement sit in the same transaction, so nobody sees the
+ * hold between them, and the write lock (SQLite's, or the shared chain lock of a PostgreSQL
+ * ledger that several coordinators write) is held for the ledger work only, not while images are
+ * classified. One commit (one fsync) per batch instead of two per request halves the latency and
+ * lets throughput grow with load. Because images are classified before the hold, a read first
+ * checks that the payer can afford the request: an unfunded payer costs no inference; the hold
+ * stays the authoritative check.
  *
  * Crash safety: a crash before the commit leaves nothing (no hold, no charge); after it, a
  * complete, paid-out charge with its usage record. Holds carry HOLD_TIMEOUT_S all the same, and
@@ -53,9 +56,11 @@ typedef struct {
     char op[256];           /* op id prefix: pred:<payer>:<request> */
     int64_t hold, max_price, price;
     int held, done;
+    int settled_before;     /* already settled when the batch began: a retry */
+    int unfunded;           /* less available cash than max_price when the batch began */
     int64_t classified;
     msgpack_sbuffer results;
-    char fail[512]; /* held, but nothing could be classified: voided, answered with this error */
+    char fail[512]; /* nothing could be classified: answered with this error, nothing charged */
 } work_t;
 
 void coord_predict_job_free(coord_predict_job_t **pj) {
@@ -163,16 +168,22 @@ static void reply_prediction(svc_t *s, work_t *w, const void *results, size_t le
     w->done = 1;
 }
 
-/* A request already settled (a retry): answered from its usage record, nothing charged again. */
-static int replay(svc_t *s, work_t *w) {
+/* Whether w's request was held and resolved before (a retry): its hold id in *hold. */
+static int settled_before(bf_ledger_t *L, const work_t *w, int64_t *hold, bf_ledger_usage_t *u) {
     char op[300];
     int found = 0, rc = 0;
-    int64_t hold = 0;
     bf_err_t err;
     snprintf(op, sizeof op, "%s:hold", w->op);
-    if (bf_ledger_op_lookup(s->ledger, op, &found, &rc, &hold, &err) || !found || rc != BF_LEDGER_OK) return 0;
+    if (!L || bf_ledger_op_lookup(L, op, &found, &rc, hold, &err) || !found || rc != BF_LEDGER_OK) return 0;
+    return bf_ledger_hold_get(L, *hold, u, &err) == 0 && u->status != BF_LEDGER_HOLD_PENDING;
+}
+
+/* A request already settled (a retry): answered from its usage record, nothing charged again. */
+static int replay(svc_t *s, work_t *w) {
+    int64_t hold = 0;
     bf_ledger_usage_t u;
-    if (bf_ledger_hold_get(s->ledger, hold, &u, &err) || u.status == BF_LEDGER_HOLD_PENDING) return 0;
+    bf_err_t err;
+    if (!settled_before(s->ledger, w, &hold, &u)) return 0;
     void *res = NULL;
     size_t len = 0;
     if (u.status == BF_LEDGER_HOLD_EXPIRED || bf_ledger_usage_note(s->ledger, hold, NULL, NULL, &res, &len, &err) ||
@@ -187,20 +198,31 @@ static int replay(svc_t *s, work_t *w) {
     return 1;
 }
 
+static void reply_unfunded(work_t *w) {
+    char price[32], msg[256];
+    bf_money_format_amount(w->max_price, 2, price);
+    snprintf(msg, sizeof msg, "this request may cost up to %s and the available balance is lower; nothing was "
+                              "charged (recharge with blockfed-client recharge)", price);
+    reply_error(w, BF_PROTO_INSUFFICIENT_FUNDS, "%s", msg);
+}
+
 /* Inside the batch's group: on a storage failure the group is rolled back and -1 returned. */
 static int hold_all(svc_t *s, work_t *w, int n, bf_err_t *err) {
     for (int i = 0; i < n; i++) {
         if (w[i].done) continue;
-        const coord_predict_job_t *j = w[i].j;
-        int64_t images = (int64_t)bf_msg_frame_count(j->req);
-        if (bf_money_price(j->base, j->per_image, images, j->rate_num, j->rate_den, &w[i].max_price, err)) {
-            reply_error(&w[i], BF_PROTO_INTERNAL, "pricing: %s", err->msg);
+        if (w[i].fail[0]) {
+            reply_error(&w[i], BF_PROTO_INTERNAL, "%s; nothing was charged", w[i].fail);
+            continue;
+        }
+        if (w[i].unfunded) {
+            reply_unfunded(&w[i]);
             continue;
         }
         if (w[i].max_price == 0) { /* a free model: nothing to hold */
             w[i].held = 1;
             continue;
         }
+        const coord_predict_job_t *j = w[i].j;
         char op[300];
         snprintf(op, sizeof op, "%s:hold", w[i].op);
         int rc = bf_ledger_fee_hold(s->ledger, op, j->ledger_task, j->payer, w[i].max_price, HOLD_TIMEOUT_S,
@@ -209,12 +231,11 @@ static int hold_all(svc_t *s, work_t *w, int n, bf_err_t *err) {
             bf_ledger_group_rollback(s->ledger);
             return -1;
         }
+        if (rc == BF_LEDGER_EFUNDS) {
+            reply_unfunded(&w[i]);
+            continue;
+        }
         if (rc != BF_LEDGER_OK) {
-            char price[32];
-            bf_money_format_amount(w[i].max_price, 2, price);
-            if (rc == BF_LEDGER_EFUNDS)
-                bf_err_set(err, "this request may cost up to %s and the available balance is lower; nothing was "
-                                "charged (recharge with blockfed-client recharge)", price);
             reply_error(&w[i], coord_ledger_code(rc), "%s", err->msg);
             continue;
         }
@@ -246,46 +267,60 @@ static int settle_all(svc_t *s, work_t *w, int n, bf_err_t *err) {
     /* Replies only after the commit: a client never sees a result the ledger could still lose. */
     for (int i = 0; i < n; i++) {
         if (w[i].done || !w[i].held) continue;
-        if (w[i].fail[0]) reply_error(&w[i], BF_PROTO_INTERNAL, "%s; nothing was charged", w[i].fail);
-        else reply_prediction(s, &w[i], w[i].results.data, w[i].results.size, w[i].price);
+        reply_prediction(s, &w[i], w[i].results.data, w[i].results.size, w[i].price);
     }
     return 0;
 }
 
-static void run_batch(svc_t *s, coord_predict_job_t **jobs, int n) {
-    work_t w[BATCH_MAX];
-    memset(w, 0, sizeof w);
-    bf_err_t err = {{0}};
-    for (int i = 0; i < n; i++) {
-        coord_predict_job_t *j = jobs[i];
-        w[i].j = j;
-        msgpack_sbuffer_init(&w[i].results);
-        if (!s->ledger) reply_error(&w[i], BF_PROTO_INTERNAL, "%s", "the ledger cannot be opened for predictions");
-        if (!s->ledger) continue;
-        if (j->request[0]) snprintf(w[i].op, sizeof w[i].op, "pred:%lld:%s", (long long)j->payer, j->request);
-        else snprintf(w[i].op, sizeof w[i].op, "pred:%lld:auto-%lld-%llu", (long long)j->payer, (long long)zclock_time(),
-                      (unsigned long long)++s->auto_ids);
-        if (j->request[0]) replay(s, &w[i]);
-    }
-    if (!s->ledger) return;
-    if (bf_ledger_group_begin(s->ledger, &err) || hold_all(s, w, n, &err)) {
-        for (int i = 0; i < n; i++)
-            if (!w[i].done) reply_error(&w[i], BF_PROTO_INTERNAL, "ledger unavailable, nothing was charged: %s", err.msg);
+/* ---- one batch ----------------------------------------------------------------------------- */
+
+/* Prices, checks (reads) and classifies one request, before any ledger write. */
+static void prepare(svc_t *s, work_t *w, coord_predict_job_t *j) {
+    memset(w, 0, sizeof *w);
+    w->j = j;
+    msgpack_sbuffer_init(&w->results);
+    if (!s->ledger) {
+        reply_error(w, BF_PROTO_INTERNAL, "%s", "the ledger cannot be opened for predictions");
         return;
     }
-    for (int i = 0; i < n; i++) {
-        if (w[i].done || !w[i].held) continue;
-        bf_predictor_t *p = model_of(s, w[i].j, &err);
-        if (!p) { /* settled with nothing classified: the hold is voided */
-            snprintf(w[i].fail, sizeof w[i].fail, "%s", err.msg);
-            continue;
-        }
-        classify(p, &w[i]);
-        const coord_predict_job_t *j = w[i].j;
-        if (bf_money_price(j->base, j->per_image, w[i].classified, j->rate_num, j->rate_den, &w[i].price, &err))
-            w[i].price = w[i].max_price; /* unreachable: the price is monotone and the maximum fit */
+    if (j->request[0]) snprintf(w->op, sizeof w->op, "pred:%lld:%s", (long long)j->payer, j->request);
+    else snprintf(w->op, sizeof w->op, "pred:%lld:auto-%lld-%llu", (long long)j->payer, (long long)zclock_time(),
+                  (unsigned long long)++s->auto_ids);
+    bf_err_t err;
+    int64_t images = (int64_t)bf_msg_frame_count(j->req), hold = 0;
+    bf_ledger_usage_t u;
+    if (bf_money_price(j->base, j->per_image, images, j->rate_num, j->rate_den, &w->max_price, &err)) {
+        snprintf(w->fail, sizeof w->fail, "pricing: %.400s", err.msg);
+        return;
     }
-    if (settle_all(s, w, n, &err))
+    if (j->request[0] && settled_before(s->ledger, w, &hold, &u)) { /* a retry: answered from its record */
+        w->settled_before = 1;
+        return;
+    }
+    bf_ledger_balance_t bal;
+    if (w->max_price > 0 && bf_ledger_balance(s->ledger, j->payer, BF_LEDGER_CNY, &bal, &err) == 0 &&
+        bal.available < w->max_price) {
+        w->unfunded = 1;
+        return;
+    }
+    bf_predictor_t *p = model_of(s, j, &err);
+    if (!p) {
+        snprintf(w->fail, sizeof w->fail, "%s", err.msg);
+        return;
+    }
+    classify(p, w);
+    if (bf_money_price(j->base, j->per_image, w->classified, j->rate_num, j->rate_den, &w->price, &err))
+        w->price = w->max_price; /* unreachable: the price is monotone and the maximum fit */
+}
+
+static void run_batch(svc_t *s, coord_predict_job_t **jobs, int n) {
+    work_t w[BATCH_MAX];
+    bf_err_t err = {{0}};
+    for (int i = 0; i < n; i++) prepare(s, &w[i], jobs[i]);
+    for (int i = 0; i < n; i++)
+        if (w[i].settled_before && !replay(s, &w[i])) /* (a duplicate within the batch is idempotent) */
+            reply_error(&w[i], BF_PROTO_INTERNAL, "%s", "this request's record changed while it was retried; send it again");
+    if (s->ledger && (bf_ledger_group_begin(s->ledger, &err) || hold_all(s, w, n, &err) || settle_all(s, w, n, &err)))
         for (int i = 0; i < n; i++)
             if (!w[i].done) reply_error(&w[i], BF_PROTO_INTERNAL, "ledger unavailable, nothing was charged: %s", err.msg);
     for (int i = 0; i < n; i++) msgpack_sbuffer_destroy(&w[i].results);

@@ -560,13 +560,15 @@ int coord_serve(const coord_opts_t *o) {
     s.seen = zhashx_new();
     s.peers = zhashx_new();
     s.users = zhashx_new();
+    s.strangers = zhashx_new();
     s.inflight = zhashx_new();
     s.recharged = zhashx_new();
-    if (!s.seen || !s.peers || !s.users || !s.inflight || !s.recharged) {
+    if (!s.seen || !s.peers || !s.users || !s.strangers || !s.inflight || !s.recharged) {
         bf_err_set(&err, "out of memory");
         goto out;
     }
     zhashx_set_destructor(s.users, free_value);
+    zhashx_set_destructor(s.strangers, free_value);
     zhashx_set_destructor(s.inflight, free_value);
     zhashx_set_destructor(s.recharged, free_value);
     zhashx_set_destructor(s.seen, free_value);
@@ -620,6 +622,7 @@ out:
     zhashx_destroy(&s.seen);
     zhashx_destroy(&s.peers);
     zhashx_destroy(&s.users);
+    zhashx_destroy(&s.strangers);
     zhashx_destroy(&s.inflight);
     zhashx_destroy(&s.recharged);
     coord_store_close(&s.store);

@@ -336,6 +336,8 @@ typedef struct {
 
 /* Lists below are malloc'ed arrays the caller free()s; *n is the count (0 gives NULL). */
 int bf_ledger_user_find(bf_ledger_t *self, const char *name, int64_t *user_id, bf_err_t *err);
+/* The user who registered with CURVE key curve_key (40 Z85 characters): ENOTFOUND if none. */
+int bf_ledger_user_find_key(bf_ledger_t *self, const char *curve_key, int64_t *user_id, bf_err_t *err);
 int bf_ledger_user_get(bf_ledger_t *self, int64_t user_id, bf_ledger_user_t *out, bf_err_t *err);
 int bf_ledger_users(bf_ledger_t *self, bf_ledger_user_t **out, size_t *n, bf_err_t *err);
 int bf_ledger_balance(bf_ledger_t *self, int64_t user_id, bf_ledger_currency_t currency,

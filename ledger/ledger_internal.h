@@ -17,7 +17,7 @@
 
 /* ==== Types and constants shared by every layer ================================================ */
 
-#define LEDGER_SCHEMA_VERSION 4
+#define LEDGER_SCHEMA_VERSION 5
 
 /* Transfer types (TigerBeetle's flags as one small integer). */
 enum { XF_POSTED = 1, XF_PENDING = 2, XF_POST = 3, XF_VOID = 4, XF_EXPIRE = 5 };
@@ -82,6 +82,7 @@ enum {
     ST_USER_SET_ACCOUNTS,
     ST_USER_GET,
     ST_USER_BY_NAME,
+    ST_USER_BY_KEY,
     ST_TASK_INSERT,
     ST_TASK_SET_ACCOUNTS,
     ST_TASK_GET,
@@ -351,6 +352,7 @@ int ledger_pg_resolve(bf_ledger_t *L, const char *key, int kind, int64_t id, con
                       bf_err_t *err);
 int ledger_pg_op_lookup(bf_ledger_t *L, const char *op_id, int *found, int *rc, int64_t *result, bf_err_t *err);
 int ledger_pg_user_find(bf_ledger_t *L, const char *name, int64_t *id, bf_err_t *err);
+int ledger_pg_user_find_key(bf_ledger_t *L, const char *key, int64_t *id, bf_err_t *err);
 /* Every user (only <= 0) or the one with id `only`. */
 int ledger_pg_users(bf_ledger_t *L, int64_t only, bf_ledger_user_t **out, size_t *n, bf_err_t *err);
 int ledger_pg_accounts(bf_ledger_t *L, bf_ledger_account_t **out, size_t *n, bf_err_t *err);

@@ -26,7 +26,7 @@
 
 #include "ledger_internal.h"
 
-#define PG_SCHEMA_VERSION 3
+#define PG_SCHEMA_VERSION 4
 
 typedef struct {
     int64_t id, owner, dp, cp, dpend, cpend, last;
@@ -272,6 +272,8 @@ static const char *const pg_migrations[PG_SCHEMA_VERSION] = {
     "  DROP CONSTRAINT transfers_credit_account_fkey, DROP CONSTRAINT transfers_pending_id_fkey;"
     "ALTER TABLE model_usage DROP CONSTRAINT model_usage_task_id_fkey, DROP CONSTRAINT model_usage_payer_fkey,"
     "  DROP CONSTRAINT model_usage_hold_transfer_fkey, DROP CONSTRAINT model_usage_resolve_transfer_fkey;",
+    /* 3 -> 4: users found by their CURVE key (as SQLite's 4 -> 5) */
+    "CREATE INDEX users_curve_key ON users(curve_public_key);",
 };
 
 /* Applies pending migrations under a transaction-scoped advisory lock, so coordinators opening a
@@ -1036,6 +1038,19 @@ int ledger_pg_user_find(bf_ledger_t *L, const char *name, int64_t *id, bf_err_t 
     int rc = pgx(L, "SELECT id FROM users WHERE name = $1", &p, &r, err);
     if (rc) return rc;
     rc = PQntuples(r) == 1 ? (*id = col_i64(r, 0, 0), 0) : (bf_err_set(err, "unknown user '%s'", name), BF_LEDGER_ENOTFOUND);
+    PQclear(r);
+    return rc;
+}
+
+int ledger_pg_user_find_key(bf_ledger_t *L, const char *key, int64_t *id, bf_err_t *err) {
+    int frc = ledger_pg_flush(L, err);
+    if (frc) return frc;
+    pp_t p = {0};
+    pp_str(&p, key);
+    PGresult *r;
+    int rc = pgx(L, "SELECT id FROM users WHERE curve_public_key = $1 ORDER BY id LIMIT 1", &p, &r, err);
+    if (rc) return rc;
+    rc = PQntuples(r) == 1 ? (*id = col_i64(r, 0, 0), 0) : (bf_err_set(err, "no user with this key"), BF_LEDGER_ENOTFOUND);
     PQclear(r);
     return rc;
 }

@@ -89,6 +89,19 @@ int bf_ledger_user_find(bf_ledger_t *self, const char *name, int64_t *user_id, b
     return ledger_sqlerr(self, err, "users");
 }
 
+int bf_ledger_user_find_key(bf_ledger_t *self, const char *curve_key, int64_t *user_id, bf_err_t *err) {
+    LEDGER_PG(self, ledger_pg_user_find_key(self, curve_key, user_id, err));
+    sqlite3_stmt *s = ledger_stmt(self, ST_USER_BY_KEY);
+    if (!s) return ledger_sqlerr(self, err, "users");
+    sqlite3_bind_text(s, 1, curve_key, -1, SQLITE_STATIC);
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) *user_id = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    if (step == SQLITE_ROW) return 0;
+    if (step == SQLITE_DONE) return bf_err_set(err, "no user with this key"), BF_LEDGER_ENOTFOUND;
+    return ledger_sqlerr(self, err, "users");
+}
+
 #define USER_SQL                                                                              \
     "SELECT u.id, u.name, u.curve_public_key, c.debits_posted, c.credits_posted,"             \
     " c.debits_pending, c.credits_pending, k.debits_posted, k.credits_posted, k.debits_pending," \

@@ -163,6 +163,9 @@ const char *const ledger_migrations[] = {
     "  CHECK((status = 3) = (reason IS NOT NULL))) STRICT;"
     "CREATE INDEX withdrawals_user ON withdrawals(user_id);"
     "CREATE INDEX withdrawals_open ON withdrawals(id) WHERE status = 1;",
+    /* 4 -> 5: users found by the CURVE key they registered with: a coordinator sharing the ledger
+     * with others learns of a user another one registered when that user first connects. */
+    "CREATE INDEX users_curve_key ON users(curve_public_key);",
 };
 #define N_MIGRATIONS (sizeof ledger_migrations / sizeof ledger_migrations[0])
 _Static_assert(N_MIGRATIONS == LEDGER_SCHEMA_VERSION, "one migration per schema version");

@@ -55,6 +55,7 @@ static const char *const sql[ST_COUNT] = {
     [ST_USER_GET] = "SELECT name, curve_public_key, password_hash, cash_account, coin_account"
                     " FROM users WHERE id = ?1",
     [ST_USER_BY_NAME] = "SELECT id FROM users WHERE name = ?1",
+    [ST_USER_BY_KEY] = "SELECT id FROM users WHERE curve_public_key = ?1 ORDER BY id LIMIT 1",
     [ST_TASK_INSERT] = "INSERT INTO tasks(creator, name, payment_mode, usage_fee, reward_pool, status,"
                        " model_status, total_revenue, platform_fee_ppm, platform_paid, result_hash,"
                        " escrow_account, clearing_account, created_at, updated_at)"

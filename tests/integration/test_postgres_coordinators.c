@@ -1,9 +1,10 @@
 /* test_postgres_coordinators.c: two coordinators sharing one PostgreSQL ledger (the ctest fixture's
  * cluster, tests/postgres/pg_cluster.sh; argv[2] is the file with its connection string; no
  * cluster: the test fails and says why). Both homes are made by `init --ledger URL`.
- *   - accounts are global: alice, bob, carol and dave register at A; at B the same CURVE keys
- *     register again and get the same users (the op id names key and name: a replay), so the
- *     ledger has one account each;
+ *   - accounts are global: alice, bob, carol and dave register at A; at B alice and bob register
+ *     again with the same CURVE keys and get the same users (the op id names key and name: a
+ *     replay), while carol never registers there: B finds her by her key in the shared ledger;
+ *     the ledger has one account each;
  *   - tasks belong to their coordinator: each trains its own shareholding task (three
  *     participants, one round, the `tiny` data);
  *   - dave pays for predictions on both; then A is SIGKILLed with a burst of dave's requests in
@@ -167,8 +168,13 @@ int main(int argc, char **argv) {
         fed_client_open(&p[i].c, EP_A, key_a);
         reg(&p[i].c, names[i]);
         open_as(&q[i].c, EP_B, key_b, p[i].c.cert);
-        reg(&q[i].c, names[i]);
+        if (i < 2) reg(&q[i].c, names[i]);
     }
+    bf_msg_t *as = call(&q[2].c, fed_req(&q[2].c, "ASSETS_GET")); /* carol, registered at A only */
+    const msgpack_object *au = fed_is(as, "ASSETS") ? bf_mp_get(bf_msg_any(as, "assets"), "user") : NULL;
+    CHECK_MSG(au && au->type == MSGPACK_OBJECT_STR && au->via.str.size == 5 && !memcmp(au->via.str.ptr, "carol", 5),
+              "B knows carol by her key without a REGISTER: %s", as ? bf_msg_type(as) : "timeout");
+    bf_msg_destroy(&as);
     bf_msg_t *rep = create_task(&p[0].c, "ta");
     expect_ok(rep, "create ta on A");
     bf_msg_destroy(&rep);

@@ -219,7 +219,7 @@ static void test_same_fee_chain(void) {
 static void test_ops(bf_ledger_t *L) {
     bf_err_t err;
     int64_t id = 0, w = 0, again = 0;
-    CHECK(bf_ledger_schema_version(L) == 3);
+    CHECK(bf_ledger_schema_version(L) == 4);
     int64_t a, b;
     CHECK(bf_ledger_user_find(L, "alice", &a, &err) == 0 && bf_ledger_user_find(L, "bob", &b, &err) == 0);
     CHECK(bf_ledger_user_find(L, "nobody", &id, &err) == BF_LEDGER_ENOTFOUND);
