@@ -241,6 +241,8 @@ int ledger_acct_find(bf_ledger_t *L, int kind, int currency, int64_t owner, int6
                      bf_err_t *err);
 int64_t ledger_posted(const ledger_acct_t *a);
 int ledger_acct_restricted(int kind);
+/* EFUNDS, with what the account has available and what was needed in its currency's units. */
+int ledger_funds_error(bf_err_t *err, int currency, int64_t available, int64_t need);
 /* At the end of a successful op: alone, its changed accounts are written now; inside a group they
  * join the group's write-behind copies. */
 int ledger_acct_op_write(bf_ledger_t *L, bf_err_t *err);

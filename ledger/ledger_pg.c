@@ -581,9 +581,7 @@ static int pg_transfer(bf_ledger_t *L, ledger_op_t *op, const ledger_xfer_t *x, 
     case XF_POSTED:
     case XF_PENDING:
         if (ledger_acct_restricted(d->kind) && d->cp - d->dp - d->dpend < x->amount)
-            return bf_err_set(err, "insufficient funds: available %lld, need %lld", (long long)(d->cp - d->dp - d->dpend),
-                              (long long)x->amount),
-                   BF_LEDGER_EFUNDS;
+            return ledger_funds_error(err, d->currency, d->cp - d->dp - d->dpend, x->amount);
         if (x->type == XF_POSTED) {
             if ((rc = add_checked(d->dp, x->amount, &nd.dp, err)) || (rc = add_checked(c->cp, x->amount, &nc.cp, err)))
                 return rc;

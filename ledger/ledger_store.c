@@ -438,6 +438,15 @@ int64_t ledger_posted(const ledger_acct_t *a) { return a->cp - a->dp; }
 /* Only the platform's external account (the outside world) may go negative. */
 int ledger_acct_restricted(int kind) { return kind != BF_LEDGER_ACCT_PLATFORM_EXTERNAL; }
 
+int ledger_funds_error(bf_err_t *err, int currency, int64_t available, int64_t need) {
+    char have[32], want[32];
+    int coins = currency == BF_LEDGER_COIN;
+    bf_money_format_amount(available, coins ? 0 : 2, have);
+    bf_money_format_amount(need, coins ? 0 : 2, want);
+    bf_err_set(err, "insufficient funds: %s %s available, %s needed", have, coins ? "coins" : "yuan", want);
+    return BF_LEDGER_EFUNDS;
+}
+
 ledger_acct_t *ledger_acct(bf_ledger_t *L, int64_t id, bf_err_t *err) {
     for (size_t i = 0; i < L->n_acc; i++)
         if (L->acc[i].id == id) return &L->acc[i];
@@ -685,9 +694,7 @@ int ledger_transfer(bf_ledger_t *L, ledger_op_t *op, const ledger_xfer_t *x, int
         /* Pessimistic, like TigerBeetle's debits_must_not_exceed_credits: holds already placed
          * count against the balance. */
         if (ledger_acct_restricted(d->kind) && d->cp - d->dp - d->dpend < x->amount)
-            return bf_err_set(err, "insufficient funds: available %lld, need %lld",
-                              (long long)(d->cp - d->dp - d->dpend), (long long)x->amount),
-                   BF_LEDGER_EFUNDS;
+            return ledger_funds_error(err, d->currency, d->cp - d->dp - d->dpend, x->amount);
         if (x->type == XF_POSTED) {
             if ((rc = add_checked(d->dp, x->amount, &nd.dp, err)) ||
                 (rc = add_checked(c->cp, x->amount, &nc.cp, err)))
@@ -805,9 +812,7 @@ int ledger_transfer_split(bf_ledger_t *L, ledger_op_t *op, int code, int64_t deb
         if (!ledger_acct(L, accounts[i], err)) return BF_LEDGER_ENOTFOUND;
     ledger_acct_t *d = ledger_acct(L, debit, err);
     if (ledger_acct_restricted(d->kind) && d->cp - d->dp - d->dpend < total)
-        return bf_err_set(err, "insufficient funds: available %lld, need %lld",
-                          (long long)(d->cp - d->dp - d->dpend), (long long)total),
-               BF_LEDGER_EFUNDS;
+        return ledger_funds_error(err, d->currency, d->cp - d->dp - d->dpend, total);
     int64_t d_dp, d_after;
     if ((rc = add_checked(d->dp, total, &d_dp, err))) return rc;
     if (__builtin_sub_overflow(d->cp, d_dp, &d_after)) return bf_err_set(err, "balance overflows"), BF_LEDGER_EOVERFLOW;

@@ -25,6 +25,7 @@ trap cleanup EXIT
 echo "== work directory: $WORK"
 $COORD init --home "$WORK/coordinator" | tee "$WORK/init.txt"
 KEY=$(sed -n 's/^server public key: //p' "$WORK/init.txt")
+: > "$WORK/coordinator.log" # made before the tail below opens it (the redirection runs in the background)
 $COORD run --home "$WORK/coordinator" --bind "$EP" --dataset fashion-mnist=/usr/share/datasets/fashion-mnist \
   --threads 2 --blocks-per-join 10 --http "$HTTP" ${BLOCKFED_COORD_OPTS:-} > "$WORK/coordinator.log" 2>&1 &
 pids+=($!)

@@ -196,6 +196,7 @@ static void test_cash_and_coins(bf_ledger_t *L) {
 
     CHECK(bf_ledger_spend_coins(L, "s1", u, 3, &err) == BF_LEDGER_OK && tl_coins(L, u) == 70);
     CHECK(bf_ledger_spend_coins(L, "s2", u, 8, &err) == BF_LEDGER_EFUNDS && tl_coins(L, u) == 70);
+    CHECK_MSG(strstr(err.msg, "70 coins available, 80 needed"), "%s", err.msg);
     CHECK(bf_ledger_spend_coins(L, "s3", u, 0, &err) == BF_LEDGER_EINVAL);
     CHECK(bf_ledger_spend_coins(L, "s4", u, INT64_MAX / 5, &err) == BF_LEDGER_EOVERFLOW);
     CHECK(bf_ledger_spend_coins(L, "s5", 999, 1, &err) == BF_LEDGER_ENOTFOUND);
@@ -222,6 +223,7 @@ static void test_failed_id_stays_failed(bf_ledger_t *L) {
     bf_ledger_task_spec_t spec = {"dave's task", BF_LEDGER_MODE_REWARD, 500, 0};
     int64_t task = 0;
     CHECK(bf_ledger_create_task(L, "t-dave", u, &spec, &task, &err) == BF_LEDGER_EFUNDS);
+    CHECK_MSG(strstr(err.msg, "0.00 yuan available, 5.00 needed"), "%s", err.msg);
     CHECK(bf_ledger_recharge(L, "r-dave", u, 1000, &err) == BF_LEDGER_OK);
     /* The world changed, but the id keeps its first answer. */
     CHECK(bf_ledger_create_task(L, "t-dave", u, &spec, &task, &err) == BF_LEDGER_EFUNDS);
