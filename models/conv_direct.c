@@ -14,9 +14,9 @@
  *    broadcasts, 24 FMAs a step); AVX2 runs 4 channels x 3 vectors of 8 twice. The input gradient
  *    is the same convolution of dY with the weights read transposed and flipped;
  *  - stride-2 forward: the same tiles over the input's four parity phases (see pad_phases);
- *  - weight gradient: 3 output channels x 9 taps = 27 accumulators per input channel (AVX2: one
- *    kernel row, 9 accumulators), summed over the positions of all images of the slice laid end
- *    to end, reduced across lanes once. */
+ *  - weight gradient (on its own layout, row pitch W+2, see lay_out): 3 output channels x 9 taps =
+ *    27 accumulators per input channel (AVX2: one kernel row, 9 accumulators), summed over the
+ *    positions of all images of the slice laid end to end, reduced across lanes once. */
 #include "conv_direct.h"
 
 #include <string.h>

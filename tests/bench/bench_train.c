@@ -2,8 +2,8 @@
  * [--torch PATH]`: ResNet8 training images/s, batch inference images/s and single-image latency
  * (on T threads, and on one: the setting of every prediction) at 1x28x28 and 3x32x32, with the
  * engine's vector path, the OpenBLAS core, and the fraction of the machine's sgemm peak each figure
- * reaches (the peak is measured here: T threads each running a
- * single-threaded sgemm, as the engine runs). Random data: throughput does not depend on values.
+ * reaches (the peak is measured here: T threads each running a single-threaded sgemm, as the
+ * engine runs). Random data: throughput does not depend on values.
  * --isa runs each listed path (BLOCKFED_ISA) in a child process, one after the other per shape;
  * --torch runs the project's PyTorch counterpart (scripts/torch_bench.py, over
  * scripts/torch_models.py) after each shape, so both engines are measured on the same machine
