@@ -824,25 +824,38 @@ static void predict_one_parallel(bf_net_t *net, const float *x) {
     }
 }
 
+/* A thread's images in eval mode, one at a time through the whole network, each in the activation
+ * slots of the slice's first image: one image's activations (well under 1 MB) stay in L2 from op
+ * to op, where a slice's (3 MB per activation at 64 images of 1x28x28) went through memory
+ * between ops. Eval mode has no batch statistics, so an image's logits do not depend on the
+ * others: the same whether it is predicted alone or in a batch. */
+static void predict_slice(bf_net_t *net, const float *xb, slice_t sl, float *logits) {
+    int L = logits_slot(net), K = net->classes;
+    size_t in_sz = slot_size(net, 0);
+    slice_t one = sl;
+    one.m = 1;
+    for (int i = 0; i < sl.m; i++) {
+        /* forward_slice reads image one.b0 of its input: pass the input shifted by i images */
+        forward_slice(net, xb + (size_t)i * in_sz, one, MODE_EVAL);
+        memcpy(logits + (size_t)(sl.b0 + i) * K, at(net->act[L], net, L, sl.b0), sizeof(float) * K);
+    }
+}
+
 void bf_net_predict(bf_net_t *net, const float *x, int n, float *logits) {
     if (n == 1 && net->threads > 1) {
         predict_one_parallel(net, x);
         memcpy(logits, net->act[logits_slot(net)], sizeof(float) * net->classes);
         return;
     }
-    int L = logits_slot(net);
     for (int done = 0; done < n; done += net->max_batch) {
         int m = n - done < net->max_batch ? n - done : net->max_batch;
         const float *xb = x + (size_t)done * slot_size(net, 0);
+        float *lb = logits + (size_t)done * net->classes;
         if (threads_for(net, m) == 1) { /* single images: skip the thread team (latency) */
-            forward_slice(net, xb, make_slice(m), MODE_EVAL);
+            predict_slice(net, xb, make_slice(m), lb);
         } else {
 #pragma omp parallel num_threads(threads_for(net, m))
-            {
-                slice_t sl = make_slice(m);
-                forward_slice(net, xb, sl, MODE_EVAL);
-            }
+            predict_slice(net, xb, make_slice(m), lb);
         }
-        memcpy(logits + (size_t)done * net->classes, net->act[L], sizeof(float) * m * net->classes);
     }
 }

@@ -331,6 +331,34 @@ static void test_recalibrate_bn(void) {
     free(x), free(y), free(p0), free(saved), free(scratch);
 }
 
+/* Eval mode has no batch statistics and bf_net_predict runs a batch image by image, so an image's
+ * logits are bit-identical whether it is predicted alone (one-thread net) or in a batch, on one
+ * thread or split over two (each image stays on one thread). A 3x16x16 ResNet8 covers the
+ * stride-1, stride-2 and 1x1 convolutions; 7 images split unevenly over two threads. */
+static void test_batch_is_per_image(void) {
+    enum { N = 7, IN = 3 * 16 * 16, K = 10 };
+    bf_err_t err;
+    bf_net_t *one = bf_net_new("resnet8", 3, 16, 16, K, N, 1, &err), *two = bf_net_new("resnet8", 3, 16, 16, K, N, 2, &err);
+    CHECK_MSG(one && two, "%s", err.msg);
+    if (!one || !two) return;
+    bf_net_init(one, 5);
+    bf_net_init(two, 5);
+    /* non-trivial BN statistics, so the eval-mode scale and shift differ from 1 and 0 */
+    for (size_t i = 0; i < bf_net_num_buffers(one); i++)
+        bf_net_buffers(one)[i] = bf_net_buffers(two)[i] = (float)(0.5 + 0.25 * bf_rng_uniform(&rng));
+    static float x[N * IN], batch1[N * K], batch2[N * K], alone[K];
+    for (int i = 0; i < N * IN; i++) x[i] = (float)bf_rng_normal(&rng);
+    bf_net_predict(one, x, N, batch1);
+    bf_net_predict(two, x, N, batch2);
+    CHECK_MSG(!memcmp(batch1, batch2, sizeof batch1), "batch logits differ between 1 and 2 threads");
+    for (int i = 0; i < N; i++) {
+        bf_net_predict(one, x + (size_t)i * IN, 1, alone);
+        CHECK_MSG(!memcmp(alone, batch1 + (size_t)i * K, sizeof alone), "image %d: alone and in a batch differ", i);
+    }
+    bf_net_destroy(&one);
+    bf_net_destroy(&two);
+}
+
 int main(int argc, char **argv) {
     bf_blas_init(argc, argv);
     bf_rng_seed(&rng, 99);
@@ -342,6 +370,7 @@ int main(int argc, char **argv) {
     gradient_checks("cnn", 1, 8, 8, 4, 2);
     test_threads_agree();
     test_single_cnn();
+    test_batch_is_per_image();
     test_training("resnet8");
     test_training("cnn");
     test_recalibrate_bn();
