@@ -74,6 +74,7 @@ bf_cli_outcome_t bf_cmd_history(int argc, char **argv, bf_cli_ctx_t *ctx);
 bf_cli_outcome_t bf_cmd_password(int argc, char **argv, bf_cli_ctx_t *ctx);
 bf_cli_outcome_t bf_cmd_token(int argc, char **argv, bf_cli_ctx_t *ctx);
 bf_cli_outcome_t bf_cmd_withdraw(int argc, char **argv, bf_cli_ctx_t *ctx);
+bf_cli_outcome_t bf_cmd_withdrawals(int argc, char **argv, bf_cli_ctx_t *ctx);
 bf_cli_outcome_t bf_cmd_statement(int argc, char **argv, bf_cli_ctx_t *ctx);
 bf_cli_outcome_t bf_cmd_task(int argc, char **argv, bf_cli_ctx_t *ctx);
 bf_cli_outcome_t bf_cmd_leave(int argc, char **argv, bf_cli_ctx_t *ctx);

@@ -1,5 +1,5 @@
 /* cmd_money.c: money out and the account statement: `withdraw AMOUNT` (one WITHDRAW, with a
- * request key so its retries ask once, like `recharge`) and `statement` (STATEMENT_GET pages for
+ * request key so its retries ask once, like `recharge`), `withdrawals` (WITHDRAWALS_GET) and `statement` (STATEMENT_GET pages for
  * cash and coins, printed as a table or as CSV). Everything in a reply is the coordinator's text:
  * checked for its shape and sanitised before it reaches the terminal or a CSV file. */
 #include <getopt.h>
@@ -43,6 +43,23 @@ bf_cli_outcome_t bf_cmd_withdraw(int argc, char **argv, bf_cli_ctx_t *ctx) {
     bf_msg_t *req = bf_msg_new("WITHDRAW", 0);
     if (req && (bf_msg_set_str(req, "amount", argv[optind]) || bf_msg_set_str(req, "request", key))) bf_msg_destroy(&req);
     return bf_cli_simple(ctx, req, "OK", "result", 1, json);
+}
+
+static const char withdrawals_help[] =
+    "usage: blockfed-client withdrawals [--json]\n"
+    "\n"
+    "Lists the account's withdrawals, newest first: number, amount, status (pending, paid,\n"
+    "rejected), when asked and resolved, and the operator's payout reference or reason.\n"
+    "\n"
+    "exit status: 0 ok, 1 runtime or coordinator error, 2 usage error\n";
+
+bf_cli_outcome_t bf_cmd_withdrawals(int argc, char **argv, bf_cli_ctx_t *ctx) {
+    int json;
+    bf_cli_args_t rc = bf_cli_parse_plain(argc, argv, ctx, &json, withdrawals_help);
+    if (rc == CLIENT_ARGS_HELP) return CLIENT_OK;
+    if (!rc && optind != argc) rc = bf_cli_error("withdrawals takes no arguments");
+    if (rc) return usage_fail("withdrawals");
+    return bf_cli_simple(ctx, bf_msg_new("WITHDRAWALS_GET", 0), "WITHDRAWALS", "withdrawals", 1, json);
 }
 
 /* ---- statement ----------------------------------------------------------------------------- */

@@ -26,6 +26,7 @@ static const struct {
     {"register", "create the profile (key pair) and register a user with a coordinator", bf_cmd_register},
     {"recharge", "add money to the account", bf_cmd_recharge},
     {"withdraw", "withdraw money from the account (held until the operator pays it out)", bf_cmd_withdraw},
+    {"withdrawals", "the account's withdrawals and how each ended", bf_cmd_withdrawals},
     {"task", "task create|list|status|cancel", bf_cmd_task},
     {"join", "join a task and train its rounds until it ends", bf_cmd_join},
     {"leave", "leave a task", bf_cmd_leave},

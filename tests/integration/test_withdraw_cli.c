@@ -146,6 +146,17 @@ static void test_withdraw(const fed_cli_t *f, const char *alice, const char *bob
     CHECK(fed_cli_ledger(f, (const char *const[]){"withdrawals", NULL}) == 0 && strstr(bf_slurp(f->out), "0 pending"));
     CHECK(fed_cli_ledger(f, (const char *const[]){"withdrawals", "--all", NULL}) == 0 && strstr(bf_slurp(f->out),
             "BANK-0001"));
+    /* the user's own view: newest first, each with how it ended */
+    CHECK(fed_cli_run(f, alice, (const char *const[]){"withdrawals", "--json", NULL}) == 0);
+    o = bf_slurp(f->out);
+    const char *w2 = strstr(o, "\"withdrawal\":2,"), *w1 = strstr(o, "\"withdrawal\":1,");
+    CHECK_MSG(w2 && w1 && w2 < w1 && strstr(w1, "\"status\":\"paid\"") && strstr(w1, "\"ref\":\"BANK-0001\"") &&
+                  strstr(w2, "\"status\":\"rejected\"") && strstr(w2, "name does not match the account"),
+              "alice's withdrawals: %s", o);
+    CHECK(fed_cli_run(f, alice, (const char *const[]){"withdrawals", NULL}) == 0 && strstr(bf_slurp(f->out), "BANK-0001"));
+    CHECK(fed_cli_run(f, bob, (const char *const[]){"withdrawals", "--json", NULL}) == 0 &&
+          !strstr(bf_slurp(f->out), "\"withdrawal\""));
+    CHECK(fed_cli_run(f, alice, (const char *const[]){"withdrawals", "extra", NULL}) == 2);
     /* one left pending for the statement's held column */
     CHECK(fed_cli_run(f, alice, (const char *const[]){"withdraw", "5.55", NULL}) == 0);
 }
