@@ -1,7 +1,7 @@
 /* test_datasets_fashion.c (integration): the real Fashion-MNIST, when installed, loads through
  * bf_dataset_load with the published shape, class names and a balanced label histogram (6000
- * per class in train, 1000 in test), and the train split loads in well under a second.
- * Prints "skipped" and passes when the data set is not installed. */
+ * per class in train, 1000 in test); the load time is printed (a figure, not a check). A missing
+ * data set is a failure. */
 #include <sys/stat.h>
 
 #include "bf_datasets.h"
@@ -21,8 +21,6 @@ static void check_split(const char *dir, const char *split, int32_t n, int32_t p
     int32_t hist[10] = {0};
     for (int32_t i = 0; i < d.n; i++) hist[d.labels[i] < 10 ? d.labels[i] : 0]++;
     for (int k = 0; k < 10; k++) CHECK_MSG(hist[k] == per_class, "class %d has %d images", k, (int)hist[k]);
-    /* A loose bound (shared CI machine); the brief's target is well under 1 s. */
-    if (n == 60000) CHECK_MSG(dt < 2.0, "train split took %.3f s", dt);
     float mean, std;
     bf_dataset_channel_stats(&d, &mean, &std);
     printf("%s: mean %.4f std %.4f\n", split, mean, std);
@@ -35,8 +33,8 @@ int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : "/usr/share/datasets/fashion-mnist";
     struct stat st;
     if (stat(dir, &st) != 0) {
-        printf("test_datasets_fashion: %s not present: skipped\n", dir);
-        return 0;
+        fprintf(stderr, "FAIL: %s is not present (scripts/install-deps.sh installs it)\n", dir);
+        return 1;
     }
     check_split(dir, "train", 60000, 6000);
     check_split(dir, "test", 10000, 1000);

@@ -15,8 +15,9 @@ int main(int argc, char **argv) {
     if (argc < 2) return fprintf(stderr, "usage: test_fashion_accuracy CLIENT\n"), 2;
     struct stat st;
     if (stat(FASHION "/train-images-idx3-ubyte.gz", &st)) {
-        printf("skipped: %s not installed (Debian package dataset-fashion-mnist)\n", FASHION);
-        return 0;
+        /* a missing dataset is a failure, not a silent pass */
+        fprintf(stderr, "FAIL: %s is not installed (scripts/install-deps.sh installs it)\n", FASHION);
+        return 1;
     }
     char spec[] = "fashion-mnist=" FASHION, model[512], out[512];
     snprintf(model, sizeof model, "%s/fashion.bfm", bf_test_tmpdir());
