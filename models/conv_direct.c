@@ -192,14 +192,14 @@ static __mmask16 tail_mask(size_t q0, size_t Q) {
  * at most 8 cache lines that the next taps reuse, so the weights need no repacking. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 conv_tile_body(float *grid, const geo_t *g, const float *pad, const float *w, size_t si, size_t so, const int flip,
-               const int s2, int C, int oc0, size_t q0, const int nt) {
+               const int s2, const int taps, int C, int oc0, size_t q0, const int nt) {
     size_t Q = g->Q;
     __mmask16 m0 = tail_mask(q0, Q), m1 = q0 + 16 < Q ? tail_mask(q0 + 16, Q) : 0, m2 = q0 + 32 < Q ? tail_mask(q0 + 32, Q) : 0;
     FOR_OC(DECL)
     for (int c = 0; c < C; c++) {
         const float *pc = pad + c * g->plane + q0, *wc = w + c * si + oc0 * so;
 #pragma GCC unroll 9
-        for (int tap = 0; tap < 9; tap++) {
+        for (int tap = 0; tap < taps; tap++) {
             const float *src = pc + TAP_OFF(tap), *wk = wc + (flip ? 8 - tap : tap);
             __m512 x0 = _mm512_maskz_loadu_ps(m0, src);
             __m512 x1 = nt > 1 ? _mm512_maskz_loadu_ps(m1, src + 16) : x0;
@@ -210,21 +210,24 @@ conv_tile_body(float *grid, const geo_t *g, const float *pad, const float *w, si
     FOR_OC(STORE)
 }
 
-#define TILE_FN(name, flip, s2, nt)                                                                                 \
+#define TILE_FN(name, flip, s2, taps, nt)                                                                           \
     __attribute__((target("avx512f"))) static void name(float *grid, const geo_t *g, const float *pad,             \
                                                         const float *w, size_t si, size_t so, int C, int oc0,      \
                                                         size_t q0) {                                               \
-        conv_tile_body(grid, g, pad, w, si, so, flip, s2, C, oc0, q0, nt);                                          \
+        conv_tile_body(grid, g, pad, w, si, so, flip, s2, taps, C, oc0, q0, nt);                                    \
     }
-TILE_FN(tile_f1, 0, 0, 1)
-TILE_FN(tile_f2, 0, 0, 2)
-TILE_FN(tile_f3, 0, 0, 3)
-TILE_FN(tile_b1, 1, 0, 1)
-TILE_FN(tile_b2, 1, 0, 2)
-TILE_FN(tile_b3, 1, 0, 3)
-TILE_FN(tile_s1, 0, 1, 1)
-TILE_FN(tile_s2, 0, 1, 2)
-TILE_FN(tile_s3, 0, 1, 3)
+TILE_FN(tile_f1, 0, 0, 9, 1)
+TILE_FN(tile_f2, 0, 0, 9, 2)
+TILE_FN(tile_f3, 0, 0, 9, 3)
+TILE_FN(tile_b1, 1, 0, 9, 1)
+TILE_FN(tile_b2, 1, 0, 9, 2)
+TILE_FN(tile_b3, 1, 0, 9, 3)
+TILE_FN(tile_s1, 0, 1, 9, 1)
+TILE_FN(tile_s2, 0, 1, 9, 2)
+TILE_FN(tile_s3, 0, 1, 9, 3)
+TILE_FN(tile_w1, 0, 0, 1, 1)
+TILE_FN(tile_w2, 0, 0, 1, 2)
+TILE_FN(tile_w3, 0, 0, 1, 3)
 
 /* AVX2 + FMA: 16 registers of 8 floats, so the tile is 4 output channels x 3 vectors of 8
  * positions (12 accumulators, 3 input vectors, 1 broadcast). No masks: the loads past a map's last
@@ -249,12 +252,12 @@ TILE_FN(tile_s3, 0, 1, 3)
 
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 conv_tile_body8(float *grid, const geo_t *g, const float *pad, const float *w, size_t si, size_t so, const int flip,
-                const int s2, int C, int oc0, size_t q0, const int nt) {
+                const int s2, const int taps, int C, int oc0, size_t q0, const int nt) {
     FOR_OC4(DECL8)
     for (int c = 0; c < C; c++) {
         const float *pc = pad + c * g->plane + q0, *wc = w + c * si + oc0 * so;
 #pragma GCC unroll 9
-        for (int tap = 0; tap < 9; tap++) {
+        for (int tap = 0; tap < taps; tap++) {
             const float *src = pc + TAP_OFF(tap), *wk = wc + (flip ? 8 - tap : tap);
             __m256 x0 = _mm256_loadu_ps(src);
             __m256 x1 = nt > 1 ? _mm256_loadu_ps(src + 8) : x0;
@@ -265,30 +268,40 @@ conv_tile_body8(float *grid, const geo_t *g, const float *pad, const float *w, s
     FOR_OC4(STORE8)
 }
 
-#define TILE8_FN(name, flip, s2, nt)                                                                                \
+#define TILE8_FN(name, flip, s2, taps, nt)                                                                          \
     __attribute__((target("avx2,fma"))) static void name(float *grid, const geo_t *g, const float *pad,            \
                                                          const float *w, size_t si, size_t so, int C, int oc0,     \
                                                          size_t q0) {                                              \
-        for (int o = 0; o < OCB; o += 4) conv_tile_body8(grid, g, pad, w, si, so, flip, s2, C, oc0 + o, q0, nt);    \
+        for (int o = 0; o < OCB; o += 4)                                                                            \
+            conv_tile_body8(grid, g, pad, w, si, so, flip, s2, taps, C, oc0 + o, q0, nt);                           \
     }
-TILE8_FN(tile8_f1, 0, 0, 1)
-TILE8_FN(tile8_f2, 0, 0, 2)
-TILE8_FN(tile8_f3, 0, 0, 3)
-TILE8_FN(tile8_b1, 1, 0, 1)
-TILE8_FN(tile8_b2, 1, 0, 2)
-TILE8_FN(tile8_b3, 1, 0, 3)
-TILE8_FN(tile8_s1, 0, 1, 1)
-TILE8_FN(tile8_s2, 0, 1, 2)
-TILE8_FN(tile8_s3, 0, 1, 3)
+TILE8_FN(tile8_f1, 0, 0, 9, 1)
+TILE8_FN(tile8_f2, 0, 0, 9, 2)
+TILE8_FN(tile8_f3, 0, 0, 9, 3)
+TILE8_FN(tile8_b1, 1, 0, 9, 1)
+TILE8_FN(tile8_b2, 1, 0, 9, 2)
+TILE8_FN(tile8_b3, 1, 0, 9, 3)
+TILE8_FN(tile8_s1, 0, 1, 9, 1)
+TILE8_FN(tile8_s2, 0, 1, 9, 2)
+TILE8_FN(tile8_s3, 0, 1, 9, 3)
+TILE8_FN(tile8_w1, 0, 0, 1, 1)
+TILE8_FN(tile8_w2, 0, 0, 1, 2)
+TILE8_FN(tile8_w3, 0, 0, 1, 3)
 
 typedef void (*tile_fn)(float *, const geo_t *, const float *, const float *, size_t, size_t, int, int, size_t);
 
-/* kind: 0 forward, 1 input gradient (flipped taps), 2 stride-2 forward. */
+/* kind: 0 forward, 1 input gradient (flipped taps), 2 stride-2 forward, 3 one tap (the Winograd
+ * products: a plain matrix product over input channels). */
 static void run_tiles(float *grid, const geo_t *g, const float *pad, const float *w, size_t si, size_t so, int kind,
                       int C, int o0, int o1) {
-    static const tile_fn fns[3][3] = {{tile_f1, tile_f2, tile_f3}, {tile_b1, tile_b2, tile_b3}, {tile_s1, tile_s2, tile_s3}};
-    static const tile_fn fns8[3][3] = {
-        {tile8_f1, tile8_f2, tile8_f3}, {tile8_b1, tile8_b2, tile8_b3}, {tile8_s1, tile8_s2, tile8_s3}};
+    static const tile_fn fns[4][3] = {{tile_f1, tile_f2, tile_f3},
+                                      {tile_b1, tile_b2, tile_b3},
+                                      {tile_s1, tile_s2, tile_s3},
+                                      {tile_w1, tile_w2, tile_w3}};
+    static const tile_fn fns8[4][3] = {{tile8_f1, tile8_f2, tile8_f3},
+                                       {tile8_b1, tile8_b2, tile8_b3},
+                                       {tile8_s1, tile8_s2, tile8_s3},
+                                       {tile8_w1, tile8_w2, tile8_w3}};
     int wide = bf_engine_isa() == BF_ISA_AVX512;
     size_t lanes = wide ? 16 : 8;
     size_t total = (g->Q + lanes - 1) / lanes;
@@ -432,6 +445,203 @@ void bf_direct3x3s2_channels(float *out, const float *in, const float *w, int C,
     run_tiles(grid, &g, pad, w, 9, (size_t)C * 9, 2, C, o0, o1);
     copy_out(out + (size_t)o0 * OH * OW, grid + o0 * g.gq, &g, o1 - o0, OH, OW, 0, scale ? scale + o0 : NULL,
               scale ? shift + o0 : NULL, relu);
+}
+
+/* ---- Winograd F(2x2, 3x3) forward (eval mode) --------------------------------------------- */
+
+/* Y = A^T [(G g G^T) . (B^T d B)] A computes a 2x2 block of outputs from a 4x4 input patch with
+ * 16 multiplies per input channel instead of 36 (Lavin and Gray, 2016): the 16 products of a
+ * patch become 16 matrix products over input channels, M[xi][oc][t] = sum_c U[xi][oc][c] *
+ * V[xi][c][t] for the T = ceil(H/2) * ceil(W/2) tiles t, which run on the tiles above with one tap.
+ *  - U = G g G^T, per 8 output channels: U[ob][xi][c][8] (the weights a tile broadcasts are 8
+ *    consecutive floats); the caller transforms the weights (bf_wino_weights) and keeps them;
+ *  - V = B^T d B from the input's four parity phases (pad_phases8): patch element (i, j) of tile
+ *    (ty, tx) is padded input (2ty + i, 2tx + j), so each element of the tiles of a tile row is a
+ *    contiguous run over tx in one phase, and 8 tiles transform at once;
+ *  - per block of 8 output channels, the 16 products into M (16 x 8 x T floats, in L2), then
+ *    Y = A^T M A with the eval-mode BatchNorm and ReLU, written straight to the output.
+ * The transforms round differently from the direct sum: test_layers bounds the error. */
+
+/* ceil(H/2) x ceil(W/2) tiles; phase planes of (TH+2) rows of pitch TW+2 (a zero row and column
+ * first, the padding, and a last row and column that a tile at the bottom or right edge reads) */
+typedef struct {
+    int TH, TW, Wq;
+    size_t pp, T, Tpad;
+} wgeo_t;
+
+static wgeo_t wgeo(int H, int W) {
+    wgeo_t w;
+    w.TH = (H + 1) / 2, w.TW = (W + 1) / 2, w.Wq = w.TW + 2;
+    w.pp = (size_t)(w.TH + 2) * w.Wq;
+    w.T = (size_t)w.TH * w.TW;
+    w.Tpad = (w.T + 15) / 16 * 16;
+    return w;
+}
+
+/* Floats between the 16 products' blocks of V (C rows of Tpad) and of M (8 rows): padded so that
+ * the 16 streams a transform writes or reads are not a multiple of 4 KB apart, which would put
+ * them all in the same few L1 sets (it made the input transform 2.5x slower). */
+#define WPAD 32
+static size_t wino_vxs(const wgeo_t *w, int C) { return (size_t)C * w->Tpad + WPAD; }
+static size_t wino_mxs(const wgeo_t *w) { return (size_t)OCB * w->Tpad + WPAD; }
+
+int bf_wino_ok(int C, int OC, int H, int W) {
+    return bf_engine_isa() >= BF_ISA_AVX2 && OC % OCB == 0 && C >= 16 && H >= 2 && W >= 2;
+}
+
+size_t bf_wino_weights_floats(int C, int OC) { return (size_t)16 * C * OC; }
+
+size_t bf_wino_scratch(int C, int OC, int H, int W) {
+    (void)OC;
+    wgeo_t w = wgeo(H, W);
+    return 4 * (size_t)C * w.pp + SLACK + 16 * wino_vxs(&w, C) + 16 * wino_mxs(&w) + SLACK;
+}
+
+void bf_wino_weights(float *U, const float *w, int C, int OC, int o0, int o1) {
+    (void)OC;
+    for (int oc = o0; oc < o1; oc++)
+        for (int c = 0; c < C; c++) {
+            const float *g = w + ((size_t)oc * C + c) * 9;
+            float t[4][3], u[4][4];
+            for (int k = 0; k < 3; k++) { /* G g */
+                t[0][k] = g[k];
+                t[1][k] = (g[k] + g[3 + k] + g[6 + k]) * 0.5f;
+                t[2][k] = (g[k] - g[3 + k] + g[6 + k]) * 0.5f;
+                t[3][k] = g[6 + k];
+            }
+            for (int i = 0; i < 4; i++) { /* (G g) G^T */
+                u[i][0] = t[i][0];
+                u[i][1] = (t[i][0] + t[i][1] + t[i][2]) * 0.5f;
+                u[i][2] = (t[i][0] - t[i][1] + t[i][2]) * 0.5f;
+                u[i][3] = t[i][2];
+            }
+            for (int xi = 0; xi < 16; xi++)
+                U[(((size_t)(oc / OCB) * 16 + xi) * C + c) * OCB + oc % OCB] = u[xi / 4][xi % 4];
+        }
+}
+
+/* The first n (1-8) lanes of v to o, with plain 32-, 16-, 8- and 4-byte stores: AVX2's masked
+ * store (vmaskmovps) is slow on AMD CPUs. */
+__attribute__((target("avx2,fma"))) static inline void store_first(float *o, __m256 v, int n) {
+    if (n >= 8) {
+        _mm256_storeu_ps(o, v);
+        return;
+    }
+    __m128 x = _mm256_castps256_ps128(v);
+    if (n & 4) {
+        _mm_storeu_ps(o, x);
+        o += 4;
+        x = _mm256_extractf128_ps(v, 1);
+    }
+    if (n & 2) {
+        _mm_storel_pi((__m64 *)o, x);
+        o += 2;
+        x = _mm_movehl_ps(x, x);
+    }
+    if (n & 1) _mm_store_ss(o, x);
+}
+
+/* V[xi][c][t] (blocks wino_vxs apart, rows Tpad apart, T tiles each) from the phase planes. The
+ * loads of a tile row's last vector run past it into the plane (or the slack). */
+__attribute__((target("avx2,fma"))) static void wino_input(float *V, const float *phases, const wgeo_t *w, int C) {
+    size_t xs = wino_vxs(w, C);
+    /* row i of B^T is d[a] + d[b] (i = 1) or d[a] - d[b] */
+    static const int ra[4] = {0, 1, 2, 1}, rb[4] = {2, 2, 1, 3};
+    for (int c = 0; c < C; c++)
+        for (int ty = 0; ty < w->TH; ty++)
+            for (int tx = 0; tx < w->TW; tx += 8) {
+                /* patch row i is padded row 2ty + i, input row 2ty + i - 1: of parity !(i & 1), in
+                 * phase row ty + (i + 1) / 2; columns likewise */
+                const float *row[4];
+                for (int i = 0; i < 4; i++)
+                    row[i] = phases + ((size_t)c * 4 + 2 * !(i & 1)) * w->pp + (size_t)(ty + (i + 1) / 2) * w->Wq + tx;
+#define LD(i, j) _mm256_loadu_ps(row[i] + (size_t)!((j) & 1) * w->pp + ((j) + 1) / 2)
+                int n = w->TW - tx;
+                float *v = V + (size_t)c * w->Tpad + (size_t)ty * w->TW + tx;
+                /* one row of B^T d at a time, times B: loads are cheaper than the 16 live vectors that
+                 * transforming every row at once would spill */
+                for (int i = 0; i < 4; i++) {
+                    __m256 r[4];
+                    for (int j = 0; j < 4; j++)
+                        r[j] = i == 1 ? _mm256_add_ps(LD(ra[i], j), LD(rb[i], j))
+                                      : _mm256_sub_ps(LD(ra[i], j), LD(rb[i], j));
+                    store_first(v + (4 * i + 0) * xs, _mm256_sub_ps(r[0], r[2]), n);
+                    store_first(v + (4 * i + 1) * xs, _mm256_add_ps(r[1], r[2]), n);
+                    store_first(v + (4 * i + 2) * xs, _mm256_sub_ps(r[2], r[1]), n);
+                    store_first(v + (4 * i + 3) * xs, _mm256_sub_ps(r[1], r[3]), n);
+                }
+#undef LD
+            }
+}
+
+/* One output row: 8 tiles' left outputs a and right outputs b, interleaved, n <= 16 columns. */
+__attribute__((target("avx2,fma"))) static void store_pairs(float *o, __m256 a, __m256 b, int n) {
+    __m256 lo = _mm256_unpacklo_ps(a, b), hi = _mm256_unpackhi_ps(a, b); /* a0 b0 a1 b1 | a4 b4 a5 b5 */
+    store_first(o, _mm256_permute2f128_ps(lo, hi, 0x20), n);
+    if (n > 8) store_first(o + 8, _mm256_permute2f128_ps(lo, hi, 0x31), n - 8);
+}
+
+/* the epilogue of from_grid8: a multiply, then an add (not contracted into an FMA), then ReLU */
+__attribute__((target("avx2,fma"))) static inline __m256 affine8(__m256 v, __m256 a, __m256 b, int on, int relu) {
+    if (!on) return v;
+    v = _mm256_mul_ps(v, a);
+    __asm__("" : "+x"(v));
+    v = _mm256_add_ps(v, b);
+    return relu ? _mm256_max_ps(v, _mm256_setzero_ps()) : v;
+}
+
+/* out[o][H][W] for the 8 output channels of M[xi][o][t] (blocks wino_mxs apart, rows Tpad apart).
+ * Loads past a row's last tile stay inside M or its slack. */
+__attribute__((target("avx2,fma"))) static void wino_output(float *out, const float *M, const wgeo_t *w, int H, int W,
+                                                           const float *scale, const float *shift, int relu) {
+    size_t xs = wino_mxs(w);
+    int on = scale != NULL;
+    for (int o = 0; o < OCB; o++) {
+        __m256 a = _mm256_set1_ps(on ? scale[o] : 1), b = _mm256_set1_ps(on ? shift[o] : 0);
+        const float *mo = M + (size_t)o * w->Tpad;
+        float *oo = out + (size_t)o * H * W;
+        for (int ty = 0; ty < w->TH; ty++)
+            for (int tx = 0; tx < w->TW; tx += 8) {
+                const float *mt = mo + (size_t)ty * w->TW + tx;
+                __m256 s0[4], s1[4];
+                for (int j = 0; j < 4; j++) { /* A^T m */
+                    __m256 m0 = _mm256_loadu_ps(mt + j * xs), m1 = _mm256_loadu_ps(mt + (4 + j) * xs);
+                    __m256 m2 = _mm256_loadu_ps(mt + (8 + j) * xs), m3 = _mm256_loadu_ps(mt + (12 + j) * xs);
+                    s0[j] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+                    s1[j] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+                }
+                /* (A^T m) A */
+                __m256 y00 = _mm256_add_ps(_mm256_add_ps(s0[0], s0[1]), s0[2]);
+                __m256 y01 = _mm256_sub_ps(_mm256_sub_ps(s0[1], s0[2]), s0[3]);
+                __m256 y10 = _mm256_add_ps(_mm256_add_ps(s1[0], s1[1]), s1[2]);
+                __m256 y11 = _mm256_sub_ps(_mm256_sub_ps(s1[1], s1[2]), s1[3]);
+                int n = W - 2 * tx < 16 ? W - 2 * tx : 16;
+                float *r = oo + (size_t)(2 * ty) * W + 2 * tx;
+                store_pairs(r, affine8(y00, a, b, on, relu), affine8(y01, a, b, on, relu), n);
+                if (2 * ty + 1 < H) store_pairs(r + W, affine8(y10, a, b, on, relu), affine8(y11, a, b, on, relu), n);
+            }
+    }
+}
+
+void bf_wino_channels(float *out, const float *in, const float *U, int C, int OC, int H, int W, float *scratch, int o0,
+                      int o1, const float *scale, const float *shift, int relu) {
+    (void)OC;
+    if (o0 >= o1) return;
+    wgeo_t w = wgeo(H, W);
+    size_t vxs = wino_vxs(&w, C), mxs = wino_mxs(&w);
+    float *phases = scratch, *V = phases + 4 * (size_t)C * w.pp + SLACK, *M = V + 16 * vxs;
+    geo_t gp = {4 * w.pp, 0, 0, w.Wq, {0}};
+    pad_phases8(phases, in, &gp, C, H, W);
+    for (size_t p = 0; p < 4 * (size_t)C; p++) /* the phases' last row, which pad_phases8 leaves */
+        memset(phases + p * w.pp + (size_t)(w.TH + 1) * w.Wq, 0, sizeof(float) * w.Wq);
+    wino_input(V, phases, &w, C);
+    geo_t gm = {w.Tpad, w.T, w.Tpad, 0, {0}}; /* rows of V (input channels) and of M Tpad apart */
+    for (int ob = o0 / OCB; ob * OCB < o1; ob++) {
+        for (int xi = 0; xi < 16; xi++)
+            run_tiles(M + xi * mxs, &gm, V + xi * vxs, U + ((size_t)ob * 16 + xi) * C * OCB, OCB, 1, 3, C, 0, OCB);
+        wino_output(out + (size_t)ob * OCB * H * W, M, &w, H, W, scale ? scale + ob * OCB : NULL,
+                    scale ? shift + ob * OCB : NULL, relu);
+    }
 }
 
 /* ---- weight gradient ----------------------------------------------------------------------- */
@@ -647,5 +857,25 @@ size_t bf_direct3x3_dw_scratch(int n, int C, int OC, int H, int W) {
 }
 void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int n, int C, int OC, int H, int W, float *scratch) {
     (void)dw, (void)dy, (void)in, (void)n, (void)C, (void)OC, (void)H, (void)W, (void)scratch;
+}
+int bf_wino_ok(int C, int OC, int H, int W) {
+    (void)C, (void)OC, (void)H, (void)W;
+    return 0;
+}
+size_t bf_wino_weights_floats(int C, int OC) {
+    (void)C, (void)OC;
+    return 0;
+}
+size_t bf_wino_scratch(int C, int OC, int H, int W) {
+    (void)C, (void)OC, (void)H, (void)W;
+    return 0;
+}
+void bf_wino_weights(float *U, const float *w, int C, int OC, int o0, int o1) {
+    (void)U, (void)w, (void)C, (void)OC, (void)o0, (void)o1;
+}
+void bf_wino_channels(float *out, const float *in, const float *U, int C, int OC, int H, int W, float *scratch, int o0,
+                      int o1, const float *scale, const float *shift, int relu) {
+    (void)out, (void)in, (void)U, (void)C, (void)OC, (void)H, (void)W, (void)scratch, (void)o0, (void)o1;
+    (void)scale, (void)shift, (void)relu;
 }
 #endif

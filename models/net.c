@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "bf_models.h"
+#include "conv_direct.h"
 
 #define MAX_OPS 64
 #define MAX_SLOTS 64
@@ -39,6 +40,9 @@ typedef struct {
     int eval_fused;         /* CONV: the next op is a BN that only it feeds, applied in the conv's output
                              * pass in eval mode, its statistics summed by the conv in training; BN:
                              * fed by such a conv */
+    size_t wino, wino_src;  /* CONV run as Winograd F(2,3) in eval mode: offsets of its transformed
+                             * weights in wino_u and of the weights they came from in wino_src
+                             * (NONE if not) */
 } op_t;
 
 typedef struct {
@@ -55,9 +59,10 @@ struct bf_net {
     bf_tensor_view_t views[MAX_VIEWS];
     char names[MAX_VIEWS][NAME_LEN];
     int nviews;
-    size_t nparams, nbuffers, bn_channels, argmax_len, scratch_len;
+    size_t nparams, nbuffers, bn_channels, argmax_len, scratch_len, wino_u_len, wino_src_len;
 
     float *params, *grads, *buffers;
+    float *wino_u, *wino_src; /* eval-mode Winograd weights and the parameters they were made from */
     float *act[MAX_SLOTS], *dact[MAX_SLOTS];
     int32_t *argmax;
     float **tgrads;          /* per thread gradient accumulators; tgrads[0] == grads */
@@ -108,7 +113,7 @@ static op_t *new_op(bf_net_t *net, op_kind_t kind, int in) {
     op->kind = kind;
     op->in = in;
     op->in2 = -1;
-    op->w = op->b = op->rm = op->rv = NONE;
+    op->w = op->b = op->rm = op->rv = op->wino = op->wino_src = NONE;
     op->C = net->slots[in].C;
     op->H = net->slots[in].H;
     op->W = net->slots[in].W;
@@ -137,6 +142,14 @@ static int conv(bf_net_t *net, const char *name, int in, int OC, int K, int S, i
     int slice = (net->max_batch + net->threads - 1) / net->threads;
     size_t s = bf_conv2d_scratch(slice, op->C, op->H, op->W, OC, K, S, P);
     if (s > net->scratch_len) net->scratch_len = s;
+    if (K == 3 && S == 1 && P == 1 && !bias && bf_wino_ok(op->C, OC, op->H, op->W)) {
+        op->wino = net->wino_u_len;
+        net->wino_u_len += bf_wino_weights_floats(op->C, OC);
+        op->wino_src = net->wino_src_len;
+        net->wino_src_len += (size_t)OC * op->C * 9;
+        s = bf_wino_scratch(op->C, OC, op->H, op->W);
+        if (s > net->scratch_len) net->scratch_len = s;
+    }
     return finish(net, op);
 }
 
@@ -266,6 +279,9 @@ static int allocate(bf_net_t *net) {
     size_t B = (size_t)net->max_batch;
     net->params = xcalloc(net->nparams, sizeof(float), &failed);
     net->buffers = xcalloc(net->nbuffers + 1, sizeof(float), &failed);
+    /* zero weights transform to zero: wino_u and wino_src start in step */
+    net->wino_u = xcalloc(net->wino_u_len, sizeof(float), &failed);
+    net->wino_src = xcalloc(net->wino_src_len, sizeof(float), &failed);
     for (int s = 1; s < net->nslots; s++) {
         net->act[s] = xcalloc(B * slot_size(net, s), sizeof(float), &failed);
         net->dact[s] = xcalloc(B * slot_size(net, s), sizeof(float), &failed);
@@ -296,7 +312,7 @@ static int allocate(bf_net_t *net) {
  * the two in step). */
 static size_t footprint(const bf_net_t *net) {
     size_t T = (size_t)net->threads, B = (size_t)net->max_batch, f = 0;
-    f += (net->nparams + net->nbuffers + 1) * sizeof(float);
+    f += (net->nparams + net->nbuffers + 1 + net->wino_u_len + net->wino_src_len) * sizeof(float);
     for (int s = 1; s < net->nslots; s++) f += 2 * B * slot_size(net, s) * sizeof(float);
     f += (B * net->argmax_len + 1) * sizeof(int32_t);
     f += T * (4 * sizeof(float *) + sizeof(double *) + sizeof(double) + sizeof(int));
@@ -369,6 +385,8 @@ void bf_net_destroy(bf_net_t **p) {
     bf_net_t *net = *p;
     free(net->params);
     free(net->buffers);
+    free(net->wino_u);
+    free(net->wino_src);
     for (int s = 1; s < net->nslots; s++) {
         free(net->act[s]);
         free(net->dact[s]);
@@ -542,6 +560,34 @@ static void eval_affine(bf_net_t *net, const op_t *bn, int t, int lo, int hi, fl
     *shift = b;
 }
 
+/* Brings a Winograd conv's transformed weights for output channels [o0, o1) (multiples of 8, or
+ * OC) in step with the parameters: a block of 8 output channels is transformed again when its
+ * weights differ in any byte from those it was made from. Callers write the parameters directly,
+ * so nothing tells the engine that they changed; the comparison costs one read of the weights. */
+static void wino_sync(bf_net_t *net, const op_t *op, int o0, int o1) {
+    size_t block = (size_t)8 * op->C * 9;
+    for (int ob = o0 / 8; ob * 8 < o1; ob++) {
+        const float *w = net->params + op->w + ob * block;
+        float *src = net->wino_src + op->wino_src + ob * block;
+        if (!memcmp(w, src, sizeof(float) * block)) continue;
+        memcpy(src, w, sizeof(float) * block);
+        bf_wino_weights(net->wino_u + op->wino, net->params + op->w, op->C, op->OC, ob * 8, ob * 8 + 8);
+    }
+}
+
+static void wino_sync_all(bf_net_t *net) {
+    for (int i = 0; i < net->nops; i++)
+        if (net->ops[i].wino != NONE) wino_sync(net, &net->ops[i], 0, net->ops[i].OC);
+}
+
+/* Eval-mode conv of one image by Winograd, output channels [lo, hi), with the BN epilogue (scale
+ * NULL: none); the transformed weights must be in step (wino_sync). */
+static void wino_conv(bf_net_t *net, const op_t *op, float *out, const float *in, float *scratch, int lo, int hi,
+                      const float *scale, const float *shift, int relu) {
+    bf_wino_channels(out, in, net->wino_u + op->wino, op->C, op->OC, op->H, op->W, scratch, lo, hi, scale, shift,
+                     relu);
+}
+
 static void forward_slice(bf_net_t *net, const float *x, slice_t sl, mode_t_ mode) {
     for (int i = 0; i < net->nops; i++) {
         const op_t *op = &net->ops[i];
@@ -550,7 +596,17 @@ static void forward_slice(bf_net_t *net, const float *x, slice_t sl, mode_t_ mod
         size_t count = (size_t)sl.m * slot_size(net, op->out);
         switch (op->kind) {
         case OP_CONV:
-            if (mode == MODE_EVAL && op->eval_fused) {
+            if (mode == MODE_EVAL && op->wino != NONE) { /* one image (predict_slice) */
+                float *scale = NULL, *shift = NULL;
+                int relu = 0;
+                if (op->eval_fused) {
+                    const op_t *bn = &net->ops[i + 1];
+                    eval_affine(net, bn, sl.t, 0, bn->C, &scale, &shift);
+                    out = at(net->act[bn->out], net, bn->out, sl.b0);
+                    relu = bn->relu;
+                }
+                wino_conv(net, op, out, in, net->scratch[sl.t], 0, op->OC, scale, shift, relu);
+            } else if (mode == MODE_EVAL && op->eval_fused) {
                 const op_t *bn = &net->ops[i + 1];
                 float *scale, *shift;
                 eval_affine(net, bn, sl.t, 0, bn->C, &scale, &shift);
@@ -765,6 +821,11 @@ static void single_op(bf_net_t *net, const op_t *op, const float *x, int t, int 
             out = net->act[bn->out];
             relu = bn->relu;
         }
+        if (op->wino != NONE) { /* each thread keeps its own channels' transformed weights in step */
+            wino_sync(net, op, lo, hi);
+            wino_conv(net, op, out, in, net->scratch[t], lo, hi, scale, shift, relu);
+            break;
+        }
         bf_conv2d_forward_channels_affine(out, in, net->params + op->w, op->b != NONE ? net->params + op->b : NULL,
                                           op->C, op->H, op->W, op->OC, op->K, op->S, op->P, net->scratch[t], lo, hi,
                                           scale, shift, relu);
@@ -847,6 +908,7 @@ void bf_net_predict(bf_net_t *net, const float *x, int n, float *logits) {
         memcpy(logits, net->act[logits_slot(net)], sizeof(float) * net->classes);
         return;
     }
+    wino_sync_all(net); /* once for the batch, before any thread reads them */
     for (int done = 0; done < n; done += net->max_batch) {
         int m = n - done < net->max_batch ? n - done : net->max_batch;
         const float *xb = x + (size_t)done * slot_size(net, 0);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "bf_models.h"
+#include "conv_direct.h"
 #include "test.h"
 
 #define EPS 1e-2f
@@ -344,12 +345,68 @@ static void test_direct_large(int n, int C, int H, int W, int OC) {
     free(x), free(dy), free(w), free(dw), free(out), free(scratch);
 }
 
+/* The Winograd F(2x2, 3x3) eval forward against double-precision sums: maps of even and odd
+ * sizes (a partial last tile row and column), several 8-channel blocks computed whole and as two
+ * ranges, with and without the BN epilogue and ReLU. Its error is that of the transforms, bounded
+ * relative to the sum of |products| of each output. On the generic path it must not be offered. */
+static void test_wino(int C, int OC, int H, int W) {
+    if (!bf_wino_ok(C, OC, H, W)) {
+        CHECK_MSG(bf_engine_isa() < BF_ISA_AVX2, "winograd refused C%d OC%d %dx%d on a vector path", C, OC, H, W);
+        printf("winograd C%d OC%d %dx%d: not on the %s path\n", C, OC, H, W, bf_engine_isa_name());
+        return;
+    }
+    size_t nout = (size_t)OC * H * W, nw = (size_t)OC * C * 9;
+    float *x = randn((size_t)C * H * W, 1), *w = randn(nw, 0.2f), *out = randn(nout, 0), *split = randn(nout, 0);
+    float *U = randn(bf_wino_weights_floats(C, OC), 0), *scratch = randn(bf_wino_scratch(C, OC, H, W), 0);
+    float *scale = randn(OC, 1), *shift = randn(OC, 1);
+    int mid = OC / 16 * 8;
+    bf_wino_weights(U, w, C, OC, 0, mid); /* in two ranges, as threads do */
+    bf_wino_weights(U, w, C, OC, mid, OC);
+    double worst_w = 0;
+    for (int mode = 0; mode < 3; mode++) { /* plain, BN epilogue, BN + ReLU */
+        const float *a = mode ? scale : NULL, *b = mode ? shift : NULL;
+        bf_wino_channels(out, x, U, C, OC, H, W, scratch, 0, OC, a, b, mode == 2);
+        bf_wino_channels(split, x, U, C, OC, H, W, scratch, 0, mid, a, b, mode == 2);
+        bf_wino_channels(split, x, U, C, OC, H, W, scratch, mid, OC, a, b, mode == 2);
+        CHECK_MSG(memcmp(out, split, sizeof(float) * nout) == 0, "winograd C%d OC%d %dx%d: ranges differ", C, OC, H, W);
+        for (int oc = 0; oc < OC; oc++)
+            for (int h = 0; h < H; h++)
+                for (int v = 0; v < W; v++) {
+                    double s = 0, mag = 0;
+                    for (int c = 0; c < C; c++)
+                        for (int t = 0; t < 9; t++) {
+                            int ih = h - 1 + t / 3, iw = v - 1 + t % 3;
+                            if (ih < 0 || iw < 0 || ih >= H || iw >= W) continue;
+                            double p = (double)x[((size_t)c * H + ih) * W + iw] * w[((size_t)oc * C + c) * 9 + t];
+                            s += p;
+                            mag += fabs(p);
+                        }
+                    if (mode) {
+                        s = s * scale[oc] + shift[oc];
+                        mag *= fabs(scale[oc]);
+                        if (mode == 2 && s < 0) s = 0;
+                    }
+                    double got = out[((size_t)oc * H + h) * W + v], err = fabs(got - s) / (mag + 1e-3);
+                    if (err > worst_w) worst_w = err;
+                    CHECK_MSG(err <= 1e-5, "winograd C%d OC%d %dx%d mode %d [%d][%d][%d]: %g vs %g", C, OC, H, W,
+                              mode, oc, h, v, got, s);
+                }
+    }
+    printf("winograd C%d OC%d %dx%d: worst error %.3g of the sum of |products|\n", C, OC, H, W, worst_w);
+    free(x), free(w), free(out), free(split), free(U), free(scratch), free(scale), free(shift);
+}
+
 int main(void) {
     bf_rng_seed(&rng, 1234);
     printf("engine path %s\n", bf_engine_isa_name());
     test_direct_large(6, 64, 16, 16, 64); /* 6*324 positions: two 1024-position weight-gradient passes */
     test_direct_large(3, 16, 7, 7, 8);    /* 7x7: tiles of 3 then 1 vector; OC 8 = 2 triples + 2 */
     test_direct_large(2, 8, 8, 8, 16);    /* 8x8: tiles of 3 then 2 vectors; OC 16 = 5 triples + 1 */
+    test_wino(16, 16, 28, 28); /* ResNet8's sizes: 14x14 tiles, 2 vectors a tile row */
+    test_wino(32, 32, 14, 14);
+    test_wino(64, 64, 7, 7);   /* odd: the last tile row and column half outside */
+    test_wino(16, 24, 32, 32); /* 16x16 tiles, 3 blocks of 8 */
+    test_wino(24, 8, 9, 20);   /* odd rows, 5x10 tiles */
     test_conv(2, 3, 7, 6, 4, 3, 1, 1, 1);  /* 3x3 same padding, bias */
     test_conv(2, 3, 7, 6, 4, 3, 2, 1, 0);  /* stride 2, odd sizes */
     test_conv(2, 5, 5, 5, 3, 1, 1, 0, 0);  /* 1x1 pointwise (no im2col) */
