@@ -225,9 +225,6 @@ TILE_FN(tile_b3, 1, 0, 9, 3)
 TILE_FN(tile_s1, 0, 1, 9, 1)
 TILE_FN(tile_s2, 0, 1, 9, 2)
 TILE_FN(tile_s3, 0, 1, 9, 3)
-TILE_FN(tile_w1, 0, 0, 1, 1)
-TILE_FN(tile_w2, 0, 0, 1, 2)
-TILE_FN(tile_w3, 0, 0, 1, 3)
 
 /* AVX2 + FMA: 16 registers of 8 floats, so the tile is 4 output channels x 3 vectors of 8
  * positions (12 accumulators, 3 input vectors, 1 broadcast). No masks: the loads past a map's last
@@ -294,15 +291,15 @@ typedef void (*tile_fn)(float *, const geo_t *, const float *, const float *, si
  * products: a plain matrix product over input channels). */
 static void run_tiles(float *grid, const geo_t *g, const float *pad, const float *w, size_t si, size_t so, int kind,
                       int C, int o0, int o1) {
-    static const tile_fn fns[4][3] = {{tile_f1, tile_f2, tile_f3},
+    static const tile_fn fns[3][3] = {{tile_f1, tile_f2, tile_f3},
                                       {tile_b1, tile_b2, tile_b3},
-                                      {tile_s1, tile_s2, tile_s3},
-                                      {tile_w1, tile_w2, tile_w3}};
+                                      {tile_s1, tile_s2, tile_s3}};
     static const tile_fn fns8[4][3] = {{tile8_f1, tile8_f2, tile8_f3},
                                        {tile8_b1, tile8_b2, tile8_b3},
                                        {tile8_s1, tile8_s2, tile8_s3},
                                        {tile8_w1, tile8_w2, tile8_w3}};
-    int wide = bf_engine_isa() == BF_ISA_AVX512;
+    /* the one-tap products run only on the AVX2 path (bf_wino_ok), 8 lanes wide on any CPU */
+    int wide = bf_engine_isa() == BF_ISA_AVX512 && kind < 3;
     size_t lanes = wide ? 16 : 8;
     size_t total = (g->Q + lanes - 1) / lanes;
     for (size_t v0 = 0; v0 < total;) {
@@ -485,8 +482,10 @@ static wgeo_t wgeo(int H, int W) {
 static size_t wino_vxs(const wgeo_t *w, int C) { return (size_t)C * w->Tpad + WPAD; }
 static size_t wino_mxs(const wgeo_t *w) { return (size_t)OCB * w->Tpad + WPAD; }
 
+/* AVX2 only: on the AVX-512 path the direct kernel is as fast per layer (16 lanes halve its
+ * loads per FMA) and the whole network was slower with the transforms (docs/ENGINE.md). */
 int bf_wino_ok(int C, int OC, int H, int W) {
-    return bf_engine_isa() >= BF_ISA_AVX2 && OC % OCB == 0 && C >= 16 && H >= 2 && W >= 2;
+    return bf_engine_isa() == BF_ISA_AVX2 && OC % OCB == 0 && C >= 16 && H >= 2 && W >= 2;
 }
 
 size_t bf_wino_weights_floats(int C, int OC) { return (size_t)16 * C * OC; }

@@ -35,7 +35,7 @@ size_t bf_direct3x3_dw_scratch(int n, int C, int OC, int H, int W);
 void bf_direct3x3_dw(float *dw, const float *dy, const float *in, int n, int C, int OC, int H, int W, float *scratch);
 
 /* Winograd F(2x2, 3x3) forward of a 3x3 stride-1 padding-1 convolution without bias (eval mode:
- * rounds differently from the direct sum). bf_wino_ok: on this path and shape (AVX2 or AVX-512,
+ * rounds differently from the direct sum). bf_wino_ok: on this path and shape (the AVX2 path,
  * OC a multiple of 8, C >= 16). The weights w[OC][C][3][3] are transformed into U
  * (bf_wino_weights_floats floats) by the caller, output channels [o0, o1) at a time (multiples of
  * 8). bf_wino_channels: output channels [o0, o1) of one image, with the epilogue of
