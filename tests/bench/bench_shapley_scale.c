@@ -6,7 +6,8 @@
  * the partition's validation split). Five of them are planted: 0 sends back the global model
  * unchanged (a copy), 1 trains on blank images (no useful data), 2 and 3 hold the same block
  * (different shuffles), 4 flips its labels (y -> 9 - y). The game is the one the estimator values:
- * U(S) = -loss, on the first --eval test images (training-mode forward: BN statistics of the batch), of the global
+ * U(S) = -loss (--utility: or the margin utility, or minus the cross-entropy after the best temperature and class
+ * offsets), on the first --eval test images (training-mode forward: BN statistics of the batch), of the global
  * model plus each member's update at its share of the aggregate. Per N it prints the seconds of
  * valuing the round (3 path gradients) against one participant's local epoch, the planted
  * participants' values relative to the largest, and at the N of --reference (default 50) the
