@@ -174,6 +174,16 @@ void bf_net_init(bf_net_t *net, uint64_t seed);
 double bf_net_train_step(bf_net_t *net, const float *x, const int32_t *y, int n, int *correct);
 /* Training-mode forward + loss only (no running-stat update): for gradient checks. */
 double bf_net_loss(bf_net_t *net, const float *x, const int32_t *y, int n);
+/* A caller's objective of the logits: given the n x classes logits of a batch, returns its value
+ * and writes its gradient with respect to them into dlogits (n x classes floats). */
+typedef double (*bf_logits_grad_fn)(void *ctx, const float *logits, int n, int classes, float *dlogits);
+/* bf_net_train_step for another objective than the softmax cross-entropy: training-mode forward
+ * on n <= max_batch images (BN statistics of the batch; running statistics untouched, as in
+ * bf_net_loss), then f once on the whole batch's logits (single-threaded), then, if backward is
+ * nonzero, backpropagation from the dlogits f wrote: fills the gradients (overwriting them) with
+ * those of f's objective. Returns f's value (NaN for n outside [1, max_batch] or f NULL, the
+ * gradients then untouched). With backward 0, f's value only (dlogits ignored). */
+double bf_net_objective_step(bf_net_t *net, const float *x, int n, bf_logits_grad_fn f, void *ctx, int backward);
 /* Re-estimates every BN layer's running statistics from n images (any n >= 1), parameters
  * untouched: training-mode forwards over batches of max_batch, each layer's running mean and
  * (unbiased) variance set to the average over the batches of their statistics, as PyTorch does

@@ -779,6 +779,25 @@ double bf_net_loss(bf_net_t *net, const float *x, const int32_t *y, int n) {
     return run(net, x, y, n, NULL, MODE_LOSS_ONLY, 0);
 }
 
+double bf_net_objective_step(bf_net_t *net, const float *x, int n, bf_logits_grad_fn f, void *ctx, int backward) {
+    if (n < 1 || n > net->max_batch || !f) return NAN;
+    int L = logits_slot(net), K = net->classes;
+    double value = 0;
+#pragma omp parallel num_threads(threads_for(net, n))
+    {
+        slice_t sl = make_slice(n);
+        forward_slice(net, x, sl, MODE_LOSS_ONLY);
+#pragma omp barrier
+#pragma omp single
+        value = f(ctx, net->act[L], n, K, net->dact[L]); /* the whole batch's logits, once; a barrier after */
+        if (backward) {
+            backward_slice(net, x, sl);
+            reduce_grads(net, sl);
+        }
+    }
+    return value;
+}
+
 void bf_net_recalibrate_bn(bf_net_t *net, const float *x, int n) {
     if (!net->bn_channels) return; /* nothing to re-estimate: spare the forwards */
     net->recal_batches = 0;

@@ -123,4 +123,25 @@ typedef int (*bf_path_grad_fn)(void *ctx, double t, double *dots);
  * -1: n outside [1, BF_GRADIENT_MAXN], points outside [1, 5], f failing, a dot not finite. */
 int bf_shapley_gradient(int n, bf_path_grad_fn f, void *ctx, int points, double total, double *phi, bf_err_t *err);
 
+/* The margin utility the first-order values can be taken of: image i's margin
+ * m_i = z_iy - log sum over k != y of exp z_ik (its label's logit minus a smooth maximum of the
+ * others': > 0 iff the label's logit is the largest, up to the smoothing), u_i = sigmoid(m_i / tau).
+ * Returns scale * the sum of u_i over the n images (n x K logits, labels y in [0, K)) and, if
+ * dlogits is not NULL, writes its gradient with respect to the logits there (n x K floats). With
+ * tau = 1, u_i is exactly the softmax probability of the label, so the utility is the expected
+ * accuracy of a prediction drawn from the model's softmax; tau -> 0 approaches the accuracy. Why
+ * the coordinator values it above 16 updates: docs/SHAPLEY.md. A non-finite logit gives a
+ * non-finite result (the path gradient's caller refuses it). tau > 0. */
+double bf_margin_utility(const float *logits, const int32_t *y, int n, int K, double tau, double scale, float *dlogits);
+
+#define BF_CALIB_ITERS 50 /* Newton steps of bf_calibrated_xent */
+/* The cross-entropy left after the best affine recalibration of the logits: the minimum over a
+ * temperature a and class offsets b_k of the mean over the n images of the cross-entropy of
+ * a z_i + b (convex in (a, b): damped Newton from a = 1, b = 0, at most BF_CALIB_ITERS steps).
+ * Returns that minimum, the fitted a, b in ab (K + 1 doubles) and, if dlogits is not NULL, its
+ * gradient with respect to the logits (n x K floats: a (softmax(a z_i + b) - onehot(y_i)) / n, by
+ * the envelope theorem the gradient of the minimum). An update that only moves the class prior or
+ * the confidence scale changes this by nothing to first order. NaN: out of memory. */
+double bf_calibrated_xent(const float *logits, const int32_t *y, int n, int K, double *ab, float *dlogits);
+
 #endif

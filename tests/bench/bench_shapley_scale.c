@@ -6,7 +6,8 @@
  * the partition's validation split). Five of them are planted: 0 sends back the global model
  * unchanged (a copy), 1 trains on blank images (no useful data), 2 and 3 hold the same block
  * (different shuffles), 4 flips its labels (y -> 9 - y). The game is the one the estimator values:
- * U(S) = -loss, on the first --eval test images (training-mode forward: BN statistics of the batch), of the global
+ * U(S) = -loss (--utility: or the margin utility, or minus the cross-entropy after the best temperature and class
+ * offsets), on the first --eval test images (training-mode forward: BN statistics of the batch), of the global
  * model plus each member's update at its share of the aggregate. Per N it prints the seconds of
  * valuing the round (3 path gradients) against one participant's local epoch, the planted
  * participants' values relative to the largest, and at the N of --reference (default 50) the
@@ -38,18 +39,57 @@ typedef struct {
     const int32_t *y;
     int m;
     size_t chw;
+    double tau; /* 0: U = -loss; > 0: U = the margin utility at this tau (bf_margin_utility); < 0: U = minus
+                 * the cross-entropy after the best recalibration (bf_calibrated_xent) */
+    const int32_t *yb; /* the labels of the batch being scored */
+    float *z, *dz;     /* tau < 0: the m x 10 logits and their gradient */
+    size_t zoff;       /* the batch's offset in them */
 } scale_t;
 
-/* -loss of params th on the evaluation images (training-mode forward, batches of max_batch) */
+static double keep_logits(void *ctx, const float *z, int n, int K, float *dz) {
+    scale_t *s = ctx;
+    (void)dz;
+    memcpy(s->z + s->zoff, z, sizeof(float) * n * K);
+    return 0;
+}
+static double give_dlogits(void *ctx, const float *z, int n, int K, float *dz) {
+    scale_t *s = ctx;
+    (void)z;
+    memcpy(dz, s->dz + s->zoff, sizeof(float) * n * K);
+    return 0;
+}
+
+/* tau < 0: the training-mode logits of the current parameters into s->z; the calibrated loss
+ * (its gradient at the logits into s->dz if grad) */
+static double calibrated(scale_t *s, int grad) {
+    int B = bf_net_max_batch(s->net);
+    for (int b = 0; b < s->m; b += B) {
+        int nb = s->m - b < B ? s->m - b : B;
+        s->zoff = (size_t)b * 10;
+        bf_net_objective_step(s->net, s->x + (size_t)b * s->chw, nb, keep_logits, s, 0);
+    }
+    double ab[11];
+    return bf_calibrated_xent(s->z, s->y, s->m, 10, ab, grad ? s->dz : NULL);
+}
+
+static double margin_batch(void *ctx, const float *z, int n, int K, float *dz) {
+    scale_t *s = ctx;
+    return bf_margin_utility(z, s->yb, n, K, s->tau, 1.0 / s->m, dz);
+}
+
+/* U of params th on the evaluation images (training-mode forward, batches of max_batch) */
 static double utility(scale_t *s, const float *th) {
     memcpy(bf_net_params(s->net), th, sizeof(float) * s->np);
     int B = bf_net_max_batch(s->net);
     double l = 0;
+    if (s->tau < 0) return -calibrated(s, 0);
     for (int b = 0; b < s->m; b += B) {
         int nb = s->m - b < B ? s->m - b : B;
-        l += bf_net_loss(s->net, s->x + (size_t)b * s->chw, s->y + b, nb) * nb;
+        s->yb = s->y + b;
+        if (s->tau > 0) l += bf_net_objective_step(s->net, s->x + (size_t)b * s->chw, nb, margin_batch, s, 0);
+        else l -= bf_net_loss(s->net, s->x + (size_t)b * s->chw, s->y + b, nb) * nb / s->m;
     }
-    return -l / s->m;
+    return l;
 }
 
 static int path_grad(void *ctx, double t, double *dots) {
@@ -57,10 +97,21 @@ static int path_grad(void *ctx, double t, double *dots) {
     float *th = bf_net_params(s->net), *g = bf_net_grads(s->net);
     for (int q = 0; q < s->np; q++) th[q] = s->theta0[q] + (float)t * s->step[q], s->grad[q] = 0;
     int B = bf_net_max_batch(s->net);
+    if (s->tau < 0) calibrated(s, 1);
     for (int b = 0; b < s->m; b += B) {
         int nb = s->m - b < B ? s->m - b : B;
-        bf_net_train_step(s->net, s->x + (size_t)b * s->chw, s->y + b, nb, NULL);
-        for (int q = 0; q < s->np; q++) s->grad[q] -= (double)g[q] * nb / s->m;
+        s->yb = s->y + b;
+        if (s->tau < 0) { /* backpropagate the calibrated loss's logit gradient (already / m) */
+            s->zoff = (size_t)b * 10;
+            bf_net_objective_step(s->net, s->x + (size_t)b * s->chw, nb, give_dlogits, s, 1);
+            for (int q = 0; q < s->np; q++) s->grad[q] -= (double)g[q];
+        } else if (s->tau > 0) { /* gradient of the margin utility: already of U, already scaled by 1/m */
+            bf_net_objective_step(s->net, s->x + (size_t)b * s->chw, nb, margin_batch, s, 1);
+            for (int q = 0; q < s->np; q++) s->grad[q] += (double)g[q];
+        } else {
+            bf_net_train_step(s->net, s->x + (size_t)b * s->chw, s->y + b, nb, NULL);
+            for (int q = 0; q < s->np; q++) s->grad[q] -= (double)g[q] * nb / s->m;
+        }
     }
     for (int i = 0; i < s->n; i++) {
         double d = 0;
@@ -145,7 +196,7 @@ typedef struct {
 
 /* One round at n participants; prints its line. */
 static int scale_round(data_t *D, int n, int images, int eval, const char *split, uint64_t seed, int ref_n,
-                       int ref_evals, int json) {
+                       int ref_evals, int json, double tau, int threads) {
     bf_err_t err;
     bf_blocks_t blocks;
     if (images > 58000 / n) images = 58000 / n; /* every participant its own block, 2,000 images kept for the warm start */
@@ -154,7 +205,8 @@ static int scale_round(data_t *D, int n, int images, int eval, const char *split
                        blocks.nblocks < n ? "too few images" : err.msg),
                -1;
     int S = D->side;
-    bf_net_t *global = bf_net_new("resnet8", 1, S, S, 10, 64, 2, &err), *net = bf_net_new("resnet8", 1, S, S, 10, 256, 2, &err);
+    bf_net_t *global = bf_net_new("resnet8", 1, S, S, 10, 64, threads, &err),
+             *net = bf_net_new("resnet8", 1, S, S, 10, 256, threads, &err);
     if (!global || !net) return fprintf(stderr, "bench shapley-scale: %s\n", err.msg), -1;
     bf_net_init(global, 1);
     int np = (int)bf_net_num_params(global);
@@ -168,7 +220,8 @@ static int scale_round(data_t *D, int n, int images, int eval, const char *split
     float *theta0 = malloc(sizeof(float) * np), *step = calloc(np, sizeof(float));
     memcpy(theta0, bf_net_params(global), sizeof(float) * np);
     scale_t s = {net, n, np, theta0, malloc(sizeof(float *) * n), malloc(sizeof(double) * n), malloc(sizeof(double) * np),
-                 step, D->x, D->y, eval, (size_t)S * S};
+                 step, D->x, D->y, eval, (size_t)S * S, tau, NULL, malloc(sizeof(float) * eval * 10),
+                 malloc(sizeof(float) * eval * 10), 0};
     double local_s = 0;
     for (int i = 0; i < n; i++) {
         s.delta[i] = calloc(np, sizeof(float));
@@ -212,16 +265,16 @@ static int scale_round(data_t *D, int n, int images, int eval, const char *split
         free(ref), free(se);
     }
     if (json)
-        printf("{\"bench\":\"shapley-scale\",\"n\":%d,\"estimator\":\"gradient\",\"images_per_participant\":%d,\"eval_images\":%d,"
+        printf("{\"bench\":\"shapley-scale\",\"n\":%d,\"estimator\":\"gradient\",\"utility\":\"%s\",\"tau\":%g,\"seed\":%llu,\"images_per_participant\":%d,\"eval_images\":%d,"
                "\"valuation_s\":%.3f,\"local_epoch_s\":%.3f,\"u_gain\":%.4f,\"copy_rel\":%.4f,\"blank_rel\":%.4f,"
                "\"duplicate_rel_diff\":%.4f,\"flipper_rel\":%.4f,\"flipper_ok\":%s,\"spearman_vs_reference\":%.3f,"
                "\"rel_l2_vs_reference\":%.4f,\"reference_rel_se\":%.4f,\"reference_evals\":%d,\"reference_s\":%.1f}\n",
-               n, images, eval, value_s, local_s, total, copy, blank, dup, flip, phi[4] <= 0 ? "true" : "false", rho, err_l2,
+               n, tau > 0 ? "margin" : tau < 0 ? "calibrated" : "loss", tau, (unsigned long long)seed, images, eval, value_s, local_s, total, copy, blank, dup, flip, phi[4] <= 0 ? "true" : "false", rho, err_l2,
                se_rel, n == ref_n ? ref_evals : 0, ref_s);
     else
-        printf("n = %4d: valuing the round %.2f s (one local epoch %.2f s); U gain %.4f; |copy| %.2f%%, |blank| %.2f%% of "
+        printf("%s: n = %4d: valuing the round %.2f s (one local epoch %.2f s); U gain %.4f; |copy| %.2f%%, |blank| %.2f%% of "
                "the largest; duplicates differ by %.2f%%; flipper %+.2f%% of the largest%s\n",
-               n, value_s, local_s, total, 100 * copy, 100 * blank, 100 * dup, 100 * flip,
+               tau > 0 ? "U = margin" : tau < 0 ? "U = -calibrated loss" : "U = -loss", n, value_s, local_s, total, 100 * copy, 100 * blank, 100 * dup, 100 * flip,
                n == ref_n ? "" : "");
     if (!json && n == ref_n)
         printf("          against %d permutation-sampled evaluations (%.0f s): Spearman %.3f, rel. L2 error %.2f%% (reference's "
@@ -229,7 +282,7 @@ static int scale_round(data_t *D, int n, int images, int eval, const char *split
                ref_evals, ref_s, rho, 100 * err_l2, 100 * se_rel);
     fflush(stdout);
     for (int i = 0; i < n; i++) free(s.delta[i]);
-    free(s.delta), free(s.share), free(s.grad), free(theta0), free(step), free(phi), free(full);
+    free(s.delta), free(s.share), free(s.z), free(s.dz), free(s.grad), free(theta0), free(step), free(phi), free(full);
     bf_net_destroy(&global), bf_net_destroy(&net);
     bf_blocks_free(&blocks);
     return rc;
@@ -239,23 +292,30 @@ static int usage(FILE *f) {
     fprintf(f, "usage: blockfed-bench shapley-scale [--json] [--clients 50,200,1000] [--images PER_PARTICIPANT=150]\n"
                "                                    [--eval IMAGES=200] [--split iid|dirichlet:A] [--seed S=7]\n"
                "                                    [--reference N=50] [--ref-evals E=20000] [--side 16|28]\n"
+               "                                    [--utility loss|margin[:TAU=1]|calibrated] [--threads T=2]\n"
                "  One ResNet8 round on Fashion-MNIST per N: the coordinator's estimator above 16 updates (first-order\n"
                "  values along the path to the aggregate), its seconds against one local epoch, and planted\n"
                "  participants (a copy of the global model, blank images, two with the same data, a label\n"
                "  flipper); at N = --reference also against E permutation-sampled evaluations of the same game.\n"
-               "  Images are resampled to SIDE x SIDE (16: a cheaper game); PER_PARTICIPANT is capped at 58000 / N.\n");
+               "  Images are resampled to SIDE x SIDE (16: a cheaper game); PER_PARTICIPANT is capped at 58000 / N.\n"
+               "  --utility: the game's U, minus the training-mode cross-entropy (loss) or the mean of\n"
+               "  sigmoid(margin / TAU), margin = the label's logit - logsumexp of the others' (bf_margin_utility),\n"
+               "  or minus the cross-entropy after the best temperature and class offsets (bf_calibrated_xent).\n"
+               "  --threads: the engine's threads (training and valuation).\n");
     return f == stdout ? 0 : 2;
 }
 
 int bench_shapley_scale_main(int argc, char **argv) {
     int json = 0, images = 150, eval = 200, side = 16, ref_n = 50, ref_evals = 20000, ns[MAX_NS] = {50, 200, 1000}, nn = 3, c;
+    int threads = 2;
+    double tau = 0; /* U = -loss */
     const char *split = "iid";
     uint64_t seed = 7;
     static const struct option opts[] = {
         {"json", no_argument, 0, 'j'},          {"clients", required_argument, 0, 'c'}, {"images", required_argument, 0, 'i'},
         {"eval", required_argument, 0, 'e'},    {"split", required_argument, 0, 'p'},   {"seed", required_argument, 0, 's'},
         {"reference", required_argument, 0, 'r'}, {"ref-evals", required_argument, 0, 'E'}, {"help", no_argument, 0, 'h'},
-        {"side", required_argument, 0, 'S'},
+        {"side", required_argument, 0, 'S'},    {"utility", required_argument, 0, 'u'}, {"threads", required_argument, 0, 'T'},
         {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -274,11 +334,19 @@ int bench_shapley_scale_main(int argc, char **argv) {
         else if (c == 'r') ref_n = atoi(optarg);
         else if (c == 'E') ref_evals = atoi(optarg);
         else if (c == 'S') side = atoi(optarg);
+        else if (c == 'T') threads = atoi(optarg);
+        else if (c == 'u') {
+            if (!strcmp(optarg, "loss")) tau = 0;
+            else if (!strcmp(optarg, "calibrated")) tau = -1;
+            else if (!strcmp(optarg, "margin")) tau = 1;
+            else if (!strncmp(optarg, "margin:", 7) && (tau = atof(optarg + 7)) > 0 && tau <= 100) {
+            } else return usage(stderr);
+        }
         else if (c == 'h') return usage(stdout);
         else return usage(stderr);
     }
     if (optind < argc || !nn || images < 8 || images > 5000 || eval < 10 || eval > 10000 || ref_evals < 2 * ref_n ||
-        (side != 16 && side != 28))
+        (side != 16 && side != 28) || threads < 1 || threads > 64)
         return usage(stderr);
     data_t D;
     bf_err_t err;
@@ -293,7 +361,7 @@ int bench_shapley_scale_main(int argc, char **argv) {
     bf_batch_fill(&D.test, idx, eval, &D.mean, &D.std, NULL, D.x, D.y);
     free(idx);
     int rc = 0;
-    for (int k = 0; k < nn && !rc; k++) rc = scale_round(&D, ns[k], images, eval, split, seed, ref_n, ref_evals, json);
+    for (int k = 0; k < nn && !rc; k++) rc = scale_round(&D, ns[k], images, eval, split, seed, ref_n, ref_evals, json, tau, threads);
     free(D.x), free(D.y);
     bf_dataset_free(&D.train), bf_dataset_free(&D.test);
     return rc ? 1 : 0;

@@ -3,7 +3,10 @@
  * threads 1 vs 2 agree; a short training run on generated data learns (loss below a bound), and
  * the same seed twice gives bit-identical weights; BN recalibration sets the first BN layer's
  * running statistics to the batch average computed here directly, forgets the old statistics,
- * leaves the parameters alone, and gives the same statistics with 1 and 2 threads. */
+ * leaves the parameters alone, and gives the same statistics with 1 and 2 threads;
+ * bf_net_objective_step with the cross-entropy gives bf_net_train_step's gradients bit for bit and
+ * leaves the running statistics alone, and with another objective passes the central-difference
+ * check. */
 #include <math.h>
 #include <string.h>
 
@@ -197,6 +200,73 @@ static void test_threads_agree(void) {
     bf_net_destroy(&b);
 }
 
+/* bf_net_objective_step objectives: the softmax cross-entropy (so its gradients must be
+ * bf_net_train_step's) and a smooth other one, sum over images of w . tanh(z / 4) (w fixed
+ * per class), whose gradients are checked against central differences. */
+static const int32_t *obj_y;
+static double obj_xent(void *ctx, const float *z, int n, int K, float *dz) {
+    (void)ctx;
+    return bf_softmax_xent(dz, NULL, z, obj_y, n, K, n);
+}
+static double obj_tanh(void *ctx, const float *z, int n, int K, float *dz) {
+    (void)ctx;
+    double v = 0;
+    for (int i = 0; i < n * K; i++) {
+        double w = 1.0 + (i % K) - 0.37 * K, t = tanh(z[i] / 4.0);
+        v += w * t, dz[i] = (float)(w * (1 - t * t) / 4.0);
+    }
+    return v;
+}
+
+static void test_objective_step(int threads) {
+    bf_err_t err;
+    int n = 6, C = 1, H = 12, W = 12;
+    bf_net_t *a = bf_net_new("resnet8", C, H, W, 10, n, threads, &err), *b = bf_net_new("resnet8", C, H, W, 10, n, threads, &err);
+    bf_net_init(a, 5), bf_net_init(b, 5);
+    size_t P = bf_net_num_params(a), NB = bf_net_num_buffers(a), in = (size_t)n * C * H * W;
+    float *x = malloc(sizeof(float) * in), *g = malloc(sizeof(float) * P), *d = malloc(sizeof(float) * P);
+    float *buf0 = malloc(sizeof(float) * NB);
+    int32_t y[6] = {0, 3, 3, 9, 1, 5};
+    for (size_t i = 0; i < in; i++) x[i] = (float)bf_rng_normal(&rng);
+    obj_y = y;
+    memcpy(buf0, bf_net_buffers(b), sizeof(float) * NB);
+    double la = bf_net_train_step(a, x, y, n, NULL), lb = bf_net_objective_step(b, x, n, obj_xent, NULL, 1);
+    CHECK_NEAR(la, lb, 1e-6);
+    CHECK_MSG(!memcmp(bf_net_grads(a), bf_net_grads(b), sizeof(float) * P),
+              "threads %d: the cross-entropy's gradients differ from bf_net_train_step's", threads);
+    CHECK_MSG(!memcmp(buf0, bf_net_buffers(b), sizeof(float) * NB), "running statistics changed");
+    /* backward 0: the value only, gradients untouched; bad n: NaN */
+    memcpy(g, bf_net_grads(b), sizeof(float) * P);
+    CHECK_NEAR(bf_net_objective_step(b, x, n, obj_xent, NULL, 0), lb, 1e-12);
+    CHECK(!memcmp(g, bf_net_grads(b), sizeof(float) * P));
+    CHECK(isnan(bf_net_objective_step(b, x, 0, obj_xent, NULL, 1)) && isnan(bf_net_objective_step(b, x, n + 1, obj_xent, NULL, 1)));
+    CHECK(isnan(bf_net_objective_step(b, x, n, NULL, NULL, 1)));
+    /* another objective: gradient along d = normalize(g/|g| + r/|r|) against central differences */
+    bf_net_objective_step(b, x, n, obj_tanh, NULL, 1);
+    memcpy(g, bf_net_grads(b), sizeof(float) * P);
+    for (size_t i = 0; i < P; i++) d[i] = (float)bf_rng_normal(&rng);
+    normalize(d, P);
+    float *gn = malloc(sizeof(float) * P);
+    memcpy(gn, g, sizeof(float) * P);
+    normalize(gn, P);
+    for (size_t i = 0; i < P; i++) d[i] += gn[i];
+    normalize(d, P);
+    float *p = bf_net_params(b), *saved = malloc(sizeof(float) * P);
+    memcpy(saved, p, sizeof(float) * P);
+    double analytic = 0;
+    for (size_t i = 0; i < P; i++) analytic += (double)g[i] * d[i];
+    for (size_t i = 0; i < P; i++) p[i] = (float)(saved[i] + FD_H * d[i]);
+    double vp = bf_net_objective_step(b, x, n, obj_tanh, NULL, 0);
+    for (size_t i = 0; i < P; i++) p[i] = (float)(saved[i] - FD_H * d[i]);
+    double vm = bf_net_objective_step(b, x, n, obj_tanh, NULL, 0);
+    memcpy(p, saved, sizeof(float) * P);
+    double numeric = (vp - vm) / (2 * FD_H), rel = fabs(analytic - numeric) / fmax(fabs(analytic), 1e-9);
+    CHECK_MSG(rel <= FD_RTOL, "threads %d: objective gradient %.6g vs central difference %.6g (rel %.3g)", threads, analytic,
+              numeric, rel);
+    free(x), free(g), free(d), free(gn), free(saved), free(buf0);
+    bf_net_destroy(&a), bf_net_destroy(&b);
+}
+
 /* Generated 4-class data: each class is a bright square in one quadrant plus noise. */
 static void make_data(float *x, int32_t *y, int n, int H, bf_rng_t *r) {
     for (int i = 0; i < n; i++) {
@@ -369,6 +439,8 @@ int main(int argc, char **argv) {
     gradient_checks("resnet8", 3, 9, 9, 3, 1);
     gradient_checks("cnn", 1, 8, 8, 4, 2);
     test_threads_agree();
+    test_objective_step(1);
+    test_objective_step(2);
     test_single_cnn();
     test_batch_is_per_image();
     test_training("resnet8");

@@ -6,7 +6,11 @@
  *  - a player whose update is 0 gets exactly 0; two identical updates get identical values;
  *  - the values are moved to sum to another total: a rescaling when they share a sign, a zero
  *    staying zero;
- *  - bad input refused (players, points, a failing or non-finite gradient). */
+ *  - bad input refused (players, points, a failing or non-finite gradient);
+ *  - the utilities of the logits: bf_margin_utility at tau = 1 is the mean softmax probability of
+ *    the label, unchanged by a shift of an image's logits, its gradient right (central
+ *    differences); bf_calibrated_xent at most the plain cross-entropy, unchanged by a temperature
+ *    and class offsets, its gradient orthogonal to both and right. */
 #include <math.h>
 #include <string.h>
 
@@ -84,7 +88,78 @@ static void make(qgame_t *q, uint64_t seed) {
     for (int i = 0; i < NP; i++) q->c[i] /= W;
 }
 
+/* The utilities of the logits (bf_margin_utility, bf_calibrated_xent) on random logits of 40
+ * images x 10 classes: values, invariances and gradients against central differences. */
+#define NI 40
+#define NK 10
+static void test_logit_utilities(void) {
+    bf_rng_t r;
+    bf_rng_seed(&r, 5);
+    float z[NI * NK], z2[NI * NK], dz[NI * NK], dz2[NI * NK];
+    int32_t y[NI];
+    for (int i = 0; i < NI; i++) {
+        y[i] = (int32_t)bf_rng_below(&r, NK);
+        for (int k = 0; k < NK; k++) z[i * NK + k] = (float)(2 * bf_rng_normal(&r) + (k == y[i] ? 1.0 : 0.0));
+    }
+    /* tau = 1: the mean softmax probability of the label */
+    double pm = 0;
+    for (int i = 0; i < NI; i++) {
+        double s = 0;
+        for (int k = 0; k < NK; k++) s += exp(z[i * NK + k]);
+        pm += exp(z[i * NK + y[i]]) / s / NI;
+    }
+    CHECK_NEAR(bf_margin_utility(z, y, NI, NK, 1, 1.0 / NI, NULL), pm, 1e-6);
+    /* a shift of every logit of an image changes no margin */
+    for (int i = 0; i < NI; i++)
+        for (int k = 0; k < NK; k++) z2[i * NK + k] = z[i * NK + k] + (float)(i % 7) - 3;
+    for (double tau = 0.25; tau <= 1; tau *= 2) {
+        double u = bf_margin_utility(z, y, NI, NK, tau, 1.0 / NI, dz);
+        CHECK_NEAR(bf_margin_utility(z2, y, NI, NK, tau, 1.0 / NI, NULL), u, 1e-5);
+        for (int q = 0; q < NI * NK; q += 37) { /* central differences, one logit at a time */
+            memcpy(z2, z, sizeof z);
+            z2[q] += 1e-2f;
+            double up = bf_margin_utility(z2, y, NI, NK, tau, 1.0 / NI, NULL);
+            z2[q] -= 2e-2f;
+            double dn = bf_margin_utility(z2, y, NI, NK, tau, 1.0 / NI, NULL);
+            CHECK_NEAR(dz[q], (up - dn) / 2e-2, 2e-3 * fabs(dz[q]) + 2e-7);
+        }
+    }
+    /* the calibrated cross-entropy: at most the plain one, the same after any temperature and class
+     * offsets, its logit gradient orthogonal to both (the envelope), and the plain cross-entropy's
+     * gradient at the fitted a, b */
+    double ab[NK + 1], ab2[NK + 1], plain = 0;
+    for (int i = 0; i < NI; i++) {
+        double s = 0;
+        for (int k = 0; k < NK; k++) s += exp(z[i * NK + k]);
+        plain += (log(s) - z[i * NK + y[i]]) / NI;
+    }
+    double c = bf_calibrated_xent(z, y, NI, NK, ab, dz);
+    CHECK(c <= plain + 1e-12 && c > 0);
+    for (int i = 0; i < NI; i++)
+        for (int k = 0; k < NK; k++) z2[i * NK + k] = 0.4f * z[i * NK + k] + 0.3f * (float)k - 1;
+    CHECK_NEAR(bf_calibrated_xent(z2, y, NI, NK, ab2, dz2), c, 1e-7);
+    CHECK_NEAR(ab2[0], ab[0] / 0.4, 1e-4 * fabs(ab[0]));
+    double dzz = 0, norm = 0;
+    for (int k = 0; k < NK; k++) {
+        double col = 0;
+        for (int i = 0; i < NI; i++) col += dz[i * NK + k];
+        CHECK_NEAR(col, 0, 1e-7);
+    }
+    for (int q = 0; q < NI * NK; q++) dzz += dz[q] * z[q], norm += fabs(dz[q]);
+    CHECK_NEAR(dzz, 0, 1e-7);
+    CHECK(norm > 0.1);
+    for (int q = 0; q < NI * NK; q += 29) {
+        memcpy(z2, z, sizeof z);
+        z2[q] += 1e-2f;
+        double up = bf_calibrated_xent(z2, y, NI, NK, ab2, NULL);
+        z2[q] -= 2e-2f;
+        double dn = bf_calibrated_xent(z2, y, NI, NK, ab2, NULL);
+        CHECK_NEAR(dz[q], (up - dn) / 2e-2, 1e-4 * fabs(dz[q]) + 2e-6);
+    }
+}
+
 int main(void) {
+    test_logit_utilities();
     bf_err_t err;
     for (int seed = 1; seed <= 3; seed++) {
         qgame_t q;
