@@ -129,8 +129,8 @@ int bf_shapley_gradient(int n, bf_path_grad_fn f, void *ctx, int points, double 
  * Returns scale * the sum of u_i over the n images (n x K logits, labels y in [0, K)) and, if
  * dlogits is not NULL, writes its gradient with respect to the logits there (n x K floats). With
  * tau = 1, u_i is exactly the softmax probability of the label, so the utility is the expected
- * accuracy of a prediction drawn from the model's softmax; tau -> 0 approaches the accuracy. Why
- * the coordinator values it above 16 updates: docs/SHAPLEY.md. A non-finite logit gives a
+ * accuracy of a prediction drawn from the model's softmax; tau -> 0 approaches the accuracy. Measured
+ * against -loss in docs/SHAPLEY.md (the coordinator keeps -loss). A non-finite logit gives a
  * non-finite result (the path gradient's caller refuses it). tau > 0. */
 double bf_margin_utility(const float *logits, const int32_t *y, int n, int K, double tau, double scale, float *dlogits);
 
