@@ -596,7 +596,7 @@ static void forward_slice(bf_net_t *net, const float *x, slice_t sl, mode_t_ mod
         size_t count = (size_t)sl.m * slot_size(net, op->out);
         switch (op->kind) {
         case OP_CONV:
-            if (mode == MODE_EVAL && op->wino != NONE) { /* one image (predict_slice) */
+            if (mode == MODE_EVAL && op->wino != NONE) { /* image by image (predict_slice passes one) */
                 float *scale = NULL, *shift = NULL;
                 int relu = 0;
                 if (op->eval_fused) {
@@ -605,7 +605,10 @@ static void forward_slice(bf_net_t *net, const float *x, slice_t sl, mode_t_ mod
                     out = at(net->act[bn->out], net, bn->out, sl.b0);
                     relu = bn->relu;
                 }
-                wino_conv(net, op, out, in, net->scratch[sl.t], 0, op->OC, scale, shift, relu);
+                size_t HW = (size_t)op->H * op->W; /* stride 1: the output map is the input's size */
+                for (int m = 0; m < sl.m; m++)
+                    wino_conv(net, op, out + m * op->OC * HW, in + m * op->C * HW, net->scratch[sl.t], 0, op->OC, scale,
+                              shift, relu);
             } else if (mode == MODE_EVAL && op->eval_fused) {
                 const op_t *bn = &net->ops[i + 1];
                 float *scale, *shift;
