@@ -101,6 +101,25 @@ int bf_preds_sample(const bf_preds_t *p, const float *z0, const float *z1, int m
 int bf_shapley_surrogate(int n, bf_logits_fn f, void *ctx, const bf_preds_t *p, int budget, uint64_t seed,
                          double *phi, int *evals, bf_err_t *err);
 
+/* Coalition S's model's logits on the m valuation images idx[m] (ascending indices into the
+ * p->images; idx NULL: all of them, m = p->images): out[m * classes]. Nonzero: failed. */
+typedef int (*bf_logits_subset_fn)(void *ctx, uint32_t coalition, const int32_t *idx, int m, float *out);
+
+/* bf_shapley_surrogate's values from fewer image predictions: the first 2n + 2 coalitions (empty,
+ * full, singletons, leave-one-outs) are predicted on every image, the budget's others only on
+ * `sample` images drawn with equal probability (seeded, one sample for every coalition). phi = the
+ * surrogate's values from the 2n + 2 on every image + (the budget's surrogate values on the sample -
+ * the 2n + 2's surrogate values on the sample): a difference estimator whose control variate is the
+ * anchors' surrogate, so the sample only measures what that misses. Efficient (sums to U(all) -
+ * U(empty) on every image); unbiased over samples for the per-image part that the estimators are
+ * linear in. f is asked once per coalition: 2n + 2 times for every image, the rest for the sample.
+ * With sample >= images, or budget >= 2^n, it is bf_shapley_surrogate on every image (f with
+ * idx NULL). Errors as bf_shapley_surrogate's (the caller then uses bf_shapley_layers), and
+ * sample < 1. Memory: bf_shapley_surrogate's on `sample` images, plus (2n + 2) x images x classes
+ * floats. Measured error and cost: docs/SHAPLEY.md. */
+int bf_shapley_surrogate_sampled(int n, bf_logits_subset_fn f, void *ctx, const bf_preds_t *p, int budget, int sample,
+                                 uint64_t seed, double *phi, int *evals, bf_err_t *err);
+
 /* ---- first-order values for many players ------------------------------------------------ */
 
 /* The gradient along the round's path: at the model theta(t) = theta0 + t * sum_j c_j delta_j

@@ -74,6 +74,9 @@ typedef struct table {
     preds_t *preds; /* every coalition's predictions, or NULL (tables saved without them) */
     const struct table *ref; /* a cheaper game's: the full game it stands for (its exact values are the reference) */
     double ref_eval_s;       /* a cheaper game's: seconds of one full evaluation, timed interleaved with its own */
+    /* --sample: seconds of one evaluation on the sample's images and of one on all of them, timed
+     * interleaved (0: not measured, no live game) */
+    double sample_eval_s, sample_full_s;
 } table_t;
 
 /* ---- the live game: FedAvg of a coalition's updates, accuracy on held-out images ------------ */
@@ -152,6 +155,16 @@ static int table_logits(void *ctx, uint32_t S, float *out) {
     t->calls++;
     size_t ik = (size_t)t->p->images * CLASSES;
     memcpy(out, t->p->z + S * ik, sizeof(float) * ik);
+    return 0;
+}
+
+/* The sampled estimator's callback: the images idx of S's saved logits (all: idx NULL). */
+static int table_logits_subset(void *ctx, uint32_t S, const int32_t *idx, int m, float *out) {
+    table_game_t *t = ctx;
+    if (!idx) return table_logits(ctx, S, out);
+    t->calls++;
+    const float *z = t->p->z + S * (size_t)t->p->images * CLASSES;
+    for (int i = 0; i < m; i++) memcpy(out + (size_t)i * CLASSES, z + (size_t)idx[i] * CLASSES, sizeof(float) * CLASSES);
     return 0;
 }
 
@@ -447,6 +460,35 @@ static int cheap_round(live_t *L, const table_t *ref, const table_t *ref_loss, i
     return 0;
 }
 
+/* --sample's cost: seconds of one coalition evaluation (aggregate, BN re-estimation, predictions)
+ * on `m` of the evaluation images and on all of them, timed interleaved over 16 coalitions. */
+static void time_sample(const game_t *g, int m, double *sample_s, double *full_s) {
+    preds_t *all = preds_new(g->eval), *some = preds_new(m < g->eval ? m : g->eval);
+    *sample_s = *full_s = 0;
+    if (all && some) {
+        memset(all->labels, 0, sizeof(int32_t) * all->images), memset(some->labels, 0, sizeof(int32_t) * some->images);
+        game_t gg = *g;
+        double a, l;
+        for (uint32_t S = 17; S < FULL; S += 64) {
+            double t0 = bf_now();
+            live_utility(&gg, S, some, &a, &l);
+            double t1 = bf_now();
+            live_utility(&gg, S, all, &a, &l);
+            *sample_s += (t1 - t0) / 16, *full_s += (bf_now() - t1) / 16;
+        }
+    }
+    preds_free(&all), preds_free(&some);
+}
+
+/* The same for a cheaper game (its `recal` BN images; the valuation images are the sample's or
+ * all of the full game's, as --sample needs them all), into both of its tables. */
+static void time_cheap_sample(const game_t *full, int recal, int sample, table_t *c) {
+    game_t g = *full;
+    g.recal = recal < full->recal ? recal : full->recal;
+    time_sample(&g, sample, &c[0].sample_eval_s, &c[0].sample_full_s);
+    c[1].sample_eval_s = c[0].sample_eval_s, c[1].sample_full_s = c[0].sample_full_s;
+}
+
 static void swap_f(float *a, float *b, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float t = a[i];
@@ -472,6 +514,14 @@ static void stats_add(stats_t *s, double e, double rho, double frac, int evals) 
 static double time_fraction(const table_t *t, double evals) {
     double v = evals * t->eval_s;
     return v / (t->local_s + t->agg_s + v);
+}
+
+/* Mean seconds of one evaluation of an estimator run of `evals` coalitions: with --sample the
+ * first 2n + 2 on every image, the others at the measured cost ratio of a sample's evaluation. */
+static double estimator_eval_s(const table_t *t, int sample, int evals) {
+    if (!sample || evals <= 2 * N + 2 || !(t->sample_full_s > 0)) return t->eval_s;
+    double ratio = t->sample_eval_s / t->sample_full_s;
+    return t->eval_s * (2 * N + 2 + (evals - 2 * N - 2) * ratio) / evals;
 }
 
 /* A federation's values summed over its rounds (what settlement pays on): tables of one split and
@@ -503,23 +553,25 @@ static void cheap_correct(const table_t *t, double *phi) {
 
 /* The estimator under test: from the coalitions' predictions when the table has them (the
  * coordinator's), else (or with --estimator layers) from their utilities alone. */
-static int estimate(const table_t *t, table_game_t *tg, int layers, int budget, uint64_t seed, double *est, int *evals,
-                    bf_err_t *err) {
+static int estimate(const table_t *t, table_game_t *tg, int layers, int sample, int budget, uint64_t seed, double *est,
+                    int *evals, bf_err_t *err) {
     if (layers || !t->preds) {
         int rc = bf_shapley_layers(N, table_utility, tg, budget, seed, est, evals, err);
         cheap_correct(t, est);
         return rc;
     }
     bf_preds_t p = {t->preds->images, CLASSES, t->preds->labels, NULL, !strcmp(t->utility, "loss"), t->preds->w};
-    int rc = bf_shapley_surrogate(N, table_logits, tg, &p, budget, seed, est, evals, err);
+    int rc = sample ? bf_shapley_surrogate_sampled(N, table_logits_subset, tg, &p, budget, sample, seed, est, evals, err)
+                    : bf_shapley_surrogate(N, table_logits, tg, &p, budget, seed, est, evals, err);
     cheap_correct(t, est);
     return rc;
 }
 
-static int run_table(const table_t *t, const int *budgets, int nb, int seeds, int json, int layers, stats_t *st,
-                     cumul_t *cu) {
+static int run_table(const table_t *t, const int *budgets, int nb, int seeds, int json, int layers, int sample,
+                     stats_t *st, cumul_t *cu) {
     table_game_t tg = {t->u, t->preds, 0};
-    const char *name = layers || !t->preds ? "layers" : "surrogate";
+    const char *name = layers || !t->preds ? "layers" : sample ? "surrogate-sampled" : "surrogate";
+    sample = layers || !t->preds ? 0 : sample;
     double exact[N], est[N];
     bf_err_t err;
     if (t->ref) { /* the reference is the full game's exact values; this game's own exact values are its floor */
@@ -559,12 +611,12 @@ static int run_table(const table_t *t, const int *budgets, int nb, int seeds, in
                t->agg_s);
     for (int b = 0; b < nb; b++) {
         stats_t s = {0};
-        double t_est = 0;
+        double t_est = 0, eval_s = estimator_eval_s(t, sample, budgets[b]);
         for (int seed = 1; seed <= seeds; seed++) {
             int evals = 0;
             tg.calls = 0;
             double t0 = bf_now();
-            if (estimate(t, &tg, layers, budgets[b], (uint64_t)seed, est, &evals, &err))
+            if (estimate(t, &tg, layers, sample, budgets[b], (uint64_t)seed, est, &evals, &err))
                 return fprintf(stderr, "%s\n", err.msg), -1;
             t_est += bf_now() - t0;
             if (tg.calls != evals || evals > budgets[b])
@@ -572,22 +624,23 @@ static int run_table(const table_t *t, const int *budgets, int nb, int seeds, in
                                evals, budgets[b]),
                        -1;
             for (int i = 0; i < N; i++) cu->est[b][seed - 1][i] += est[i];
-            double frac = time_fraction(t, evals);
+            double frac = time_fraction(t, evals * estimator_eval_s(t, sample, evals) / t->eval_s);
             stats_add(&s, rel_l2(est, exact), spearman(est, exact), frac, evals);
             stats_add(&st[b], rel_l2(est, exact), spearman(est, exact), frac, evals);
         }
         if (json)
             printf("{\"bench\":\"shapley\",\"n\":%d,\"round\":%d,\"split\":\"%s\",\"utility\":\"%s\",\"estimator\":\"%s\","
-                   "\"budget\":%d,\"seeds\":%d,\"evaluations\":%.1f,\"rel_l2_error_mean\":%.4f,\"rel_l2_error_max\":%.4f,\"spearman_mean\":%.3f,"
-                   "\"spearman_min\":%.3f,\"eval_s\":%.4f,\"estimator_overhead_s\":%.6f,\"valuation_s\":%.2f,"
-                   "\"shapley_time_fraction\":%.4f}\n",
-                   N, t->round, t->split, t->utility, name, budgets[b], seeds, s.evals_sum / s.runs, s.err_sum / s.runs, s.err_max,
-                   s.rho_sum / s.runs, s.rho_min, t->eval_s, t_est / seeds, s.evals_sum / s.runs * t->eval_s, s.frac_sum / s.runs);
+                   "\"budget\":%d,\"sample_images\":%d,\"seeds\":%d,\"evaluations\":%.1f,\"rel_l2_error_mean\":%.4f,"
+                   "\"rel_l2_error_max\":%.4f,\"spearman_mean\":%.3f,\"spearman_min\":%.3f,\"eval_s\":%.4f,\"full_eval_s\":%.4f,"
+                   "\"estimator_overhead_s\":%.6f,\"valuation_s\":%.2f,\"shapley_time_fraction\":%.4f}\n",
+                   N, t->round, t->split, t->utility, name, budgets[b], sample, seeds, s.evals_sum / s.runs, s.err_sum / s.runs,
+                   s.err_max, s.rho_sum / s.runs, s.rho_min, eval_s, t->eval_s, t_est / seeds, s.evals_sum / s.runs * eval_s,
+                   s.frac_sum / s.runs);
         else
             printf("  %s, budget %3d: %5.1f evaluations, rel. L2 error %5.2f%% mean / %5.2f%% worst, Spearman %.3f mean / "
-                   "%.3f worst over %d seeds; valuation %.1f s = %.1f%% of the round\n",
+                   "%.3f worst over %d seeds; %.4f s per evaluation (x%.3f); valuation %.1f s = %.1f%% of the round\n",
                    name, budgets[b], s.evals_sum / s.runs, 100 * s.err_sum / s.runs, 100 * s.err_max, s.rho_sum / s.runs,
-                   s.rho_min, seeds, s.evals_sum / s.runs * t->eval_s, 100 * s.frac_sum / s.runs);
+                   s.rho_min, seeds, eval_s, eval_s / t->eval_s, s.evals_sum / s.runs * eval_s, 100 * s.frac_sum / s.runs);
     }
     fflush(stdout);
     return 0;
@@ -649,15 +702,18 @@ static int usage(FILE *f) {
     fprintf(f, "usage: blockfed-bench shapley [--json] [--images PER_PARTICIPANT=5000] [--eval IMAGES=2000] [--rounds R=1]\n"
                "                              [--split iid|dirichlet:A] [--seed S=7] [--save-table FILE] [--save-updates FILE]\n"
                "                              [--budgets 22,32,50,100] [--seeds K=5] [--estimator surrogate|layers]\n"
-               "                              [--recalibrate IMAGES=%d] [--cheap BN_IMAGES:IMAGES|off=off]\n"
+               "                              [--recalibrate IMAGES=%d] [--cheap BN_IMAGES:IMAGES|off=off] [--sample M]\n"
                "       blockfed-bench shapley --table FILE [--json] [--budgets LIST] [--seeds K] [--estimator E]\n"
-               "       blockfed-bench shapley --table FILE --updates FILE [--cheap R:M] --split S --seed S [--images N]\n"
+               "       blockfed-bench shapley --table FILE --updates FILE [--cheap R:M] [--sample M] --split S --seed S\n"
+               "                              [--images N]\n"
                "  Trains 10 ResNet8 participants R rounds (one local epoch each) on Fashion-MNIST, evaluates every\n"
                "  coalition each round on the first IMAGES test images (exact Shapley, U = accuracy and U = -loss)\n"
                "  and the budgeted estimator at each budget over K seeds. With --cheap the estimator values a\n"
                "  cheaper game (coalition models' BN statistics on BN_IMAGES of the recalibration images, U on\n"
                "  IMAGES valuation images drawn by bf_preds_sample), every coalition of it evaluated too, scored\n"
                "  against the full game's exact values (the coordinator values the full game).\n"
+               "  --sample M: the sampled surrogate (the 2n + 2 anchors on every image, the other coalitions on M\n"
+               "  images), its cost timed on the live game (with --table it needs --updates).\n"
                "  --save-table appends each round's two full 2^10-utility tables to FILE and every coalition's\n"
                "  logits to FILE.preds; --table re-runs the estimator on saved tables (no training), --updates\n"
                "  (the rounds' updates, from --save-updates) the cheaper game on them (same --split, --seed and\n"
@@ -674,6 +730,7 @@ int bench_shapley_main(int argc, char **argv) {
     int json = 0, layers = 0, recal = BENCH_BN_RECALIBRATE_IMAGES, eval = 2000, images = 5000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
     const char *split = "iid", *save = NULL, *load = NULL, *save_updates = NULL, *updates = NULL;
     int cheap_recal = 0, cheap_images = 400; /* the cheaper game: off, as the coordinator's default */
+    int sample = 0; /* --sample: the sampled surrogate's images (0: the surrogate on every image) */
     uint64_t seed = 7;
     static const struct option opts[] = {
         {"json", no_argument, 0, 'j'},        {"eval", required_argument, 0, 'e'},    {"rounds", required_argument, 0, 'r'},
@@ -682,6 +739,7 @@ int bench_shapley_main(int argc, char **argv) {
         {"images", required_argument, 0, 'i'}, {"estimator", required_argument, 0, 'E'}, {"help", no_argument, 0, 'h'},
         {"recalibrate", required_argument, 0, 'R'}, {"save-updates", required_argument, 0, 'W'},
         {"updates", required_argument, 0, 'U'}, {"cheap", required_argument, 0, 'C'},
+        {"sample", required_argument, 0, 'S'},
         {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -695,6 +753,7 @@ int bench_shapley_main(int argc, char **argv) {
         else if (c == 'w') save = optarg;
         else if (c == 'W') save_updates = optarg;
         else if (c == 'U') updates = optarg;
+        else if (c == 'S') sample = atoi(optarg);
         else if (c == 'C') {
             if (!strcmp(optarg, "off")) cheap_recal = 0;
             else if (sscanf(optarg, "%d:%d", &cheap_recal, &cheap_images) != 2 || cheap_recal < 1 || cheap_images < 1)
@@ -716,7 +775,8 @@ int bench_shapley_main(int argc, char **argv) {
     }
     if (optind < argc || rounds < 1 || 2 * rounds > MAX_TABLES || images < 64 || images > 5500 || seeds < 1 || seeds > MAX_SEEDS || eval < 1 || eval > 10000 ||
         recal < 0 || recal > 50000 ||
-        (load && save) || (updates && (!load || !cheap_recal)) || (save_updates && load))
+        (load && save) || (updates && !load) || (save_updates && load) || sample < 0 || sample > eval ||
+        (sample && load && !updates))
         return usage(stderr);
     stats_t st[2 * MAX_BUDGETS] = {{0}};
     int per_utility[2] = {0, 0}, ncu = 0;
@@ -737,7 +797,9 @@ int bench_shapley_main(int argc, char **argv) {
         if (!rc && updates) { /* the cheaper games of the same rounds replace the tables as what is valued */
             if (live_init(&L, split, seed, eval, images, recal, &err))
                 rc = (fprintf(stderr, "bench shapley: %s\n", err.msg), -1);
-            for (int k = 0; k + 1 < ntables && !rc; k += 2) {
+            for (int k = 0; k < ntables && !rc && sample && !cheap_recal; k++) /* --sample's cost, full game */
+                time_sample(&L.g, sample, &tables[k].sample_eval_s, &tables[k].sample_full_s);
+            for (int k = 0; k + 1 < ntables && !rc && cheap_recal; k += 2) {
                 table_t *ref = &tables[k];
                 if (!ref->preds || strcmp(ref->utility, "accuracy") || strcmp(tables[k + 1].utility, "loss") ||
                     ref->preds->images > eval)
@@ -752,17 +814,20 @@ int bench_shapley_main(int argc, char **argv) {
                     free(ix);
                     if (!ix || cheap_round(&L, ref, &tables[k + 1], cheap_recal, cheap_images, &cheap_t[ncheap], &err))
                         rc = (fprintf(stderr, "bench shapley: %s\n", ix ? err.msg : "out of memory"), -1);
-                    else ncheap += 2;
+                    else {
+                        if (sample) time_cheap_sample(&L.g, cheap_recal, sample, &cheap_t[ncheap]);
+                        ncheap += 2;
+                    }
                 }
             }
         }
-        table_t *valued = updates ? cheap_t : tables;
-        int nvalued = updates ? ncheap : ntables;
+        table_t *valued = cheap_recal ? cheap_t : tables;
+        int nvalued = cheap_recal ? ncheap : ntables;
         for (int k = 0; k < nvalued && !rc; k++) {
             int u = !strcmp(valued[k].utility, "loss");
             per_utility[u]++;
             cumul_t *g = cumul_find(cu, &ncu, &valued[k]);
-            rc = g ? run_table(&valued[k], budgets, nb, seeds, json, layers, st + u * MAX_BUDGETS, g) : -1;
+            rc = g ? run_table(&valued[k], budgets, nb, seeds, json, layers, sample, st + u * MAX_BUDGETS, g) : -1;
         }
         for (int k = 0; k < ncheap; k += 2) preds_free(&cheap_t[k].preds);
         if (updates) live_free(&L);
@@ -787,6 +852,8 @@ int bench_shapley_main(int argc, char **argv) {
                 break;
             }
             ntables += 2;
+            if (sample) time_sample(&L.g, sample, &t[0].sample_eval_s, &t[0].sample_full_s);
+            t[1].sample_eval_s = t[0].sample_eval_s, t[1].sample_full_s = t[0].sample_full_s;
             if (save && (table_save(save, &t[0], r > 1) || table_save(save, &t[1], 1) ||
                          preds_save(save, r, t[0].preds, r > 1))) {
                 fprintf(stderr, "bench shapley: cannot write %s\n", save);
@@ -804,11 +871,12 @@ int bench_shapley_main(int argc, char **argv) {
                     fprintf(stderr, "bench shapley: %s\n", err.msg);
                     break;
                 }
+                if (sample) time_cheap_sample(&L.g, cheap_recal, sample, &cheap_t[ncheap]);
                 v = &cheap_t[ncheap], ncheap += 2;
             }
             for (int u = 0; u < 2 && !rc; u++) {
                 per_utility[u]++;
-                rc = run_table(&v[u], budgets, nb, seeds, json, layers, st + u * MAX_BUDGETS, cumul_find(cu, &ncu, &v[u]));
+                rc = run_table(&v[u], budgets, nb, seeds, json, layers, sample, st + u * MAX_BUDGETS, cumul_find(cu, &ncu, &v[u]));
             }
         }
         for (int k = 0; k < ncheap; k += 2) preds_free(&cheap_t[k].preds);
