@@ -489,117 +489,6 @@ static void time_cheap_sample(const game_t *full, int recal, int sample, table_t
     c[1].sample_eval_s = c[0].sample_eval_s, c[1].sample_full_s = c[0].sample_full_s;
 }
 
-/* ---- BN statistics predicted from the anchors' (--bn-fit) ----------------------------------- */
-
-#define ANCHORS (2 * N + 2)
-#define NFEAT (N + 1)
-
-/* The features of S: each member's FedAvg weight (equal blocks: 1/|S|), and the sum of their
- * squares (1/|S|: how far the average is from its members). */
-static void bn_features(uint32_t S, double *x) {
-    int k = __builtin_popcount(S);
-    for (int i = 0; i < N; i++) x[i] = (S >> i & 1) ? 1.0 / k : 0;
-    x[N] = 1.0 / k;
-}
-
-/* Solves A x = b in place (A n x n, Gaussian elimination with partial pivoting); -1 if singular. */
-static int solve(int n, double *A, double *b, int nrhs) {
-    for (int c = 0; c < n; c++) {
-        int piv = c;
-        for (int r = c + 1; r < n; r++) piv = fabs(A[r * n + c]) > fabs(A[piv * n + c]) ? r : piv;
-        if (!(fabs(A[piv * n + c]) > 0)) return -1;
-        for (int k = 0; k < n; k++) { double t = A[c * n + k]; A[c * n + k] = A[piv * n + k], A[piv * n + k] = t; }
-        for (int k = 0; k < nrhs; k++) { double t = b[c * nrhs + k]; b[c * nrhs + k] = b[piv * nrhs + k], b[piv * nrhs + k] = t; }
-        for (int r = 0; r < n; r++) {
-            if (r == c) continue;
-            double f = A[r * n + c] / A[c * n + c];
-            if (f == 0) continue;
-            for (int k = c; k < n; k++) A[r * n + k] -= f * A[c * n + k];
-            for (int k = 0; k < nrhs; k++) b[r * nrhs + k] -= f * b[c * nrhs + k];
-        }
-    }
-    for (int c = 0; c < n; c++)
-        for (int k = 0; k < nrhs; k++) b[c * nrhs + k] /= A[c * n + c];
-    return 0;
-}
-
-/* A game whose anchors (empty, full, singletons, leave-one-outs) have their BN statistics
- * re-estimated and every other coalition's statistics predicted from theirs: a ridge fit, quadratic
- * in the FedAvg weights (the surrogate's features), of every running mean and variance over the 21
- * nonempty anchors. Fills c[0], c[1] with all 2^N coalitions on every valuation image; the cost of
- * a non-anchor evaluation on `sample` images (aggregation, predictions, no BN pass) and of a full
- * one are timed into sample_eval_s / sample_full_s. */
-static int bnfit_round(live_t *L, const table_t *ref, const table_t *ref_loss, int sample, table_t *c, bf_err_t *err) {
-    game_t *g = &L->g;
-    size_t nb = bf_net_num_buffers(g->net);
-    uint32_t anc[ANCHORS];
-    anc[0] = 0, anc[1] = FULL - 1;
-    for (int i = 0; i < N; i++) anc[2 + i] = 1u << i, anc[2 + N + i] = (FULL - 1) ^ (1u << i);
-    double *A = calloc(NFEAT * NFEAT, sizeof(double)), *B = calloc((size_t)NFEAT * nb, sizeof(double));
-    float *pb = malloc(sizeof(float) * nb), *ab = malloc(sizeof(float) * nb * ANCHORS);
-    preds_t *p = preds_new(ref->preds->images);
-    if (!A || !B || !pb || !ab || !p)
-        return free(A), free(B), free(pb), free(ab), preds_free(&p), bf_err_set(err, "out of memory");
-    memcpy(p->labels, ref->preds->labels, sizeof(int32_t) * p->images);
-    double x[NFEAT], tfull = 0, tsub = 0, a, l;
-    for (int r = 0; r < ANCHORS; r++) { /* the anchors' own statistics, and X^T X, X^T Y */
-        aggregate(g, anc[r], bf_net_params(g->net), ab + (size_t)r * nb);
-        if (!anc[r]) continue;
-        bn_features(anc[r], x);
-        for (int i = 0; i < NFEAT; i++) {
-            for (int j = 0; j < NFEAT; j++) A[i * NFEAT + j] += x[i] * x[j];
-            for (size_t e = 0; e < nb; e++) B[i * nb + e] += x[i] * ab[(size_t)r * nb + e];
-        }
-    }
-    double tr = 0;
-    for (int i = 0; i < NFEAT; i++) tr += A[i * NFEAT + i];
-    for (int i = 0; i < NFEAT; i++) A[i * NFEAT + i] += 1e-3 * tr / NFEAT;
-    if (solve(NFEAT, A, B, (int)nb)) return free(A), free(B), free(pb), free(ab), preds_free(&p), bf_err_set(err, "BN fit");
-    game_t ng = *g;
-    ng.recal = 0; /* aggregate() without the BN pass */
-    preds_t *some = preds_new(sample > 0 && sample < p->images ? sample : 1);
-    for (uint32_t S = 0; S < FULL && some; S++) {
-        int r = 0;
-        while (r < ANCHORS && anc[r] != S) r++;
-        if (r < ANCHORS) memcpy(pb, ab + (size_t)r * nb, sizeof(float) * nb);
-        else {
-            bn_features(S, x);
-            for (size_t e = 0; e < nb; e++) {
-                double v = 0;
-                for (int i = 0; i < NFEAT; i++) v += x[i] * B[i * nb + e];
-                pb[e] = (float)v;
-            }
-        }
-        aggregate(&ng, S, bf_net_params(g->net), bf_net_buffers(g->net));
-        memcpy(bf_net_buffers(g->net), pb, sizeof(float) * nb);
-        float *z = p->z + (size_t)S * p->images * CLASSES;
-        bf_net_predict(g->net, g->x, p->images, z);
-        bf_preds_t pa = {p->images, CLASSES, p->labels, NULL, 0, NULL}, pl = pa;
-        pl.loss = 1;
-        c[0].u[S] = bf_preds_utility(&pa, z), c[1].u[S] = bf_preds_utility(&pl, z);
-        if (S % 64 == 17) { /* a non-anchor on the sample (its statistics predicted) and a full evaluation */
-            double t0 = bf_now();
-            aggregate(&ng, S, bf_net_params(g->net), bf_net_buffers(g->net));
-            memcpy(bf_net_buffers(g->net), pb, sizeof(float) * nb);
-            bf_net_predict(g->net, g->x, some->images, some->z);
-            double t1 = bf_now();
-            live_utility(g, S, p, &a, &l); /* overwrites S's logits with the full game's */
-            tfull += bf_now() - t1, tsub += t1 - t0;
-            memcpy(bf_net_buffers(g->net), pb, sizeof(float) * nb);
-            bf_net_predict(g->net, g->x, p->images, z); /* S's logits with the predicted statistics again */
-        }
-    }
-    preds_free(&some), free(A), free(B), free(pb), free(ab);
-    for (int u = 0; u < 2; u++) {
-        const table_t *rt = u ? ref_loss : ref;
-        c[u].round = rt->round, c[u].recal = g->recal, c[u].local_s = rt->local_s, c[u].agg_s = rt->agg_s;
-        c[u].eval_s = tfull / 16, c[u].ref_eval_s = tfull / 16, c[u].ref = rt, c[u].preds = p;
-        c[u].sample_eval_s = tsub / 16, c[u].sample_full_s = tfull / 16;
-        memcpy(c[u].split, rt->split, sizeof c[u].split), memcpy(c[u].utility, rt->utility, sizeof c[u].utility);
-    }
-    return 0;
-}
-
 static void swap_f(float *a, float *b, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float t = a[i];
@@ -841,7 +730,6 @@ int bench_shapley_main(int argc, char **argv) {
     int json = 0, layers = 0, recal = BENCH_BN_RECALIBRATE_IMAGES, eval = 2000, images = 5000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
     const char *split = "iid", *save = NULL, *load = NULL, *save_updates = NULL, *updates = NULL;
     int cheap_recal = 0, cheap_images = 400; /* the cheaper game: off, as the coordinator's default */
-    int bnfit = 0;  /* --bn-fit: the non-anchors' BN statistics predicted from the anchors' */
     int sample = 0; /* --sample: the sampled surrogate's images (0: the surrogate on every image) */
     uint64_t seed = 7;
     static const struct option opts[] = {
@@ -851,7 +739,7 @@ int bench_shapley_main(int argc, char **argv) {
         {"images", required_argument, 0, 'i'}, {"estimator", required_argument, 0, 'E'}, {"help", no_argument, 0, 'h'},
         {"recalibrate", required_argument, 0, 'R'}, {"save-updates", required_argument, 0, 'W'},
         {"updates", required_argument, 0, 'U'}, {"cheap", required_argument, 0, 'C'},
-        {"sample", required_argument, 0, 'S'}, {"bn-fit", no_argument, 0, 'F'},
+        {"sample", required_argument, 0, 'S'},
         {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -866,7 +754,6 @@ int bench_shapley_main(int argc, char **argv) {
         else if (c == 'W') save_updates = optarg;
         else if (c == 'U') updates = optarg;
         else if (c == 'S') sample = atoi(optarg);
-        else if (c == 'F') bnfit = 1;
         else if (c == 'C') {
             if (!strcmp(optarg, "off")) cheap_recal = 0;
             else if (sscanf(optarg, "%d:%d", &cheap_recal, &cheap_images) != 2 || cheap_recal < 1 || cheap_images < 1)
@@ -889,7 +776,7 @@ int bench_shapley_main(int argc, char **argv) {
     if (optind < argc || rounds < 1 || 2 * rounds > MAX_TABLES || images < 64 || images > 5500 || seeds < 1 || seeds > MAX_SEEDS || eval < 1 || eval > 10000 ||
         recal < 0 || recal > 50000 ||
         (load && save) || (updates && !load) || (save_updates && load) || sample < 0 || sample > eval ||
-        (sample && load && !updates) || (bnfit && (!updates || cheap_recal)))
+        (sample && load && !updates))
         return usage(stderr);
     stats_t st[2 * MAX_BUDGETS] = {{0}};
     int per_utility[2] = {0, 0}, ncu = 0;
@@ -910,9 +797,9 @@ int bench_shapley_main(int argc, char **argv) {
         if (!rc && updates) { /* the cheaper games of the same rounds replace the tables as what is valued */
             if (live_init(&L, split, seed, eval, images, recal, &err))
                 rc = (fprintf(stderr, "bench shapley: %s\n", err.msg), -1);
-            for (int k = 0; k < ntables && !rc && sample && !cheap_recal && !bnfit; k++) /* --sample's cost, full game */
+            for (int k = 0; k < ntables && !rc && sample && !cheap_recal; k++) /* --sample's cost, full game */
                 time_sample(&L.g, sample, &tables[k].sample_eval_s, &tables[k].sample_full_s);
-            for (int k = 0; k + 1 < ntables && !rc && (cheap_recal || bnfit); k += 2) {
+            for (int k = 0; k + 1 < ntables && !rc && cheap_recal; k += 2) {
                 table_t *ref = &tables[k];
                 if (!ref->preds || strcmp(ref->utility, "accuracy") || strcmp(tables[k + 1].utility, "loss") ||
                     ref->preds->images > eval)
@@ -925,18 +812,17 @@ int bench_shapley_main(int argc, char **argv) {
                     for (int i = 0; ix && i < ref->preds->images; i++) ix[i] = i;
                     if (ix) bf_batch_fill(L.g.val, ix, ref->preds->images, &L.mean, &L.std, NULL, L.g.x, NULL);
                     free(ix);
-                    if (!ix || (bnfit ? bnfit_round(&L, ref, &tables[k + 1], sample, &cheap_t[ncheap], &err)
-                                      : cheap_round(&L, ref, &tables[k + 1], cheap_recal, cheap_images, &cheap_t[ncheap], &err)))
+                    if (!ix || cheap_round(&L, ref, &tables[k + 1], cheap_recal, cheap_images, &cheap_t[ncheap], &err))
                         rc = (fprintf(stderr, "bench shapley: %s\n", ix ? err.msg : "out of memory"), -1);
                     else {
-                        if (sample && !bnfit) time_cheap_sample(&L.g, cheap_recal, sample, &cheap_t[ncheap]);
+                        if (sample) time_cheap_sample(&L.g, cheap_recal, sample, &cheap_t[ncheap]);
                         ncheap += 2;
                     }
                 }
             }
         }
-        table_t *valued = cheap_recal || bnfit ? cheap_t : tables;
-        int nvalued = cheap_recal || bnfit ? ncheap : ntables;
+        table_t *valued = cheap_recal ? cheap_t : tables;
+        int nvalued = cheap_recal ? ncheap : ntables;
         for (int k = 0; k < nvalued && !rc; k++) {
             int u = !strcmp(valued[k].utility, "loss");
             per_utility[u]++;
