@@ -172,6 +172,7 @@ typedef struct {
                            COORD_FORGET_MS) */
     int shapley_exact_max; /* exact Shapley up to this many updates per round (default 6) */
     int shapley_budget;    /* coalition evaluations per round for the estimator (default 100) */
+    int shapley_sample;    /* the sampled surrogate's valuation images (0, the default: off) */
     int value_every;       /* value every K rounds, and the last (default 1) */
     int utility_loss;      /* 1: coalition utility = -validation loss; 0: validation accuracy */
     int bn_recalibrate;    /* training images every aggregated model's BN statistics are re-estimated
@@ -415,6 +416,7 @@ struct coord_job {
     const float **params, **buffers;
     int64_t *samples;
     int value, exact_max, budget, utility_loss; /* valuation: this round?, exact up to, estimator budget */
+    int sample;           /* valuation: the sampled surrogate's images (0: off; run --shapley-sample) */
     int value_inline;     /* round: value it here, before aggregating; else write value_path */
     char (*keys)[41];     /* the k updates' participants (round: given; valuation: read back) */
     char path[4096];                            /* the checkpoint to write (build: to read) */

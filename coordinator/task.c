@@ -423,6 +423,7 @@ static void maybe_close_round(coord_server_t *s, coord_task_t *t) {
     j->value_inline = s->o.value_inline;
     j->exact_max = s->o.shapley_exact_max;
     j->budget = s->o.shapley_budget;
+    j->sample = s->o.shapley_sample;
     j->utility_loss = s->o.utility_loss;
     for (int i = 0; i < t->nparts; i++) {
         coord_part_t *p = &t->parts[i];
@@ -553,6 +554,7 @@ static void submit_valuation(coord_server_t *s, coord_task_t *t, int round) {
     j->recal = s->o.bn_recalibrate;
     j->exact_max = s->o.shapley_exact_max;
     j->budget = s->o.shapley_budget;
+    j->sample = s->o.shapley_sample;
     j->utility_loss = s->o.utility_loss;
     coord_value_path(s->o.home, t->spec.id, round, j->value_path, sizeof j->value_path);
     t->metrics[round].valuing = 1;

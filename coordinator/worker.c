@@ -90,6 +90,11 @@ int coord_agg_state_read(const char *ckpt, float *v, size_t n) {
  * own error at 100 evaluations of the full game. */
 #define VALUE_RECAL_IMAGES INT_MAX
 #define VALUE_SAMPLE_IMAGES INT_MAX
+/* The sampled surrogate (run --shapley-sample): the coalitions other than its 2n + 2 anchors get
+ * their BN statistics re-estimated on at most this many of the recalibration images (every k-th),
+ * plus what that misses as fitted over the anchors (bf_coalition_fit): within 0.5% of the full
+ * game's values where 256 images alone moved them 9% (docs/SHAPLEY.md). */
+#define VALUE_FIT_RECAL_IMAGES 256
 
 /* What valuing one round needs, wherever it runs: inline on the worker's thread (from the task's
  * model fields, before the global model moves) or on the valuer thread (from the round's
@@ -108,6 +113,7 @@ typedef struct {
     const float *recal_x;                        /* BN re-estimation images, normalized */
     int nrecal;
     int exact_max, budget, utility_loss;
+    int sample; /* run --shapley-sample: the sampled surrogate's images (0: the surrogate on every image) */
     const atomic_int *stop;                      /* set: give up (the coordinator is stopping) */
     /* results */
     double *phi;
@@ -135,6 +141,15 @@ typedef struct {
     int nrx;
     bf_preds_t preds; /* the sample */
     double weight[BF_SURROGATE_MAXN];
+    /* the sampled surrogate's: its sample's images and labels (gathered once), the non-anchor
+     * coalitions' BN images (every k-th of rx) and the fit of what they miss, a model's buffers */
+    float *xs;
+    int32_t *ys;
+    const int32_t *xs_of;
+    const float *rx_few;
+    float *rx_few_own, *bn_tmp;
+    int nrx_few;
+    bf_coalition_fit_t *bn_fit;
 } game_t;
 
 /* Puts into the scratch model the round's starting model moved by the task's strategy with S's
@@ -223,6 +238,75 @@ static int coalition_logits(void *ctx, uint32_t S, float *out) {
 
 static void game_free(game_t *g) {
     free(g->x), free(g->z), free(g->z_empty), free(g->z_all), free(g->labels), free(g->image_weight), free(g->rx_own);
+    free(g->xs), free(g->ys), free(g->rx_few_own), free(g->bn_tmp), bf_coalition_fit_destroy(&g->bn_fit);
+}
+
+/* ---- the sampled surrogate's evaluations (docs/SHAPLEY.md, "the sampled surrogate") ----------- */
+
+/* An anchor (predicted on every image): its model as coalition_model makes it, and what
+ * re-estimating its BN statistics on the fewer images misses, added to the fit. */
+static void anchor_model(game_t *g, uint32_t S) {
+    bf_net_t *net = g->v->net;
+    size_t nb = bf_net_num_buffers(net);
+    coalition_model(g, S, g->rx_few, g->nrx_few);
+    memcpy(g->bn_tmp, bf_net_buffers(net), sizeof(float) * nb);
+    coalition_model(g, S, g->rx, g->nrx);
+    const float *full = bf_net_buffers(net);
+    for (size_t e = 0; e < nb; e++) g->bn_tmp[e] = full[e] - g->bn_tmp[e];
+    bf_coalition_fit_add(g->bn_fit, S, g->bn_tmp); /* refused if not finite: the fit does without */
+}
+
+/* Any other coalition: BN statistics on the fewer images plus the fitted correction (kept
+ * uncorrected if the correction is not finite). */
+static void fitted_model(game_t *g, uint32_t S) {
+    bf_net_t *net = g->v->net;
+    size_t nb = bf_net_num_buffers(net);
+    coalition_model(g, S, g->rx_few, g->nrx_few);
+    if (bf_coalition_fit_solve(g->bn_fit)) return;
+    bf_coalition_fit_predict(g->bn_fit, S, g->bn_tmp);
+    float *buf = bf_net_buffers(net);
+    if (finite_all(g->bn_tmp, nb))
+        for (size_t e = 0; e < nb; e++) buf[e] += g->bn_tmp[e];
+}
+
+/* bf_shapley_surrogate_sampled's evaluation: S's logits on the images idx (all: NULL). */
+static int coalition_logits_subset(void *ctx, uint32_t S, const int32_t *idx, int m, float *out) {
+    game_t *g = ctx;
+    int K = g->preds.classes;
+    size_t chw = (size_t)g->v->val->c * g->v->val->h * g->v->val->w;
+    if (stopped(g->v)) return memset(out, 0, sizeof(float) * m * K), 0;
+    if (!idx) { /* an anchor; the empty and full coalitions' logits are game_init's */
+        if (S) anchor_model(g, S);
+        if (S == 0 || S == (1u << g->v->k) - 1) return coalition_logits(ctx, S, out);
+        model_predict(g, g->x, g->labels, m, out);
+        return 0;
+    }
+    if (g->xs_of != idx) { /* the sample's images, gathered at its first use */
+        for (int i = 0; i < m; i++) {
+            memcpy(g->xs + i * chw, g->x + idx[i] * chw, sizeof(float) * chw);
+            g->ys[i] = g->labels[idx[i]];
+        }
+        g->xs_of = idx;
+    }
+    fitted_model(g, S);
+    model_predict(g, g->xs, g->ys, m, out);
+    return 0;
+}
+
+/* Readies the sampled surrogate: its buffers, the fewer BN images, the fit; -1: out of memory. */
+static int game_sampled(game_t *g) {
+    value_t *v = g->v;
+    size_t chw = (size_t)v->val->c * v->val->h * v->val->w, nb = bf_net_num_buffers(v->net);
+    int m = g->preds.images, few = g->nrx < VALUE_FIT_RECAL_IMAGES ? g->nrx : VALUE_FIT_RECAL_IMAGES;
+    g->xs = malloc(sizeof(float) * m * chw + 1), g->ys = malloc(sizeof(int32_t) * m + 1);
+    g->bn_tmp = malloc(sizeof(float) * nb + 1), g->bn_fit = bf_coalition_fit_new(v->k, g->weight, nb ? nb : 1);
+    g->rx_few = g->rx, g->nrx_few = few; /* (none for a model without BN) */
+    if (few < g->nrx) {
+        if (!(g->rx_few = g->rx_few_own = malloc(sizeof(float) * few * chw))) return -1;
+        for (int i = 0; i < few; i++)
+            memcpy(g->rx_few_own + i * chw, g->rx + (size_t)((int64_t)i * g->nrx / few) * chw, sizeof(float) * chw);
+    }
+    return g->xs && g->ys && g->bn_tmp && g->bn_fit ? 0 : -1;
 }
 
 /* The cheaper game's images: the coalitions' BN images (every k-th of the task's), and the sample
@@ -431,6 +515,11 @@ static void value_round(value_t *v) {
     } else if (v->k <= v->exact_max) {
         bf_shapley_exact(v->k, coalition_utility, &g, v->phi, &err), v->evals = 1 << v->k;
         v->estimator = "exact";
+    } else if (v->sample > 0 && v->sample < g.preds.images && budget > 2 * v->k + 2 && budget < (1 << v->k) && v->k <= BF_SURROGATE_MAXN &&
+               !game_sampled(&g) &&
+               !bf_shapley_surrogate_sampled(v->k, coalition_logits_subset, &g, &g.preds, budget, v->sample, seed, v->phi,
+                                             &v->evals, &err)) {
+        v->estimator = "surrogate-sampled";
     } else if (v->k <= BF_SURROGATE_MAXN &&
                !bf_shapley_surrogate(v->k, coalition_logits, &g, &g.preds, budget, seed, v->phi, &v->evals, &err)) {
         v->estimator = "surrogate";
@@ -570,7 +659,7 @@ static void value_inline(coord_job_t *j) {
     value_t v = {.t = t, .round = j->round, .k = j->k, .params = j->params, .buffers = j->buffers,
                  .samples = j->samples, .g_params = bf_net_params(t->global), .g_buffers = bf_net_buffers(t->global),
                  .agg_state = state, .nstate = ns, .net = t->coalition, .val = &t->val, .recal_x = t->recal_x,
-                 .nrecal = t->nrecal, .exact_max = j->exact_max, .budget = j->budget, .utility_loss = j->utility_loss,
+                 .nrecal = t->nrecal, .exact_max = j->exact_max, .budget = j->budget, .utility_loss = j->utility_loss, .sample = j->sample,
                  .phi = j->phi};
     double t0 = bf_now();
     value_round(&v);
@@ -745,7 +834,7 @@ static void value_job(coord_job_t *j, const atomic_int *stop) {
         value_t v = {.t = t, .round = j->round, .k = j->k, .params = f.params, .buffers = f.buffers,
                      .samples = f.samples, .g_params = f.floats, .g_buffers = f.floats + f.h.np,
                      .agg_state = ns ? f.floats + model : NULL, .nstate = ns, .net = net, .val = &val, .recal_x = rx,
-                     .nrecal = nrx, .exact_max = j->exact_max, .budget = j->budget, .utility_loss = j->utility_loss,
+                     .nrecal = nrx, .exact_max = j->exact_max, .budget = j->budget, .utility_loss = j->utility_loss, .sample = j->sample,
                      .stop = stop, .phi = j->phi};
         value_round(&v);
         j->shapley_evals = v.evals, j->estimator = v.estimator;

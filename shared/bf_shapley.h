@@ -120,6 +120,21 @@ typedef int (*bf_logits_subset_fn)(void *ctx, uint32_t coalition, const int32_t 
 int bf_shapley_surrogate_sampled(int n, bf_logits_subset_fn f, void *ctx, const bf_preds_t *p, int budget, int sample,
                                  uint64_t seed, double *phi, int *evals, bf_err_t *err);
 
+/* A vector of a coalition's model (the coordinator's: what re-estimating its BN statistics on
+ * fewer images misses) predicted from the vectors of some evaluated nonempty coalitions: a ridge
+ * fit quadratic in the members' FedAvg weights within the coalition (bf_shapley_surrogate's
+ * features and ridge), one coefficient set for all coalitions. new: n players (1..BF_SURROGATE_MAXN),
+ * weight[n] > 0 (NULL: equal), dim floats a vector; NULL on bad arguments or out of memory.
+ * add: -1 once solved, beyond 64 coalitions, S empty or with a player >= n, or a value not finite
+ * (nothing added). solve: -1 with nothing added, out of memory. predict: after a successful solve;
+ * writes out[dim]. */
+typedef struct bf_coalition_fit bf_coalition_fit_t;
+bf_coalition_fit_t *bf_coalition_fit_new(int n, const double *weight, size_t dim);
+int bf_coalition_fit_add(bf_coalition_fit_t *f, uint32_t coalition, const float *v);
+int bf_coalition_fit_solve(bf_coalition_fit_t *f);
+void bf_coalition_fit_predict(const bf_coalition_fit_t *f, uint32_t coalition, float *out);
+void bf_coalition_fit_destroy(bf_coalition_fit_t **f);
+
 /* ---- first-order values for many players ------------------------------------------------ */
 
 /* The gradient along the round's path: at the model theta(t) = theta0 + t * sum_j c_j delta_j

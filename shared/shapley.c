@@ -545,3 +545,90 @@ int bf_shapley_surrogate(int n, bf_logits_fn f, void *ctx, const bf_preds_t *p, 
     surr_free(&s), free(ps);
     return rc;
 }
+
+/* ---- a vector of a coalition's model, fitted over evaluated coalitions ---------------------- */
+
+#define FIT_MAXROWS 64
+
+struct bf_coalition_fit {
+    int n, P, rows, solved;
+    size_t dim;
+    double weight[MAXN];
+    double x[FIT_MAXROWS][MAXN * (MAXN + 3) / 2]; /* each added coalition's features */
+    float *v;                                      /* [FIT_MAXROWS][dim]: its vector */
+    double *B;                                     /* [P][dim]: the fitted coefficients */
+};
+
+/* The surrogate's features in full (zeros for non-members): weights, then products i <= j. */
+static void fit_features(const bf_coalition_fit_t *f, uint32_t S, double *x) {
+    double W = 0;
+    int q = f->n;
+    for (int i = 0; i < f->n; i++) W += (S >> i & 1) ? f->weight[i] : 0;
+    for (int i = 0; i < f->n; i++) x[i] = (S >> i & 1) ? f->weight[i] / W : 0;
+    for (int i = 0; i < f->n; i++)
+        for (int j = i; j < f->n; j++) x[q++] = x[i] * x[j];
+}
+
+bf_coalition_fit_t *bf_coalition_fit_new(int n, const double *weight, size_t dim) {
+    if (n < 1 || n > BF_SURROGATE_MAXN || dim < 1 || dim > 100000000) return NULL;
+    for (int i = 0; weight && i < n; i++)
+        if (!(weight[i] > 0)) return NULL;
+    bf_coalition_fit_t *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->n = n, f->P = n + n * (n + 1) / 2, f->dim = dim;
+    for (int i = 0; i < n; i++) f->weight[i] = weight ? weight[i] : 1.0;
+    f->v = malloc(sizeof(float) * FIT_MAXROWS * dim), f->B = calloc((size_t)f->P * dim, sizeof(double));
+    if (!f->v || !f->B) bf_coalition_fit_destroy(&f);
+    return f;
+}
+
+void bf_coalition_fit_destroy(bf_coalition_fit_t **f) {
+    if (*f) free((*f)->v), free((*f)->B), free(*f);
+    *f = NULL;
+}
+
+int bf_coalition_fit_add(bf_coalition_fit_t *f, uint32_t S, const float *v) {
+    if (f->solved || f->rows == FIT_MAXROWS || !S || S >> f->n) return -1;
+    for (size_t e = 0; e < f->dim; e++)
+        if (!isfinite(v[e])) return -1;
+    fit_features(f, S, f->x[f->rows]);
+    memcpy(f->v + (size_t)f->rows++ * f->dim, v, sizeof(float) * f->dim);
+    return 0;
+}
+
+/* B = (X^T X + lambda I)^-1 X^T V, lambda the surrogate's (1e-3 of the mean diagonal). */
+int bf_coalition_fit_solve(bf_coalition_fit_t *f) {
+    int P = f->P;
+    if (f->solved) return 0;
+    if (!f->rows) return -1;
+    double *A = calloc((size_t)P * P, sizeof(double)), *h = malloc(sizeof(double) * P), tr = 0;
+    if (!A || !h) return free(A), free(h), -1;
+    for (int r = 0; r < f->rows; r++)
+        for (int a = 0; a < P; a++)
+            for (int b = 0; b < P; b++) A[a * P + b] += f->x[r][a] * f->x[r][b];
+    for (int a = 0; a < P; a++) tr += A[a * P + a];
+    for (int a = 0; a < P; a++) A[a * P + a] += SURROGATE_RIDGE * (tr > 0 ? tr / P : 1);
+    int rc = spd_factor(P, A);
+    for (int r = 0; !rc && r < f->rows; r++) { /* row r's hat weights, then its vector's share */
+        memcpy(h, f->x[r], sizeof(double) * P);
+        spd_backsolve(P, A, h);
+        const float *v = f->v + (size_t)r * f->dim;
+        for (int a = 0; a < P; a++) {
+            double *b = f->B + (size_t)a * f->dim;
+            for (size_t e = 0; e < f->dim; e++) b[e] += h[a] * v[e];
+        }
+    }
+    free(A), free(h);
+    f->solved = !rc;
+    return rc ? -1 : 0;
+}
+
+void bf_coalition_fit_predict(const bf_coalition_fit_t *f, uint32_t S, float *out) {
+    double x[MAXN * (MAXN + 3) / 2];
+    fit_features(f, S, x);
+    for (size_t e = 0; e < f->dim; e++) {
+        double s = 0;
+        for (int a = 0; a < f->P; a++) s += x[a] * f->B[(size_t)a * f->dim + e];
+        out[e] = (float)s;
+    }
+}

@@ -489,6 +489,84 @@ static void time_cheap_sample(const game_t *full, int recal, int sample, table_t
     c[1].sample_eval_s = c[0].sample_eval_s, c[1].sample_full_s = c[0].sample_full_s;
 }
 
+/* ---- BN statistics on fewer images, corrected from the anchors' (--bn-fit R) ------------------ */
+
+#define ANCHORS (2 * N + 2)
+
+/* The sampled surrogate's game with the coordinator's cheaper BN statistics: the anchors (empty,
+ * full, singletons, leave-one-outs) are re-estimated on all BN images; every other coalition on
+ * `recal` of them (every k-th), plus what that misses, predicted by bf_coalition_fit from the
+ * anchors' (each anchor's full statistics minus its statistics on the fewer images). Fills c[0],
+ * c[1] with all 2^N coalitions on every valuation image (the estimator draws its sample from
+ * them), and times a non-anchor's evaluation on `sample` images against a full evaluation
+ * (16 coalitions, interleaved) into sample_eval_s / sample_full_s. */
+static int bnfit_round(live_t *L, const table_t *ref, const table_t *ref_loss, int sample, int recal, table_t *c,
+                       bf_err_t *err) {
+    game_t *g = &L->g, few = *g;
+    size_t nb = bf_net_num_buffers(g->net);
+    int r0 = recal < g->recal ? recal : g->recal;
+    uint32_t anc[ANCHORS];
+    anc[0] = 0, anc[1] = FULL - 1;
+    for (int i = 0; i < N; i++) anc[2 + i] = 1u << i, anc[2 + N + i] = (FULL - 1) ^ (1u << i);
+    float *rx = malloc(sizeof(float) * (size_t)r0 * 784 + 1), *pb = malloc(sizeof(float) * nb),
+          *ab = malloc(sizeof(float) * nb * ANCHORS);
+    bf_coalition_fit_t *fit = bf_coalition_fit_new(N, NULL, nb);
+    int M = ref->preds->images;
+    preds_t *p = preds_new(M), *some = preds_new(sample > 0 && sample < M ? sample : 1), *scratch = preds_new(M);
+    if (!rx || !pb || !ab || !fit || !p || !some || !scratch)
+        return free(rx), free(pb), free(ab), bf_coalition_fit_destroy(&fit), preds_free(&p), preds_free(&some),
+               preds_free(&scratch), bf_err_set(err, "out of memory");
+    memset(some->labels, 0, sizeof(int32_t) * some->images), memset(scratch->labels, 0, sizeof(int32_t) * M);
+    for (int i = 0; i < r0; i++)
+        memcpy(rx + (size_t)i * 784, g->rx + (size_t)((int64_t)i * g->recal / r0) * 784, sizeof(float) * 784);
+    few.rx = rx, few.recal = r0;
+    memcpy(p->labels, ref->preds->labels, sizeof(int32_t) * p->images);
+    for (int r = 0; r < ANCHORS; r++) { /* the anchors' own statistics, and what the fewer images miss */
+        aggregate(g, anc[r], bf_net_params(g->net), ab + (size_t)r * nb);
+        if (!anc[r]) continue;
+        aggregate(&few, anc[r], bf_net_params(g->net), pb);
+        for (size_t e = 0; e < nb; e++) pb[e] = ab[(size_t)r * nb + e] - pb[e];
+        bf_coalition_fit_add(fit, anc[r], pb);
+    }
+    int rc = bf_coalition_fit_solve(fit) ? bf_err_set(err, "the BN fit failed") : 0;
+    double tfull = 0, tsub = 0, a, l;
+    for (uint32_t S = 0; S < FULL && !rc; S++) {
+        int r = 0;
+        while (r < ANCHORS && anc[r] != S) r++;
+        for (int timed = 0; timed < 1 + (S % 64 == 17); timed++) { /* now and then a sample's, then a full one */
+            double t0 = bf_now();
+            aggregate(&few, S, bf_net_params(g->net), bf_net_buffers(g->net));
+            float *buf = bf_net_buffers(g->net);
+            if (r < ANCHORS) memcpy(buf, ab + (size_t)r * nb, sizeof(float) * nb);
+            else {
+                bf_coalition_fit_predict(fit, S, pb);
+                for (size_t e = 0; e < nb; e++) buf[e] += pb[e];
+            }
+            float *z = timed ? some->z : p->z + (size_t)S * p->images * CLASSES;
+            bf_net_predict(g->net, g->x, timed ? some->images : p->images, z);
+            if (!timed) {
+                bf_preds_t pa = {p->images, CLASSES, p->labels, NULL, 0, NULL}, pl = pa;
+                pl.loss = 1;
+                c[0].u[S] = bf_preds_utility(&pa, z), c[1].u[S] = bf_preds_utility(&pl, z);
+                continue;
+            }
+            double t1 = bf_now();
+            live_utility(g, S, scratch, &a, &l); /* S's full evaluation, for the cost ratio */
+            tfull += bf_now() - t1, tsub += t1 - t0;
+        }
+    }
+    preds_free(&some), preds_free(&scratch), bf_coalition_fit_destroy(&fit), free(rx), free(pb), free(ab);
+    if (rc) return preds_free(&p), -1;
+    for (int u = 0; u < 2; u++) {
+        const table_t *rt = u ? ref_loss : ref;
+        c[u].round = rt->round, c[u].recal = r0, c[u].local_s = rt->local_s, c[u].agg_s = rt->agg_s;
+        c[u].eval_s = tfull / 16, c[u].ref_eval_s = tfull / 16, c[u].ref = rt, c[u].preds = p;
+        c[u].sample_eval_s = tsub / 16, c[u].sample_full_s = tfull / 16;
+        memcpy(c[u].split, rt->split, sizeof c[u].split), memcpy(c[u].utility, rt->utility, sizeof c[u].utility);
+    }
+    return 0;
+}
+
 static void swap_f(float *a, float *b, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float t = a[i];
@@ -730,6 +808,7 @@ int bench_shapley_main(int argc, char **argv) {
     int json = 0, layers = 0, recal = BENCH_BN_RECALIBRATE_IMAGES, eval = 2000, images = 5000, rounds = 1, seeds = 5, c, budgets[MAX_BUDGETS] = {22, 32, 50, 100}, nb = 4;
     const char *split = "iid", *save = NULL, *load = NULL, *save_updates = NULL, *updates = NULL;
     int cheap_recal = 0, cheap_images = 400; /* the cheaper game: off, as the coordinator's default */
+    int bnfit = 0;  /* --bn-fit R: the non-anchors' BN statistics predicted from the anchors' */
     int sample = 0; /* --sample: the sampled surrogate's images (0: the surrogate on every image) */
     uint64_t seed = 7;
     static const struct option opts[] = {
@@ -739,7 +818,7 @@ int bench_shapley_main(int argc, char **argv) {
         {"images", required_argument, 0, 'i'}, {"estimator", required_argument, 0, 'E'}, {"help", no_argument, 0, 'h'},
         {"recalibrate", required_argument, 0, 'R'}, {"save-updates", required_argument, 0, 'W'},
         {"updates", required_argument, 0, 'U'}, {"cheap", required_argument, 0, 'C'},
-        {"sample", required_argument, 0, 'S'},
+        {"sample", required_argument, 0, 'S'}, {"bn-fit", required_argument, 0, 'F'},
         {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -754,6 +833,7 @@ int bench_shapley_main(int argc, char **argv) {
         else if (c == 'W') save_updates = optarg;
         else if (c == 'U') updates = optarg;
         else if (c == 'S') sample = atoi(optarg);
+        else if (c == 'F') bnfit = atoi(optarg);
         else if (c == 'C') {
             if (!strcmp(optarg, "off")) cheap_recal = 0;
             else if (sscanf(optarg, "%d:%d", &cheap_recal, &cheap_images) != 2 || cheap_recal < 1 || cheap_images < 1)
@@ -776,7 +856,7 @@ int bench_shapley_main(int argc, char **argv) {
     if (optind < argc || rounds < 1 || 2 * rounds > MAX_TABLES || images < 64 || images > 5500 || seeds < 1 || seeds > MAX_SEEDS || eval < 1 || eval > 10000 ||
         recal < 0 || recal > 50000 ||
         (load && save) || (updates && !load) || (save_updates && load) || sample < 0 || sample > eval ||
-        (sample && load && !updates))
+        (sample && load && !updates) || (bnfit && (!updates || cheap_recal)))
         return usage(stderr);
     stats_t st[2 * MAX_BUDGETS] = {{0}};
     int per_utility[2] = {0, 0}, ncu = 0;
@@ -797,9 +877,9 @@ int bench_shapley_main(int argc, char **argv) {
         if (!rc && updates) { /* the cheaper games of the same rounds replace the tables as what is valued */
             if (live_init(&L, split, seed, eval, images, recal, &err))
                 rc = (fprintf(stderr, "bench shapley: %s\n", err.msg), -1);
-            for (int k = 0; k < ntables && !rc && sample && !cheap_recal; k++) /* --sample's cost, full game */
+            for (int k = 0; k < ntables && !rc && sample && !cheap_recal && !bnfit; k++) /* --sample's cost, full game */
                 time_sample(&L.g, sample, &tables[k].sample_eval_s, &tables[k].sample_full_s);
-            for (int k = 0; k + 1 < ntables && !rc && cheap_recal; k += 2) {
+            for (int k = 0; k + 1 < ntables && !rc && (cheap_recal || bnfit); k += 2) {
                 table_t *ref = &tables[k];
                 if (!ref->preds || strcmp(ref->utility, "accuracy") || strcmp(tables[k + 1].utility, "loss") ||
                     ref->preds->images > eval)
@@ -812,17 +892,18 @@ int bench_shapley_main(int argc, char **argv) {
                     for (int i = 0; ix && i < ref->preds->images; i++) ix[i] = i;
                     if (ix) bf_batch_fill(L.g.val, ix, ref->preds->images, &L.mean, &L.std, NULL, L.g.x, NULL);
                     free(ix);
-                    if (!ix || cheap_round(&L, ref, &tables[k + 1], cheap_recal, cheap_images, &cheap_t[ncheap], &err))
+                    if (!ix || (bnfit ? bnfit_round(&L, ref, &tables[k + 1], sample, bnfit, &cheap_t[ncheap], &err)
+                                      : cheap_round(&L, ref, &tables[k + 1], cheap_recal, cheap_images, &cheap_t[ncheap], &err)))
                         rc = (fprintf(stderr, "bench shapley: %s\n", ix ? err.msg : "out of memory"), -1);
                     else {
-                        if (sample) time_cheap_sample(&L.g, cheap_recal, sample, &cheap_t[ncheap]);
+                        if (sample && !bnfit) time_cheap_sample(&L.g, cheap_recal, sample, &cheap_t[ncheap]);
                         ncheap += 2;
                     }
                 }
             }
         }
-        table_t *valued = cheap_recal ? cheap_t : tables;
-        int nvalued = cheap_recal ? ncheap : ntables;
+        table_t *valued = cheap_recal || bnfit ? cheap_t : tables;
+        int nvalued = cheap_recal || bnfit ? ncheap : ntables;
         for (int k = 0; k < nvalued && !rc; k++) {
             int u = !strcmp(valued[k].utility, "loss");
             per_utility[u]++;

@@ -16,6 +16,8 @@
  *    surrogate itself when the sample is every image, efficient over every image, each coalition
  *    predicted once (the anchors on every image, the others on the sample only), deterministic,
  *    and on the tanh network closer to exact than the surrogate scored on the sample alone;
+ *  - bf_coalition_fit: exact for a vector quadratic in the FedAvg weights (up to its ridge) from
+ *    enough coalitions, refuses non-finite vectors, empty coalitions and a second solve's adds;
  *  - bad input is refused: labels out of range, nonpositive weights, too many players, a budget
  *    below 2n+2, predictions too large to keep, a failing prediction callback, and a poisoner's
  *    overflowing predictions (refused; the utility itself stays bounded: BF_LOSS_CAP per image). */
@@ -274,6 +276,48 @@ int main(void) {
     g.calls = 0, g.fail_at = 5;
     CHECK(bf_shapley_surrogate_sampled(10, logits_subset, &g, &p, 100, 100, 1, est, &evals, &err) == -1);
     g.fail_at = 0;
+
+    /* bf_coalition_fit: v(S) = a + sum c_i b_i + sum c_i c_j q_ij (c the FedAvg weights in S) */
+    {
+        enum { FN = 6, DIM = 3 };
+        double wt[FN] = {1, 2, 3, 1, 2, 5};
+        bf_coalition_fit_t *f = bf_coalition_fit_new(FN, wt, DIM);
+        CHECK(f != NULL);
+        CHECK(bf_coalition_fit_new(FN, wt, 0) == NULL && bf_coalition_fit_new(BF_SURROGATE_MAXN + 1, NULL, 1) == NULL);
+        wt[2] = 0;
+        CHECK(bf_coalition_fit_new(FN, wt, DIM) == NULL);
+        wt[2] = 3;
+        float v[DIM], out[DIM], bad[DIM] = {0, NAN, 0};
+        double truth[64][DIM];
+        for (uint32_t S = 1; S < 64; S++) {
+            double W = 0, c[FN];
+            for (int i = 0; i < FN; i++) W += (S >> i & 1) ? wt[i] : 0;
+            for (int i = 0; i < FN; i++) c[i] = (S >> i & 1) ? wt[i] / W : 0;
+            for (int e = 0; e < DIM; e++) {
+                double t = 0.5 * e;
+                for (int i = 0; i < FN; i++) t += c[i] * (1 + i + e) + c[i] * c[(i + 1) % FN] * (2 - e);
+                truth[S][e] = t;
+            }
+        }
+        CHECK(bf_coalition_fit_solve(f) == -1); /* nothing added */
+        for (uint32_t S = 1; S < 64; S++) {
+            for (int e = 0; e < DIM; e++) v[e] = (float)truth[S][e];
+            CHECK(bf_coalition_fit_add(f, S, v) == 0);
+        }
+        CHECK(bf_coalition_fit_add(f, 0, v) == -1 && bf_coalition_fit_add(f, 64, v) == -1);
+        CHECK(bf_coalition_fit_add(f, 5, bad) == -1);
+        CHECK(bf_coalition_fit_solve(f) == 0);
+        CHECK(bf_coalition_fit_add(f, 7, v) == -1); /* solved: no more */
+        double worst = 0;
+        for (uint32_t S = 1; S < 64; S++) {
+            bf_coalition_fit_predict(f, S, out);
+            for (int e = 0; e < DIM; e++) worst = fmax(worst, fabs(out[e] - truth[S][e]));
+        }
+        printf("coalition fit of a quadratic vector from all 63 coalitions: worst error %.2e\n", worst);
+        CHECK(worst < 0.02); /* the ridge's bias only */
+        bf_coalition_fit_destroy(&f);
+        CHECK(f == NULL);
+    }
 
     /* refused input */
     make_game(&g, 10, 1, 7, 0);
