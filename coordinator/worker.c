@@ -92,9 +92,10 @@ int coord_agg_state_read(const char *ckpt, float *v, size_t n) {
 #define VALUE_SAMPLE_IMAGES INT_MAX
 /* The sampled surrogate (run --shapley-sample): the coalitions other than its 2n + 2 anchors get
  * their BN statistics re-estimated on at most this many of the recalibration images (every k-th),
- * plus what that misses as fitted over the anchors (bf_coalition_fit): within 0.5% of the full
- * game's values where 256 images alone moved them 9% (docs/SHAPLEY.md). */
-#define VALUE_FIT_RECAL_IMAGES 256
+ * plus what that misses as fitted over the anchors (bf_coalition_fit). Measured in docs/SHAPLEY.md
+ * ("the sampled surrogate"): 256 left a held-out round's values 2-5% from the full game's, 512
+ * 0.6-1.9%. */
+#define VALUE_FIT_RECAL_IMAGES 512
 
 /* What valuing one round needs, wherever it runs: inline on the worker's thread (from the task's
  * model fields, before the global model moves) or on the valuer thread (from the round's

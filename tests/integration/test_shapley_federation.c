@@ -7,7 +7,7 @@
  * With "surrogate" the coordinator values every round with the budgeted estimator instead of
  * exactly (--shapley-exact-max 3, budget 10 of the 16 coalitions), and its log must say so.
  * With "sampled", the sampled surrogate (--shapley-sample 100, budget 14: 4 coalitions beyond the
- * 2n + 2 anchors scored on a sample, their BN statistics corrected by the anchors' fit); its design
+ * 2n + 2 anchors scored on a sample; BN statistics corrected by the anchors' fit where the model has BN); its design
  * is not symmetric in carol and dave, so their values need only be within 10% of each other.
  * usage: test_shapley_federation COORDINATOR [surrogate|sampled] */
 #include "fed_participant.h"
