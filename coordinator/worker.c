@@ -237,6 +237,13 @@ static int coalition_logits(void *ctx, uint32_t S, float *out) {
     return 0;
 }
 
+/* few of the n images src (chw floats each), every (n / few)-th, into dst: BN images still spread
+ * over every block. */
+static void spread_images(float *dst, const float *src, int n, int few, size_t chw) {
+    for (int i = 0; i < few; i++)
+        memcpy(dst + i * chw, src + (size_t)((int64_t)i * n / few) * chw, sizeof(float) * chw);
+}
+
 static void game_free(game_t *g) {
     free(g->x), free(g->z), free(g->z_empty), free(g->z_all), free(g->labels), free(g->image_weight), free(g->rx_own);
     free(g->xs), free(g->ys), free(g->rx_few_own), free(g->bn_tmp), bf_coalition_fit_destroy(&g->bn_fit);
@@ -304,8 +311,7 @@ static int game_sampled(game_t *g) {
     g->rx_few = g->rx, g->nrx_few = few; /* (none for a model without BN) */
     if (few < g->nrx) {
         if (!(g->rx_few = g->rx_few_own = malloc(sizeof(float) * few * chw))) return -1;
-        for (int i = 0; i < few; i++)
-            memcpy(g->rx_few_own + i * chw, g->rx + (size_t)((int64_t)i * g->nrx / few) * chw, sizeof(float) * chw);
+        spread_images(g->rx_few_own, g->rx, g->nrx, few, chw);
     }
     return g->xs && g->ys && g->bn_tmp && g->bn_fit ? 0 : -1;
 }
@@ -320,8 +326,7 @@ static int game_sample(game_t *g, const float *xa, const int32_t *ya, const floa
     g->rx = v->recal_x, g->nrx = v->nrecal;
     if (r < v->nrecal) {
         if (!(g->rx_own = malloc(sizeof(float) * r * chw))) return -1;
-        for (int i = 0; i < r; i++)
-            memcpy(g->rx_own + i * chw, v->recal_x + (size_t)((int64_t)i * v->nrecal / r) * chw, sizeof(float) * chw);
+        spread_images(g->rx_own, v->recal_x, v->nrecal, r, chw);
         g->rx = g->rx_own, g->nrx = r;
     }
     int s = m < VALUE_SAMPLE_IMAGES ? m : VALUE_SAMPLE_IMAGES;
@@ -516,10 +521,10 @@ static void value_round(value_t *v) {
     } else if (v->k <= v->exact_max) {
         bf_shapley_exact(v->k, coalition_utility, &g, v->phi, &err), v->evals = 1 << v->k;
         v->estimator = "exact";
-    } else if (v->sample > 0 && v->sample < g.preds.images && budget > 2 * v->k + 2 && budget < (1 << v->k) && v->k <= BF_SURROGATE_MAXN &&
+    } else if (v->sample > 0 && v->sample < g.preds.images && budget > 2 * v->k + 2 && budget < (1 << v->k) &&
                !game_sampled(&g) &&
-               !bf_shapley_surrogate_sampled(v->k, coalition_logits_subset, &g, &g.preds, budget, v->sample, seed, v->phi,
-                                             &v->evals, &err)) {
+               !bf_shapley_surrogate_sampled(v->k, coalition_logits_subset, &g, &g.preds, budget, v->sample, seed,
+                                             v->phi, &v->evals, &err)) {
         v->estimator = "surrogate-sampled";
     } else if (v->k <= BF_SURROGATE_MAXN &&
                !bf_shapley_surrogate(v->k, coalition_logits, &g, &g.preds, budget, seed, v->phi, &v->evals, &err)) {
@@ -660,8 +665,8 @@ static void value_inline(coord_job_t *j) {
     value_t v = {.t = t, .round = j->round, .k = j->k, .params = j->params, .buffers = j->buffers,
                  .samples = j->samples, .g_params = bf_net_params(t->global), .g_buffers = bf_net_buffers(t->global),
                  .agg_state = state, .nstate = ns, .net = t->coalition, .val = &t->val, .recal_x = t->recal_x,
-                 .nrecal = t->nrecal, .exact_max = j->exact_max, .budget = j->budget, .utility_loss = j->utility_loss, .sample = j->sample,
-                 .phi = j->phi};
+                 .nrecal = t->nrecal, .exact_max = j->exact_max, .budget = j->budget, .utility_loss = j->utility_loss,
+                 .sample = j->sample, .phi = j->phi};
     double t0 = bf_now();
     value_round(&v);
     j->shapley_evals = v.evals, j->estimator = v.estimator;
@@ -835,8 +840,8 @@ static void value_job(coord_job_t *j, const atomic_int *stop) {
         value_t v = {.t = t, .round = j->round, .k = j->k, .params = f.params, .buffers = f.buffers,
                      .samples = f.samples, .g_params = f.floats, .g_buffers = f.floats + f.h.np,
                      .agg_state = ns ? f.floats + model : NULL, .nstate = ns, .net = net, .val = &val, .recal_x = rx,
-                     .nrecal = nrx, .exact_max = j->exact_max, .budget = j->budget, .utility_loss = j->utility_loss, .sample = j->sample,
-                     .stop = stop, .phi = j->phi};
+                     .nrecal = nrx, .exact_max = j->exact_max, .budget = j->budget, .utility_loss = j->utility_loss,
+                     .sample = j->sample, .stop = stop, .phi = j->phi};
         value_round(&v);
         j->shapley_evals = v.evals, j->estimator = v.estimator;
         if (atomic_load(stop)) snprintf(j->err, sizeof j->err, "given up: the coordinator is stopping");

@@ -55,7 +55,8 @@ static int by_index(const void *a, const void *b) { return *(const int32_t *)a -
 
 int bf_shapley_surrogate_sampled(int n, bf_logits_subset_fn f, void *ctx, const bf_preds_t *p, int budget, int sample,
                                  uint64_t seed, double *phi, int *evals, bf_err_t *err) {
-    if (n < 1 || n > BF_SURROGATE_MAXN) return bf_err_set(err, "the surrogate estimator needs 1..%d players, got %d", BF_SURROGATE_MAXN, n);
+    if (n < 1 || n > BF_SURROGATE_MAXN)
+        return bf_err_set(err, "the surrogate estimator needs 1..%d players, got %d", BF_SURROGATE_MAXN, n);
     if (p->images < 1 || p->classes < 2 || p->classes > 100000 || p->images > 100000000 / p->classes)
         return bf_err_set(err, "predictions of %d images x %d classes are out of range", p->images, p->classes);
     if (sample < 1) return bf_err_set(err, "an image sample of %d", sample);

@@ -164,7 +164,8 @@ static int table_logits_subset(void *ctx, uint32_t S, const int32_t *idx, int m,
     if (!idx) return table_logits(ctx, S, out);
     t->calls++;
     const float *z = t->p->z + S * (size_t)t->p->images * CLASSES;
-    for (int i = 0; i < m; i++) memcpy(out + (size_t)i * CLASSES, z + (size_t)idx[i] * CLASSES, sizeof(float) * CLASSES);
+    for (int i = 0; i < m; i++)
+        memcpy(out + (size_t)i * CLASSES, z + (size_t)idx[i] * CLASSES, sizeof(float) * CLASSES);
     return 0;
 }
 
@@ -410,6 +411,12 @@ static int updates_load(const char *path, int round, live_t *L) {
     return found == 1 ? 0 : -1;
 }
 
+/* r of the game's recalibration images, every (recal / r)-th, into rx (as the coordinator spreads them). */
+static void spread_recal(const game_t *g, int r, float *rx) {
+    for (int i = 0; i < r; i++)
+        memcpy(rx + (size_t)i * 784, g->rx + (size_t)((int64_t)i * g->recal / r) * 784, sizeof(float) * 784);
+}
+
 /* The coordinator's cheaper game for a full game's round (ref: its accuracy table, with every
  * coalition's logits): BN statistics re-estimated on `recal` of the full game's images (every
  * (full / recal)-th), U on bf_preds_sample's `images` of its valuation images, drawn from the
@@ -433,7 +440,7 @@ static int cheap_round(live_t *L, const table_t *ref, const table_t *ref_loss, i
         memcpy(x + (size_t)i * 784, L->g.x + (size_t)idx[i] * 784, sizeof(float) * 784);
     }
     int r = recal < L->g.recal ? recal : L->g.recal;
-    for (int i = 0; i < r; i++) memcpy(rx + (size_t)i * 784, L->g.rx + (size_t)((int64_t)i * L->g.recal / r) * 784, sizeof(float) * 784);
+    spread_recal(&L->g, r, rx);
     game_t g = L->g;
     g.x = x, g.rx = rx, g.recal = r;
     double cheap = 0, fullt = 0, a, l;
@@ -517,8 +524,7 @@ static int bnfit_round(live_t *L, const table_t *ref, const table_t *ref_loss, i
         return free(rx), free(pb), free(ab), bf_coalition_fit_destroy(&fit), preds_free(&p), preds_free(&some),
                preds_free(&scratch), bf_err_set(err, "out of memory");
     memset(some->labels, 0, sizeof(int32_t) * some->images), memset(scratch->labels, 0, sizeof(int32_t) * M);
-    for (int i = 0; i < r0; i++)
-        memcpy(rx + (size_t)i * 784, g->rx + (size_t)((int64_t)i * g->recal / r0) * 784, sizeof(float) * 784);
+    spread_recal(g, r0, rx);
     few.rx = rx, few.recal = r0;
     memcpy(p->labels, ref->preds->labels, sizeof(int32_t) * p->images);
     for (int r = 0; r < ANCHORS; r++) { /* the anchors' own statistics, and what the fewer images miss */
@@ -835,7 +841,7 @@ int bench_shapley_main(int argc, char **argv) {
         else if (c == 'W') save_updates = optarg;
         else if (c == 'U') updates = optarg;
         else if (c == 'S') sample = atoi(optarg);
-        else if (c == 'F') bnfit = atoi(optarg);
+        else if (c == 'F' && (bnfit = atoi(optarg)) < 1) return usage(stderr);
         else if (c == 'C') {
             if (!strcmp(optarg, "off")) cheap_recal = 0;
             else if (sscanf(optarg, "%d:%d", &cheap_recal, &cheap_images) != 2 || cheap_recal < 1 || cheap_images < 1)
